@@ -1,0 +1,66 @@
+# ccomp: `make demo` and `make test` do all the set-up on a fresh machine.
+PYTHON ?= python3
+VENV   ?= .venv
+VPY    := $(VENV)/bin/python
+CC     ?= cc
+
+CORE_SRC  := $(wildcard csrc/util/*.c) $(wildcard csrc/zipfit/*.c)
+CORE_HDR  := $(wildcard csrc/include/ccomp/*.h)
+CTESTS    := $(patsubst tests/c/%.c,%,$(wildcard tests/c/test_*.c))
+CFLAGS_C  := -std=c11 -Wall -Wextra -Wno-missing-field-initializers -Werror -Icsrc/include
+LIBS      := -lz -llz4 -lzstd -lpthread
+SAN       := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+CORPUS    := $(wildcard data/corpus/*)
+# How many (source, target) pairs per deflate level the exactness check compares.
+DEFLATE_PAIRS ?= 1000000
+
+.PHONY: all demo test sysdeps venv install ctest asan pytest bench clean
+
+all: install
+
+sysdeps:
+	@bash tools/sysdeps.sh
+
+$(VENV)/.installed: requirements-dev.txt
+	@test -x $(VPY) || $(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade pip
+	$(VPY) -m pip install -q -r requirements-dev.txt
+	@touch $@
+
+venv: sysdeps $(VENV)/.installed
+
+# The C extension, and the CUDA extension when nvcc is found (CCOMP_CUDA=auto|0|1).
+install: venv
+	CCOMP_WERROR=1 $(VPY) -m pip install -q --no-build-isolation --no-deps -e .
+
+build/ctest/%: tests/c/%.c $(CORE_SRC) $(CORE_HDR) | sysdeps
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_C) -O2 -o $@ $< $(CORE_SRC) $(LIBS)
+
+build/asan/%: tests/c/%.c $(CORE_SRC) $(CORE_HDR) | sysdeps
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_C) -O1 -g $(SAN) -o $@ $< $(CORE_SRC) $(LIBS)
+
+# C-level tests of the core at full size.
+ctest: $(addprefix build/ctest/,$(CTESTS))
+	build/ctest/test_core
+	$(if $(wildcard tests/c/test_deflate_model.c),build/ctest/test_deflate_model --pairs-per-level $(DEFLATE_PAIRS) $(CORPUS))
+
+# The same C tests under AddressSanitizer + UBSan, at sizes that keep them quick.
+asan: $(addprefix build/asan/,$(CTESTS))
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 build/asan/test_core --quick
+	$(if $(wildcard tests/c/test_deflate_model.c),ASAN_OPTIONS=detect_leaks=1 build/asan/test_deflate_model --pairs-per-level 3000 $(CORPUS))
+
+pytest: install
+	PYTHONDEVMODE=1 $(VPY) -m pytest -q -p no:cacheprovider tests --doctest-modules python/ccomp
+
+test: install ctest asan pytest
+
+demo: install
+	$(VPY) -m ccomp demo
+
+bench: install
+	$(VPY) bench/zipfit_bench.py
+
+clean:
+	rm -rf build *.egg-info python/*.egg-info python/ccomp/*.so

@@ -1,0 +1,27 @@
+/* CPU features detected at run time (the default build uses no -march=native). */
+#ifndef CCOMP_CPU_H
+#define CCOMP_CPU_H
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+enum {
+    CCOMP_CPU_SSE42 = 1 << 0,
+    CCOMP_CPU_AVX2 = 1 << 1,
+    CCOMP_CPU_BMI2 = 1 << 2,
+    CCOMP_CPU_AVX512F = 1 << 3,
+    CCOMP_CPU_NEON = 1 << 4
+};
+
+/* Bit set of CCOMP_CPU_* flags. */
+unsigned ccomp_cpu_features(void);
+
+/* Name of one CCOMP_CPU_* flag ("sse4.2", "avx2", ...). */
+const char *ccomp_cpu_feature_name(unsigned flag);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* CCOMP_CPU_H */

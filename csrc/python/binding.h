@@ -1,0 +1,15 @@
+/* Helpers shared by the binding files of ccomp._core. */
+#ifndef CCOMP_PY_BINDING_H
+#define CCOMP_PY_BINDING_H
+
+#include <Python.h>
+
+#include "ccomp/status.h"
+
+/* Raises the exception for err's code with "operation: message"; returns NULL. */
+PyObject *ccomp_raise(const ccomp_error *err, const char *operation);
+
+/* threads=None -> all cores; otherwise an int in [1, 4096].  Returns -1 with an exception set on bad input. */
+int ccomp_resolve_threads(PyObject *obj, int *threads);
+
+#endif

@@ -1,0 +1,441 @@
+/* ccomp._core: the CPython binding of the C core.
+ *
+ * Every function has the same shape: parse arguments, borrow buffers, validate,
+ * release the GIL, call the core, take the GIL back, turn the status into an
+ * exception, release everything at one cleanup label. */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#define NPY_NO_DEPRECATED_API NPY_1_7_API_VERSION
+#include <numpy/arrayobject.h>
+
+#include <lz4.h>
+#include <zlib.h>
+#include <zstd.h>
+
+#include "binding.h"
+#include "ccomp/cpu.h"
+#include "ccomp/deflate_model.h"
+#include "ccomp/parallel.h"
+#include "ccomp/zipfit.h"
+
+#ifndef CCOMP_VERSION
+#define CCOMP_VERSION "0.0.0"
+#endif
+
+static PyObject *corrupt_stream_error = NULL;
+
+PyObject *ccomp_raise(const ccomp_error *err, const char *operation)
+{
+    PyObject *type;
+    switch (err->code) {
+    case CCOMP_ERR_VALUE: type = PyExc_ValueError; break;
+    case CCOMP_ERR_TYPE: type = PyExc_TypeError; break;
+    case CCOMP_ERR_NOMEM: type = PyExc_MemoryError; break;
+    case CCOMP_ERR_CORRUPT: type = corrupt_stream_error ? corrupt_stream_error : PyExc_ValueError; break;
+    case CCOMP_ERR_CANCELLED: type = PyExc_KeyboardInterrupt; break;
+    default: type = PyExc_RuntimeError; break;
+    }
+    PyErr_Format(type, "%s: %s", operation, err->msg[0] ? err->msg : ccomp_status_name(err->code));
+    return NULL;
+}
+
+int ccomp_resolve_threads(PyObject *obj, int *threads)
+{
+    if (obj == NULL || obj == Py_None) {
+        *threads = ccomp_cpu_count();
+        return 0;
+    }
+    if (!PyLong_Check(obj) || PyBool_Check(obj)) {
+        PyErr_Format(PyExc_TypeError, "threads must be an int or None, got %s", Py_TYPE(obj)->tp_name);
+        return -1;
+    }
+    long t = PyLong_AsLong(obj);
+    if (t == -1 && PyErr_Occurred())
+        return -1;
+    if (t < 1 || t > 4096) {
+        PyErr_Format(PyExc_ValueError, "threads must be between 1 and 4096, got %ld", t);
+        return -1;
+    }
+    *threads = (int)t;
+    return 0;
+}
+
+/* ---- borrowed texts --------------------------------------------------------------- */
+
+/* Texts borrowed from a Python sequence: str items as their UTF-8 form (kept
+ * by the str object), other items through the buffer protocol.  `items` is a
+ * tuple copy of the sequence, so the borrowed pointers stay valid while the GIL
+ * is released even if the caller's list changes. */
+typedef struct text_batch {
+    PyObject *items;
+    ccomp_text *texts;
+    Py_buffer *views;
+    Py_ssize_t nviews;
+    Py_ssize_t n;
+} text_batch;
+
+static void text_batch_release(text_batch *b)
+{
+    for (Py_ssize_t i = 0; i < b->nviews; i++)
+        if (b->views[i].obj != NULL)
+            PyBuffer_Release(&b->views[i]);
+    PyMem_Free(b->views);
+    PyMem_Free(b->texts);
+    Py_XDECREF(b->items);
+    memset(b, 0, sizeof *b);
+}
+
+static int text_from_object(PyObject *item, ccomp_text *t, Py_buffer *view, const char *what, Py_ssize_t index)
+{
+    if (PyUnicode_Check(item)) {
+        Py_ssize_t len;
+        const char *p = PyUnicode_AsUTF8AndSize(item, &len);
+        if (p == NULL) {
+            PyObject *type, *value, *tb;
+            PyErr_Fetch(&type, &value, &tb);
+            PyErr_Format(PyExc_ValueError, "%s item %zd cannot be encoded as UTF-8: %S", what, index,
+                         value ? value : Py_None);
+            Py_XDECREF(type);
+            Py_XDECREF(value);
+            Py_XDECREF(tb);
+            return -1;
+        }
+        t->data = (const uint8_t *)p;
+        t->len = (size_t)len;
+        return 0;
+    }
+    if (!PyObject_CheckBuffer(item)) {
+        PyErr_Format(PyExc_TypeError, "%s item %zd: expected str or a bytes-like object, got %s", what, index,
+                     Py_TYPE(item)->tp_name);
+        return -1;
+    }
+    if (PyObject_GetBuffer(item, view, PyBUF_C_CONTIGUOUS) < 0) {
+        PyErr_Clear();
+        PyErr_Format(PyExc_TypeError, "%s item %zd: expected a C-contiguous bytes-like object, got %s", what,
+                     index, Py_TYPE(item)->tp_name);
+        return -1;
+    }
+    t->data = (const uint8_t *)view->buf;
+    t->len = (size_t)view->len;
+    return 0;
+}
+
+static int text_batch_init(text_batch *b, PyObject *seq, const char *what, Py_ssize_t index_offset)
+{
+    memset(b, 0, sizeof *b);
+    if (PyUnicode_Check(seq) || PyBytes_Check(seq)) {
+        PyErr_Format(PyExc_TypeError, "%s must be a sequence of texts, not a single %s", what, Py_TYPE(seq)->tp_name);
+        return -1;
+    }
+    b->items = PySequence_Tuple(seq);
+    if (b->items == NULL)
+        return -1;
+    b->n = PyTuple_GET_SIZE(b->items);
+    b->texts = PyMem_Calloc((size_t)(b->n ? b->n : 1), sizeof *b->texts);
+    b->views = PyMem_Calloc((size_t)(b->n ? b->n : 1), sizeof *b->views);
+    if (b->texts == NULL || b->views == NULL) {
+        PyErr_NoMemory();
+        text_batch_release(b);
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < b->n; i++) {
+        b->nviews = i + 1;
+        if (text_from_object(PyTuple_GET_ITEM(b->items, i), &b->texts[i], &b->views[i], what, index_offset + i) < 0) {
+            text_batch_release(b);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int single_text(PyObject *obj, ccomp_text *t, Py_buffer *view, const char *what)
+{
+    memset(view, 0, sizeof *view);
+    if (PyUnicode_Check(obj) || PyObject_CheckBuffer(obj))
+        return text_from_object(obj, t, view, what, 0) < 0 ? -1 : 0;
+    PyErr_Format(PyExc_TypeError, "%s: expected str or a bytes-like object, got %s", what, Py_TYPE(obj)->tp_name);
+    return -1;
+}
+
+static void single_release(Py_buffer *view)
+{
+    if (view->obj != NULL)
+        PyBuffer_Release(view);
+}
+
+/* ---- zipfit ------------------------------------------------------------------------- */
+
+static int parse_compressor(int compressor, int level, int engine)
+{
+    ccomp_error err;
+    ccomp_error_clear(&err);
+    if (ccomp_check_level((ccomp_compressor)compressor, level, &err) != CCOMP_OK) {
+        ccomp_raise(&err, "zipfit");
+        return -1;
+    }
+    if (engine < CCOMP_ENGINE_AUTO || engine > CCOMP_ENGINE_MODEL) {
+        PyErr_Format(PyExc_ValueError, "unknown gzip engine id %d", engine);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *py_pair_size(PyObject *self, PyObject *args)
+{
+    (void)self;
+    int compressor, level, engine;
+    PyObject *a_obj, *b_obj;
+    if (!PyArg_ParseTuple(args, "iiiOO:pair_size", &compressor, &level, &engine, &a_obj, &b_obj))
+        return NULL;
+    if (parse_compressor(compressor, level, engine) < 0)
+        return NULL;
+    ccomp_text a = {0}, b = {0};
+    Py_buffer va, vb;
+    memset(&vb, 0, sizeof vb);
+    if (single_text(a_obj, &a, &va, "first text") < 0)
+        return NULL;
+    if (b_obj != Py_None && single_text(b_obj, &b, &vb, "second text") < 0) {
+        single_release(&va);
+        return NULL;
+    }
+    ccomp_error err;
+    ccomp_error_clear(&err);
+    ccomp_sizer *s = NULL;
+    size_t out = 0;
+    ccomp_status st;
+    Py_BEGIN_ALLOW_THREADS
+    st = ccomp_sizer_create((ccomp_compressor)compressor, level, (ccomp_gzip_engine)engine, &s, &err);
+    if (st == CCOMP_OK)
+        st = ccomp_sizer_size(s, a.data, a.len, b.data, b.len, &out, &err);
+    ccomp_sizer_free(s);
+    Py_END_ALLOW_THREADS
+    single_release(&va);
+    single_release(&vb);
+    if (st != CCOMP_OK)
+        return ccomp_raise(&err, "compressed_size");
+    return PyLong_FromSize_t(out);
+}
+
+static PyObject *py_engine_name(PyObject *self, PyObject *args)
+{
+    (void)self;
+    int compressor, level, engine;
+    if (!PyArg_ParseTuple(args, "iii:engine_name", &compressor, &level, &engine))
+        return NULL;
+    if (parse_compressor(compressor, level, engine) < 0)
+        return NULL;
+    ccomp_error err;
+    ccomp_error_clear(&err);
+    ccomp_sizer *s = NULL;
+    if (ccomp_sizer_create((ccomp_compressor)compressor, level, (ccomp_gzip_engine)engine, &s, &err) != CCOMP_OK)
+        return ccomp_raise(&err, "engine_name");
+    PyObject *name = PyUnicode_FromString(ccomp_sizer_engine(s));
+    ccomp_sizer_free(s);
+    return name;
+}
+
+static PyObject *py_compressed_sizes(PyObject *self, PyObject *args, PyObject *kw)
+{
+    (void)self;
+    static char *kwlist[] = {"texts", "compressor", "level", "engine", "threads", "index_offset", "what", NULL};
+    PyObject *texts_obj, *threads_obj = Py_None;
+    int compressor, level, engine;
+    Py_ssize_t offset = 0;
+    const char *what = "texts";
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "Oiii|Ons:compressed_sizes", kwlist, &texts_obj, &compressor,
+                                     &level, &engine, &threads_obj, &offset, &what))
+        return NULL;
+    int threads;
+    if (parse_compressor(compressor, level, engine) < 0 || ccomp_resolve_threads(threads_obj, &threads) < 0)
+        return NULL;
+    text_batch batch;
+    if (text_batch_init(&batch, texts_obj, what, offset) < 0)
+        return NULL;
+    npy_intp dims[1] = {batch.n};
+    PyArrayObject *sizes = (PyArrayObject *)PyArray_SimpleNew(1, dims, NPY_INT64);
+    PyObject *result = NULL;
+    if (sizes == NULL)
+        goto done;
+    ccomp_error err;
+    ccomp_error_clear(&err);
+    ccomp_status st;
+    size_t *out = (size_t *)PyArray_DATA(sizes);
+    Py_BEGIN_ALLOW_THREADS
+    st = ccomp_compressed_sizes((ccomp_compressor)compressor, level, (ccomp_gzip_engine)engine, batch.texts,
+                                (size_t)batch.n, threads, out, &err);
+    Py_END_ALLOW_THREADS
+    if (st != CCOMP_OK) {
+        ccomp_raise(&err, "compressed_sizes");
+        goto done;
+    }
+    result = (PyObject *)sizes;
+    sizes = NULL;
+done:
+    Py_XDECREF(sizes);
+    text_batch_release(&batch);
+    return result;
+}
+
+static PyObject *py_alignment_scores(PyObject *self, PyObject *args, PyObject *kw)
+{
+    (void)self;
+    static char *kwlist[] = {"sources", "targets", "target_sizes", "compressor", "level", "engine",
+                             "threads", "index_offset", NULL};
+    PyObject *src_obj, *tgt_obj, *tsize_obj, *threads_obj = Py_None;
+    int compressor, level, engine;
+    Py_ssize_t offset = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOiii|On:alignment_scores", kwlist, &src_obj, &tgt_obj,
+                                     &tsize_obj, &compressor, &level, &engine, &threads_obj, &offset))
+        return NULL;
+    int threads;
+    if (parse_compressor(compressor, level, engine) < 0 || ccomp_resolve_threads(threads_obj, &threads) < 0)
+        return NULL;
+    text_batch sources, targets;
+    memset(&targets, 0, sizeof targets);
+    PyArrayObject *tsizes = NULL, *scores = NULL, *ssizes = NULL;
+    PyObject *result = NULL;
+    if (text_batch_init(&sources, src_obj, "sources", offset) < 0)
+        return NULL;
+    if (text_batch_init(&targets, tgt_obj, "targets", 0) < 0)
+        goto done;
+    tsizes = (PyArrayObject *)PyArray_FROMANY(tsize_obj, NPY_INT64, 1, 1, NPY_ARRAY_IN_ARRAY);
+    if (tsizes == NULL)
+        goto done;
+    if (PyArray_DIM(tsizes, 0) != targets.n) {
+        PyErr_Format(PyExc_ValueError, "target_sizes has %zd entries for %zd targets", (Py_ssize_t)PyArray_DIM(tsizes, 0),
+                     targets.n);
+        goto done;
+    }
+    const int64_t *ts = (const int64_t *)PyArray_DATA(tsizes);
+    for (Py_ssize_t j = 0; j < targets.n; j++)
+        if (ts[j] <= 0) {
+            PyErr_Format(PyExc_ValueError, "target_sizes[%zd] must be positive, got %lld", j, (long long)ts[j]);
+            goto done;
+        }
+    npy_intp dims[1] = {sources.n};
+    scores = (PyArrayObject *)PyArray_SimpleNew(1, dims, NPY_FLOAT64);
+    ssizes = (PyArrayObject *)PyArray_SimpleNew(1, dims, NPY_INT64);
+    if (scores == NULL || ssizes == NULL)
+        goto done;
+    ccomp_error err;
+    ccomp_error_clear(&err);
+    ccomp_status st;
+    Py_BEGIN_ALLOW_THREADS
+    st = ccomp_zipfit_scores((ccomp_compressor)compressor, level, (ccomp_gzip_engine)engine, sources.texts,
+                             (size_t)sources.n, targets.texts, (const size_t *)ts, (size_t)targets.n, threads,
+                             (double *)PyArray_DATA(scores), (size_t *)PyArray_DATA(ssizes), &err);
+    Py_END_ALLOW_THREADS
+    if (st != CCOMP_OK) {
+        ccomp_raise(&err, "alignment_scores");
+        goto done;
+    }
+    result = Py_BuildValue("(OO)", scores, ssizes);
+done:
+    Py_XDECREF(tsizes);
+    Py_XDECREF(scores);
+    Py_XDECREF(ssizes);
+    text_batch_release(&sources);
+    text_batch_release(&targets);
+    return result;
+}
+
+/* ---- build info --------------------------------------------------------------------- */
+
+static int dict_set_str(PyObject *d, const char *key, const char *value)
+{
+    PyObject *v = PyUnicode_FromString(value);
+    if (v == NULL)
+        return -1;
+    int rc = PyDict_SetItemString(d, key, v);
+    Py_DECREF(v);
+    return rc;
+}
+
+static PyObject *py_build_info(PyObject *self, PyObject *noargs)
+{
+    (void)self;
+    (void)noargs;
+    PyObject *d = PyDict_New(), *feats = NULL;
+    if (d == NULL)
+        return NULL;
+    char lz4_compiled[32], zstd_compiled[32];
+    snprintf(lz4_compiled, sizeof lz4_compiled, "%d.%d.%d", LZ4_VERSION_MAJOR, LZ4_VERSION_MINOR, LZ4_VERSION_RELEASE);
+    snprintf(zstd_compiled, sizeof zstd_compiled, "%d.%d.%d", ZSTD_VERSION_MAJOR, ZSTD_VERSION_MINOR,
+             ZSTD_VERSION_RELEASE);
+    if (dict_set_str(d, "version", CCOMP_VERSION) < 0 || dict_set_str(d, "zlib", ccomp_zlib_version()) < 0 ||
+        dict_set_str(d, "zlib_compiled", ZLIB_VERSION) < 0 || dict_set_str(d, "lz4", ccomp_lz4_version()) < 0 ||
+        dict_set_str(d, "lz4_compiled", lz4_compiled) < 0 || dict_set_str(d, "zstd", ccomp_zstd_version()) < 0 ||
+        dict_set_str(d, "zstd_compiled", zstd_compiled) < 0 ||
+        dict_set_str(d, "gzip_engine",
+                     ccomp_deflate_model_supported() ? "deflate-model (levels 1-9), zlib (level 0)" : "zlib") < 0)
+        goto fail;
+    feats = PyList_New(0);
+    if (feats == NULL)
+        goto fail;
+    unsigned f = ccomp_cpu_features();
+    for (unsigned bit = 1; bit != 0 && bit <= CCOMP_CPU_NEON; bit <<= 1) {
+        if (f & bit) {
+            PyObject *s = PyUnicode_FromString(ccomp_cpu_feature_name(bit));
+            if (s == NULL || PyList_Append(feats, s) < 0) {
+                Py_XDECREF(s);
+                goto fail;
+            }
+            Py_DECREF(s);
+        }
+    }
+    if (PyDict_SetItemString(d, "cpu_features", feats) < 0)
+        goto fail;
+    Py_DECREF(feats);
+    PyObject *n = PyLong_FromLong(ccomp_cpu_count());
+    if (n == NULL || PyDict_SetItemString(d, "cpu_count", n) < 0) {
+        Py_XDECREF(n);
+        Py_DECREF(d);
+        return NULL;
+    }
+    Py_DECREF(n);
+    return d;
+fail:
+    Py_XDECREF(feats);
+    Py_DECREF(d);
+    return NULL;
+}
+
+static PyMethodDef core_methods[] = {
+    {"build_info", py_build_info, METH_NOARGS, "Versions of ccomp and the libraries it links, and CPU features."},
+    {"pair_size", py_pair_size, METH_VARARGS, "pair_size(compressor, level, engine, a, b) -> C(a||b)."},
+    {"engine_name", py_engine_name, METH_VARARGS, "engine_name(compressor, level, engine) -> str."},
+    {"compressed_sizes", (PyCFunction)(void (*)(void))py_compressed_sizes, METH_VARARGS | METH_KEYWORDS,
+     "compressed_sizes(texts, compressor, level, engine, threads=None, index_offset=0, what='texts') -> int64 array."},
+    {"alignment_scores", (PyCFunction)(void (*)(void))py_alignment_scores, METH_VARARGS | METH_KEYWORDS,
+     "alignment_scores(sources, targets, target_sizes, compressor, level, engine, threads=None, index_offset=0)"
+     " -> (float64 scores, int64 source sizes)."},
+    {NULL, NULL, 0, NULL}};
+
+static struct PyModuleDef core_module = {PyModuleDef_HEAD_INIT, "ccomp._core",
+                                         "The C core of ccomp (use the ccomp package, not this module).", -1,
+                                         core_methods, NULL, NULL, NULL, NULL};
+
+PyMODINIT_FUNC PyInit__core(void)
+{
+    import_array();
+    PyObject *m = PyModule_Create(&core_module);
+    if (m == NULL)
+        return NULL;
+    corrupt_stream_error = PyErr_NewExceptionWithDoc(
+        "ccomp.CorruptStreamError", "Compressed data is damaged or truncated.", PyExc_ValueError, NULL);
+    if (corrupt_stream_error == NULL || PyModule_AddObjectRef(m, "CorruptStreamError", corrupt_stream_error) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    if (PyModule_AddIntConstant(m, "GZIP", CCOMP_GZIP) < 0 || PyModule_AddIntConstant(m, "LZ4", CCOMP_LZ4) < 0 ||
+        PyModule_AddIntConstant(m, "ZSTD", CCOMP_ZSTD) < 0 ||
+        PyModule_AddIntConstant(m, "ENGINE_AUTO", CCOMP_ENGINE_AUTO) < 0 ||
+        PyModule_AddIntConstant(m, "ENGINE_LIBRARY", CCOMP_ENGINE_LIBRARY) < 0 ||
+        PyModule_AddIntConstant(m, "ENGINE_MODEL", CCOMP_ENGINE_MODEL) < 0 ||
+        PyModule_AddStringConstant(m, "__version__", CCOMP_VERSION) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

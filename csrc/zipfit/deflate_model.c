@@ -1,0 +1,896 @@
+/* Size-only model of zlib 1.2.13's deflate (raw stream, windowBits 15,
+ * memLevel 8, default strategy, levels 1-9, all input given at once with
+ * Z_FINISH and an output buffer that never fills).
+ *
+ * What is reproduced (see zlib's deflate.c / trees.c for the algorithm):
+ *   - the LZ77 parse: hash of 3 bytes (hash_bits 15, hash_shift 5), head/prev
+ *     chains, longest_match with the level's chain/good/nice limits, deflate_fast
+ *     (levels 1-3, max_insert_length) and deflate_slow (levels 4-9, lazy
+ *     evaluation, TOO_FAR 4096), fill_window and the window slide at
+ *     strstart >= w_size + MAX_DIST (entries at or below the slid-out half
+ *     become NIL);
+ *   - block boundaries: a block is flushed after 16383 symbols (sym_end) and at
+ *     the end (the last block);
+ *   - per block, _tr_flush_block's choice between stored, fixed and dynamic
+ *     Huffman codes, with the exact bit counts of build_tree (heap order with
+ *     the depth tie-break), gen_bitlen (length limiting), scan_tree and
+ *     build_bl_tree; stored blocks align to a byte; the stream ends with
+ *     bi_windup.
+ *
+ * Implementation notes:
+ *   - The data is kept in one contiguous buffer and all positions are absolute.
+ *     zlib's sliding window is modelled by `base`, the absolute position of
+ *     window[0]: a hash entry q is NIL when q <= base (slide_hash maps entries
+ *     below w_size to NIL, and entry w_size to 0 == NIL), and the lookahead is
+ *     min(n, base + 2*w_size) - strstart, which is what fill_window leaves
+ *     when all input is available.  Bytes beyond the data never change a
+ *     result (nice_match and the returned length are clamped to the lookahead).
+ *   - Hash entries are stored as off + position, where `off` grows from parse
+ *     to parse ("generation"); an entry is valid iff it is > off + base, so the
+ *     head table never needs clearing between calls.  prev[] is only read for
+ *     positions inserted by the current parse, so it never needs clearing.
+ *   - Prefix reuse: set_prefix parses a alone, iteration by iteration, as long
+ *     as an iteration provably reads and decides nothing that depends on what
+ *     follows a (bytes at >= na, or the lookahead being short); the state
+ *     before the first iteration that might depend on it is the checkpoint.
+ *     size_with_prefix appends b after a, resumes from the checkpoint, logs
+ *     every head/prev write in an undo log and rolls it back at the end.
+ */
+#include "ccomp/deflate_model.h"
+
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zlib.h>
+
+#define WSIZE 32768u
+#define WMASK (WSIZE - 1u)
+#define HASH_MASK 0x7fffu
+#define MIN_MATCH 3u
+#define MAX_MATCH 258u
+#define MIN_LOOKAHEAD (MAX_MATCH + MIN_MATCH + 1u) /* 262 */
+#define MAX_DIST (WSIZE - MIN_LOOKAHEAD)          /* 32506 */
+#define WINDOW_SIZE (2u * WSIZE)
+#define SLIDE_AT (WSIZE + MAX_DIST) /* 65274 */
+#define TOO_FAR 4096u
+#define SYM_LIMIT 16383u /* lit_bufsize - 1 */
+#define L_CODES 286
+#define D_CODES 30
+#define BL_CODES 19
+#define HEAP_SIZE (2 * L_CODES + 1)
+#define MAX_BITS 15
+#define MAX_BL_BITS 7
+#define END_BLOCK 256
+#define PAD 320u /* readable bytes after the data (match compares read ahead) */
+/* Largest input handled: hash entries are 32-bit (off + position). */
+#define DM_MAX_INPUT ((size_t)UINT32_MAX - 4u * WINDOW_SIZE)
+
+typedef struct config {
+    unsigned good, lazy, nice, chain;
+    int slow;
+} config;
+
+static const config config_table[10] = {
+    {0, 0, 0, 0, 0},         /* level 0: not modelled */
+    {4, 4, 8, 4, 0},         {4, 5, 16, 8, 0},      {4, 6, 32, 32, 0},
+    {4, 4, 16, 16, 1},       {8, 16, 32, 32, 1},    {8, 16, 128, 128, 1},
+    {8, 32, 128, 256, 1},    {32, 128, 258, 1024, 1}, {32, 258, 258, 4096, 1},
+};
+
+static const unsigned char extra_lbits[29] = {0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2,
+                                              2, 3, 3, 3, 3, 4, 4, 4, 4, 5, 5, 5, 5, 0};
+static const unsigned char extra_dbits[D_CODES] = {0, 0, 0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6,
+                                                   6, 7, 7, 8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13};
+static const unsigned char extra_blbits[BL_CODES] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                                                     0, 0, 0, 0, 0, 0, 2, 3, 7};
+static const unsigned char bl_order[BL_CODES] = {16, 17, 18, 0, 8,  7, 9,  6, 10, 5,
+                                                 11, 4,  12, 3, 13, 2, 14, 1, 15};
+
+/* Hash tables of one parsing context. */
+typedef struct hctx {
+    uint32_t *head; /* WSIZE entries (hash_size == w_size here) */
+    uint32_t *prev; /* WSIZE entries */
+    uint32_t off;   /* stored value = off + absolute position */
+    uint64_t hw;    /* every stored head value is < hw */
+} hctx;
+
+/* Parse state (everything zlib keeps between loop iterations that matters). */
+typedef struct pstate {
+    size_t strstart;
+    size_t base;        /* absolute position of window[0] */
+    size_t block_start; /* absolute; the block has a buffer iff >= base */
+    size_t match_start;
+    unsigned match_length; /* used by deflate_slow only */
+    int match_available;
+    unsigned nsym; /* symbols in the current block */
+    uint64_t bits; /* bits of the blocks already flushed */
+    uint16_t lfreq[L_CODES];
+    uint16_t dfreq[D_CODES];
+} pstate;
+
+struct ccomp_deflate_model {
+    int level;
+    config cfg;
+    unsigned char length_code[256];
+    unsigned char dist_code[512];
+
+    hctx plain; /* for ccomp_deflate_model_size */
+    hctx pre;   /* for the prefix */
+
+    uint8_t *buf; /* plain: a||b + PAD */
+    size_t buf_cap;
+    uint8_t *pbuf; /* prefix: a||b + PAD */
+    size_t pbuf_cap;
+    size_t na;
+    pstate cp;   /* checkpoint after the prefix */
+    pstate work; /* scratch state */
+
+    uint32_t *undo; /* pairs (slot, old value); slot >= WSIZE: prev slot */
+    size_t undo_cap;
+
+    /* Huffman scratch */
+    uint16_t lf[HEAP_SIZE], ll[HEAP_SIZE], ld[HEAP_SIZE];
+    uint16_t df[2 * D_CODES + 1], dl[2 * D_CODES + 1], dd[2 * D_CODES + 1];
+    uint16_t bf[2 * BL_CODES + 1], bl[2 * BL_CODES + 1], bd[2 * BL_CODES + 1];
+    unsigned char depth[HEAP_SIZE];
+    int heap[HEAP_SIZE];
+    int heap_len, heap_max;
+    uint16_t bl_count[MAX_BITS + 1];
+    uint16_t static_l[L_CODES + 2];
+    uint16_t static_d[D_CODES];
+};
+
+/* ------------------------------------------------------------------------ */
+/* Huffman trees (trees.c: build_tree, gen_bitlen, scan_tree, build_bl_tree) */
+
+#define SMALLER(f, n, m, d) ((f)[n] < (f)[m] || ((f)[n] == (f)[m] && (d)[n] <= (d)[m]))
+
+static void pqdownheap(ccomp_deflate_model *m, const uint16_t *f, int k)
+{
+    int *heap = m->heap;
+    const unsigned char *d = m->depth;
+    int v = heap[k];
+    int j = k << 1;
+    while (j <= m->heap_len) {
+        if (j < m->heap_len && SMALLER(f, heap[j + 1], heap[j], d)) j++;
+        if (SMALLER(f, v, heap[j], d)) break;
+        heap[k] = heap[j];
+        k = j;
+        j <<= 1;
+    }
+    heap[k] = v;
+}
+
+typedef struct tree_desc {
+    uint16_t *freq, *len, *dad;
+    int elems;
+    const uint16_t *stree; /* static lengths or NULL */
+    const unsigned char *extra;
+    int extra_base;
+    int max_length;
+} tree_desc;
+
+static void gen_bitlen(ccomp_deflate_model *m, const tree_desc *t, int max_code, uint64_t *opt_len,
+                       uint64_t *static_len)
+{
+    uint16_t *f = t->freq, *len = t->len, *dad = t->dad;
+    int *heap = m->heap;
+    int h, n, bits, overflow = 0;
+
+    for (bits = 0; bits <= MAX_BITS; bits++) m->bl_count[bits] = 0;
+    len[heap[m->heap_max]] = 0; /* root */
+    for (h = m->heap_max + 1; h < HEAP_SIZE; h++) {
+        int xbits = 0;
+        n = heap[h];
+        bits = len[dad[n]] + 1;
+        if (bits > t->max_length) {
+            bits = t->max_length;
+            overflow++;
+        }
+        len[n] = (uint16_t)bits;
+        if (n > max_code) continue; /* not a leaf */
+        m->bl_count[bits]++;
+        if (n >= t->extra_base) xbits = t->extra[n - t->extra_base];
+        *opt_len += (uint64_t)f[n] * (unsigned)(bits + xbits);
+        if (t->stree) *static_len += (uint64_t)f[n] * (unsigned)(t->stree[n] + xbits);
+    }
+    if (overflow == 0) return;
+
+    do {
+        bits = t->max_length - 1;
+        while (m->bl_count[bits] == 0) bits--;
+        m->bl_count[bits]--;
+        m->bl_count[bits + 1] += 2;
+        m->bl_count[t->max_length]--;
+        overflow -= 2;
+    } while (overflow > 0);
+
+    for (bits = t->max_length; bits != 0; bits--) {
+        n = m->bl_count[bits];
+        while (n != 0) {
+            int k = heap[--h];
+            if (k > max_code) continue;
+            if (len[k] != (unsigned)bits) {
+                *opt_len += ((uint64_t)(unsigned)bits - len[k]) * f[k]; /* modular, as zlib */
+                len[k] = (uint16_t)bits;
+            }
+            n--;
+        }
+    }
+}
+
+/* Returns max_code. */
+static int build_tree(ccomp_deflate_model *m, const tree_desc *t, uint64_t *opt_len, uint64_t *static_len)
+{
+    uint16_t *f = t->freq, *dad = t->dad;
+    int *heap = m->heap;
+    int n, k, node, max_code = -1;
+
+    m->heap_len = 0;
+    m->heap_max = HEAP_SIZE;
+    for (n = 0; n < t->elems; n++) {
+        if (f[n] != 0) {
+            heap[++m->heap_len] = max_code = n;
+            m->depth[n] = 0;
+        } else {
+            t->len[n] = 0;
+        }
+    }
+    while (m->heap_len < 2) {
+        node = heap[++m->heap_len] = (max_code < 2 ? ++max_code : 0);
+        f[node] = 1;
+        m->depth[node] = 0;
+        (*opt_len)--;
+        if (t->stree) *static_len -= t->stree[node];
+    }
+    for (n = m->heap_len / 2; n >= 1; n--) pqdownheap(m, f, n);
+
+    node = t->elems;
+    do {
+        n = heap[1];
+        heap[1] = heap[m->heap_len--];
+        pqdownheap(m, f, 1);
+        k = heap[1];
+        heap[--m->heap_max] = n;
+        heap[--m->heap_max] = k;
+        f[node] = (uint16_t)(f[n] + f[k]);
+        m->depth[node] = (unsigned char)((m->depth[n] >= m->depth[k] ? m->depth[n] : m->depth[k]) + 1);
+        dad[n] = dad[k] = (uint16_t)node;
+        heap[1] = node++;
+        pqdownheap(m, f, 1);
+    } while (m->heap_len >= 2);
+    heap[--m->heap_max] = heap[1];
+
+    gen_bitlen(m, t, max_code, opt_len, static_len);
+    return max_code;
+}
+
+static void scan_tree(uint16_t *blf, const uint16_t *len, int max_code)
+{
+    int n, prevlen = -1, curlen, nextlen = len[0], count = 0, max_count = 7, min_count = 4;
+    if (nextlen == 0) max_count = 138, min_count = 3;
+    for (n = 0; n <= max_code; n++) {
+        curlen = nextlen;
+        nextlen = n + 1 <= max_code ? len[n + 1] : 0xffff; /* guard */
+        if (++count < max_count && curlen == nextlen) {
+            continue;
+        } else if (count < min_count) {
+            blf[curlen] = (uint16_t)(blf[curlen] + count);
+        } else if (curlen != 0) {
+            if (curlen != prevlen) blf[curlen]++;
+            blf[16]++;
+        } else if (count <= 10) {
+            blf[17]++;
+        } else {
+            blf[18]++;
+        }
+        count = 0;
+        prevlen = curlen;
+        if (nextlen == 0) {
+            max_count = 138, min_count = 3;
+        } else if (curlen == nextlen) {
+            max_count = 6, min_count = 3;
+        } else {
+            max_count = 7, min_count = 4;
+        }
+    }
+}
+
+/* _tr_flush_block: returns the bit position after the block. */
+static uint64_t block_bits(ccomp_deflate_model *m, const pstate *st, uint64_t stored_len, int has_buf,
+                           uint64_t bitpos)
+{
+    uint64_t opt_len = 0, static_len = 0, opt_lenb, static_lenb;
+    int lmax, dmax, max_blindex;
+    tree_desc lt, dt, bt;
+
+    memcpy(m->lf, st->lfreq, sizeof st->lfreq);
+    memcpy(m->df, st->dfreq, sizeof st->dfreq);
+    memset(m->bf, 0, sizeof m->bf);
+
+    lt.freq = m->lf; lt.len = m->ll; lt.dad = m->ld; lt.elems = L_CODES; lt.stree = m->static_l;
+    lt.extra = extra_lbits; lt.extra_base = END_BLOCK + 1; lt.max_length = MAX_BITS;
+    dt.freq = m->df; dt.len = m->dl; dt.dad = m->dd; dt.elems = D_CODES; dt.stree = m->static_d;
+    dt.extra = extra_dbits; dt.extra_base = 0; dt.max_length = MAX_BITS;
+    bt.freq = m->bf; bt.len = m->bl; bt.dad = m->bd; bt.elems = BL_CODES; bt.stree = NULL;
+    bt.extra = extra_blbits; bt.extra_base = 0; bt.max_length = MAX_BL_BITS;
+
+    lmax = build_tree(m, &lt, &opt_len, &static_len);
+    dmax = build_tree(m, &dt, &opt_len, &static_len);
+    scan_tree(m->bf, m->ll, lmax);
+    scan_tree(m->bf, m->dl, dmax);
+    build_tree(m, &bt, &opt_len, &static_len);
+    for (max_blindex = BL_CODES - 1; max_blindex >= 3; max_blindex--) {
+        if (m->bl[bl_order[max_blindex]] != 0) break;
+    }
+    opt_len += 3u * ((uint64_t)max_blindex + 1u) + 5u + 5u + 4u;
+
+    opt_lenb = (opt_len + 3u + 7u) >> 3;
+    static_lenb = (static_len + 3u + 7u) >> 3;
+    if (static_lenb <= opt_lenb) opt_lenb = static_lenb;
+
+    if (stored_len + 4u <= opt_lenb && has_buf) {
+        bitpos += 3u;
+        bitpos = (bitpos + 7u) & ~(uint64_t)7u;
+        return bitpos + 32u + 8u * stored_len;
+    }
+    if (static_lenb == opt_lenb) return bitpos + 3u + static_len;
+    return bitpos + 3u + opt_len;
+}
+
+static void init_block(pstate *st)
+{
+    memset(st->lfreq, 0, sizeof st->lfreq);
+    memset(st->dfreq, 0, sizeof st->dfreq);
+    st->lfreq[END_BLOCK] = 1;
+    st->nsym = 0;
+}
+
+/* FLUSH_BLOCK at strstart == s. */
+static void flush_block(ccomp_deflate_model *m, pstate *st, size_t s, size_t base)
+{
+    st->bits = block_bits(m, st, (uint64_t)(s - st->block_start), st->block_start >= base, st->bits);
+    st->block_start = s;
+    init_block(st);
+}
+
+static void init_state(pstate *st)
+{
+    memset(st, 0, sizeof *st);
+    st->match_length = MIN_MATCH - 1;
+    init_block(st);
+}
+
+/* ------------------------------------------------------------------------ */
+/* LZ77 */
+
+#define HASH(w, p) ((((unsigned)(w)[p] << 10) ^ ((unsigned)(w)[(p) + 1] << 5) ^ (unsigned)(w)[(p) + 2]) & HASH_MASK)
+
+static inline uint64_t load64(const uint8_t *p)
+{
+    uint64_t v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+/* Length of the common prefix of a and b, at most MAX_MATCH (reads up to 263
+ * bytes of each). */
+static inline unsigned common_len(const uint8_t *a, const uint8_t *b)
+{
+    unsigned k = 0;
+#if defined(__GNUC__) && defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    while (k < MAX_MATCH) {
+        uint64_t x = load64(a + k) ^ load64(b + k);
+        if (x != 0) {
+            k += (unsigned)__builtin_ctzll(x) >> 3;
+            break;
+        }
+        k += 8;
+    }
+#else
+    while (k < MAX_MATCH && a[k] == b[k]) k++;
+#endif
+    return k < MAX_MATCH ? k : MAX_MATCH;
+}
+
+/* longest_match.  cur is a stored chain value (off + position).  safe_len:
+ * a candidate whose common length reaches safe_len sets *unsafe (prefix
+ * parsing); pass a huge value otherwise.  Returns the length clamped to la. */
+static inline unsigned longest_match(const uint8_t *w, const uint32_t *prev, uint32_t off, size_t s, size_t base,
+                                     uint32_t cur, unsigned best_len, unsigned chain, unsigned nice, size_t la,
+                                     size_t *match_start, size_t safe_len, int *unsafe)
+{
+    const uint8_t *scan = w + s;
+    uint32_t limit = off + (uint32_t)(s - base > MAX_DIST ? s - MAX_DIST : base);
+    if (nice > la) nice = (unsigned)la;
+    do {
+        const uint8_t *match = w + (cur - off);
+        unsigned len;
+        if (match[best_len] != scan[best_len] || match[best_len - 1] != scan[best_len - 1] ||
+            match[0] != scan[0] || match[1] != scan[1])
+            continue;
+        len = common_len(scan, match);
+        if (len >= safe_len) {
+            *unsafe = 1;
+            return 0;
+        }
+        if (len > best_len) {
+            *match_start = cur - off;
+            best_len = len;
+            if (len >= nice) break;
+        }
+    } while ((cur = prev[cur & WMASK]) > limit && --chain != 0);
+    return best_len <= la ? best_len : (unsigned)la;
+}
+
+static inline void tally_lit(pstate *st, unsigned c)
+{
+    st->lfreq[c]++;
+    st->nsym++;
+}
+
+static inline void tally_dist(const ccomp_deflate_model *m, pstate *st, size_t dist, unsigned lc)
+{
+    size_t d = dist - 1;
+    st->lfreq[m->length_code[lc] + END_BLOCK + 1]++;
+    st->dfreq[d < 256 ? m->dist_code[d] : m->dist_code[256 + (d >> 7)]]++;
+    st->nsym++;
+}
+
+/* INSERT_STRING at position p; returns the previous head (stored form). */
+#define INSERT(p, out)                                                                    \
+    do {                                                                                  \
+        size_t p_ = (p);                                                                  \
+        unsigned h_ = HASH(w, p_);                                                        \
+        uint32_t o_ = head[h_];                                                           \
+        if (logging) {                                                                    \
+            undo[ul++] = h_;                                                              \
+            undo[ul++] = o_;                                                              \
+            if (p_ >= WSIZE) {                                                            \
+                undo[ul++] = WSIZE + (uint32_t)(p_ & WMASK);                              \
+                undo[ul++] = prev[p_ & WMASK];                                            \
+            }                                                                             \
+        }                                                                                 \
+        prev[p_ & WMASK] = o_;                                                            \
+        head[h_] = off + (uint32_t)p_;                                                    \
+        (out) = o_;                                                                       \
+    } while (0)
+
+/* Runs the main loop of deflate_fast (slow == 0) or deflate_slow over w[0..n)
+ * from state st.  If the loop reaches an iteration with strstart > stop it
+ * returns 0 with st at the top of that iteration; when the input is used up it
+ * flushes the last block and returns 1.  logging: record head/prev writes in
+ * m->undo (count returned in *undo_len). */
+static inline __attribute__((always_inline)) int run_loop(ccomp_deflate_model *m, hctx *cx, pstate *st,
+                                                          const uint8_t *w, size_t n, size_t stop,
+                                                          const int slow, const int logging,
+                                                          size_t *undo_len)
+{
+    uint32_t *head = cx->head, *prev = cx->prev;
+    const uint32_t off = cx->off;
+    uint32_t *undo = m->undo;
+    size_t ul = 0;
+    size_t s = st->strstart, base = st->base;
+    size_t read_end = n < base + WINDOW_SIZE ? n : base + WINDOW_SIZE;
+    const unsigned chain = m->cfg.chain, nice = m->cfg.nice, good = m->cfg.good, lazy = m->cfg.lazy;
+    int finished = 0;
+    const size_t huge = (size_t)-1;
+
+    for (;;) {
+        size_t la;
+        uint32_t hh = 0;
+        if (s > stop) break;
+        la = read_end - s;
+        if (la < MIN_LOOKAHEAD) { /* fill_window */
+            if (s - base >= SLIDE_AT) base += WSIZE;
+            read_end = n < base + WINDOW_SIZE ? n : base + WINDOW_SIZE;
+            la = read_end - s;
+            if (la == 0) {
+                finished = 1;
+                break;
+            }
+        }
+        if (la >= MIN_MATCH) INSERT(s, hh);
+
+        if (!slow) {
+            unsigned ml = 0;
+            if (hh > off + (uint32_t)base && (off + (uint32_t)s) - hh <= MAX_DIST) {
+                int unsafe = 0;
+                ml = longest_match(w, prev, off, s, base, hh, MIN_MATCH - 1, chain, nice, la, &st->match_start,
+                                   huge, &unsafe);
+            }
+            if (ml >= MIN_MATCH) {
+                tally_dist(m, st, s - st->match_start, ml - MIN_MATCH);
+                la -= ml;
+                if (ml <= lazy && la >= MIN_MATCH) {
+                    size_t p, e = s + ml;
+                    uint32_t dummy;
+                    for (p = s + 1; p < e; p++) INSERT(p, dummy);
+                    (void)dummy;
+                }
+                s += ml;
+            } else {
+                tally_lit(st, w[s]);
+                s++;
+            }
+            if (st->nsym == SYM_LIMIT) flush_block(m, st, s, base);
+        } else {
+            unsigned prev_length = st->match_length;
+            size_t prev_match = st->match_start;
+            unsigned ml = MIN_MATCH - 1;
+            if (hh > off + (uint32_t)base && prev_length < lazy && (off + (uint32_t)s) - hh <= MAX_DIST) {
+                int unsafe = 0;
+                ml = longest_match(w, prev, off, s, base, hh, prev_length,
+                                   prev_length >= good ? chain >> 2 : chain, nice, la, &st->match_start, huge,
+                                   &unsafe);
+                if (ml == MIN_MATCH && s - st->match_start > TOO_FAR) ml = MIN_MATCH - 1;
+            }
+            if (prev_length >= MIN_MATCH && ml <= prev_length) {
+                size_t max_insert = s + la - MIN_MATCH;
+                size_t p, e = s + prev_length - 1;
+                uint32_t dummy;
+                tally_dist(m, st, s - 1 - prev_match, prev_length - MIN_MATCH);
+                if (e - 1 <= max_insert) {
+                    for (p = s + 1; p < e; p++) INSERT(p, dummy);
+                } else {
+                    for (p = s + 1; p < e && p <= max_insert; p++) INSERT(p, dummy);
+                }
+                (void)dummy;
+                st->match_available = 0;
+                st->match_length = MIN_MATCH - 1;
+                s = e;
+                if (st->nsym == SYM_LIMIT) flush_block(m, st, s, base);
+            } else if (st->match_available) {
+                st->match_length = ml;
+                tally_lit(st, w[s - 1]);
+                if (st->nsym == SYM_LIMIT) flush_block(m, st, s, base);
+                s++;
+            } else {
+                st->match_length = ml;
+                st->match_available = 1;
+                s++;
+            }
+        }
+    }
+    st->strstart = s;
+    st->base = base;
+    if (finished) {
+        if (slow && st->match_available) {
+            tally_lit(st, w[s - 1]);
+            st->match_available = 0;
+        }
+        flush_block(m, st, s, base);
+    }
+    if (undo_len) *undo_len = ul;
+    return finished;
+}
+
+static int run_plain(ccomp_deflate_model *m, hctx *cx, pstate *st, const uint8_t *w, size_t n, size_t stop)
+{
+    if (m->cfg.slow) return run_loop(m, cx, st, w, n, stop, 1, 0, NULL);
+    return run_loop(m, cx, st, w, n, stop, 0, 0, NULL);
+}
+
+static int run_logged(ccomp_deflate_model *m, hctx *cx, pstate *st, const uint8_t *w, size_t n, size_t *ul)
+{
+    if (m->cfg.slow) return run_loop(m, cx, st, w, n, (size_t)-1, 1, 1, ul);
+    return run_loop(m, cx, st, w, n, (size_t)-1, 0, 1, ul);
+}
+
+/* One iteration of the prefix parse over a = w[0..na) whose continuation is
+ * unknown.  Commits it and returns 1 only if its outcome is the same for every
+ * continuation; otherwise returns 0 and st is a valid point to resume from (at
+ * the top of the loop; a window slide that every continuation does may have
+ * been committed). */
+static int try_step(ccomp_deflate_model *m, hctx *cx, pstate *st, const uint8_t *w, size_t na)
+{
+    uint32_t *head = cx->head, *prev = cx->prev;
+    const uint32_t off = cx->off;
+    size_t s = st->strstart, base = st->base;
+    size_t la = base + WINDOW_SIZE - s; /* lookahead if the input went on forever */
+    size_t ms = st->match_start;
+    const int logging = 0;
+    uint32_t *undo = NULL;
+    size_t ul = 0;
+    uint32_t hh;
+    int valid, unsafe = 0;
+    unsigned h;
+
+    (void)undo;
+    (void)ul;
+    if (la < MIN_LOOKAHEAD) { /* every continuation calls fill_window here and slides */
+        base += WSIZE;
+        st->base = base;
+        la = base + WINDOW_SIZE - s;
+    } else if (s - base == SLIDE_AT) {
+        return 0; /* fill_window (and a slide) iff the continuation is short */
+    }
+    if (s + MIN_MATCH > na) return 0; /* the insert depends on lookahead >= 3 */
+    h = HASH(w, s);
+    hh = head[h];
+    valid = hh > off + (uint32_t)base && (off + (uint32_t)s) - hh <= MAX_DIST;
+
+    if (!m->cfg.slow) {
+        unsigned ml = 0;
+        size_t e;
+        if (valid) {
+            ml = longest_match(w, prev, off, s, base, hh, MIN_MATCH - 1, m->cfg.chain, m->cfg.nice, la, &ms,
+                               na - s, &unsafe);
+            if (unsafe) return 0;
+        }
+        if (ml >= MIN_MATCH) {
+            e = s + ml;
+            if (ml <= m->cfg.lazy && e + MIN_MATCH > na) return 0;
+            INSERT(s, hh);
+            st->match_start = ms;
+            tally_dist(m, st, s - ms, ml - MIN_MATCH);
+            if (ml <= m->cfg.lazy) {
+                size_t p;
+                uint32_t dummy;
+                for (p = s + 1; p < e; p++) INSERT(p, dummy);
+                (void)dummy;
+            }
+            s = e;
+        } else {
+            INSERT(s, hh);
+            tally_lit(st, w[s]);
+            s++;
+        }
+        st->strstart = s;
+        if (st->nsym == SYM_LIMIT) flush_block(m, st, s, base);
+        return 1;
+    } else {
+        unsigned prev_length = st->match_length;
+        size_t prev_match = st->match_start;
+        unsigned ml = MIN_MATCH - 1;
+        if (valid && prev_length < m->cfg.lazy) {
+            if (prev_length >= na - s) return 0; /* reads scan[prev_length] */
+            ml = longest_match(w, prev, off, s, base, hh, prev_length,
+                               prev_length >= m->cfg.good ? m->cfg.chain >> 2 : m->cfg.chain, m->cfg.nice, la,
+                               &ms, na - s, &unsafe);
+            if (unsafe) return 0;
+            if (ml == MIN_MATCH && s - ms > TOO_FAR) ml = MIN_MATCH - 1;
+        }
+        if (prev_length >= MIN_MATCH && ml <= prev_length) {
+            size_t p, e = s + prev_length - 1;
+            uint32_t dummy;
+            if (e + 2 > na) return 0; /* inserts up to e - 1 need lookahead */
+            INSERT(s, hh);
+            st->match_start = ms;
+            tally_dist(m, st, s - 1 - prev_match, prev_length - MIN_MATCH);
+            for (p = s + 1; p < e; p++) INSERT(p, dummy);
+            (void)dummy;
+            st->match_available = 0;
+            st->match_length = MIN_MATCH - 1;
+            st->strstart = e;
+            if (st->nsym == SYM_LIMIT) flush_block(m, st, e, base);
+        } else if (st->match_available) {
+            INSERT(s, hh);
+            st->match_start = ms;
+            st->match_length = ml;
+            tally_lit(st, w[s - 1]);
+            if (st->nsym == SYM_LIMIT) flush_block(m, st, s, base);
+            st->strstart = s + 1;
+        } else {
+            INSERT(s, hh);
+            st->match_start = ms;
+            st->match_length = ml;
+            st->match_available = 1;
+            st->strstart = s + 1;
+        }
+        return 1;
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+
+/* Starts a parse of n bytes in context cx: picks a fresh generation. */
+static void begin_generation(hctx *cx, size_t n)
+{
+    uint64_t off = (cx->hw + 0xffffu) & ~(uint64_t)0xffffu;
+    if (off + n + 2u * WINDOW_SIZE > UINT32_MAX) {
+        memset(cx->head, 0, WSIZE * sizeof(uint32_t));
+        off = 0;
+    }
+    cx->off = (uint32_t)off;
+    cx->hw = off + n + 1u;
+}
+
+static ccomp_status ensure_buf(uint8_t **buf, size_t *cap, size_t need, int keep, ccomp_error *err)
+{
+    uint8_t *nb;
+    size_t ncap;
+    if (need <= *cap) return CCOMP_OK;
+    ncap = *cap ? *cap : 4096;
+    while (ncap < need) ncap = ncap > ((size_t)-1) / 2 ? need : ncap * 2;
+    if (keep) {
+        nb = (uint8_t *)realloc(*buf, ncap);
+    } else {
+        free(*buf);
+        *buf = NULL;
+        *cap = 0;
+        nb = (uint8_t *)malloc(ncap);
+    }
+    if (nb == NULL) return ccomp_fail(err, CCOMP_ERR_NOMEM, "deflate model: could not allocate %zu bytes", ncap);
+    *buf = nb;
+    *cap = ncap;
+    return CCOMP_OK;
+}
+
+int ccomp_deflate_model_supported(void)
+{
+    const char *v = zlibVersion();
+    return v != NULL && strcmp(v, "1.2.13") == 0;
+}
+
+static void init_tables(ccomp_deflate_model *m)
+{
+    int code, n, length = 0, dist = 0;
+    for (code = 0; code < 28; code++) {
+        for (n = 0; n < (1 << extra_lbits[code]); n++) m->length_code[length++] = (unsigned char)code;
+    }
+    m->length_code[length - 1] = (unsigned char)code; /* length 258 -> code 28 */
+    for (code = 0; code < 16; code++) {
+        for (n = 0; n < (1 << extra_dbits[code]); n++) m->dist_code[dist++] = (unsigned char)code;
+    }
+    dist >>= 7;
+    for (; code < D_CODES; code++) {
+        for (n = 0; n < (1 << (extra_dbits[code] - 7)); n++) m->dist_code[256 + dist++] = (unsigned char)code;
+    }
+    for (n = 0; n < L_CODES + 2; n++) m->static_l[n] = n <= 143 ? 8 : n <= 255 ? 9 : n <= 279 ? 7 : 8;
+    for (n = 0; n < D_CODES; n++) m->static_d[n] = 5;
+}
+
+void ccomp_deflate_model_free(ccomp_deflate_model *m)
+{
+    if (m == NULL) return;
+    free(m->plain.head);
+    free(m->plain.prev);
+    free(m->pre.head);
+    free(m->pre.prev);
+    free(m->buf);
+    free(m->pbuf);
+    free(m->undo);
+    free(m);
+}
+
+ccomp_status ccomp_deflate_model_create(int level, ccomp_deflate_model **out, ccomp_error *err)
+{
+    ccomp_deflate_model *m;
+    if (out == NULL) return ccomp_fail(err, CCOMP_ERR_VALUE, "deflate model: expected an output pointer, got NULL");
+    *out = NULL;
+    if (level < 1 || level > 9)
+        return ccomp_fail(err, CCOMP_ERR_VALUE, "deflate model: expected level 1-9, got %d", level);
+    m = (ccomp_deflate_model *)calloc(1, sizeof *m);
+    if (m == NULL) return ccomp_fail(err, CCOMP_ERR_NOMEM, "deflate model: could not allocate the model");
+    m->level = level;
+    m->cfg = config_table[level];
+    init_tables(m);
+    m->plain.head = (uint32_t *)calloc(WSIZE, sizeof(uint32_t));
+    m->plain.prev = (uint32_t *)calloc(WSIZE, sizeof(uint32_t));
+    m->pre.head = (uint32_t *)calloc(WSIZE, sizeof(uint32_t));
+    m->pre.prev = (uint32_t *)calloc(WSIZE, sizeof(uint32_t));
+    if (!m->plain.head || !m->plain.prev || !m->pre.head || !m->pre.prev) {
+        ccomp_deflate_model_free(m);
+        return ccomp_fail(err, CCOMP_ERR_NOMEM, "deflate model: could not allocate hash tables (%zu bytes)",
+                          4u * WSIZE * sizeof(uint32_t));
+    }
+    {
+        ccomp_status rc = ccomp_deflate_model_set_prefix(m, NULL, 0, err);
+        if (rc != CCOMP_OK) {
+            ccomp_deflate_model_free(m);
+            return rc;
+        }
+    }
+    *out = m;
+    return CCOMP_OK;
+}
+
+static ccomp_status size_plain(ccomp_deflate_model *m, const uint8_t *a, size_t na, const uint8_t *b, size_t nb,
+                               size_t *out, ccomp_error *err)
+{
+    size_t n = na + nb;
+    ccomp_status rc = ensure_buf(&m->buf, &m->buf_cap, n + PAD, 0, err);
+    if (rc != CCOMP_OK) return rc;
+    if (na) memcpy(m->buf, a, na);
+    if (nb) memcpy(m->buf + na, b, nb);
+    memset(m->buf + n, 0, PAD);
+    begin_generation(&m->plain, n);
+    init_state(&m->work);
+    run_plain(m, &m->plain, &m->work, m->buf, n, (size_t)-1);
+    *out = (size_t)((m->work.bits + 7u) >> 3);
+    return CCOMP_OK;
+}
+
+ccomp_status ccomp_deflate_model_size(ccomp_deflate_model *m, const uint8_t *a, size_t na, const uint8_t *b,
+                                      size_t nb, size_t *out, ccomp_error *err)
+{
+    if (m == NULL) return ccomp_fail(err, CCOMP_ERR_VALUE, "deflate model: expected a model, got NULL");
+    if (out == NULL) return ccomp_fail(err, CCOMP_ERR_VALUE, "deflate model: expected an output pointer, got NULL");
+    if (a == NULL && na != 0)
+        return ccomp_fail(err, CCOMP_ERR_VALUE, "deflate model: a is NULL but its length is %zu", na);
+    if (b == NULL && nb != 0)
+        return ccomp_fail(err, CCOMP_ERR_VALUE, "deflate model: b is NULL but its length is %zu", nb);
+    if (na > DM_MAX_INPUT || nb > DM_MAX_INPUT - na)
+        return ccomp_fail(err, CCOMP_ERR_VALUE, "deflate model: expected at most %zu input bytes, got %zu + %zu",
+                          (size_t)DM_MAX_INPUT, na, nb);
+    return size_plain(m, a, na, b, nb, out, err);
+}
+
+ccomp_status ccomp_deflate_model_set_prefix(ccomp_deflate_model *m, const uint8_t *a, size_t na, ccomp_error *err)
+{
+    ccomp_status rc;
+    pstate *st;
+    if (m == NULL) return ccomp_fail(err, CCOMP_ERR_VALUE, "deflate model: expected a model, got NULL");
+    if (a == NULL && na != 0)
+        return ccomp_fail(err, CCOMP_ERR_VALUE, "deflate model: prefix is NULL but its length is %zu", na);
+    if (na > DM_MAX_INPUT)
+        return ccomp_fail(err, CCOMP_ERR_VALUE, "deflate model: expected a prefix of at most %zu bytes, got %zu",
+                          (size_t)DM_MAX_INPUT, na);
+    rc = ensure_buf(&m->pbuf, &m->pbuf_cap, na + PAD + 1024, 0, err);
+    if (rc != CCOMP_OK) {
+        m->na = 0;
+        return rc;
+    }
+    if (na) memcpy(m->pbuf, a, na);
+    memset(m->pbuf + na, 0, PAD);
+    m->na = na;
+    begin_generation(&m->pre, na);
+    st = &m->cp;
+    init_state(st);
+    /* Iterations at strstart with strstart + MIN_LOOKAHEAD <= na read only
+     * bytes of a and see a lookahead >= MIN_LOOKAHEAD whatever follows. */
+    if (na >= MIN_LOOKAHEAD) run_plain(m, &m->pre, st, m->pbuf, (size_t)-1, na - MIN_LOOKAHEAD);
+    while (try_step(m, &m->pre, st, m->pbuf, na)) {
+    }
+    return CCOMP_OK;
+}
+
+ccomp_status ccomp_deflate_model_size_with_prefix(ccomp_deflate_model *m, const uint8_t *b, size_t nb, size_t *out,
+                                                  ccomp_error *err)
+{
+    size_t na, n, ul = 0, need;
+    ccomp_status rc;
+    if (m == NULL) return ccomp_fail(err, CCOMP_ERR_VALUE, "deflate model: expected a model, got NULL");
+    if (out == NULL) return ccomp_fail(err, CCOMP_ERR_VALUE, "deflate model: expected an output pointer, got NULL");
+    if (b == NULL && nb != 0)
+        return ccomp_fail(err, CCOMP_ERR_VALUE, "deflate model: b is NULL but its length is %zu", nb);
+    na = m->na;
+    if (nb > DM_MAX_INPUT - na)
+        return ccomp_fail(err, CCOMP_ERR_VALUE, "deflate model: expected at most %zu input bytes, got %zu + %zu",
+                          (size_t)DM_MAX_INPUT, na, nb);
+    n = na + nb;
+    if ((uint64_t)m->pre.off + n + 2u * WINDOW_SIZE > UINT32_MAX) /* generation space used up: no reuse */
+        return size_plain(m, m->pbuf, na, b, nb, out, err);
+    rc = ensure_buf(&m->pbuf, &m->pbuf_cap, n + PAD, 1, err);
+    if (rc != CCOMP_OK) return rc;
+    need = 4u * (n - m->cp.strstart) + 16u;
+    if (need > m->undo_cap) {
+        uint32_t *u;
+        size_t cap = m->undo_cap ? m->undo_cap : 4096;
+        while (cap < need) cap *= 2;
+        u = (uint32_t *)realloc(m->undo, cap * sizeof(uint32_t));
+        if (u == NULL)
+            return ccomp_fail(err, CCOMP_ERR_NOMEM, "deflate model: could not allocate an undo log of %zu bytes",
+                              cap * sizeof(uint32_t));
+        m->undo = u;
+        m->undo_cap = cap;
+    }
+    if (nb) memcpy(m->pbuf + na, b, nb);
+    memset(m->pbuf + n, 0, PAD);
+    m->work = m->cp;
+    run_logged(m, &m->pre, &m->work, m->pbuf, n, &ul);
+    *out = (size_t)((m->work.bits + 7u) >> 3);
+    /* roll back the hash tables */
+    while (ul != 0) {
+        uint32_t val = m->undo[--ul];
+        uint32_t slot = m->undo[--ul];
+        if (slot < WSIZE)
+            m->pre.head[slot] = val;
+        else
+            m->pre.prev[slot - WSIZE] = val;
+    }
+    /* the prefix buffer after na must read as padding for the next call */
+    memset(m->pbuf + na, 0, PAD < nb ? PAD : nb);
+    return CCOMP_OK;
+}

@@ -1,0 +1,408 @@
+/* Compressed-size engines for ZIP-FIT: zlib (gzip framing), the deflate size
+ * model, lz4 frames and zstd frames, each matching the byte count of the Python
+ * library a reference user calls. */
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <lz4.h>
+#include <lz4frame.h>
+#include <zlib.h>
+#include <zstd.h>
+
+#include "ccomp/deflate_model.h"
+#include "ccomp/zipfit.h"
+
+/* gzip.compress adds a 10-byte header and an 8-byte trailer to the raw deflate stream. */
+#define GZIP_FRAMING 18
+/* Below this prefix length re-compressing the prefix is cheaper than deflateCopy's ~300 KB copy. */
+#define ZLIB_PREFIX_COPY_MIN 8192
+
+struct ccomp_sizer {
+    ccomp_compressor kind;
+    int level;
+    int use_model;
+    /* zlib */
+    z_stream zs;
+    int zs_ready;
+    z_stream prefix_zs;   /* stream state after feeding the prefix (long prefixes only) */
+    int prefix_zs_ready;
+    size_t prefix_out;    /* bytes the prefix state has already emitted */
+    ccomp_deflate_model *model;
+    /* lz4 / zstd */
+    ZSTD_CCtx *zctx;
+    /* scratch: output space, and the concatenation a||b */
+    uint8_t *out;
+    size_t out_cap;
+    uint8_t *cat;
+    size_t cat_cap;
+    uint8_t *prefix;      /* copy of the prefix where the engine needs it */
+    size_t prefix_cap;
+    size_t prefix_len;
+};
+
+void ccomp_level_range(ccomp_compressor c, int *lo, int *hi)
+{
+    switch (c) {
+    case CCOMP_GZIP: *lo = 0; *hi = 9; return;
+    case CCOMP_LZ4: *lo = 0; *hi = LZ4F_compressionLevel_max(); return;
+    case CCOMP_ZSTD: *lo = ZSTD_minCLevel(); *hi = ZSTD_maxCLevel(); return;
+    }
+    *lo = 0;
+    *hi = -1;
+}
+
+static const char *compressor_name(ccomp_compressor c)
+{
+    switch (c) {
+    case CCOMP_GZIP: return "gzip";
+    case CCOMP_LZ4: return "lz4";
+    case CCOMP_ZSTD: return "zstd";
+    }
+    return "unknown";
+}
+
+ccomp_status ccomp_check_level(ccomp_compressor c, int level, ccomp_error *err)
+{
+    if (c != CCOMP_GZIP && c != CCOMP_LZ4 && c != CCOMP_ZSTD)
+        return ccomp_fail(err, CCOMP_ERR_VALUE, "unknown compressor id %d (expected gzip, lz4 or zstd)", (int)c);
+    int lo, hi;
+    ccomp_level_range(c, &lo, &hi);
+    if (level < lo || level > hi)
+        return ccomp_fail(err, CCOMP_ERR_VALUE, "%s level must be in [%d, %d], got %d", compressor_name(c), lo, hi,
+                          level);
+    return CCOMP_OK;
+}
+
+const char *ccomp_zlib_version(void) { return zlibVersion(); }
+const char *ccomp_lz4_version(void) { return LZ4_versionString(); }
+const char *ccomp_zstd_version(void) { return ZSTD_versionString(); }
+
+static ccomp_status reserve(uint8_t **buf, size_t *cap, size_t need, ccomp_error *err)
+{
+    if (need <= *cap)
+        return CCOMP_OK;
+    size_t n = *cap ? *cap : 4096;
+    while (n < need)
+        n = n > SIZE_MAX / 2 ? need : n * 2;
+    uint8_t *p = realloc(*buf, n);
+    if (p == NULL)
+        return ccomp_fail(err, CCOMP_ERR_NOMEM, "cannot allocate %zu bytes of compressor scratch", n);
+    *buf = p;
+    *cap = n;
+    return CCOMP_OK;
+}
+
+ccomp_status ccomp_sizer_create(ccomp_compressor c, int level, ccomp_gzip_engine engine, ccomp_sizer **out,
+                                ccomp_error *err)
+{
+    ccomp_status st = ccomp_check_level(c, level, err);
+    if (st != CCOMP_OK)
+        return st;
+    if (out == NULL)
+        return ccomp_fail(err, CCOMP_ERR_VALUE, "sizer_create: output pointer is NULL");
+    if (engine != CCOMP_ENGINE_AUTO && engine != CCOMP_ENGINE_LIBRARY && engine != CCOMP_ENGINE_MODEL)
+        return ccomp_fail(err, CCOMP_ERR_VALUE, "unknown gzip engine %d", (int)engine);
+    int model_ok = c == CCOMP_GZIP && level >= 1 && ccomp_deflate_model_supported();
+    if (engine == CCOMP_ENGINE_MODEL && !model_ok) {
+        if (c != CCOMP_GZIP || level < 1)
+            return ccomp_fail(err, CCOMP_ERR_VALUE,
+                              "the deflate model covers gzip levels 1-9, not %s level %d", compressor_name(c), level);
+        return ccomp_fail(err, CCOMP_ERR_UNSUPPORTED,
+                          "the deflate model does not reproduce the linked zlib %s (verified: 1.2.13)", zlibVersion());
+    }
+    ccomp_sizer *s = calloc(1, sizeof *s);
+    if (s == NULL)
+        return ccomp_fail(err, CCOMP_ERR_NOMEM, "cannot allocate a compressor");
+    s->kind = c;
+    s->level = level;
+    switch (c) {
+    case CCOMP_GZIP:
+        if (model_ok && engine != CCOMP_ENGINE_LIBRARY) {
+            s->use_model = 1;
+            st = ccomp_deflate_model_create(level, &s->model, err);
+        } else if (deflateInit2(&s->zs, level, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY) != Z_OK) {
+            st = ccomp_fail(err, CCOMP_ERR_NOMEM, "zlib deflateInit2 failed for level %d", level);
+        } else {
+            s->zs_ready = 1;
+        }
+        break;
+    case CCOMP_LZ4:
+        break;
+    case CCOMP_ZSTD:
+        s->zctx = ZSTD_createCCtx();
+        if (s->zctx == NULL) {
+            st = ccomp_fail(err, CCOMP_ERR_NOMEM, "cannot create a zstd context");
+            break;
+        }
+        /* The frame parameters of zstandard.ZstdCompressor(level=L) */
+        if (ZSTD_isError(ZSTD_CCtx_setParameter(s->zctx, ZSTD_c_compressionLevel, level)) ||
+            ZSTD_isError(ZSTD_CCtx_setParameter(s->zctx, ZSTD_c_contentSizeFlag, 1)) ||
+            ZSTD_isError(ZSTD_CCtx_setParameter(s->zctx, ZSTD_c_checksumFlag, 0)) ||
+            ZSTD_isError(ZSTD_CCtx_setParameter(s->zctx, ZSTD_c_dictIDFlag, 1)))
+            st = ccomp_fail(err, CCOMP_ERR_BACKEND, "zstd rejected level %d", level);
+        break;
+    }
+    if (st != CCOMP_OK) {
+        ccomp_sizer_free(s);
+        return st;
+    }
+    *out = s;
+    return CCOMP_OK;
+}
+
+void ccomp_sizer_free(ccomp_sizer *s)
+{
+    if (s == NULL)
+        return;
+    if (s->zs_ready)
+        deflateEnd(&s->zs);
+    if (s->prefix_zs_ready)
+        deflateEnd(&s->prefix_zs);
+    ccomp_deflate_model_free(s->model);
+    ZSTD_freeCCtx(s->zctx);
+    free(s->out);
+    free(s->cat);
+    free(s->prefix);
+    free(s);
+}
+
+const char *ccomp_sizer_engine(const ccomp_sizer *s)
+{
+    switch (s->kind) {
+    case CCOMP_GZIP: return s->use_model ? "deflate-model" : "zlib";
+    case CCOMP_LZ4: return "lz4";
+    case CCOMP_ZSTD: return "zstd";
+    }
+    return "unknown";
+}
+
+/* CPython's zlib.compress grows its output in blocks of these sizes; level 0's
+ * stored-block lengths depend on them, so they are replayed exactly. */
+static size_t python_out_block(int i)
+{
+    static const size_t kb = 1024, mb = 1024 * 1024;
+    static const size_t blocks[] = {32 * kb, 64 * kb, 256 * kb, 1 * mb, 4 * mb, 8 * mb, 16 * mb, 16 * mb,
+                                    32 * mb, 32 * mb, 32 * mb, 32 * mb, 64 * mb, 64 * mb, 128 * mb, 128 * mb};
+    const int n = (int)(sizeof blocks / sizeof blocks[0]);
+    return i < n ? blocks[i] : 256 * mb;
+}
+
+/* Runs deflate on strm until Z_STREAM_END with input (p, n) and flush mode;
+ * adds the bytes produced to *produced.  For level 0 the output space is offered
+ * in CPython's block sizes; for the other levels the split does not change the
+ * output, so one reusable scratch block is enough. */
+static ccomp_status zlib_feed(ccomp_sizer *s, z_stream *strm, const uint8_t *p, size_t n, int flush,
+                              size_t *produced, int *block_index, ccomp_error *err)
+{
+    strm->next_in = (Bytef *)(uintptr_t)p;
+    size_t left = n;
+    for (;;) {
+        uInt chunk = left > UINT_MAX ? UINT_MAX : (uInt)left;
+        strm->avail_in = chunk;
+        left -= chunk;
+        int mode = left ? Z_NO_FLUSH : flush;
+        for (;;) {
+            size_t blk = s->level == 0 ? python_out_block(*block_index) : 65536;
+            if (s->level == 0 && strm->avail_out == 0) {
+                ccomp_status st = reserve(&s->out, &s->out_cap, blk, err);
+                if (st != CCOMP_OK)
+                    return st;
+                strm->next_out = s->out;
+                strm->avail_out = (uInt)blk;
+                (*block_index)++;
+            } else if (s->level != 0) {
+                ccomp_status st = reserve(&s->out, &s->out_cap, blk, err);
+                if (st != CCOMP_OK)
+                    return st;
+                strm->next_out = s->out;
+                strm->avail_out = (uInt)blk;
+            }
+            uInt before = strm->avail_out;
+            int rc = deflate(strm, mode);
+            *produced += before - strm->avail_out;
+            if (rc == Z_STREAM_END)
+                return CCOMP_OK;
+            if (rc != Z_OK && rc != Z_BUF_ERROR)
+                return ccomp_fail(err, CCOMP_ERR_BACKEND, "zlib deflate failed (%d)", rc);
+            if (strm->avail_out != 0 && strm->avail_in == 0)
+                break; /* needs more input */
+        }
+        if (left == 0)
+            return CCOMP_OK;
+    }
+}
+
+static ccomp_status concat(ccomp_sizer *s, const uint8_t *a, size_t na, const uint8_t *b, size_t nb,
+                           const uint8_t **p, size_t *n, ccomp_error *err)
+{
+    if (nb == 0) {
+        *p = a;
+        *n = na;
+        return CCOMP_OK;
+    }
+    if (na == 0) {
+        *p = b;
+        *n = nb;
+        return CCOMP_OK;
+    }
+    if (na > SIZE_MAX - nb)
+        return ccomp_fail(err, CCOMP_ERR_VALUE, "texts too long to concatenate");
+    ccomp_status st = reserve(&s->cat, &s->cat_cap, na + nb, err);
+    if (st != CCOMP_OK)
+        return st;
+    memcpy(s->cat, a, na);
+    memcpy(s->cat + na, b, nb);
+    *p = s->cat;
+    *n = na + nb;
+    return CCOMP_OK;
+}
+
+static ccomp_status lz4_size(ccomp_sizer *s, const uint8_t *p, size_t n, size_t *out, ccomp_error *err)
+{
+    /* python-lz4's lz4.frame.compress defaults: linked 64 KB blocks, content
+     * size stored, no checksums. */
+    LZ4F_preferences_t prefs;
+    memset(&prefs, 0, sizeof prefs);
+    prefs.compressionLevel = s->level;
+    prefs.frameInfo.blockSizeID = LZ4F_default;
+    prefs.frameInfo.blockMode = LZ4F_blockLinked;
+    prefs.frameInfo.contentChecksumFlag = LZ4F_noContentChecksum;
+    prefs.frameInfo.blockChecksumFlag = LZ4F_noBlockChecksum;
+    prefs.frameInfo.contentSize = (unsigned long long)n;
+    size_t bound = LZ4F_compressFrameBound(n, &prefs);
+    ccomp_status st = reserve(&s->out, &s->out_cap, bound, err);
+    if (st != CCOMP_OK)
+        return st;
+    size_t r = LZ4F_compressFrame(s->out, s->out_cap, p, n, &prefs);
+    if (LZ4F_isError(r))
+        return ccomp_fail(err, CCOMP_ERR_BACKEND, "lz4 frame compression failed: %s", LZ4F_getErrorName(r));
+    *out = r;
+    return CCOMP_OK;
+}
+
+static ccomp_status zstd_size(ccomp_sizer *s, const uint8_t *p, size_t n, size_t *out, ccomp_error *err)
+{
+    size_t bound = ZSTD_compressBound(n);
+    ccomp_status st = reserve(&s->out, &s->out_cap, bound, err);
+    if (st != CCOMP_OK)
+        return st;
+    ZSTD_CCtx_reset(s->zctx, ZSTD_reset_session_only);
+    size_t r = ZSTD_CCtx_setPledgedSrcSize(s->zctx, (unsigned long long)n);
+    if (!ZSTD_isError(r)) {
+        ZSTD_inBuffer in = {p, n, 0};
+        ZSTD_outBuffer o = {s->out, s->out_cap, 0};
+        r = ZSTD_compressStream2(s->zctx, &o, &in, ZSTD_e_end);
+        if (!ZSTD_isError(r) && r != 0)
+            return ccomp_fail(err, CCOMP_ERR_BACKEND, "zstd did not finish the frame");
+        *out = o.pos;
+    }
+    if (ZSTD_isError(r))
+        return ccomp_fail(err, CCOMP_ERR_BACKEND, "zstd compression failed: %s", ZSTD_getErrorName(r));
+    return CCOMP_OK;
+}
+
+static ccomp_status zlib_size(ccomp_sizer *s, const uint8_t *p, size_t n, size_t *out, ccomp_error *err)
+{
+    if (deflateReset(&s->zs) != Z_OK)
+        return ccomp_fail(err, CCOMP_ERR_BACKEND, "zlib deflateReset failed");
+    s->zs.avail_out = 0;
+    size_t produced = 0;
+    int block = 0;
+    ccomp_status st = zlib_feed(s, &s->zs, p, n, Z_FINISH, &produced, &block, err);
+    if (st != CCOMP_OK)
+        return st;
+    *out = produced + GZIP_FRAMING;
+    return CCOMP_OK;
+}
+
+ccomp_status ccomp_sizer_size(ccomp_sizer *s, const uint8_t *a, size_t na, const uint8_t *b, size_t nb,
+                              size_t *out, ccomp_error *err)
+{
+    if ((a == NULL && na) || (b == NULL && nb) || out == NULL)
+        return ccomp_fail(err, CCOMP_ERR_VALUE, "sizer_size: NULL buffer with nonzero length");
+    if (s->use_model) {
+        size_t raw;
+        ccomp_status st = ccomp_deflate_model_size(s->model, a, na, b, nb, &raw, err);
+        if (st == CCOMP_OK)
+            *out = raw + GZIP_FRAMING;
+        return st;
+    }
+    const uint8_t *p = NULL;
+    size_t n = 0;
+    ccomp_status st = concat(s, a, na, b, nb, &p, &n, err);
+    if (st != CCOMP_OK)
+        return st;
+    switch (s->kind) {
+    case CCOMP_GZIP: return zlib_size(s, p, n, out, err);
+    case CCOMP_LZ4: return lz4_size(s, p, n, out, err);
+    case CCOMP_ZSTD: return zstd_size(s, p, n, out, err);
+    }
+    return ccomp_fail(err, CCOMP_ERR_VALUE, "unknown compressor");
+}
+
+ccomp_status ccomp_sizer_set_prefix(ccomp_sizer *s, const uint8_t *a, size_t na, ccomp_error *err)
+{
+    if (a == NULL && na)
+        return ccomp_fail(err, CCOMP_ERR_VALUE, "sizer_set_prefix: NULL buffer with nonzero length");
+    if (s->use_model)
+        return ccomp_deflate_model_set_prefix(s->model, a, na, err);
+    if (s->prefix_zs_ready) {
+        deflateEnd(&s->prefix_zs);
+        s->prefix_zs_ready = 0;
+    }
+    ccomp_status st = reserve(&s->prefix, &s->prefix_cap, na ? na : 1, err);
+    if (st != CCOMP_OK)
+        return st;
+    if (na)
+        memcpy(s->prefix, a, na);
+    s->prefix_len = na;
+    s->prefix_out = 0;
+    if (s->kind == CCOMP_GZIP && s->level >= 1 && na >= ZLIB_PREFIX_COPY_MIN) {
+        /* Feed the prefix without flushing: deflate holds back the last
+         * MIN_LOOKAHEAD bytes, so the state does not depend on what follows. */
+        if (deflateReset(&s->zs) != Z_OK)
+            return ccomp_fail(err, CCOMP_ERR_BACKEND, "zlib deflateReset failed");
+        s->zs.avail_out = 0;
+        size_t produced = 0;
+        int block = 0;
+        st = zlib_feed(s, &s->zs, a, na, Z_NO_FLUSH, &produced, &block, err);
+        if (st != CCOMP_OK)
+            return st;
+        if (deflateCopy(&s->prefix_zs, &s->zs) != Z_OK)
+            return ccomp_fail(err, CCOMP_ERR_NOMEM, "zlib deflateCopy failed");
+        s->prefix_zs_ready = 1;
+        s->prefix_out = produced;
+    }
+    return CCOMP_OK;
+}
+
+ccomp_status ccomp_sizer_size_with_prefix(ccomp_sizer *s, const uint8_t *b, size_t nb, size_t *out,
+                                          ccomp_error *err)
+{
+    if ((b == NULL && nb) || out == NULL)
+        return ccomp_fail(err, CCOMP_ERR_VALUE, "sizer_size_with_prefix: NULL buffer with nonzero length");
+    if (s->use_model) {
+        size_t raw;
+        ccomp_status st = ccomp_deflate_model_size_with_prefix(s->model, b, nb, &raw, err);
+        if (st == CCOMP_OK)
+            *out = raw + GZIP_FRAMING;
+        return st;
+    }
+    if (s->prefix_zs_ready) {
+        deflateEnd(&s->zs);
+        s->zs_ready = 0;
+        if (deflateCopy(&s->zs, &s->prefix_zs) != Z_OK)
+            return ccomp_fail(err, CCOMP_ERR_NOMEM, "zlib deflateCopy failed");
+        s->zs_ready = 1;
+        size_t produced = s->prefix_out;
+        int block = 0;
+        s->zs.avail_out = 0;
+        ccomp_status st = zlib_feed(s, &s->zs, b, nb, Z_FINISH, &produced, &block, err);
+        if (st != CCOMP_OK)
+            return st;
+        *out = produced + GZIP_FRAMING;
+        return CCOMP_OK;
+    }
+    return ccomp_sizer_size(s, s->prefix, s->prefix_len, b, nb, out, err);
+}

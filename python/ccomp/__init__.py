@@ -1,0 +1,32 @@
+"""ccomp: a compression toolkit for machine-learning research.
+
+A C (and CUDA) core under a thin Python module.  Areas:
+
+- :mod:`ccomp.zipfit` -- ZIP-FIT data selection by normalised compression distance.
+
+Every heavy call releases the GIL, takes ``threads=`` (default: all cores) and
+gives bit-identical results whatever the thread count.
+"""
+from ._core import CorruptStreamError
+from ._core import __version__
+from . import cuda
+from . import zipfit
+
+__all__ = ["CorruptStreamError", "build_info", "cuda", "zipfit", "__version__"]
+
+
+def build_info():
+    """Describe this build of ccomp.
+
+    Returns a dict with ``version``; the zlib, lz4 and zstd versions linked at
+    run time (``zlib``, ``lz4``, ``zstd``) and compiled against (``*_compiled``);
+    ``gzip_engine`` (whether gzip sizes come from the exact deflate model or from
+    zlib itself); ``cpu_features`` detected at run time and ``cpu_count``;
+    ``cuda`` (True when the CUDA extension was built) with ``cuda_runtime``
+    (e.g. "13.0"), ``cuda_devices`` and ``cuda_reason`` (why no device is usable).
+    """
+    from . import _core
+
+    info = dict(_core.build_info())
+    info.update(cuda.info())
+    return info

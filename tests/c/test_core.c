@@ -1,0 +1,254 @@
+/* C-level tests of the core: status reporting, the parallel loop, compressed
+ * sizes against direct library calls, and ZIP-FIT scores against a plain
+ * single-threaded computation.  `--quick` shrinks the sizes (sanitizer runs). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <lz4frame.h>
+#include <zlib.h>
+#include <zstd.h>
+
+#include "ccomp/parallel.h"
+#include "ccomp/zipfit.h"
+
+static int failures = 0;
+#define CHECK(cond, ...)                                                                                          \
+    do {                                                                                                          \
+        if (!(cond)) {                                                                                            \
+            failures++;                                                                                           \
+            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                                                 \
+            fprintf(stderr, __VA_ARGS__);                                                                         \
+            fprintf(stderr, "\n");                                                                                \
+        }                                                                                                         \
+    } while (0)
+
+static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
+static uint64_t next_rand(void)
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return rng_state;
+}
+
+/* ---- parallel_for ------------------------------------------------------------------ */
+
+typedef struct { size_t fail_from; int *hits; } pf_ctx;
+
+static ccomp_status pf_run(void *ctx, void *state, size_t t, ccomp_error *err)
+{
+    pf_ctx *c = ctx;
+    (void)state;
+    if (t >= c->fail_from && t % 7 == 3)
+        return ccomp_fail(err, CCOMP_ERR_VALUE, "task %zu failed", t);
+    c->hits[t]++;
+    return CCOMP_OK;
+}
+
+static void test_parallel(void)
+{
+    enum { N = 1000 };
+    int hits[N];
+    for (int threads = 1; threads <= 4; threads++) {
+        memset(hits, 0, sizeof hits);
+        pf_ctx c = {SIZE_MAX, hits};
+        ccomp_parallel_ops ops = {NULL, pf_run, NULL};
+        ccomp_error err;
+        CHECK(ccomp_parallel_for(threads, N, &ops, &c, &err) == CCOMP_OK, "parallel_for failed");
+        for (int i = 0; i < N; i++)
+            CHECK(hits[i] == 1, "task %d ran %d times with %d threads", i, hits[i], threads);
+        /* the reported failure is the lowest failing task whatever the scheduling */
+        c.fail_from = 500;
+        ccomp_status st = ccomp_parallel_for(threads, N, &ops, &c, &err);
+        CHECK(st == CCOMP_ERR_VALUE, "expected value error, got %d", st);
+        CHECK(strcmp(err.msg, "task 500 failed") == 0, "wrong failing task reported: %s", err.msg);
+    }
+    ccomp_error err;
+    ccomp_parallel_ops ops = {NULL, pf_run, NULL};
+    CHECK(ccomp_parallel_for(0, 10, &ops, NULL, &err) == CCOMP_ERR_VALUE, "threads=0 accepted");
+    CHECK(ccomp_parallel_for(2, 10, NULL, NULL, &err) == CCOMP_ERR_VALUE, "NULL ops accepted");
+}
+
+/* ---- sizes against the libraries ---------------------------------------------------------- */
+
+static size_t zlib_gzip_size(const uint8_t *p, size_t n, int level)
+{
+    z_stream zs;
+    memset(&zs, 0, sizeof zs);
+    deflateInit2(&zs, level, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY);
+    size_t cap = deflateBound(&zs, n) + 64;
+    uint8_t *out = malloc(cap);
+    zs.next_in = (Bytef *)p;
+    zs.avail_in = (uInt)n;
+    zs.next_out = out;
+    zs.avail_out = (uInt)cap;
+    deflate(&zs, Z_FINISH);
+    size_t r = zs.total_out + 18;
+    deflateEnd(&zs);
+    free(out);
+    return r;
+}
+
+static size_t lz4_frame_size(const uint8_t *p, size_t n, int level)
+{
+    LZ4F_preferences_t prefs;
+    memset(&prefs, 0, sizeof prefs);
+    prefs.compressionLevel = level;
+    prefs.frameInfo.contentSize = n;
+    size_t cap = LZ4F_compressFrameBound(n, &prefs);
+    uint8_t *out = malloc(cap);
+    size_t r = LZ4F_compressFrame(out, cap, p, n, &prefs);
+    free(out);
+    return r;
+}
+
+static size_t zstd_frame_size(const uint8_t *p, size_t n, int level)
+{
+    ZSTD_CCtx *c = ZSTD_createCCtx();
+    ZSTD_CCtx_setParameter(c, ZSTD_c_compressionLevel, level);
+    size_t cap = ZSTD_compressBound(n);
+    uint8_t *out = malloc(cap);
+    size_t r = ZSTD_compress2(c, out, cap, p, n);
+    free(out);
+    ZSTD_freeCCtx(c);
+    return r;
+}
+
+static void fill(uint8_t *buf, size_t n, int kind)
+{
+    static const char words[] = "the cat sat on a mat while def return self value lambda ";
+    for (size_t i = 0; i < n; i++) {
+        uint64_t r = next_rand();
+        buf[i] = kind == 0 ? (uint8_t)r : kind == 1 ? (uint8_t)words[r % (sizeof words - 1)] : (uint8_t)('a' + r % 3);
+    }
+}
+
+static void test_sizes(int quick)
+{
+    const size_t lens[] = {0, 1, 2, 17, 300, 1500, 40000, 70000};
+    const int nlen = quick ? 6 : 8;
+    uint8_t *buf = malloc(70000);
+    for (int li = 0; li < nlen; li++) {
+        for (int kind = 0; kind < 3; kind++) {
+            size_t n = lens[li];
+            fill(buf, n, kind);
+            for (int level = 1; level <= 9; level += quick ? 4 : 1) {
+                ccomp_sizer *s = NULL;
+                ccomp_error err;
+                size_t got = 0;
+                CHECK(ccomp_sizer_create(CCOMP_GZIP, level, CCOMP_ENGINE_LIBRARY, &s, &err) == CCOMP_OK, "%s", err.msg);
+                CHECK(ccomp_sizer_size(s, buf, n / 2, buf + n / 2, n - n / 2, &got, &err) == CCOMP_OK, "%s", err.msg);
+                CHECK(got == zlib_gzip_size(buf, n, level), "gzip level %d n %zu kind %d: %zu", level, n, kind, got);
+                ccomp_sizer_free(s);
+            }
+            int lz4_levels[] = {0, 1, 9, 12};
+            for (int k = 0; k < 4; k++) {
+                ccomp_sizer *s = NULL;
+                ccomp_error err;
+                size_t got = 0;
+                CHECK(ccomp_sizer_create(CCOMP_LZ4, lz4_levels[k], CCOMP_ENGINE_AUTO, &s, &err) == CCOMP_OK, "%s", err.msg);
+                CHECK(ccomp_sizer_size(s, buf, n, NULL, 0, &got, &err) == CCOMP_OK, "%s", err.msg);
+                CHECK(got == lz4_frame_size(buf, n, lz4_levels[k]), "lz4 level %d n %zu: %zu", lz4_levels[k], n, got);
+                ccomp_sizer_free(s);
+            }
+            int zstd_levels[] = {-3, 1, 3, 12};
+            for (int k = 0; k < 4; k++) {
+                ccomp_sizer *s = NULL;
+                ccomp_error err;
+                size_t got = 0;
+                CHECK(ccomp_sizer_create(CCOMP_ZSTD, zstd_levels[k], CCOMP_ENGINE_AUTO, &s, &err) == CCOMP_OK, "%s", err.msg);
+                CHECK(ccomp_sizer_size(s, buf, n, NULL, 0, &got, &err) == CCOMP_OK, "%s", err.msg);
+                CHECK(got == zstd_frame_size(buf, n, zstd_levels[k]), "zstd level %d n %zu: %zu", zstd_levels[k], n, got);
+                ccomp_sizer_free(s);
+            }
+        }
+    }
+    free(buf);
+    ccomp_sizer *s = NULL;
+    ccomp_error err;
+    CHECK(ccomp_sizer_create(CCOMP_GZIP, 10, CCOMP_ENGINE_AUTO, &s, &err) == CCOMP_ERR_VALUE, "gzip level 10 accepted");
+    CHECK(strstr(err.msg, "[0, 9]") != NULL, "message does not give the range: %s", err.msg);
+    CHECK(ccomp_sizer_create((ccomp_compressor)7, 1, CCOMP_ENGINE_AUTO, &s, &err) == CCOMP_ERR_VALUE, "compressor 7 accepted");
+    CHECK(ccomp_sizer_create(CCOMP_LZ4, 1, CCOMP_ENGINE_MODEL, &s, &err) == CCOMP_ERR_VALUE, "model for lz4 accepted");
+}
+
+/* ---- scores -------------------------------------------------------------------------- */
+
+static void test_scores(int quick)
+{
+    const size_t ns = quick ? 12 : 60, nt = quick ? 5 : 23;
+    ccomp_text *src = calloc(ns, sizeof *src), *tgt = calloc(nt, sizeof *tgt);
+    uint8_t *pool = malloc(200000);
+    fill(pool, 200000, 1);
+    for (size_t i = 0; i < ns; i++) {
+        src[i].len = (i == 3) ? 0 : (size_t)(next_rand() % 3000);
+        src[i].data = pool + next_rand() % (200000 - 3000);
+    }
+    /* one long source takes the prefix-copy path of zlib */
+    src[1].len = 20000;
+    for (size_t j = 0; j < nt; j++) {
+        tgt[j].len = (size_t)(next_rand() % 400);
+        tgt[j].data = pool + next_rand() % (200000 - 400);
+    }
+    ccomp_compressor kinds[] = {CCOMP_GZIP, CCOMP_GZIP, CCOMP_LZ4, CCOMP_ZSTD};
+    ccomp_gzip_engine engines[] = {CCOMP_ENGINE_LIBRARY, CCOMP_ENGINE_AUTO, CCOMP_ENGINE_AUTO, CCOMP_ENGINE_AUTO};
+    int levels[] = {6, 1, 0, 3};
+    for (int k = 0; k < 4; k++) {
+        size_t *tsz = calloc(nt, sizeof *tsz);
+        ccomp_error err;
+        CHECK(ccomp_compressed_sizes(kinds[k], levels[k], engines[k], tgt, nt, 2, tsz, &err) == CCOMP_OK, "%s", err.msg);
+        /* plain computation, one pair at a time with a fresh library call */
+        double *expect = calloc(ns, sizeof *expect);
+        uint8_t *cat = malloc(3000 + 20000 + 400);
+        ccomp_sizer *s = NULL;
+        CHECK(ccomp_sizer_create(kinds[k], levels[k], CCOMP_ENGINE_LIBRARY, &s, &err) == CCOMP_OK, "%s", err.msg);
+        for (size_t i = 0; i < ns; i++) {
+            size_t cx;
+            ccomp_sizer_size(s, src[i].data, src[i].len, NULL, 0, &cx, &err);
+            double sum = 0;
+            for (size_t j = 0; j < nt; j++) {
+                memcpy(cat, src[i].data, src[i].len);
+                memcpy(cat + src[i].len, tgt[j].data, tgt[j].len);
+                size_t cxy;
+                ccomp_sizer_size(s, cat, src[i].len + tgt[j].len, NULL, 0, &cxy, &err);
+                size_t lo = cx < tsz[j] ? cx : tsz[j], hi = cx < tsz[j] ? tsz[j] : cx;
+                sum += 1.0 - ((double)cxy - (double)lo) / (double)hi;
+            }
+            expect[i] = sum / (double)nt;
+        }
+        ccomp_sizer_free(s);
+        for (int threads = 1; threads <= 3; threads++) {
+            double *got = calloc(ns, sizeof *got);
+            CHECK(ccomp_zipfit_scores(kinds[k], levels[k], engines[k], src, ns, tgt, tsz, nt, threads, got, NULL, &err) == CCOMP_OK,
+                  "%s", err.msg);
+            for (size_t i = 0; i < ns; i++)
+                CHECK(got[i] == expect[i], "compressor %d source %zu threads %d: %.17g != %.17g", k, i, threads, got[i],
+                      expect[i]);
+            free(got);
+        }
+        double dummy;
+        CHECK(ccomp_zipfit_scores(kinds[k], levels[k], engines[k], src, 1, tgt, tsz, 0, 1, &dummy, NULL, &err) == CCOMP_ERR_VALUE,
+              "empty target set accepted");
+        free(expect);
+        free(cat);
+        free(tsz);
+    }
+    free(src);
+    free(tgt);
+    free(pool);
+}
+
+int main(int argc, char **argv)
+{
+    int quick = argc > 1 && strcmp(argv[1], "--quick") == 0;
+    test_parallel();
+    test_sizes(quick);
+    test_scores(quick);
+    if (failures) {
+        fprintf(stderr, "test_core: %d failures\n", failures);
+        return 1;
+    }
+    printf("test_core: all checks passed\n");
+    return 0;
+}

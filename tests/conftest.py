@@ -1,0 +1,39 @@
+import json
+import os
+import random
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DATA = os.path.join(ROOT, "data")
+
+
+def corpus_bytes(name):
+    with open(os.path.join(DATA, "corpus", name), "rb") as f:
+        return f.read()
+
+
+@pytest.fixture(scope="session")
+def humaneval_prompts():
+    with open(os.path.join(DATA, "zipfit", "HumanEval.jsonl"), encoding="utf-8") as f:
+        return [json.loads(line)["prompt"] for line in f if line.strip()]
+
+
+@pytest.fixture(scope="session")
+def real_documents():
+    """Distinct documents of 100-2500 characters cut from real prose, HTML, URLs and code."""
+    rng = random.Random(1234)
+    docs = []
+    for name in ["alice29.txt", "lcet10.txt", "html", "urls.10K"]:
+        text = corpus_bytes(name).decode("utf-8", errors="replace")
+        for _ in range(12):
+            n = rng.randint(100, 2500)
+            start = rng.randrange(0, len(text) - n)
+            docs.append(text[start:start + n])
+    with open(os.path.join(ROOT, "python", "ccomp", "zipfit", "__init__.py"), encoding="utf-8") as f:
+        code = f.read()
+    for _ in range(12):
+        n = rng.randint(100, 2500)
+        start = rng.randrange(0, max(1, len(code) - n))
+        docs.append(code[start:start + n])
+    return list(dict.fromkeys(docs))
