@@ -77,6 +77,7 @@ def check_iota(mod):
     got = np.frombuffer(mod.iota(n, step), dtype=np.int32)
     ref = np.arange(n, dtype=np.int32) * step
     ok = bool(np.array_equal(got, ref))
+    mod.iota(n, step)  # warm-up
     t = time.perf_counter()
     for _ in range(20):
         mod.iota(n, step)
@@ -85,6 +86,7 @@ def check_iota(mod):
     try:
         import torch
 
+        (torch.arange(n, dtype=torch.int32, device="cuda") * step).cpu()  # warm-up: context, kernels
         torch.cuda.synchronize()
         t = time.perf_counter()
         for _ in range(20):
