@@ -13,6 +13,7 @@ SAN       := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-
 CORPUS    := $(wildcard data/corpus/*)
 # How many (source, target) pairs per deflate level the exactness check compares.
 DEFLATE_PAIRS ?= 1000000
+LZ4_PAIRS ?= 1000000
 
 .PHONY: all demo test sysdeps venv install ctest asan pytest bench clean
 
@@ -44,12 +45,14 @@ build/asan/%: tests/c/%.c $(CORE_SRC) $(CORE_HDR) | sysdeps
 # C-level tests of the core at full size.
 ctest: $(addprefix build/ctest/,$(CTESTS))
 	build/ctest/test_core
-	$(if $(wildcard tests/c/test_deflate_model.c),build/ctest/test_deflate_model --pairs-per-level $(DEFLATE_PAIRS) $(CORPUS))
+	build/ctest/test_deflate_model --pairs-per-level $(DEFLATE_PAIRS) $(CORPUS)
+	build/ctest/test_lz4_model --pairs $(LZ4_PAIRS) $(CORPUS)
 
 # The same C tests under AddressSanitizer + UBSan, at sizes that keep them quick.
 asan: $(addprefix build/asan/,$(CTESTS))
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 build/asan/test_core --quick
-	$(if $(wildcard tests/c/test_deflate_model.c),ASAN_OPTIONS=detect_leaks=1 build/asan/test_deflate_model --pairs-per-level 3000 $(CORPUS))
+	ASAN_OPTIONS=detect_leaks=1 build/asan/test_deflate_model --pairs-per-level 3000 $(CORPUS)
+	ASAN_OPTIONS=detect_leaks=1 build/asan/test_lz4_model --pairs 20000 $(CORPUS)
 
 pytest: install
 	PYTHONDEVMODE=1 $(VPY) -m pytest -q -p no:cacheprovider tests --doctest-modules python/ccomp

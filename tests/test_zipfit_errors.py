@@ -27,8 +27,12 @@ def test_unknown_compressor_and_levels():
         zipfit.compressed_size("a", "zstd", 23)
     with pytest.raises(TypeError, match="level must be an int"):
         zipfit.compressed_size("a", "gzip", 1.5)
-    with pytest.raises(ValueError, match="engine='model' applies to gzip only"):
-        zipfit.compressed_size("a", "lz4", 1, engine="model")
+    with pytest.raises(ValueError, match="the lz4 model covers lz4 levels 0-2"):
+        zipfit.compressed_size("a", "lz4", 9, engine="model")
+    with pytest.raises(ValueError, match="zstd has no size model"):
+        zipfit.compressed_size("a", "zstd", 3, engine="model")
+    with pytest.raises(ValueError, match="engine='zlib' applies to gzip only"):
+        zipfit.compressed_size("a", "lz4", 1, engine="zlib")
     with pytest.raises(ValueError, match="unknown engine"):
         zipfit.compressed_size("a", "gzip", 1, engine="fast")
 

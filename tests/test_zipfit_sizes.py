@@ -55,9 +55,11 @@ def test_gzip_sizes_equal_python_gzip(level, engine):
 
 
 @pytest.mark.parametrize("level", [0, 1, 2, 3, 4, 9, 12])
-def test_lz4_sizes_equal_python_lz4(level):
+@pytest.mark.parametrize("engine", ["auto", "library"])
+def test_lz4_sizes_equal_python_lz4(level, engine):
     for piece in REAL:
-        assert zipfit.compressed_size(piece, "lz4", level) == len(lz4.frame.compress(piece, compression_level=level))
+        assert zipfit.compressed_size(piece, "lz4", level, engine=engine) == \
+            len(lz4.frame.compress(piece, compression_level=level))
 
 
 @pytest.mark.parametrize("level", [-5, -1, 0, 1, 3, 7, 15, 19])

@@ -16,6 +16,7 @@
 #include "binding.h"
 #include "ccomp/cpu.h"
 #include "ccomp/deflate_model.h"
+#include "ccomp/lz4_model.h"
 #include "ccomp/parallel.h"
 #include "ccomp/zipfit.h"
 
@@ -368,7 +369,10 @@ static PyObject *py_build_info(PyObject *self, PyObject *noargs)
         dict_set_str(d, "lz4_compiled", lz4_compiled) < 0 || dict_set_str(d, "zstd", ccomp_zstd_version()) < 0 ||
         dict_set_str(d, "zstd_compiled", zstd_compiled) < 0 ||
         dict_set_str(d, "gzip_engine",
-                     ccomp_deflate_model_supported() ? "deflate-model (levels 1-9), zlib (level 0)" : "zlib") < 0)
+                     ccomp_deflate_model_supported() ? "deflate-model (levels 1-9), zlib (level 0)" : "zlib") < 0 ||
+        dict_set_str(d, "lz4_engine",
+                     ccomp_lz4_model_supported() ? "lz4-model (levels 0-2, inputs up to one 64 KB block), lz4 (otherwise)"
+                                                 : "lz4") < 0)
         goto fail;
     feats = PyList_New(0);
     if (feats == NULL)

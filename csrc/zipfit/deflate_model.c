@@ -130,70 +130,151 @@ struct ccomp_deflate_model {
 
     /* Huffman scratch */
     uint16_t lf[HEAP_SIZE], ll[HEAP_SIZE], ld[HEAP_SIZE];
-    uint16_t df[2 * D_CODES + 1], dl[2 * D_CODES + 1], dd[2 * D_CODES + 1];
-    uint16_t bf[2 * BL_CODES + 1], bl[2 * BL_CODES + 1], bd[2 * BL_CODES + 1];
-    unsigned char depth[HEAP_SIZE];
+    uint16_t df[HEAP_SIZE], dl[HEAP_SIZE], dd[HEAP_SIZE];
+    uint16_t bf[HEAP_SIZE], bl[HEAP_SIZE], bd[HEAP_SIZE];
+    uint32_t pq[4 * L_CODES + 8];
     int heap[HEAP_SIZE];
-    int heap_len, heap_max;
+    int heap_max;
     uint16_t bl_count[MAX_BITS + 1];
-    uint16_t static_l[L_CODES + 2];
-    uint16_t static_d[D_CODES];
+    uint16_t static_l[HEAP_SIZE], static_d[HEAP_SIZE], static_none[HEAP_SIZE];
+    unsigned char xbits_l[HEAP_SIZE], xbits_d[HEAP_SIZE], xbits_b[HEAP_SIZE];
 };
 
 /* ------------------------------------------------------------------------ */
+static inline uint16_t load16(const uint8_t *p)
+{
+    uint16_t v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+static inline uint64_t load64(const uint8_t *p)
+{
+    uint64_t v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
 /* Huffman trees (trees.c: build_tree, gen_bitlen, scan_tree, build_bl_tree) */
 
-#define SMALLER(f, n, m, d) ((f)[n] < (f)[m] || ((f)[n] == (f)[m] && (d)[n] <= (d)[m]))
+/* Heap entries carry their sort key: (freq << 17) | (depth << 10) | node
+ * (a block has at most 16385 symbols, so freq < 2^15; a Huffman tree of that
+ * weight is less than 32 levels deep, so depth < 2^7; nodes < 2^10).
+ * zlib's smaller(n, m) is freq[n] < freq[m] || (freq[n] == freq[m] &&
+ * depth[n] <= depth[m]), i.e. key(n) <= key(m), i.e. a <= (b | NODE_MASK). */
+#define NODE_BITS 10
+#define NODE_MASK ((1u << NODE_BITS) - 1u)
+#define DEPTH_SHIFT NODE_BITS
+#define FREQ_SHIFT 17
+#define SMALLER(a, b) ((a) <= ((b) | NODE_MASK))
 
-static void pqdownheap(ccomp_deflate_model *m, const uint16_t *f, int k)
+/* zlib's pqdownheap of value v into the hole at k, without data-dependent
+ * branches: `levels` steps (the depth of the heap below k); positions past
+ * heap_len hold UINT32_MAX, which is never smaller, so the walk stops there.
+ * Once stopped, a step recomputes the same choice and rewrites v in place. */
+static inline __attribute__((always_inline)) void pqdownheap(uint32_t *h, int levels, int k, uint32_t v)
 {
-    int *heap = m->heap;
-    const unsigned char *d = m->depth;
-    int v = heap[k];
-    int j = k << 1;
-    while (j <= m->heap_len) {
-        if (j < m->heap_len && SMALLER(f, heap[j + 1], heap[j], d)) j++;
-        if (SMALLER(f, v, heap[j], d)) break;
-        heap[k] = heap[j];
-        k = j;
-        j <<= 1;
+    /* two levels per step: the grandchildren are loaded with the children,
+     * before the choice between the children is known */
+    unsigned q = (unsigned)k;
+    int i;
+    for (i = 0; i + 1 < levels; i += 2) {
+        unsigned j = q << 1, g = j << 1, c;
+        uint32_t c0 = h[j], c1 = h[j + 1], g0 = h[g], g1 = h[g + 1], g2 = h[g + 2], g3 = h[g + 3];
+        uint32_t sm = 0u - (uint32_t)SMALLER(c1, c0), hj, gm, ga, gb, sm2, hg, gm2;
+        hj = c0 ^ ((c0 ^ c1) & sm);
+        gm = 0u - (uint32_t)(v > (hj | NODE_MASK));
+        h[q] = v ^ ((hj ^ v) & gm);
+        c = j + (sm & 1u);
+        q ^= (q ^ c) & gm;
+        /* second level, from child c (only if the first level went down) */
+        ga = g0 ^ ((g0 ^ g2) & sm);
+        gb = g1 ^ ((g1 ^ g3) & sm);
+        sm2 = 0u - (uint32_t)SMALLER(gb, ga);
+        hg = ga ^ ((ga ^ gb) & sm2);
+        gm2 = gm & (0u - (uint32_t)(v > (hg | NODE_MASK)));
+        h[q] = v ^ ((hg ^ v) & gm2);
+        q ^= (q ^ ((c << 1) + (sm2 & 1u))) & gm2;
     }
-    heap[k] = v;
+    if (i < levels) {
+        unsigned j = q << 1;
+        uint32_t c0 = h[j], c1 = h[j + 1];
+        uint32_t sm = 0u - (uint32_t)SMALLER(c1, c0);
+        uint32_t hj = c0 ^ ((c0 ^ c1) & sm);
+        uint32_t gm = 0u - (uint32_t)(v > (hj | NODE_MASK));
+        h[q] = v ^ ((hj ^ v) & gm);
+        q ^= (q ^ (j + (sm & 1u))) & gm;
+    }
+    h[q] = v;
+}
+
+static inline int ilog2(unsigned x) /* x >= 1 */
+{
+    return 31 - __builtin_clz(x);
 }
 
 typedef struct tree_desc {
     uint16_t *freq, *len, *dad;
     int elems;
-    const uint16_t *stree; /* static lengths or NULL */
-    const unsigned char *extra;
-    int extra_base;
+    const uint16_t *stree;       /* static lengths (zeros for the bl tree), HEAP_SIZE entries */
+    const unsigned char *xbits;  /* extra bits per node, HEAP_SIZE entries */
+    int has_stree;
     int max_length;
 } tree_desc;
 
+/* m->heap[m->heap_max .. HEAP_SIZE-1] holds the nodes in zlib's order. */
 static void gen_bitlen(ccomp_deflate_model *m, const tree_desc *t, int max_code, uint64_t *opt_len,
                        uint64_t *static_len)
 {
     uint16_t *f = t->freq, *len = t->len, *dad = t->dad;
     int *heap = m->heap;
     int h, n, bits, overflow = 0;
+    uint64_t opt = 0, stat = 0;
+
+    /* Fast path: when no node is deeper than max_length, zlib's first pass
+     * gives every leaf its depth and no correction follows; the sums do not
+     * depend on the order, so take them over the symbols. */
+    {
+        unsigned maxb = 0;
+        len[heap[m->heap_max]] = 0;
+        for (h = m->heap_max + 1; h < HEAP_SIZE; h++) {
+            unsigned b;
+            n = heap[h];
+            b = len[dad[n]] + 1u;
+            len[n] = (uint16_t)b;
+            maxb = b > maxb ? b : maxb;
+        }
+        if (maxb <= (unsigned)t->max_length) {
+            for (n = 0; n <= max_code; n++) {
+                opt += (uint64_t)f[n] * ((unsigned)len[n] + t->xbits[n]);
+                stat += (uint64_t)f[n] * ((unsigned)t->stree[n] + t->xbits[n]);
+            }
+            *opt_len += opt;
+            if (t->has_stree) *static_len += stat;
+            return;
+        }
+        opt = stat = 0;
+    }
 
     for (bits = 0; bits <= MAX_BITS; bits++) m->bl_count[bits] = 0;
     len[heap[m->heap_max]] = 0; /* root */
     for (h = m->heap_max + 1; h < HEAP_SIZE; h++) {
-        int xbits = 0;
+        unsigned fl, xb, ovf, leaf;
         n = heap[h];
         bits = len[dad[n]] + 1;
-        if (bits > t->max_length) {
-            bits = t->max_length;
-            overflow++;
-        }
+        ovf = bits > t->max_length;
+        bits = ovf ? t->max_length : bits;
+        overflow += (int)ovf;
         len[n] = (uint16_t)bits;
-        if (n > max_code) continue; /* not a leaf */
-        m->bl_count[bits]++;
-        if (n >= t->extra_base) xbits = t->extra[n - t->extra_base];
-        *opt_len += (uint64_t)f[n] * (unsigned)(bits + xbits);
-        if (t->stree) *static_len += (uint64_t)f[n] * (unsigned)(t->stree[n] + xbits);
+        leaf = n <= max_code;
+        m->bl_count[bits] = (uint16_t)(m->bl_count[bits] + leaf);
+        fl = leaf ? f[n] : 0u; /* f[] of internal nodes is stale */
+        xb = t->xbits[n];
+        opt += (uint64_t)fl * ((unsigned)bits + xb);
+        stat += (uint64_t)fl * ((unsigned)t->stree[n] + xb);
     }
+    *opt_len += opt;
+    if (t->has_stree) *static_len += stat;
     if (overflow == 0) return;
 
     do {
@@ -222,44 +303,53 @@ static void gen_bitlen(ccomp_deflate_model *m, const tree_desc *t, int max_code,
 /* Returns max_code. */
 static int build_tree(ccomp_deflate_model *m, const tree_desc *t, uint64_t *opt_len, uint64_t *static_len)
 {
-    uint16_t *f = t->freq, *dad = t->dad;
+    uint16_t *f = t->freq, *dad = t->dad, *len = t->len;
+    uint32_t *pq = m->pq;
     int *heap = m->heap;
-    int n, k, node, max_code = -1;
+    int n, node, max_code = -1, heap_len = 0, heap_max = HEAP_SIZE;
 
-    m->heap_len = 0;
-    m->heap_max = HEAP_SIZE;
-    for (n = 0; n < t->elems; n++) {
-        if (f[n] != 0) {
-            heap[++m->heap_len] = max_code = n;
-            m->depth[n] = 0;
-        } else {
-            t->len[n] = 0;
+    memset(len, 0, (size_t)t->elems * sizeof len[0]);
+    /* f[elems .. elems+3] are 0 (never written), so whole groups of 4 can be read */
+    for (n = 0; n < t->elems; n += 4) {
+        int k;
+        if (load64((const uint8_t *)(f + n)) == 0) continue;
+        for (k = n; k < n + 4; k++) {
+            int nz = f[k] != 0;
+            pq[heap_len + 1] = ((uint32_t)f[k] << FREQ_SHIFT) | (unsigned)k;
+            heap_len += nz;
+            max_code = nz ? k : max_code;
         }
     }
-    while (m->heap_len < 2) {
-        node = heap[++m->heap_len] = (max_code < 2 ? ++max_code : 0);
+    while (heap_len < 2) {
+        node = (max_code < 2 ? ++max_code : 0);
+        pq[++heap_len] = ((uint32_t)1 << FREQ_SHIFT) | (unsigned)node;
         f[node] = 1;
-        m->depth[node] = 0;
         (*opt_len)--;
-        if (t->stree) *static_len -= t->stree[node];
+        if (t->has_stree) *static_len -= t->stree[node];
     }
-    for (n = m->heap_len / 2; n >= 1; n--) pqdownheap(m, f, n);
+    for (n = heap_len + 1; n <= 4 * heap_len + 3; n++) pq[n] = UINT32_MAX;
+    for (n = heap_len / 2; n >= 1; n--) pqdownheap(pq, ilog2((unsigned)heap_len) - ilog2((unsigned)n), n, pq[n]);
 
     node = t->elems;
     do {
-        n = heap[1];
-        heap[1] = heap[m->heap_len--];
-        pqdownheap(m, f, 1);
-        k = heap[1];
-        heap[--m->heap_max] = n;
-        heap[--m->heap_max] = k;
-        f[node] = (uint16_t)(f[n] + f[k]);
-        m->depth[node] = (unsigned char)((m->depth[n] >= m->depth[k] ? m->depth[n] : m->depth[k]) + 1);
-        dad[n] = dad[k] = (uint16_t)node;
-        heap[1] = node++;
-        pqdownheap(m, f, 1);
-    } while (m->heap_len >= 2);
-    heap[--m->heap_max] = heap[1];
+        uint32_t a = pq[1], b, last = pq[heap_len];
+        pq[heap_len--] = UINT32_MAX;
+        unsigned da, db, d;
+        pqdownheap(pq, ilog2((unsigned)heap_len), 1, last);
+        b = pq[1];
+        heap[--heap_max] = (int)(a & NODE_MASK);
+        heap[--heap_max] = (int)(b & NODE_MASK);
+        da = (a >> DEPTH_SHIFT) & 0x7fu;
+        db = (b >> DEPTH_SHIFT) & 0x7fu;
+        d = (da >= db ? da : db) + 1u;
+        dad[a & NODE_MASK] = dad[b & NODE_MASK] = (uint16_t)node;
+        pqdownheap(pq, ilog2((unsigned)heap_len), 1,
+                   ((((a >> FREQ_SHIFT) + (b >> FREQ_SHIFT)) & 0x7fffu) << FREQ_SHIFT) |
+                       ((d & 0x7fu) << DEPTH_SHIFT) | (unsigned)node);
+        node++;
+    } while (heap_len >= 2);
+    heap[--heap_max] = (int)(pq[1] & NODE_MASK);
+    m->heap_max = heap_max;
 
     gen_bitlen(m, t, max_code, opt_len, static_len);
     return max_code;
@@ -306,14 +396,14 @@ static uint64_t block_bits(ccomp_deflate_model *m, const pstate *st, uint64_t st
 
     memcpy(m->lf, st->lfreq, sizeof st->lfreq);
     memcpy(m->df, st->dfreq, sizeof st->dfreq);
-    memset(m->bf, 0, sizeof m->bf);
+    memset(m->bf, 0, BL_CODES * sizeof m->bf[0]);
 
     lt.freq = m->lf; lt.len = m->ll; lt.dad = m->ld; lt.elems = L_CODES; lt.stree = m->static_l;
-    lt.extra = extra_lbits; lt.extra_base = END_BLOCK + 1; lt.max_length = MAX_BITS;
+    lt.xbits = m->xbits_l; lt.has_stree = 1; lt.max_length = MAX_BITS;
     dt.freq = m->df; dt.len = m->dl; dt.dad = m->dd; dt.elems = D_CODES; dt.stree = m->static_d;
-    dt.extra = extra_dbits; dt.extra_base = 0; dt.max_length = MAX_BITS;
-    bt.freq = m->bf; bt.len = m->bl; bt.dad = m->bd; bt.elems = BL_CODES; bt.stree = NULL;
-    bt.extra = extra_blbits; bt.extra_base = 0; bt.max_length = MAX_BL_BITS;
+    dt.xbits = m->xbits_d; dt.has_stree = 1; dt.max_length = MAX_BITS;
+    bt.freq = m->bf; bt.len = m->bl; bt.dad = m->bd; bt.elems = BL_CODES; bt.stree = m->static_none;
+    bt.xbits = m->xbits_b; bt.has_stree = 0; bt.max_length = MAX_BL_BITS;
 
     lmax = build_tree(m, &lt, &opt_len, &static_len);
     dmax = build_tree(m, &dt, &opt_len, &static_len);
@@ -366,13 +456,6 @@ static void init_state(pstate *st)
 
 #define HASH(w, p) ((((unsigned)(w)[p] << 10) ^ ((unsigned)(w)[(p) + 1] << 5) ^ (unsigned)(w)[(p) + 2]) & HASH_MASK)
 
-static inline uint64_t load64(const uint8_t *p)
-{
-    uint64_t v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
-
 /* Length of the common prefix of a and b, at most MAX_MATCH (reads up to 263
  * bytes of each). */
 static inline unsigned common_len(const uint8_t *a, const uint8_t *b)
@@ -402,13 +485,15 @@ static inline unsigned longest_match(const uint8_t *w, const uint32_t *prev, uin
 {
     const uint8_t *scan = w + s;
     uint32_t limit = off + (uint32_t)(s - base > MAX_DIST ? s - MAX_DIST : base);
+    uint16_t scan_start = load16(scan), scan_end = load16(scan + best_len - 1);
     if (nice > la) nice = (unsigned)la;
     do {
         const uint8_t *match = w + (cur - off);
         unsigned len;
-        if (match[best_len] != scan[best_len] || match[best_len - 1] != scan[best_len - 1] ||
-            match[0] != scan[0] || match[1] != scan[1])
-            continue;
+        /* zlib's quick rejection compares bytes best_len, best_len-1, 0 and 1;
+         * any test of bytes 0..best_len rejects only candidates that cannot
+         * beat best_len, so compare them two at a time */
+        if (load16(match + best_len - 1) != scan_end || load16(match) != scan_start) continue;
         len = common_len(scan, match);
         if (len >= safe_len) {
             *unsafe = 1;
@@ -418,6 +503,7 @@ static inline unsigned longest_match(const uint8_t *w, const uint32_t *prev, uin
             *match_start = cur - off;
             best_len = len;
             if (len >= nice) break;
+            scan_end = load16(scan + best_len - 1);
         }
     } while ((cur = prev[cur & WMASK]) > limit && --chain != 0);
     return best_len <= la ? best_len : (unsigned)la;
@@ -737,8 +823,12 @@ static void init_tables(ccomp_deflate_model *m)
     for (; code < D_CODES; code++) {
         for (n = 0; n < (1 << (extra_dbits[code] - 7)); n++) m->dist_code[256 + dist++] = (unsigned char)code;
     }
+    /* (calloc'ed: entries past the codes stay 0) */
     for (n = 0; n < L_CODES + 2; n++) m->static_l[n] = n <= 143 ? 8 : n <= 255 ? 9 : n <= 279 ? 7 : 8;
     for (n = 0; n < D_CODES; n++) m->static_d[n] = 5;
+    for (n = END_BLOCK + 1; n < L_CODES; n++) m->xbits_l[n] = extra_lbits[n - END_BLOCK - 1];
+    for (n = 0; n < D_CODES; n++) m->xbits_d[n] = extra_dbits[n];
+    for (n = 0; n < BL_CODES; n++) m->xbits_b[n] = extra_blbits[n];
 }
 
 void ccomp_deflate_model_free(ccomp_deflate_model *m)
@@ -828,8 +918,10 @@ ccomp_status ccomp_deflate_model_set_prefix(ccomp_deflate_model *m, const uint8_
         return ccomp_fail(err, CCOMP_ERR_VALUE, "deflate model: expected a prefix of at most %zu bytes, got %zu",
                           (size_t)DM_MAX_INPUT, na);
     rc = ensure_buf(&m->pbuf, &m->pbuf_cap, na + PAD + 1024, 0, err);
-    if (rc != CCOMP_OK) {
+    if (rc != CCOMP_OK) { /* leave a valid, empty prefix */
         m->na = 0;
+        begin_generation(&m->pre, 0);
+        init_state(&m->cp);
         return rc;
     }
     if (na) memcpy(m->pbuf, a, na);
@@ -890,7 +982,5 @@ ccomp_status ccomp_deflate_model_size_with_prefix(ccomp_deflate_model *m, const 
         else
             m->pre.prev[slot - WSIZE] = val;
     }
-    /* the prefix buffer after na must read as padding for the next call */
-    memset(m->pbuf + na, 0, PAD < nb ? PAD : nb);
     return CCOMP_OK;
 }

@@ -11,6 +11,7 @@
 #include <zstd.h>
 
 #include "ccomp/deflate_model.h"
+#include "ccomp/lz4_model.h"
 #include "ccomp/zipfit.h"
 
 /* gzip.compress adds a 10-byte header and an 8-byte trailer to the raw deflate stream. */
@@ -32,6 +33,8 @@ struct ccomp_sizer {
     int prefix_zs_ready;
     size_t prefix_out;    /* bytes the prefix state has already emitted */
     ccomp_deflate_model *model;
+    ccomp_lz4_model *lz4_model;
+    int prefix_in_model;  /* the lz4 model holds the prefix (it fitted in one block) */
     /* lz4 / zstd */
     ZSTD_CCtx *zctx;
     /* scratch: output space, and the concatenation a||b */
@@ -106,13 +109,23 @@ ccomp_status ccomp_sizer_create(ccomp_compressor c, int level, ccomp_gzip_engine
         return ccomp_fail(err, CCOMP_ERR_VALUE, "sizer_create: output pointer is NULL");
     if (engine != CCOMP_ENGINE_AUTO && engine != CCOMP_ENGINE_LIBRARY && engine != CCOMP_ENGINE_MODEL)
         return ccomp_fail(err, CCOMP_ERR_VALUE, "unknown gzip engine %d", (int)engine);
-    int model_ok = c == CCOMP_GZIP && level >= 1 && ccomp_deflate_model_supported();
+    int gzip_model = c == CCOMP_GZIP && level >= 1;
+    int lz4_model = c == CCOMP_LZ4 && level <= 2;
+    int model_ok = (gzip_model && ccomp_deflate_model_supported()) || (lz4_model && ccomp_lz4_model_supported());
     if (engine == CCOMP_ENGINE_MODEL && !model_ok) {
-        if (c != CCOMP_GZIP || level < 1)
-            return ccomp_fail(err, CCOMP_ERR_VALUE,
-                              "the deflate model covers gzip levels 1-9, not %s level %d", compressor_name(c), level);
+        if (c == CCOMP_ZSTD)
+            return ccomp_fail(err, CCOMP_ERR_VALUE, "zstd has no size model; use the library engine");
+        if (c == CCOMP_GZIP && !gzip_model)
+            return ccomp_fail(err, CCOMP_ERR_VALUE, "the deflate model covers gzip levels 1-9, not level %d", level);
+        if (c == CCOMP_LZ4 && !lz4_model)
+            return ccomp_fail(err, CCOMP_ERR_VALUE, "the lz4 model covers lz4 levels 0-2 (fast mode), not level %d",
+                              level);
+        if (c == CCOMP_GZIP)
+            return ccomp_fail(err, CCOMP_ERR_UNSUPPORTED,
+                              "the deflate model does not reproduce the linked zlib %s (verified: 1.2.13)",
+                              zlibVersion());
         return ccomp_fail(err, CCOMP_ERR_UNSUPPORTED,
-                          "the deflate model does not reproduce the linked zlib %s (verified: 1.2.13)", zlibVersion());
+                          "the lz4 model does not reproduce the linked lz4 %s (verified: 1.9.4)", LZ4_versionString());
     }
     ccomp_sizer *s = calloc(1, sizeof *s);
     if (s == NULL)
@@ -131,6 +144,10 @@ ccomp_status ccomp_sizer_create(ccomp_compressor c, int level, ccomp_gzip_engine
         }
         break;
     case CCOMP_LZ4:
+        if (model_ok && engine != CCOMP_ENGINE_LIBRARY) {
+            s->use_model = 1;
+            st = ccomp_lz4_model_create(&s->lz4_model, err);
+        }
         break;
     case CCOMP_ZSTD:
         s->zctx = ZSTD_createCCtx();
@@ -163,6 +180,7 @@ void ccomp_sizer_free(ccomp_sizer *s)
     if (s->prefix_zs_ready)
         deflateEnd(&s->prefix_zs);
     ccomp_deflate_model_free(s->model);
+    ccomp_lz4_model_free(s->lz4_model);
     ZSTD_freeCCtx(s->zctx);
     free(s->out);
     free(s->cat);
@@ -174,7 +192,7 @@ const char *ccomp_sizer_engine(const ccomp_sizer *s)
 {
     switch (s->kind) {
     case CCOMP_GZIP: return s->use_model ? "deflate-model" : "zlib";
-    case CCOMP_LZ4: return "lz4";
+    case CCOMP_LZ4: return s->use_model ? "lz4-model" : "lz4";
     case CCOMP_ZSTD: return "zstd";
     }
     return "unknown";
@@ -324,13 +342,15 @@ ccomp_status ccomp_sizer_size(ccomp_sizer *s, const uint8_t *a, size_t na, const
 {
     if ((a == NULL && na) || (b == NULL && nb) || out == NULL)
         return ccomp_fail(err, CCOMP_ERR_VALUE, "sizer_size: NULL buffer with nonzero length");
-    if (s->use_model) {
+    if (s->use_model && s->kind == CCOMP_GZIP) {
         size_t raw;
         ccomp_status st = ccomp_deflate_model_size(s->model, a, na, b, nb, &raw, err);
         if (st == CCOMP_OK)
             *out = raw + GZIP_FRAMING;
         return st;
     }
+    if (s->use_model && na <= ccomp_lz4_model_max_input() && nb <= ccomp_lz4_model_max_input() - na)
+        return ccomp_lz4_model_size(s->lz4_model, a, na, b, nb, out, err);
     const uint8_t *p = NULL;
     size_t n = 0;
     ccomp_status st = concat(s, a, na, b, nb, &p, &n, err);
@@ -348,8 +368,9 @@ ccomp_status ccomp_sizer_set_prefix(ccomp_sizer *s, const uint8_t *a, size_t na,
 {
     if (a == NULL && na)
         return ccomp_fail(err, CCOMP_ERR_VALUE, "sizer_set_prefix: NULL buffer with nonzero length");
-    if (s->use_model)
+    if (s->use_model && s->kind == CCOMP_GZIP)
         return ccomp_deflate_model_set_prefix(s->model, a, na, err);
+    s->prefix_in_model = 0;
     if (s->prefix_zs_ready) {
         deflateEnd(&s->prefix_zs);
         s->prefix_zs_ready = 0;
@@ -361,6 +382,11 @@ ccomp_status ccomp_sizer_set_prefix(ccomp_sizer *s, const uint8_t *a, size_t na,
         memcpy(s->prefix, a, na);
     s->prefix_len = na;
     s->prefix_out = 0;
+    if (s->use_model && na <= ccomp_lz4_model_max_input()) {
+        /* the copy above still serves targets too long for one lz4 block */
+        s->prefix_in_model = 1;
+        return ccomp_lz4_model_set_prefix(s->lz4_model, a, na, err);
+    }
     if (s->kind == CCOMP_GZIP && s->level >= 1 && na >= ZLIB_PREFIX_COPY_MIN) {
         /* Feed the prefix without flushing: deflate holds back the last
          * MIN_LOOKAHEAD bytes, so the state does not depend on what follows. */
@@ -385,13 +411,15 @@ ccomp_status ccomp_sizer_size_with_prefix(ccomp_sizer *s, const uint8_t *b, size
 {
     if ((b == NULL && nb) || out == NULL)
         return ccomp_fail(err, CCOMP_ERR_VALUE, "sizer_size_with_prefix: NULL buffer with nonzero length");
-    if (s->use_model) {
+    if (s->use_model && s->kind == CCOMP_GZIP) {
         size_t raw;
         ccomp_status st = ccomp_deflate_model_size_with_prefix(s->model, b, nb, &raw, err);
         if (st == CCOMP_OK)
             *out = raw + GZIP_FRAMING;
         return st;
     }
+    if (s->prefix_in_model && nb <= ccomp_lz4_model_max_input() - s->prefix_len)
+        return ccomp_lz4_model_size_with_prefix(s->lz4_model, b, nb, out, err);
     if (s->prefix_zs_ready) {
         deflateEnd(&s->zs);
         s->zs_ready = 0;

@@ -134,13 +134,17 @@ static void test_sizes(int quick)
             size_t n = lens[li];
             fill(buf, n, kind);
             for (int level = 1; level <= 9; level += quick ? 4 : 1) {
-                ccomp_sizer *s = NULL;
-                ccomp_error err;
-                size_t got = 0;
-                CHECK(ccomp_sizer_create(CCOMP_GZIP, level, CCOMP_ENGINE_LIBRARY, &s, &err) == CCOMP_OK, "%s", err.msg);
-                CHECK(ccomp_sizer_size(s, buf, n / 2, buf + n / 2, n - n / 2, &got, &err) == CCOMP_OK, "%s", err.msg);
-                CHECK(got == zlib_gzip_size(buf, n, level), "gzip level %d n %zu kind %d: %zu", level, n, kind, got);
-                ccomp_sizer_free(s);
+                for (int e = 0; e < 2; e++) {
+                    ccomp_sizer *s = NULL;
+                    ccomp_error err;
+                    size_t got = 0;
+                    ccomp_gzip_engine engine = e ? CCOMP_ENGINE_AUTO : CCOMP_ENGINE_LIBRARY;
+                    CHECK(ccomp_sizer_create(CCOMP_GZIP, level, engine, &s, &err) == CCOMP_OK, "%s", err.msg);
+                    CHECK(ccomp_sizer_size(s, buf, n / 2, buf + n / 2, n - n / 2, &got, &err) == CCOMP_OK, "%s", err.msg);
+                    CHECK(got == zlib_gzip_size(buf, n, level), "gzip level %d engine %d n %zu kind %d: %zu", level, e, n,
+                          kind, got);
+                    ccomp_sizer_free(s);
+                }
             }
             int lz4_levels[] = {0, 1, 9, 12};
             for (int k = 0; k < 4; k++) {
@@ -170,7 +174,9 @@ static void test_sizes(int quick)
     CHECK(ccomp_sizer_create(CCOMP_GZIP, 10, CCOMP_ENGINE_AUTO, &s, &err) == CCOMP_ERR_VALUE, "gzip level 10 accepted");
     CHECK(strstr(err.msg, "[0, 9]") != NULL, "message does not give the range: %s", err.msg);
     CHECK(ccomp_sizer_create((ccomp_compressor)7, 1, CCOMP_ENGINE_AUTO, &s, &err) == CCOMP_ERR_VALUE, "compressor 7 accepted");
-    CHECK(ccomp_sizer_create(CCOMP_LZ4, 1, CCOMP_ENGINE_MODEL, &s, &err) == CCOMP_ERR_VALUE, "model for lz4 accepted");
+    CHECK(ccomp_sizer_create(CCOMP_LZ4, 9, CCOMP_ENGINE_MODEL, &s, &err) == CCOMP_ERR_VALUE, "model for lz4 HC accepted");
+    CHECK(ccomp_sizer_create(CCOMP_ZSTD, 3, CCOMP_ENGINE_MODEL, &s, &err) == CCOMP_ERR_VALUE, "model for zstd accepted");
+    CHECK(ccomp_sizer_create(CCOMP_GZIP, 0, CCOMP_ENGINE_MODEL, &s, &err) == CCOMP_ERR_VALUE, "model for gzip 0 accepted");
 }
 
 /* ---- scores -------------------------------------------------------------------------- */

@@ -43,6 +43,7 @@ static file_data *g_files;
 static int g_nfiles;
 static atomic_int g_failed;
 static const char *g_dump;
+static int g_no_special;
 
 /* ------------------------------------------------------------------------ */
 
@@ -54,6 +55,16 @@ static uint64_t splitmix(uint64_t *x)
     return z ^ (z >> 31);
 }
 
+static double pow2_approx(double x) /* 2^x for 0 <= x <= 12, without libm */
+{
+    double v = 1.0;
+    while (x >= 1.0) {
+        v *= 2.0;
+        x -= 1.0;
+    }
+    return v * (1.0 + x * (0.6931472 + x * (0.2402265 + x * 0.0555041)));
+}
+
 static size_t rnd(uint64_t *r, size_t n) /* uniform in [0, n) */
 {
     return n ? (size_t)(splitmix(r) % n) : 0;
@@ -62,6 +73,13 @@ static size_t rnd(uint64_t *r, size_t n) /* uniform in [0, n) */
 static size_t rnd_range(uint64_t *r, size_t lo, size_t hi) /* [lo, hi] */
 {
     return lo + rnd(r, hi - lo + 1);
+}
+
+static size_t log_uniform(uint64_t *r, size_t hi) /* roughly log-uniform in [0, hi] */
+{
+    double u = (double)(splitmix(r) >> 11) / 9007199254740992.0;
+    size_t v = (size_t)(pow2_approx(u * 12.0));
+    return v > hi ? hi : v - 1 + rnd(r, 2);
 }
 
 static double now_s(void)
@@ -110,14 +128,48 @@ static void gen_input(uint64_t *r, bytes *out, int role, const bytes *src, int b
         len = rnd_range(r, 60000, 160000);
     else if (big == 2)
         len = rnd_range(r, 200000, 700000);
-    else if (role == 0) {
+    else if (role == 0) { /* sources: mostly 200 B - 2 KB, 0..4 KB, a few up to 12 KB */
         size_t q = rnd(r, 100);
-        len = q < 70 ? rnd(r, 4097) : q < 90 ? rnd(r, 301) : rnd_range(r, 4096, 20000);
-    } else {
+        len = q < 45 ? log_uniform(r, 4096) : q < 90 ? rnd_range(r, 200, 2048) : q < 98 ? rnd(r, 4097)
+                                                                              : rnd_range(r, 4096, 12000);
+    } else { /* targets: mostly ~160 B */
         size_t q = rnd(r, 100);
-        len = q < 60 ? rnd_range(r, 100, 220) : q < 90 ? rnd(r, 4097) : rnd(r, 31);
+        len = q < 75 ? rnd_range(r, 100, 220) : q < 85 ? log_uniform(r, 4096) : q < 95 ? rnd(r, 601)
+                                                                                : rnd(r, 31);
     }
     out->n = 0;
+    if (big && k < 200) { /* periodic: a block repeated at a distance near MAX_DIST / w_size */
+        static const size_t periods[] = {32505, 32506, 32507, 32767, 32768, 32769, 16384, 65536};
+        size_t per = periods[rnd(r, sizeof periods / sizeof periods[0])];
+        piece_from_file(r, out, per, 1);
+        if (rnd(r, 2)) /* random bytes instead of text */
+            for (i = 0; i < out->n; i++) out->p[i] = (uint8_t)splitmix(r);
+        per = out->n;
+        if (rnd(r, 3) == 0) len = rnd_range(r, 65274 - 300, 65536 + 300); /* end near the slide point */
+        bytes_reserve(out, len + 1);
+        for (i = per; i < len; i++) out->p[i] = out->p[i - per];
+        out->n = per ? len : 0;
+        return;
+    }
+    if (k >= 560 && k < 600) { /* skewed (Fibonacci-like) byte frequencies: long codes, length limiting */
+        size_t nsym = rnd_range(r, 12, 30);
+        uint8_t sym[30];
+        uint64_t w[30], tot = 0, x;
+        for (i = 0; i < nsym; i++) {
+            sym[i] = (uint8_t)splitmix(r);
+            w[i] = i < 2 ? 1 : w[i - 1] + w[i - 2];
+            tot += w[i];
+        }
+        bytes_reserve(out, len + 1);
+        for (i = 0; i < len; i++) {
+            size_t q = 0;
+            x = splitmix(r) % tot;
+            while (x >= w[q]) x -= w[q++];
+            out->p[i] = sym[q];
+        }
+        out->n = len;
+        return;
+    }
     if (k < 600) {
         piece_from_file(r, out, len, big);
         return;
@@ -212,7 +264,7 @@ typedef struct job {
     uint64_t seed;
     long long quota; /* pairs to check */
     long long only_group;
-    long long pairs, groups, big_groups, bytes_in;
+    long long pairs, groups, big_groups, bytes_in, special;
     double secs;
 } job;
 
@@ -240,6 +292,79 @@ static void dump_pair(const bytes *a, const bytes *b)
     }
 }
 
+/* Crafted inputs for the window edges: data repeating at a distance near
+ * MAX_DIST (32506) and w_size, ending near the slide point (strstart 65274 with
+ * a short lookahead), runs of one byte, and skewed byte frequencies (length
+ * limiting).  Each is checked as a whole and split at several points. */
+static int run_special(int level, ccomp_deflate_model *m, zref *z, uint64_t seed, long long *checked)
+{
+    static const size_t periods[] = {32505, 32506, 32507, 32767, 32768, 32769};
+    static const size_t ends[] = {65273, 65274, 65275, 65276, 65277, 65280, 65300, 65400, 65500, 65535,
+                                  65536, 65537, 65540, 65800, 98040, 98304, 131072};
+    uint64_t r = seed ^ 0x5eedull ^ (uint64_t)level;
+    bytes d = {0, 0, 0};
+    size_t pi, ei, i;
+    int fail = 0;
+    ccomp_error err;
+    bytes_reserve(&d, 140000);
+    for (pi = 0; pi < sizeof periods / sizeof periods[0] && !fail; pi++) {
+        for (ei = 0; ei < sizeof ends / sizeof ends[0] && !fail; ei++) {
+            size_t per = periods[pi], n = ends[ei], cuts[4], c;
+            int textual = (int)((pi + ei) & 1);
+            for (i = 0; i < per; i++) d.p[i] = textual ? (uint8_t)('a' + rnd(&r, 20)) : (uint8_t)splitmix(&r);
+            for (i = per; i < n; i++) d.p[i] = d.p[i - per];
+            if (ei % 3 == 1) /* break the repetition here and there */
+                for (i = 0; i < 40; i++) d.p[rnd(&r, n)] ^= 1;
+            cuts[0] = n;
+            cuts[1] = n - rnd(&r, 300);
+            cuts[2] = rnd(&r, n + 1);
+            cuts[3] = n > 65274 ? 65274 - rnd(&r, 10) : n / 2;
+            for (c = 0; c < 4 && !fail; c++) {
+                size_t na = cuts[c] <= n ? cuts[c] : n, zs, ms = 0, ps = 0;
+                zs = zref_size(z, d.p, n);
+                ccomp_deflate_model_size(m, d.p, na, d.p + na, n - na, &ms, &err);
+                ccomp_deflate_model_set_prefix(m, d.p, na, &err);
+                ccomp_deflate_model_size_with_prefix(m, d.p + na, n - na, &ps, &err);
+                (*checked)++;
+                if (zs != ms || zs != ps) {
+                    fprintf(stderr,
+                            "MISMATCH level %d special case period %zu length %zu split %zu: zlib=%zu "
+                            "model_size=%zu model_prefix=%zu\n",
+                            level, per, n, na, zs, ms, ps);
+                    fail = 1;
+                }
+            }
+        }
+    }
+    /* random bytes with bytes [32768, 32768+L) copied to strstart 65274: the
+     * candidate at distance MAX_DIST is usable unless the window slides at
+     * exactly 65274, which zlib does only when the lookahead is short there. */
+    for (pi = 0; pi < 4 && !fail; pi++) {
+        static const size_t lens[] = {3, 6, 20, 258};
+        static const size_t tails[] = {0, 1, 5, 150, 300, 2000};
+        for (ei = 0; ei < sizeof tails / sizeof tails[0] && !fail; ei++) {
+            size_t L = lens[pi], n = 65274 + L + tails[ei], zs, ms = 0, ps = 0, na;
+            for (i = 0; i < n; i++) d.p[i] = (uint8_t)splitmix(&r);
+            memcpy(d.p + 65274, d.p + 32768, L);
+            na = rnd(&r, n + 1);
+            zs = zref_size(z, d.p, n);
+            ccomp_deflate_model_size(m, d.p, na, d.p + na, n - na, &ms, &err);
+            ccomp_deflate_model_set_prefix(m, d.p, na, &err);
+            ccomp_deflate_model_size_with_prefix(m, d.p + na, n - na, &ps, &err);
+            (*checked)++;
+            if (zs != ms || zs != ps) {
+                fprintf(stderr,
+                        "MISMATCH level %d special case slide-at-65274 copy %zu length %zu split %zu: zlib=%zu "
+                        "model_size=%zu model_prefix=%zu\n",
+                        level, L, n, na, zs, ms, ps);
+                fail = 1;
+            }
+        }
+    }
+    free(d.p);
+    return fail;
+}
+
 static void *run_job(void *arg)
 {
     job *j = (job *)arg;
@@ -260,6 +385,8 @@ static void *run_job(void *arg)
         atomic_store(&g_failed, 1);
         return NULL;
     }
+    if (j->tid == 0 && j->only_group < 0 && !g_no_special && run_special(j->level, m, &z, j->seed, &j->special))
+        atomic_store(&g_failed, 1);
     for (gid = j->tid; j->pairs < j->quota && !atomic_load(&g_failed); gid += j->nthreads) {
         uint64_t r;
         int big = 0;
@@ -271,9 +398,12 @@ static void *run_job(void *arg)
             }
         }
         r = group_seed(j->seed, j->level, gid);
-        if (gid % 1000 == 7)
+        /* large sources: every 97th group among the first 97 * 60, several
+         * hundred KB every 1000th among the first 10000 (the crafted cases of
+         * run_special cross the window and block limits at every level too) */
+        if (gid % 1000 == 7 && gid < 10000)
             big = 2;
-        else if (gid % 97 == 5)
+        else if (gid % 97 == 5 && gid < 97 * 60)
             big = 1;
         gen_input(&r, &a, 0, NULL, big);
         q = rnd(&r, 100);
@@ -475,7 +605,7 @@ static void usage(void)
 {
     fprintf(stderr,
             "usage: test_deflate_model [--pairs-per-level N] [--seed S] [--levels A-B] [--threads T]\n"
-            "                          [--group G] [--dump PREFIX] FILE...\n"
+            "                          [--group G] [--dump PREFIX] [--no-special] FILE...\n"
             "       test_deflate_model --bench [--seed S] FILE...\n");
 }
 
@@ -502,6 +632,8 @@ int main(int argc, char **argv)
             only_group = atoll(argv[++i]);
         } else if (strcmp(argv[i], "--dump") == 0 && i + 1 < argc) {
             g_dump = argv[++i];
+        } else if (strcmp(argv[i], "--no-special") == 0) {
+            g_no_special = 1;
         } else if (strcmp(argv[i], "--bench") == 0) {
             do_bench = 1;
         } else if (argv[i][0] == '-') {
@@ -531,7 +663,7 @@ int main(int argc, char **argv)
     for (level = lo; level <= hi && !atomic_load(&g_failed); level++) {
         job jobs[64];
         pthread_t th[64];
-        long long pairs = 0, groups = 0, big = 0, bytes_in = 0;
+        long long pairs = 0, groups = 0, big = 0, bytes_in = 0, special = 0;
         double t0 = now_s();
         for (i = 0; i < nthreads; i++) {
             memset(&jobs[i], 0, sizeof jobs[i]);
@@ -552,10 +684,11 @@ int main(int argc, char **argv)
             groups += jobs[i].groups;
             big += jobs[i].big_groups;
             bytes_in += jobs[i].bytes_in;
+            special += jobs[i].special;
         }
         printf("level %d: %lld pairs checked (model size and prefix reuse, each vs zlib), %lld sources (%lld "
-               "large), %.1f MB input, %s, %.1f s\n",
-               level, pairs, groups, big, bytes_in / 1e6, atomic_load(&g_failed) ? "FAILED" : "all equal",
+               "large), %.1f MB input, + %lld crafted window-edge cases, %s, %.1f s\n",
+               level, pairs, groups, big, bytes_in / 1e6, special, atomic_load(&g_failed) ? "FAILED" : "all equal",
                now_s() - t0);
         fflush(stdout);
     }

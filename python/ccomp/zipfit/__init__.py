@@ -17,10 +17,13 @@ lz4        ``len(lz4.frame.compress(b, compression_level=L))``              0-12
 zstd       ``len(zstandard.ZstdCompressor(level=L).compress(b))``           -131072-22   3
 =========  ===============================================================  ===========  =======
 
-For gzip levels 1-9 ccomp computes C with an exact size-only model of zlib's
-deflate where the linked zlib is one it reproduces (see
-``ccomp.build_info()["gzip_engine"]``); otherwise it runs zlib itself.  Texts
-may be ``str`` (encoded as UTF-8) or bytes-like; empty texts are valid.
+For gzip levels 1-9 and lz4 levels 0-2 ccomp computes C with exact size-only
+models of zlib's deflate and of lz4's fast compressor where the linked library
+is one they reproduce (see ``ccomp.build_info()["gzip_engine"]`` and
+``["lz4_engine"]``); otherwise, and for inputs over one lz4 block, it runs the
+library itself.  Both give the same numbers; ``engine="library"`` forces the
+library.  Texts may be ``str`` (encoded as UTF-8) or bytes-like; empty texts
+are valid.
 
 Example::
 
@@ -53,7 +56,8 @@ __all__ = [
 
 # name -> (core id, default level: the Python library's own default)
 COMPRESSORS = {"gzip": (_core.GZIP, 9), "lz4": (_core.LZ4, 0), "zstd": (_core.ZSTD, 3)}
-_ENGINES = {"auto": _core.ENGINE_AUTO, "zlib": _core.ENGINE_LIBRARY, "model": _core.ENGINE_MODEL}
+_ENGINES = {"auto": _core.ENGINE_AUTO, "library": _core.ENGINE_LIBRARY, "zlib": _core.ENGINE_LIBRARY,
+            "model": _core.ENGINE_MODEL}
 DEFAULT_CHUNK = 2048
 
 
@@ -70,8 +74,8 @@ def _resolve(compressor, level, engine_name="auto"):
         raise TypeError(f"level must be an int, got {type(level).__name__}")
     if engine_name not in _ENGINES:
         raise ValueError(f"unknown engine {engine_name!r}; expected one of {', '.join(_ENGINES)}")
-    if engine_name != "auto" and key != "gzip":
-        raise ValueError(f"engine={engine_name!r} applies to gzip only, not {key}")
+    if engine_name == "zlib" and key != "gzip":
+        raise ValueError(f"engine='zlib' applies to gzip only, not {key}; use engine='library'")
     level = int(level)
     # Validates the level range with the library's own limits.
     _core.engine_name(cid, level, _ENGINES[engine_name])
@@ -79,7 +83,7 @@ def _resolve(compressor, level, engine_name="auto"):
 
 
 def engine(compressor="gzip", level=None):
-    """Name of the engine that computes sizes: "deflate-model", "zlib", "lz4" or "zstd"."""
+    """Name of the engine that computes sizes: "deflate-model", "zlib", "lz4-model", "lz4" or "zstd"."""
     cid, level, eng = _resolve(compressor, level)
     return _core.engine_name(cid, level, eng)
 
@@ -87,8 +91,10 @@ def engine(compressor="gzip", level=None):
 def compressed_size(text, compressor="gzip", level=None, engine="auto"):
     """Compressed length in bytes of one text, exactly as the compressor's Python library gives it.
 
-    ``engine`` (gzip only): "auto" (model where exact, else zlib), "zlib", or
-    "model" (the size-only deflate model; RuntimeError where it does not apply).
+    ``engine``: "auto" (a size model where one reproduces the library, else the
+    library), "library" (the compressor library itself; "zlib" is the same for
+    gzip), or "model" (insist on the model: ValueError for levels it does not
+    cover, RuntimeError where it does not reproduce the linked library).
     """
     cid, level, eng = _resolve(compressor, level, engine)
     return _core.pair_size(cid, level, eng, text, None)

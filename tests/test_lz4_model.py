@@ -1,0 +1,49 @@
+"""The size-only lz4 model equals python-lz4 on every (source, target) pair hypothesis can think of."""
+import os
+
+import lz4.frame
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ccomp import zipfit
+
+pytestmark = pytest.mark.skipif(zipfit.engine("lz4", 0) != "lz4-model",
+                                reason="the lz4 model does not apply to the linked lz4")
+EXAMPLES = int(os.environ.get("CCOMP_HYPOTHESIS_EXAMPLES", "1000"))
+SETTINGS = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+low_entropy = st.builds(lambda alphabet, picks: bytes(alphabet[i % len(alphabet)] for i in picks),
+                        st.binary(min_size=1, max_size=4), st.lists(st.integers(0, 3), max_size=5000))
+repeated = st.builds(lambda chunk, times, tail: chunk * times + tail, st.binary(max_size=300),
+                     st.integers(0, 200), st.binary(max_size=50))
+texts = st.one_of(st.binary(max_size=2000), low_entropy, repeated)
+
+
+@SETTINGS
+@given(source=texts, targets=st.lists(texts, min_size=1, max_size=4), level=st.integers(0, 2))
+def test_model_scores_equal_library_scores(source, targets, level):
+    model = zipfit.alignment_scores([source], targets, "lz4", level, engine="model", threads=1)
+    library = zipfit.alignment_scores([source], targets, "lz4", level, engine="library", threads=1)
+    assert np.array_equal(model, library)
+
+
+@SETTINGS
+@given(a=texts, b=texts)
+def test_model_pair_size_equals_python_lz4(a, b):
+    assert zipfit.compressed_size(a + b, "lz4", 0, engine="model") == len(lz4.frame.compress(a + b,
+                                                                                           compression_level=0))
+
+
+@pytest.mark.parametrize("n", [0, 1, 12, 13, 65535, 65536, 65537, 200000])
+def test_model_at_the_block_limit(n):
+    from conftest import corpus_bytes
+
+    data = (corpus_bytes("lcet10.txt") * 2)[:n]
+    expected = len(lz4.frame.compress(data, compression_level=0))
+    assert zipfit.compressed_size(data, "lz4", 0, engine="model") == expected
+    half = n // 2
+    got = zipfit.alignment_scores([data[:half]], [data[half:]], "lz4", 0, engine="model")
+    ref = zipfit.alignment_scores([data[:half]], [data[half:]], "lz4", 0, engine="library")
+    assert np.array_equal(got, ref)
