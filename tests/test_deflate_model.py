@@ -1,28 +1,20 @@
 """The size-only deflate model equals zlib on every (source, target) pair hypothesis can think of.
 
-CCOMP_HYPOTHESIS_EXAMPLES scales the search (default 1000 examples per property)."""
+CCOMP_HYPOTHESIS_EXAMPLES scales the search (default 1000 examples per property; see strategies.py)."""
 import gzip
-import os
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 import ccomp
 from ccomp import zipfit
 
+from strategies import SETTINGS, texts
+
 pytestmark = pytest.mark.skipif(zipfit.engine("gzip", 1) != "deflate-model",
                                 reason="the deflate model does not apply to the linked zlib")
-EXAMPLES = int(os.environ.get("CCOMP_HYPOTHESIS_EXAMPLES", "1000"))
-SETTINGS = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-
-# Texts with long repeats and few symbols exercise matches, lazy evaluation and block limits.
-low_entropy = st.builds(lambda alphabet, picks: bytes(alphabet[i % len(alphabet)] for i in picks),
-                        st.binary(min_size=1, max_size=4), st.lists(st.integers(0, 3), max_size=5000))
-repeated = st.builds(lambda chunk, times, tail: chunk * times + tail, st.binary(max_size=300),
-                     st.integers(0, 200), st.binary(max_size=50))
-texts = st.one_of(st.binary(max_size=2000), low_entropy, repeated)
 
 
 @SETTINGS

@@ -1,24 +1,17 @@
 """The size-only lz4 model equals python-lz4 on every (source, target) pair hypothesis can think of."""
-import os
 
 import lz4.frame
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from ccomp import zipfit
 
+from strategies import SETTINGS, texts
+
 pytestmark = pytest.mark.skipif(zipfit.engine("lz4", 0) != "lz4-model",
                                 reason="the lz4 model does not apply to the linked lz4")
-EXAMPLES = int(os.environ.get("CCOMP_HYPOTHESIS_EXAMPLES", "1000"))
-SETTINGS = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-
-low_entropy = st.builds(lambda alphabet, picks: bytes(alphabet[i % len(alphabet)] for i in picks),
-                        st.binary(min_size=1, max_size=4), st.lists(st.integers(0, 3), max_size=5000))
-repeated = st.builds(lambda chunk, times, tail: chunk * times + tail, st.binary(max_size=300),
-                     st.integers(0, 200), st.binary(max_size=50))
-texts = st.one_of(st.binary(max_size=2000), low_entropy, repeated)
 
 
 @SETTINGS

@@ -31,13 +31,7 @@
 #include <zlib.h>
 
 #include "ccomp/deflate_model.h"
-
-typedef struct file_data {
-    const char *name;
-    uint8_t *data;
-    size_t len;
-    int text;
-} file_data;
+#include "test_util.h"
 
 static file_data *g_files;
 static int g_nfiles;
@@ -46,14 +40,6 @@ static const char *g_dump;
 static int g_no_special;
 
 /* ------------------------------------------------------------------------ */
-
-static uint64_t splitmix(uint64_t *x)
-{
-    uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
 
 static double pow2_approx(double x) /* 2^x for 0 <= x <= 12, without libm */
 {
@@ -65,28 +51,11 @@ static double pow2_approx(double x) /* 2^x for 0 <= x <= 12, without libm */
     return v * (1.0 + x * (0.6931472 + x * (0.2402265 + x * 0.0555041)));
 }
 
-static size_t rnd(uint64_t *r, size_t n) /* uniform in [0, n) */
-{
-    return n ? (size_t)(splitmix(r) % n) : 0;
-}
-
-static size_t rnd_range(uint64_t *r, size_t lo, size_t hi) /* [lo, hi] */
-{
-    return lo + rnd(r, hi - lo + 1);
-}
-
 static size_t log_uniform(uint64_t *r, size_t hi) /* roughly log-uniform in [0, hi] */
 {
     double u = (double)(splitmix(r) >> 11) / 9007199254740992.0;
     size_t v = (size_t)(pow2_approx(u * 12.0));
     return v > hi ? hi : v - 1 + rnd(r, 2);
-}
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 typedef struct bytes {
@@ -572,35 +541,6 @@ static int bench(uint64_t seed)
 
 /* ------------------------------------------------------------------------ */
 
-static int load_file(const char *path, file_data *f)
-{
-    FILE *fp = fopen(path, "rb");
-    long sz;
-    size_t i, printable = 0;
-    if (fp == NULL) return -1;
-    fseek(fp, 0, SEEK_END);
-    sz = ftell(fp);
-    fseek(fp, 0, SEEK_SET);
-    if (sz < 0) {
-        fclose(fp);
-        return -1;
-    }
-    f->name = path;
-    f->len = (size_t)sz;
-    f->data = (uint8_t *)malloc(f->len + 1);
-    if (f->data == NULL || fread(f->data, 1, f->len, fp) != f->len) {
-        fclose(fp);
-        return -1;
-    }
-    fclose(fp);
-    for (i = 0; i < f->len; i++) {
-        uint8_t c = f->data[i];
-        if ((c >= 32 && c < 127) || c == '\n' || c == '\r' || c == '\t') printable++;
-    }
-    f->text = f->len > 0 && printable * 100 >= f->len * 97 && strstr(path, ".txt") != NULL;
-    return 0;
-}
-
 static void usage(void)
 {
     fprintf(stderr,
@@ -640,10 +580,13 @@ int main(int argc, char **argv)
             usage();
             return 2;
         } else {
-            if (load_file(argv[i], &g_files[g_nfiles]) != 0) {
+            double printable;
+            if (load_file(argv[i], &g_files[g_nfiles], &printable) != 0) {
                 fprintf(stderr, "cannot read %s\n", argv[i]);
                 return 2;
             }
+            /* "text" files feed the text-like generators: plain-text corpus files only */
+            g_files[g_nfiles].text = printable >= 0.97 && strstr(argv[i], ".txt") != NULL;
             g_nfiles++;
         }
     }

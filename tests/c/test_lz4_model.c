@@ -45,49 +45,13 @@
 #include <time.h>
 
 #include "ccomp/lz4_model.h"
-
-typedef struct file_data {
-    const char *name;
-    uint8_t *data;
-    size_t len;
-    int text;
-} file_data;
+#include "test_util.h"
 
 static file_data *g_files;
 static int g_nfiles;
 static size_t g_max;
 
 /* ------------------------------------------------------------------------ */
-
-static uint64_t splitmix(uint64_t *x)
-{
-    uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-static size_t rnd(uint64_t *r, size_t n) /* uniform in [0, n) */
-{
-    return n ? (size_t)(splitmix(r) % n) : 0;
-}
-
-static size_t rnd_range(uint64_t *r, size_t lo, size_t hi) /* [lo, hi] */
-{
-    return lo + rnd(r, hi - lo + 1);
-}
-
-static double clock_s(clockid_t id)
-{
-    struct timespec ts;
-    clock_gettime(id, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static double now_s(void)
-{
-    return clock_s(CLOCK_MONOTONIC);
-}
 
 /* Best wall-clock and CPU (process) times of repeated measurements. */
 typedef struct timing {
@@ -105,32 +69,6 @@ static void timing_stop(timing *t, double scale)
     double w = (clock_s(CLOCK_MONOTONIC) - t->w0) * scale, c = (clock_s(CLOCK_PROCESS_CPUTIME_ID) - t->c0) * scale;
     if (w < t->wall) t->wall = w;
     if (c < t->cpu) t->cpu = c;
-}
-
-static int load_file(const char *path, file_data *f)
-{
-    FILE *fp = fopen(path, "rb");
-    long len;
-    size_t i, printable = 0;
-    if (fp == NULL) return -1;
-    if (fseek(fp, 0, SEEK_END) != 0 || (len = ftell(fp)) < 0 || fseek(fp, 0, SEEK_SET) != 0) {
-        fclose(fp);
-        return -1;
-    }
-    f->name = path;
-    f->len = (size_t)len;
-    f->data = (uint8_t *)malloc(f->len ? f->len : 1);
-    if (f->data == NULL || fread(f->data, 1, f->len, fp) != f->len) {
-        fclose(fp);
-        return -1;
-    }
-    fclose(fp);
-    for (i = 0; i < f->len && i < 65536; i++) {
-        uint8_t c = f->data[i];
-        if ((c >= 32 && c < 127) || c == '\n' || c == '\r' || c == '\t') printable++;
-    }
-    f->text = f->len > 0 && printable * 100 >= (f->len < 65536 ? f->len : 65536) * 95;
-    return 0;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -896,10 +834,12 @@ int main(int argc, char **argv)
             fprintf(stderr, "usage: %s [--pairs N] [--seed S] [--bench] FILE...\n", argv[0]);
             return 2;
         } else {
-            if (load_file(argv[i], &g_files[g_nfiles]) != 0) {
+            double printable;
+            if (load_file(argv[i], &g_files[g_nfiles], &printable) != 0) {
                 fprintf(stderr, "cannot read %s\n", argv[i]);
                 return 2;
             }
+            g_files[g_nfiles].text = printable >= 0.95;
             g_nfiles++;
         }
     }
