@@ -108,6 +108,17 @@ typedef struct pstate {
     uint16_t dfreq[D_CODES];
 } pstate;
 
+/* Scratch of one block's Huffman trees. */
+typedef struct hscratch {
+    uint16_t lf[HEAP_SIZE], ll[HEAP_SIZE], ld[HEAP_SIZE];
+    uint16_t df[HEAP_SIZE], dl[HEAP_SIZE], dd[HEAP_SIZE];
+    uint16_t bf[HEAP_SIZE], bl[HEAP_SIZE], bd[HEAP_SIZE];
+    uint32_t pq[4 * L_CODES + 8];
+    int heap[HEAP_SIZE];
+    int heap_max;
+    uint16_t bl_count[MAX_BITS + 1];
+} hscratch;
+
 struct ccomp_deflate_model {
     int level;
     config cfg;
@@ -128,14 +139,10 @@ struct ccomp_deflate_model {
     uint32_t *undo; /* pairs (slot, old value); slot >= WSIZE: prev slot */
     size_t undo_cap;
 
-    /* Huffman scratch */
-    uint16_t lf[HEAP_SIZE], ll[HEAP_SIZE], ld[HEAP_SIZE];
-    uint16_t df[HEAP_SIZE], dl[HEAP_SIZE], dd[HEAP_SIZE];
-    uint16_t bf[HEAP_SIZE], bl[HEAP_SIZE], bd[HEAP_SIZE];
-    uint32_t pq[4 * L_CODES + 8];
-    int heap[HEAP_SIZE];
-    int heap_max;
-    uint16_t bl_count[MAX_BITS + 1];
+    /* Huffman scratch: two sets, so that two blocks' trees can be built interleaved */
+    hscratch hs[2];
+    int defer_final; /* run_loop leaves the last block unflushed (sizes_with_prefix) */
+    pstate pending[2];
     uint16_t static_l[HEAP_SIZE], static_d[HEAP_SIZE], static_none[HEAP_SIZE];
     unsigned char xbits_l[HEAP_SIZE], xbits_d[HEAP_SIZE], xbits_b[HEAP_SIZE];
 };
@@ -223,8 +230,7 @@ typedef struct tree_desc {
 } tree_desc;
 
 /* m->heap[m->heap_max .. HEAP_SIZE-1] holds the nodes in zlib's order. */
-static void gen_bitlen(ccomp_deflate_model *m, const tree_desc *t, int max_code, uint64_t *opt_len,
-                       uint64_t *static_len)
+static void gen_bitlen(hscratch *m, const tree_desc *t, int max_code, uint64_t *opt_len, uint64_t *static_len)
 {
     uint16_t *f = t->freq, *len = t->len, *dad = t->dad;
     int *heap = m->heap;
@@ -300,13 +306,20 @@ static void gen_bitlen(ccomp_deflate_model *m, const tree_desc *t, int max_code,
     }
 }
 
-/* Returns max_code. */
-static int build_tree(ccomp_deflate_model *m, const tree_desc *t, uint64_t *opt_len, uint64_t *static_len)
+/* One tree being built: zlib's build_tree split into start, merge steps and
+ * finish, so that two independent trees can advance in one loop (their heap
+ * walks are latency-bound chains that the processor then overlaps). */
+typedef struct tree_build {
+    hscratch *m;
+    const tree_desc *t;
+    int heap_len, heap_max, node, max_code;
+} tree_build;
+
+static void tree_start(tree_build *b, hscratch *m, const tree_desc *t, uint64_t *opt_len, uint64_t *static_len)
 {
-    uint16_t *f = t->freq, *dad = t->dad, *len = t->len;
+    uint16_t *f = t->freq, *len = t->len;
     uint32_t *pq = m->pq;
-    int *heap = m->heap;
-    int n, node, max_code = -1, heap_len = 0, heap_max = HEAP_SIZE;
+    int n, node, max_code = -1, heap_len = 0;
 
     memset(len, 0, (size_t)t->elems * sizeof len[0]);
     /* f[elems .. elems+3] are 0 (never written), so whole groups of 4 can be read */
@@ -329,30 +342,73 @@ static int build_tree(ccomp_deflate_model *m, const tree_desc *t, uint64_t *opt_
     }
     for (n = heap_len + 1; n <= 4 * heap_len + 3; n++) pq[n] = UINT32_MAX;
     for (n = heap_len / 2; n >= 1; n--) pqdownheap(pq, ilog2((unsigned)heap_len) - ilog2((unsigned)n), n, pq[n]);
+    b->m = m;
+    b->t = t;
+    b->heap_len = heap_len;
+    b->heap_max = HEAP_SIZE;
+    b->node = t->elems;
+    b->max_code = max_code;
+}
 
-    node = t->elems;
-    do {
-        uint32_t a = pq[1], b, last = pq[heap_len];
-        pq[heap_len--] = UINT32_MAX;
-        unsigned da, db, d;
-        pqdownheap(pq, ilog2((unsigned)heap_len), 1, last);
-        b = pq[1];
-        heap[--heap_max] = (int)(a & NODE_MASK);
-        heap[--heap_max] = (int)(b & NODE_MASK);
-        da = (a >> DEPTH_SHIFT) & 0x7fu;
-        db = (b >> DEPTH_SHIFT) & 0x7fu;
-        d = (da >= db ? da : db) + 1u;
-        dad[a & NODE_MASK] = dad[b & NODE_MASK] = (uint16_t)node;
-        pqdownheap(pq, ilog2((unsigned)heap_len), 1,
-                   ((((a >> FREQ_SHIFT) + (b >> FREQ_SHIFT)) & 0x7fffu) << FREQ_SHIFT) |
-                       ((d & 0x7fu) << DEPTH_SHIFT) | (unsigned)node);
-        node++;
-    } while (heap_len >= 2);
-    heap[--heap_max] = (int)(pq[1] & NODE_MASK);
-    m->heap_max = heap_max;
+/* One merge of the two least frequent nodes (needs heap_len >= 2). */
+static inline __attribute__((always_inline)) void tree_step(tree_build *b)
+{
+    uint32_t *pq = b->m->pq;
+    int *heap = b->m->heap;
+    uint16_t *dad = b->t->dad;
+    int heap_len = b->heap_len;
+    uint32_t a = pq[1], c, last = pq[heap_len];
+    unsigned da, dc, d;
+    pq[heap_len--] = UINT32_MAX;
+    pqdownheap(pq, ilog2((unsigned)heap_len), 1, last);
+    c = pq[1];
+    heap[--b->heap_max] = (int)(a & NODE_MASK);
+    heap[--b->heap_max] = (int)(c & NODE_MASK);
+    da = (a >> DEPTH_SHIFT) & 0x7fu;
+    dc = (c >> DEPTH_SHIFT) & 0x7fu;
+    d = (da >= dc ? da : dc) + 1u;
+    dad[a & NODE_MASK] = dad[c & NODE_MASK] = (uint16_t)b->node;
+    pqdownheap(pq, ilog2((unsigned)heap_len), 1,
+               ((((a >> FREQ_SHIFT) + (c >> FREQ_SHIFT)) & 0x7fffu) << FREQ_SHIFT) |
+                   ((d & 0x7fu) << DEPTH_SHIFT) | (unsigned)b->node);
+    b->node++;
+    b->heap_len = heap_len;
+}
 
-    gen_bitlen(m, t, max_code, opt_len, static_len);
-    return max_code;
+/* Returns max_code. */
+static int tree_finish(tree_build *b, uint64_t *opt_len, uint64_t *static_len)
+{
+    hscratch *m = b->m;
+    m->heap[--b->heap_max] = (int)(m->pq[1] & NODE_MASK);
+    m->heap_max = b->heap_max;
+    gen_bitlen(m, b->t, b->max_code, opt_len, static_len);
+    return b->max_code;
+}
+
+/* zlib's build_tree for one tree.  Returns max_code. */
+static int build_tree(hscratch *m, const tree_desc *t, uint64_t *opt_len, uint64_t *static_len)
+{
+    tree_build b;
+    tree_start(&b, m, t, opt_len, static_len);
+    while (b.heap_len >= 2) tree_step(&b);
+    return tree_finish(&b, opt_len, static_len);
+}
+
+/* build_tree for two independent trees at once; max_code of each in mc[]. */
+static void build_tree_pair(hscratch *m0, const tree_desc *t0, uint64_t *opt0, uint64_t *stat0, hscratch *m1,
+                            const tree_desc *t1, uint64_t *opt1, uint64_t *stat1, int mc[2])
+{
+    tree_build b0, b1;
+    tree_start(&b0, m0, t0, opt0, stat0);
+    tree_start(&b1, m1, t1, opt1, stat1);
+    while (b0.heap_len >= 2 && b1.heap_len >= 2) {
+        tree_step(&b0);
+        tree_step(&b1);
+    }
+    while (b0.heap_len >= 2) tree_step(&b0);
+    while (b1.heap_len >= 2) tree_step(&b1);
+    mc[0] = tree_finish(&b0, opt0, stat0);
+    mc[1] = tree_finish(&b1, opt1, stat1);
 }
 
 static void scan_tree(uint16_t *blf, const uint16_t *len, int max_code)
@@ -386,32 +442,35 @@ static void scan_tree(uint16_t *blf, const uint16_t *len, int max_code)
     }
 }
 
-/* _tr_flush_block: returns the bit position after the block. */
-static uint64_t block_bits(ccomp_deflate_model *m, const pstate *st, uint64_t stored_len, int has_buf,
-                           uint64_t bitpos)
-{
-    uint64_t opt_len = 0, static_len = 0, opt_lenb, static_lenb;
-    int lmax, dmax, max_blindex;
+/* The three trees of one block (tree_desc wiring over a scratch set). */
+typedef struct block_trees {
     tree_desc lt, dt, bt;
+    uint64_t opt_len, static_len;
+    int lmax, dmax;
+} block_trees;
 
-    memcpy(m->lf, st->lfreq, sizeof st->lfreq);
-    memcpy(m->df, st->dfreq, sizeof st->dfreq);
-    memset(m->bf, 0, BL_CODES * sizeof m->bf[0]);
+static void block_trees_init(const ccomp_deflate_model *m, hscratch *h, const pstate *st, block_trees *bt)
+{
+    memcpy(h->lf, st->lfreq, sizeof st->lfreq);
+    memcpy(h->df, st->dfreq, sizeof st->dfreq);
+    memset(h->bf, 0, BL_CODES * sizeof h->bf[0]);
+    bt->opt_len = bt->static_len = 0;
+    bt->lt.freq = h->lf; bt->lt.len = h->ll; bt->lt.dad = h->ld; bt->lt.elems = L_CODES;
+    bt->lt.stree = m->static_l; bt->lt.xbits = m->xbits_l; bt->lt.has_stree = 1; bt->lt.max_length = MAX_BITS;
+    bt->dt.freq = h->df; bt->dt.len = h->dl; bt->dt.dad = h->dd; bt->dt.elems = D_CODES;
+    bt->dt.stree = m->static_d; bt->dt.xbits = m->xbits_d; bt->dt.has_stree = 1; bt->dt.max_length = MAX_BITS;
+    bt->bt.freq = h->bf; bt->bt.len = h->bl; bt->bt.dad = h->bd; bt->bt.elems = BL_CODES;
+    bt->bt.stree = m->static_none; bt->bt.xbits = m->xbits_b; bt->bt.has_stree = 0; bt->bt.max_length = MAX_BL_BITS;
+}
 
-    lt.freq = m->lf; lt.len = m->ll; lt.dad = m->ld; lt.elems = L_CODES; lt.stree = m->static_l;
-    lt.xbits = m->xbits_l; lt.has_stree = 1; lt.max_length = MAX_BITS;
-    dt.freq = m->df; dt.len = m->dl; dt.dad = m->dd; dt.elems = D_CODES; dt.stree = m->static_d;
-    dt.xbits = m->xbits_d; dt.has_stree = 1; dt.max_length = MAX_BITS;
-    bt.freq = m->bf; bt.len = m->bl; bt.dad = m->bd; bt.elems = BL_CODES; bt.stree = m->static_none;
-    bt.xbits = m->xbits_b; bt.has_stree = 0; bt.max_length = MAX_BL_BITS;
-
-    lmax = build_tree(m, &lt, &opt_len, &static_len);
-    dmax = build_tree(m, &dt, &opt_len, &static_len);
-    scan_tree(m->bf, m->ll, lmax);
-    scan_tree(m->bf, m->dl, dmax);
-    build_tree(m, &bt, &opt_len, &static_len);
+/* The rest of _tr_flush_block once the trees are built: returns the bit
+ * position after the block. */
+static uint64_t block_choice(const hscratch *h, block_trees *bt, uint64_t stored_len, int has_buf, uint64_t bitpos)
+{
+    uint64_t opt_len = bt->opt_len, static_len = bt->static_len, opt_lenb, static_lenb;
+    int max_blindex;
     for (max_blindex = BL_CODES - 1; max_blindex >= 3; max_blindex--) {
-        if (m->bl[bl_order[max_blindex]] != 0) break;
+        if (h->bl[bl_order[max_blindex]] != 0) break;
     }
     opt_len += 3u * ((uint64_t)max_blindex + 1u) + 5u + 5u + 4u;
 
@@ -426,6 +485,50 @@ static uint64_t block_bits(ccomp_deflate_model *m, const pstate *st, uint64_t st
     }
     if (static_lenb == opt_lenb) return bitpos + 3u + static_len;
     return bitpos + 3u + opt_len;
+}
+
+/* _tr_flush_block: returns the bit position after the block. */
+static uint64_t block_bits(ccomp_deflate_model *m, const pstate *st, uint64_t stored_len, int has_buf,
+                           uint64_t bitpos)
+{
+    hscratch *h = &m->hs[0];
+    block_trees bt;
+    block_trees_init(m, h, st, &bt);
+    bt.lmax = build_tree(h, &bt.lt, &bt.opt_len, &bt.static_len);
+    bt.dmax = build_tree(h, &bt.dt, &bt.opt_len, &bt.static_len);
+    scan_tree(h->bf, h->ll, bt.lmax);
+    scan_tree(h->bf, h->dl, bt.dmax);
+    build_tree(h, &bt.bt, &bt.opt_len, &bt.static_len);
+    return block_choice(h, &bt, stored_len, has_buf, bitpos);
+}
+
+/* The final blocks of two pending states (left unflushed by run_loop), their
+ * trees built in pairs; out[k] = total bytes of stream k. */
+static void final_sizes_pair(ccomp_deflate_model *m, const pstate *st0, const pstate *st1, size_t out[2])
+{
+    block_trees b[2];
+    const pstate *st[2] = {st0, st1};
+    int mc[2], k;
+    for (k = 0; k < 2; k++) block_trees_init(m, &m->hs[k], st[k], &b[k]);
+    build_tree_pair(&m->hs[0], &b[0].lt, &b[0].opt_len, &b[0].static_len, &m->hs[1], &b[1].lt, &b[1].opt_len,
+                    &b[1].static_len, mc);
+    b[0].lmax = mc[0];
+    b[1].lmax = mc[1];
+    build_tree_pair(&m->hs[0], &b[0].dt, &b[0].opt_len, &b[0].static_len, &m->hs[1], &b[1].dt, &b[1].opt_len,
+                    &b[1].static_len, mc);
+    b[0].dmax = mc[0];
+    b[1].dmax = mc[1];
+    for (k = 0; k < 2; k++) {
+        scan_tree(m->hs[k].bf, m->hs[k].ll, b[k].lmax);
+        scan_tree(m->hs[k].bf, m->hs[k].dl, b[k].dmax);
+    }
+    build_tree_pair(&m->hs[0], &b[0].bt, &b[0].opt_len, &b[0].static_len, &m->hs[1], &b[1].bt, &b[1].opt_len,
+                    &b[1].static_len, mc);
+    for (k = 0; k < 2; k++) {
+        uint64_t bits = block_choice(&m->hs[k], &b[k], (uint64_t)(st[k]->strstart - st[k]->block_start),
+                                     st[k]->block_start >= st[k]->base, st[k]->bits);
+        out[k] = (size_t)((bits + 7u) >> 3);
+    }
 }
 
 static void init_block(pstate *st)
@@ -645,7 +748,7 @@ static inline __attribute__((always_inline)) int run_loop(ccomp_deflate_model *m
             tally_lit(st, w[s - 1]);
             st->match_available = 0;
         }
-        flush_block(m, st, s, base);
+        if (!m->defer_final) flush_block(m, st, s, base);
     }
     if (undo_len) *undo_len = ul;
     return finished;
@@ -938,13 +1041,15 @@ ccomp_status ccomp_deflate_model_set_prefix(ccomp_deflate_model *m, const uint8_
     return CCOMP_OK;
 }
 
-ccomp_status ccomp_deflate_model_size_with_prefix(ccomp_deflate_model *m, const uint8_t *b, size_t nb, size_t *out,
-                                                  ccomp_error *err)
+/* Parses prefix||b from the checkpoint and rolls the hash tables back.  With
+ * m->defer_final set, the last block is left in m->work (pending = 1);
+ * otherwise, or when the reuse space is used up, *out is the size. */
+static ccomp_status run_target(ccomp_deflate_model *m, const uint8_t *b, size_t nb, size_t *out, int *pending,
+                               ccomp_error *err)
 {
     size_t na, n, ul = 0, need;
     ccomp_status rc;
-    if (m == NULL) return ccomp_fail(err, CCOMP_ERR_VALUE, "deflate model: expected a model, got NULL");
-    if (out == NULL) return ccomp_fail(err, CCOMP_ERR_VALUE, "deflate model: expected an output pointer, got NULL");
+    *pending = 0;
     if (b == NULL && nb != 0)
         return ccomp_fail(err, CCOMP_ERR_VALUE, "deflate model: b is NULL but its length is %zu", nb);
     na = m->na;
@@ -952,8 +1057,13 @@ ccomp_status ccomp_deflate_model_size_with_prefix(ccomp_deflate_model *m, const 
         return ccomp_fail(err, CCOMP_ERR_VALUE, "deflate model: expected at most %zu input bytes, got %zu + %zu",
                           (size_t)DM_MAX_INPUT, na, nb);
     n = na + nb;
-    if ((uint64_t)m->pre.off + n + 2u * WINDOW_SIZE > UINT32_MAX) /* generation space used up: no reuse */
-        return size_plain(m, m->pbuf, na, b, nb, out, err);
+    if ((uint64_t)m->pre.off + n + 2u * WINDOW_SIZE > UINT32_MAX) { /* generation space used up: no reuse */
+        int defer = m->defer_final;
+        m->defer_final = 0;
+        rc = size_plain(m, m->pbuf, na, b, nb, out, err);
+        m->defer_final = defer;
+        return rc;
+    }
     rc = ensure_buf(&m->pbuf, &m->pbuf_cap, n + PAD, 1, err);
     if (rc != CCOMP_OK) return rc;
     need = 4u * (n - m->cp.strstart) + 16u;
@@ -972,7 +1082,10 @@ ccomp_status ccomp_deflate_model_size_with_prefix(ccomp_deflate_model *m, const 
     memset(m->pbuf + n, 0, PAD);
     m->work = m->cp;
     run_logged(m, &m->pre, &m->work, m->pbuf, n, &ul);
-    *out = (size_t)((m->work.bits + 7u) >> 3);
+    if (m->defer_final)
+        *pending = 1;
+    else
+        *out = (size_t)((m->work.bits + 7u) >> 3);
     /* roll back the hash tables */
     while (ul != 0) {
         uint32_t val = m->undo[--ul];
@@ -983,4 +1096,50 @@ ccomp_status ccomp_deflate_model_size_with_prefix(ccomp_deflate_model *m, const 
             m->pre.prev[slot - WSIZE] = val;
     }
     return CCOMP_OK;
+}
+
+ccomp_status ccomp_deflate_model_size_with_prefix(ccomp_deflate_model *m, const uint8_t *b, size_t nb, size_t *out,
+                                                  ccomp_error *err)
+{
+    int pending;
+    if (m == NULL) return ccomp_fail(err, CCOMP_ERR_VALUE, "deflate model: expected a model, got NULL");
+    if (out == NULL) return ccomp_fail(err, CCOMP_ERR_VALUE, "deflate model: expected an output pointer, got NULL");
+    m->defer_final = 0;
+    return run_target(m, b, nb, out, &pending, err);
+}
+
+ccomp_status ccomp_deflate_model_sizes_with_prefix(ccomp_deflate_model *m, const uint8_t *const *bs,
+                                                   const size_t *nbs, size_t count, size_t *out, ccomp_error *err)
+{
+    size_t i = 0;
+    int held = 0; /* states waiting in m->pending[] */
+    size_t held_index[2];
+    ccomp_status rc = CCOMP_OK;
+    if (m == NULL) return ccomp_fail(err, CCOMP_ERR_VALUE, "deflate model: expected a model, got NULL");
+    if (count != 0 && (bs == NULL || nbs == NULL || out == NULL))
+        return ccomp_fail(err, CCOMP_ERR_VALUE, "deflate model: NULL target arrays for %zu targets", count);
+    m->defer_final = 1;
+    for (i = 0; i < count; i++) {
+        int pending;
+        rc = run_target(m, bs[i], nbs[i], &out[i], &pending, err);
+        if (rc != CCOMP_OK) break;
+        if (!pending) continue;
+        m->pending[held] = m->work;
+        held_index[held++] = i;
+        if (held == 2) {
+            size_t sz[2];
+            final_sizes_pair(m, &m->pending[0], &m->pending[1], sz);
+            out[held_index[0]] = sz[0];
+            out[held_index[1]] = sz[1];
+            held = 0;
+        }
+    }
+    m->defer_final = 0;
+    if (rc == CCOMP_OK && held == 1) {
+        const pstate *st = &m->pending[0];
+        uint64_t bits = block_bits(m, st, (uint64_t)(st->strstart - st->block_start), st->block_start >= st->base,
+                                   st->bits);
+        out[held_index[0]] = (size_t)((bits + 7u) >> 3);
+    }
+    return rc;
 }

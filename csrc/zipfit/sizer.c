@@ -437,3 +437,23 @@ ccomp_status ccomp_sizer_size_with_prefix(ccomp_sizer *s, const uint8_t *b, size
     }
     return ccomp_sizer_size(s, s->prefix, s->prefix_len, b, nb, out, err);
 }
+
+ccomp_status ccomp_sizer_sizes_with_prefix(ccomp_sizer *s, const uint8_t *const *bs, const size_t *nbs, size_t count,
+                                           size_t *out, ccomp_error *err)
+{
+    if (count != 0 && (bs == NULL || nbs == NULL || out == NULL))
+        return ccomp_fail(err, CCOMP_ERR_VALUE, "sizer_sizes_with_prefix: NULL arrays for %zu targets", count);
+    if (s->use_model && s->kind == CCOMP_GZIP) {
+        ccomp_status st = ccomp_deflate_model_sizes_with_prefix(s->model, bs, nbs, count, out, err);
+        if (st == CCOMP_OK)
+            for (size_t i = 0; i < count; i++)
+                out[i] += GZIP_FRAMING;
+        return st;
+    }
+    for (size_t i = 0; i < count; i++) {
+        ccomp_status st = ccomp_sizer_size_with_prefix(s, bs[i], nbs[i], &out[i], err);
+        if (st != CCOMP_OK)
+            return st;
+    }
+    return CCOMP_OK;
+}

@@ -11,8 +11,9 @@
  * cut from or continuing their source).  Each pair is compressed by zlib
  * (deflateInit2(level, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY), deflateReset
  * between pairs, one deflate(Z_FINISH)) and the byte count is compared with
- * ccomp_deflate_model_size(a, b) and with set_prefix(a) +
- * size_with_prefix(b) (each source meets several targets).  Exit status 0 when
+ * ccomp_deflate_model_size(a, b), with set_prefix(a) + size_with_prefix(b)
+ * (each source meets several targets), and with the batched
+ * sizes_with_prefix over each source's whole group of targets.  Exit status 0 when
  * everything matches; otherwise the first mismatch is reported with its level,
  * group and target so that it can be replayed with --levels L --group G.
  *
@@ -235,6 +236,9 @@ typedef struct job {
     long long only_group;
     long long pairs, groups, big_groups, bytes_in, special;
     double secs;
+    /* one group's targets, for ccomp_deflate_model_sizes_with_prefix (groups have at most 185) */
+    uint8_t *batch_data[185];
+    size_t batch_len[185], batch_zlib[185], batch_out[185];
 } job;
 
 static uint64_t group_seed(uint64_t seed, int level, long long gid)
@@ -384,9 +388,15 @@ static void *run_job(void *arg)
             atomic_store(&g_failed, 1);
             break;
         }
+        size_t done = 0, held = 0;
         for (t = 0; t < ntargets && j->pairs < j->quota; t++) {
             size_t zs, ms = 0, ps = 0;
             gen_input(&r, &b, 1, &a, 0);
+            /* keep the target for the batched call below */
+            j->batch_data[t] = (uint8_t *)malloc(b.n ? b.n : 1);
+            held = t + 1;
+            if (b.n) memcpy(j->batch_data[t], b.p, b.n);
+            j->batch_len[t] = b.n;
             bytes_reserve(&ab, a.n + b.n + 1);
             if (a.n) memcpy(ab.p, a.p, a.n);
             if (b.n) memcpy(ab.p + a.n, b.p, b.n);
@@ -401,6 +411,8 @@ static void *run_job(void *arg)
             }
             j->pairs++;
             j->bytes_in += (long long)ab.n;
+            j->batch_zlib[t] = zs;
+            done = t + 1;
             if (zs != ms || zs != ps) {
                 if (atomic_exchange(&g_failed, 1) == 0) {
                     fprintf(stderr,
@@ -412,6 +424,20 @@ static void *run_job(void *arg)
                 break;
             }
         }
+        /* the batched call must give the same numbers for the whole group */
+        if (done && !atomic_load(&g_failed)) {
+            if (ccomp_deflate_model_sizes_with_prefix(m, (const uint8_t *const *)j->batch_data, j->batch_len, done,
+                                                      j->batch_out, &err) != CCOMP_OK) {
+                fprintf(stderr, "level %d group %lld: batched call failed: %s\n", j->level, gid, err.msg);
+                atomic_store(&g_failed, 1);
+            }
+            for (t = 0; t < done && !atomic_load(&g_failed); t++) {
+                if (j->batch_out[t] != j->batch_zlib[t] && atomic_exchange(&g_failed, 1) == 0)
+                    fprintf(stderr, "MISMATCH level %d group %lld target %zu (seed %llu): zlib=%zu batched=%zu\n",
+                            j->level, gid, t, (unsigned long long)j->seed, j->batch_zlib[t], j->batch_out[t]);
+            }
+        }
+        for (t = 0; t < held; t++) free(j->batch_data[t]);
     }
     j->secs = now_s() - t0;
     ccomp_deflate_model_free(m);

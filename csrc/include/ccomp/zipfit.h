@@ -57,6 +57,11 @@ ccomp_status ccomp_sizer_size(ccomp_sizer *s, const uint8_t *a, size_t na, const
 ccomp_status ccomp_sizer_set_prefix(ccomp_sizer *s, const uint8_t *a, size_t na, ccomp_error *err);
 ccomp_status ccomp_sizer_size_with_prefix(ccomp_sizer *s, const uint8_t *b, size_t nb, size_t *out,
                                           ccomp_error *err);
+/* out[i] = C(prefix||bs[i]) for i < count: the numbers of count size_with_prefix
+ * calls, computed together where the engine gains from it (the deflate model
+ * builds two blocks' Huffman trees interleaved). */
+ccomp_status ccomp_sizer_sizes_with_prefix(ccomp_sizer *s, const uint8_t *const *bs, const size_t *nbs, size_t count,
+                                           size_t *out, ccomp_error *err);
 
 /* A borrowed text: pointer and length (no terminator needed). */
 typedef struct ccomp_text {
