@@ -269,6 +269,23 @@ static void dump_pair(const bytes *a, const bytes *b)
  * MAX_DIST (32506) and w_size, ending near the slide point (strstart 65274 with
  * a short lookahead), runs of one byte, and skewed byte frequencies (length
  * limiting).  Each is checked as a whole and split at several points. */
+/* Compares zlib with the model's plain and prefix paths on p[0..n) split at na;
+ * returns 1 (after printing the case) on a mismatch. */
+static int check_split(int level, ccomp_deflate_model *m, zref *z, const uint8_t *p, size_t n, size_t na,
+                       const char *what, long long *checked)
+{
+    ccomp_error err;
+    size_t zs = zref_size(z, p, n), ms = 0, ps = 0;
+    ccomp_deflate_model_size(m, p, na, p + na, n - na, &ms, &err);
+    ccomp_deflate_model_set_prefix(m, p, na, &err);
+    ccomp_deflate_model_size_with_prefix(m, p + na, n - na, &ps, &err);
+    (*checked)++;
+    if (zs == ms && zs == ps) return 0;
+    fprintf(stderr, "MISMATCH level %d special case %s length %zu split %zu: zlib=%zu model_size=%zu model_prefix=%zu\n",
+            level, what, n, na, zs, ms, ps);
+    return 1;
+}
+
 static int run_special(int level, ccomp_deflate_model *m, zref *z, uint64_t seed, long long *checked)
 {
     static const size_t periods[] = {32505, 32506, 32507, 32767, 32768, 32769};
@@ -278,7 +295,6 @@ static int run_special(int level, ccomp_deflate_model *m, zref *z, uint64_t seed
     bytes d = {0, 0, 0};
     size_t pi, ei, i;
     int fail = 0;
-    ccomp_error err;
     bytes_reserve(&d, 140000);
     for (pi = 0; pi < sizeof periods / sizeof periods[0] && !fail; pi++) {
         for (ei = 0; ei < sizeof ends / sizeof ends[0] && !fail; ei++) {
@@ -293,19 +309,9 @@ static int run_special(int level, ccomp_deflate_model *m, zref *z, uint64_t seed
             cuts[2] = rnd(&r, n + 1);
             cuts[3] = n > 65274 ? 65274 - rnd(&r, 10) : n / 2;
             for (c = 0; c < 4 && !fail; c++) {
-                size_t na = cuts[c] <= n ? cuts[c] : n, zs, ms = 0, ps = 0;
-                zs = zref_size(z, d.p, n);
-                ccomp_deflate_model_size(m, d.p, na, d.p + na, n - na, &ms, &err);
-                ccomp_deflate_model_set_prefix(m, d.p, na, &err);
-                ccomp_deflate_model_size_with_prefix(m, d.p + na, n - na, &ps, &err);
-                (*checked)++;
-                if (zs != ms || zs != ps) {
-                    fprintf(stderr,
-                            "MISMATCH level %d special case period %zu length %zu split %zu: zlib=%zu "
-                            "model_size=%zu model_prefix=%zu\n",
-                            level, per, n, na, zs, ms, ps);
-                    fail = 1;
-                }
+                char what[64];
+                snprintf(what, sizeof what, "period %zu", per);
+                fail = check_split(level, m, z, d.p, n, cuts[c] <= n ? cuts[c] : n, what, checked);
             }
         }
     }
@@ -316,22 +322,12 @@ static int run_special(int level, ccomp_deflate_model *m, zref *z, uint64_t seed
         static const size_t lens[] = {3, 6, 20, 258};
         static const size_t tails[] = {0, 1, 5, 150, 300, 2000};
         for (ei = 0; ei < sizeof tails / sizeof tails[0] && !fail; ei++) {
-            size_t L = lens[pi], n = 65274 + L + tails[ei], zs, ms = 0, ps = 0, na;
+            size_t L = lens[pi], n = 65274 + L + tails[ei];
+            char what[64];
             for (i = 0; i < n; i++) d.p[i] = (uint8_t)splitmix(&r);
             memcpy(d.p + 65274, d.p + 32768, L);
-            na = rnd(&r, n + 1);
-            zs = zref_size(z, d.p, n);
-            ccomp_deflate_model_size(m, d.p, na, d.p + na, n - na, &ms, &err);
-            ccomp_deflate_model_set_prefix(m, d.p, na, &err);
-            ccomp_deflate_model_size_with_prefix(m, d.p + na, n - na, &ps, &err);
-            (*checked)++;
-            if (zs != ms || zs != ps) {
-                fprintf(stderr,
-                        "MISMATCH level %d special case slide-at-65274 copy %zu length %zu split %zu: zlib=%zu "
-                        "model_size=%zu model_prefix=%zu\n",
-                        level, L, n, na, zs, ms, ps);
-                fail = 1;
-            }
+            snprintf(what, sizeof what, "slide-at-65274 copy %zu", L);
+            fail = check_split(level, m, z, d.p, n, rnd(&r, n + 1), what, checked);
         }
     }
     free(d.p);
