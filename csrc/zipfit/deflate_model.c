@@ -906,10 +906,15 @@ static ccomp_status ensure_buf(uint8_t **buf, size_t *cap, size_t need, int keep
     return CCOMP_OK;
 }
 
+/* Checked twice: the zlib headers ccomp was built against (ZLIB_VERNUM) and
+ * the library loaded at run time must both be the version reproduced. */
+#define DM_VERIFIED_ZLIB "1.2.13"
+#define DM_VERIFIED_ZLIB_VERNUM 0x12d0
+
 int ccomp_deflate_model_supported(void)
 {
     const char *v = zlibVersion();
-    return v != NULL && strcmp(v, "1.2.13") == 0;
+    return ZLIB_VERNUM == DM_VERIFIED_ZLIB_VERNUM && v != NULL && strcmp(v, DM_VERIFIED_ZLIB) == 0;
 }
 
 static void init_tables(ccomp_deflate_model *m)

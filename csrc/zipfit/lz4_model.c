@@ -384,9 +384,11 @@ static inline size_t frame_size(uint32_t n, uint32_t block)
 
 /* ------------------------------------------------------------------------ */
 
+/* The headers ccomp was built against and the library loaded at run time must
+ * both be the version reproduced (1.9.4). */
 int ccomp_lz4_model_supported(void)
 {
-    return LZ4_versionNumber() == 10904;
+    return LZ4_VERSION_NUMBER == 10904 && LZ4_versionNumber() == 10904;
 }
 
 size_t ccomp_lz4_model_max_input(void)
