@@ -99,3 +99,17 @@ def test_score_jsonl_streams_a_file(tmp_path, real_documents, humaneval_prompts)
                 f.write("\n")  # blank lines are skipped
     got = zipfit.score_jsonl(path, humaneval_prompts[:20], key="content", level=1, chunk_size=5)
     assert np.array_equal(got, zipfit.alignment_scores(real_documents, humaneval_prompts[:20], level=1))
+
+
+def test_concurrent_calls_from_python_threads(real_documents, humaneval_prompts):
+    """The core keeps no global state: calls running at once in several Python threads
+    (the GIL is released while scoring) give the same scores as one at a time."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    jobs = [("gzip", 1), ("gzip", 6), ("lz4", 0), ("zstd", 3)] * 2
+    expected = {job: zipfit.alignment_scores(real_documents, humaneval_prompts[:30], *job) for job in set(jobs)}
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        futures = [(job, pool.submit(zipfit.alignment_scores, real_documents, humaneval_prompts[:30], *job,
+                                     threads=2)) for job in jobs]
+        for job, fut in futures:
+            assert np.array_equal(fut.result(), expected[job])
