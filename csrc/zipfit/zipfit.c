@@ -61,18 +61,14 @@ static ccomp_status score_one(void *ctx, void *state, size_t i, ccomp_error *err
     ccomp_sizer *s = w->sizer;
     const ccomp_text x = job->sources[i];
     size_t cx;
-    ccomp_status st = ccomp_sizer_size(s, x.data, x.len, NULL, 0, &cx, err);
+    /* C(x) is C(x||"") from the prefix state: x is parsed once for everything */
+    ccomp_status st = ccomp_sizer_set_prefix(s, x.data, x.len, err);
+    if (st == CCOMP_OK)
+        st = ccomp_sizer_size_with_prefix(s, NULL, 0, &cx, err);
     if (st != CCOMP_OK)
         return st;
     if (job->source_sizes != NULL)
         job->source_sizes[i] = cx;
-    if (job->ntargets == 0) {
-        job->scores[i] = 0.0;
-        return CCOMP_OK;
-    }
-    st = ccomp_sizer_set_prefix(s, x.data, x.len, err);
-    if (st != CCOMP_OK)
-        return st;
     st = ccomp_sizer_sizes_with_prefix(s, job->target_data, job->target_lens, job->ntargets, w->pair_sizes, err);
     if (st != CCOMP_OK)
         return st;
