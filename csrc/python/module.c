@@ -167,16 +167,14 @@ static void single_release(Py_buffer *view)
 
 /* ---- zipfit ------------------------------------------------------------------------- */
 
-static int parse_compressor(int compressor, int level, int engine)
+/* Validates compressor, level and engine before any work; *use_model may be NULL. */
+static int parse_compressor(int compressor, int level, int engine, int *use_model)
 {
     ccomp_error err;
     ccomp_error_clear(&err);
-    if (ccomp_check_level((ccomp_compressor)compressor, level, &err) != CCOMP_OK) {
+    if (ccomp_engine_choice((ccomp_compressor)compressor, level, (ccomp_gzip_engine)engine, use_model, &err) !=
+        CCOMP_OK) {
         ccomp_raise(&err, "zipfit");
-        return -1;
-    }
-    if (engine < CCOMP_ENGINE_AUTO || engine > CCOMP_ENGINE_MODEL) {
-        PyErr_Format(PyExc_ValueError, "unknown gzip engine id %d", engine);
         return -1;
     }
     return 0;
@@ -189,7 +187,7 @@ static PyObject *py_pair_size(PyObject *self, PyObject *args)
     PyObject *a_obj, *b_obj;
     if (!PyArg_ParseTuple(args, "iiiOO:pair_size", &compressor, &level, &engine, &a_obj, &b_obj))
         return NULL;
-    if (parse_compressor(compressor, level, engine) < 0)
+    if (parse_compressor(compressor, level, engine, NULL) < 0)
         return NULL;
     ccomp_text a = {0}, b = {0};
     Py_buffer va, vb;
@@ -224,16 +222,10 @@ static PyObject *py_engine_name(PyObject *self, PyObject *args)
     int compressor, level, engine;
     if (!PyArg_ParseTuple(args, "iii:engine_name", &compressor, &level, &engine))
         return NULL;
-    if (parse_compressor(compressor, level, engine) < 0)
+    int use_model = 0;
+    if (parse_compressor(compressor, level, engine, &use_model) < 0)
         return NULL;
-    ccomp_error err;
-    ccomp_error_clear(&err);
-    ccomp_sizer *s = NULL;
-    if (ccomp_sizer_create((ccomp_compressor)compressor, level, (ccomp_gzip_engine)engine, &s, &err) != CCOMP_OK)
-        return ccomp_raise(&err, "engine_name");
-    PyObject *name = PyUnicode_FromString(ccomp_sizer_engine(s));
-    ccomp_sizer_free(s);
-    return name;
+    return PyUnicode_FromString(ccomp_engine_name((ccomp_compressor)compressor, use_model));
 }
 
 static PyObject *py_compressed_sizes(PyObject *self, PyObject *args, PyObject *kw)
@@ -248,7 +240,7 @@ static PyObject *py_compressed_sizes(PyObject *self, PyObject *args, PyObject *k
                                      &level, &engine, &threads_obj, &offset, &what))
         return NULL;
     int threads;
-    if (parse_compressor(compressor, level, engine) < 0 || ccomp_resolve_threads(threads_obj, &threads) < 0)
+    if (parse_compressor(compressor, level, engine, NULL) < 0 || ccomp_resolve_threads(threads_obj, &threads) < 0)
         return NULL;
     text_batch batch;
     if (text_batch_init(&batch, texts_obj, what, offset) < 0)
@@ -290,7 +282,7 @@ static PyObject *py_alignment_scores(PyObject *self, PyObject *args, PyObject *k
                                      &tsize_obj, &compressor, &level, &engine, &threads_obj, &offset))
         return NULL;
     int threads;
-    if (parse_compressor(compressor, level, engine) < 0 || ccomp_resolve_threads(threads_obj, &threads) < 0)
+    if (parse_compressor(compressor, level, engine, NULL) < 0 || ccomp_resolve_threads(threads_obj, &threads) < 0)
         return NULL;
     text_batch sources, targets;
     memset(&targets, 0, sizeof targets);

@@ -99,14 +99,12 @@ static ccomp_status reserve(uint8_t **buf, size_t *cap, size_t need, ccomp_error
     return CCOMP_OK;
 }
 
-ccomp_status ccomp_sizer_create(ccomp_compressor c, int level, ccomp_gzip_engine engine, ccomp_sizer **out,
-                                ccomp_error *err)
+ccomp_status ccomp_engine_choice(ccomp_compressor c, int level, ccomp_gzip_engine engine, int *use_model,
+                                 ccomp_error *err)
 {
     ccomp_status st = ccomp_check_level(c, level, err);
     if (st != CCOMP_OK)
         return st;
-    if (out == NULL)
-        return ccomp_fail(err, CCOMP_ERR_VALUE, "sizer_create: output pointer is NULL");
     if (engine != CCOMP_ENGINE_AUTO && engine != CCOMP_ENGINE_LIBRARY && engine != CCOMP_ENGINE_MODEL)
         return ccomp_fail(err, CCOMP_ERR_VALUE, "unknown gzip engine %d", (int)engine);
     int gzip_model = c == CCOMP_GZIP && level >= 1;
@@ -127,6 +125,30 @@ ccomp_status ccomp_sizer_create(ccomp_compressor c, int level, ccomp_gzip_engine
         return ccomp_fail(err, CCOMP_ERR_UNSUPPORTED,
                           "the lz4 model does not reproduce the linked lz4 %s (verified: 1.9.4)", LZ4_versionString());
     }
+    if (use_model != NULL)
+        *use_model = model_ok && engine != CCOMP_ENGINE_LIBRARY;
+    return CCOMP_OK;
+}
+
+const char *ccomp_engine_name(ccomp_compressor c, int use_model)
+{
+    switch (c) {
+    case CCOMP_GZIP: return use_model ? "deflate-model" : "zlib";
+    case CCOMP_LZ4: return use_model ? "lz4-model" : "lz4";
+    case CCOMP_ZSTD: return "zstd";
+    }
+    return "unknown";
+}
+
+ccomp_status ccomp_sizer_create(ccomp_compressor c, int level, ccomp_gzip_engine engine, ccomp_sizer **out,
+                                ccomp_error *err)
+{
+    int use_model = 0;
+    if (out == NULL)
+        return ccomp_fail(err, CCOMP_ERR_VALUE, "sizer_create: output pointer is NULL");
+    ccomp_status st = ccomp_engine_choice(c, level, engine, &use_model, err);
+    if (st != CCOMP_OK)
+        return st;
     ccomp_sizer *s = calloc(1, sizeof *s);
     if (s == NULL)
         return ccomp_fail(err, CCOMP_ERR_NOMEM, "cannot allocate a compressor");
@@ -134,7 +156,7 @@ ccomp_status ccomp_sizer_create(ccomp_compressor c, int level, ccomp_gzip_engine
     s->level = level;
     switch (c) {
     case CCOMP_GZIP:
-        if (model_ok && engine != CCOMP_ENGINE_LIBRARY) {
+        if (use_model) {
             s->use_model = 1;
             st = ccomp_deflate_model_create(level, &s->model, err);
         } else if (deflateInit2(&s->zs, level, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY) != Z_OK) {
@@ -144,7 +166,7 @@ ccomp_status ccomp_sizer_create(ccomp_compressor c, int level, ccomp_gzip_engine
         }
         break;
     case CCOMP_LZ4:
-        if (model_ok && engine != CCOMP_ENGINE_LIBRARY) {
+        if (use_model) {
             s->use_model = 1;
             st = ccomp_lz4_model_create(&s->lz4_model, err);
         }
@@ -190,12 +212,7 @@ void ccomp_sizer_free(ccomp_sizer *s)
 
 const char *ccomp_sizer_engine(const ccomp_sizer *s)
 {
-    switch (s->kind) {
-    case CCOMP_GZIP: return s->use_model ? "deflate-model" : "zlib";
-    case CCOMP_LZ4: return s->use_model ? "lz4-model" : "lz4";
-    case CCOMP_ZSTD: return "zstd";
-    }
-    return "unknown";
+    return ccomp_engine_name(s->kind, s->use_model);
 }
 
 /* CPython's zlib.compress grows its output in blocks of these sizes; level 0's

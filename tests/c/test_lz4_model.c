@@ -489,6 +489,19 @@ done:
     return rc;
 }
 
+/* Checks buf[0..len) as prefix buf[0..split) and the single target after it. */
+static int check_split(checker *c, unsigned long long group, piece *a, piece *bs, const uint8_t *buf, size_t len,
+                       size_t split, uint64_t *r)
+{
+    piece_reserve(a, split);
+    a->n = split;
+    memcpy(a->p, buf, split);
+    piece_reserve(&bs[0], len - split);
+    bs[0].n = len - split;
+    memcpy(bs[0].p, buf + split, len - split);
+    return check_group(c, group, a, bs, 1, r);
+}
+
 /* Every split of short inputs, and every length of a few prefixes. */
 static int check_sweep(checker *c, uint64_t *r)
 {
@@ -506,24 +519,12 @@ static int check_sweep(checker *c, uint64_t *r)
         memcpy(buf, full.p, 600);
         for (len = 0; len <= 80; len++) {
             for (split = 0; split <= len; split++) {
-                piece_reserve(&a, split);
-                a.n = split;
-                memcpy(a.p, buf, split);
-                piece_reserve(&bs[0], len - split);
-                bs[0].n = len - split;
-                memcpy(bs[0].p, buf + split, len - split);
-                if (check_group(c, group++, &a, bs, 1, r)) return 1;
+                if (check_split(c, group++, &a, bs, buf, len, split, r)) return 1;
             }
         }
         for (len = 81; len <= 600; len += 7) {
             split = rnd(r, len + 1);
-            piece_reserve(&a, split);
-            a.n = split;
-            memcpy(a.p, buf, split);
-            piece_reserve(&bs[0], len - split);
-            bs[0].n = len - split;
-            memcpy(bs[0].p, buf + split, len - split);
-            if (check_group(c, group++, &a, bs, 1, r)) return 1;
+            if (check_split(c, group++, &a, bs, buf, len, split, r)) return 1;
         }
         free(full.p);
     }

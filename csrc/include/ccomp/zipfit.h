@@ -39,6 +39,13 @@ typedef enum ccomp_gzip_engine {
 ccomp_status ccomp_check_level(ccomp_compressor c, int level, ccomp_error *err);
 void ccomp_level_range(ccomp_compressor c, int *lo, int *hi);
 
+/* Validates compressor, level and engine, and says whether a size model will
+ * compute the sizes (*use_model, may be NULL), without allocating anything. */
+ccomp_status ccomp_engine_choice(ccomp_compressor c, int level, ccomp_gzip_engine engine, int *use_model,
+                                 ccomp_error *err);
+/* "deflate-model", "zlib", "lz4-model", "lz4" or "zstd". */
+const char *ccomp_engine_name(ccomp_compressor c, int use_model);
+
 /* A reusable per-thread compressor that only reports sizes. */
 typedef struct ccomp_sizer ccomp_sizer;
 
