@@ -61,6 +61,9 @@
 #define MAX_BITS 15
 #define MAX_BL_BITS 7
 #define END_BLOCK 256
+/* sizes_with_prefix builds the final blocks' trees of up to NPEND targets at once */
+#define NPEND 4
+#define RUN_TAB 32 /* scan_tree: runs up to this long are looked up */
 #define PAD 320u /* readable bytes after the data (match compares read ahead) */
 /* Largest input handled: hash entries are 32-bit (off + position). */
 #define DM_MAX_INPUT ((size_t)UINT32_MAX - 4u * WINDOW_SIZE)
@@ -110,12 +113,14 @@ typedef struct pstate {
 
 /* Scratch of one block's Huffman trees. */
 typedef struct hscratch {
-    uint16_t lf[HEAP_SIZE], ll[HEAP_SIZE], ld[HEAP_SIZE];
-    uint16_t df[HEAP_SIZE], dl[HEAP_SIZE], dd[HEAP_SIZE];
-    uint16_t bf[HEAP_SIZE], bl[HEAP_SIZE], bd[HEAP_SIZE];
-    uint32_t pq[4 * L_CODES + 8];
+    uint16_t lf[HEAP_SIZE], ll[HEAP_SIZE]; /* freq and length per node (the symbols first) */
+    uint16_t df[HEAP_SIZE], dl[HEAP_SIZE];
+    uint16_t bf[HEAP_SIZE], bl[HEAP_SIZE];
+    uint32_t pq[2 * HEAP_SIZE + 8];
+    uint32_t kids[L_CODES]; /* internal node elems+i: its two children (low half: the one popped first) */
+    /* used only when a tree is deeper than its max_length (gen_bitlen_slow) */
     int heap[HEAP_SIZE];
-    int heap_max;
+    uint16_t dad[HEAP_SIZE];
     uint16_t bl_count[MAX_BITS + 1];
 } hscratch;
 
@@ -139,12 +144,16 @@ struct ccomp_deflate_model {
     uint32_t *undo; /* pairs (slot, old value); slot >= WSIZE: prev slot */
     size_t undo_cap;
 
-    /* Huffman scratch: two sets, so that two blocks' trees can be built interleaved */
-    hscratch hs[2];
+    /* Huffman scratch: one set per pending block, so that their trees can be built interleaved */
+    hscratch hs[NPEND];
     int defer_final; /* run_loop leaves the last block unflushed (sizes_with_prefix) */
-    pstate pending[2];
-    uint16_t static_l[HEAP_SIZE], static_d[HEAP_SIZE], static_none[HEAP_SIZE];
+    pstate pending[NPEND];
+    /* per symbol: (static code length + extra bits) | (extra bits << 32) */
+    uint64_t sx_l[HEAP_SIZE], sx_d[HEAP_SIZE], sx_b[HEAP_SIZE];
     unsigned char xbits_l[HEAP_SIZE], xbits_d[HEAP_SIZE], xbits_b[HEAP_SIZE];
+    /* run_counts of runs up to RUN_TAB long, [v == 0][run] */
+    unsigned char run_self[2][RUN_TAB + 1];
+    uint64_t run_rep[2][RUN_TAB + 1];
 };
 
 /* ------------------------------------------------------------------------ */
@@ -175,44 +184,57 @@ static inline uint64_t load64(const uint8_t *p)
 #define FREQ_SHIFT 17
 #define SMALLER(a, b) ((a) <= ((b) | NODE_MASK))
 
-/* zlib's pqdownheap of value v into the hole at k, without data-dependent
- * branches: `levels` steps (the depth of the heap below k); positions past
- * heap_len hold UINT32_MAX, which is never smaller, so the walk stops there.
- * Once stopped, a step recomputes the same choice and rewrites v in place. */
-static inline __attribute__((always_inline)) void pqdownheap(uint32_t *h, int levels, int k, uint32_t v)
+/* One step of zlib's pqdownheap of v, the hole at q, without data-dependent
+ * branches; positions past heap_len hold UINT32_MAX, which is never smaller.
+ * zlib moves to the child j it picks (the right one on a tie: smaller(c1, c0))
+ * unless smaller(v, heap[j]).  The step always copies the picked child into
+ * the hole and moves q only when zlib would; once v has stopped at q, later
+ * steps see the same children of q, rewrite q and stay, and the final store
+ * of v (pqdownheap) fixes q, so the heap ends as zlib leaves it.  Keys order
+ * by their bits above NODE_BITS and the picked child has the smaller of them,
+ * so "not smaller(v, picked)" is "v above either child", which depends on the
+ * loads only (a shorter dependency chain than going through the pick); with
+ * vk = v without its node bits, "v above c" (v > (c | NODE_MASK)) is vk > c. */
+#define PQ_LEVEL(h, q, vk)                                                         \
+    do {                                                                           \
+        uint32_t c0_ = (h)[2 * (q)], c1_ = (h)[2 * (q) + 1];                       \
+        size_t r_ = c1_ <= (c0_ | NODE_MASK);                                      \
+        size_t go_ = ((vk) > c0_) | ((vk) > c1_);                                  \
+        (h)[q] = (h)[2 * (q) + r_];                                                \
+        (q) = ((q) << go_) + (r_ & go_);                                           \
+    } while (0)
+#define KEY_ONLY(v) ((v) & ~NODE_MASK)
+
+/* zlib's pqdownheap of value v into the hole at k; levels: the depth of the
+ * heap below k (more are harmless: the walk stays where it stopped). */
+static inline __attribute__((always_inline)) void pqdownheap(uint32_t *h, int levels, size_t k, uint32_t v)
 {
-    /* two levels per step: the grandchildren are loaded with the children,
-     * before the choice between the children is known */
-    unsigned q = (unsigned)k;
+    size_t q = k;
+    uint32_t vk = KEY_ONLY(v);
     int i;
-    for (i = 0; i + 1 < levels; i += 2) {
-        unsigned j = q << 1, g = j << 1, c;
-        uint32_t c0 = h[j], c1 = h[j + 1], g0 = h[g], g1 = h[g + 1], g2 = h[g + 2], g3 = h[g + 3];
-        uint32_t sm = 0u - (uint32_t)SMALLER(c1, c0), hj, gm, ga, gb, sm2, hg, gm2;
-        hj = c0 ^ ((c0 ^ c1) & sm);
-        gm = 0u - (uint32_t)(v > (hj | NODE_MASK));
-        h[q] = v ^ ((hj ^ v) & gm);
-        c = j + (sm & 1u);
-        q ^= (q ^ c) & gm;
-        /* second level, from child c (only if the first level went down) */
-        ga = g0 ^ ((g0 ^ g2) & sm);
-        gb = g1 ^ ((g1 ^ g3) & sm);
-        sm2 = 0u - (uint32_t)SMALLER(gb, ga);
-        hg = ga ^ ((ga ^ gb) & sm2);
-        gm2 = gm & (0u - (uint32_t)(v > (hg | NODE_MASK)));
-        h[q] = v ^ ((hg ^ v) & gm2);
-        q ^= (q ^ ((c << 1) + (sm2 & 1u))) & gm2;
-    }
-    if (i < levels) {
-        unsigned j = q << 1;
-        uint32_t c0 = h[j], c1 = h[j + 1];
-        uint32_t sm = 0u - (uint32_t)SMALLER(c1, c0);
-        uint32_t hj = c0 ^ ((c0 ^ c1) & sm);
-        uint32_t gm = 0u - (uint32_t)(v > (hj | NODE_MASK));
-        h[q] = v ^ ((hj ^ v) & gm);
-        q ^= (q ^ (j + (sm & 1u))) & gm;
-    }
+    for (i = 0; i < levels; i++) PQ_LEVEL(h, q, vk);
     h[q] = v;
+}
+
+/* pqdownheap from the root of two independent heaps in lockstep: the two
+ * walks are latency-bound chains, which the processor overlaps only when
+ * their instructions are interleaved this finely (a whole merge of one tree
+ * after the other fills the scheduler with one chain).  levels is the larger
+ * of the two heaps' depths: the smaller heap's walk then reads children of a
+ * node <= heap_len, i.e. positions <= 2 * heap_len + 1, which hold UINT32_MAX
+ * (tree_start pads to 2 * heap_len + 3, tree_pop refills what it frees). */
+static inline __attribute__((always_inline)) void pqdownheap2(uint32_t *h0, uint32_t *h1, int levels, uint32_t v0,
+                                                              uint32_t v1)
+{
+    size_t q0 = 1, q1 = 1;
+    uint32_t vk0 = KEY_ONLY(v0), vk1 = KEY_ONLY(v1);
+    int i;
+    for (i = 0; i < levels; i++) {
+        PQ_LEVEL(h0, q0, vk0);
+        PQ_LEVEL(h1, q1, vk1);
+    }
+    h0[q0] = v0;
+    h1[q1] = v1;
 }
 
 static inline int ilog2(unsigned x) /* x >= 1 */
@@ -221,52 +243,210 @@ static inline int ilog2(unsigned x) /* x >= 1 */
 }
 
 typedef struct tree_desc {
-    uint16_t *freq, *len, *dad;
+    uint16_t *freq, *len; /* HEAP_SIZE entries each (len: internal nodes too) */
     int elems;
-    const uint16_t *stree;       /* static lengths (zeros for the bl tree), HEAP_SIZE entries */
-    const unsigned char *xbits;  /* extra bits per node, HEAP_SIZE entries */
+    const uint64_t *sx;         /* (static length + extra bits) | extra bits << 32, per symbol */
+    const unsigned char *xbits; /* extra bits per symbol */
     int has_stree;
+    int want_len; /* the code lengths are read afterwards (scan_tree) */
     int max_length;
 } tree_desc;
 
-/* m->heap[m->heap_max .. HEAP_SIZE-1] holds the nodes in zlib's order. */
-static void gen_bitlen(hscratch *m, const tree_desc *t, int max_code, uint64_t *opt_len, uint64_t *static_len)
-{
-    uint16_t *f = t->freq, *len = t->len, *dad = t->dad;
-    int *heap = m->heap;
-    int h, n, bits, overflow = 0;
-    uint64_t opt = 0, stat = 0;
+/* One tree being built: zlib's build_tree split into start, merge steps and
+ * finish, so that up to four independent trees can advance in one loop.  Instead of
+ * zlib's heap[heap_max..] and dad[] the merges record each internal node's
+ * children (kids); both are rebuilt from them when zlib's gen_bitlen has to
+ * correct lengths (gen_bitlen_slow). */
+typedef struct tree_build {
+    hscratch *m;
+    const tree_desc *t;
+    int heap_len, node, max_code;
+    uint32_t wsum; /* sum of the weights of the internal nodes so far */
+    uint32_t xsum; /* sum of freq * extra bits over the symbols */
+} tree_build;
 
-    /* Fast path: when no node is deeper than max_length, zlib's first pass
-     * gives every leaf its depth and no correction follows; the sums do not
-     * depend on the order, so take them over the symbols. */
-    {
-        unsigned maxb = 0;
-        len[heap[m->heap_max]] = 0;
-        for (h = m->heap_max + 1; h < HEAP_SIZE; h++) {
-            unsigned b;
-            n = heap[h];
-            b = len[dad[n]] + 1u;
-            len[n] = (uint16_t)b;
-            maxb = b > maxb ? b : maxb;
+static void tree_start(tree_build *b, hscratch *m, const tree_desc *t, uint64_t *opt_len, uint64_t *static_len)
+{
+    uint16_t *f = t->freq;
+    uint32_t *pq = m->pq;
+    int n, node, max_code = -1, heap_len = 0;
+    uint64_t sx = 0;
+
+    /* f[elems .. elems+3] are 0 (never written), so whole groups of 4 can be read */
+    for (n = 0; n < t->elems; n += 4) {
+        int k;
+        if (load64((const uint8_t *)(f + n)) == 0) continue;
+        for (k = n; k < n + 4; k++) {
+            int nz = f[k] != 0;
+            pq[heap_len + 1] = ((uint32_t)f[k] << FREQ_SHIFT) | (unsigned)k;
+            heap_len += nz;
+            max_code = nz ? k : max_code;
+            sx += (uint64_t)f[k] * t->sx[k];
         }
-        if (maxb <= (unsigned)t->max_length) {
-            for (n = 0; n <= max_code; n++) {
-                opt += (uint64_t)f[n] * ((unsigned)len[n] + t->xbits[n]);
-                stat += (uint64_t)f[n] * ((unsigned)t->stree[n] + t->xbits[n]);
+    }
+    /* The symbols' part of gen_bitlen's sums: static_len gets
+     * f * (stree + xbits) of every symbol (< 2^32: no carry into the high
+     * half), opt_len the f * xbits part here (see tree_finish).  The nodes
+     * forced below have extra bits 0 (node 0, 1 or 2, or node 0 of the
+     * literal tree), and zlib's static_len adds f * stree = stree[node] for
+     * them in gen_bitlen and subtracts it here, so they are left out. */
+    if (t->has_stree) *static_len += (uint32_t)sx;
+    b->xsum = (uint32_t)(sx >> 32);
+    while (heap_len < 2) {
+        node = (max_code < 2 ? ++max_code : 0);
+        pq[++heap_len] = ((uint32_t)1 << FREQ_SHIFT) | (unsigned)node;
+        f[node] = 1;
+        (*opt_len)--;
+    }
+    for (n = heap_len + 1; n <= 2 * heap_len + 3; n++) pq[n] = UINT32_MAX;
+    for (n = heap_len / 2; n >= 1; n--)
+        pqdownheap(pq, ilog2((unsigned)heap_len) - ilog2((unsigned)n), (size_t)n, pq[n]);
+    b->m = m;
+    b->t = t;
+    b->heap_len = heap_len;
+    b->node = t->elems;
+    b->max_code = max_code;
+    b->wsum = 0;
+}
+
+/* First half of a merge: removes the least frequent node into *a, leaves the
+ * last one in *last (to go down from the root); returns the levels. */
+static inline __attribute__((always_inline)) int tree_pop(tree_build *b, uint32_t *a, uint32_t *last)
+{
+    uint32_t *pq = b->m->pq;
+    int heap_len = b->heap_len;
+    *a = pq[1];
+    *last = pq[heap_len];
+    pq[heap_len--] = UINT32_MAX;
+    b->heap_len = heap_len;
+    return ilog2((unsigned)heap_len);
+}
+
+/* Second half: a and the new top c become children of a new node, whose
+ * key is returned (to go down from the root). */
+static inline __attribute__((always_inline)) uint32_t tree_merge(tree_build *b, uint32_t a)
+{
+    uint32_t c = b->m->pq[1], w;
+    unsigned da = (a >> DEPTH_SHIFT) & 0x7fu, dc = (c >> DEPTH_SHIFT) & 0x7fu;
+    unsigned d = (da >= dc ? da : dc) + 1u;
+    int node = b->node++;
+    w = (a >> FREQ_SHIFT) + (c >> FREQ_SHIFT);
+    b->wsum += w;
+    b->m->kids[node - b->t->elems] = (a & NODE_MASK) | (c & NODE_MASK) << 16;
+    return ((w & 0x7fffu) << FREQ_SHIFT) | ((d & 0x7fu) << DEPTH_SHIFT) | (unsigned)node;
+}
+
+/* One merge of the two least frequent nodes (needs heap_len >= 2). */
+static inline __attribute__((always_inline)) void tree_step(tree_build *b)
+{
+    uint32_t a, last;
+    int levels = tree_pop(b, &a, &last);
+    pqdownheap(b->m->pq, levels, 1, last);
+    pqdownheap(b->m->pq, levels, 1, tree_merge(b, a));
+}
+
+/* One merge in each of two trees (both need heap_len >= 2). */
+static inline __attribute__((always_inline)) void tree_step2(tree_build *b0, tree_build *b1)
+{
+    uint32_t a0, a1, last0, last1;
+    int l0 = tree_pop(b0, &a0, &last0), l1 = tree_pop(b1, &a1, &last1);
+    int levels = l0 > l1 ? l0 : l1;
+    pqdownheap2(b0->m->pq, b1->m->pq, levels, last0, last1);
+    pqdownheap2(b0->m->pq, b1->m->pq, levels, tree_merge(b0, a0), tree_merge(b1, a1));
+}
+
+/* pqdownheap from the root of four independent heaps in lockstep. */
+static inline __attribute__((always_inline)) void pqdownheap4(uint32_t *const *h, int levels, const uint32_t *v)
+{
+    uint32_t *h0 = h[0], *h1 = h[1], *h2 = h[2], *h3 = h[3];
+    uint32_t v0 = v[0], v1 = v[1], v2 = v[2], v3 = v[3];
+    uint32_t vk0 = KEY_ONLY(v0), vk1 = KEY_ONLY(v1), vk2 = KEY_ONLY(v2), vk3 = KEY_ONLY(v3);
+    size_t q0 = 1, q1 = 1, q2 = 1, q3 = 1;
+    int i;
+    for (i = 0; i < levels; i++) {
+        PQ_LEVEL(h0, q0, vk0);
+        PQ_LEVEL(h1, q1, vk1);
+        PQ_LEVEL(h2, q2, vk2);
+        PQ_LEVEL(h3, q3, vk3);
+    }
+    h0[q0] = v0;
+    h1[q1] = v1;
+    h2[q2] = v2;
+    h3[q3] = v3;
+}
+
+/* One merge in each of four trees (all need heap_len >= 2). */
+static inline __attribute__((always_inline)) void tree_step4(tree_build *const *b)
+{
+    uint32_t *h[4], a[4], v[4];
+    int k, levels = 0;
+    for (k = 0; k < 4; k++) {
+        int l = tree_pop(b[k], &a[k], &v[k]);
+        h[k] = b[k]->m->pq;
+        levels = l > levels ? l : levels;
+    }
+    pqdownheap4(h, levels, v);
+    for (k = 0; k < 4; k++) v[k] = tree_merge(b[k], a[k]);
+    pqdownheap4(h, levels, v);
+}
+
+/* Runs n (<= 4) started trees to their last merge, as many in lockstep as
+ * are unfinished (four, then two at a time, then one). */
+static void run_trees(tree_build *b, int n)
+{
+    tree_build *p[4];
+    int k, na = 0;
+    for (k = 0; k < n; k++) {
+        if (b[k].heap_len >= 2) p[na++] = &b[k];
+    }
+    for (;;) {
+        if (na == 4) {
+            while (p[0]->heap_len >= 2 && p[1]->heap_len >= 2 && p[2]->heap_len >= 2 && p[3]->heap_len >= 2)
+                tree_step4(p);
+        } else if (na >= 2) {
+            tree_build *b0 = p[0], *b1 = p[1];
+            while (b0->heap_len >= 2 && b1->heap_len >= 2) tree_step2(b0, b1);
+        } else {
+            if (na == 1) {
+                while (p[0]->heap_len >= 2) tree_step(p[0]);
             }
-            *opt_len += opt;
-            if (t->has_stree) *static_len += stat;
             return;
         }
-        opt = stat = 0;
+        for (k = 0; k < na;) { /* drop the finished ones */
+            if (p[k]->heap_len < 2)
+                p[k] = p[--na];
+            else
+                k++;
+        }
     }
+}
+
+/* zlib's gen_bitlen, for a tree with a node deeper than max_length: rebuilds
+ * heap[heap_max..] (zlib stores the two merged nodes at --heap_max, first
+ * the one popped first, and the root last) and dad[] from kids[], and adds
+ * the f * (len + xbits) sums to *opt_len. */
+static void gen_bitlen_slow(tree_build *b, uint64_t *opt_len)
+{
+    hscratch *m = b->m;
+    const tree_desc *t = b->t;
+    uint16_t *f = t->freq, *len = t->len, *dad = m->dad;
+    int *heap = m->heap;
+    int h = HEAP_SIZE, k, n, bits, overflow = 0, max_code = b->max_code;
+    uint64_t opt = 0;
+
+    for (k = 0; k < b->node - t->elems; k++) {
+        uint32_t kd = m->kids[k];
+        heap[--h] = (int)(kd & 0xffffu);
+        heap[--h] = (int)(kd >> 16);
+        dad[kd & 0xffffu] = dad[kd >> 16] = (uint16_t)(t->elems + k);
+    }
+    heap[--h] = b->node - 1; /* root */
 
     for (bits = 0; bits <= MAX_BITS; bits++) m->bl_count[bits] = 0;
-    len[heap[m->heap_max]] = 0; /* root */
-    for (h = m->heap_max + 1; h < HEAP_SIZE; h++) {
-        unsigned fl, xb, ovf, leaf;
-        n = heap[h];
+    len[heap[h]] = 0; /* root */
+    for (k = h + 1; k < HEAP_SIZE; k++) {
+        unsigned fl, ovf, leaf;
+        n = heap[k];
         bits = len[dad[n]] + 1;
         ovf = bits > t->max_length;
         bits = ovf ? t->max_length : bits;
@@ -275,12 +455,9 @@ static void gen_bitlen(hscratch *m, const tree_desc *t, int max_code, uint64_t *
         leaf = n <= max_code;
         m->bl_count[bits] = (uint16_t)(m->bl_count[bits] + leaf);
         fl = leaf ? f[n] : 0u; /* f[] of internal nodes is stale */
-        xb = t->xbits[n];
-        opt += (uint64_t)fl * ((unsigned)bits + xb);
-        stat += (uint64_t)fl * ((unsigned)t->stree[n] + xb);
+        opt += (uint64_t)fl * ((unsigned)bits + t->xbits[n]);
     }
     *opt_len += opt;
-    if (t->has_stree) *static_len += stat;
     if (overflow == 0) return;
 
     do {
@@ -292,10 +469,11 @@ static void gen_bitlen(hscratch *m, const tree_desc *t, int max_code, uint64_t *
         overflow -= 2;
     } while (overflow > 0);
 
+    h = HEAP_SIZE;
     for (bits = t->max_length; bits != 0; bits--) {
         n = m->bl_count[bits];
         while (n != 0) {
-            int k = heap[--h];
+            k = heap[--h];
             if (k > max_code) continue;
             if (len[k] != (unsigned)bits) {
                 *opt_len += ((uint64_t)(unsigned)bits - len[k]) * f[k]; /* modular, as zlib */
@@ -306,82 +484,34 @@ static void gen_bitlen(hscratch *m, const tree_desc *t, int max_code, uint64_t *
     }
 }
 
-/* One tree being built: zlib's build_tree split into start, merge steps and
- * finish, so that two independent trees can advance in one loop (their heap
- * walks are latency-bound chains that the processor then overlaps). */
-typedef struct tree_build {
-    hscratch *m;
-    const tree_desc *t;
-    int heap_len, heap_max, node, max_code;
-} tree_build;
-
-static void tree_start(tree_build *b, hscratch *m, const tree_desc *t, uint64_t *opt_len, uint64_t *static_len)
-{
-    uint16_t *f = t->freq, *len = t->len;
-    uint32_t *pq = m->pq;
-    int n, node, max_code = -1, heap_len = 0;
-
-    memset(len, 0, (size_t)t->elems * sizeof len[0]);
-    /* f[elems .. elems+3] are 0 (never written), so whole groups of 4 can be read */
-    for (n = 0; n < t->elems; n += 4) {
-        int k;
-        if (load64((const uint8_t *)(f + n)) == 0) continue;
-        for (k = n; k < n + 4; k++) {
-            int nz = f[k] != 0;
-            pq[heap_len + 1] = ((uint32_t)f[k] << FREQ_SHIFT) | (unsigned)k;
-            heap_len += nz;
-            max_code = nz ? k : max_code;
-        }
-    }
-    while (heap_len < 2) {
-        node = (max_code < 2 ? ++max_code : 0);
-        pq[++heap_len] = ((uint32_t)1 << FREQ_SHIFT) | (unsigned)node;
-        f[node] = 1;
-        (*opt_len)--;
-        if (t->has_stree) *static_len -= t->stree[node];
-    }
-    for (n = heap_len + 1; n <= 4 * heap_len + 3; n++) pq[n] = UINT32_MAX;
-    for (n = heap_len / 2; n >= 1; n--) pqdownheap(pq, ilog2((unsigned)heap_len) - ilog2((unsigned)n), n, pq[n]);
-    b->m = m;
-    b->t = t;
-    b->heap_len = heap_len;
-    b->heap_max = HEAP_SIZE;
-    b->node = t->elems;
-    b->max_code = max_code;
-}
-
-/* One merge of the two least frequent nodes (needs heap_len >= 2). */
-static inline __attribute__((always_inline)) void tree_step(tree_build *b)
-{
-    uint32_t *pq = b->m->pq;
-    int *heap = b->m->heap;
-    uint16_t *dad = b->t->dad;
-    int heap_len = b->heap_len;
-    uint32_t a = pq[1], c, last = pq[heap_len];
-    unsigned da, dc, d;
-    pq[heap_len--] = UINT32_MAX;
-    pqdownheap(pq, ilog2((unsigned)heap_len), 1, last);
-    c = pq[1];
-    heap[--b->heap_max] = (int)(a & NODE_MASK);
-    heap[--b->heap_max] = (int)(c & NODE_MASK);
-    da = (a >> DEPTH_SHIFT) & 0x7fu;
-    dc = (c >> DEPTH_SHIFT) & 0x7fu;
-    d = (da >= dc ? da : dc) + 1u;
-    dad[a & NODE_MASK] = dad[c & NODE_MASK] = (uint16_t)b->node;
-    pqdownheap(pq, ilog2((unsigned)heap_len), 1,
-               ((((a >> FREQ_SHIFT) + (c >> FREQ_SHIFT)) & 0x7fffu) << FREQ_SHIFT) |
-                   ((d & 0x7fu) << DEPTH_SHIFT) | (unsigned)b->node);
-    b->node++;
-    b->heap_len = heap_len;
-}
-
-/* Returns max_code. */
-static int tree_finish(tree_build *b, uint64_t *opt_len, uint64_t *static_len)
+/* Ends build_tree (zlib's gen_bitlen; gen_codes does not change sizes).
+ * Returns max_code.  The key of the root carries zlib's depth[] of it, the
+ * height of the tree.  When that is at most max_length, gen_bitlen gives
+ * every leaf its depth and corrects nothing, and its sum of f * len over the
+ * leaves is the sum of the weights of the internal nodes (each leaf counted
+ * once per ancestor): no loop over the symbols.  Lengths, when wanted, go
+ * from the root down over kids[]. */
+static int tree_finish(tree_build *b, uint64_t *opt_len)
 {
     hscratch *m = b->m;
-    m->heap[--b->heap_max] = (int)(m->pq[1] & NODE_MASK);
-    m->heap_max = b->heap_max;
-    gen_bitlen(m, b->t, b->max_code, opt_len, static_len);
+    const tree_desc *t = b->t;
+    int elems = t->elems, k;
+    if (t->want_len) memset(t->len, 0, (size_t)elems * sizeof t->len[0]);
+    if (((m->pq[1] >> DEPTH_SHIFT) & 0x7fu) > (unsigned)t->max_length) {
+        gen_bitlen_slow(b, opt_len);
+        return b->max_code;
+    }
+    *opt_len += (uint64_t)b->wsum + b->xsum;
+    if (t->want_len) {
+        uint16_t *len = t->len;
+        len[b->node - 1] = 0;
+        for (k = b->node - 1; k >= elems; k--) {
+            uint16_t l = (uint16_t)(len[k] + 1u);
+            uint32_t kd = m->kids[k - elems];
+            len[kd & 0xffffu] = l;
+            len[kd >> 16] = l;
+        }
+    }
     return b->max_code;
 }
 
@@ -391,55 +521,83 @@ static int build_tree(hscratch *m, const tree_desc *t, uint64_t *opt_len, uint64
     tree_build b;
     tree_start(&b, m, t, opt_len, static_len);
     while (b.heap_len >= 2) tree_step(&b);
-    return tree_finish(&b, opt_len, static_len);
+    return tree_finish(&b, opt_len);
 }
 
-/* build_tree for two independent trees at once; max_code of each in mc[]. */
-static void build_tree_pair(hscratch *m0, const tree_desc *t0, uint64_t *opt0, uint64_t *stat0, hscratch *m1,
-                            const tree_desc *t1, uint64_t *opt1, uint64_t *stat1, int mc[2])
+/* zlib's scan_tree counts for one run of run equal lengths v (the lengths
+ * either side differ, so zlib's prevlen != v at its start): zlib cuts it into
+ * counts of at most max_count and codes each count c as follows.
+ *   v == 0: counts of 138; c < 3: c times length 0, else one REPZ_3_10
+ *           (c <= 10) or REPZ_11_138;
+ *   v != 0: a first count of at most 7 (c < 4: c times v, else v itself and
+ *           REP_3_6, since prevlen != v), then counts of at most 6 with
+ *           prevlen == v (c < 3: c times v, else REP_3_6).
+ * *self: how many times v itself; returns the REP_3_6, REPZ_3_10 and
+ * REPZ_11_138 counts packed in 16-bit fields (RUN_REP_*). */
+#define RUN_REP_16 ((uint64_t)1)
+#define RUN_REP_17 ((uint64_t)1 << 16)
+#define RUN_REP_18 ((uint64_t)1 << 32)
+static uint64_t run_counts(unsigned v, int run, unsigned *self)
 {
-    tree_build b0, b1;
-    tree_start(&b0, m0, t0, opt0, stat0);
-    tree_start(&b1, m1, t1, opt1, stat1);
-    while (b0.heap_len >= 2 && b1.heap_len >= 2) {
-        tree_step(&b0);
-        tree_step(&b1);
+    uint64_t rep = 0;
+    if (v == 0) {
+        for (; run >= 138; run -= 138) rep += RUN_REP_18;
+        *self = run < 3 ? (unsigned)run : 0u;
+        if (run >= 3) rep += run <= 10 ? RUN_REP_17 : RUN_REP_18;
+        return rep;
     }
-    while (b0.heap_len >= 2) tree_step(&b0);
-    while (b1.heap_len >= 2) tree_step(&b1);
-    mc[0] = tree_finish(&b0, opt0, stat0);
-    mc[1] = tree_finish(&b1, opt1, stat1);
+    if (run < 4) {
+        *self = (unsigned)run;
+        return 0;
+    }
+    *self = 1;
+    rep = RUN_REP_16;
+    for (run -= 7; run >= 6; run -= 6) rep += RUN_REP_16;
+    if (run >= 3)
+        rep += RUN_REP_16;
+    else if (run > 0)
+        *self += (unsigned)run;
+    return rep;
 }
 
-static void scan_tree(uint16_t *blf, const uint16_t *len, int max_code)
+/* zlib's scan_tree, a run at a time (run_counts; short runs from a table).
+ * zlib's guard (len[max_code + 1] = 0xffff) ends the last run at max_code. */
+static void scan_tree(const ccomp_deflate_model *m, uint16_t *blf, const uint16_t *len, int max_code)
 {
-    int n, prevlen = -1, curlen, nextlen = len[0], count = 0, max_count = 7, min_count = 4;
-    if (nextlen == 0) max_count = 138, min_count = 3;
-    for (n = 0; n <= max_code; n++) {
-        curlen = nextlen;
-        nextlen = n + 1 <= max_code ? len[n + 1] : 0xffff; /* guard */
-        if (++count < max_count && curlen == nextlen) {
-            continue;
-        } else if (count < min_count) {
-            blf[curlen] = (uint16_t)(blf[curlen] + count);
-        } else if (curlen != 0) {
-            if (curlen != prevlen) blf[curlen]++;
-            blf[16]++;
-        } else if (count <= 10) {
-            blf[17]++;
-        } else {
-            blf[18]++;
+    int n = 0, end = max_code + 1;
+    uint64_t rep = 0;
+    while (n < end) {
+        unsigned v = len[n], self;
+        uint64_t pat = (uint64_t)v * 0x0001000100010001u;
+        int r = n + 1, run;
+        /* len[] has HEAP_SIZE entries and end <= L_CODES, so r + 3 is readable */
+        for (;;) {
+            uint64_t x = load64((const uint8_t *)(len + r)) ^ pat;
+            if (x != 0) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+                r += __builtin_ctzll(x) >> 4;
+#else
+                while (len[r] == v) r++;
+#endif
+                break;
+            }
+            r += 4;
+            if (r >= end) break;
         }
-        count = 0;
-        prevlen = curlen;
-        if (nextlen == 0) {
-            max_count = 138, min_count = 3;
-        } else if (curlen == nextlen) {
-            max_count = 6, min_count = 3;
+        if (r > end) r = end;
+        run = r - n;
+        n = r;
+        if (run <= RUN_TAB) {
+            self = m->run_self[v == 0][run];
+            rep += m->run_rep[v == 0][run];
         } else {
-            max_count = 7, min_count = 4;
+            rep += run_counts(v, run, &self);
         }
+        blf[v] = (uint16_t)(blf[v] + self);
     }
+    blf[16] = (uint16_t)(blf[16] + (rep & 0xffffu));
+    blf[17] = (uint16_t)(blf[17] + ((rep >> 16) & 0xffffu));
+    blf[18] = (uint16_t)(blf[18] + ((rep >> 32) & 0xffffu));
 }
 
 /* The three trees of one block (tree_desc wiring over a scratch set). */
@@ -455,22 +613,23 @@ static void block_trees_init(const ccomp_deflate_model *m, hscratch *h, const ps
     memcpy(h->df, st->dfreq, sizeof st->dfreq);
     memset(h->bf, 0, BL_CODES * sizeof h->bf[0]);
     bt->opt_len = bt->static_len = 0;
-    bt->lt.freq = h->lf; bt->lt.len = h->ll; bt->lt.dad = h->ld; bt->lt.elems = L_CODES;
-    bt->lt.stree = m->static_l; bt->lt.xbits = m->xbits_l; bt->lt.has_stree = 1; bt->lt.max_length = MAX_BITS;
-    bt->dt.freq = h->df; bt->dt.len = h->dl; bt->dt.dad = h->dd; bt->dt.elems = D_CODES;
-    bt->dt.stree = m->static_d; bt->dt.xbits = m->xbits_d; bt->dt.has_stree = 1; bt->dt.max_length = MAX_BITS;
-    bt->bt.freq = h->bf; bt->bt.len = h->bl; bt->bt.dad = h->bd; bt->bt.elems = BL_CODES;
-    bt->bt.stree = m->static_none; bt->bt.xbits = m->xbits_b; bt->bt.has_stree = 0; bt->bt.max_length = MAX_BL_BITS;
+    bt->lt.freq = h->lf; bt->lt.len = h->ll; bt->lt.elems = L_CODES; bt->lt.sx = m->sx_l;
+    bt->lt.xbits = m->xbits_l; bt->lt.has_stree = 1; bt->lt.want_len = 1; bt->lt.max_length = MAX_BITS;
+    bt->dt.freq = h->df; bt->dt.len = h->dl; bt->dt.elems = D_CODES; bt->dt.sx = m->sx_d;
+    bt->dt.xbits = m->xbits_d; bt->dt.has_stree = 1; bt->dt.want_len = 1; bt->dt.max_length = MAX_BITS;
+    bt->bt.freq = h->bf; bt->bt.len = h->bl; bt->bt.elems = BL_CODES; bt->bt.sx = m->sx_b;
+    bt->bt.xbits = m->xbits_b; bt->bt.has_stree = 0; bt->bt.want_len = 0; bt->bt.max_length = MAX_BL_BITS;
 }
 
 /* The rest of _tr_flush_block once the trees are built: returns the bit
- * position after the block. */
+ * position after the block.  zlib's bl_tree[n].Len != 0 iff n is a leaf of
+ * the bit length tree, i.e. iff its freq (after build_tree's forcing) != 0. */
 static uint64_t block_choice(const hscratch *h, block_trees *bt, uint64_t stored_len, int has_buf, uint64_t bitpos)
 {
     uint64_t opt_len = bt->opt_len, static_len = bt->static_len, opt_lenb, static_lenb;
     int max_blindex;
     for (max_blindex = BL_CODES - 1; max_blindex >= 3; max_blindex--) {
-        if (h->bl[bl_order[max_blindex]] != 0) break;
+        if (h->bf[bl_order[max_blindex]] != 0) break;
     }
     opt_len += 3u * ((uint64_t)max_blindex + 1u) + 5u + 5u + 4u;
 
@@ -496,37 +655,43 @@ static uint64_t block_bits(ccomp_deflate_model *m, const pstate *st, uint64_t st
     block_trees_init(m, h, st, &bt);
     bt.lmax = build_tree(h, &bt.lt, &bt.opt_len, &bt.static_len);
     bt.dmax = build_tree(h, &bt.dt, &bt.opt_len, &bt.static_len);
-    scan_tree(h->bf, h->ll, bt.lmax);
-    scan_tree(h->bf, h->dl, bt.dmax);
+    scan_tree(m, h->bf, h->ll, bt.lmax);
+    scan_tree(m, h->bf, h->dl, bt.dmax);
     build_tree(h, &bt.bt, &bt.opt_len, &bt.static_len);
     return block_choice(h, &bt, stored_len, has_buf, bitpos);
 }
 
-/* The final blocks of two pending states (left unflushed by run_loop), their
- * trees built in pairs; out[k] = total bytes of stream k. */
-static void final_sizes_pair(ccomp_deflate_model *m, const pstate *st0, const pstate *st1, size_t out[2])
+/* The final blocks of the n (<= NPEND) pending states m->pending[] (left
+ * unflushed by run_loop), their trees built in lockstep; out[k] = total
+ * bytes of stream k. */
+static void final_sizes(ccomp_deflate_model *m, int n, size_t *out)
 {
-    block_trees b[2];
-    const pstate *st[2] = {st0, st1};
-    int mc[2], k;
-    for (k = 0; k < 2; k++) block_trees_init(m, &m->hs[k], st[k], &b[k]);
-    build_tree_pair(&m->hs[0], &b[0].lt, &b[0].opt_len, &b[0].static_len, &m->hs[1], &b[1].lt, &b[1].opt_len,
-                    &b[1].static_len, mc);
-    b[0].lmax = mc[0];
-    b[1].lmax = mc[1];
-    build_tree_pair(&m->hs[0], &b[0].dt, &b[0].opt_len, &b[0].static_len, &m->hs[1], &b[1].dt, &b[1].opt_len,
-                    &b[1].static_len, mc);
-    b[0].dmax = mc[0];
-    b[1].dmax = mc[1];
-    for (k = 0; k < 2; k++) {
-        scan_tree(m->hs[k].bf, m->hs[k].ll, b[k].lmax);
-        scan_tree(m->hs[k].bf, m->hs[k].dl, b[k].dmax);
+    block_trees bt[NPEND];
+    tree_build tb[NPEND];
+    int k;
+    for (k = 0; k < n; k++) {
+        block_trees_init(m, &m->hs[k], &m->pending[k], &bt[k]);
+        tree_start(&tb[k], &m->hs[k], &bt[k].lt, &bt[k].opt_len, &bt[k].static_len);
     }
-    build_tree_pair(&m->hs[0], &b[0].bt, &b[0].opt_len, &b[0].static_len, &m->hs[1], &b[1].bt, &b[1].opt_len,
-                    &b[1].static_len, mc);
-    for (k = 0; k < 2; k++) {
-        uint64_t bits = block_choice(&m->hs[k], &b[k], (uint64_t)(st[k]->strstart - st[k]->block_start),
-                                     st[k]->block_start >= st[k]->base, st[k]->bits);
+    run_trees(tb, n);
+    for (k = 0; k < n; k++) {
+        bt[k].lmax = tree_finish(&tb[k], &bt[k].opt_len);
+        tree_start(&tb[k], &m->hs[k], &bt[k].dt, &bt[k].opt_len, &bt[k].static_len);
+    }
+    run_trees(tb, n);
+    for (k = 0; k < n; k++) {
+        bt[k].dmax = tree_finish(&tb[k], &bt[k].opt_len);
+        scan_tree(m, m->hs[k].bf, m->hs[k].ll, bt[k].lmax);
+        scan_tree(m, m->hs[k].bf, m->hs[k].dl, bt[k].dmax);
+        tree_start(&tb[k], &m->hs[k], &bt[k].bt, &bt[k].opt_len, &bt[k].static_len);
+    }
+    run_trees(tb, n);
+    for (k = 0; k < n; k++) {
+        const pstate *st = &m->pending[k];
+        uint64_t bits;
+        tree_finish(&tb[k], &bt[k].opt_len);
+        bits = block_choice(&m->hs[k], &bt[k], (uint64_t)(st->strstart - st->block_start),
+                            st->block_start >= st->base, st->bits);
         out[k] = (size_t)((bits + 7u) >> 3);
     }
 }
@@ -932,11 +1097,22 @@ static void init_tables(ccomp_deflate_model *m)
         for (n = 0; n < (1 << (extra_dbits[code] - 7)); n++) m->dist_code[256 + dist++] = (unsigned char)code;
     }
     /* (calloc'ed: entries past the codes stay 0) */
-    for (n = 0; n < L_CODES + 2; n++) m->static_l[n] = n <= 143 ? 8 : n <= 255 ? 9 : n <= 279 ? 7 : 8;
-    for (n = 0; n < D_CODES; n++) m->static_d[n] = 5;
     for (n = END_BLOCK + 1; n < L_CODES; n++) m->xbits_l[n] = extra_lbits[n - END_BLOCK - 1];
     for (n = 0; n < D_CODES; n++) m->xbits_d[n] = extra_dbits[n];
     for (n = 0; n < BL_CODES; n++) m->xbits_b[n] = extra_blbits[n];
+    for (n = 0; n < L_CODES; n++) {
+        unsigned sl = n <= 143 ? 8u : n <= 255 ? 9u : n <= 279 ? 7u : 8u; /* static_ltree lengths */
+        m->sx_l[n] = (uint64_t)(sl + m->xbits_l[n]) | (uint64_t)m->xbits_l[n] << 32;
+    }
+    for (n = 0; n < D_CODES; n++) m->sx_d[n] = (uint64_t)(5u + m->xbits_d[n]) | (uint64_t)m->xbits_d[n] << 32;
+    for (n = 0; n < BL_CODES; n++) m->sx_b[n] = (uint64_t)m->xbits_b[n] | (uint64_t)m->xbits_b[n] << 32;
+    for (n = 0; n <= RUN_TAB; n++) {
+        unsigned self;
+        m->run_rep[0][n] = run_counts(1, n, &self); /* any v != 0 counts alike */
+        m->run_self[0][n] = (unsigned char)self;
+        m->run_rep[1][n] = run_counts(0, n, &self);
+        m->run_self[1][n] = (unsigned char)self;
+    }
 }
 
 void ccomp_deflate_model_free(ccomp_deflate_model *m)
@@ -1118,8 +1294,9 @@ ccomp_status ccomp_deflate_model_sizes_with_prefix(ccomp_deflate_model *m, const
 {
     size_t i = 0;
     int held = 0; /* states waiting in m->pending[] */
-    size_t held_index[2];
+    size_t held_index[NPEND], sz[NPEND];
     ccomp_status rc = CCOMP_OK;
+    int k;
     if (m == NULL) return ccomp_fail(err, CCOMP_ERR_VALUE, "deflate model: expected a model, got NULL");
     if (count != 0 && (bs == NULL || nbs == NULL || out == NULL))
         return ccomp_fail(err, CCOMP_ERR_VALUE, "deflate model: NULL target arrays for %zu targets", count);
@@ -1131,20 +1308,16 @@ ccomp_status ccomp_deflate_model_sizes_with_prefix(ccomp_deflate_model *m, const
         if (!pending) continue;
         m->pending[held] = m->work;
         held_index[held++] = i;
-        if (held == 2) {
-            size_t sz[2];
-            final_sizes_pair(m, &m->pending[0], &m->pending[1], sz);
-            out[held_index[0]] = sz[0];
-            out[held_index[1]] = sz[1];
+        if (held == NPEND) {
+            final_sizes(m, held, sz);
+            for (k = 0; k < held; k++) out[held_index[k]] = sz[k];
             held = 0;
         }
     }
     m->defer_final = 0;
-    if (rc == CCOMP_OK && held == 1) {
-        const pstate *st = &m->pending[0];
-        uint64_t bits = block_bits(m, st, (uint64_t)(st->strstart - st->block_start), st->block_start >= st->base,
-                                   st->bits);
-        out[held_index[0]] = (size_t)((bits + 7u) >> 3);
+    if (rc == CCOMP_OK && held != 0) {
+        final_sizes(m, held, sz);
+        for (k = 0; k < held; k++) out[held_index[k]] = sz[k];
     }
     return rc;
 }

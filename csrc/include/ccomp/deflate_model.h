@@ -48,7 +48,7 @@ ccomp_status ccomp_deflate_model_size_with_prefix(ccomp_deflate_model *m, const 
 
 /* out[i] = length of the raw deflate stream of prefix||bs[i] for i < count:
  * the same numbers as count calls of size_with_prefix, faster, because the
- * Huffman trees of two final blocks are built interleaved. */
+ * Huffman trees of up to four final blocks are built in lockstep. */
 ccomp_status ccomp_deflate_model_sizes_with_prefix(ccomp_deflate_model *m, const uint8_t *const *bs,
                                                    const size_t *nbs, size_t count, size_t *out, ccomp_error *err);
 
