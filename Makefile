@@ -4,18 +4,22 @@ VENV   ?= .venv
 VPY    := $(VENV)/bin/python
 CC     ?= cc
 
-CORE_SRC  := $(wildcard csrc/util/*.c) $(wildcard csrc/zipfit/*.c)
+CORE_SRC  := $(wildcard csrc/util/*.c) $(wildcard csrc/zipfit/*.c) $(wildcard csrc/ac/*.c)
 CORE_HDR  := $(wildcard csrc/include/ccomp/*.h)
 CTESTS    := $(patsubst tests/c/%.c,%,$(wildcard tests/c/test_*.c))
-CFLAGS_C  := -std=c11 -Wall -Wextra -Wno-missing-field-initializers -Werror -Icsrc/include
-LIBS      := -lz -llz4 -lzstd -lpthread
+CFLAGS_C  := -std=c11 -Wall -Wextra -Wno-missing-field-initializers -Werror -ffp-contract=off -Icsrc/include
+LIBS      := -lz -llz4 -lzstd -lpthread -lm
 SAN       := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 CORPUS    := $(wildcard data/corpus/*)
+FUZZ_SRC  := $(wildcard csrc/util/*.c) $(wildcard csrc/ac/*.c)
+FUZZERS   := $(patsubst tests/fuzz/%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
+# Seconds each libFuzzer target runs in `make test`.
+FUZZ_SECONDS ?= 20
 # How many (source, target) pairs per deflate level the exactness check compares.
 DEFLATE_PAIRS ?= 1000000
 LZ4_PAIRS ?= 1000000
 
-.PHONY: all demo test sysdeps venv install ctest asan pytest bench clean
+.PHONY: all demo test sysdeps venv install ctest asan fuzz pytest bench clean
 
 all: install
 
@@ -47,23 +51,43 @@ ctest: $(addprefix build/ctest/,$(CTESTS))
 	build/ctest/test_core
 	build/ctest/test_deflate_model --pairs-per-level $(DEFLATE_PAIRS) $(CORPUS)
 	build/ctest/test_lz4_model --pairs $(LZ4_PAIRS) $(CORPUS)
+	build/ctest/test_ac
+	build/ctest/test_ac_cm $(CORPUS)
 
 # The same C tests under AddressSanitizer + UBSan, at sizes that keep them quick.
 asan: $(addprefix build/asan/,$(CTESTS))
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 build/asan/test_core --quick
 	ASAN_OPTIONS=detect_leaks=1 build/asan/test_deflate_model --pairs-per-level 3000 $(CORPUS)
 	ASAN_OPTIONS=detect_leaks=1 build/asan/test_lz4_model --pairs 20000 $(CORPUS)
+	ASAN_OPTIONS=detect_leaks=1 build/asan/test_ac --quick
+	ASAN_OPTIONS=detect_leaks=1 build/asan/test_ac_cm --quick data/corpus/alice29.txt
+
+# The decoders under libFuzzer (clang; AddressSanitizer + UBSan), each for a
+# bounded time, starting from the golden fixtures (copied: libFuzzer writes
+# new inputs into its corpus folder).
+build/fuzz/%: tests/fuzz/%.c $(FUZZ_SRC) $(CORE_HDR) | sysdeps
+	@mkdir -p $(dir $@)
+	clang -std=c11 -O1 -g -ffp-contract=off -fsanitize=fuzzer,address,undefined -Icsrc/include -o $@ $< $(FUZZ_SRC) -lz -lm -lpthread
+
+fuzz: $(addprefix build/fuzz/,$(FUZZERS))
+	@for f in $(FUZZERS); do \
+	  rm -rf build/fuzz/corpus_$$f && mkdir -p build/fuzz/corpus_$$f && cp tests/fixtures/* build/fuzz/corpus_$$f/ && \
+	  echo "fuzzing $$f for $(FUZZ_SECONDS) s" && \
+	  if ! build/fuzz/$$f -max_total_time=$(FUZZ_SECONDS) -seed=1 build/fuzz/corpus_$$f > build/fuzz/$$f.log 2>&1; \
+	  then tail -40 build/fuzz/$$f.log; exit 1; fi; tail -1 build/fuzz/$$f.log; \
+	done
 
 pytest: install
 	PYTHONDEVMODE=1 $(VPY) -m pytest -q -p no:cacheprovider tests --doctest-modules python/ccomp
 
-test: install ctest asan pytest
+test: install ctest asan fuzz pytest
 
 demo: install
 	$(VPY) -m ccomp demo
 
 bench: install
 	$(VPY) bench/zipfit_bench.py
+	$(VPY) bench/ac_bench.py
 
 clean:
 	rm -rf build *.egg-info python/*.egg-info python/ccomp/*.so

@@ -30,7 +30,8 @@ def rel(pattern):
 
 
 def c_flags():
-    flags = ["-std=c11", "-Wall", "-Wextra", "-Wno-missing-field-initializers", "-fvisibility=hidden"]
+    flags = ["-std=c11", "-Wall", "-Wextra", "-Wno-missing-field-initializers", "-fvisibility=hidden",
+             "-ffp-contract=off"]
     flags += ["-O0", "-g"] if os.environ.get("CCOMP_DEBUG") == "1" else ["-O2"]
     if os.environ.get("CCOMP_WERROR") == "1":
         flags.append("-Werror")
@@ -55,7 +56,7 @@ def cuda_mode():
     return mode
 
 
-core_sources = rel("csrc/util/*.c") + rel("csrc/zipfit/*.c")
+core_sources = rel("csrc/util/*.c") + rel("csrc/zipfit/*.c") + rel("csrc/ac/*.c")
 binding_sources = [p for p in rel("csrc/python/*.c") if not p.endswith("cuda_module.c")]
 
 core = Extension(

@@ -12,4 +12,8 @@ PyObject *ccomp_raise(const ccomp_error *err, const char *operation);
 /* threads=None -> all cores; otherwise an int in [1, 4096].  Returns -1 with an exception set on bad input. */
 int ccomp_resolve_threads(PyObject *obj, int *threads);
 
+/* Method tables of the binding files, added to ccomp._core at import. */
+extern PyMethodDef ccomp_ac_methods[]; /* ac_module.c: range coder, quantization, containers */
+extern PyMethodDef ccomp_cm_methods[]; /* cm_module.c: the built-in context-mixing compressor */
+
 #endif

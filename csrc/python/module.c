@@ -7,6 +7,7 @@
 #include <Python.h>
 
 #define NPY_NO_DEPRECATED_API NPY_1_7_API_VERSION
+#define PY_ARRAY_UNIQUE_SYMBOL ccomp_ARRAY_API
 #include <numpy/arrayobject.h>
 
 #include <lz4.h>
@@ -423,6 +424,17 @@ PyMODINIT_FUNC PyInit__core(void)
     if (corrupt_stream_error == NULL || PyModule_AddObjectRef(m, "CorruptStreamError", corrupt_stream_error) < 0) {
         Py_DECREF(m);
         return NULL;
+    }
+    /* functions of the other areas' binding files */
+    {
+        const PyMethodDef *tables[] = {ccomp_ac_methods, ccomp_cm_methods};
+        size_t i;
+        for (i = 0; i < sizeof tables / sizeof tables[0]; i++) {
+            if (PyModule_AddFunctions(m, (PyMethodDef *)tables[i]) < 0) {
+                Py_DECREF(m);
+                return NULL;
+            }
+        }
     }
     if (PyModule_AddIntConstant(m, "GZIP", CCOMP_GZIP) < 0 || PyModule_AddIntConstant(m, "LZ4", CCOMP_LZ4) < 0 ||
         PyModule_AddIntConstant(m, "ZSTD", CCOMP_ZSTD) < 0 ||

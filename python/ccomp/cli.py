@@ -1,4 +1,4 @@
-"""Command line: ``ccomp zipfit ...``, ``ccomp info``, ``ccomp demo``."""
+"""Command line: ``ccomp zipfit ...``, ``ccomp compress`` / ``ccomp decompress``, ``ccomp info``, ``ccomp demo``."""
 import argparse
 import json
 import os
@@ -83,9 +83,12 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="ccomp", description="ccomp: compression toolkit for ML research")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_zipfit(sub)
+    from ._cli_compress import add_parsers
+
+    add_parsers(sub)
     sub.add_parser("info", help="print versions, linked libraries, CPU features and CUDA status").set_defaults(
         func=_run_info)
-    demo = sub.add_parser("demo", help="run ZIP-FIT on the bundled real data and print the top selections")
+    demo = sub.add_parser("demo", help="run ZIP-FIT and the built-in compressor on the bundled real data")
     demo.add_argument("--top", type=int, default=10)
     demo.set_defaults(func=_run_demo)
     args = parser.parse_args(argv)

@@ -12,16 +12,7 @@
 #include "ccomp/parallel.h"
 #include "ccomp/zipfit.h"
 
-static int failures = 0;
-#define CHECK(cond, ...)                                                                                          \
-    do {                                                                                                          \
-        if (!(cond)) {                                                                                            \
-            failures++;                                                                                           \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                                                 \
-            fprintf(stderr, __VA_ARGS__);                                                                         \
-            fprintf(stderr, "\n");                                                                                \
-        }                                                                                                         \
-    } while (0)
+#include "check.h"
 
 static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
 static uint64_t next_rand(void)
@@ -251,8 +242,8 @@ int main(int argc, char **argv)
     test_parallel();
     test_sizes(quick);
     test_scores(quick);
-    if (failures) {
-        fprintf(stderr, "test_core: %d failures\n", failures);
+    if (test_failures) {
+        fprintf(stderr, "test_core: %d test_failures\n", test_failures);
         return 1;
     }
     printf("test_core: all checks passed\n");

@@ -1,0 +1,532 @@
+"""Arithmetic (range) coding for neural lossless compression.
+
+A language model gives a probability distribution over its vocabulary at
+every position; ``ccomp.ac`` turns the actual tokens into bits and back,
+exactly, with huge vocabularies, and safely on damaged input.  The coder and
+the model are separate, in the style of ``constriction``:
+
+>>> import numpy as np, ccomp.ac as ac
+>>> probs = np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8], [0.3, 0.3, 0.4]], dtype=np.float32)
+>>> data = ac.encode([0, 2, 1], probs)              # a self-describing container
+>>> ac.decode(data, probs).tolist()                  # all distributions known
+[0, 2, 1]
+>>> d = ac.Decoder(data)                             # autoregressive: one row at a time
+>>> [d.decode(row) for row in probs]
+[0, 2, 1]
+
+**Quantization rules** (``rule=``) turn probabilities into integer
+frequencies summing to ``2**precision``, every symbol keeping at least 1:
+
+- ``"constriction"`` (default): bit-compatible with constriction's
+  ``Categorical(perfect=False)``: with ``S`` the left-to-right sum of the row
+  in its own float type and ``scale = (2**P - V) / S``,
+  ``cdf[i] = int(c[i] * scale) + i`` where ``c[i]`` is the running sum before
+  ``i``.  At precision 24 a ccomp stream is bit-identical to constriction's
+  ``RangeEncoder`` output and each decodes the other's.
+- ``"nacrith"``: ``f[i] = floor(p[i] * (2**P - V) / S) + 1`` in float64, the
+  remainder to the most likely symbol.
+
+Probabilities need not sum to one (they are normalised by their sum).  With
+``logits=True`` rows are logits: ``exp((x - max x) / temperature)`` is
+computed with ccomp's own exp, whose bits are the same on every CPU and GPU.
+
+**Stream format.** The range coder has 64-bit state and 32-bit words, written
+first to last, each little-endian.  ``encode`` wraps the streams in a
+container: magic ``CCAC``, version, precision, rule, token count, chunk size
+and count, vocabulary size, a chunk table, the chunks' streams and a CRC-32;
+chunks are independent streams, so long sequences use every core.
+
+Torch and CuPy tensors are accepted through DLPack; on a CUDA device the
+quantization runs on the GPU and only two integers per token come back.
+"""
+import numpy as np
+
+from . import _core
+from ._cm import compress, decompress
+
+__all__ = [
+    "RULES", "quantize", "lookup", "encode", "decode", "info", "Decoder",
+    "RangeEncoder", "RangeDecoder", "equal_info_windows", "decode_equal_info_windows",
+    "ideal_bits", "compress", "decompress",
+]
+
+RULES = {"constriction": 0, "nacrith": 1}
+_RULE_NAMES = {v: k for k, v in RULES.items()}
+DEFAULT_PRECISION = 24
+DEFAULT_CHUNK = 16384
+
+
+# ------------------------------------------------------------------ inputs
+
+def _rule(rule):
+    if rule not in RULES:
+        raise ValueError(f"rule must be one of {sorted(RULES)}, got {rule!r}")
+    return RULES[rule]
+
+
+def _precision(precision):
+    if isinstance(precision, bool) or not isinstance(precision, (int, np.integer)):
+        raise TypeError(f"precision must be an int, got {type(precision).__name__}")
+    precision = int(precision)
+    if not 12 <= precision <= 28:
+        raise ValueError(f"precision must be between 12 and 28 bits, got {precision}")
+    return precision
+
+
+def _threads(threads):
+    if threads is None:
+        return _core_cpu_count()
+    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or not 1 <= threads <= 4096:
+        raise ValueError(f"threads must be None or an int in [1, 4096], got {threads!r}")
+    return int(threads)
+
+
+def _core_cpu_count():
+    import os
+
+    return max(1, os.cpu_count() or 1)
+
+
+def _on_cuda(x):
+    """True for a tensor that lives on a CUDA device (torch, CuPy, DLPack)."""
+    dev = getattr(x, "__dlpack_device__", None)
+    if dev is not None:
+        try:
+            return dev()[0] in (2, 3)  # kDLCUDA, kDLCUDAHost is CPU-visible but treat as CUDA
+        except Exception:
+            return False
+    return hasattr(x, "__cuda_array_interface__")
+
+
+def _rows(x, ndim, name="probs"):
+    """A float32/float64 NumPy view of x (no copy for NumPy arrays and CPU tensors)."""
+    if hasattr(x, "__dlpack__") and not isinstance(x, np.ndarray):
+        if hasattr(x, "detach"):
+            x = x.detach()
+        x = np.from_dlpack(x)
+    a = np.asarray(x)
+    if a.dtype not in (np.float32, np.float64):
+        raise TypeError(f"{name} must be float32 or float64, got {a.dtype} (convert with .astype(np.float32))")
+    if a.ndim != ndim:
+        want = "(V,)" if ndim == 1 else "(T, V)"
+        raise ValueError(f"{name} must have shape {want}, got shape {a.shape}")
+    if a.shape[-1] < 2:
+        raise ValueError(f"{name} needs a vocabulary of at least 2 symbols, got {a.shape[-1]}")
+    if a.ndim == 2 and a.shape[0] > 1 and a.strides[1] != a.itemsize:
+        raise ValueError(f"{name} must have a contiguous last axis (use np.ascontiguousarray)")
+    if a.ndim == 2 and a.shape[0] > 1 and (a.strides[0] <= 0 or a.strides[0] % a.itemsize):
+        raise ValueError(f"{name} rows must be laid out one after the other (use np.ascontiguousarray)")
+    if a.ndim == 1 and a.strides[0] != a.itemsize:
+        a = np.ascontiguousarray(a)
+    return a
+
+
+def _symbols(symbols, T=None):
+    if hasattr(symbols, "__dlpack__") and not isinstance(symbols, np.ndarray):
+        if _on_cuda(symbols):
+            raise TypeError("symbols on a GPU go with probabilities on the same GPU")
+        symbols = np.from_dlpack(symbols.detach() if hasattr(symbols, "detach") else symbols)
+    s = np.asarray(symbols)
+    if s.ndim != 1:
+        raise ValueError(f"symbols must be 1-D, got shape {s.shape}")
+    if s.dtype == np.bool_ or not np.issubdtype(s.dtype, np.integer):
+        if s.size == 0:
+            s = s.astype(np.int64)
+        else:
+            raise TypeError(f"symbols must be integers, got {s.dtype}")
+    if T is not None and s.shape[0] != T:
+        raise ValueError(f"symbols has {s.shape[0]} entries but probs has {T} rows")
+    return np.ascontiguousarray(s, dtype=np.int64)
+
+
+def _model_args(precision, rule, logits, temperature):
+    precision = _precision(precision)
+    r = _rule(rule)
+    t = float(temperature)
+    if not np.isfinite(t) or t <= 0:
+        raise ValueError(f"temperature must be a positive finite number, got {temperature!r}")
+    if not logits and t != 1.0:
+        raise ValueError("temperature applies to logits; pass logits=True (or scale the probabilities yourself)")
+    return precision, r, bool(logits), t
+
+
+# ------------------------------------------------------------ quantization
+
+def quantize(probs, precision=DEFAULT_PRECISION, rule="constriction", logits=False, temperature=1.0):
+    """The quantized CDF of one row (shape ``(V,)`` -> ``(V + 1,)``) or of every
+    row (``(T, V)`` -> ``(T, V + 1)``), as uint32: ``cdf[0] = 0``,
+    ``cdf[V] = 2**precision``, symbol ``i`` has frequency ``cdf[i+1] - cdf[i]``.
+
+    >>> quantize(np.array([0.5, 0.25, 0.25]), precision=12).tolist()
+    [0, 2047, 3071, 4096]
+    """
+    P, r, lg, t = _model_args(precision, rule, logits, temperature)
+    a = _rows(probs, np.ndim(probs) if np.ndim(probs) in (1, 2) else 2)
+    if a.ndim == 1:
+        return _core.ac_cdf(a, P, r, lg, t)
+    out = np.empty((a.shape[0], a.shape[1] + 1), dtype=np.uint32)
+    for i in range(a.shape[0]):
+        try:
+            out[i] = _core.ac_cdf(a[i], P, r, lg, t)
+        except ValueError as e:
+            raise type(e)(str(e).replace("probs[0]", f"probs[{i}]")) from None
+    return out
+
+
+def lookup(symbols, probs, precision=DEFAULT_PRECISION, rule="constriction", logits=False, temperature=1.0,
+           threads=None):
+    """The ``(cum, freq)`` pair (two uint32 arrays) of ``symbols[t]`` under row
+    ``t`` of ``probs``: what the coder needs, without building any CDF.  On a
+    CUDA tensor this runs on the GPU and brings back only these integers."""
+    P, r, lg, t = _model_args(precision, rule, logits, temperature)
+    if _on_cuda(probs):
+        from . import _ac_gpu
+
+        return _ac_gpu.lookup(probs, symbols, P, r, lg, t)
+    a = _rows(probs, 2)
+    s = _symbols(symbols, a.shape[0])
+    return _core.ac_lookup(a, s, P, r, lg, t, _threads(threads))
+
+
+def ideal_bits(cum_freq_or_symbols, probs=None, precision=DEFAULT_PRECISION, **kw):
+    """Sum of -log2(freq / 2**precision): the size an ideal coder would reach
+    with the quantized probabilities.  Pass ``(cum, freq)`` or
+    ``symbols, probs`` (with the same keywords as :func:`lookup`)."""
+    if probs is None:
+        _cum, freq = cum_freq_or_symbols
+    else:
+        _cum, freq = lookup(cum_freq_or_symbols, probs, precision=precision, **kw)
+    freq = np.asarray(freq, dtype=np.float64)
+    return float(np.sum(precision - np.log2(freq)))
+
+
+# -------------------------------------------------------------- containers
+
+def encode(symbols, probs, precision=DEFAULT_PRECISION, rule="constriction", logits=False, temperature=1.0,
+           chunk_size=None, threads=None):
+    """Encode ``symbols[t]`` under ``probs[t]`` (shape ``(T, V)``) into a container (bytes).
+
+    ``chunk_size`` tokens per independent chunk (default 16384; the chunks of a
+    long sequence are coded in parallel, each costs at most 12 bytes).
+    """
+    P, r, lg, t = _model_args(precision, rule, logits, temperature)
+    chunk = DEFAULT_CHUNK if chunk_size is None else int(chunk_size)
+    if chunk < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size!r}")
+    th = _threads(threads)
+    if _on_cuda(probs):
+        from . import _ac_gpu
+
+        cum, freq = _ac_gpu.lookup(probs, symbols, P, r, lg, t)
+        vocab = int(probs.shape[-1])
+        return _core.ac_pack(np.ascontiguousarray(cum, np.uint32), np.ascontiguousarray(freq, np.uint32), P, r,
+                             vocab, chunk, th)
+    a = _rows(probs, 2)
+    s = _symbols(symbols, a.shape[0])
+    return _core.ac_encode(a, s, P, r, lg, t, chunk, th)
+
+
+def info(data):
+    """The parameters of a container: precision, rule, tokens, vocab, chunks.
+
+    Raises :class:`ccomp.CorruptStreamError` for anything that is not an
+    intact container (the CRC covers every byte)."""
+    d = _core.ac_info(_as_bytes(data))
+    d["rule"] = _RULE_NAMES[d["rule"]]
+    return d
+
+
+def _as_bytes(data):
+    if isinstance(data, str):
+        raise TypeError("compressed data must be bytes-like, got str")
+    return bytes(memoryview(data).cast("B")) if not isinstance(data, bytes) else data
+
+
+def decode(data, probs, logits=False, temperature=1.0, threads=None):
+    """Decode every token of a container when all distributions are known
+    (``probs`` of shape ``(T, V)``); returns int64 symbols.  Chunks (and the
+    scan of the rows) run in parallel.  Precision and rule come from the
+    container."""
+    data = _as_bytes(data)
+    meta = _core.ac_info(data)
+    _P, _r, lg, t = _model_args(meta["precision"], _RULE_NAMES[meta["rule"]], logits, temperature)
+    if _on_cuda(probs):
+        d = Decoder(data, logits=logits, temperature=temperature)
+        return d.decode_batch(probs)
+    a = _rows(probs, 2)
+    return _core.ac_decode(data, a, lg, t, _threads(threads))
+
+
+class Decoder:
+    """Decode a container token by token (autoregressive: the model needs each
+    decoded token before it gives the next distribution).
+
+    ``decode(probs_t)`` takes one row ``(V,)`` and returns the symbol;
+    ``decode_batch(probs)`` takes ``(n, V)`` rows and returns ``n`` symbols.
+    """
+
+    def __init__(self, data, logits=False, temperature=1.0):
+        self._data = _as_bytes(data)
+        meta = _core.ac_info(self._data)
+        self.precision = meta["precision"]
+        self.rule = _RULE_NAMES[meta["rule"]]
+        self.tokens = meta["tokens"]
+        self.vocab = meta["vocab"]
+        self._chunk_tokens = meta["chunk_tokens"]
+        self._chunks = meta["chunks"]
+        _P, self._r, self._logits, self._t = _model_args(self.precision, self.rule, logits, temperature)
+        self._pos = 0
+        self._dec = None
+        self._chunk = -1
+
+    @property
+    def remaining(self):
+        """Tokens not decoded yet."""
+        return self.tokens - self._pos
+
+    def _ensure(self):
+        if self._pos >= self.tokens:
+            raise ValueError(f"all {self.tokens} tokens have been decoded")
+        k = self._pos // self._chunk_tokens
+        if k != self._chunk:
+            off, length = self._chunks[k]
+            self._dec = _core.rc_dec_open(self._data, off, length)
+            self._chunk = k
+        # tokens left in this chunk
+        return (k + 1) * self._chunk_tokens - self._pos
+
+    def _check_vocab(self, V):
+        if V != self.vocab:
+            raise ValueError(f"probs has {V} symbols but the container was coded over {self.vocab}")
+
+    def decode(self, probs_t):
+        """Decode the next token given its distribution (shape ``(V,)``)."""
+        self._ensure()
+        if _on_cuda(probs_t):
+            from . import _ac_gpu
+
+            self._check_vocab(int(probs_t.shape[-1]))
+            target = _core.rc_dec_target(self._dec, self.precision)
+            sym, cum, freq = _ac_gpu.find(probs_t, target, self.precision, self._r, self._logits, self._t)
+            _core.rc_dec_advance(self._dec, cum, freq, self.precision)
+            self._pos += 1
+            return int(sym)
+        a = _rows(probs_t, 1)
+        self._check_vocab(a.shape[0])
+        out = _core.rc_dec_rows(self._dec, a, self.precision, self._r, self._logits, self._t, 1)
+        self._pos += 1
+        return int(out[0])
+
+    def decode_batch(self, probs):
+        """Decode the next ``n`` tokens given their distributions (shape ``(n, V)``)."""
+        if _on_cuda(probs):
+            from . import _ac_gpu
+
+            n = int(probs.shape[0])
+            self._check_vocab(int(probs.shape[-1]))
+            if n > self.remaining:
+                raise ValueError(f"{n} rows given but only {self.remaining} tokens remain")
+            handle = _ac_gpu.scan(probs, self.precision, self._r, self._logits, self._t)
+            out = np.empty(n, dtype=np.int64)
+            for i in range(n):
+                self._ensure()
+                target = _core.rc_dec_target(self._dec, self.precision)
+                sym, cum, freq = handle.find(i, target)
+                _core.rc_dec_advance(self._dec, cum, freq, self.precision)
+                out[i] = sym
+                self._pos += 1
+            return out
+        a = _rows(probs, 2)
+        self._check_vocab(a.shape[1])
+        n = a.shape[0]
+        if n > self.remaining:
+            raise ValueError(f"{n} rows given but only {self.remaining} tokens remain")
+        parts, i = [], 0
+        while i < n:
+            left = self._ensure()
+            take = min(left, n - i)
+            parts.append(_core.rc_dec_rows(self._dec, a[i:i + take], self.precision, self._r, self._logits,
+                                           self._t, 2))
+            self._pos += take
+            i += take
+        return np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
+
+
+# ------------------------------------------------------- low-level coder
+
+class RangeEncoder:
+    """The bare range coder over ``(cum, freq)`` pairs (no container).
+
+    >>> e = RangeEncoder(precision=12)
+    >>> e.encode([0, 2048], [2048, 1024])
+    >>> d = RangeDecoder(e.get_compressed(), precision=12)
+    >>> d.decode(np.array([0, 2048, 3072, 4096], dtype=np.uint32)), d.decode(np.array([0, 2048, 3072, 4096], dtype=np.uint32))
+    (0, 1)
+    """
+
+    def __init__(self, precision=DEFAULT_PRECISION):
+        self.precision = _precision(precision)
+        self._cum = []
+        self._freq = []
+
+    def encode(self, cum, freq):
+        """Append one symbol (ints) or many (equal-length 1-D arrays)."""
+        c = np.atleast_1d(np.asarray(cum))
+        f = np.atleast_1d(np.asarray(freq))
+        if c.shape != f.shape or c.ndim != 1:
+            raise ValueError(f"cum and freq must have the same 1-D shape, got {c.shape} and {f.shape}")
+        for name, v in (("cum", c), ("freq", f)):
+            if v.size and (not np.issubdtype(v.dtype, np.integer) or v.min() < 0 or v.max() > 2**32 - 1):
+                raise ValueError(f"{name} must be integers in [0, 2^32)")
+        total = 1 << self.precision
+        bad = np.flatnonzero((f == 0) | (c.astype(np.int64) + f.astype(np.int64) > total))
+        if bad.size:
+            i = int(bad[0])
+            raise ValueError(f"symbol {len(self) + i}: (cum, freq) = ({int(c[i])}, {int(f[i])}) is not a "
+                             f"nonempty interval of [0, 2^{self.precision})")
+        self._cum.append(c.astype(np.uint32))
+        self._freq.append(f.astype(np.uint32))
+
+    def __len__(self):
+        return int(sum(len(c) for c in self._cum))
+
+    def get_compressed(self):
+        """The stream so far (bytes: 32-bit words, little-endian).  More symbols may follow."""
+        if not self._cum:
+            return b""
+        return _core.rc_encode(np.concatenate(self._cum), np.concatenate(self._freq), self.precision)
+
+    def num_bits(self):
+        """Size of the stream in bits (a multiple of 32)."""
+        return 8 * len(self.get_compressed())
+
+
+class RangeDecoder:
+    """Decodes a bare range-coder stream (``RangeEncoder.get_compressed()`` or
+    constriction's ``RangeEncoder.get_compressed().tobytes()``)."""
+
+    def __init__(self, data, precision=DEFAULT_PRECISION):
+        self.precision = _precision(precision)
+        self._data = _as_bytes(data)
+        self._dec = _core.rc_dec_open(self._data, 0, len(self._data))
+
+    def target(self):
+        """The value in [0, 2**precision) whose interval holds the next symbol."""
+        return _core.rc_dec_target(self._dec, self.precision)
+
+    def advance(self, cum, freq):
+        """Consume the symbol with interval [cum, cum + freq) (it must contain target())."""
+        _core.rc_dec_advance(self._dec, int(cum), int(freq), self.precision)
+
+    def decode(self, cdf):
+        """Decode one symbol with a CDF of shape ``(V + 1,)`` (uint32, 0 .. 2**precision),
+        or one symbol per row of ``(n, V + 1)``."""
+        c = np.asarray(cdf)
+        if c.dtype != np.uint32:
+            raise TypeError(f"cdf must be uint32, got {c.dtype}")
+        if c.ndim == 1:
+            return int(_core.rc_dec_cdfs(self._dec, np.ascontiguousarray(c[None, :]), self.precision)[0])
+        if c.ndim != 2:
+            raise ValueError(f"cdf must be 1-D or 2-D, got shape {c.shape}")
+        return _core.rc_dec_cdfs(self._dec, np.ascontiguousarray(c), self.precision)
+
+    def decode_probs(self, probs, rule="constriction", logits=False, temperature=1.0):
+        """Decode one symbol per row of ``probs`` (``(V,)`` -> int, ``(n, V)`` -> array),
+        quantized with ``rule`` at this decoder's precision; e.g. a stream made by
+        constriction's ``RangeEncoder`` with ``Categorical(perfect=False)``."""
+        P, r, lg, t = _model_args(self.precision, rule, logits, temperature)
+        a = _rows(probs, 1 if np.ndim(probs) == 1 else 2)
+        out = _core.rc_dec_rows(self._dec, a, P, r, lg, t, a.ndim)
+        return int(out[0]) if a.ndim == 1 else out
+
+    def maybe_exhausted(self):
+        """True when the whole stream has been consumed."""
+        return bool(_core.rc_dec_exhausted(self._dec))
+
+
+# ---------------------------------------------------- equal-info windows
+
+def _pair_for(p, symbol, P, r, lg, t):
+    a = _rows(p, 1)
+    if not 0 <= symbol < a.shape[0]:
+        raise ValueError(f"symbol {symbol} is outside [0, {a.shape[0]})")
+    cum, freq = _core.ac_lookup(a[None, :], np.array([symbol], dtype=np.int64), P, r, lg, t, 1)
+    return int(cum[0]), int(freq[0])
+
+
+def equal_info_windows(symbols, model, bits=16, precision=DEFAULT_PRECISION, rule="constriction", logits=False,
+                       temperature=1.0):
+    """Equal-Info Windows (Lester et al. 2024): code ``symbols`` into windows of
+    exactly ``bits`` bits (16..128; up to 256 allowed).  Each window holds as
+    many symbols as fit with its arithmetic code terminated, is padded with
+    zero bits, and restarts the coder and the model.
+
+    ``model`` is either an array ``(T, V)`` of distributions that do not depend
+    on the window (e.g. a context-free model), or a callable
+    ``model(window_tokens) -> probs (V,)`` that is given the tokens already in
+    the current window (empty at a window start) -- the model reset the paper
+    requires.  Returns ``(windows, counts)``: a list of ``bits``-bit windows
+    (bytes of ``ceil(bits / 8)``) and the number of symbols in each.  A symbol
+    that alone needs more than ``bits`` bits raises ValueError.
+    """
+    P, r, lg, t = _model_args(precision, rule, logits, temperature)
+    bits = int(bits)
+    if not 1 <= bits <= 256:
+        raise ValueError(f"bits must be between 1 and 256, got {bits}")
+    nbytes = (bits + 7) // 8
+    if not callable(model):
+        a = _rows(model, 2)
+        s = _symbols(symbols, a.shape[0])
+        cum, freq = _core.ac_lookup(a, s, P, r, lg, t, _threads(None))
+        blob, counts = _core.eiw_encode(cum, freq, P, bits)
+        return [blob[i * nbytes:(i + 1) * nbytes] for i in range(len(counts))], counts
+    s = _symbols(symbols)
+    enc = _core.eiw_enc_new(bits)
+    windows, counts, window = [], [], []
+    for i, sym in enumerate(s.tolist()):
+        cum, freq = _pair_for(model(np.array(window, dtype=np.int64)), sym, P, r, lg, t)
+        if _core.eiw_enc_try(enc, cum, freq, P):
+            window.append(sym)
+            continue
+        if not window:
+            raise ValueError(f"symbol {i} alone needs more than {bits} bits; use larger windows")
+        windows.append(_core.eiw_enc_finish(enc))
+        counts.append(len(window))
+        window = []
+        cum, freq = _pair_for(model(np.array(window, dtype=np.int64)), sym, P, r, lg, t)
+        if not _core.eiw_enc_try(enc, cum, freq, P):
+            raise ValueError(f"symbol {i} alone needs more than {bits} bits; use larger windows")
+        window.append(sym)
+    if window:
+        windows.append(_core.eiw_enc_finish(enc))
+        counts.append(len(window))
+    return windows, np.array(counts, dtype=np.int64)
+
+
+def decode_equal_info_windows(windows, counts, model, bits=16, precision=DEFAULT_PRECISION, rule="constriction",
+                              logits=False, temperature=1.0):
+    """Inverse of :func:`equal_info_windows` (same ``model`` form and keywords)."""
+    P, r, lg, t = _model_args(precision, rule, logits, temperature)
+    bits = int(bits)
+    counts = np.asarray(counts, dtype=np.int64)
+    if len(windows) != len(counts):
+        raise ValueError(f"{len(windows)} windows but {len(counts)} counts")
+    if counts.size and counts.min() < 1:
+        raise ValueError("every window holds at least one symbol")
+    rows = None if callable(model) else _rows(model, 2)
+    if rows is not None and int(counts.sum()) != rows.shape[0]:
+        raise ValueError(f"the windows hold {int(counts.sum())} symbols but model has {rows.shape[0]} rows")
+    out, pos = [], 0
+    for w, n in zip(windows, counts.tolist()):
+        dec = _core.eiw_dec_open(_as_bytes(w), bits)
+        window = []
+        for _ in range(n):
+            p = rows[pos] if rows is not None else model(np.array(window, dtype=np.int64))
+            a = _rows(p, 1)
+            target = _core.eiw_dec_step(dec, P, -1, 0)
+            sym, cum, freq = _core.ac_find(a, target, P, r, lg, t)
+            _core.eiw_dec_step(dec, P, cum, freq)
+            window.append(sym)
+            pos += 1
+        out.extend(window)
+    return np.array(out, dtype=np.int64)

@@ -1,0 +1,225 @@
+/* C tests of the ccomp.ac core: the AVX2 row scan against the plain one
+ * (bit for bit, including NaN/negative flags), range-coder round trips,
+ * Equal-Info-Windows round trips, and damaged containers (truncations, bit
+ * flips, random bytes) decoded without crashing.  Usage: test_ac [--quick] */
+#define _POSIX_C_SOURCE 200809L
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../../csrc/ac/quantize.h"
+#include "../../csrc/ac/rc_impl.h"
+#include "check.h"
+#include "test_util.h"
+
+static float rnd_prob(uint64_t *r)
+{
+    size_t k = rnd(r, 100);
+    if (k < 10) return 0.0f;
+    if (k < 20) return (float)ldexp(1.0, -(int)rnd(r, 140)); /* tiny, some subnormal */
+    return (float)(splitmix(r) >> 11) * 0x1p-53f;
+}
+
+static void test_scan8(int quick)
+{
+    uint64_t r = 1;
+    size_t trials = quick ? 30 : 300, t;
+    ccomp_ac_model m = {CCOMP_AC_RULE_CONSTRICTION, 24, CCOMP_AC_F32, 0, 1.0};
+    if (!ccomp_ac_scan8_f32_available()) {
+        printf("scan8: AVX2 not available, skipped\n");
+        return;
+    }
+    for (t = 0; t < trials; t++) {
+        size_t V = rnd_range(&r, 2, 3000), k, nck = ccomp_ac_num_ck(V), j;
+        float *rows[8];
+        qrow a[8], b[8];
+        double *cka = (double *)malloc(8 * nck * sizeof(double)), *ckb = (double *)malloc(8 * nck * sizeof(double));
+        for (k = 0; k < 8; k++) {
+            size_t i;
+            rows[k] = (float *)malloc(V * sizeof(float));
+            for (i = 0; i < V; i++) rows[k][i] = rnd_prob(&r);
+            if (rnd(&r, 10) == 0) rows[k][rnd(&r, V)] = rnd(&r, 2) ? NAN : -1.0f;
+            a[k].ck = cka + k * nck;
+            b[k].ck = ckb + k * nck;
+            ccomp_ac_scan_ref(&m, rows[k], V, &a[k]);
+        }
+        ccomp_ac_scan8_f32((const float *const *)rows, V, b);
+        for (k = 0; k < 8; k++) {
+            CHECK(a[k].bad == b[k].bad, "scan8 bad flag V=%zu lane %zu", V, k);
+            if (a[k].bad) continue;
+            CHECK(a[k].S == b[k].S && a[k].c_last == b[k].c_last, "scan8 sums V=%zu lane %zu: %.9g vs %.9g", V, k,
+                  a[k].S, b[k].S);
+            for (j = 0; j < nck; j++) CHECK(a[k].ck[j] == b[k].ck[j], "scan8 checkpoint %zu V=%zu lane %zu", j, V, k);
+        }
+        for (k = 0; k < 8; k++) free(rows[k]);
+        free(cka);
+        free(ckb);
+    }
+    printf("scan8: %zu groups of 8 rows identical to the plain scan\n", trials);
+}
+
+static void test_coder(int quick)
+{
+    uint64_t r = 2;
+    size_t trials = quick ? 20 : 200, t;
+    for (t = 0; t < trials; t++) {
+        int P = (int)rnd_range(&r, CCOMP_AC_MIN_PRECISION, CCOMP_AC_MAX_PRECISION);
+        size_t n = rnd(&r, 5000), i, nw;
+        uint64_t total = (uint64_t)1 << P;
+        uint32_t *cum = (uint32_t *)malloc((n + 1) * 4), *freq = (uint32_t *)malloc((n + 1) * 4);
+        uint8_t *buf;
+        ccomp_rc_enc e;
+        ccomp_rc_dec d;
+        ccomp_error err;
+        for (i = 0; i < n; i++) {
+            /* a mix of near-certain, typical and rare symbols */
+            size_t kind = rnd(&r, 3);
+            uint64_t f = kind == 0 ? total - rnd_range(&r, 1, 16) : (kind == 1 ? rnd_range(&r, 1, total / 2) : rnd_range(&r, 1, 4));
+            freq[i] = (uint32_t)f;
+            cum[i] = (uint32_t)rnd(&r, total - f + 1);
+        }
+        ccomp_rc_enc_init(&e);
+        CHECK(ccomp_rc_encode_many(&e, cum, freq, n, P, &err) == CCOMP_OK, "encode: %s", err.msg);
+        nw = ccomp_rc_enc_sealed_words(&e);
+        buf = (uint8_t *)malloc(4 * nw + 4);
+        ccomp_rc_enc_seal_to(&e, buf);
+        CHECK(ccomp_rc_dec_init(&d, buf, 4 * nw, &err) == CCOMP_OK, "dec init");
+        for (i = 0; i < n; i++) {
+            uint32_t tg;
+            if (ccomp_rc_dec_target(&d, P, &tg, &err) != CCOMP_OK || tg < cum[i] || tg - cum[i] >= freq[i]) {
+                CHECK(0, "coder round trip P=%d symbol %zu of %zu", P, i, n);
+                break;
+            }
+            rc_dec_advance_raw(&d, cum[i], freq[i], P);
+        }
+        CHECK(ccomp_rc_dec_exhausted(&d), "decoder not exhausted at the end (P=%d n=%zu)", P, n);
+        ccomp_rc_enc_free(&e);
+        free(buf);
+        free(cum);
+        free(freq);
+    }
+    printf("coder: %zu random streams round-trip\n", trials);
+}
+
+static void test_eiw(int quick)
+{
+    uint64_t r = 3;
+    size_t trials = quick ? 50 : 500, t;
+    for (t = 0; t < trials; t++) {
+        unsigned bits = (unsigned)rnd_range(&r, 16, 128);
+        int P = (int)rnd_range(&r, 12, 24);
+        uint64_t total = (uint64_t)1 << P;
+        uint32_t cum[64], freq[64];
+        size_t n = 0, i;
+        ccomp_eiw w;
+        uint8_t out[32];
+        ccomp_eiw_dec d;
+        ccomp_eiw_reset(&w);
+        for (;;) {
+            uint64_t f = rnd_range(&r, total / 64 + 1, total - 1);
+            uint32_t c = (uint32_t)rnd(&r, total - f + 1);
+            if (n == 64 || !ccomp_eiw_try_encode(&w, c, (uint32_t)f, P, bits)) break;
+            cum[n] = c;
+            freq[n] = (uint32_t)f;
+            n++;
+        }
+        CHECK(ccomp_eiw_terminated_bits(&w) <= bits, "window over budget");
+        memset(out, 0xAA, sizeof out);
+        ccomp_eiw_finish(&w, bits, out);
+        ccomp_eiw_dec_init(&d, out, bits);
+        for (i = 0; i < n; i++) {
+            uint32_t tg = ccomp_eiw_dec_target(&d, P);
+            if (tg < cum[i] || tg - cum[i] >= freq[i]) {
+                CHECK(0, "window round trip bits=%u P=%d symbol %zu", bits, P, i);
+                break;
+            }
+            ccomp_eiw_dec_advance(&d, cum[i], freq[i], P);
+        }
+    }
+    printf("eiw: %zu windows round-trip\n", trials);
+}
+
+/* A container of real-looking rows, then damaged copies of it. */
+static void test_damaged(int quick)
+{
+    uint64_t r = 4;
+    size_t T = 300, V = 97, i, j, trials = quick ? 300 : 5000, t;
+    float *rows = (float *)malloc(T * V * sizeof(float));
+    int64_t *sym = (int64_t *)malloc(T * sizeof(int64_t)), *out = (int64_t *)malloc(T * sizeof(int64_t));
+    uint32_t *cum = (uint32_t *)malloc(T * 4), *freq = (uint32_t *)malloc(T * 4);
+    uint8_t *data = NULL, *bad;
+    size_t n = 0;
+    ccomp_ac_model m = {CCOMP_AC_RULE_CONSTRICTION, 24, CCOMP_AC_F32, 0, 1.0};
+    ccomp_ac_info info;
+    ccomp_error err;
+    for (i = 0; i < T; i++) {
+        for (j = 0; j < V; j++) rows[i * V + j] = rnd_prob(&r) + 1e-6f;
+        sym[i] = (int64_t)rnd(&r, V - 1);
+    }
+    CHECK(ccomp_ac_lookup(&m, rows, T, V, V, sym, cum, freq, 2, &err) == CCOMP_OK, "lookup: %s", err.msg);
+    CHECK(ccomp_ac_pack(24, 0, (uint32_t)V, cum, freq, T, 64, 2, &data, &n, &err) == CCOMP_OK, "pack");
+    CHECK(ccomp_ac_parse(data, n, &info, &err) == CCOMP_OK, "parse");
+    CHECK(ccomp_ac_unpack_rows(&info, &m, rows, V, out, 2, &err) == CCOMP_OK, "unpack: %s", err.msg);
+    CHECK(memcmp(out, sym, T * sizeof *sym) == 0, "container round trip");
+    bad = (uint8_t *)malloc(n + 64);
+    for (t = 0; t < trials; t++) {
+        size_t len = n;
+        memcpy(bad, data, n);
+        switch (rnd(&r, 3)) {
+        case 0: len = rnd(&r, n); break;
+        case 1: bad[rnd(&r, n)] ^= (uint8_t)(1u << rnd(&r, 8)); break;
+        default:
+            len = rnd(&r, n + 64);
+            for (i = 0; i < len; i++) bad[i] = (uint8_t)splitmix(&r);
+            if (len >= 4 && rnd(&r, 2)) memcpy(bad, "CCAC", 4);
+        }
+        /* a damaged container must never parse (the CRC covers it) */
+        CHECK(ccomp_ac_parse(bad, len, &info, &err) == CCOMP_ERR_CORRUPT, "damaged container accepted");
+        /* the bare coder on damaged words decodes within bounds or reports corruption */
+        {
+            ccomp_rc_dec d;
+            if (ccomp_rc_dec_init(&d, bad, len / 4 * 4, &err) == CCOMP_OK) {
+                for (i = 0; i < 50; i++) {
+                    uint32_t tg;
+                    if (ccomp_rc_dec_target(&d, 24, &tg, &err) != CCOMP_OK) break;
+                    {
+                        uint32_t c, f, s;
+                        qscratch sc;
+                        const void *p;
+                        memset(&sc, 0, sizeof sc);
+                        if (ccomp_ac_row_prepare(&m, rows + (i % T) * V, V, &sc, &p, i, &err) == CCOMP_OK) {
+                            ccomp_ac_row_find(&m, p, V, &sc.row, tg, &s, &c, &f);
+                            CHECK(s < V && f > 0 && c <= tg && tg - c < f, "find out of bounds");
+                            rc_dec_advance_raw(&d, c, f, 24);
+                        }
+                        ccomp_ac_scratch_free(&sc);
+                    }
+                }
+            }
+        }
+    }
+    printf("damaged: %zu damaged containers rejected, bare decoding stays in bounds\n", trials);
+    free(bad);
+    free(data);
+    free(rows);
+    free(sym);
+    free(out);
+    free(cum);
+    free(freq);
+}
+
+int main(int argc, char **argv)
+{
+    int quick = argc > 1 && strcmp(argv[1], "--quick") == 0;
+    test_scan8(quick);
+    test_coder(quick);
+    test_eiw(quick);
+    test_damaged(quick);
+    if (test_failures) {
+        fprintf(stderr, "test_ac: %d failure(s)\n", test_failures);
+        return 1;
+    }
+    printf("test_ac: all passed\n");
+    return 0;
+}
