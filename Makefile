@@ -4,14 +4,14 @@ VENV   ?= .venv
 VPY    := $(VENV)/bin/python
 CC     ?= cc
 
-CORE_SRC  := $(wildcard csrc/util/*.c) $(wildcard csrc/zipfit/*.c) $(wildcard csrc/ac/*.c)
+CORE_SRC  := $(wildcard csrc/util/*.c) $(wildcard csrc/zipfit/*.c) $(wildcard csrc/ac/*.c) $(wildcard csrc/kv/*.c)
 CORE_HDR  := $(wildcard csrc/include/ccomp/*.h)
 CTESTS    := $(patsubst tests/c/%.c,%,$(wildcard tests/c/test_*.c))
 CFLAGS_C  := -std=c11 -Wall -Wextra -Wno-missing-field-initializers -Werror -ffp-contract=off -Icsrc/include
 LIBS      := -lz -llz4 -lzstd -lpthread -lm
 SAN       := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 CORPUS    := $(wildcard data/corpus/*)
-FUZZ_SRC  := $(wildcard csrc/util/*.c) $(wildcard csrc/ac/*.c)
+FUZZ_SRC  := $(wildcard csrc/util/*.c) $(wildcard csrc/ac/*.c) $(wildcard csrc/kv/*.c)
 FUZZERS   := $(patsubst tests/fuzz/%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
 # Seconds each libFuzzer target runs in `make test`.
 FUZZ_SECONDS ?= 20
@@ -53,6 +53,8 @@ ctest: $(addprefix build/ctest/,$(CTESTS))
 	build/ctest/test_lz4_model --pairs $(LZ4_PAIRS) $(CORPUS)
 	build/ctest/test_ac
 	build/ctest/test_ac_cm $(CORPUS)
+	build/ctest/test_kv
+	build/ctest/test_kv_turbo
 
 # The same C tests under AddressSanitizer + UBSan, at sizes that keep them quick.
 asan: $(addprefix build/asan/,$(CTESTS))
@@ -61,6 +63,8 @@ asan: $(addprefix build/asan/,$(CTESTS))
 	ASAN_OPTIONS=detect_leaks=1 build/asan/test_lz4_model --pairs 20000 $(CORPUS)
 	ASAN_OPTIONS=detect_leaks=1 build/asan/test_ac --quick
 	ASAN_OPTIONS=detect_leaks=1 build/asan/test_ac_cm --quick data/corpus/alice29.txt
+	ASAN_OPTIONS=detect_leaks=1 build/asan/test_kv --quick
+	ASAN_OPTIONS=detect_leaks=1 build/asan/test_kv_turbo --quick
 
 # The decoders under libFuzzer (clang; AddressSanitizer + UBSan), each for a
 # bounded time, starting from the golden fixtures (copied: libFuzzer writes

@@ -1,0 +1,132 @@
+/* GEAR: groupwise backbone + per-token fp16 outliers + fp16 low-rank residual
+ * (ccomp/kv_sparse.h). */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ccomp/half.h"
+#include "ccomp/kv_sparse.h"
+#include "kv_internal.h"
+
+ccomp_status ccomp_kv_gear_check(size_t rows, size_t cols, int bits, int group, int axis, double frac, int rank,
+                                 int iters, ccomp_error *err)
+{
+    ccomp_status st = ccomp_kv_gw_check(rows, cols, bits, group, axis, err);
+    if (st == CCOMP_OK) st = ccomp_kv_outliers_check(rows, cols, frac, err);
+    if (st == CCOMP_OK && cols > KV_MAX_COLS)
+        st = ccomp_fail(err, CCOMP_ERR_VALUE, "head dim must be at most %d, got %zu", KV_MAX_COLS, cols);
+    if (st == CCOMP_OK && rank < 0) st = ccomp_fail(err, CCOMP_ERR_VALUE, "rank must be >= 0, got %d", rank);
+    if (st == CCOMP_OK && rank > 0) st = ccomp_kv_lowrank_check(rows, cols, rank, iters, err);
+    return st;
+}
+
+/* fp16 copy of n floats; 0 when a value does not fit in fp16 */
+static int to_f16(const float *a, size_t n, uint16_t *out)
+{
+    size_t i;
+    for (i = 0; i < n; i++) {
+        out[i] = ccomp_f32_to_f16(a[i]);
+        if ((out[i] & 0x7c00u) == 0x7c00u) return 0;
+    }
+    return 1;
+}
+
+ccomp_status ccomp_kv_gear_quantize(const float *x, size_t ld, ccomp_kv_gear *g, int iters, uint64_t seed,
+                                    ccomp_error *err)
+{
+    const size_t rows = g->backbone.rows, cols = g->backbone.cols, r = g->rank > 0 ? (size_t)g->rank : 0;
+    float *res, *uw = NULL;
+    size_t t, j;
+    ccomp_status st;
+    if (g->outliers.rows != rows || g->outliers.cols != cols)
+        return ccomp_fail(err, CCOMP_ERR_VALUE, "GEAR parts disagree on the slice shape");
+    if (rows == 0) return CCOMP_OK;
+    res = (float *)malloc(rows * cols * sizeof(float));
+    if (res == NULL) return ccomp_fail(err, CCOMP_ERR_NOMEM, "cannot allocate a %zu x %zu residual", rows, cols);
+    /* S, and X with the outliers replaced by 0 (in res) */
+    st = ccomp_kv_outliers_extract(x, ld, &g->outliers, res, cols, err);
+    /* D from it */
+    if (st == CCOMP_OK) st = ccomp_kv_gw_quantize(res, cols, &g->backbone, err);
+    if (st == CCOMP_OK && r > 0) {
+        /* R = X - D - S */
+        ccomp_kv_gw_dequantize(&g->backbone, res, cols);
+        for (t = 0; t < rows; t++)
+            for (j = 0; j < cols; j++) res[t * cols + j] = x[t * ld + j] - res[t * cols + j];
+        ccomp_kv_outliers_sub(&g->outliers, res, cols);
+        uw = (float *)malloc((rows + cols) * r * sizeof(float));
+        if (uw == NULL) st = ccomp_fail(err, CCOMP_ERR_NOMEM, "cannot allocate the low-rank factors");
+        if (st == CCOMP_OK) st = ccomp_kv_lowrank(res, rows, cols, cols, g->rank, iters, seed, uw, uw + rows * r, err);
+        if (st == CCOMP_OK && !(to_f16(uw, rows * r, g->U) && to_f16(uw + rows * r, cols * r, g->W)))
+            st = ccomp_fail(err, CCOMP_ERR_VALUE, "a low-rank factor does not fit in float16 (|value| above 65504)");
+    }
+    free(uw);
+    free(res);
+    return st;
+}
+
+/* wq[k] = sum_j W[j][k] q[j] */
+static void w_times(const uint16_t *W, size_t cols, size_t r, const float *q, float *wq)
+{
+    size_t j, k;
+    for (k = 0; k < r; k++) wq[k] = 0.0f;
+    for (j = 0; j < cols; j++) {
+        const uint16_t *wj = W + j * r;
+        for (k = 0; k < r; k++) wq[k] += ccomp_f16_to_f32(wj[k]) * q[j];
+    }
+}
+
+void ccomp_kv_gear_dequantize(const ccomp_kv_gear *g, float *out, size_t ld)
+{
+    const size_t rows = g->backbone.rows, cols = g->backbone.cols, r = g->rank > 0 ? (size_t)g->rank : 0;
+    size_t t, j, k;
+    ccomp_kv_gw_dequantize(&g->backbone, out, ld);
+    ccomp_kv_outliers_add(&g->outliers, out, ld);
+    for (t = 0; t < rows && r > 0; t++) {
+        float u[KV_MAX_COLS];
+        for (k = 0; k < r; k++) u[k] = ccomp_f16_to_f32(g->U[t * r + k]);
+        for (j = 0; j < cols; j++) {
+            const uint16_t *wj = g->W + j * r;
+            float acc = 0.0f;
+            for (k = 0; k < r; k++) acc += u[k] * ccomp_f16_to_f32(wj[k]);
+            out[t * ld + j] += acc;
+        }
+    }
+}
+
+void ccomp_kv_gear_scores(const ccomp_kv_gear *g, const float *q, float *s)
+{
+    const size_t rows = g->backbone.rows, r = g->rank > 0 ? (size_t)g->rank : 0;
+    float wq[KV_MAX_COLS];
+    size_t t, k;
+    ccomp_kv_gw_scores(&g->backbone, q, s);
+    ccomp_kv_outliers_scores(&g->outliers, q, s);
+    if (r == 0) return;
+    w_times(g->W, g->backbone.cols, r, q, wq);
+    for (t = 0; t < rows; t++) {
+        const uint16_t *ut = g->U + t * r;
+        float acc = 0.0f;
+        for (k = 0; k < r; k++) acc += ccomp_f16_to_f32(ut[k]) * wq[k];
+        s[t] += acc;
+    }
+}
+
+void ccomp_kv_gear_accum(const ccomp_kv_gear *g, const float *p, float *o)
+{
+    const size_t rows = g->backbone.rows, cols = g->backbone.cols, r = g->rank > 0 ? (size_t)g->rank : 0;
+    float up[KV_MAX_COLS];
+    size_t t, j, k;
+    ccomp_kv_gw_accum(&g->backbone, p, o);
+    ccomp_kv_outliers_accum(&g->outliers, p, o);
+    if (r == 0) return;
+    for (k = 0; k < r; k++) up[k] = 0.0f;
+    for (t = 0; t < rows; t++) {
+        const uint16_t *ut = g->U + t * r;
+        for (k = 0; k < r; k++) up[k] += ccomp_f16_to_f32(ut[k]) * p[t];
+    }
+    for (j = 0; j < cols; j++) {
+        const uint16_t *wj = g->W + j * r;
+        float acc = 0.0f;
+        for (k = 0; k < r; k++) acc += ccomp_f16_to_f32(wj[k]) * up[k];
+        o[j] += acc;
+    }
+}

@@ -1,0 +1,142 @@
+/* ggml's q8_0 and q4_0 blocks (ccomp/kv.h), byte-identical to its reference
+ * quantizers, and attention kernels on them. */
+#include <math.h>
+#include <string.h>
+
+#include "ccomp/half.h"
+#include "ccomp/kv.h"
+
+#define QK 32
+
+static size_t block_bytes(int type)
+{
+    return type == CCOMP_KV_Q8_0 ? 2u + QK : 2u + QK / 2u;
+}
+
+size_t ccomp_kv_ggml_bytes(size_t rows, size_t cols, int type)
+{
+    return rows * (cols / QK) * block_bytes(type);
+}
+
+static void put_f16(uint8_t *p, uint16_t h)
+{
+    p[0] = (uint8_t)h;
+    p[1] = (uint8_t)(h >> 8);
+}
+
+static float get_f16(const uint8_t *p)
+{
+    return ccomp_f16_to_f32((uint16_t)(p[0] | p[1] << 8));
+}
+
+static void q8_0_block(const float *x, uint8_t *b)
+{
+    float amax = 0.0f, d, id;
+    int j;
+    for (j = 0; j < QK; j++) {
+        float a = fabsf(x[j]);
+        amax = a > amax ? a : amax;
+    }
+    d = amax / 127.0f;
+    id = d != 0.0f ? 1.0f / d : 0.0f;
+    put_f16(b, ccomp_f32_to_f16(d));
+    for (j = 0; j < QK; j++) b[2 + j] = (uint8_t)(int8_t)roundf(x[j] * id);
+}
+
+static void q4_0_block(const float *x, uint8_t *b)
+{
+    float amax = 0.0f, max = 0.0f, d, id;
+    int j;
+    for (j = 0; j < QK; j++) {
+        if (amax < fabsf(x[j])) {
+            amax = fabsf(x[j]);
+            max = x[j];
+        }
+    }
+    d = max / -8.0f;
+    id = d != 0.0f ? 1.0f / d : 0.0f;
+    put_f16(b, ccomp_f32_to_f16(d));
+    for (j = 0; j < QK / 2; j++) {
+        float x0 = x[j] * id, x1 = x[QK / 2 + j] * id;
+        int xi0 = (int8_t)(x0 + 8.5f), xi1 = (int8_t)(x1 + 8.5f);
+        xi0 = xi0 < 15 ? xi0 : 15;
+        xi1 = xi1 < 15 ? xi1 : 15;
+        b[2 + j] = (uint8_t)(xi0 | (xi1 << 4));
+    }
+}
+
+ccomp_status ccomp_kv_ggml_quantize(const float *x, size_t rows, size_t cols, size_t ld, int type, uint8_t *blocks,
+                                    ccomp_error *err)
+{
+    size_t r, c, bb = block_bytes(type);
+    if (type != CCOMP_KV_Q8_0 && type != CCOMP_KV_Q4_0)
+        return ccomp_fail(err, CCOMP_ERR_VALUE, "ggml type must be q8_0 or q4_0, got %d", type);
+    if (cols == 0 || cols % QK != 0)
+        return ccomp_fail(err, CCOMP_ERR_VALUE, "head dim must be a positive multiple of 32 for ggml blocks, got %zu",
+                          cols);
+    for (r = 0; r < rows; r++) {
+        const float *row = x + r * ld;
+        for (c = 0; c < cols; c++)
+            if (!isfinite(row[c]))
+                return ccomp_fail(err, CCOMP_ERR_VALUE, "element (token %zu, channel %zu) is %s", r, c,
+                                  isnan(row[c]) ? "NaN" : "infinite");
+        for (c = 0; c < cols; c += QK, blocks += bb) {
+            if (type == CCOMP_KV_Q8_0)
+                q8_0_block(row + c, blocks);
+            else
+                q4_0_block(row + c, blocks);
+        }
+    }
+    return CCOMP_OK;
+}
+
+/* Values of one block into v[0..31]. */
+static void block_values(const uint8_t *b, int type, float *v)
+{
+    float d = get_f16(b);
+    int j;
+    if (type == CCOMP_KV_Q8_0) {
+        for (j = 0; j < QK; j++) v[j] = d * (float)(int8_t)b[2 + j];
+    } else {
+        for (j = 0; j < QK / 2; j++) {
+            v[j] = d * (float)((b[2 + j] & 15) - 8);
+            v[QK / 2 + j] = d * (float)((b[2 + j] >> 4) - 8);
+        }
+    }
+}
+
+void ccomp_kv_ggml_dequantize(const uint8_t *blocks, size_t rows, size_t cols, int type, float *out, size_t ld)
+{
+    size_t r, c, bb = block_bytes(type);
+    for (r = 0; r < rows; r++)
+        for (c = 0; c < cols; c += QK, blocks += bb) block_values(blocks, type, out + r * ld + c);
+}
+
+void ccomp_kv_ggml_scores(const uint8_t *blocks, size_t rows, size_t cols, int type, const float *q, float *s)
+{
+    size_t r, c, bb = block_bytes(type);
+    float v[QK];
+    for (r = 0; r < rows; r++) {
+        float acc = 0.0f;
+        for (c = 0; c < cols; c += QK, blocks += bb) {
+            float part[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+            int j;
+            block_values(blocks, type, v);
+            for (j = 0; j < QK; j++) part[j & 7] += q[c + (size_t)j] * v[j];
+            acc += ((part[0] + part[4]) + (part[1] + part[5])) + ((part[2] + part[6]) + (part[3] + part[7]));
+        }
+        s[r] = acc;
+    }
+}
+
+void ccomp_kv_ggml_accum(const uint8_t *blocks, size_t rows, size_t cols, int type, const float *p, float *o)
+{
+    size_t r, c, bb = block_bytes(type);
+    float v[QK];
+    for (r = 0; r < rows; r++)
+        for (c = 0; c < cols; c += QK, blocks += bb) {
+            int j;
+            block_values(blocks, type, v);
+            for (j = 0; j < QK; j++) o[c + (size_t)j] += p[r] * v[j];
+        }
+}

@@ -1,0 +1,740 @@
+/* Binding of the KV-cache core (ccomp.kv).
+ *
+ * One table-driven path serves every method.  python/ccomp/kv.py describes a
+ * compressed tensor as (method, T, D, params, arrays):
+ *   method: KVM_* below (the core's CCOMP_KV_M_*);
+ *   params: (bits, group, axis, type, qjl, rank, iters, frac, seed), the
+ *           fields a method does not use are ignored;
+ *   arrays: a tuple of C-contiguous 2-D arrays [S, n], one row per slice
+ *           (batch x heads); a method's arrays and element types are listed in
+ *           layout_init.  A row may be longer than the slice needs (a growing
+ *           cache keeps spare capacity): the prefix is used.
+ * Slices are processed in parallel; every slice writes only its own outputs. */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#define NPY_NO_DEPRECATED_API NPY_1_7_API_VERSION
+#define NO_IMPORT_ARRAY
+#define PY_ARRAY_UNIQUE_SYMBOL ccomp_ARRAY_API
+#include <numpy/arrayobject.h>
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "binding.h"
+#include "ccomp/kv.h"
+#include "ccomp/kv_sparse.h"
+#include "ccomp/kv_turbo.h"
+#include "ccomp/parallel.h"
+
+#define KV_MAX_ARRAYS 7
+
+typedef struct kv_params {
+    int bits, group, axis, type, qjl, rank, iters;
+    double frac;
+    unsigned long long seed;
+} kv_params;
+
+/* A method, its slice shape and parameters, and the arrays one slice needs. */
+typedef struct kv_layout {
+    int method;
+    size_t T, D;
+    kv_params p;
+    int n;                        /* number of arrays */
+    int dtype[KV_MAX_ARRAYS];     /* NumPy type of each */
+    size_t count[KV_MAX_ARRAYS];  /* elements per slice */
+    const char *name[KV_MAX_ARRAYS];
+    float *qjl_matrix;            /* turbo with QJL: D x D, owned */
+} kv_layout;
+
+/* One slice of one method: the core's struct and the ccomp_kv_slice on it. */
+typedef struct kv_view {
+    union {
+        ccomp_kv_gw gw;
+        ccomp_kv_turbo tb;
+        ccomp_kv_sparse sp;
+        ccomp_kv_gear gear;
+    } u;
+    ccomp_kv_slice slice;
+} kv_view;
+
+/* The element size and kind of the types the layouts use. */
+static int dtype_size(int t)
+{
+    return t == NPY_UINT8 ? 1 : t == NPY_UINT16 ? 2 : t == NPY_UINT64 ? 8 : 4;
+}
+
+static char dtype_kind(int t)
+{
+    return t == NPY_FLOAT32 ? 'f' : 'u';
+}
+
+static void layout_add(kv_layout *L, const char *name, int dtype, size_t count)
+{
+    L->name[L->n] = name;
+    L->dtype[L->n] = dtype;
+    L->count[L->n] = count;
+    L->n++;
+}
+
+static void layout_free(kv_layout *L)
+{
+    free(L->qjl_matrix);
+    L->qjl_matrix = NULL;
+}
+
+/* Checks the parameters with the core and lists the arrays; -1 with a Python exception on error. */
+static int layout_init(kv_layout *L, int method, Py_ssize_t T, Py_ssize_t D, PyObject *params, const char *what)
+{
+    ccomp_error err;
+    ccomp_status st = CCOMP_OK;
+    kv_params *p = &L->p;
+    memset(L, 0, sizeof *L);
+    if (!PyArg_ParseTuple(params, "iiiiiiidK;params must be (bits, group, axis, type, qjl, rank, iters, frac, seed)",
+                          &p->bits, &p->group, &p->axis, &p->type, &p->qjl, &p->rank, &p->iters, &p->frac, &p->seed))
+        return -1;
+    if (T < 0 || D <= 0) {
+        PyErr_Format(PyExc_ValueError, "%s: invalid slice shape (%zd tokens, head dim %zd)", what, T, D);
+        return -1;
+    }
+    L->method = method;
+    L->T = (size_t)T;
+    L->D = (size_t)D;
+    ccomp_error_clear(&err);
+    switch (method) {
+    case CCOMP_KV_M_DENSE: layout_add(L, "dense", NPY_FLOAT32, L->T * L->D); break;
+    case CCOMP_KV_M_GROUPWISE:
+    case CCOMP_KV_M_GEAR: {
+        size_t ng;
+        st = method == CCOMP_KV_M_GEAR ? ccomp_kv_gear_check(L->T, L->D, p->bits, p->group, p->axis, p->frac,
+                                                             p->rank, p->iters, &err)
+                                       : ccomp_kv_gw_check(L->T, L->D, p->bits, p->group, p->axis, &err);
+        if (st != CCOMP_OK) break;
+        ng = ccomp_kv_gw_groups(L->T, L->D, p->group, p->axis);
+        layout_add(L, "codes", NPY_UINT8, ccomp_kv_gw_code_bytes(L->T, L->D, p->bits));
+        layout_add(L, "scale", NPY_UINT16, ng);
+        layout_add(L, "zero", NPY_UINT16, ng);
+        if (method == CCOMP_KV_M_GEAR) {
+            size_t per_row = ccomp_kv_outliers_per_row(L->D, p->frac), r = (size_t)p->rank;
+            layout_add(L, "out_idx", NPY_UINT16, L->T * per_row);
+            layout_add(L, "out_vals", NPY_UINT16, L->T * per_row);
+            layout_add(L, "U", NPY_UINT16, L->T * r);
+            layout_add(L, "W", NPY_UINT16, L->D * r);
+        }
+        break;
+    }
+    case CCOMP_KV_M_GGML:
+        if (p->type != CCOMP_KV_Q8_0 && p->type != CCOMP_KV_Q4_0)
+            st = ccomp_fail(&err, CCOMP_ERR_VALUE, "ggml type must be q8_0 (0) or q4_0 (1), got %d", p->type);
+        else if (L->D % 32 != 0)
+            st = ccomp_fail(&err, CCOMP_ERR_VALUE, "ggml blocks need a head dim that is a multiple of 32, got %zu",
+                            L->D);
+        else
+            layout_add(L, "blocks", NPY_UINT8, ccomp_kv_ggml_bytes(L->T, L->D, p->type));
+        break;
+    case CCOMP_KV_M_TURBO:
+        st = ccomp_kv_turbo_check(L->T, L->D, p->bits, p->qjl, &err);
+        if (st != CCOMP_OK) break;
+        layout_add(L, "codes", NPY_UINT8, ccomp_kv_turbo_code_bytes(L->T, L->D, p->bits));
+        layout_add(L, "norms", NPY_FLOAT32, L->T);
+        if (p->qjl) {
+            layout_add(L, "signs", NPY_UINT8, ccomp_kv_turbo_sign_bytes(L->T, L->D));
+            layout_add(L, "res_norms", NPY_FLOAT32, L->T);
+            L->qjl_matrix = (float *)malloc(L->D * L->D * sizeof(float));
+            if (L->qjl_matrix == NULL) {
+                PyErr_NoMemory();
+                return -1;
+            }
+            ccomp_kv_turbo_qjl_matrix(p->seed, L->D, L->qjl_matrix);
+        }
+        break;
+    case CCOMP_KV_M_SPARSE:
+        st = ccomp_kv_sparse_check(L->T, L->D, p->frac, &err);
+        if (st != CCOMP_OK) break;
+        layout_add(L, "bitmaps", NPY_UINT64, ccomp_kv_sparse_tiles(L->T, L->D));
+        layout_add(L, "offsets", NPY_UINT32, ccomp_kv_sparse_tiles(L->T, L->D) + 1);
+        layout_add(L, "values", NPY_UINT16, ccomp_kv_sparse_nnz(L->T, L->D, p->frac));
+        break;
+    default: st = ccomp_fail(&err, CCOMP_ERR_VALUE, "unknown method %d", method); break;
+    }
+    if (st != CCOMP_OK) {
+        layout_free(L);
+        ccomp_raise(&err, what);
+        return -1;
+    }
+    return 0;
+}
+
+/* The arrays of a tensor: base pointers and row strides (bytes), S slices. */
+typedef struct kv_arrays {
+    char *base[KV_MAX_ARRAYS];
+    size_t stride[KV_MAX_ARRAYS];
+    size_t S;
+} kv_arrays;
+
+#define ARR(A, i, s, type) ((type *)((A)->base[i] + (s) * (A)->stride[i]))
+
+static void view_at(const kv_layout *L, const kv_arrays *A, size_t s, kv_view *v);
+
+/* Index arrays of slice s refer only to stored values (checked by the core),
+ * so damaged or hand-made arrays cannot make a kernel read out of bounds.
+ * -1 with ccomp.CorruptStreamError otherwise. */
+static int indices_valid(const kv_layout *L, const kv_arrays *A, size_t s, const char *what)
+{
+    kv_view v;
+    ccomp_error err;
+    ccomp_status st = CCOMP_OK;
+    view_at(L, A, s, &v);
+    ccomp_error_clear(&err);
+    if (L->method == CCOMP_KV_M_SPARSE) st = ccomp_kv_sparse_validate(&v.u.sp, L->count[2], &err);
+    if (L->method == CCOMP_KV_M_GEAR) st = ccomp_kv_outliers_validate(&v.u.gear.outliers, &err);
+    if (st != CCOMP_OK) {
+        char msg[CCOMP_ERROR_MSG_LEN];
+        snprintf(msg, sizeof msg, "slice %zu: %.200s", s, err.msg);
+        memcpy(err.msg, msg, sizeof msg);
+        ccomp_raise(&err, what);
+        return -1;
+    }
+    return 0;
+}
+
+/* Checks a tuple of arrays against the layout (types, S rows of at least the
+ * needed length); references are appended to keep. */
+static int arrays_from(const kv_layout *L, PyObject *tuple, PyObject *keep, kv_arrays *A, const char *what)
+{
+    int i;
+    if (!PyTuple_Check(tuple) || PyTuple_GET_SIZE(tuple) != L->n) {
+        PyErr_Format(PyExc_TypeError, "%s: expected a tuple of %d arrays", what, L->n);
+        return -1;
+    }
+    for (i = 0; i < L->n; i++) {
+        PyArrayObject *a = (PyArrayObject *)PyArray_FROM_OF(PyTuple_GET_ITEM(tuple, i),
+                                                            NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED);
+        int bad;
+        if (a == NULL) return -1;
+        if (PyList_Append(keep, (PyObject *)a) < 0) {
+            Py_DECREF(a);
+            return -1;
+        }
+        Py_DECREF(a);
+        bad = PyArray_TYPE(a) != L->dtype[i] || PyArray_NDIM(a) != 2;
+        if (!bad && i == 0) A->S = (size_t)PyArray_DIM(a, 0);
+        if (bad || (size_t)PyArray_DIM(a, 0) != A->S || (size_t)PyArray_DIM(a, 1) < L->count[i]) {
+            PyErr_Format(PyExc_ValueError, "%s: array '%s' must be a 2-D %c%d array of %zu rows and at least %zu "
+                         "columns, got %d-D dtype %c%d shape (%zd, %zd)",
+                         what, L->name[i], dtype_kind(L->dtype[i]), dtype_size(L->dtype[i]), A->S, L->count[i], PyArray_NDIM(a),
+                         PyArray_DESCR(a)->kind, (int)PyArray_ITEMSIZE(a), PyArray_DIM(a, 0),
+                         PyArray_NDIM(a) > 1 ? PyArray_DIM(a, 1) : (npy_intp)-1);
+            return -1;
+        }
+        A->base[i] = (char *)PyArray_DATA(a);
+        A->stride[i] = (size_t)PyArray_DIM(a, 1) * (size_t)PyArray_ITEMSIZE(a);
+    }
+    {
+        size_t s;
+        for (s = 0; s < A->S; s++)
+            if (indices_valid(L, A, s, what) < 0) return -1;
+    }
+    return 0;
+}
+
+/* Fresh arrays of exactly the layout's sizes for S slices; returned as a tuple. */
+static PyObject *arrays_new(const kv_layout *L, size_t S, kv_arrays *A)
+{
+    PyObject *t = PyTuple_New(L->n);
+    int i;
+    if (t == NULL) return NULL;
+    A->S = S;
+    for (i = 0; i < L->n; i++) {
+        npy_intp dims[2] = {(npy_intp)S, (npy_intp)L->count[i]};
+        PyArrayObject *a = (PyArrayObject *)PyArray_ZEROS(2, dims, L->dtype[i], 0);
+        if (a == NULL) {
+            Py_DECREF(t);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(t, i, (PyObject *)a);
+        A->base[i] = (char *)PyArray_DATA(a);
+        A->stride[i] = (size_t)L->count[i] * (size_t)PyArray_ITEMSIZE(a);
+    }
+    return t;
+}
+
+/* Slice s of the tensor as the core's struct. */
+static void view_at(const kv_layout *L, const kv_arrays *A, size_t s, kv_view *v)
+{
+    const kv_params *p = &L->p;
+    ccomp_kv_slice *sl = &v->slice;
+    memset(v, 0, sizeof *v);
+    sl->method = L->method;
+    sl->rows = L->T;
+    sl->cols = L->D;
+    switch (L->method) {
+    case CCOMP_KV_M_DENSE: sl->data = ARR(A, 0, s, float); break;
+    case CCOMP_KV_M_GROUPWISE:
+    case CCOMP_KV_M_GEAR: {
+        ccomp_kv_gw *g = L->method == CCOMP_KV_M_GEAR ? &v->u.gear.backbone : &v->u.gw;
+        g->rows = L->T;
+        g->cols = L->D;
+        g->bits = p->bits;
+        g->group = p->group;
+        g->axis = p->axis;
+        g->codes = ARR(A, 0, s, uint8_t);
+        g->scale = ARR(A, 1, s, uint16_t);
+        g->zero = ARR(A, 2, s, uint16_t);
+        if (L->method == CCOMP_KV_M_GEAR) {
+            ccomp_kv_outliers *o = &v->u.gear.outliers;
+            o->rows = L->T;
+            o->cols = L->D;
+            o->per_row = ccomp_kv_outliers_per_row(L->D, p->frac);
+            o->idx = ARR(A, 3, s, uint16_t);
+            o->vals = ARR(A, 4, s, uint16_t);
+            v->u.gear.rank = p->rank;
+            v->u.gear.U = ARR(A, 5, s, uint16_t);
+            v->u.gear.W = ARR(A, 6, s, uint16_t);
+        }
+        sl->data = &v->u;
+        break;
+    }
+    case CCOMP_KV_M_GGML:
+        sl->type = p->type;
+        sl->data = ARR(A, 0, s, uint8_t);
+        break;
+    case CCOMP_KV_M_TURBO: {
+        ccomp_kv_turbo *t = &v->u.tb;
+        t->rows = L->T;
+        t->cols = L->D;
+        t->bits = p->bits;
+        t->qjl = p->qjl;
+        t->seed = p->seed;
+        t->codes = ARR(A, 0, s, uint8_t);
+        t->norms = ARR(A, 1, s, float);
+        if (p->qjl) {
+            t->qjl_signs = ARR(A, 2, s, uint8_t);
+            t->res_norms = ARR(A, 3, s, float);
+            t->qjl_matrix = L->qjl_matrix;
+        }
+        sl->data = t;
+        break;
+    }
+    case CCOMP_KV_M_SPARSE: {
+        ccomp_kv_sparse *q = &v->u.sp;
+        q->rows = L->T;
+        q->cols = L->D;
+        q->sparsity = p->frac;
+        q->bitmaps = ARR(A, 0, s, uint64_t);
+        q->offsets = ARR(A, 1, s, uint32_t);
+        q->values = ARR(A, 2, s, uint16_t);
+        q->nnz = L->count[2];
+        sl->data = q;
+        break;
+    }
+    default: break;
+    }
+}
+
+/* ------------------------------------------------- quantize / dequantize */
+
+typedef struct slice_job {
+    const kv_layout *L;
+    kv_arrays A;
+    float *x; /* [S, T, D] */
+    int quantize;
+} slice_job;
+
+static ccomp_status slice_quantize(const kv_layout *L, const float *x, kv_view *v, ccomp_error *err)
+{
+    switch (L->method) {
+    case CCOMP_KV_M_GROUPWISE: return ccomp_kv_gw_quantize(x, L->D, &v->u.gw, err);
+    case CCOMP_KV_M_GGML:
+        return ccomp_kv_ggml_quantize(x, L->T, L->D, L->D, L->p.type, (uint8_t *)v->slice.data, err);
+    case CCOMP_KV_M_TURBO: return ccomp_kv_turbo_quantize(x, L->D, &v->u.tb, err);
+    case CCOMP_KV_M_SPARSE: return ccomp_kv_sparse_quantize(x, L->D, &v->u.sp, err);
+    case CCOMP_KV_M_GEAR: return ccomp_kv_gear_quantize(x, L->D, &v->u.gear, L->p.iters, L->p.seed, err);
+    default: return ccomp_fail(err, CCOMP_ERR_VALUE, "method %d has no quantizer", L->method);
+    }
+}
+
+static void slice_dequantize(const kv_layout *L, const kv_view *v, float *x)
+{
+    switch (L->method) {
+    case CCOMP_KV_M_GROUPWISE: ccomp_kv_gw_dequantize(&v->u.gw, x, L->D); break;
+    case CCOMP_KV_M_GGML: ccomp_kv_ggml_dequantize((const uint8_t *)v->slice.data, L->T, L->D, L->p.type, x, L->D); break;
+    case CCOMP_KV_M_TURBO: ccomp_kv_turbo_dequantize(&v->u.tb, x, L->D); break;
+    case CCOMP_KV_M_SPARSE: ccomp_kv_sparse_dequantize(&v->u.sp, x, L->D); break;
+    case CCOMP_KV_M_GEAR: ccomp_kv_gear_dequantize(&v->u.gear, x, L->D); break;
+    default: memcpy(x, v->slice.data, L->T * L->D * sizeof(float)); break;
+    }
+}
+
+static ccomp_status slice_run(void *vctx, void *state, size_t s, ccomp_error *err)
+{
+    slice_job *j = (slice_job *)vctx;
+    float *x = j->x + s * j->L->T * j->L->D;
+    kv_view v;
+    ccomp_status st = CCOMP_OK;
+    (void)state;
+    view_at(j->L, &j->A, s, &v);
+    if (!j->quantize) {
+        slice_dequantize(j->L, &v, x);
+        return CCOMP_OK;
+    }
+    st = slice_quantize(j->L, x, &v, err);
+    if (st != CCOMP_OK && err) {
+        char msg[CCOMP_ERROR_MSG_LEN];
+        snprintf(msg, sizeof msg, "slice %zu: %.200s", s, err->msg);
+        memcpy(err->msg, msg, sizeof msg);
+    }
+    return st;
+}
+
+static int run_slices(slice_job *j, int threads, const char *what)
+{
+    ccomp_parallel_ops ops = {NULL, slice_run, NULL};
+    ccomp_error err;
+    ccomp_status st;
+    ccomp_error_clear(&err);
+    Py_BEGIN_ALLOW_THREADS
+    st = ccomp_parallel_for(threads, j->A.S, &ops, j, &err);
+    Py_END_ALLOW_THREADS
+    if (st != CCOMP_OK) {
+        ccomp_raise(&err, what);
+        return -1;
+    }
+    return 0;
+}
+
+/* kv_quantize(method, x[S,T,D] f32, params, threads) -> tuple of arrays */
+static PyObject *py_kv_quantize(PyObject *self, PyObject *args)
+{
+    PyObject *xo, *params, *res = NULL;
+    int method, threads;
+    PyArrayObject *x;
+    kv_layout L;
+    slice_job j;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "iOOi", &method, &xo, &params, &threads)) return NULL;
+    x = (PyArrayObject *)PyArray_FROM_OF(xo, NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED);
+    if (x == NULL) return NULL;
+    if (PyArray_TYPE(x) != NPY_FLOAT32 || PyArray_NDIM(x) != 3) {
+        PyErr_SetString(PyExc_TypeError, "x must be a C-contiguous 3-D float32 array [slices, tokens, head_dim]");
+        Py_DECREF(x);
+        return NULL;
+    }
+    if (method == CCOMP_KV_M_DENSE) {
+        PyErr_SetString(PyExc_ValueError, "quantize: 'dense' is not a quantization method");
+        Py_DECREF(x);
+        return NULL;
+    }
+    if (layout_init(&L, method, PyArray_DIM(x, 1), PyArray_DIM(x, 2), params, "quantize") < 0) {
+        Py_DECREF(x);
+        return NULL;
+    }
+    memset(&j, 0, sizeof j);
+    j.L = &L;
+    j.x = (float *)PyArray_DATA(x);
+    j.quantize = 1;
+    res = arrays_new(&L, (size_t)PyArray_DIM(x, 0), &j.A);
+    if (res != NULL && run_slices(&j, threads, "quantize") < 0) Py_CLEAR(res);
+    layout_free(&L);
+    Py_DECREF(x);
+    return res;
+}
+
+/* kv_dequantize(method, T, D, params, arrays, threads) -> x[S,T,D] f32 */
+static PyObject *py_kv_dequantize(PyObject *self, PyObject *args)
+{
+    PyObject *params, *arrays, *keep, *res = NULL;
+    Py_ssize_t T, D;
+    int method, threads;
+    kv_layout L;
+    slice_job j;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "innOOi", &method, &T, &D, &params, &arrays, &threads)) return NULL;
+    if (layout_init(&L, method, T, D, params, "dequantize") < 0) return NULL;
+    memset(&j, 0, sizeof j);
+    keep = PyList_New(0);
+    if (keep != NULL && arrays_from(&L, arrays, keep, &j.A, "dequantize") == 0) {
+        npy_intp dims[3] = {(npy_intp)j.A.S, T, D};
+        PyArrayObject *out = (PyArrayObject *)PyArray_SimpleNew(3, dims, NPY_FLOAT32);
+        if (out != NULL) {
+            j.L = &L;
+            j.x = (float *)PyArray_DATA(out);
+            if (run_slices(&j, threads, "dequantize") < 0)
+                Py_DECREF(out);
+            else
+                res = (PyObject *)out;
+        }
+    }
+    Py_XDECREF(keep);
+    layout_free(&L);
+    return res;
+}
+
+/* ----------------------------------------------------------- attention */
+
+/* A cache: a list of segments along the tokens, each (method, T, D, params,
+ * arrays) with G rows per array.  Builds G chains of slices. */
+typedef struct cache_build {
+    kv_layout *layouts; /* nseg */
+    kv_view *views;     /* G * nseg: head g's segments at g * nseg */
+    size_t G, nseg;
+} cache_build;
+
+static void cache_free(cache_build *c)
+{
+    size_t i;
+    for (i = 0; c->layouts && i < c->nseg; i++) layout_free(&c->layouts[i]);
+    free(c->layouts);
+    free(c->views);
+    memset(c, 0, sizeof *c);
+}
+
+static int cache_from(PyObject *desc, size_t G, PyObject *keep, cache_build *c, const char *name)
+{
+    Py_ssize_t n, i;
+    size_t g;
+    memset(c, 0, sizeof *c);
+    if (!PyList_Check(desc) || (n = PyList_GET_SIZE(desc)) < 1) {
+        PyErr_Format(PyExc_TypeError, "%s: expected a non-empty list of segments", name);
+        return -1;
+    }
+    c->G = G;
+    c->layouts = (kv_layout *)calloc((size_t)n, sizeof *c->layouts);
+    c->views = (kv_view *)calloc(G * (size_t)n, sizeof *c->views);
+    if (!c->layouts || !c->views) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (i = 0; i < n; i++) {
+        PyObject *seg = PyList_GET_ITEM(desc, i), *params, *arrays;
+        int method;
+        Py_ssize_t T, D;
+        kv_arrays A;
+        memset(&A, 0, sizeof A);
+        if (!PyTuple_Check(seg) ||
+            !PyArg_ParseTuple(seg, "innOO;a segment is (method, T, D, params, arrays)", &method, &T, &D, &params,
+                              &arrays))
+            return -1;
+        if (layout_init(&c->layouts[i], method, T, D, params, name) < 0) return -1;
+        c->nseg = (size_t)i + 1;
+        if (arrays_from(&c->layouts[i], arrays, keep, &A, name) < 0) return -1;
+        if (A.S != G) {
+            PyErr_Format(PyExc_ValueError, "%s: segment %zd holds %zu heads, expected %zu", name, i, A.S, G);
+            return -1;
+        }
+        for (g = 0; g < G; g++) {
+            kv_view *v = &c->views[g * (size_t)n + (size_t)i];
+            view_at(&c->layouts[i], &A, g, v);
+        }
+    }
+    for (g = 0; g < G; g++)
+        for (i = 0; i + 1 < n; i++)
+            c->views[g * (size_t)n + (size_t)i].slice.next = &c->views[g * (size_t)n + (size_t)i + 1].slice;
+    return 0;
+}
+
+/* kv_attention(q[H,nq,D] f32, kdesc, vdesc, G, scale, threads) -> out[H,nq,Dv] */
+static PyObject *py_kv_attention(PyObject *self, PyObject *args)
+{
+    PyObject *qo, *kd, *vd, *keep = NULL, *res = NULL;
+    Py_ssize_t G;
+    float scale;
+    int threads;
+    PyArrayObject *q = NULL, *out = NULL;
+    cache_build kc, vc;
+    ccomp_kv_slice *kh = NULL, *vh = NULL;
+    ccomp_error err;
+    ccomp_status st;
+    size_t g;
+    (void)self;
+    memset(&kc, 0, sizeof kc);
+    memset(&vc, 0, sizeof vc);
+    if (!PyArg_ParseTuple(args, "OOOnfi", &qo, &kd, &vd, &G, &scale, &threads)) return NULL;
+    if (G < 1) {
+        PyErr_SetString(PyExc_ValueError, "attention: need at least one K/V head");
+        return NULL;
+    }
+    q = (PyArrayObject *)PyArray_FROM_OF(qo, NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED);
+    if (q == NULL) return NULL;
+    if (PyArray_TYPE(q) != NPY_FLOAT32 || PyArray_NDIM(q) != 3) {
+        PyErr_SetString(PyExc_TypeError, "q must be a C-contiguous 3-D float32 array [heads, n_query, head_dim]");
+        goto done;
+    }
+    if ((keep = PyList_New(0)) == NULL) goto done;
+    if (cache_from(kd, (size_t)G, keep, &kc, "k_cache") < 0 || cache_from(vd, (size_t)G, keep, &vc, "v_cache") < 0)
+        goto done;
+    kh = (ccomp_kv_slice *)malloc((size_t)G * sizeof *kh);
+    vh = (ccomp_kv_slice *)malloc((size_t)G * sizeof *vh);
+    if (!kh || !vh) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (g = 0; g < (size_t)G; g++) {
+        kh[g] = kc.views[g * kc.nseg].slice;
+        vh[g] = vc.views[g * vc.nseg].slice;
+    }
+    {
+        npy_intp dims[3] = {PyArray_DIM(q, 0), PyArray_DIM(q, 1), (npy_intp)vh[0].cols};
+        if ((out = (PyArrayObject *)PyArray_SimpleNew(3, dims, NPY_FLOAT32)) == NULL) goto done;
+    }
+    ccomp_error_clear(&err);
+    Py_BEGIN_ALLOW_THREADS
+    st = ccomp_kv_attention((const float *)PyArray_DATA(q), (size_t)PyArray_DIM(q, 0), (size_t)PyArray_DIM(q, 1),
+                            (size_t)PyArray_DIM(q, 2), kh, vh, (size_t)G, scale, (float *)PyArray_DATA(out), threads,
+                            &err);
+    Py_END_ALLOW_THREADS
+    if (st != CCOMP_OK) {
+        ccomp_raise(&err, "attention");
+        goto done;
+    }
+    res = (PyObject *)out;
+    out = NULL;
+done:
+    free(kh);
+    free(vh);
+    cache_free(&kc);
+    cache_free(&vc);
+    Py_XDECREF(keep);
+    Py_XDECREF(q);
+    Py_XDECREF(out);
+    return res;
+}
+
+/* ------------------------------------------------------------- helpers */
+
+/* kv_lloyd_max(bits) -> (centroids f64, thresholds f64, mse) computed by Lloyd's algorithm */
+static PyObject *py_kv_lloyd_max(PyObject *self, PyObject *args)
+{
+    int bits;
+    double c[16], t[15], mse;
+    ccomp_error err;
+    npy_intp nc, nt;
+    PyArrayObject *ca, *ta;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "i", &bits)) return NULL;
+    ccomp_error_clear(&err);
+    if (ccomp_kv_lloyd_max(bits, c, t, &mse, &err) != CCOMP_OK) return ccomp_raise(&err, "lloyd_max");
+    nc = (npy_intp)1 << bits;
+    nt = nc - 1;
+    ca = (PyArrayObject *)PyArray_SimpleNew(1, &nc, NPY_FLOAT64);
+    ta = (PyArrayObject *)PyArray_SimpleNew(1, &nt, NPY_FLOAT64);
+    if (!ca || !ta) {
+        Py_XDECREF(ca);
+        Py_XDECREF(ta);
+        return NULL;
+    }
+    memcpy(PyArray_DATA(ca), c, (size_t)nc * sizeof(double));
+    memcpy(PyArray_DATA(ta), t, (size_t)nt * sizeof(double));
+    return Py_BuildValue("NNd", ca, ta, mse);
+}
+
+/* kv_turbo_codebook(bits) -> (centroids f32, thresholds f32) used by the quantizer */
+static PyObject *py_kv_turbo_codebook(PyObject *self, PyObject *args)
+{
+    int bits;
+    npy_intp nc, nt;
+    PyArrayObject *ca, *ta;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "i", &bits)) return NULL;
+    if (bits < 1 || bits > CCOMP_KV_TURBO_MAX_BITS) {
+        PyErr_Format(PyExc_ValueError, "turbo bits must be 1 to 4, got %d", bits);
+        return NULL;
+    }
+    nc = (npy_intp)1 << bits;
+    nt = nc - 1;
+    ca = (PyArrayObject *)PyArray_SimpleNew(1, &nc, NPY_FLOAT32);
+    ta = (PyArrayObject *)PyArray_SimpleNew(1, &nt, NPY_FLOAT32);
+    if (!ca || !ta) {
+        Py_XDECREF(ca);
+        Py_XDECREF(ta);
+        return NULL;
+    }
+    memcpy(PyArray_DATA(ca), ccomp_kv_turbo_centroids(bits), (size_t)nc * sizeof(float));
+    memcpy(PyArray_DATA(ta), ccomp_kv_turbo_thresholds(bits), (size_t)nt * sizeof(float));
+    return Py_BuildValue("NN", ca, ta);
+}
+
+/* kv_turbo_rotate(seed, x[n, D] f32, inverse) -> y[n, D] */
+static PyObject *py_kv_turbo_rotate(PyObject *self, PyObject *args)
+{
+    unsigned long long seed;
+    PyObject *xo;
+    int inverse;
+    PyArrayObject *x, *y;
+    npy_intp i, D;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "KOp", &seed, &xo, &inverse)) return NULL;
+    x = (PyArrayObject *)PyArray_FROMANY(xo, NPY_FLOAT32, 2, 2, NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED);
+    if (x == NULL) return NULL;
+    D = PyArray_DIM(x, 1);
+    if (D < CCOMP_KV_TURBO_MIN_COLS || D > CCOMP_KV_TURBO_MAX_COLS || (D & (D - 1)) != 0) {
+        PyErr_Format(PyExc_ValueError, "head dim must be a power of two in [16, 1024], got %zd", D);
+        Py_DECREF(x);
+        return NULL;
+    }
+    y = (PyArrayObject *)PyArray_SimpleNew(2, PyArray_DIMS(x), NPY_FLOAT32);
+    if (y != NULL)
+        for (i = 0; i < PyArray_DIM(x, 0); i++)
+            ccomp_kv_turbo_rotate(seed, (size_t)D, (const float *)PyArray_DATA(x) + i * D,
+                                  (float *)PyArray_DATA(y) + i * D, inverse);
+    Py_DECREF(x);
+    return (PyObject *)y;
+}
+
+/* kv_turbo_qjl_matrix(seed, D) -> S[D, D] f32 */
+static PyObject *py_kv_turbo_qjl_matrix(PyObject *self, PyObject *args)
+{
+    unsigned long long seed;
+    Py_ssize_t D;
+    npy_intp dims[2];
+    PyArrayObject *m;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "Kn", &seed, &D)) return NULL;
+    if (D < 1 || D > CCOMP_KV_TURBO_MAX_COLS) {
+        PyErr_Format(PyExc_ValueError, "head dim must be in [1, 1024], got %zd", D);
+        return NULL;
+    }
+    dims[0] = dims[1] = D;
+    m = (PyArrayObject *)PyArray_SimpleNew(2, dims, NPY_FLOAT32);
+    if (m != NULL) ccomp_kv_turbo_qjl_matrix(seed, (size_t)D, (float *)PyArray_DATA(m));
+    return (PyObject *)m;
+}
+
+/* kv_layout(method, T, D, params) -> [(name, dtype such as "u2", count per slice), ...] */
+static PyObject *py_kv_layout(PyObject *self, PyObject *args)
+{
+    PyObject *params, *list;
+    Py_ssize_t T, D;
+    int method, i;
+    kv_layout L;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "innO", &method, &T, &D, &params)) return NULL;
+    if (layout_init(&L, method, T, D, params, "layout") < 0) return NULL;
+    list = PyList_New(L.n);
+    for (i = 0; list != NULL && i < L.n; i++) {
+        char dt[16];
+        PyObject *t;
+        snprintf(dt, sizeof dt, "%c%d", dtype_kind(L.dtype[i]), dtype_size(L.dtype[i]));
+        t = Py_BuildValue("(ssn)", L.name[i], dt, (Py_ssize_t)L.count[i]);
+        if (t == NULL) {
+            Py_CLEAR(list);
+            break;
+        }
+        PyList_SET_ITEM(list, i, t);
+    }
+    layout_free(&L);
+    return list;
+}
+
+PyMethodDef ccomp_kv_methods[] = {
+    {"kv_layout", py_kv_layout, METH_VARARGS, "kv_layout(method, T, D, params) -> [(name, dtype, count)]."},
+    {"kv_quantize", py_kv_quantize, METH_VARARGS, "kv_quantize(method, x[S,T,D] f32, params, threads) -> arrays."},
+    {"kv_dequantize", py_kv_dequantize, METH_VARARGS,
+     "kv_dequantize(method, T, D, params, arrays, threads) -> x[S,T,D] f32."},
+    {"kv_attention", py_kv_attention, METH_VARARGS,
+     "kv_attention(q[H,nq,D], k_segments, v_segments, G, scale, threads) -> out[H,nq,Dv]."},
+    {"kv_lloyd_max", py_kv_lloyd_max, METH_VARARGS, "kv_lloyd_max(bits) -> (centroids, thresholds, mse)."},
+    {"kv_turbo_codebook", py_kv_turbo_codebook, METH_VARARGS, "kv_turbo_codebook(bits) -> (centroids, thresholds)."},
+    {"kv_turbo_rotate", py_kv_turbo_rotate, METH_VARARGS, "kv_turbo_rotate(seed, x[n,D], inverse) -> y[n,D]."},
+    {"kv_turbo_qjl_matrix", py_kv_turbo_qjl_matrix, METH_VARARGS, "kv_turbo_qjl_matrix(seed, D) -> S[D,D]."},
+    {NULL, NULL, 0, NULL}};

@@ -1,0 +1,229 @@
+/* C-level tests of the KV-cache core (groupwise, ggml, bitmap sparse, GEAR,
+ * attention over chained segments of mixed methods), sized to run under
+ * AddressSanitizer + UBSan: every quantizer on strided input, error bounds,
+ * attention against dense attention over the dequantized tensors, and the
+ * error paths.  Usage: test_kv [--quick] */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ccomp/half.h"
+#include "ccomp/kv.h"
+#include "ccomp/kv_sparse.h"
+#include "check.h"
+
+static uint64_t rng_state = 0x1234567u;
+
+static double unif(void)
+{
+    rng_state = rng_state * 6364136223846793005ull + 1442695040888963407ull;
+    return (double)(rng_state >> 11) * (1.0 / 9007199254740992.0);
+}
+
+static float gauss(void)
+{
+    double u = unif() + 1e-300, v = unif();
+    return (float)(sqrt(-2.0 * log(u)) * cos(6.283185307179586 * v));
+}
+
+/* rows x cols K/V-like data with row stride ld (a few large channels) */
+static float *make(size_t rows, size_t ld)
+{
+    float *x = (float *)malloc(rows * ld * sizeof(float));
+    size_t r, c;
+    for (r = 0; r < rows; r++)
+        for (c = 0; c < ld; c++) x[r * ld + c] = gauss() * (c == 3 ? 8.0f : 1.0f) + (c % 17 == 5 ? 2.0f : 0.0f);
+    return x;
+}
+
+static double rel_err(const float *a, const float *x, size_t rows, size_t cols, size_t ld)
+{
+    double num = 0, den = 0;
+    size_t r, c;
+    for (r = 0; r < rows; r++)
+        for (c = 0; c < cols; c++) {
+            double d = (double)a[r * cols + c] - (double)x[r * ld + c];
+            num += d * d;
+            den += (double)x[r * ld + c] * x[r * ld + c];
+        }
+    return num / den;
+}
+
+static void test_groupwise(void)
+{
+    static const int bits[] = {2, 3, 4, 8};
+    static const double bound[] = {0.35, 0.08, 0.02, 0.0002};
+    const size_t rows = 128, cols = 64, ld = 70;
+    float *x = make(rows, ld), *d = (float *)malloc(rows * cols * sizeof(float));
+    int bi, axis;
+    for (axis = 0; axis < 2; axis++)
+        for (bi = 0; bi < 4; bi++) {
+            ccomp_kv_gw q = {rows, cols, bits[bi], 32, axis, NULL, NULL, NULL};
+            size_t ng = ccomp_kv_gw_groups(rows, cols, 32, axis);
+            ccomp_error err;
+            q.codes = (uint8_t *)malloc(ccomp_kv_gw_code_bytes(rows, cols, bits[bi]));
+            q.scale = (uint16_t *)malloc(ng * 2);
+            q.zero = (uint16_t *)malloc(ng * 2);
+            CHECK(ccomp_kv_gw_quantize(x, ld, &q, &err) == CCOMP_OK, "gw quantize: %s", err.msg);
+            ccomp_kv_gw_dequantize(&q, d, cols);
+            CHECK(rel_err(d, x, rows, cols, ld) < bound[bi], "gw %d bits axis %d: relative error %g", bits[bi],
+                  axis, rel_err(d, x, rows, cols, ld));
+            free(q.codes);
+            free(q.scale);
+            free(q.zero);
+        }
+    free(x);
+    free(d);
+}
+
+static void test_errors(void)
+{
+    const size_t rows = 64, cols = 64;
+    float *x = make(rows, cols);
+    uint8_t codes[64 * 64];
+    uint16_t sz[2 * 64 * 2];
+    ccomp_kv_gw q = {rows, cols, 4, 32, CCOMP_KV_PER_TOKEN, codes, sz, sz + 128};
+    ccomp_error err;
+    CHECK(ccomp_kv_gw_check(rows, cols, 5, 32, 0, &err) == CCOMP_ERR_VALUE && strstr(err.msg, "got 5"), "bits 5");
+    CHECK(ccomp_kv_gw_check(rows, 48, 4, 32, 1, &err) == CCOMP_ERR_VALUE && strstr(err.msg, "got 48"), "cols 48");
+    CHECK(ccomp_kv_gw_check(40, cols, 4, 32, 0, &err) == CCOMP_ERR_VALUE, "rows 40 per channel");
+    x[9 * cols + 7] = NAN;
+    CHECK(ccomp_kv_gw_quantize(x, cols, &q, &err) == CCOMP_ERR_VALUE && strstr(err.msg, "token 9, channel 7"),
+          "NaN: %s", err.msg);
+    CHECK(ccomp_kv_sparse_check(rows, 96, 0.5, &err) == CCOMP_ERR_VALUE, "sparse cols 96");
+    CHECK(ccomp_kv_sparse_check(rows, cols, 1.0, &err) == CCOMP_ERR_VALUE, "sparsity 1");
+    CHECK(ccomp_kv_gear_check(rows, cols, 2, 32, 1, 0.02, 65, 2, &err) == CCOMP_ERR_VALUE, "rank 65");
+    CHECK(ccomp_kv_gear_check(rows, cols, 2, 32, 1, 0.02, -1, 2, &err) == CCOMP_ERR_VALUE, "rank -1");
+    free(x);
+}
+
+/* attention over dequantized dense tensors, in double */
+static void dense_attention(const float *q, size_t D, const float *K, const float *V, size_t T, float scale,
+                            double *out)
+{
+    double *s = (double *)malloc(T * sizeof(double)), mx = -1e300, z = 0;
+    size_t t, j;
+    for (t = 0; t < T; t++) {
+        double a = 0;
+        for (j = 0; j < D; j++) a += (double)q[j] * K[t * D + j];
+        s[t] = a * scale;
+        mx = s[t] > mx ? s[t] : mx;
+    }
+    for (j = 0; j < D; j++) out[j] = 0;
+    for (t = 0; t < T; t++) {
+        double p = exp(s[t] - mx);
+        z += p;
+        for (j = 0; j < D; j++) out[j] += p * V[t * D + j];
+    }
+    for (j = 0; j < D; j++) out[j] /= z;
+    free(s);
+}
+
+/* Keys: groupwise (per channel) then GEAR then dense; values: q4_0 then sparse then dense, with
+ * different split points; two K/V heads, four query heads. */
+static void test_attention_chain(int quick)
+{
+    const size_t D = 64, T1 = quick ? 64 : 256, T2 = 64, T3 = 5, T = T1 + T2 + T3, G = 2, H = 4;
+    const float scale = 0.125f;
+    size_t g, h, j;
+    float *K[2], *V[2], *Kd[2], *Vd[2], *q = make(H, D), *out = (float *)malloc(H * D * sizeof(float));
+    ccomp_kv_slice ks[2][3], vs[2][3];
+    ccomp_kv_gw kgw[2];
+    ccomp_kv_gear kgear[2];
+    ccomp_kv_sparse vsp[2];
+    void *bufs[2][16];
+    int nb[2] = {0, 0};
+    ccomp_error err;
+    for (g = 0; g < G; g++) {
+        size_t ng1 = ccomp_kv_gw_groups(T1, D, 32, 0), ng2 = ccomp_kv_gw_groups(T2, D, 32, 1);
+        size_t per = ccomp_kv_outliers_per_row(D, 0.05), vsplit = T1 + 3;
+        int *n = &nb[g];
+        K[g] = make(T, D);
+        V[g] = make(T, D);
+        Kd[g] = (float *)malloc(T * D * sizeof(float));
+        Vd[g] = (float *)malloc(T * D * sizeof(float));
+        /* keys [0, T1): groupwise 4-bit per channel */
+        kgw[g] = (ccomp_kv_gw){T1, D, 4, 32, 0, NULL, NULL, NULL};
+        bufs[g][(*n)++] = kgw[g].codes = (uint8_t *)malloc(ccomp_kv_gw_code_bytes(T1, D, 4));
+        bufs[g][(*n)++] = kgw[g].scale = (uint16_t *)malloc(ng1 * 2);
+        bufs[g][(*n)++] = kgw[g].zero = (uint16_t *)malloc(ng1 * 2);
+        CHECK(ccomp_kv_gw_quantize(K[g], D, &kgw[g], &err) == CCOMP_OK, "%s", err.msg);
+        ccomp_kv_gw_dequantize(&kgw[g], Kd[g], D);
+        /* keys [T1, T1 + T2): GEAR 2-bit per token, outliers, rank 3 */
+        memset(&kgear[g], 0, sizeof kgear[g]);
+        kgear[g].backbone = (ccomp_kv_gw){T2, D, 2, 32, 1, NULL, NULL, NULL};
+        bufs[g][(*n)++] = kgear[g].backbone.codes = (uint8_t *)malloc(ccomp_kv_gw_code_bytes(T2, D, 2));
+        bufs[g][(*n)++] = kgear[g].backbone.scale = (uint16_t *)malloc(ng2 * 2);
+        bufs[g][(*n)++] = kgear[g].backbone.zero = (uint16_t *)malloc(ng2 * 2);
+        kgear[g].outliers = (ccomp_kv_outliers){T2, D, per, NULL, NULL};
+        bufs[g][(*n)++] = kgear[g].outliers.idx = (uint16_t *)malloc(T2 * per * 2);
+        bufs[g][(*n)++] = kgear[g].outliers.vals = (uint16_t *)malloc(T2 * per * 2);
+        kgear[g].rank = 3;
+        bufs[g][(*n)++] = kgear[g].U = (uint16_t *)malloc(T2 * 3 * 2);
+        bufs[g][(*n)++] = kgear[g].W = (uint16_t *)malloc(D * 3 * 2);
+        CHECK(ccomp_kv_gear_quantize(K[g] + T1 * D, D, &kgear[g], 2, 99, &err) == CCOMP_OK, "%s", err.msg);
+        ccomp_kv_gear_dequantize(&kgear[g], Kd[g] + T1 * D, D);
+        memcpy(Kd[g] + (T1 + T2) * D, K[g] + (T1 + T2) * D, T3 * D * sizeof(float));
+        ks[g][0] = (ccomp_kv_slice){CCOMP_KV_M_GROUPWISE, &kgw[g], T1, D, 0, &ks[g][1]};
+        ks[g][1] = (ccomp_kv_slice){CCOMP_KV_M_GEAR, &kgear[g], T2, D, 0, &ks[g][2]};
+        ks[g][2] = (ccomp_kv_slice){CCOMP_KV_M_DENSE, K[g] + (T1 + T2) * D, T3, D, 0, NULL};
+        /* values [0, vsplit): q4_0; [vsplit, T - 2): bitmap sparse 70%; then dense */
+        {
+            uint8_t *blocks = (uint8_t *)malloc(ccomp_kv_ggml_bytes(vsplit, D, CCOMP_KV_Q4_0));
+            bufs[g][(*n)++] = blocks;
+            vs[g][0].data = blocks;
+            CHECK(ccomp_kv_ggml_quantize(V[g], vsplit, D, D, CCOMP_KV_Q4_0, blocks, &err) == CCOMP_OK, "%s", err.msg);
+            ccomp_kv_ggml_dequantize(blocks, vsplit, D, CCOMP_KV_Q4_0, Vd[g], D);
+        }
+        vsp[g] = (ccomp_kv_sparse){T - 2 - vsplit, D, 0.7, NULL, NULL, NULL, 0};
+        bufs[g][(*n)++] = vsp[g].bitmaps = (uint64_t *)malloc(ccomp_kv_sparse_tiles(vsp[g].rows, D) * 8);
+        bufs[g][(*n)++] = vsp[g].offsets = (uint32_t *)malloc((ccomp_kv_sparse_tiles(vsp[g].rows, D) + 1) * 4);
+        bufs[g][(*n)++] = vsp[g].values = (uint16_t *)malloc(ccomp_kv_sparse_nnz(vsp[g].rows, D, 0.7) * 2 + 2);
+        CHECK(ccomp_kv_sparse_quantize(V[g] + vsplit * D, D, &vsp[g], &err) == CCOMP_OK, "%s", err.msg);
+        ccomp_kv_sparse_dequantize(&vsp[g], Vd[g] + vsplit * D, D);
+        memcpy(Vd[g] + (T - 2) * D, V[g] + (T - 2) * D, 2 * D * sizeof(float));
+        vs[g][0] = (ccomp_kv_slice){CCOMP_KV_M_GGML, vs[g][0].data, vsplit, D, CCOMP_KV_Q4_0, &vs[g][1]};
+        vs[g][1] = (ccomp_kv_slice){CCOMP_KV_M_SPARSE, &vsp[g], vsp[g].rows, D, 0, &vs[g][2]};
+        vs[g][2] = (ccomp_kv_slice){CCOMP_KV_M_DENSE, V[g] + (T - 2) * D, 2, D, 0, NULL};
+        CHECK(rel_err(Kd[g], K[g], T, D, D) < 0.05, "keys: relative error %g", rel_err(Kd[g], K[g], T, D, D));
+        CHECK(rel_err(Vd[g], V[g], T, D, D) < 0.1, "values: relative error %g", rel_err(Vd[g], V[g], T, D, D));
+    }
+    {
+        ccomp_kv_slice kh[2] = {ks[0][0], ks[1][0]}, vh[2] = {vs[0][0], vs[1][0]};
+        CHECK(ccomp_kv_slice_rows(&kh[0]) == T && ccomp_kv_slice_rows(&vh[1]) == T, "chain rows");
+        CHECK(ccomp_kv_attention(q, H, 1, D, kh, vh, G, scale, out, 2, &err) == CCOMP_OK, "%s", err.msg);
+        for (h = 0; h < H; h++) {
+            double ref[64], worst = 0;
+            g = h / (H / G);
+            dense_attention(q + h * D, D, Kd[g], Vd[g], T, scale, ref);
+            for (j = 0; j < D; j++) worst = fmax(worst, fabs(ref[j] - out[h * D + j]));
+            CHECK(worst < 2e-5, "head %zu: attention differs from dense by %g", h, worst);
+        }
+        CHECK(ccomp_kv_attention(q, 3, 1, D, kh, vh, G, scale, out, 1, &err) == CCOMP_ERR_VALUE, "H %% G");
+    }
+    for (g = 0; g < G; g++) {
+        int i;
+        for (i = 0; i < nb[g]; i++) free(bufs[g][i]);
+        free(K[g]);
+        free(V[g]);
+        free(Kd[g]);
+        free(Vd[g]);
+    }
+    free(q);
+    free(out);
+}
+
+int main(int argc, char **argv)
+{
+    int quick = argc > 1 && strcmp(argv[1], "--quick") == 0;
+    test_groupwise();
+    test_errors();
+    test_attention_chain(quick);
+    if (test_failures) {
+        fprintf(stderr, "test_kv: %d checks failed\n", test_failures);
+        return 1;
+    }
+    printf("test_kv: all passed\n");
+    return 0;
+}
