@@ -26,10 +26,11 @@ all: install
 sysdeps:
 	@bash tools/sysdeps.sh
 
-$(VENV)/.installed: requirements-dev.txt
+$(VENV)/.installed: requirements-dev.txt requirements-nodeps.txt
 	@test -x $(VPY) || $(PYTHON) -m venv $(VENV)
 	$(VPY) -m pip install -q --upgrade pip
 	$(VPY) -m pip install -q -r requirements-dev.txt
+	$(VPY) -m pip install -q --no-deps -r requirements-nodeps.txt
 	@touch $@
 
 venv: sysdeps $(VENV)/.installed

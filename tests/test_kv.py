@@ -53,7 +53,8 @@ def test_round_trip_and_bits(case):
     d = q.dequantize()
     assert d.shape == x.shape and d.dtype == np.float32
     # bits per element counts every array
-    assert q.bits_per_element == pytest.approx(8 * sum(a.nbytes for a in q.arrays.values()) / x.size)
+    seed = 8 if method == "turbo" else 0  # turbo decodes with its seed: counted
+    assert q.bits_per_element == pytest.approx(8 * (sum(a.nbytes for a in q.arrays.values()) + seed) / x.size)
     # serialization round trip is exact
     r = kv.QuantizedTensor.from_bytes(q.to_bytes())
     assert r.method == method and r.shape == q.shape and r.params == q.params
@@ -221,7 +222,8 @@ def test_attention_long_cache_4bit():
     q = RNG.normal(size=(8, 1, 128)).astype(np.float32)
     out = kv.attention(q, kq, vq)
     ref = dense_attention(q, kq.dequantize(), vq.dequantize(), 128 ** -0.5)
-    assert np.allclose(out, ref, rtol=1e-4, atol=1e-5)
+    # float32 rounding of sums over 8192 tokens of terms (scale * code, zero) that partly cancel
+    assert np.allclose(out, ref, rtol=1e-4, atol=2e-5 * np.abs(ref).max())
     # and close to attention over the original tensors
     # and closer to attention over the original tensors than a 2-bit cache is
     exact = dense_attention(q, k, v, 128 ** -0.5)

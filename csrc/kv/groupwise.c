@@ -87,10 +87,11 @@ static ccomp_status bad_element(const float *x, size_t ld, size_t rows, size_t c
     return ccomp_fail(err, CCOMP_ERR_VALUE, "a group's range does not fit in float16 (|values| above 65504)");
 }
 
-/* scale and zero of a group with the given min and max; 0 on fp16 overflow */
-static int group_params(float mn, float mx, int bits, uint16_t *s16, uint16_t *z16, float *s, float *z)
+int kv_group_params(float mn, float mx, int bits, uint16_t *s16, uint16_t *z16, float *s, float *z)
 {
     const float levels = (float)((1u << bits) - 1u);
+    mn += 0.0f; /* -0 -> +0 */
+    mx += 0.0f;
     *z16 = ccomp_f32_to_f16(mn);
     *s16 = ccomp_f32_to_f16((mx - mn) / levels);
     *z = ccomp_f16_to_f32(*z16);
@@ -109,16 +110,24 @@ static inline uint8_t code_of(float v, float z, float s, float levels)
 
 ccomp_status ccomp_kv_gw_quantize(const float *x, size_t ld, ccomp_kv_gw *q, ccomp_error *err)
 {
+    const size_t rows = q->rows, cols = q->cols;
+    ccomp_status st = ccomp_kv_gw_check(rows, cols, q->bits, q->group, q->axis, err);
+    int bad;
+    if (st != CCOMP_OK) return st;
+    if (cols > KV_MAX_COLS)
+        return ccomp_fail(err, CCOMP_ERR_VALUE, "head dim must be at most %d, got %zu", KV_MAX_COLS, cols);
+    bad = kv_gw_avx2_ok() ? kv_gw_quantize_avx2(x, ld, q) : kv_gw_quantize_scalar(x, ld, q);
+    return bad ? bad_element(x, ld, rows, cols, err) : CCOMP_OK;
+}
+
+int kv_gw_quantize_scalar(const float *x, size_t ld, ccomp_kv_gw *q)
+{
     size_t rows = q->rows, cols = q->cols, G = (size_t)q->group, r, c, g;
     const int bits = q->bits;
     const float levels = (float)((1u << bits) - 1u);
     const size_t rb = cols / 8u * (size_t)bits;
     uint8_t codes[KV_MAX_COLS];
     float mn[KV_MAX_COLS], mx[KV_MAX_COLS], s[KV_MAX_COLS], z[KV_MAX_COLS];
-    ccomp_status st = ccomp_kv_gw_check(rows, cols, bits, q->group, q->axis, err);
-    if (st != CCOMP_OK) return st;
-    if (cols > KV_MAX_COLS)
-        return ccomp_fail(err, CCOMP_ERR_VALUE, "head dim must be at most %d, got %zu", KV_MAX_COLS, cols);
     if (q->axis == CCOMP_KV_PER_TOKEN) {
         size_t ng = cols / G;
         for (r = 0; r < rows; r++) {
@@ -132,13 +141,13 @@ ccomp_status ccomp_kv_gw_quantize(const float *x, size_t ld, ccomp_kv_gw *q, cco
                     lo = v < lo ? v : lo;
                     hi = v > hi ? v : hi;
                 }
-                if (!finite || !group_params(lo, hi, bits, &q->scale[r * ng + g], &q->zero[r * ng + g], &s[g], &z[g]))
-                    return bad_element(x, ld, rows, cols, err);
+                if (!finite || !kv_group_params(lo, hi, bits, &q->scale[r * ng + g], &q->zero[r * ng + g], &s[g], &z[g]))
+                    return -1;
                 for (c = g * G; c < (g + 1) * G; c++) codes[c] = code_of(row[c], z[g], s[g], levels);
             }
             kv_pack_row(codes, cols, bits, q->codes + r * rb);
         }
-        return CCOMP_OK;
+        return 0;
     }
     /* per channel: groups of G tokens */
     for (g = 0; g < rows / G; g++) {
@@ -155,20 +164,28 @@ ccomp_status ccomp_kv_gw_quantize(const float *x, size_t ld, ccomp_kv_gw *q, cco
                 mx[c] = v > mx[c] ? v : mx[c];
             }
         }
-        if (!finite) return bad_element(x, ld, rows, cols, err);
+        if (!finite) return -1;
         for (c = 0; c < cols; c++)
-            if (!group_params(mn[c], mx[c], bits, &q->scale[g * cols + c], &q->zero[g * cols + c], &s[c], &z[c]))
-                return bad_element(x, ld, rows, cols, err);
+            if (!kv_group_params(mn[c], mx[c], bits, &q->scale[g * cols + c], &q->zero[g * cols + c], &s[c], &z[c]))
+                return -1;
         for (r = 0; r < G; r++) {
             const float *row = blk + r * ld;
             for (c = 0; c < cols; c++) codes[c] = code_of(row[c], z[c], s[c], levels);
             kv_pack_row(codes, cols, bits, q->codes + (g * G + r) * rb);
         }
     }
-    return CCOMP_OK;
+    return 0;
 }
 
 void ccomp_kv_gw_dequantize(const ccomp_kv_gw *q, float *out, size_t ld)
+{
+    if (kv_gw_avx2_ok())
+        kv_gw_dequantize_avx2(q, out, ld);
+    else
+        kv_gw_dequantize_scalar(q, out, ld);
+}
+
+void kv_gw_dequantize_scalar(const ccomp_kv_gw *q, float *out, size_t ld)
 {
     size_t rows = q->rows, cols = q->cols, G = (size_t)q->group, r, c;
     const size_t rb = cols / 8u * (size_t)q->bits;
@@ -205,6 +222,10 @@ void ccomp_kv_gw_scores(const ccomp_kv_gw *k, const float *q, float *s)
     size_t rows = k->rows, cols = k->cols, G = (size_t)k->group, r, c;
     const size_t rb = cols / 8u * (size_t)k->bits;
     float codes[KV_MAX_COLS], qs[KV_MAX_COLS];
+    if (kv_gw_avx2_ok()) {
+        kv_gw_scores_avx2(k, q, s);
+        return;
+    }
     if (k->axis == CCOMP_KV_PER_CHANNEL) {
         for (r = 0; r < rows; r += G) {
             const uint16_t *sc = k->scale + (r / G) * cols, *ze = k->zero + (r / G) * cols;
@@ -245,6 +266,10 @@ void ccomp_kv_gw_accum(const ccomp_kv_gw *v, const float *p, float *o)
     size_t rows = v->rows, cols = v->cols, G = (size_t)v->group, r, c;
     const size_t rb = cols / 8u * (size_t)v->bits;
     float codes[KV_MAX_COLS], acc[KV_MAX_COLS];
+    if (kv_gw_avx2_ok()) {
+        kv_gw_accum_avx2(v, p, o);
+        return;
+    }
     if (v->axis == CCOMP_KV_PER_TOKEN) {
         size_t ng = cols / G, g;
         memset(acc, 0, cols * sizeof(float));

@@ -5,11 +5,31 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "ccomp/kv.h"
+
 /* Largest head dimension (per-row scratch lives on the stack). */
 #define KV_MAX_COLS 1024
 
 /* n b-bit codes (n % 8 == 0) <-> a little-endian bit stream of n * b / 8 bytes */
 void kv_pack_row(const uint8_t *codes, size_t n, int bits, uint8_t *out);
 void kv_unpack_row_f32(const uint8_t *in, size_t n, int bits, float *out);
+
+/* A group's fp16 scale and zero from its min and max (both canonicalised so
+ * that -0 and +0 give the same bytes whatever the reduction order), and their
+ * float values; 0 when they overflow fp16. */
+int kv_group_params(float mn, float mx, int bits, uint16_t *s16, uint16_t *z16, float *s, float *z);
+
+/* AVX2 + FMA + F16C groupwise kernels (groupwise_avx2.c), used when
+ * kv_gw_avx2_ok(); quantize returns -1 on a non-finite value or an fp16
+ * overflow (the caller reports it) and writes the same bytes as the scalar
+ * path otherwise. */
+int kv_gw_avx2_ok(void);
+/* the portable paths, with the same contracts and results */
+int kv_gw_quantize_scalar(const float *x, size_t ld, ccomp_kv_gw *q);
+void kv_gw_dequantize_scalar(const ccomp_kv_gw *q, float *out, size_t ld);
+int kv_gw_quantize_avx2(const float *x, size_t ld, ccomp_kv_gw *q);
+void kv_gw_dequantize_avx2(const ccomp_kv_gw *q, float *out, size_t ld);
+void kv_gw_scores_avx2(const ccomp_kv_gw *k, const float *q, float *s);
+void kv_gw_accum_avx2(const ccomp_kv_gw *v, const float *p, float *o);
 
 #endif

@@ -13,6 +13,10 @@ unsigned ccomp_cpu_features(void)
         f |= CCOMP_CPU_BMI2;
     if (__builtin_cpu_supports("avx512f"))
         f |= CCOMP_CPU_AVX512F;
+    if (__builtin_cpu_supports("fma"))
+        f |= CCOMP_CPU_FMA;
+    if (__builtin_cpu_supports("f16c"))
+        f |= CCOMP_CPU_F16C;
 #elif defined(__aarch64__)
     f |= CCOMP_CPU_NEON;
 #endif
@@ -27,6 +31,8 @@ const char *ccomp_cpu_feature_name(unsigned flag)
     case CCOMP_CPU_BMI2: return "bmi2";
     case CCOMP_CPU_AVX512F: return "avx512f";
     case CCOMP_CPU_NEON: return "neon";
+    case CCOMP_CPU_FMA: return "fma";
+    case CCOMP_CPU_F16C: return "f16c";
     }
     return "unknown";
 }

@@ -121,7 +121,8 @@ class QuantizedTensor:
 
     @property
     def nbytes(self):
-        return int(sum(a.nbytes for a in self.arrays.values()))
+        """Bytes of every array, plus the 8-byte seed a turbo tensor needs to decode."""
+        return int(sum(a.nbytes for a in self.arrays.values())) + (8 if self.method == "turbo" else 0)
 
     @property
     def bits_per_element(self):

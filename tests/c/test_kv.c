@@ -11,6 +11,7 @@
 #include "ccomp/half.h"
 #include "ccomp/kv.h"
 #include "ccomp/kv_sparse.h"
+#include "../../csrc/kv/kv_internal.h"
 #include "check.h"
 
 static uint64_t rng_state = 0x1234567u;
@@ -75,6 +76,61 @@ static void test_groupwise(void)
         }
     free(x);
     free(d);
+}
+
+/* The AVX2 path writes the scalar path's bytes and values, on data with
+ * signed zeros, constant groups and extreme ranges. */
+static void test_simd_equals_scalar(void)
+{
+    static const int bits[] = {2, 3, 4, 8}, groups[] = {32, 64, 128};
+    const size_t rows = 128, cols = 128, ld = 136;
+    float *x = make(rows, ld), *d1 = (float *)malloc(rows * cols * 4), *d2 = (float *)malloc(rows * cols * 4);
+    size_t i;
+    int bi, gi, axis;
+    if (!kv_gw_avx2_ok()) {
+        printf("test_kv: no AVX2/FMA/F16C here, SIMD comparison skipped\n");
+        free(x);
+        free(d1);
+        free(d2);
+        return;
+    }
+    for (i = 0; i < rows * ld; i += 7) x[i] = (i % 3 == 0) ? -0.0f : 0.0f;
+    for (i = 0; i < 64; i++) x[5 * ld + i] = 1.5f;      /* a constant group (scale 0) */
+    for (i = 64; i < 128; i++) x[9 * ld + i] = 3e4f * (float)(i % 2 ? 1 : -1);
+    for (axis = 0; axis < 2; axis++)
+        for (bi = 0; bi < 4; bi++)
+            for (gi = 0; gi < 3; gi++) {
+                const size_t nb = ccomp_kv_gw_code_bytes(rows, cols, bits[bi]);
+                const size_t ng = ccomp_kv_gw_groups(rows, cols, groups[gi], axis);
+                uint8_t *c1 = (uint8_t *)malloc(nb), *c2 = (uint8_t *)malloc(nb);
+                uint16_t *p1 = (uint16_t *)malloc(4 * ng), *p2 = (uint16_t *)malloc(4 * ng);
+                ccomp_kv_gw a = {rows, cols, bits[bi], groups[gi], axis, c1, p1, p1 + ng};
+                ccomp_kv_gw b = {rows, cols, bits[bi], groups[gi], axis, c2, p2, p2 + ng};
+                int r1 = kv_gw_quantize_scalar(x, ld, &a), r2 = kv_gw_quantize_avx2(x, ld, &b);
+                CHECK(r1 == 0 && r2 == 0, "quantize failed (%d, %d)", r1, r2);
+                CHECK(memcmp(c1, c2, nb) == 0 && memcmp(p1, p2, 4 * ng) == 0,
+                      "bits %d group %d axis %d: SIMD bytes differ from scalar", bits[bi], groups[gi], axis);
+                kv_gw_dequantize_scalar(&a, d1, cols);
+                kv_gw_dequantize_avx2(&a, d2, cols);
+                CHECK(memcmp(d1, d2, rows * cols * 4) == 0, "bits %d group %d axis %d: SIMD dequantize differs",
+                      bits[bi], groups[gi], axis);
+                free(c1);
+                free(c2);
+                free(p1);
+                free(p2);
+            }
+    x[77 * ld + 3] = NAN;
+    {
+        uint8_t c[128 * 128];
+        uint16_t p[2 * 128 * 4];
+        ccomp_kv_gw a = {rows, cols, 4, 32, 1, c, p, p + 512};
+        CHECK(kv_gw_quantize_avx2(x, ld, &a) == -1, "SIMD path accepts NaN");
+        a.axis = 0;
+        CHECK(kv_gw_quantize_avx2(x, ld, &a) == -1, "SIMD path accepts NaN (per channel)");
+    }
+    free(x);
+    free(d1);
+    free(d2);
 }
 
 static void test_errors(void)
@@ -218,6 +274,7 @@ int main(int argc, char **argv)
 {
     int quick = argc > 1 && strcmp(argv[1], "--quick") == 0;
     test_groupwise();
+    test_simd_equals_scalar();
     test_errors();
     test_attention_chain(quick);
     if (test_failures) {

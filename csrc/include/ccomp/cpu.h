@@ -11,7 +11,9 @@ enum {
     CCOMP_CPU_AVX2 = 1 << 1,
     CCOMP_CPU_BMI2 = 1 << 2,
     CCOMP_CPU_AVX512F = 1 << 3,
-    CCOMP_CPU_NEON = 1 << 4
+    CCOMP_CPU_NEON = 1 << 4,
+    CCOMP_CPU_FMA = 1 << 5,
+    CCOMP_CPU_F16C = 1 << 6
 };
 
 /* Bit set of CCOMP_CPU_* flags. */

@@ -36,9 +36,11 @@ extern "C" {
  *                         rows % G == 0; scale/zero are [rows / G][cols]
  *   CCOMP_KV_PER_TOKEN:   G consecutive channels of one token (values);
  *                         cols % G == 0; scale/zero are [rows][cols / G]
- * zero = fp16(min), scale = fp16((max - min) / (2^b - 1)),
- * code = clamp(round((x - zero) / scale), 0, 2^b - 1) (0 when scale is 0),
- * x' = scale * code + zero.  Codes: each token row is a little-endian bit
+ * zero = fp16(min), scale = fp16((max - min) / (2^b - 1)) (float32
+ * arithmetic, RNE; a zero min or max counts as +0, so the bytes do not depend
+ * on the order in which a group is reduced); with z, s the float values of
+ * those fp16 numbers, code = clamp(floor((x - z) / s + 0.5), 0, 2^b - 1) in
+ * float32 (0 when s is 0), and x' = s * code + z (multiply, then add).  Codes: each token row is a little-endian bit
  * stream of cols b-bit codes (code j at bits [j b, j b + b)); cols % 8 == 0
  * so a row is cols * b / 8 bytes. */
 enum { CCOMP_KV_PER_CHANNEL = 0, CCOMP_KV_PER_TOKEN = 1 };
@@ -65,10 +67,13 @@ void ccomp_kv_gw_accum(const ccomp_kv_gw *v, const float *p, float *o);
 /* q8_0 / q4_0: blocks of 32 consecutive values of a row (cols % 32 == 0),
  * byte-identical to ggml's reference quantizers (quantize_row_q8_0_ref,
  * quantize_row_q4_0_ref):
- *   q8_0 (34 bytes): fp16 d = amax / 127, then 32 int8 round(x / d);
- *   q4_0 (18 bytes): d = m / -8 (m the value of largest magnitude), fp16 d,
- *                    then 16 bytes: low nibble min(15, (int8)(x[j]/d + 8.5)),
- *                    high nibble the same for x[j + 16]. */
+ *   q8_0 (34 bytes): d = amax / 127, id = d ? 1 / d : 0 (float32), fp16 d,
+ *                    then 32 int8 roundf(x * id) (multiplied by the
+ *                    reciprocal as ggml does, not divided by d);
+ *   q4_0 (18 bytes): d = m / -8 (m the value of largest magnitude),
+ *                    id = d ? 1 / d : 0, fp16 d, then 16 bytes: low nibble
+ *                    min(15, (int8)(x[j] * id + 8.5)), high nibble the same
+ *                    for x[j + 16]. */
 enum { CCOMP_KV_Q8_0 = 0, CCOMP_KV_Q4_0 = 1 };
 size_t ccomp_kv_ggml_bytes(size_t rows, size_t cols, int type);
 ccomp_status ccomp_kv_ggml_quantize(const float *x, size_t rows, size_t cols, size_t ld, int type, uint8_t *blocks,

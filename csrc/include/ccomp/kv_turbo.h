@@ -94,8 +94,9 @@ void ccomp_kv_turbo_scores(const ccomp_kv_turbo *k, const float *q, float *s);
 /* o[j] += sum_t p[t] x'_t[j] (the MSE part; QJL is not used for values). */
 void ccomp_kv_turbo_accum(const ccomp_kv_turbo *v, const float *p, float *o);
 
-/* The rotation: y = H (s .* x) / sqrt(D), or its inverse x = s .* H y / sqrt(D)
- * when inverse is nonzero (cols a power of two in [16, 1024]; x and y may alias). */
+/* The rotation: y = H (s .* x) * c, or its inverse x = s .* H y * c with
+ * c = (float)(1 / sqrt(D)) (a float32 multiply by the rounded reciprocal) when
+ * inverse is nonzero (cols a power of two in [16, 1024]; x and y may alias). */
 void ccomp_kv_turbo_rotate(uint64_t seed, size_t cols, const float *x, float *y, int inverse);
 
 /* The D x D QJL matrix S (row-major, S[i][j] at i * cols + j) of a seed:

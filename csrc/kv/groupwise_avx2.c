@@ -1,0 +1,390 @@
+/* AVX2 + FMA + F16C kernels of the groupwise method (runtime dispatched from
+ * groupwise.c).
+ *
+ * Quantize and dequantize perform exactly the scalar code's float operations
+ * on each element (subtract, divide, add 0.5, clamp, truncate; multiply then
+ * add), and the group parameters come from the same kv_group_params, so the
+ * bytes and values are identical to the scalar path.  The attention kernels
+ * (scores, accum) use the same algebra as the scalar ones with a different
+ * summation order and fused multiply-adds: equal within float32 rounding.
+ *
+ * Codes of a token row are a little-endian bit stream; 8 codes of b bits
+ * occupy b bytes, so each group of 8 codes is read or written with one
+ * shift-by-lane (vpsrlvd / vpsllvd) of a b-byte word. */
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT OFF /* gcc: -ffp-contract=off (the build sets it) */
+#endif
+#include <string.h>
+
+#include "ccomp/cpu.h"
+#include "ccomp/half.h"
+#include "kv_internal.h"
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+
+#define TA __attribute__((target("avx2,fma,f16c")))
+#define TAI __attribute__((target("avx2,fma,f16c"), always_inline)) static inline
+
+int kv_gw_avx2_ok(void)
+{
+    const unsigned need = CCOMP_CPU_AVX2 | CCOMP_CPU_FMA | CCOMP_CPU_F16C;
+    return (ccomp_cpu_features() & need) == need;
+}
+
+TAI __m256i lane_shifts(int b)
+{
+    return _mm256_setr_epi32(0, b, 2 * b, 3 * b, 4 * b, 5 * b, 6 * b, 7 * b);
+}
+
+TAI uint32_t load_word(const uint8_t *p, int b)
+{
+    uint32_t u = 0;
+    switch (b) {
+    case 2: u = (uint32_t)p[0] | (uint32_t)p[1] << 8; break;
+    case 3: u = (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16; break;
+    default: memcpy(&u, p, 4); break;
+    }
+    return u;
+}
+
+/* the 8 codes at p as floats */
+TAI __m256 unpack8(const uint8_t *p, int b)
+{
+    __m256i v;
+    if (b == 8) return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)p)));
+    v = _mm256_srlv_epi32(_mm256_set1_epi32((int)load_word(p, b)), lane_shifts(b));
+    return _mm256_cvtepi32_ps(_mm256_and_si256(v, _mm256_set1_epi32((1 << b) - 1)));
+}
+
+/* 8 codes (int32 lanes) -> b bytes at out */
+TAI void pack8(__m256i codes, int b, uint8_t *out)
+{
+    __m128i x;
+    uint32_t u;
+    if (b == 8) {
+        x = _mm_packus_epi32(_mm256_castsi256_si128(codes), _mm256_extracti128_si256(codes, 1));
+        x = _mm_packus_epi16(x, x);
+        _mm_storel_epi64((__m128i *)(void *)out, x);
+        return;
+    }
+    codes = _mm256_sllv_epi32(codes, lane_shifts(b));
+    x = _mm_or_si128(_mm256_castsi256_si128(codes), _mm256_extracti128_si256(codes, 1));
+    x = _mm_or_si128(x, _mm_shuffle_epi32(x, 0x4E));
+    x = _mm_or_si128(x, _mm_shuffle_epi32(x, 0xB1));
+    u = (uint32_t)_mm_cvtsi128_si32(x);
+    out[0] = (uint8_t)u;
+    out[1] = (uint8_t)(u >> 8);
+    if (b >= 3) out[2] = (uint8_t)(u >> 16);
+    if (b >= 4) out[3] = (uint8_t)(u >> 24);
+}
+
+/* codes of 8 values: s == 0 lanes give 0, others clamp(trunc((v - z) / s + 0.5), 0, levels) */
+TAI __m256i codes8(__m256 v, __m256 z, __m256 s, __m256 levels)
+{
+    const __m256 zero = _mm256_setzero_ps();
+    __m256 t = _mm256_add_ps(_mm256_div_ps(_mm256_sub_ps(v, z), s), _mm256_set1_ps(0.5f));
+    __m256 nz = _mm256_cmp_ps(s, zero, _CMP_NEQ_OQ);
+    t = _mm256_min_ps(_mm256_max_ps(t, zero), levels);
+    return _mm256_and_si256(_mm256_cvttps_epi32(t), _mm256_castps_si256(nz));
+}
+
+/* lanes that are finite */
+TAI __m256 finite8(__m256 v)
+{
+    const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    return _mm256_cmp_ps(_mm256_and_ps(v, abs_mask), _mm256_set1_ps(__builtin_inff()), _CMP_LT_OQ);
+}
+
+TAI float hmin(__m256 v)
+{
+    __m128 x = _mm_min_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    x = _mm_min_ps(x, _mm_movehl_ps(x, x));
+    x = _mm_min_ss(x, _mm_shuffle_ps(x, x, 1));
+    return _mm_cvtss_f32(x);
+}
+
+TAI float hmax(__m256 v)
+{
+    __m128 x = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    x = _mm_max_ps(x, _mm_movehl_ps(x, x));
+    x = _mm_max_ss(x, _mm_shuffle_ps(x, x, 1));
+    return _mm_cvtss_f32(x);
+}
+
+TAI float hsum(__m256 v)
+{
+    __m128 x = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    x = _mm_add_ps(x, _mm_movehl_ps(x, x));
+    x = _mm_add_ss(x, _mm_shuffle_ps(x, x, 1));
+    return _mm_cvtss_f32(x);
+}
+
+TAI float h2f(uint16_t h)
+{
+    return _cvtsh_ss(h);
+}
+
+/* ------------------------------------------------------------- quantize */
+
+TAI int quantize_token(const float *x, size_t ld, ccomp_kv_gw *q, const int b)
+{
+    const size_t rows = q->rows, cols = q->cols, G = (size_t)q->group, ng = cols / G, rb = cols / 8u * (size_t)b;
+    const __m256 levels = _mm256_set1_ps((float)((1u << b) - 1u));
+    size_t r, g, c;
+    for (r = 0; r < rows; r++) {
+        const float *row = x + r * ld;
+        uint8_t *out = q->codes + r * rb;
+        for (g = 0; g < ng; g++) {
+            const float *gp = row + g * G;
+            __m256 mn = _mm256_loadu_ps(gp), mx = mn, ok = finite8(mn), vz, vs;
+            float s, z;
+            for (c = 8; c < G; c += 8) {
+                __m256 v = _mm256_loadu_ps(gp + c);
+                mn = _mm256_min_ps(v, mn);
+                mx = _mm256_max_ps(v, mx);
+                ok = _mm256_and_ps(ok, finite8(v));
+            }
+            if (_mm256_movemask_ps(ok) != 0xff ||
+                !kv_group_params(hmin(mn), hmax(mx), b, &q->scale[r * ng + g], &q->zero[r * ng + g], &s, &z))
+                return -1;
+            vz = _mm256_set1_ps(z);
+            vs = _mm256_set1_ps(s);
+            for (c = 0; c < G; c += 8)
+                pack8(codes8(_mm256_loadu_ps(gp + c), vz, vs, levels), b, out + (g * G + c) / 8u * (size_t)b);
+        }
+    }
+    return 0;
+}
+
+TAI int quantize_channel(const float *x, size_t ld, ccomp_kv_gw *q, const int b)
+{
+    const size_t rows = q->rows, cols = q->cols, G = (size_t)q->group, rb = cols / 8u * (size_t)b;
+    const __m256 levels = _mm256_set1_ps((float)((1u << b) - 1u));
+    float mn[KV_MAX_COLS], mx[KV_MAX_COLS], s[KV_MAX_COLS], z[KV_MAX_COLS];
+    size_t g, r, c;
+    for (g = 0; g < rows / G; g++) {
+        const float *blk = x + g * G * ld;
+        __m256 ok = _mm256_castsi256_ps(_mm256_set1_epi32(-1));
+        memcpy(mn, blk, cols * sizeof(float));
+        memcpy(mx, blk, cols * sizeof(float));
+        for (r = 0; r < G; r++)
+            for (c = 0; c < cols; c += 8) {
+                __m256 v = _mm256_loadu_ps(blk + r * ld + c);
+                _mm256_storeu_ps(mn + c, _mm256_min_ps(v, _mm256_loadu_ps(mn + c)));
+                _mm256_storeu_ps(mx + c, _mm256_max_ps(v, _mm256_loadu_ps(mx + c)));
+                ok = _mm256_and_ps(ok, finite8(v));
+            }
+        if (_mm256_movemask_ps(ok) != 0xff) return -1;
+        for (c = 0; c < cols; c++)
+            if (!kv_group_params(mn[c], mx[c], b, &q->scale[g * cols + c], &q->zero[g * cols + c], &s[c], &z[c]))
+                return -1;
+        for (r = 0; r < G; r++) {
+            const float *row = blk + r * ld;
+            uint8_t *out = q->codes + (g * G + r) * rb;
+            for (c = 0; c < cols; c += 8)
+                pack8(codes8(_mm256_loadu_ps(row + c), _mm256_loadu_ps(z + c), _mm256_loadu_ps(s + c), levels), b,
+                      out + c / 8u * (size_t)b);
+        }
+    }
+    return 0;
+}
+
+TA int kv_gw_quantize_avx2(const float *x, size_t ld, ccomp_kv_gw *q)
+{
+    const int tok = q->axis == CCOMP_KV_PER_TOKEN;
+    switch (q->bits) {
+    case 2: return tok ? quantize_token(x, ld, q, 2) : quantize_channel(x, ld, q, 2);
+    case 3: return tok ? quantize_token(x, ld, q, 3) : quantize_channel(x, ld, q, 3);
+    case 4: return tok ? quantize_token(x, ld, q, 4) : quantize_channel(x, ld, q, 4);
+    default: return tok ? quantize_token(x, ld, q, 8) : quantize_channel(x, ld, q, 8);
+    }
+}
+
+/* ----------------------------------------------------------- dequantize */
+
+TAI void dequantize_b(const ccomp_kv_gw *q, float *out, size_t ld, const int b)
+{
+    const size_t rows = q->rows, cols = q->cols, G = (size_t)q->group, rb = cols / 8u * (size_t)b;
+    float s[KV_MAX_COLS], z[KV_MAX_COLS];
+    size_t r, c;
+    for (r = 0; r < rows; r++) {
+        const uint8_t *in = q->codes + r * rb;
+        float *o = out + r * ld;
+        if (q->axis == CCOMP_KV_PER_TOKEN) {
+            const size_t ng = cols / G;
+            size_t g;
+            for (g = 0; g < ng; g++) {
+                const __m256 vs = _mm256_set1_ps(h2f(q->scale[r * ng + g])), vz = _mm256_set1_ps(h2f(q->zero[r * ng + g]));
+                for (c = g * G; c < (g + 1) * G; c += 8)
+                    _mm256_storeu_ps(o + c, _mm256_add_ps(_mm256_mul_ps(vs, unpack8(in + c / 8u * (size_t)b, b)), vz));
+            }
+        } else {
+            if (r % G == 0)
+                for (c = 0; c < cols; c++) {
+                    s[c] = h2f(q->scale[(r / G) * cols + c]);
+                    z[c] = h2f(q->zero[(r / G) * cols + c]);
+                }
+            for (c = 0; c < cols; c += 8)
+                _mm256_storeu_ps(o + c, _mm256_add_ps(_mm256_mul_ps(_mm256_loadu_ps(s + c), unpack8(in + c / 8u * (size_t)b, b)),
+                                                      _mm256_loadu_ps(z + c)));
+        }
+    }
+}
+
+TA void kv_gw_dequantize_avx2(const ccomp_kv_gw *q, float *out, size_t ld)
+{
+    switch (q->bits) {
+    case 2: dequantize_b(q, out, ld, 2); break;
+    case 3: dequantize_b(q, out, ld, 3); break;
+    case 4: dequantize_b(q, out, ld, 4); break;
+    default: dequantize_b(q, out, ld, 8); break;
+    }
+}
+
+/* ------------------------------------------------------------ attention */
+
+/* dot of n (multiple of 8) floats with the codes at in */
+TAI float dot_codes(const float *w, const uint8_t *in, size_t n, const int b)
+{
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+    size_t c = 0;
+    for (; c + 16 <= n; c += 16) {
+        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + c), unpack8(in + c / 8u * (size_t)b, b), a0);
+        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(w + c + 8), unpack8(in + (c + 8) / 8u * (size_t)b, b), a1);
+    }
+    if (c < n) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + c), unpack8(in + c / 8u * (size_t)b, b), a0);
+    return hsum(_mm256_add_ps(a0, a1));
+}
+
+TAI void scores_b(const ccomp_kv_gw *k, const float *q, float *s, const int b)
+{
+    const size_t rows = k->rows, cols = k->cols, G = (size_t)k->group, rb = cols / 8u * (size_t)b;
+    float qs[KV_MAX_COLS];
+    size_t r, c;
+    if (k->axis == CCOMP_KV_PER_CHANNEL) {
+        for (r = 0; r < rows; r += G) {
+            const uint16_t *sc = k->scale + (r / G) * cols, *ze = k->zero + (r / G) * cols;
+            float zt = 0.0f;
+            size_t t;
+            for (c = 0; c < cols; c++) {
+                qs[c] = q[c] * h2f(sc[c]);
+                zt += q[c] * h2f(ze[c]);
+            }
+            for (t = r; t < r + G; t++) s[t] = dot_codes(qs, k->codes + t * rb, cols, b) + zt;
+        }
+    } else {
+        const size_t ng = cols / G;
+        float qsum[KV_MAX_COLS / 32];
+        size_t g;
+        for (g = 0; g < ng; g++) {
+            float a = 0.0f;
+            for (c = g * G; c < (g + 1) * G; c++) a += q[c];
+            qsum[g] = a;
+        }
+        for (r = 0; r < rows; r++) {
+            const uint8_t *in = k->codes + r * rb;
+            float acc = 0.0f;
+            for (g = 0; g < ng; g++)
+                acc += h2f(k->scale[r * ng + g]) * dot_codes(q + g * G, in + g * G / 8u * (size_t)b, G, b) +
+                       h2f(k->zero[r * ng + g]) * qsum[g];
+            s[r] = acc;
+        }
+    }
+}
+
+TA void kv_gw_scores_avx2(const ccomp_kv_gw *k, const float *q, float *s)
+{
+    switch (k->bits) {
+    case 2: scores_b(k, q, s, 2); break;
+    case 3: scores_b(k, q, s, 3); break;
+    case 4: scores_b(k, q, s, 4); break;
+    default: scores_b(k, q, s, 8); break;
+    }
+}
+
+/* acc[c] += w * code[c] + u for the n codes at in (u = p * zero: adding each weighted value whole avoids
+ * the cancellation of separate sums of p * scale * code and p * zero) */
+TAI void axpy_codes(float w, float u, const uint8_t *in, size_t n, float *acc, const int b)
+{
+    const __m256 vw = _mm256_set1_ps(w), vu = _mm256_set1_ps(u);
+    size_t c;
+    for (c = 0; c < n; c += 8)
+        _mm256_storeu_ps(acc + c, _mm256_add_ps(_mm256_fmadd_ps(vw, unpack8(in + c / 8u * (size_t)b, b), vu),
+                                                _mm256_loadu_ps(acc + c)));
+}
+
+TAI void accum_b(const ccomp_kv_gw *v, const float *p, float *o, const int b)
+{
+    const size_t rows = v->rows, cols = v->cols, G = (size_t)v->group, rb = cols / 8u * (size_t)b;
+    float acc[KV_MAX_COLS];
+    size_t r, c;
+    memset(acc, 0, cols * sizeof(float));
+    if (v->axis == CCOMP_KV_PER_TOKEN) {
+        const size_t ng = cols / G;
+        size_t g;
+        for (r = 0; r < rows; r++) {
+            const float pr = p[r];
+            const uint8_t *in = v->codes + r * rb;
+            for (g = 0; g < ng; g++)
+                axpy_codes(pr * h2f(v->scale[r * ng + g]), pr * h2f(v->zero[r * ng + g]), in + g * G / 8u * (size_t)b,
+                           G, acc + g * G, b);
+        }
+        for (c = 0; c < cols; c++) o[c] += acc[c];
+    } else {
+        for (r = 0; r < rows; r += G) {
+            const uint16_t *sc = v->scale + (r / G) * cols, *ze = v->zero + (r / G) * cols;
+            float psum = 0.0f;
+            size_t t;
+            memset(acc, 0, cols * sizeof(float));
+            for (t = r; t < r + G; t++) {
+                psum += p[t];
+                axpy_codes(p[t], 0.0f, v->codes + t * rb, cols, acc, b);
+            }
+            for (c = 0; c < cols; c++) o[c] += h2f(sc[c]) * acc[c] + h2f(ze[c]) * psum;
+        }
+    }
+}
+
+TA void kv_gw_accum_avx2(const ccomp_kv_gw *v, const float *p, float *o)
+{
+    switch (v->bits) {
+    case 2: accum_b(v, p, o, 2); break;
+    case 3: accum_b(v, p, o, 3); break;
+    case 4: accum_b(v, p, o, 4); break;
+    default: accum_b(v, p, o, 8); break;
+    }
+}
+
+#else /* not x86-64: the scalar path only */
+
+int kv_gw_avx2_ok(void)
+{
+    return 0;
+}
+int kv_gw_quantize_avx2(const float *x, size_t ld, ccomp_kv_gw *q)
+{
+    (void)x;
+    (void)ld;
+    (void)q;
+    return -1;
+}
+void kv_gw_dequantize_avx2(const ccomp_kv_gw *q, float *out, size_t ld)
+{
+    (void)q;
+    (void)out;
+    (void)ld;
+}
+void kv_gw_scores_avx2(const ccomp_kv_gw *k, const float *q, float *s)
+{
+    (void)k;
+    (void)q;
+    (void)s;
+}
+void kv_gw_accum_avx2(const ccomp_kv_gw *v, const float *p, float *o)
+{
+    (void)v;
+    (void)p;
+    (void)o;
+}
+#endif
