@@ -12,3 +12,22 @@ def test_readme_tour_runs():
     namespace = {}
     exec(compile(blocks[0], "README.md", "exec"), namespace)
     assert namespace["scores"].shape == (3,)
+
+
+def _python_blocks(path):
+    with open(os.path.join(ROOT, path), encoding="utf-8") as f:
+        return re.findall(r"```python\n(.*?)```", f.read(), flags=re.S)
+
+
+def test_readme_kv_tour_runs():
+    block = next(b for b in _python_blocks("README.md") if "ccomp.kv" in b)
+    namespace = {}
+    exec(compile(block, "README.md", "exec"), namespace)
+    assert namespace["out"].shape == (2, 32, 1, 128)
+    assert namespace["kq"].bits_per_element == 3.0
+
+
+def test_kv_guide_example_runs():
+    namespace = {}
+    exec(compile(_python_blocks("docs/kv.md")[0], "docs/kv.md", "exec"), namespace)
+    assert namespace["out"].shape == (1, 32, 1, 128)

@@ -80,6 +80,7 @@ def run_demo(top=10, level=1):
     kinds = [docs[i]["type"] for i in idx]
     print(f"\ntop {len(idx)}: " + ", ".join(f"{k} {kinds.count(k)}" for k in sorted(set(kinds))))
     compress_demo(data_dir)
+    kv_demo()
     sys.stdout.flush()
     return 0
 
@@ -101,3 +102,39 @@ def compress_demo(data_dir, name="alice29.txt"):
     print(f"\nccomp.ac.compress on {name} ({len(data):,} bytes): {bpb(len(blob)):.3f} bits/byte "
           f"({len(data) / dt / 1e6:.2f} MB/s); gzip -9: {bpb(len(zlib.compress(data, 9))):.3f}, "
           f"xz -9: {bpb(len(lzma.compress(data, preset=9))):.3f} bits/byte")
+
+
+def kv_demo(tokens=512):
+    """KV-cache quantization of a real transformer's K/V: bits per element against error."""
+    import numpy as np
+
+    from . import kv, minilm
+
+    try:
+        Q, K, V = minilm.real_qkv(max_tokens=tokens)
+    except ImportError as e:  # the weights' package is optional for a user install
+        print(f"\nccomp.kv demo skipped: {e}")
+        return
+    L, H, T, D = K.shape
+    q = Q[:, :, -1:]  # the last token's queries, as in a decode step
+    dense = kv.attention(q, K, V)  # layers play the role of the batch axis
+    print(f"\nccomp.kv on real K/V: all-MiniLM-L6-v2 on alice29.txt, {L} layers x {H} heads x {T} tokens x "
+          f"head dim {D}; attention of each head's last query over the compressed cache")
+    print(f"{'method':<34} {'bits/elem':>9} {'K rel.MSE':>10} {'V rel.MSE':>10} {'attn out err':>12} {'ms':>6}")
+    configs = [("groupwise 4-bit (K/channel, V/token)", "groupwise", dict(bits=4, group=32), True),
+               ("groupwise 2-bit (K/channel, V/token)", "groupwise", dict(bits=2, group=32), True),
+               ("GEAR 2-bit, 2% outliers, rank 2", "gear", dict(bits=2, group=32, outliers=0.02, rank=2), True),
+               ("turbo 3-bit", "turbo", dict(bits=3), False),
+               ("q8_0 (llama.cpp)", "q8_0", {}, False),
+               ("q4_0 (llama.cpp)", "q4_0", {}, False)]
+    for label, method, p, kivi_axes in configs:
+        t0 = time.perf_counter()
+        kq = kv.quantize(K, method, **(dict(p, axis="channel") if kivi_axes else p))
+        vq = kv.quantize(V, method, **(dict(p, axis="token") if kivi_axes else p))
+        out = kv.attention(q, kq, vq)
+        ms = 1e3 * (time.perf_counter() - t0)
+        rel = lambda a, b: float(np.sum((a - b) ** 2) / np.sum(b ** 2))  # noqa: E731
+        bits = (kq.nbytes + vq.nbytes) * 8 / (K.size + V.size)
+        print(f"{label:<34} {bits:9.3f} {rel(kq.dequantize(), K):10.2e} {rel(vq.dequantize(), V):10.2e} "
+              f"{np.sqrt(rel(out, dense)):12.2e} {ms:6.0f}")
+
