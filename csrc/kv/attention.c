@@ -61,9 +61,168 @@ void ccomp_kv_slice_accum(const ccomp_kv_slice *v, const float *p, float *o)
     }
 }
 
+/* ------------------------------------------------ many queries per head */
+
+/* When several queries read the same K/V head (grouped-query heads, or a
+ * block of query tokens), decoding the compressed rows once per query would
+ * repeat the same work: the multi-query path decodes tiles of KV_TILE rows
+ * into a small buffer (L1/L2 sized, never the whole K or V) and uses each
+ * tile for a block of up to KV_QBLOCK queries.  Turbo keys with a QJL
+ * residual keep the per-query kernels (their scores are not a dot product
+ * with the dequantized rows). */
+#define KV_TILE 128
+#define KV_QBLOCK 16
+
+typedef union slice_storage {
+    ccomp_kv_gw gw;
+    ccomp_kv_turbo tb;
+    ccomp_kv_sparse sp;
+    ccomp_kv_gear gear;
+} slice_storage;
+
+/* Rows [r0, r0 + n) of one segment as a slice of its own (r0 and n multiples
+ * of the per-channel group where there is one; KV_TILE is). */
+static void sub_slice(const ccomp_kv_slice *s, size_t r0, size_t n, slice_storage *u, ccomp_kv_slice *out)
+{
+    const size_t cols = s->cols;
+    *out = *s;
+    out->rows = n;
+    out->next = NULL;
+    switch (s->method) {
+    case CCOMP_KV_M_GROUPWISE:
+    case CCOMP_KV_M_GEAR: {
+        const ccomp_kv_gw *g = s->method == CCOMP_KV_M_GEAR ? &((const ccomp_kv_gear *)s->data)->backbone
+                                                            : (const ccomp_kv_gw *)s->data;
+        ccomp_kv_gw *d = s->method == CCOMP_KV_M_GEAR ? &u->gear.backbone : &u->gw;
+        if (s->method == CCOMP_KV_M_GEAR) {
+            const ccomp_kv_gear *ge = (const ccomp_kv_gear *)s->data;
+            const size_t r = ge->rank > 0 ? (size_t)ge->rank : 0;
+            u->gear = *ge;
+            u->gear.outliers.rows = n;
+            u->gear.outliers.idx += r0 * ge->outliers.per_row;
+            u->gear.outliers.vals += r0 * ge->outliers.per_row;
+            u->gear.U += r0 * r;
+        }
+        *d = *g;
+        d->rows = n;
+        d->codes += r0 * (cols / 8u) * (size_t)g->bits;
+        if (g->axis == CCOMP_KV_PER_CHANNEL) {
+            d->scale += r0 / (size_t)g->group * cols;
+            d->zero += r0 / (size_t)g->group * cols;
+        } else {
+            d->scale += r0 * (cols / (size_t)g->group);
+            d->zero += r0 * (cols / (size_t)g->group);
+        }
+        out->data = u;
+        break;
+    }
+    case CCOMP_KV_M_GGML:
+        out->data = (const uint8_t *)s->data + ccomp_kv_ggml_bytes(r0, cols, s->type);
+        break;
+    case CCOMP_KV_M_TURBO:
+        u->tb = *(const ccomp_kv_turbo *)s->data;
+        u->tb.rows = n;
+        u->tb.codes += r0 * (cols / 8u) * (size_t)u->tb.bits;
+        u->tb.norms += r0;
+        out->data = &u->tb;
+        break;
+    case CCOMP_KV_M_SPARSE:
+        u->sp = *(const ccomp_kv_sparse *)s->data;
+        u->sp.rows = n;
+        u->sp.bitmaps += r0 * (cols / CCOMP_KV_SPARSE_TILE);
+        u->sp.offsets += r0 * (cols / CCOMP_KV_SPARSE_TILE); /* offsets index the whole values array */
+        out->data = &u->sp;
+        break;
+    default: out->data = (const float *)s->data + r0 * cols; break;
+    }
+}
+
+/* The rows of a sub-slice as float32 (dense data is used in place). */
+static const float *tile_rows(const ccomp_kv_slice *t, float *buf)
+{
+    switch (t->method) {
+    case CCOMP_KV_M_GROUPWISE: ccomp_kv_gw_dequantize((const ccomp_kv_gw *)t->data, buf, t->cols); return buf;
+    case CCOMP_KV_M_GGML:
+        ccomp_kv_ggml_dequantize((const uint8_t *)t->data, t->rows, t->cols, t->type, buf, t->cols);
+        return buf;
+    case CCOMP_KV_M_TURBO: ccomp_kv_turbo_dequantize((const ccomp_kv_turbo *)t->data, buf, t->cols); return buf;
+    case CCOMP_KV_M_SPARSE: ccomp_kv_sparse_dequantize((const ccomp_kv_sparse *)t->data, buf, t->cols); return buf;
+    case CCOMP_KV_M_GEAR: ccomp_kv_gear_dequantize((const ccomp_kv_gear *)t->data, buf, t->cols); return buf;
+    default: return (const float *)t->data;
+    }
+}
+
+static int chain_has_qjl(const ccomp_kv_slice *k)
+{
+    for (; k != NULL; k = k->next)
+        if (k->method == CCOMP_KV_M_TURBO && ((const ccomp_kv_turbo *)k->data)->qjl) return 1;
+    return 0;
+}
+
+static float dot8(const float *a, const float *b, size_t n)
+{
+    float part[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    size_t c;
+    for (c = 0; c + 8 <= n; c += 8) {
+        int k;
+        for (k = 0; k < 8; k++) part[k] += a[c + (size_t)k] * b[c + (size_t)k];
+    }
+    for (; c < n; c++) part[c & 7] += a[c] * b[c];
+    return ((part[0] + part[4]) + (part[1] + part[5])) + ((part[2] + part[6]) + (part[3] + part[7]));
+}
+
+/* s[j][t] = <q_j, k_t> for nqb queries over the chain, a tile at a time */
+static void multi_scores(const ccomp_kv_slice *k, const float *const *qs, size_t nqb, size_t T, float *s,
+                         float *buf)
+{
+    size_t t0 = 0;
+    for (; k != NULL; t0 += k->rows, k = k->next) {
+        size_t r0;
+        for (r0 = 0; r0 < k->rows; r0 += KV_TILE) {
+            const size_t n = k->rows - r0 < KV_TILE ? k->rows - r0 : KV_TILE;
+            slice_storage u;
+            ccomp_kv_slice sub;
+            const float *rows;
+            size_t j, r;
+            sub_slice(k, r0, n, &u, &sub);
+            rows = tile_rows(&sub, buf);
+            for (j = 0; j < nqb; j++)
+                for (r = 0; r < n; r++) s[j * T + t0 + r0 + r] = dot8(qs[j], rows + r * k->cols, k->cols);
+        }
+    }
+}
+
+/* o[j][:] += sum_t p[j][t] v_t for nqb queries */
+static void multi_accum(const ccomp_kv_slice *v, const float *p, size_t nqb, size_t T, float *const *os, float *buf)
+{
+    size_t t0 = 0;
+    for (; v != NULL; t0 += v->rows, v = v->next) {
+        size_t r0;
+        for (r0 = 0; r0 < v->rows; r0 += KV_TILE) {
+            const size_t n = v->rows - r0 < KV_TILE ? v->rows - r0 : KV_TILE, d = v->cols;
+            slice_storage u;
+            ccomp_kv_slice sub;
+            const float *rows;
+            size_t j, r, c;
+            sub_slice(v, r0, n, &u, &sub);
+            rows = tile_rows(&sub, buf);
+            for (j = 0; j < nqb; j++) {
+                float *o = os[j];
+                const float *pj = p + j * T + t0 + r0;
+                for (r = 0; r < n; r++) {
+                    const float w = pj[r], *row = rows + r * d;
+                    for (c = 0; c < d; c++) o[c] += w * row[c];
+                }
+            }
+        }
+    }
+}
+
 typedef struct att_ctx {
     const float *q;
     size_t H, nq, D, Dv, T, G;
+    size_t per_group, blocks; /* multi-query path: queries per K/V head, blocks of them per head */
+    int multi;
     const ccomp_kv_slice *k, *v;
     float scale;
     float *out;
@@ -73,7 +232,9 @@ static ccomp_status att_init(void *vctx, int worker, void **state, ccomp_error *
 {
     att_ctx *c = (att_ctx *)vctx;
     (void)worker;
-    *state = malloc((c->T ? c->T : 1u) * sizeof(float));
+    const size_t d = c->D > c->Dv ? c->D : c->Dv;
+    *state = malloc(((c->multi ? KV_QBLOCK : 1u) * (c->T ? c->T : 1u) + (c->multi ? KV_TILE * d : 0u)) *
+                    sizeof(float));
     return *state ? CCOMP_OK : ccomp_fail(err, CCOMP_ERR_NOMEM, "out of memory");
 }
 
@@ -83,9 +244,51 @@ static void att_fini(void *vctx, void *state)
     free(state);
 }
 
+/* softmax of n logits in place (times scale), returns the normaliser */
+static float softmax_row(float *s, size_t n, float scale)
+{
+    float mx = -INFINITY, z = 0.0f;
+    size_t t;
+    for (t = 0; t < n; t++) {
+        s[t] *= scale;
+        mx = s[t] > mx ? s[t] : mx;
+    }
+    for (t = 0; t < n; t++) {
+        s[t] = expf(s[t] - mx);
+        z += s[t];
+    }
+    return z;
+}
+
+/* one block of up to KV_QBLOCK queries of K/V head g */
+static ccomp_status att_multi_run(att_ctx *c, float *s, size_t task)
+{
+    const size_t g = task / c->blocks, j0 = (task % c->blocks) * KV_QBLOCK;
+    const size_t nqb = c->per_group - j0 < KV_QBLOCK ? c->per_group - j0 : KV_QBLOCK;
+    const float *qs[KV_QBLOCK];
+    float *os[KV_QBLOCK], z[KV_QBLOCK], *buf = s + KV_QBLOCK * c->T;
+    size_t j, t;
+    for (j = 0; j < nqb; j++) {
+        /* query j0 + j of the group: head g * rep + (j0 + j) / nq, token (j0 + j) % nq */
+        const size_t h = g * (c->H / c->G) + (j0 + j) / c->nq, i = (j0 + j) % c->nq;
+        qs[j] = c->q + (h * c->nq + i) * c->D;
+        os[j] = c->out + (h * c->nq + i) * c->Dv;
+    }
+    multi_scores(&c->k[g], qs, nqb, c->T, s, buf);
+    for (j = 0; j < nqb; j++) {
+        z[j] = softmax_row(s + j * c->T, c->T, c->scale);
+        memset(os[j], 0, c->Dv * sizeof(float));
+    }
+    multi_accum(&c->v[g], s, nqb, c->T, os, buf);
+    for (j = 0; j < nqb; j++)
+        for (t = 0; t < c->Dv; t++) os[j][t] /= z[j];
+    return CCOMP_OK;
+}
+
 static ccomp_status att_run(void *vctx, void *state, size_t task, ccomp_error *err)
 {
     att_ctx *c = (att_ctx *)vctx;
+    if (c->multi) return att_multi_run(c, (float *)state, task);
     float *s = (float *)state, mx = -INFINITY, z = 0.0f;
     size_t h = task / c->nq, i = task % c->nq, g = h / (c->H / c->G), t;
     float *o = c->out + (h * c->nq + i) * c->Dv;
@@ -132,5 +335,10 @@ ccomp_status ccomp_kv_attention(const float *q, size_t H, size_t nq, size_t D, c
     c.v = v;
     c.scale = scale;
     c.out = out;
-    return ccomp_parallel_for(threads, H * nq, &ops, &c, err);
+    /* the multi-query path when at least 4 queries share a K/V head and no key segment has QJL */
+    c.per_group = H / G * nq;
+    c.blocks = (c.per_group + KV_QBLOCK - 1) / KV_QBLOCK;
+    c.multi = c.per_group >= 4;
+    for (g = 0; g < G && c.multi; g++) c.multi = !chain_has_qjl(&k[g]);
+    return ccomp_parallel_for(threads, c.multi ? G * c.blocks : H * nq, &ops, &c, err);
 }

@@ -257,6 +257,20 @@ static void test_attention_chain(int quick)
             CHECK(worst < 2e-5, "head %zu: attention differs from dense by %g", h, worst);
         }
         CHECK(ccomp_kv_attention(q, 3, 1, D, kh, vh, G, scale, out, 1, &err) == CCOMP_ERR_VALUE, "H %% G");
+        /* the multi-query path: 2 heads x 3 query tokens per K/V head, tiles across segment ends */
+        {
+            float *q6 = make(2 * 2 * 3, D), *out6 = (float *)malloc(2 * 2 * 3 * D * sizeof(float));
+            CHECK(ccomp_kv_attention(q6, 4, 3, D, kh, vh, G, scale, out6, 2, &err) == CCOMP_OK, "%s", err.msg);
+            for (h = 0; h < 12; h++) {
+                double ref[64], worst = 0;
+                g = (h / 3) / 2;
+                dense_attention(q6 + h * D, D, Kd[g], Vd[g], T, scale, ref);
+                for (j = 0; j < D; j++) worst = fmax(worst, fabs(ref[j] - out6[h * D + j]));
+                CHECK(worst < 2e-5, "multi-query %zu: attention differs from dense by %g", h, worst);
+            }
+            free(q6);
+            free(out6);
+        }
     }
     for (g = 0; g < G; g++) {
         int i;
