@@ -7,6 +7,7 @@
 #include "ccomp/kv_sparse.h"
 #include "ccomp/kv_turbo.h"
 #include "ccomp/parallel.h"
+#include "kv_internal.h"
 
 size_t ccomp_kv_slice_rows(const ccomp_kv_slice *k)
 {
@@ -249,6 +250,7 @@ static float softmax_row(float *s, size_t n, float scale)
 {
     float mx = -INFINITY, z = 0.0f;
     size_t t;
+    if (kv_gw_avx2_ok()) return kv_softmax_avx2(s, n, scale);
     for (t = 0; t < n; t++) {
         s[t] *= scale;
         mx = s[t] > mx ? s[t] : mx;
@@ -288,20 +290,16 @@ static ccomp_status att_multi_run(att_ctx *c, float *s, size_t task)
 static ccomp_status att_run(void *vctx, void *state, size_t task, ccomp_error *err)
 {
     att_ctx *c = (att_ctx *)vctx;
-    if (c->multi) return att_multi_run(c, (float *)state, task);
-    float *s = (float *)state, mx = -INFINITY, z = 0.0f;
-    size_t h = task / c->nq, i = task % c->nq, g = h / (c->H / c->G), t;
-    float *o = c->out + (h * c->nq + i) * c->Dv;
+    float *s = (float *)state, z, *o;
+    size_t h, i, g, t;
     (void)err;
+    if (c->multi) return att_multi_run(c, s, task);
+    h = task / c->nq;
+    i = task % c->nq;
+    g = h / (c->H / c->G);
+    o = c->out + (h * c->nq + i) * c->Dv;
     ccomp_kv_slice_scores(&c->k[g], c->q + (h * c->nq + i) * c->D, s);
-    for (t = 0; t < c->T; t++) {
-        s[t] *= c->scale;
-        mx = s[t] > mx ? s[t] : mx;
-    }
-    for (t = 0; t < c->T; t++) {
-        s[t] = expf(s[t] - mx);
-        z += s[t];
-    }
+    z = softmax_row(s, c->T, c->scale);
     memset(o, 0, c->Dv * sizeof(float));
     ccomp_kv_slice_accum(&c->v[g], s, o);
     for (t = 0; t < c->Dv; t++) o[t] /= z;

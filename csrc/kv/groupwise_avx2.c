@@ -356,6 +356,61 @@ TA void kv_gw_accum_avx2(const ccomp_kv_gw *v, const float *p, float *o)
     }
 }
 
+/* ------------------------------------------------------------- softmax */
+
+/* e^x for x <= 0 (x >= -87.3 after clamping): x = n ln2 + r, |r| <= ln2 / 2, e^r by a degree-6
+ * polynomial (Taylor coefficients; relative error below 2e-7 on that interval), times 2^n. */
+TAI __m256 exp_neg(__m256 x)
+{
+    const __m256 log2e = _mm256_set1_ps(1.44269504088896341f), ln2_hi = _mm256_set1_ps(0.693359375f),
+                 ln2_lo = _mm256_set1_ps(-2.12194440e-4f);
+    __m256 n, r, p;
+    __m256i e;
+    x = _mm256_max_ps(x, _mm256_set1_ps(-87.3f));
+    n = _mm256_round_ps(_mm256_mul_ps(x, log2e), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    r = _mm256_fnmadd_ps(n, ln2_hi, x);
+    r = _mm256_fnmadd_ps(n, ln2_lo, r);
+    p = _mm256_set1_ps(1.0f / 720.0f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+TA float kv_softmax_avx2(float *s, size_t n, float scale)
+{
+    const __m256 vs = _mm256_set1_ps(scale);
+    __m256 mx = _mm256_set1_ps(-__builtin_inff()), z = _mm256_setzero_ps(), vm;
+    float m = -__builtin_inff(), zt;
+    size_t t;
+    for (t = 0; t + 8 <= n; t += 8) {
+        __m256 v = _mm256_mul_ps(_mm256_loadu_ps(s + t), vs);
+        _mm256_storeu_ps(s + t, v);
+        mx = _mm256_max_ps(mx, v);
+    }
+    for (; t < n; t++) {
+        s[t] *= scale;
+        m = s[t] > m ? s[t] : m;
+    }
+    m = hmax(mx) > m ? hmax(mx) : m;
+    vm = _mm256_set1_ps(m);
+    for (t = 0; t + 8 <= n; t += 8) {
+        __m256 e = exp_neg(_mm256_sub_ps(_mm256_loadu_ps(s + t), vm));
+        _mm256_storeu_ps(s + t, e);
+        z = _mm256_add_ps(z, e);
+    }
+    zt = hsum(z);
+    for (; t < n; t++) {
+        s[t] = __builtin_expf(s[t] - m);
+        zt += s[t];
+    }
+    return zt;
+}
+
 #else /* not x86-64: the scalar path only */
 
 int kv_gw_avx2_ok(void)
@@ -386,5 +441,12 @@ void kv_gw_accum_avx2(const ccomp_kv_gw *v, const float *p, float *o)
     (void)v;
     (void)p;
     (void)o;
+}
+float kv_softmax_avx2(float *s, size_t n, float scale)
+{
+    (void)s;
+    (void)n;
+    (void)scale;
+    return 0.0f;
 }
 #endif

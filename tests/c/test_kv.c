@@ -133,6 +133,34 @@ static void test_simd_equals_scalar(void)
     free(d2);
 }
 
+/* The vectorised softmax against exp in double. */
+static void test_softmax(void)
+{
+    const size_t n = 1003;
+    float *s = (float *)malloc(n * sizeof(float)), *x = (float *)malloc(n * sizeof(float));
+    double mx = -1e300, z = 0, worst = 0;
+    float zs;
+    size_t i;
+    if (!kv_gw_avx2_ok()) {
+        free(s);
+        free(x);
+        return;
+    }
+    for (i = 0; i < n; i++) x[i] = s[i] = (float)(gauss() * 30.0);
+    zs = kv_softmax_avx2(s, n, 0.7f);
+    for (i = 0; i < n; i++) mx = fmax(mx, (double)(x[i] * 0.7f));
+    for (i = 0; i < n; i++) {
+        const float arg = x[i] * 0.7f - (float)mx; /* the float argument both compute */
+        double e = exp((double)arg);
+        z += e;
+        if (e > 1e-30) worst = fmax(worst, fabs(s[i] - e) / e);
+    }
+    CHECK(worst < 5e-7, "softmax: relative error %g", worst);
+    CHECK(fabs(zs - z) / z < 1e-6, "softmax: sum %g vs %g", (double)zs, z);
+    free(s);
+    free(x);
+}
+
 static void test_errors(void)
 {
     const size_t rows = 64, cols = 64;
@@ -289,6 +317,7 @@ int main(int argc, char **argv)
     int quick = argc > 1 && strcmp(argv[1], "--quick") == 0;
     test_groupwise();
     test_simd_equals_scalar();
+    test_softmax();
     test_errors();
     test_attention_chain(quick);
     if (test_failures) {
