@@ -19,6 +19,10 @@ size_t ccomp_kv_slice_rows(const ccomp_kv_slice *k)
 static void dense_scores(const float *m, size_t rows, size_t cols, const float *q, float *s)
 {
     size_t r, c;
+    if (kv_gw_avx2_ok()) {
+        kv_dense_scores_avx2(m, rows, cols, q, s);
+        return;
+    }
     for (r = 0; r < rows; r++) {
         const float *row = m + r * cols;
         float part[8] = {0, 0, 0, 0, 0, 0, 0, 0};
@@ -30,6 +34,10 @@ static void dense_scores(const float *m, size_t rows, size_t cols, const float *
 static void dense_accum(const float *m, size_t rows, size_t cols, const float *p, float *o)
 {
     size_t r, c;
+    if (kv_gw_avx2_ok()) {
+        kv_dense_accum_avx2(m, rows, cols, p, o);
+        return;
+    }
     for (r = 0; r < rows; r++)
         for (c = 0; c < cols; c++) o[c] += p[r] * m[r * cols + c];
 }
@@ -160,18 +168,6 @@ static int chain_has_qjl(const ccomp_kv_slice *k)
     return 0;
 }
 
-static float dot8(const float *a, const float *b, size_t n)
-{
-    float part[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    size_t c;
-    for (c = 0; c + 8 <= n; c += 8) {
-        int k;
-        for (k = 0; k < 8; k++) part[k] += a[c + (size_t)k] * b[c + (size_t)k];
-    }
-    for (; c < n; c++) part[c & 7] += a[c] * b[c];
-    return ((part[0] + part[4]) + (part[1] + part[5])) + ((part[2] + part[6]) + (part[3] + part[7]));
-}
-
 /* s[j][t] = <q_j, k_t> for nqb queries over the chain, a tile at a time */
 static void multi_scores(const ccomp_kv_slice *k, const float *const *qs, size_t nqb, size_t T, float *s,
                          float *buf)
@@ -184,11 +180,10 @@ static void multi_scores(const ccomp_kv_slice *k, const float *const *qs, size_t
             slice_storage u;
             ccomp_kv_slice sub;
             const float *rows;
-            size_t j, r;
+            size_t j;
             sub_slice(k, r0, n, &u, &sub);
             rows = tile_rows(&sub, buf);
-            for (j = 0; j < nqb; j++)
-                for (r = 0; r < n; r++) s[j * T + t0 + r0 + r] = dot8(qs[j], rows + r * k->cols, k->cols);
+            for (j = 0; j < nqb; j++) dense_scores(rows, n, k->cols, qs[j], s + j * T + t0 + r0);
         }
     }
 }
@@ -204,17 +199,10 @@ static void multi_accum(const ccomp_kv_slice *v, const float *p, size_t nqb, siz
             slice_storage u;
             ccomp_kv_slice sub;
             const float *rows;
-            size_t j, r, c;
+            size_t j;
             sub_slice(v, r0, n, &u, &sub);
             rows = tile_rows(&sub, buf);
-            for (j = 0; j < nqb; j++) {
-                float *o = os[j];
-                const float *pj = p + j * T + t0 + r0;
-                for (r = 0; r < n; r++) {
-                    const float w = pj[r], *row = rows + r * d;
-                    for (c = 0; c < d; c++) o[c] += w * row[c];
-                }
-            }
+            for (j = 0; j < nqb; j++) dense_accum(rows, n, d, p + j * T + t0 + r0, os[j]);
         }
     }
 }

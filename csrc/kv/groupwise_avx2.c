@@ -356,6 +356,38 @@ TA void kv_gw_accum_avx2(const ccomp_kv_gw *v, const float *p, float *o)
     }
 }
 
+/* ---------------------------------------------------------- dense rows */
+
+TA void kv_dense_scores_avx2(const float *m, size_t rows, size_t cols, const float *q, float *s)
+{
+    size_t r;
+    for (r = 0; r < rows; r++) {
+        const float *row = m + r * cols;
+        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+        float tail = 0.0f;
+        size_t c = 0;
+        for (; c + 16 <= cols; c += 16) {
+            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + c), _mm256_loadu_ps(row + c), a0);
+            a1 = _mm256_fmadd_ps(_mm256_loadu_ps(q + c + 8), _mm256_loadu_ps(row + c + 8), a1);
+        }
+        for (; c + 8 <= cols; c += 8) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + c), _mm256_loadu_ps(row + c), a0);
+        for (; c < cols; c++) tail += q[c] * row[c];
+        s[r] = hsum(_mm256_add_ps(a0, a1)) + tail;
+    }
+}
+
+TA void kv_dense_accum_avx2(const float *m, size_t rows, size_t cols, const float *p, float *o)
+{
+    size_t r, c;
+    for (r = 0; r < rows; r++) {
+        const float *row = m + r * cols;
+        const __m256 w = _mm256_set1_ps(p[r]);
+        for (c = 0; c + 8 <= cols; c += 8)
+            _mm256_storeu_ps(o + c, _mm256_fmadd_ps(w, _mm256_loadu_ps(row + c), _mm256_loadu_ps(o + c)));
+        for (; c < cols; c++) o[c] += p[r] * row[c];
+    }
+}
+
 /* ------------------------------------------------------------- softmax */
 
 /* e^x for x <= 0 (x >= -87.3 after clamping): x = n ln2 + r, |r| <= ln2 / 2, e^r by a degree-6
@@ -448,5 +480,21 @@ float kv_softmax_avx2(float *s, size_t n, float scale)
     (void)n;
     (void)scale;
     return 0.0f;
+}
+void kv_dense_scores_avx2(const float *m, size_t rows, size_t cols, const float *q, float *s)
+{
+    (void)m;
+    (void)rows;
+    (void)cols;
+    (void)q;
+    (void)s;
+}
+void kv_dense_accum_avx2(const float *m, size_t rows, size_t cols, const float *p, float *o)
+{
+    (void)m;
+    (void)rows;
+    (void)cols;
+    (void)p;
+    (void)o;
 }
 #endif

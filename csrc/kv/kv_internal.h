@@ -31,6 +31,9 @@ int kv_gw_quantize_avx2(const float *x, size_t ld, ccomp_kv_gw *q);
 void kv_gw_dequantize_avx2(const ccomp_kv_gw *q, float *out, size_t ld);
 void kv_gw_scores_avx2(const ccomp_kv_gw *k, const float *q, float *s);
 void kv_gw_accum_avx2(const ccomp_kv_gw *v, const float *p, float *o);
+/* float32 rows: s[r] = q . row r; o += sum_r p[r] row r */
+void kv_dense_scores_avx2(const float *m, size_t rows, size_t cols, const float *q, float *s);
+void kv_dense_accum_avx2(const float *m, size_t rows, size_t cols, const float *p, float *o);
 /* s = exp(scale * s - max) in place (relative error below 2e-7 per value); returns the sum */
 float kv_softmax_avx2(float *s, size_t n, float scale);
 
