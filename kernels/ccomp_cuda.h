@@ -44,6 +44,77 @@ void ccomp_cuda_free(void *dev);
 int ccomp_cuda_to_host(void *host, const void *dev, size_t n, char *msg, size_t msg_len);
 int ccomp_cuda_synchronize(char *msg, size_t msg_len);
 
+/* ---- ccomp.kv: KV-cache (de)quantization and decode attention on the GPU (kernels/kv.cu).  The C core in
+ * csrc/kv and the ccomp/kv headers are the specification: codes, scales and dequantized values are
+ * bit-identical to it.
+ *
+ * A tensor is S slices (batch x heads) of T tokens x D channels.  Its method's arrays are 2-D [S, n]
+ * device arrays as in ccomp.kv (names below); each is given by a device pointer, the distance in
+ * elements from one slice's row to the next (>= count) and the elements available per slice.
+ * Work is queued on `stream` (a cudaStream_t; NULL is the legacy default stream) on the device that
+ * holds the tensor, which is made current for the call.  Calls that take `check` return at once when it
+ * is 0; with check = 1 they wait for the stream and set *first_bad to the first slice whose data the CPU
+ * would reject (a NaN or infinite value, a group range beyond fp16, inconsistent sparse offsets or
+ * outlier channels; -1: none), and the caller asks the CPU for the exact message.  Return: 0, -1 with
+ * a message for rejected arguments, or a CUDA error code with a message. */
+enum {
+    CCOMP_CUDA_KV_DENSE = 0,
+    CCOMP_CUDA_KV_GROUPWISE = 1,
+    CCOMP_CUDA_KV_Q8_0 = 2,
+    CCOMP_CUDA_KV_Q4_0 = 3,
+    CCOMP_CUDA_KV_TURBO = 4,
+    CCOMP_CUDA_KV_SPARSE = 5,
+    CCOMP_CUDA_KV_GEAR = 6
+};
+enum { CCOMP_CUDA_KV_FLOAT32 = 0, CCOMP_CUDA_KV_FLOAT16 = 1 };
+
+typedef struct ccomp_cuda_kv_array {
+    void *ptr;     /* device pointer; NULL when the method has no such array */
+    size_t stride; /* elements between consecutive slices */
+    size_t count;  /* elements available per slice */
+} ccomp_cuda_kv_array;
+
+typedef struct ccomp_cuda_kv_desc {
+    int method;        /* CCOMP_CUDA_KV_* */
+    size_t S, T, D;    /* slices, tokens, head dim */
+    int bits, group;   /* groupwise and GEAR's backbone; turbo bits (1..4) */
+    int axis;          /* 0: per channel (groups of tokens), 1: per token (groups of channels) */
+    int qjl;           /* turbo: 1 with the QJL residual sketch */
+    uint64_t seed;     /* turbo rotation signs */
+    float centroids[16], thresholds[16]; /* turbo codebook (ccomp_kv_turbo_centroids / _thresholds) */
+    const float *qjl_matrix_t;           /* turbo with QJL: device D x D, the transpose of
+                                            ccomp_kv_turbo_qjl_matrix (element [j][i] = S[i][j]) */
+    size_t kept;       /* bitmap_sparse: values kept per token */
+    size_t per_row;    /* gear: outliers per token */
+    int rank;          /* gear: low rank (0: none) */
+    /* The dense tensor: quantize's input, dequantize's output (contiguous [S, T, D]) or a dense attention
+     * segment; x_ss / x_ld: elements between slices / tokens (channels contiguous). */
+    void *x;
+    int x_dtype;       /* CCOMP_CUDA_KV_FLOAT32 or _FLOAT16 */
+    size_t x_ss, x_ld;
+    ccomp_cuda_kv_array codes, scale, zero, blocks, norms, signs, res_norms, bitmaps, offsets, values, out_idx,
+        out_vals, U, W;
+    uint32_t *flag;    /* 4 bytes of device memory for the data check (quantize; sparse and gear dequantize) */
+} ccomp_cuda_kv_desc;
+
+int ccomp_cuda_kv_quantize(const ccomp_cuda_kv_desc *d, void *stream, int check, int64_t *first_bad, char *msg,
+                           size_t msg_len);
+int ccomp_cuda_kv_dequantize(const ccomp_cuda_kv_desc *d, void *stream, int check, int64_t *first_bad, char *msg,
+                             size_t msg_len);
+
+/* Decode attention: out[s * R + r] = softmax(scale * K_s q_{s R + r}) V_s for the S K/V slices and their R
+ * query rows each (R = query heads per K/V head x query tokens; q: [S * R, D] float32 or float16 rows,
+ * contiguous; out: [S * R, Dv] float32).  The cache is nk K segments and nv V segments along the tokens
+ * (groupwise, q8_0, q4_0 or dense; the token counts add up to the same T on both sides).  ws: device
+ * workspace of ccomp_cuda_kv_attention_workspace bytes.  Asynchronous on `stream`. */
+size_t ccomp_cuda_kv_attention_workspace(size_t S, size_t R, size_t Dv, const ccomp_cuda_kv_desc *v, size_t nv);
+int ccomp_cuda_kv_attention(const void *q, int q_dtype, size_t S, size_t R, size_t D, float scale,
+                            const ccomp_cuda_kv_desc *k, size_t nk, const ccomp_cuda_kv_desc *v, size_t nv, float *out,
+                            void *ws, size_t ws_bytes, void *stream, char *msg, size_t msg_len);
+
+/* Device memory without a copy (current device); freed with ccomp_cuda_free. */
+int ccomp_cuda_alloc(size_t n, void **dev, char *msg, size_t msg_len);
+
 #ifdef __cplusplus
 }
 #endif

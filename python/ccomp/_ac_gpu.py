@@ -123,6 +123,20 @@ class _View:
         self.ptr, self.shape, self.strides, self.dtype, self.keep = ptr, shape, strides, dtype, keep
 
 
+def cai_layout(obj, what):
+    """(pointer, shape, strides in elements, dtype, stream) of an object's ``__cuda_array_interface__``."""
+    cai = obj.__cuda_array_interface__
+    dtype = np.dtype(cai["typestr"])
+    shape = tuple(int(s) for s in cai["shape"])
+    if cai.get("strides") is None:
+        strides = _c_strides(shape)
+    else:
+        if any(s % dtype.itemsize for s in cai["strides"]):
+            raise ValueError(f"{what} has strides that are not a multiple of its item size: {cai['strides']}")
+        strides = tuple(int(s) // dtype.itemsize for s in cai["strides"])
+    return int(cai["data"][0]), shape, strides, dtype, cai.get("stream")
+
+
 def _c_strides(shape):
     strides, acc = [], 1
     for n in reversed(shape):
@@ -164,18 +178,10 @@ def _device_view(obj, what, ext):
                             f"expected a CUDA tensor or a NumPy array")
         obj = np.from_dlpack(obj) if hasattr(np, "from_dlpack") else np.asarray(obj)
     elif not isinstance(obj, np.ndarray) and hasattr(obj, "__cuda_array_interface__"):
-        cai = obj.__cuda_array_interface__
-        dtype = np.dtype(cai["typestr"])
-        shape = tuple(int(s) for s in cai["shape"])
-        if cai.get("strides") is None:
-            strides = _c_strides(shape)
-        else:
-            if any(s % dtype.itemsize for s in cai["strides"]):
-                raise ValueError(f"{what} has strides that are not a multiple of its item size: {cai['strides']}")
-            strides = tuple(int(s) // dtype.itemsize for s in cai["strides"])
-        if cai.get("stream") is not None:
+        ptr, shape, strides, dtype, stream = cai_layout(obj, what)
+        if stream is not None:
             ext.synchronize()  # the producer's stream may still be writing the data
-        return _View(int(cai["data"][0]), shape, strides, dtype, obj)
+        return _View(ptr, shape, strides, dtype, obj)
     arr = np.asarray(obj)
     dev = to_device(arr)
     return _View(dev.ptr, dev.shape, _c_strides(dev.shape), dev.dtype, dev)

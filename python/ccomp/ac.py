@@ -89,13 +89,9 @@ def _core_cpu_count():
 
 def _on_cuda(x):
     """True for a tensor that lives on a CUDA device (torch, CuPy, DLPack)."""
-    dev = getattr(x, "__dlpack_device__", None)
-    if dev is not None:
-        try:
-            return dev()[0] in (2, 3)  # kDLCUDA, kDLCUDAHost is CPU-visible but treat as CUDA
-        except Exception:
-            return False
-    return hasattr(x, "__cuda_array_interface__")
+    from .cuda import on_device
+
+    return on_device(x)
 
 
 def _rows(x, ndim, name="probs"):

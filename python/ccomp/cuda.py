@@ -60,3 +60,14 @@ def require(what="this function"):
     count, reason = _cuda.device_count()
     if count == 0:
         raise RuntimeError(f"{what} needs a GPU, but no CUDA device is usable: {reason}")
+
+
+def on_device(x):
+    """True for an array that lives on a CUDA device (torch, CuPy, DLPack, ``__cuda_array_interface__``)."""
+    dev = getattr(x, "__dlpack_device__", None)
+    if dev is not None:
+        try:
+            return int(dev()[0]) in (2, 13)  # kDLCUDA, kDLCUDAManaged
+        except Exception:
+            return False
+    return hasattr(x, "__cuda_array_interface__")

@@ -36,6 +36,7 @@ import numpy as np
 
 from . import _core
 from ._core import CorruptStreamError
+from .cuda import on_device
 
 __all__ = ["QuantizedTensor", "KIVICache", "quantize", "attention", "lloyd_max", "METHODS"]
 
@@ -128,6 +129,45 @@ class QuantizedTensor:
     def bits_per_element(self):
         n = int(np.prod(self.shape, dtype=np.int64))
         return 8.0 * self.nbytes / n if n else 0.0
+
+    def to_device(self, like=None):
+        """The same tensor with its arrays on the GPU (a ``ccomp._kv_gpu.Quantized``: ``dequantize()``
+        and :func:`attention` with CUDA queries run there); ``like`` picks torch or CuPy arrays and
+        the device (default: ccomp's own device arrays on the current device)."""
+        from . import _kv_gpu
+        from ._ac_gpu import to_device as upload
+
+        def put(a):
+            if like is None:
+                return upload(a)
+            if type(like).__module__.split(".")[0] == "torch":
+                import torch
+
+                # unsigned types as the signed ones of the same size (older torch has no uint16/32/64)
+                signed = a.view(a.dtype.str.replace("u", "i")) if a.dtype.kind == "u" and a.itemsize > 1 else a
+                return torch.as_tensor(signed, device=like.device)
+            import cupy
+
+            with cupy.cuda.Device(like.device.id):
+                return cupy.asarray(a)
+
+        return _kv_gpu.Quantized(self.method, self.shape, self.params, {n: put(a) for n, a in self.arrays.items()})
+
+    @classmethod
+    def from_device(cls, q):
+        """A host copy of a quantized tensor on the GPU (the result of :func:`quantize` on a CUDA tensor):
+        the same method, shape, params and bytes; serialise it with :meth:`to_bytes`."""
+        want = {name: np.dtype(dt) for name, dt, _ in _layout(q.method, q.shape[-2], q.shape[-1], q.params)}
+        arrays = {}
+        for name, a in q.arrays.items():
+            if hasattr(a, "get") and not hasattr(a, "cpu"):
+                host = a.get()  # CuPy, ccomp DeviceArray
+            else:
+                host = a.detach().cpu().numpy()  # torch
+            arrays[name] = np.ascontiguousarray(host).view(want[name])
+        t = cls(q.method, q.shape, q.params, arrays)
+        t._validate()
+        return t
 
     def _ordered(self):
         return tuple(self.arrays[name] for name, _, _ in _layout(self.method, self.tokens, self.head_dim, self.params))
@@ -276,15 +316,33 @@ def quantize(x, method="groupwise", *, bits=None, group=32, axis="token", sparsi
 
     NaN or infinite values and bad parameters raise ValueError saying what was
     expected and what was received.
+
+    A CUDA tensor (torch, CuPy) is quantized on its GPU (every method but
+    gear, whose low-rank fit runs here): the result holds device arrays with
+    the same bytes as the CPU's, ``.to_host()`` gives a :class:`QuantizedTensor`,
+    and :func:`attention` with CUDA queries runs on the GPU.
     """
     if method == "kivi":
         raise ValueError("KIVI is a streaming cache: use ccomp.kv.KIVICache(bits=..., group=..., residual=...)"
                          ".append(k, v)")
     p = _method_params(method, bits, group, axis, sparsity, outliers, rank, iters, seed, qjl)
+    if on_device(x):
+        return _gpu_quantize(x, method, p)
     a, shape = _as_slices(x)
     arrays = _core.kv_quantize(_CODE[method], a, _ctuple(method, p), _threads(threads))
     names = [name for name, _, _ in _layout(method, shape[-2], shape[-1], p)]
     return QuantizedTensor(method, shape, p, dict(zip(names, arrays)))
+
+
+def _gpu_quantize(x, method, p):
+    """quantize() of a CUDA tensor: the arrays stay on its device."""
+    from . import _kv_gpu
+
+    if method == "gear":
+        raise ValueError("gear quantization fits its low-rank factor on the CPU: pass a host array "
+                         "(the result's arrays can then be moved to the GPU with .to_device())")
+    arrays = _kv_gpu.quantize(x, method, **p)
+    return _kv_gpu.Quantized(method, tuple(x.shape), p, arrays)
 
 
 def lloyd_max(bits):
@@ -463,6 +521,13 @@ def _cache_shape(c):
     return np.shape(c)
 
 
+def _gpu_cache(c):
+    """A cache for the GPU attention: a KIVI side becomes its list of segments."""
+    if isinstance(c, _KIVIPart):
+        raise TypeError("a KIVICache lives in host memory: pass host queries, or quantize the cache on the GPU")
+    return c
+
+
 def attention(q, k_cache, v_cache, scale=None, threads=None):
     """Decode attention ``softmax(q K^T * scale) V`` over compressed K and V.
 
@@ -474,6 +539,10 @@ def attention(q, k_cache, v_cache, scale=None, threads=None):
     inside the cache).  ``scale`` defaults to ``1 / sqrt(head_dim)``.
     Returns float32 ``(..., heads, n_query, v_head_dim)``.
     """
+    if on_device(q):
+        from . import _kv_gpu
+
+        return _kv_gpu.attention(q, _gpu_cache(k_cache), _gpu_cache(v_cache), scale)
     qa = np.asarray(q)
     if qa.dtype not in (np.float32, np.float16):
         raise TypeError(f"q must be float32 or float16, got {qa.dtype}")
