@@ -70,7 +70,8 @@ void ccomp_kv_gw_accum(const ccomp_kv_gw *v, const float *p, float *o);
  *   q8_0 (34 bytes): d = amax / 127, id = d ? 1 / d : 0 (float32), fp16 d,
  *                    then 32 int8 roundf(x * id) (multiplied by the
  *                    reciprocal as ggml does, not divided by d);
- *   q4_0 (18 bytes): d = m / -8 (m the value of largest magnitude),
+ *   q4_0 (18 bytes): d = m / -8 (m the value of largest magnitude, the
+ *                    first one in the block on ties),
  *                    id = d ? 1 / d : 0, fp16 d, then 16 bytes: low nibble
  *                    min(15, (int8)(x[j] * id + 8.5)), high nibble the same
  *                    for x[j + 16]. */
