@@ -21,15 +21,17 @@
 #include "kv_internal.h"
 
 #if defined(__x86_64__) && defined(__GNUC__)
-#include <immintrin.h>
+#include "../util/avx2_util.h"
 
-#define TA __attribute__((target("avx2,fma,f16c")))
-#define TAI __attribute__((target("avx2,fma,f16c"), always_inline)) static inline
+#define TA CCOMP_AVX2_TA
+#define TAI CCOMP_AVX2_TAI
+#define hsum ccomp_avx2_hsum
+#define hmin ccomp_avx2_hmin
+#define hmax ccomp_avx2_hmax
 
 int kv_gw_avx2_ok(void)
 {
-    const unsigned need = CCOMP_CPU_AVX2 | CCOMP_CPU_FMA | CCOMP_CPU_F16C;
-    return (ccomp_cpu_features() & need) == need;
+    return ccomp_avx2_fma_f16c();
 }
 
 TAI __m256i lane_shifts(int b)
@@ -94,30 +96,6 @@ TAI __m256 finite8(__m256 v)
 {
     const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
     return _mm256_cmp_ps(_mm256_and_ps(v, abs_mask), _mm256_set1_ps(__builtin_inff()), _CMP_LT_OQ);
-}
-
-TAI float hmin(__m256 v)
-{
-    __m128 x = _mm_min_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    x = _mm_min_ps(x, _mm_movehl_ps(x, x));
-    x = _mm_min_ss(x, _mm_shuffle_ps(x, x, 1));
-    return _mm_cvtss_f32(x);
-}
-
-TAI float hmax(__m256 v)
-{
-    __m128 x = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    x = _mm_max_ps(x, _mm_movehl_ps(x, x));
-    x = _mm_max_ss(x, _mm_shuffle_ps(x, x, 1));
-    return _mm_cvtss_f32(x);
-}
-
-TAI float hsum(__m256 v)
-{
-    __m128 x = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    x = _mm_add_ps(x, _mm_movehl_ps(x, x));
-    x = _mm_add_ss(x, _mm_shuffle_ps(x, x, 1));
-    return _mm_cvtss_f32(x);
 }
 
 TAI float h2f(uint16_t h)

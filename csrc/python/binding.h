@@ -16,5 +16,6 @@ int ccomp_resolve_threads(PyObject *obj, int *threads);
 extern PyMethodDef ccomp_ac_methods[]; /* ac_module.c: range coder, quantization, containers */
 extern PyMethodDef ccomp_cm_methods[]; /* cm_module.c: the built-in context-mixing compressor */
 extern PyMethodDef ccomp_kv_methods[]; /* kv_module.c: KV-cache quantization and attention */
+extern PyMethodDef ccomp_sketch_methods[]; /* sketch_module.c: SketchTune sketches, LUT matmul, fitting */
 
 #endif

@@ -1,5 +1,9 @@
 #include "ccomp/cpu.h"
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
+
 unsigned ccomp_cpu_features(void)
 {
     unsigned f = 0;
@@ -13,10 +17,17 @@ unsigned ccomp_cpu_features(void)
         f |= CCOMP_CPU_BMI2;
     if (__builtin_cpu_supports("avx512f"))
         f |= CCOMP_CPU_AVX512F;
-    if (__builtin_cpu_supports("fma"))
-        f |= CCOMP_CPU_FMA;
-    if (__builtin_cpu_supports("f16c"))
-        f |= CCOMP_CPU_F16C;
+    {
+        /* FMA and F16C from CPUID leaf 1 (ECX bits 12 and 29): clang's __builtin_cpu_supports lacks "f16c";
+         * both are only used together with AVX2, whose check includes the OS's AVX state */
+        unsigned a, b, c, d;
+        if (__get_cpuid(1, &a, &b, &c, &d)) {
+            if (c & (1u << 12))
+                f |= CCOMP_CPU_FMA;
+            if (c & (1u << 29))
+                f |= CCOMP_CPU_F16C;
+        }
+    }
 #elif defined(__aarch64__)
     f |= CCOMP_CPU_NEON;
 #endif

@@ -5,6 +5,7 @@ A C (and CUDA) core under a thin Python module.  Areas:
 - :mod:`ccomp.zipfit` -- ZIP-FIT data selection by normalised compression distance.
 - :mod:`ccomp.ac` -- arithmetic coding for neural (LLM-based) lossless compression.
 - :mod:`ccomp.kv` -- KV-cache quantization and attention over the compressed cache.
+- :mod:`ccomp.sketch` -- SketchTune sketches: fine-tunable lookup tables + packed codes, LUT matmul, LeanQuant fitting.
 
 Every heavy call releases the GIL, takes ``threads=`` (default: all cores) and
 gives bit-identical results whatever the thread count.
@@ -14,9 +15,10 @@ from ._core import __version__
 from . import ac
 from . import cuda
 from . import kv
+from . import sketch
 from . import zipfit
 
-__all__ = ["CorruptStreamError", "ac", "build_info", "cuda", "kv", "zipfit", "__version__"]
+__all__ = ["CorruptStreamError", "ac", "build_info", "cuda", "kv", "sketch", "zipfit", "__version__"]
 
 
 def build_info():

