@@ -412,3 +412,14 @@ def test_attention_on_real_kv(real_qkv, method, kp, vp, bound):
     exact = dense_attention(Q, K, V, 32 ** -0.5)
     err = np.linalg.norm(kv.attention(Q, kq, vq) - exact) / np.linalg.norm(exact)
     assert err < bound
+
+
+def test_dequantize_into_out():
+    x = heavy_tailed((2, 3, 64, 64))
+    q = kv.quantize(x, "groupwise", bits=4)
+    out = np.full(x.shape, np.nan, np.float32)
+    assert q.dequantize(out=out) is out and np.array_equal(out, q.dequantize())
+    for bad in (np.zeros((2, 3, 64, 32), np.float32), np.zeros(x.shape, np.float64),
+                np.zeros(x.shape, np.float32)[..., ::2], np.zeros(x.shape, np.float32, order="F")):
+        with pytest.raises(ValueError, match="out must be"):
+            q.dequantize(out=bad)

@@ -3,7 +3,9 @@
  *
  * Quantize and dequantize perform exactly the scalar code's float operations
  * on each element (subtract, divide, add 0.5, clamp, truncate; multiply then
- * add), and the group parameters come from the same kv_group_params, so the
+ * add), and the group parameters follow kv_group_params with the F16C
+ * instructions (round to nearest even, the same bits as the portable
+ * conversion), so the
  * bytes and values are identical to the scalar path.  The attention kernels
  * (scores, accum) use the same algebra as the scalar ones with a different
  * summation order and fused multiply-adds: equal within float32 rounding.
@@ -103,6 +105,35 @@ TAI float h2f(uint16_t h)
     return _cvtsh_ss(h);
 }
 
+/* kv_group_params for one group with F16C conversions; 0 on fp16 overflow */
+TAI int params1(float mn, float mx, float levels, uint16_t *s16, uint16_t *z16, float *s, float *z)
+{
+    mn += 0.0f; /* -0 -> +0 */
+    mx += 0.0f;
+    *z16 = _cvtss_sh(mn, _MM_FROUND_TO_NEAREST_INT);
+    *s16 = _cvtss_sh((mx - mn) / levels, _MM_FROUND_TO_NEAREST_INT);
+    *z = _cvtsh_ss(*z16);
+    *s = _cvtsh_ss(*s16);
+    return (*z16 & 0x7c00u) != 0x7c00u && (*s16 & 0x7c00u) != 0x7c00u;
+}
+
+/* the same for 8 groups (per-channel groups of 8 adjacent channels); 0 on fp16 overflow */
+TAI int params8(const float *mn, const float *mx, __m256 levels, uint16_t *s16, uint16_t *z16, float *s, float *z)
+{
+    const __m256 zero = _mm256_setzero_ps();
+    const __m256 lo = _mm256_add_ps(_mm256_loadu_ps(mn), zero), hi = _mm256_add_ps(_mm256_loadu_ps(mx), zero);
+    const __m128i zh = _mm256_cvtps_ph(lo, _MM_FROUND_TO_NEAREST_INT);
+    const __m128i sh = _mm256_cvtps_ph(_mm256_div_ps(_mm256_sub_ps(hi, lo), levels), _MM_FROUND_TO_NEAREST_INT);
+    const __m128i expo = _mm_set1_epi16(0x7c00);
+    const __m128i bad = _mm_or_si128(_mm_cmpeq_epi16(_mm_and_si128(zh, expo), expo),
+                                     _mm_cmpeq_epi16(_mm_and_si128(sh, expo), expo));
+    _mm_storeu_si128((__m128i *)(void *)z16, zh);
+    _mm_storeu_si128((__m128i *)(void *)s16, sh);
+    _mm256_storeu_ps(z, _mm256_cvtph_ps(zh));
+    _mm256_storeu_ps(s, _mm256_cvtph_ps(sh));
+    return _mm_movemask_epi8(bad) == 0;
+}
+
 /* ------------------------------------------------------------- quantize */
 
 TAI int quantize_token(const float *x, size_t ld, ccomp_kv_gw *q, const int b)
@@ -124,7 +155,8 @@ TAI int quantize_token(const float *x, size_t ld, ccomp_kv_gw *q, const int b)
                 ok = _mm256_and_ps(ok, finite8(v));
             }
             if (_mm256_movemask_ps(ok) != 0xff ||
-                !kv_group_params(hmin(mn), hmax(mx), b, &q->scale[r * ng + g], &q->zero[r * ng + g], &s, &z))
+                !params1(hmin(mn), hmax(mx), (float)((1u << b) - 1u), &q->scale[r * ng + g], &q->zero[r * ng + g], &s,
+                         &z))
                 return -1;
             vz = _mm256_set1_ps(z);
             vs = _mm256_set1_ps(s);
@@ -154,8 +186,8 @@ TAI int quantize_channel(const float *x, size_t ld, ccomp_kv_gw *q, const int b)
                 ok = _mm256_and_ps(ok, finite8(v));
             }
         if (_mm256_movemask_ps(ok) != 0xff) return -1;
-        for (c = 0; c < cols; c++)
-            if (!kv_group_params(mn[c], mx[c], b, &q->scale[g * cols + c], &q->zero[g * cols + c], &s[c], &z[c]))
+        for (c = 0; c < cols; c += 8)
+            if (!params8(mn + c, mx + c, levels, &q->scale[g * cols + c], &q->zero[g * cols + c], s + c, z + c))
                 return -1;
         for (r = 0; r < G; r++) {
             const float *row = blk + r * ld;

@@ -440,22 +440,33 @@ static PyObject *py_kv_quantize(PyObject *self, PyObject *args)
     return res;
 }
 
-/* kv_dequantize(method, T, D, params, arrays, threads) -> x[S,T,D] f32 */
+/* kv_dequantize(method, T, D, params, arrays, threads[, out]) -> x[S,T,D] f32 (out when given) */
 static PyObject *py_kv_dequantize(PyObject *self, PyObject *args)
 {
-    PyObject *params, *arrays, *keep, *res = NULL;
+    PyObject *params, *arrays, *keep, *res = NULL, *outo = Py_None;
     Py_ssize_t T, D;
     int method, threads;
     kv_layout L;
     slice_job j;
     (void)self;
-    if (!PyArg_ParseTuple(args, "innOOi", &method, &T, &D, &params, &arrays, &threads)) return NULL;
+    if (!PyArg_ParseTuple(args, "innOOi|O", &method, &T, &D, &params, &arrays, &threads, &outo)) return NULL;
     if (layout_init(&L, method, T, D, params, "dequantize") < 0) return NULL;
     memset(&j, 0, sizeof j);
     keep = PyList_New(0);
     if (keep != NULL && arrays_from(&L, arrays, keep, &j.A, "dequantize") == 0) {
         npy_intp dims[3] = {(npy_intp)j.A.S, T, D};
-        PyArrayObject *out = (PyArrayObject *)PyArray_SimpleNew(3, dims, NPY_FLOAT32);
+        PyArrayObject *out = NULL;
+        if (outo == Py_None) {
+            out = (PyArrayObject *)PyArray_SimpleNew(3, dims, NPY_FLOAT32);
+        } else if (!PyArray_Check(outo) || PyArray_TYPE((PyArrayObject *)outo) != NPY_FLOAT32 ||
+                   !PyArray_IS_C_CONTIGUOUS((PyArrayObject *)outo) || !PyArray_ISWRITEABLE((PyArrayObject *)outo) ||
+                   PyArray_SIZE((PyArrayObject *)outo) != dims[0] * dims[1] * dims[2]) {
+            PyErr_Format(PyExc_ValueError, "out must be a writeable C-contiguous float32 array of %zd elements",
+                         (Py_ssize_t)(dims[0] * dims[1] * dims[2]));
+        } else {
+            out = (PyArrayObject *)outo;
+            Py_INCREF(out);
+        }
         if (out != NULL) {
             j.L = &L;
             j.x = (float *)PyArray_DATA(out);

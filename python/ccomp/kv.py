@@ -172,11 +172,15 @@ class QuantizedTensor:
     def _ordered(self):
         return tuple(self.arrays[name] for name, _, _ in _layout(self.method, self.tokens, self.head_dim, self.params))
 
-    def dequantize(self, threads=None):
-        """float32 array of ``shape``: the reconstruction the attention kernels use."""
-        out = _core.kv_dequantize(_CODE[self.method], self.tokens, self.head_dim, _ctuple(self.method, self.params),
-                                  self._ordered(), _threads(threads))
-        return out.reshape(self.shape)
+    def dequantize(self, threads=None, out=None):
+        """float32 array of ``shape``: the reconstruction the attention kernels use (written into
+        ``out``, a C-contiguous float32 array of that shape, when given)."""
+        if out is not None and (not isinstance(out, np.ndarray) or out.shape != self.shape):
+            raise ValueError(f"out must be a float32 NumPy array of shape {self.shape}, got "
+                             f"{getattr(out, 'shape', type(out).__name__)}")
+        res = _core.kv_dequantize(_CODE[self.method], self.tokens, self.head_dim, _ctuple(self.method, self.params),
+                                  self._ordered(), _threads(threads), out)
+        return out if out is not None else res.reshape(self.shape)
 
     def _segment(self, first, count):
         """Slices [first, first + count) as a cache segment for the core's attention."""
