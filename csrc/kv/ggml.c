@@ -5,6 +5,7 @@
 
 #include "ccomp/half.h"
 #include "ccomp/kv.h"
+#include "kv_internal.h"
 
 #define QK 32
 
@@ -116,6 +117,10 @@ void ccomp_kv_ggml_scores(const uint8_t *blocks, size_t rows, size_t cols, int t
 {
     size_t r, c, bb = block_bytes(type);
     float v[QK];
+    if (kv_gw_avx2_ok()) {
+        kv_ggml_scores_avx2(blocks, rows, cols, type == CCOMP_KV_Q8_0, q, s);
+        return;
+    }
     for (r = 0; r < rows; r++) {
         float acc = 0.0f;
         for (c = 0; c < cols; c += QK, blocks += bb) {
@@ -133,6 +138,10 @@ void ccomp_kv_ggml_accum(const uint8_t *blocks, size_t rows, size_t cols, int ty
 {
     size_t r, c, bb = block_bytes(type);
     float v[QK];
+    if (kv_gw_avx2_ok()) {
+        kv_ggml_accum_avx2(blocks, rows, cols, type == CCOMP_KV_Q8_0, p, o);
+        return;
+    }
     for (r = 0; r < rows; r++)
         for (c = 0; c < cols; c += QK, blocks += bb) {
             int j;

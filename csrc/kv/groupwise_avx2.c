@@ -366,6 +366,60 @@ TA void kv_gw_accum_avx2(const ccomp_kv_gw *v, const float *p, float *o)
     }
 }
 
+/* --------------------------------------------------------- ggml blocks */
+
+/* the 32 values of a q8_0 (q8 != 0) or q4_0 block without the scale d, as four vectors (value j in
+ * vector j / 8, lane j % 8) */
+TAI void ggml_codes(const uint8_t *b, int q8, __m256 *v)
+{
+    int k;
+    if (q8) {
+        for (k = 0; k < 4; k++)
+            v[k] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(b + 2 + 8 * k))));
+    } else {
+        const __m256i m = _mm256_set1_epi32(15), eight = _mm256_set1_epi32(8);
+        for (k = 0; k < 2; k++) {
+            const __m256i bytes = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(b + 2 + 8 * k)));
+            v[k] = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_and_si256(bytes, m), eight));
+            v[k + 2] = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_srli_epi32(bytes, 4), eight));
+        }
+    }
+}
+
+TA void kv_ggml_scores_avx2(const uint8_t *blocks, size_t rows, size_t cols, int q8, const float *q, float *s)
+{
+    const size_t bb = q8 ? 34u : 18u;
+    size_t r, c;
+    for (r = 0; r < rows; r++) {
+        __m256 acc = _mm256_setzero_ps();
+        for (c = 0; c < cols; c += 32, blocks += bb) {
+            __m256 v[4], part;
+            ggml_codes(blocks, q8, v);
+            part = _mm256_mul_ps(_mm256_loadu_ps(q + c), v[0]);
+            part = _mm256_fmadd_ps(_mm256_loadu_ps(q + c + 8), v[1], part);
+            part = _mm256_fmadd_ps(_mm256_loadu_ps(q + c + 16), v[2], part);
+            part = _mm256_fmadd_ps(_mm256_loadu_ps(q + c + 24), v[3], part);
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(h2f((uint16_t)(blocks[0] | blocks[1] << 8))), part, acc);
+        }
+        s[r] = hsum(acc);
+    }
+}
+
+TA void kv_ggml_accum_avx2(const uint8_t *blocks, size_t rows, size_t cols, int q8, const float *p, float *o)
+{
+    const size_t bb = q8 ? 34u : 18u;
+    size_t r, c;
+    int k;
+    for (r = 0; r < rows; r++)
+        for (c = 0; c < cols; c += 32, blocks += bb) {
+            __m256 v[4];
+            const __m256 w = _mm256_set1_ps(p[r] * h2f((uint16_t)(blocks[0] | blocks[1] << 8)));
+            ggml_codes(blocks, q8, v);
+            for (k = 0; k < 4; k++)
+                _mm256_storeu_ps(o + c + 8 * k, _mm256_fmadd_ps(w, v[k], _mm256_loadu_ps(o + c + 8 * k)));
+        }
+}
+
 /* ---------------------------------------------------------- dense rows */
 
 TA void kv_dense_scores_avx2(const float *m, size_t rows, size_t cols, const float *q, float *s)
@@ -490,6 +544,24 @@ float kv_softmax_avx2(float *s, size_t n, float scale)
     (void)n;
     (void)scale;
     return 0.0f;
+}
+void kv_ggml_scores_avx2(const uint8_t *blocks, size_t rows, size_t cols, int q8, const float *q, float *s)
+{
+    (void)blocks;
+    (void)rows;
+    (void)cols;
+    (void)q8;
+    (void)q;
+    (void)s;
+}
+void kv_ggml_accum_avx2(const uint8_t *blocks, size_t rows, size_t cols, int q8, const float *p, float *o)
+{
+    (void)blocks;
+    (void)rows;
+    (void)cols;
+    (void)q8;
+    (void)p;
+    (void)o;
 }
 void kv_dense_scores_avx2(const float *m, size_t rows, size_t cols, const float *q, float *s)
 {

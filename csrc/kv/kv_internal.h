@@ -31,6 +31,9 @@ int kv_gw_quantize_avx2(const float *x, size_t ld, ccomp_kv_gw *q);
 void kv_gw_dequantize_avx2(const ccomp_kv_gw *q, float *out, size_t ld);
 void kv_gw_scores_avx2(const ccomp_kv_gw *k, const float *q, float *s);
 void kv_gw_accum_avx2(const ccomp_kv_gw *v, const float *p, float *o);
+/* ggml blocks (q8 nonzero: q8_0, else q4_0): the scores and accum of ccomp_kv_ggml_* */
+void kv_ggml_scores_avx2(const uint8_t *blocks, size_t rows, size_t cols, int q8, const float *q, float *s);
+void kv_ggml_accum_avx2(const uint8_t *blocks, size_t rows, size_t cols, int q8, const float *p, float *o);
 /* float32 rows: s[r] = q . row r; o += sum_r p[r] row r */
 void kv_dense_scores_avx2(const float *m, size_t rows, size_t cols, const float *q, float *s);
 void kv_dense_accum_avx2(const float *m, size_t rows, size_t cols, const float *p, float *o);
