@@ -42,6 +42,7 @@ quantization runs on the GPU and only two integers per token come back.
 import numpy as np
 
 from . import _core
+from ._args import threads as _threads
 from ._cm import compress, decompress
 
 __all__ = [
@@ -71,20 +72,6 @@ def _precision(precision):
     if not 12 <= precision <= 28:
         raise ValueError(f"precision must be between 12 and 28 bits, got {precision}")
     return precision
-
-
-def _threads(threads):
-    if threads is None:
-        return _core_cpu_count()
-    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or not 1 <= threads <= 4096:
-        raise ValueError(f"threads must be None or an int in [1, 4096], got {threads!r}")
-    return int(threads)
-
-
-def _core_cpu_count():
-    import os
-
-    return max(1, os.cpu_count() or 1)
 
 
 def _on_cuda(x):

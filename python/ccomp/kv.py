@@ -28,13 +28,13 @@ per token), ``"gear"`` (groupwise + per-token fp16 outliers + low rank),
 exchanged with llama.cpp tools), and the streaming :class:`KIVICache`.
 """
 import json
-import os
 import struct
 import zlib
 
 import numpy as np
 
 from . import _core
+from ._args import threads as _threads
 from ._core import CorruptStreamError
 from .cuda import on_device
 
@@ -47,14 +47,6 @@ _AXES = {"channel": 0, "token": 1}
 _GGML = {"q8_0": 0, "q4_0": 1}
 _MAGIC = b"CCKV"
 _VERSION = 1
-
-
-def _threads(threads):
-    if threads is None:
-        return max(1, os.cpu_count() or 1)
-    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or not 1 <= threads <= 4096:
-        raise ValueError(f"threads must be None or an int in [1, 4096], got {threads!r}")
-    return int(threads)
 
 
 def _as_slices(x, name="x"):

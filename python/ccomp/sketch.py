@@ -51,6 +51,7 @@ import zlib
 import numpy as np
 
 from . import _core
+from ._args import threads as _threads
 from ._core import CorruptStreamError
 
 # SketchedLinear and SketchMatmul (torch) are loaded on first use, so that importing ccomp never needs torch.
@@ -74,14 +75,6 @@ def kernel_name():
     True
     """
     return _core.sketch_kernel_name()
-
-
-def _threads(threads):
-    if threads is None:
-        return max(1, os.cpu_count() or 1)
-    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or not 1 <= threads <= 4096:
-        raise ValueError(f"threads must be None or an int in [1, 4096], got {threads!r}")
-    return int(threads)
 
 
 def _is_torch(a):
