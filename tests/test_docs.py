@@ -31,3 +31,21 @@ def test_kv_guide_example_runs():
     namespace = {}
     exec(compile(_python_blocks("docs/kv.md")[0], "docs/kv.md", "exec"), namespace)
     assert namespace["out"].shape == (1, 32, 1, 128)
+
+
+def test_sketch_guide_example_runs():
+    namespace = {}
+    exec(compile(_python_blocks("docs/sketch.md")[0], "docs/sketch.md", "exec"), namespace)
+    s = namespace["s"]
+    assert s.tables.shape == (256, 1, 16) and s.codes.shape == (256, 1, 256)
+    assert s.bits_per_weight == 4.5
+    assert namespace["err"] < 0.2
+    assert namespace["gt"].shape == (256, 1, 16) and namespace["gx"].shape == (8, 512)
+
+
+def test_readme_sketch_tour_runs():
+    block = next(b for b in _python_blocks("README.md") if "ccomp.sketch" in b or "from ccomp import sketch" in b)
+    namespace = {}
+    exec(compile(block, "README.md", "exec"), namespace)
+    assert namespace["y"].shape == (4, 128)
+    assert namespace["s"].bits == 4
