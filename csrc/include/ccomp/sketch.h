@@ -108,9 +108,10 @@ const char *ccomp_sketch_kernel_name(void);
 ccomp_status ccomp_sketch_fit_rtn(const float *w, size_t ld, size_t rows, size_t cols, size_t groups, int bits,
                                   int dtype, void *tables, uint8_t *packed, int threads, ccomp_error *err);
 
-/* Weighted 1-D k-means (Lloyd) per (row, group) with K centres, started from
- * the weighted quantiles (k + 1/2) / K of the group's weights, run until the
- * assignment is stable or for `iters` rounds.  col_weight: NULL (all 1) or
+/* Weighted 1-D k-means (Lloyd) per (row, group) with K centres, run from two
+ * deterministic starts (the weighted quantiles (k + 1/2) / K of the group's
+ * weights, and the uniform rtn grid), each until the assignment is stable or
+ * for `iters` rounds; the start with the smaller weighted error is kept.  col_weight: NULL (all 1) or
  * cols positive finite weights of the columns (LeanQuant: diag(U)^-p). */
 ccomp_status ccomp_sketch_fit_kmeans(const float *w, size_t ld, size_t rows, size_t cols, size_t groups, int bits,
                                      int dtype, const double *col_weight, int iters, void *tables, uint8_t *packed,
