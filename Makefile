@@ -39,13 +39,27 @@ venv: sysdeps $(VENV)/.installed
 install: venv
 	CCOMP_WERROR=1 $(VPY) -m pip install -q --no-build-isolation --no-deps -e .
 
-build/ctest/%: tests/c/%.c $(CORE_SRC) $(CORE_HDR) | sysdeps
-	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_C) -O2 -o $@ $< $(CORE_SRC) $(LIBS)
+# The core is compiled once per flavour (plain, sanitized) and linked into every C test.
+CORE_OBJ_CTEST := $(patsubst csrc/%.c,build/obj/ctest/%.o,$(CORE_SRC))
+CORE_OBJ_ASAN  := $(patsubst csrc/%.c,build/obj/asan/%.o,$(CORE_SRC))
+CORE_DEPS      := $(CORE_HDR) $(wildcard csrc/*/*.h)
+.SECONDARY: $(CORE_OBJ_CTEST) $(CORE_OBJ_ASAN)
 
-build/asan/%: tests/c/%.c $(CORE_SRC) $(CORE_HDR) | sysdeps
+build/obj/ctest/%.o: csrc/%.c $(CORE_DEPS) | sysdeps
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_C) -O1 -g $(SAN) -o $@ $< $(CORE_SRC) $(LIBS)
+	$(CC) $(CFLAGS_C) -O2 -c -o $@ $<
+
+build/obj/asan/%.o: csrc/%.c $(CORE_DEPS) | sysdeps
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_C) -O1 -g $(SAN) -c -o $@ $<
+
+build/ctest/%: tests/c/%.c $(CORE_OBJ_CTEST) | sysdeps
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_C) -O2 -o $@ $< $(CORE_OBJ_CTEST) $(LIBS)
+
+build/asan/%: tests/c/%.c $(CORE_OBJ_ASAN) | sysdeps
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_C) -O1 -g $(SAN) -o $@ $< $(CORE_OBJ_ASAN) $(LIBS)
 
 # C-level tests of the core at full size.
 ctest: $(addprefix build/ctest/,$(CTESTS))
