@@ -205,3 +205,19 @@ def machine_info():
         "python": sys.version.split()[0],
         "platform": platform.platform(),
     }
+
+
+def best(f, reps, budget=0.0):
+    """Best wall time of at least reps calls of f (after one warm-up call), repeated while less
+    than budget seconds have been spent (at most 1000 calls): fast kernels get many tries, which
+    filters out the scheduler's interruptions on a shared machine."""
+    import time
+
+    f()
+    t = []
+    start = time.perf_counter()
+    while len(t) < reps or (time.perf_counter() - start < budget and len(t) < 1000):
+        t0 = time.perf_counter()
+        f()
+        t.append(time.perf_counter() - t0)
+    return min(t)

@@ -35,6 +35,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
 
 import _common  # noqa: E402
+from _common import best  # noqa: E402
 import ccomp  # noqa: E402
 import ccomp.kv as kv  # noqa: E402
 from reference import kv_ref  # noqa: E402
@@ -48,17 +49,6 @@ try:
     from gguf.constants import GGMLQuantizationType as QT
 except ImportError:  # optional peer
     gguf = None
-
-
-def best(f, reps):
-    """Best wall time of reps calls (after one warm-up call)."""
-    f()
-    t = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        f()
-        t.append(time.perf_counter() - t0)
-    return min(t)
 
 
 def memcpy_rate(x, reps):

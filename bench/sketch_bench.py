@@ -44,25 +44,12 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import _common  # noqa: E402
+from _common import best  # noqa: E402
 import ccomp  # noqa: E402
 from ccomp import sketch  # noqa: E402
 
 THREADS = 2
 REAL_LAYER = "encoder.layer.0.output.dense"  # [384, 1536]
-
-
-def best(f, reps, budget=0.0):
-    """Best wall time of at least reps calls (after one warm-up call), repeated while less than
-    budget seconds have been spent (at most 1000 calls): fast kernels get many tries, which
-    filters out the scheduler's interruptions on a shared machine."""
-    f()
-    t = []
-    start = time.perf_counter()
-    while len(t) < reps or (time.perf_counter() - start < budget and len(t) < 1000):
-        t0 = time.perf_counter()
-        f()
-        t.append(time.perf_counter() - t0)
-    return min(t)
 
 
 def once(f):

@@ -4,7 +4,10 @@
 #include <cpuid.h>
 #endif
 
-unsigned ccomp_cpu_features(void)
+/* Bit set on the cached value once detection has run. */
+#define CPU_DETECTED (1u << 31)
+
+static unsigned detect(void)
 {
     unsigned f = 0;
 #if defined(__x86_64__) || defined(__i386__)
@@ -32,6 +35,21 @@ unsigned ccomp_cpu_features(void)
     f |= CCOMP_CPU_NEON;
 #endif
     return f;
+}
+
+/* Kernels ask on every call (per tile, per query), and CPUID traps to the
+ * hypervisor in a VM: the answer, a fixed property of the machine, is kept
+ * after the first call.  Threads racing on the first call store the same
+ * value. */
+unsigned ccomp_cpu_features(void)
+{
+    static unsigned cached;
+    unsigned f = __atomic_load_n(&cached, __ATOMIC_RELAXED);
+    if (!(f & CPU_DETECTED)) {
+        f = detect() | CPU_DETECTED;
+        __atomic_store_n(&cached, f, __ATOMIC_RELAXED);
+    }
+    return f & ~CPU_DETECTED;
 }
 
 const char *ccomp_cpu_feature_name(unsigned flag)
