@@ -10,7 +10,6 @@
 #include "ccomp/kv_sparse.h"
 
 #define LR_MAX_ITERS 100
-#define LR_CHUNK 64 /* ranks per pass of the attention kernels (stack scratch) */
 
 static const double two_pi = 6.283185307179586476925286766559;
 
@@ -192,48 +191,4 @@ ccomp_status ccomp_kv_lowrank(const float *R, size_t rows, size_t cols, size_t l
     free(a);
     free(y);
     return CCOMP_OK;
-}
-
-void ccomp_kv_lowrank_scores(const float *U, const float *W, size_t rows, size_t cols, int rank, const float *q,
-                             float *s)
-{
-    const size_t r = rank > 0 ? (size_t)rank : 0;
-    float wq[LR_CHUNK];
-    size_t k0, k, j, t;
-    for (k0 = 0; k0 < r; k0 += LR_CHUNK) {
-        const size_t kn = r - k0 < LR_CHUNK ? r - k0 : LR_CHUNK;
-        for (k = 0; k < kn; k++) wq[k] = 0.0f;
-        for (j = 0; j < cols; j++) {
-            const float qj = q[j], *wj = W + j * r + k0;
-            for (k = 0; k < kn; k++) wq[k] += wj[k] * qj;
-        }
-        for (t = 0; t < rows; t++) {
-            const float *ut = U + t * r + k0;
-            float acc = 0.0f;
-            for (k = 0; k < kn; k++) acc += ut[k] * wq[k];
-            s[t] += acc;
-        }
-    }
-}
-
-void ccomp_kv_lowrank_accum(const float *U, const float *W, size_t rows, size_t cols, int rank, const float *p,
-                            float *o)
-{
-    const size_t r = rank > 0 ? (size_t)rank : 0;
-    float up[LR_CHUNK];
-    size_t k0, k, j, t;
-    for (k0 = 0; k0 < r; k0 += LR_CHUNK) {
-        const size_t kn = r - k0 < LR_CHUNK ? r - k0 : LR_CHUNK;
-        for (k = 0; k < kn; k++) up[k] = 0.0f;
-        for (t = 0; t < rows; t++) {
-            const float pt = p[t], *ut = U + t * r + k0;
-            for (k = 0; k < kn; k++) up[k] += ut[k] * pt;
-        }
-        for (j = 0; j < cols; j++) {
-            const float *wj = W + j * r + k0;
-            float acc = 0.0f;
-            for (k = 0; k < kn; k++) acc += wj[k] * up[k];
-            o[j] += acc;
-        }
-    }
 }

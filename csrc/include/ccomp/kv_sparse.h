@@ -156,12 +156,6 @@ void ccomp_kv_outliers_accum(const ccomp_kv_outliers *o, const float *p, float *
 ccomp_status ccomp_kv_lowrank_check(size_t rows, size_t cols, int rank, int iters, ccomp_error *err);
 ccomp_status ccomp_kv_lowrank(const float *R, size_t rows, size_t cols, size_t ld, int rank, int iters, uint64_t seed,
                               float *U, float *W, ccomp_error *err);
-/* s[t] += U[t,:] . (W^T q)  (W^T q computed once per call, in chunks of 64 ranks). */
-void ccomp_kv_lowrank_scores(const float *U, const float *W, size_t rows, size_t cols, int rank, const float *q,
-                             float *s);
-/* o[j] += W[j,:] . (U^T p). */
-void ccomp_kv_lowrank_accum(const float *U, const float *W, size_t rows, size_t cols, int rank, const float *p,
-                            float *o);
 
 
 /* ------------------------------------------------------------- GEAR */
