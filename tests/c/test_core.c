@@ -1,9 +1,14 @@
 /* C-level tests of the core: status reporting, the parallel loop, compressed
  * sizes against direct library calls, and ZIP-FIT scores against a plain
  * single-threaded computation.  `--quick` shrinks the sizes (sanitizer runs). */
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <lz4frame.h>
 #include <zlib.h>
@@ -59,6 +64,68 @@ static void test_parallel(void)
     ccomp_parallel_ops ops = {NULL, pf_run, NULL};
     CHECK(ccomp_parallel_for(0, 10, &ops, NULL, &err) == CCOMP_ERR_VALUE, "threads=0 accepted");
     CHECK(ccomp_parallel_for(2, 10, NULL, NULL, &err) == CCOMP_ERR_VALUE, "NULL ops accepted");
+}
+
+/* The pool: many short calls with changing thread counts (workers that sit one call out must not
+ * run the next one's tasks twice), calls from inside a task (nested: own threads), two callers at
+ * once, and a call in a forked child (the parent's workers are gone there). */
+typedef struct { atomic_int *hits; size_t n; int nested; } pool_ctx;
+
+static ccomp_status pool_task(void *ctx, void *state, size_t t, ccomp_error *err)
+{
+    pool_ctx *c = ctx;
+    (void)state;
+    if (c->nested) {
+        pool_ctx inner = {c->hits + t * 8, 8, 0};
+        ccomp_parallel_ops ops = {NULL, pool_task, NULL};
+        return ccomp_parallel_for(2, 8, &ops, &inner, err);
+    }
+    atomic_fetch_add(&c->hits[t], 1);
+    return CCOMP_OK;
+}
+
+static int pool_round(int threads, size_t n, int nested)
+{
+    atomic_int *hits = calloc(n * (nested ? 8 : 1), sizeof *hits);
+    pool_ctx c = {hits, n, nested};
+    ccomp_parallel_ops ops = {NULL, pool_task, NULL};
+    ccomp_error err;
+    int ok = ccomp_parallel_for(threads, n, &ops, &c, &err) == CCOMP_OK;
+    for (size_t i = 0; i < n * (nested ? 8 : 1); i++) ok &= atomic_load(&hits[i]) == 1;
+    free(hits);
+    return ok;
+}
+
+static void *pool_caller(void *arg)
+{
+    int bad = 0;
+    (void)arg;
+    for (int k = 0; k < 300; k++) bad += !pool_round(2 + k % 3, 37 + (size_t)k % 50, 0);
+    return (void *)(intptr_t)bad;
+}
+
+static void test_pool(int quick)
+{
+    int rounds = quick ? 500 : 5000, bad = 0;
+    for (int k = 0; k < rounds; k++) bad += !pool_round(1 + (k * 7) % 5, 1 + (size_t)(k * 13) % 40, 0);
+    CHECK(bad == 0, "%d of %d pool rounds ran a task other than once", bad, rounds);
+    CHECK(pool_round(3, 20, 1), "nested parallel_for ran a task other than once");
+    pthread_t t[2];
+    void *res[2];
+    for (int i = 0; i < 2; i++) pthread_create(&t[i], NULL, pool_caller, NULL);
+    for (int i = 0; i < 2; i++) pthread_join(t[i], &res[i]);
+    CHECK(res[0] == NULL && res[1] == NULL, "concurrent callers: %ld and %ld bad rounds", (long)(intptr_t)res[0],
+          (long)(intptr_t)res[1]);
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        int ok = 1;
+        for (int k = 0; k < 50; k++) ok &= pool_round(2 + k % 3, 64, 0);
+        _exit(ok ? 0 : 1);
+    }
+    int status = 0;
+    CHECK(pid > 0 && waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0,
+          "parallel_for in a forked child failed (status %d)", status);
 }
 
 /* ---- sizes against the libraries ---------------------------------------------------------- */
@@ -240,6 +307,7 @@ int main(int argc, char **argv)
 {
     int quick = argc > 1 && strcmp(argv[1], "--quick") == 0;
     test_parallel();
+    test_pool(quick);
     test_sizes(quick);
     test_scores(quick);
     if (test_failures) {
