@@ -4,7 +4,7 @@ VENV   ?= .venv
 VPY    := $(VENV)/bin/python
 CC     ?= cc
 
-CORE_SRC  := $(wildcard csrc/util/*.c) $(wildcard csrc/zipfit/*.c) $(wildcard csrc/ac/*.c) $(wildcard csrc/kv/*.c) $(wildcard csrc/sketch/*.c)
+CORE_SRC  := $(wildcard csrc/util/*.c) $(wildcard csrc/zipfit/*.c) $(wildcard csrc/ac/*.c) $(wildcard csrc/kv/*.c) $(wildcard csrc/sketch/*.c) $(wildcard csrc/tokens/*.c)
 CORE_HDR  := $(wildcard csrc/include/ccomp/*.h)
 CTESTS    := $(patsubst tests/c/%.c,%,$(wildcard tests/c/test_*.c))
 CFLAGS_C  := -std=c11 -Wall -Wextra -Wno-missing-field-initializers -Werror -ffp-contract=off -Icsrc/include
@@ -71,6 +71,7 @@ ctest: $(addprefix build/ctest/,$(CTESTS))
 	build/ctest/test_kv
 	build/ctest/test_kv_turbo
 	build/ctest/test_sketch
+	build/ctest/test_tokens
 
 # The same C tests under AddressSanitizer + UBSan, at sizes that keep them quick.
 asan: $(addprefix build/asan/,$(CTESTS))
@@ -82,6 +83,7 @@ asan: $(addprefix build/asan/,$(CTESTS))
 	ASAN_OPTIONS=detect_leaks=1 build/asan/test_kv --quick
 	ASAN_OPTIONS=detect_leaks=1 build/asan/test_kv_turbo --quick
 	ASAN_OPTIONS=detect_leaks=1 build/asan/test_sketch --quick
+	ASAN_OPTIONS=detect_leaks=1 build/asan/test_tokens --quick
 
 # The decoders under libFuzzer (clang; AddressSanitizer + UBSan), each for a
 # bounded time, starting from the golden fixtures (copied: libFuzzer writes

@@ -56,7 +56,7 @@ def cuda_mode():
     return mode
 
 
-core_sources = rel("csrc/util/*.c") + rel("csrc/zipfit/*.c") + rel("csrc/ac/*.c") + rel("csrc/kv/*.c") + rel("csrc/sketch/*.c")
+core_sources = rel("csrc/util/*.c") + rel("csrc/zipfit/*.c") + rel("csrc/ac/*.c") + rel("csrc/kv/*.c") + rel("csrc/sketch/*.c") + rel("csrc/tokens/*.c")
 binding_sources = [p for p in rel("csrc/python/*.c") if not p.endswith("cuda_module.c")]
 
 core = Extension(

@@ -17,5 +17,6 @@ extern PyMethodDef ccomp_ac_methods[]; /* ac_module.c: range coder, quantization
 extern PyMethodDef ccomp_cm_methods[]; /* cm_module.c: the built-in context-mixing compressor */
 extern PyMethodDef ccomp_kv_methods[]; /* kv_module.c: KV-cache quantization and attention */
 extern PyMethodDef ccomp_sketch_methods[]; /* sketch_module.c: SketchTune sketches, LUT matmul, fitting */
+extern PyMethodDef ccomp_tokens_methods[]; /* tokens_module.c: token similarity top-k */
 
 #endif

@@ -427,7 +427,8 @@ PyMODINIT_FUNC PyInit__core(void)
     }
     /* functions of the other areas' binding files */
     {
-        const PyMethodDef *tables[] = {ccomp_ac_methods, ccomp_cm_methods, ccomp_kv_methods, ccomp_sketch_methods};
+        const PyMethodDef *tables[] = {ccomp_ac_methods, ccomp_cm_methods, ccomp_kv_methods, ccomp_sketch_methods,
+                                         ccomp_tokens_methods};
         size_t i;
         for (i = 0; i < sizeof tables / sizeof tables[0]; i++) {
             if (PyModule_AddFunctions(m, (PyMethodDef *)tables[i]) < 0) {

@@ -6,6 +6,7 @@ A C (and CUDA) core under a thin Python module.  Areas:
 - :mod:`ccomp.ac` -- arithmetic coding for neural (LLM-based) lossless compression.
 - :mod:`ccomp.kv` -- KV-cache quantization and attention over the compressed cache.
 - :mod:`ccomp.sketch` -- SketchTune sketches: fine-tunable lookup tables + packed codes, LUT matmul, LeanQuant fitting.
+- :mod:`ccomp.tokens` -- correlation-guided compression of visual/document tokens; ToMe, PruMerge, VisionZip, FastV.
 
 Every heavy call releases the GIL, takes ``threads=`` (default: all cores) and
 gives bit-identical results whatever the thread count.
@@ -16,9 +17,10 @@ from . import ac
 from . import cuda
 from . import kv
 from . import sketch
+from . import tokens
 from . import zipfit
 
-__all__ = ["CorruptStreamError", "ac", "build_info", "cuda", "kv", "sketch", "zipfit", "__version__"]
+__all__ = ["CorruptStreamError", "ac", "build_info", "cuda", "kv", "sketch", "tokens", "zipfit", "__version__"]
 
 
 def build_info():

@@ -1,0 +1,113 @@
+/* Binding of the token-similarity core (ccomp.tokens).
+ *
+ * python/ccomp/tokens.py passes C-contiguous arrays: keys [B, N, D] float32 or
+ * float64, and per sub-image sets of query rows and candidates as flat int64
+ * token indices with uint64 offsets [B + 1] (CSR).  The core checks every index
+ * before it reads a key. */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#define NPY_NO_DEPRECATED_API NPY_1_7_API_VERSION
+#define NO_IMPORT_ARRAY
+#define PY_ARRAY_UNIQUE_SYMBOL ccomp_ARRAY_API
+#include <numpy/arrayobject.h>
+
+#include "binding.h"
+#include "ccomp/tokens.h"
+
+/* A C-contiguous view of obj with NumPy type `type` and `nd` dimensions (a new reference kept in keep). */
+static PyArrayObject *view(PyObject *obj, int type, int nd, PyObject *keep, const char *name)
+{
+    PyArrayObject *a;
+    if (!PyArray_Check(obj) || PyArray_TYPE((PyArrayObject *)obj) != type || PyArray_NDIM((PyArrayObject *)obj) != nd) {
+        PyErr_Format(PyExc_TypeError, "tokens_topk: %s must be a %d-D array of %s", name, nd,
+                     type == NPY_INT64 ? "int64" : type == NPY_UINT64 ? "uint64" : "float32 or float64");
+        return NULL;
+    }
+    a = (PyArrayObject *)PyArray_FROM_OF(obj, NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED | NPY_ARRAY_NOTSWAPPED);
+    if (a == NULL) return NULL;
+    if (PyList_Append(keep, (PyObject *)a) < 0) {
+        Py_DECREF(a);
+        return NULL;
+    }
+    Py_DECREF(a);
+    return a;
+}
+
+/* tokens_topk(keys [B, N, D], rows, rows_off, cols, cols_off, exclude_self, k, threads)
+ *   -> (idx int64 [len(rows), k], val float32 [len(rows), k]) */
+static PyObject *py_tokens_topk(PyObject *self, PyObject *args)
+{
+    PyObject *kobj, *robj, *roobj, *cobj, *coobj, *keep = NULL, *res = NULL;
+    PyArrayObject *keys, *rows, *ro, *cols, *co, *oi = NULL, *ov = NULL;
+    int excl, threads, dtype;
+    Py_ssize_t k;
+    size_t B;
+    ccomp_error err;
+    ccomp_status st;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OOOOOpni", &kobj, &robj, &roobj, &cobj, &coobj, &excl, &k, &threads)) return NULL;
+    if ((keep = PyList_New(0)) == NULL) return NULL;
+    if (!PyArray_Check(kobj) || (PyArray_TYPE((PyArrayObject *)kobj) != NPY_FLOAT32 &&
+                                 PyArray_TYPE((PyArrayObject *)kobj) != NPY_FLOAT64)) {
+        PyErr_SetString(PyExc_TypeError, "tokens_topk: keys must be a float32 or float64 array");
+        goto done;
+    }
+    dtype = PyArray_TYPE((PyArrayObject *)kobj) == NPY_FLOAT32 ? CCOMP_TOKENS_F32 : CCOMP_TOKENS_F64;
+    if ((keys = view(kobj, PyArray_TYPE((PyArrayObject *)kobj), 3, keep, "keys")) == NULL ||
+        (rows = view(robj, NPY_INT64, 1, keep, "rows")) == NULL ||
+        (ro = view(roobj, NPY_UINT64, 1, keep, "rows_off")) == NULL ||
+        (cols = view(cobj, NPY_INT64, 1, keep, "cols")) == NULL ||
+        (co = view(coobj, NPY_UINT64, 1, keep, "cols_off")) == NULL)
+        goto done;
+    B = (size_t)PyArray_DIM(keys, 0);
+    if ((size_t)PyArray_DIM(ro, 0) != B + 1 || (size_t)PyArray_DIM(co, 0) != B + 1) {
+        PyErr_Format(PyExc_ValueError, "tokens_topk: offsets must have %zu entries", B + 1);
+        goto done;
+    }
+    if (((const uint64_t *)PyArray_DATA(ro))[B] != (uint64_t)PyArray_DIM(rows, 0) ||
+        ((const uint64_t *)PyArray_DATA(co))[B] != (uint64_t)PyArray_DIM(cols, 0)) {
+        PyErr_SetString(PyExc_ValueError, "tokens_topk: the last offset must equal the number of indices");
+        goto done;
+    }
+    if (k < 1 || k > CCOMP_TOKENS_MAX_K) {
+        PyErr_Format(PyExc_ValueError, "tokens_topk: k must be in [1, %d], got %zd", CCOMP_TOKENS_MAX_K, k);
+        goto done;
+    }
+    {
+        npy_intp dims[2] = {PyArray_DIM(rows, 0), (npy_intp)k};
+        oi = (PyArrayObject *)PyArray_SimpleNew(2, dims, NPY_INT64);
+        ov = (PyArrayObject *)PyArray_SimpleNew(2, dims, NPY_FLOAT32);
+        if (oi == NULL || ov == NULL) goto done;
+    }
+    ccomp_error_clear(&err);
+    Py_BEGIN_ALLOW_THREADS
+    st = ccomp_tokens_topk(PyArray_DATA(keys), dtype, B, (size_t)PyArray_DIM(keys, 1), (size_t)PyArray_DIM(keys, 2),
+                           (const int64_t *)PyArray_DATA(rows), (const size_t *)PyArray_DATA(ro),
+                           (const int64_t *)PyArray_DATA(cols), (const size_t *)PyArray_DATA(co), excl, (size_t)k,
+                           (int64_t *)PyArray_DATA(oi), (float *)PyArray_DATA(ov), threads, &err);
+    Py_END_ALLOW_THREADS
+    if (st != CCOMP_OK) {
+        ccomp_raise(&err, "tokens_topk");
+        goto done;
+    }
+    res = Py_BuildValue("(OO)", oi, ov);
+done:
+    Py_XDECREF(oi);
+    Py_XDECREF(ov);
+    Py_XDECREF(keep);
+    return res;
+}
+
+static PyObject *py_tokens_kernel_name(PyObject *self, PyObject *noargs)
+{
+    (void)self;
+    (void)noargs;
+    return PyUnicode_FromString(ccomp_tokens_kernel_name());
+}
+
+PyMethodDef ccomp_tokens_methods[] = {
+    {"tokens_topk", py_tokens_topk, METH_VARARGS,
+     "tokens_topk(keys [B, N, D], rows, rows_off, cols, cols_off, exclude_self, k, threads) -> (idx, val)."},
+    {"tokens_kernel_name", py_tokens_kernel_name, METH_NOARGS, "The float32 screening kernel in use."},
+    {NULL, NULL, 0, NULL}};

@@ -1,0 +1,463 @@
+"""Correlation-guided compression of visual and document tokens, and the methods it is compared with.
+
+A page cut into B sub-images of N patch tokens each: ``tokens`` of shape ``[B, N, D]`` (or ``[N, D]``).
+
+>>> import numpy as np
+>>> from ccomp import tokens
+>>> rng = np.random.default_rng(0)
+>>> x = rng.standard_normal((2, 64, 32)).astype(np.float32)
+>>> x[1, 8:] = x[1, 7]                       # sub-image 1: 57 copies of one token
+>>> c = tokens.correlation_compress(x, cls_attention=np.ones((2, 64)), threshold=0.9, seed=1)
+>>> c.density.round(3).tolist(), c.keep.tolist()
+([1.0, 0.109], [64, 7])
+>>> merged, sizes, source = tokens.tome_merge(x, r=16)
+>>> merged.shape, float(sizes.sum(axis=1)[0])
+((2, 48, 32), 64.0)
+
+Every method takes its decisions (maxima, arg-maxima, top-k, thresholds) on one
+similarity: the cosine of the keys computed in float64 and rounded to float32,
+ties to the lower token index. The C core screens all N x N pairs with float32
+tiles on all cores without storing the matrix, and recomputes in float64 every
+candidate near a decision. docs/tokens.md gives every formula and choice.
+"""
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import _core
+from ._args import threads as _threads
+
+__all__ = ["correlation_compress", "Compressed", "tome_merge", "prumerge", "visionzip", "fastv_select",
+           "most_similar", "cls_weights", "iqr_bound", "uniforms", "kernel_name"]
+
+MODES = ("sample", "topk", "outliers")
+_M64 = (1 << 64) - 1
+
+
+def kernel_name():
+    """The float32 screening kernel this CPU runs: ``"avx512"``, ``"avx2"`` or ``"scalar"``."""
+    return _core.tokens_kernel_name()
+
+
+# ------------------------------------------------------------------ argument checks
+
+def _float_array(a, name):
+    a = np.asarray(a)
+    if a.dtype.kind != "f" or a.dtype.itemsize not in (2, 4, 8):
+        raise TypeError(f"{name} must be float16, float32 or float64, got {a.dtype}")
+    if not a.dtype.isnative:
+        a = a.astype(a.dtype.newbyteorder("="))
+    return a
+
+
+def _finite(a, name):
+    if not np.isfinite(a).all():
+        bad = np.argwhere(~np.isfinite(a))[0]
+        raise ValueError(f"{name} has a NaN or infinite value at index {tuple(int(i) for i in bad)}")
+
+
+def _tokens3(tokens, name="tokens"):
+    """(tokens as [B, N, D], whether the input was 2-D)."""
+    x = _float_array(tokens, name)
+    if x.ndim not in (2, 3):
+        raise ValueError(f"{name} must have shape [B, N, D] or [N, D], got {x.shape}")
+    squeeze = x.ndim == 2
+    if squeeze:
+        x = x[None]
+    if x.shape[1] < 2:
+        raise ValueError(f"{name} needs at least 2 tokens per sub-image, got N = {x.shape[1]}")
+    if x.shape[2] < 1:
+        raise ValueError(f"{name} needs at least one channel, got D = 0")
+    _finite(x, name)
+    return x, squeeze
+
+
+def _keys3(keys, x, name="keys"):
+    """The similarity keys as the core reads them (float32 or float64, C order), [B, N, Dk]."""
+    if keys is None:
+        k = x
+    else:
+        k, sq = _tokens3(keys, name)
+        if k.shape[:2] != x.shape[:2]:
+            raise ValueError(f"{name} must have {x.shape[0]} x {x.shape[1]} rows like the tokens, got shape "
+                             f"{k.shape if not sq else k.shape[1:]}")
+    if k.dtype == np.float16:
+        k = k.astype(np.float32)
+    return np.ascontiguousarray(k)
+
+
+def _rows(a, x, name, nonneg=True):
+    """A [B, N] float64 array of per-token scores (attention), checked."""
+    w = _float_array(a, name).astype(np.float64)
+    if w.ndim == 1 and x.shape[0] == 1:
+        w = w[None]
+    if w.shape != x.shape[:2]:
+        raise ValueError(f"{name} must have shape {list(x.shape[:2])} (one value per token), got {list(w.shape)}")
+    _finite(w, name)
+    if nonneg and (w < 0).any():
+        bad = np.argwhere(w < 0)[0]
+        raise ValueError(f"{name} must be >= 0, got {w[tuple(bad)]} at index {tuple(int(i) for i in bad)}")
+    return w
+
+
+def _count(v, name, lo, hi):
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not lo <= v <= hi:
+        raise ValueError(f"{name} must be an int in [{lo}, {hi}], got {v!r}")
+    return int(v)
+
+
+def _out_dtype(x):
+    return np.float64 if x.dtype == np.float64 else np.float32
+
+
+# ------------------------------------------------------------------ the similarity core
+
+def _topk(keys, rows, cols, exclude_self, k, threads):
+    """Per sub-image b: for each token in rows[b], its k most similar tokens among cols[b]."""
+    ro = np.zeros(len(rows) + 1, dtype=np.uint64)
+    co = np.zeros(len(cols) + 1, dtype=np.uint64)
+    ro[1:] = np.cumsum([len(r) for r in rows])
+    co[1:] = np.cumsum([len(c) for c in cols])
+    r = np.concatenate(rows).astype(np.int64) if len(rows) else np.zeros(0, np.int64)
+    c = np.concatenate(cols).astype(np.int64) if len(cols) else np.zeros(0, np.int64)
+    idx, val = _core.tokens_topk(keys, r, ro, c, co, bool(exclude_self), int(k), _threads(threads))
+    out_i, out_v = [], []
+    for b in range(len(rows)):
+        out_i.append(idx[ro[b]:ro[b + 1]])
+        out_v.append(val[ro[b]:ro[b + 1]])
+    return out_i, out_v
+
+
+def most_similar(keys, k=1, threads=None):
+    """For every token, its ``k`` most similar other tokens of the same sub-image.
+
+    Returns ``(index int64 [B, N, k], similarity float32 [B, N, k])``, best first; ties go to the
+    lower index. The N x N matrix is never stored.
+    """
+    x, squeeze = _tokens3(keys, "keys")
+    B, N = x.shape[:2]
+    k = _count(k, "k", 1, N - 1)
+    kk = _keys3(None, x)
+    allr = [np.arange(N)] * B
+    idx, val = _topk(kk, allr, allr, True, k, threads)
+    idx, val = np.stack(idx), np.stack(val)
+    return (idx[0], val[0]) if squeeze else (idx, val)
+
+
+# ------------------------------------------------------------------ shared pieces
+
+def cls_weights(cls, keys):
+    """[CLS]-to-patch attention from a [CLS] vector: ``softmax_i(<cls, k_i> / sqrt(Dk))`` in float64.
+
+    cls: ``[B, Dk]`` (or ``[Dk]``), keys: ``[B, N, Dk]`` (or ``[N, Dk]``). Returns ``[B, N]`` float64.
+    """
+    k, _ = _tokens3(keys, "keys")
+    c = _float_array(cls, "cls").astype(np.float64)
+    if c.ndim == 1:
+        c = c[None]
+    if c.shape != (k.shape[0], k.shape[2]):
+        raise ValueError(f"cls must have shape [{k.shape[0]}, {k.shape[2]}] (one vector per sub-image, as wide as "
+                         f"the keys), got {list(c.shape)}")
+    _finite(c, "cls")
+    logits = np.einsum("bnd,bd->bn", k.astype(np.float64), c) / math.sqrt(k.shape[2])
+    logits -= logits.max(axis=1, keepdims=True)
+    e = np.exp(logits)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def iqr_bound(w):
+    """The IQR outlier bound ``Q3 + 1.5 (Q3 - Q1)`` of a 1-D array (NumPy's linear percentiles)."""
+    q1, q3 = np.percentile(np.asarray(w, dtype=np.float64), [25, 75])
+    return q3 + 1.5 * (q3 - q1)
+
+
+def _splitmix64(z):
+    z = (z + 0x9E3779B97F4A7C15) & _M64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _M64
+    return z ^ (z >> 31)
+
+
+def uniforms(seed, b, n):
+    """The counter-based uniforms of sub-image b: ``u_i = ((r >> 11) + 0.5) 2^-53`` with
+    ``r = splitmix64(splitmix64(seed) ^ (b << 32 | i))``, i < n. Returns float64 [n] in (0, 1)."""
+    s = _splitmix64(int(seed) & _M64)
+    return np.array([((_splitmix64(s ^ ((b << 32) | i)) >> 11) + 0.5) * 2.0 ** -53 for i in range(n)])
+
+
+def _top_by_weight(w, k):
+    """The k largest weights, ties to the lower index, in that (descending) order."""
+    return np.lexsort((np.arange(len(w)), -w))[:k]
+
+
+def _sample(w, k, seed, b):
+    """k indices sampled without replacement with probability proportional to w (exponential race)."""
+    u = uniforms(seed, b, len(w))
+    key = np.array([-math.log(ui) / wi if wi > 0 else math.inf for ui, wi in zip(u, w)])
+    return np.lexsort((np.arange(len(w)), key))[:k]
+
+
+# ------------------------------------------------------------------ correlation_compress
+
+@dataclass
+class Compressed:
+    """The result of :func:`correlation_compress` for B sub-images."""
+
+    indices: list          # B int64 arrays: the kept tokens, ascending
+    tokens: list           # B [k_b, D] arrays: the kept (or merged) tokens
+    density: np.ndarray    # [B] float64: 1 - redundant / N
+    max_similarity: np.ndarray  # [B, N] float32: each token's largest similarity to another token
+    redundant: np.ndarray  # [B, N] bool: max_similarity > threshold
+    keep: np.ndarray       # [B] int64: tokens kept per sub-image
+
+    @property
+    def kept_fraction(self):
+        """Kept tokens / N per sub-image."""
+        return self.keep / self.max_similarity.shape[1]
+
+
+def correlation_compress(tokens, cls_attention=None, cls=None, keys=None, threshold=0.9, mode="sample", k_min=1,
+                         seed=0, merge=False, threads=None):
+    """Token-level correlation-guided compression (Zhang et al., 2024) of B sub-images.
+
+    1. Cosine similarity between the patch keys (``keys``, default the tokens), diagonal excluded.
+    2. A token is redundant when its most similar other token exceeds ``threshold``;
+       ``density = 1 - redundant / N``.
+    3. Keep ``k = max(k_min, N - redundant)`` tokens (= round(density N)), chosen by the [CLS]
+       correlation ``w`` (``cls_attention [B, N]``, or ``softmax(<cls, k_i> / sqrt(Dk))`` from a
+       ``cls [B, Dk]`` vector): ``mode="sample"`` samples without replacement in proportion to w
+       (seeded, reproducible), ``"topk"`` takes the largest, ``"outliers"`` (the global-view branch)
+       keeps the IQR outliers of w (at least k_min) regardless of density.
+    4. ``merge=True``: every dropped token is merged into its most similar kept token, weighted by w.
+
+    Returns a :class:`Compressed` (kept indices ascending, tokens, density, max_similarity, redundant,
+    keep). See docs/tokens.md for every detail.
+    """
+    x, squeeze = _tokens3(tokens)
+    B, N, D = x.shape
+    if not isinstance(threshold, (int, float, np.floating, np.integer)) or isinstance(threshold, bool) \
+            or not -1.0 <= float(threshold) <= 1.0:
+        raise ValueError(f"threshold must be a number in [-1, 1], got {threshold!r}")
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    k_min = _count(k_min, "k_min", 1, N)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise ValueError(f"seed must be an int, got {seed!r}")
+    kk = _keys3(keys, x)
+    if (cls_attention is None) == (cls is None):
+        raise ValueError("give exactly one of cls_attention [B, N] and cls [B, Dk]")
+    w = _rows(cls_attention, x, "cls_attention") if cls is None else cls_weights(cls, kk)
+    allr = [np.arange(N)] * B
+    idx, val = _topk(kk, allr, allr, True, 1, threads)
+    msim = np.stack([v[:, 0] for v in val])
+    redundant = msim > np.float32(threshold)
+    density = 1.0 - redundant.sum(axis=1) / N
+    kept = []
+    for b in range(B):
+        if mode == "outliers":
+            k = max(k_min, int((w[b] > iqr_bound(w[b])).sum()))
+        else:
+            k = min(N, max(k_min, N - int(redundant[b].sum())))
+        sel = _sample(w[b], k, seed, b) if mode == "sample" else _top_by_weight(w[b], k)
+        kept.append(np.sort(sel).astype(np.int64))
+    od = _out_dtype(x)
+    if merge:
+        drop = [np.setdiff1d(np.arange(N), s) for s in kept]
+        nn, _ = _topk(kk, drop, kept, False, 1, threads)
+        out = []
+        for b in range(B):
+            xb = x[b].astype(np.float64)
+            num = w[b][kept[b], None] * xb[kept[b]]
+            den = w[b][kept[b]].copy()
+            cnt = np.ones(len(kept[b]))
+            plain = xb[kept[b]].copy()
+            pos = np.searchsorted(kept[b], nn[b][:, 0])
+            np.add.at(num, pos, w[b][drop[b], None] * xb[drop[b]])
+            np.add.at(den, pos, w[b][drop[b]])
+            np.add.at(plain, pos, xb[drop[b]])
+            np.add.at(cnt, pos, 1.0)
+            safe = den > 0
+            res = np.where(safe[:, None], num / np.where(safe, den, 1.0)[:, None], plain / cnt[:, None])
+            out.append(res.astype(od))
+    else:
+        out = [x[b][s].astype(od) for b, s in enumerate(kept)]
+    return Compressed(kept, out, density, msim, redundant, np.array([len(s) for s in kept], dtype=np.int64))
+
+
+# ------------------------------------------------------------------ ToMe
+
+def tome_merge(tokens, r, metric=None, sizes=None, cls_token=False, threads=None):
+    """One step of ToMe's bipartite soft matching (Bolya et al., 2023): merge r tokens.
+
+    A = even positions, B = odd positions; each A token's best match in B by cosine of ``metric``
+    (default the tokens); the r A tokens with the best matches are merged into them by size-weighted
+    mean. With ``cls_token`` token 0 is never merged and stays first. Returns
+    ``(tokens [B, N - r, D], sizes [B, N - r], source [B, N])``: the output holds the unmerged A tokens
+    (by best-match score, or by index with ``cls_token``) then all of B; ``source[b, i]`` is the output
+    row token i went to.
+    """
+    x, squeeze = _tokens3(tokens)
+    B, N, D = x.shape
+    r = _count(r, "r", 0, N)
+    r = min(r, (N - int(bool(cls_token))) // 2)
+    kk = _keys3(metric, x, "metric")
+    if sizes is None:
+        s = np.ones((B, N))
+    else:
+        s = _rows(sizes, x, "sizes")
+        if (s <= 0).any():
+            raise ValueError("sizes must be > 0")
+    a_pos = np.arange(0, N, 2)
+    b_pos = np.arange(1, N, 2)
+    qa = a_pos[1:] if cls_token else a_pos
+    nn, val = _topk(kk, [qa] * B, [b_pos] * B, False, 1, threads)
+    od = _out_dtype(x)
+    n_out = N - r
+    out = np.empty((B, n_out, D), dtype=od)
+    out_s = np.empty((B, n_out))
+    source = np.empty((B, N), dtype=np.int64)
+    for b in range(B):
+        node_max = np.full(len(a_pos), -np.inf)
+        node_idx = np.zeros(len(a_pos), dtype=np.int64)
+        off = 1 if cls_token else 0
+        node_max[off:] = val[b][:, 0].astype(np.float64)
+        node_idx[off:] = (nn[b][:, 0] - 1) // 2  # position within B
+        order = np.lexsort((np.arange(len(a_pos)), -node_max))
+        src, unm = order[:r], order[r:]
+        if cls_token:
+            unm = np.sort(unm)
+        xb = x[b].astype(np.float64)
+        sb = s[b]
+        acc = sb[b_pos, None] * xb[b_pos]
+        size = sb[b_pos].copy()
+        np.add.at(acc, node_idx[src], sb[a_pos[src], None] * xb[a_pos[src]])
+        np.add.at(size, node_idx[src], sb[a_pos[src]])
+        nu = len(unm)
+        out[b, :nu] = xb[a_pos[unm]]
+        out[b, nu:] = acc / size[:, None]
+        out_s[b, :nu] = sb[a_pos[unm]]
+        out_s[b, nu:] = size
+        source[b, a_pos[unm]] = np.arange(nu)
+        source[b, b_pos] = nu + np.arange(len(b_pos))
+        source[b, a_pos[src]] = nu + node_idx[src]
+    if squeeze:
+        return out[0], out_s[0], source[0]
+    return out, out_s, source
+
+
+# ------------------------------------------------------------------ PruMerge
+
+def prumerge(tokens, cls_attention, keys=None, ratio=None, neighbors=32, extra_token=True, threads=None):
+    """LLaVA-PruMerge (Shang et al., 2024), as released.
+
+    Keeps ``int(N * ratio)`` tokens (at least 1) with the largest ``cls_attention``; ``ratio=None`` is
+    adaptive: the fraction of IQR outliers of the attention. Each kept token adds its ``neighbors``
+    most similar other tokens (cosine of ``keys``) weighted by their attention:
+    ``x_i + sum_j a_j x_j``. ``extra_token`` appends ``sum`` of ``a_j x_j`` over the dropped tokens.
+    Returns ``(tokens, indices)``, lists of B arrays; indices in descending attention order.
+    """
+    x, squeeze = _tokens3(tokens)
+    B, N, D = x.shape
+    a = _rows(cls_attention, x, "cls_attention")
+    if ratio is not None and (isinstance(ratio, bool) or not isinstance(ratio, (int, float, np.floating))
+                              or not 0.0 < float(ratio) <= 1.0):
+        raise ValueError(f"ratio must be None or a number in (0, 1], got {ratio!r}")
+    neighbors = _count(neighbors, "neighbors", 1, 1 << 20)
+    kk = _keys3(keys, x)
+    kept = []
+    for b in range(B):
+        rb = (int((a[b] > iqr_bound(a[b])).sum()) / N) if ratio is None else float(ratio)
+        kept.append(_top_by_weight(a[b], min(N, max(1, int(N * rb)))).astype(np.int64))
+    k = min(neighbors, N - 1)
+    nn, _ = _topk(kk, kept, [np.arange(N)] * B, True, k, threads)
+    od = _out_dtype(x)
+    out = []
+    for b in range(B):
+        xb = x[b].astype(np.float64)
+        nb = nn[b]
+        upd = xb[kept[b]] + np.einsum("ik,ikd->id", a[b][nb], xb[nb])
+        if extra_token:
+            drop = np.setdiff1d(np.arange(N), kept[b])
+            upd = np.concatenate([upd, (a[b][drop, None] * xb[drop]).sum(axis=0, keepdims=True)])
+        out.append(upd.astype(od))
+    return out, kept
+
+
+# ------------------------------------------------------------------ VisionZip
+
+def visionzip(tokens, cls_attention, keys=None, dominant=54, contextual=10, threads=None):
+    """VisionZip (Yang et al., 2024): dominant tokens by attention plus merged contextual tokens.
+
+    Dominant: the ``dominant`` tokens with the largest ``cls_attention``, ascending. Of the rest (in
+    index order), every ``step = max(1, n_rest // contextual)``-th is a target (the first
+    ``contextual``); each other remaining token joins its most similar target (cosine of ``keys``),
+    and a contextual token is ``x_target + mean(joined)``. Returns
+    ``(tokens [B, dominant + targets, D], dominant_indices [B, dominant], target_indices [B, targets])``.
+    """
+    x, squeeze = _tokens3(tokens)
+    B, N, D = x.shape
+    a = _rows(cls_attention, x, "cls_attention")
+    dominant = _count(dominant, "dominant", 0, N)
+    contextual = _count(contextual, "contextual", 0, N - dominant)
+    kk = _keys3(keys, x)
+    dom, rest = [], []
+    for b in range(B):
+        d = np.sort(_top_by_weight(a[b], dominant)).astype(np.int64)
+        dom.append(d)
+        rest.append(np.setdiff1d(np.arange(N), d).astype(np.int64))
+    n_rest = N - dominant
+    if contextual > 0 and n_rest > 0:
+        step = max(1, n_rest // contextual)
+        tpos = np.arange(0, n_rest, step)[:contextual]
+    else:
+        tpos = np.zeros(0, dtype=np.int64)
+    mpos = np.setdiff1d(np.arange(n_rest), tpos)
+    targets = [r[tpos] for r in rest]
+    movers = [r[mpos] for r in rest]
+    od = _out_dtype(x)
+    nt = len(tpos)
+    out = np.empty((B, dominant + nt, D), dtype=od)
+    if nt and len(mpos):
+        nn, _ = _topk(kk, movers, targets, False, 1, threads)
+    for b in range(B):
+        xb = x[b].astype(np.float64)
+        out[b, :dominant] = xb[dom[b]]
+        if nt == 0:
+            continue
+        ctx = xb[targets[b]].copy()
+        if len(mpos):
+            j = np.searchsorted(targets[b], nn[b][:, 0])
+            agg = np.zeros((nt, D))
+            np.add.at(agg, j, xb[movers[b]])
+            cnt = np.maximum(np.bincount(j, minlength=nt), 1)
+            ctx += agg / cnt[:, None]
+        out[b, dominant:] = ctx
+    d_idx = np.stack(dom) if B else np.zeros((0, dominant), np.int64)
+    t_idx = np.stack(targets) if B else np.zeros((0, nt), np.int64)
+    if squeeze:
+        return out[0], d_idx[0], t_idx[0]
+    return out, d_idx, t_idx
+
+
+# ------------------------------------------------------------------ FastV
+
+def fastv_select(tokens, attention, keep=None, ratio=0.5):
+    """FastV (Chen et al., 2024): keep the tokens with the largest ``attention`` (e.g. the attention the
+    last query pays each image token at layer K, averaged over heads), in sequence order.
+
+    ``keep`` defaults to ``N - int(N * ratio)``. Returns ``(tokens [B, keep, D], indices [B, keep])``.
+    """
+    x, squeeze = _tokens3(tokens)
+    B, N, D = x.shape
+    a = _rows(attention, x, "attention", nonneg=False)
+    if keep is None:
+        if isinstance(ratio, bool) or not isinstance(ratio, (int, float, np.floating)) or not 0.0 <= ratio < 1.0:
+            raise ValueError(f"ratio must be a number in [0, 1), got {ratio!r}")
+        keep = N - int(N * ratio)
+    keep = _count(keep, "keep", 1, N)
+    idx = np.stack([np.sort(_top_by_weight(a[b], keep)) for b in range(B)]).astype(np.int64)
+    out = np.take_along_axis(x, idx[:, :, None], axis=1).astype(_out_dtype(x))
+    if squeeze:
+        return out[0], idx[0]
+    return out, idx
