@@ -173,17 +173,20 @@ def iqr_bound(w):
 
 
 def _splitmix64(z):
-    z = (z + 0x9E3779B97F4A7C15) & _M64
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _M64
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _M64
-    return z ^ (z >> 31)
+    """splitmix64 of a uint64 array (arithmetic modulo 2^64)."""
+    z = z + np.uint64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
 
 
 def uniforms(seed, b, n):
     """The counter-based uniforms of sub-image b: ``u_i = ((r >> 11) + 0.5) 2^-53`` with
     ``r = splitmix64(splitmix64(seed) ^ (b << 32 | i))``, i < n. Returns float64 [n] in (0, 1)."""
-    s = _splitmix64(int(seed) & _M64)
-    return np.array([((_splitmix64(s ^ ((b << 32) | i)) >> 11) + 0.5) * 2.0 ** -53 for i in range(n)])
+    with np.errstate(over="ignore"):
+        s = _splitmix64(np.array([int(seed) & _M64], dtype=np.uint64))
+        r = _splitmix64(s ^ ((np.uint64(b) << np.uint64(32)) | np.arange(n, dtype=np.uint64)))
+    return ((r >> np.uint64(11)).astype(np.float64) + 0.5) * 2.0 ** -53
 
 
 def _top_by_weight(w, k):
@@ -226,13 +229,13 @@ def correlation_compress(tokens, cls_attention=None, cls=None, keys=None, thresh
        ``density = 1 - redundant / N``.
     3. Keep ``k = max(k_min, N - redundant)`` tokens (= round(density N)), chosen by the [CLS]
        correlation ``w`` (``cls_attention [B, N]``, or ``softmax(<cls, k_i> / sqrt(Dk))`` from a
-       ``cls [B, Dk]`` vector): ``mode="sample"`` samples without replacement in proportion to w
+       ``cls [B, Dk]`` vector; uniform when neither is given): ``mode="sample"`` samples without replacement in proportion to w
        (seeded, reproducible), ``"topk"`` takes the largest, ``"outliers"`` (the global-view branch)
        keeps the IQR outliers of w (at least k_min) regardless of density.
     4. ``merge=True``: every dropped token is merged into its most similar kept token, weighted by w.
 
     Returns a :class:`Compressed` (kept indices ascending, tokens, density, max_similarity, redundant,
-    keep). See docs/tokens.md for every detail.
+    keep). Kept tokens are copies in the input dtype; merged ones are float32 (float64 for float64). See docs/tokens.md for every detail.
     """
     x, squeeze = _tokens3(tokens)
     B, N, D = x.shape
@@ -245,9 +248,14 @@ def correlation_compress(tokens, cls_attention=None, cls=None, keys=None, thresh
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise ValueError(f"seed must be an int, got {seed!r}")
     kk = _keys3(keys, x)
-    if (cls_attention is None) == (cls is None):
-        raise ValueError("give exactly one of cls_attention [B, N] and cls [B, Dk]")
-    w = _rows(cls_attention, x, "cls_attention") if cls is None else cls_weights(cls, kk)
+    if cls_attention is not None and cls is not None:
+        raise ValueError("give cls_attention [B, N] or cls [B, Dk], not both")
+    if cls is not None:
+        w = cls_weights(cls, kk)
+    elif cls_attention is not None:
+        w = _rows(cls_attention, x, "cls_attention")
+    else:
+        w = np.ones((B, N))
     allr = [np.arange(N)] * B
     idx, val = _topk(kk, allr, allr, True, 1, threads)
     msim = np.stack([v[:, 0] for v in val])
@@ -281,7 +289,7 @@ def correlation_compress(tokens, cls_attention=None, cls=None, keys=None, thresh
             res = np.where(safe[:, None], num / np.where(safe, den, 1.0)[:, None], plain / cnt[:, None])
             out.append(res.astype(od))
     else:
-        out = [x[b][s].astype(od) for b, s in enumerate(kept)]
+        out = [x[b][s] for b, s in enumerate(kept)]
     return Compressed(kept, out, density, msim, redundant, np.array([len(s) for s in kept], dtype=np.int64))
 
 
@@ -446,7 +454,8 @@ def fastv_select(tokens, attention, keep=None, ratio=0.5):
     """FastV (Chen et al., 2024): keep the tokens with the largest ``attention`` (e.g. the attention the
     last query pays each image token at layer K, averaged over heads), in sequence order.
 
-    ``keep`` defaults to ``N - int(N * ratio)``. Returns ``(tokens [B, keep, D], indices [B, keep])``.
+    ``keep`` defaults to ``N - int(N * ratio)``. Returns ``(tokens [B, keep, D], indices [B, keep])``,
+    the tokens in the input dtype.
     """
     x, squeeze = _tokens3(tokens)
     B, N, D = x.shape
@@ -457,7 +466,7 @@ def fastv_select(tokens, attention, keep=None, ratio=0.5):
         keep = N - int(N * ratio)
     keep = _count(keep, "keep", 1, N)
     idx = np.stack([np.sort(_top_by_weight(a[b], keep)) for b in range(B)]).astype(np.int64)
-    out = np.take_along_axis(x, idx[:, :, None], axis=1).astype(_out_dtype(x))
+    out = np.take_along_axis(x, idx[:, :, None], axis=1)
     if squeeze:
         return out[0], idx[0]
     return out, idx

@@ -1,0 +1,238 @@
+"""ccomp.tokens against the plain NumPy reference (tests/reference/tokens_ref.py).
+
+Indices must be equal exactly and merged tokens within float32 rounding, on random tokens, on tokens
+full of exact duplicates and near-duplicates (the near-tie case of real pages), on real MiniLM hidden
+states, and at any thread count.
+"""
+import numpy as np
+import pytest
+
+from ccomp import tokens
+from reference import tokens_ref as ref
+
+RTOL = 2e-6
+
+
+def _close(a, b, rtol=RTOL):
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    assert a.shape == b.shape
+    scale = max(1.0, float(np.abs(b).max()) if b.size else 1.0)
+    assert np.abs(a - b).max(initial=0.0) <= rtol * scale
+
+
+def random_tokens(B, N, D, seed=0, dtype=np.float32):
+    return np.random.default_rng(seed).standard_normal((B, N, D)).astype(dtype)
+
+
+def page_like(B, N, D, seed=0):
+    """Sub-images with blank runs (exact copies), near-copies (1e-4 noise) and distinct tokens."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((B, N, D)).astype(np.float32)
+    blank = rng.standard_normal(D).astype(np.float32)
+    for b in range(B):
+        frac = (b + 1) / (B + 1)
+        m = rng.random(N) < frac
+        x[b, m] = blank
+        near = rng.random(N) < 0.1
+        x[b, near] = blank + (1e-4 * rng.standard_normal((int(near.sum()), D))).astype(np.float32)
+    return x
+
+
+def attention(B, N, seed=1):
+    a = np.random.default_rng(seed).gamma(0.3, size=(B, N))
+    return a / a.sum(axis=1, keepdims=True)
+
+
+def _minilm_tokens():
+    from ccomp import minilm
+    try:
+        Q, K, V = minilm.real_qkv(max_tokens=192)
+    except Exception as e:  # the model package is part of the dev requirements
+        pytest.skip(f"MiniLM unavailable: {e}")
+    # [layers, heads, tokens, head_dim] -> per layer a [tokens, 384] hidden-size key matrix
+    k = np.ascontiguousarray(K.transpose(0, 2, 1, 3).reshape(K.shape[0], K.shape[2], -1))
+    return k.astype(np.float32)
+
+
+CASES = {
+    "random": lambda: random_tokens(3, 200, 48),
+    "page-like": lambda: page_like(3, 256, 40),
+    "float64": lambda: random_tokens(2, 130, 33, dtype=np.float64),
+    "float16": lambda: page_like(2, 150, 24).astype(np.float16),
+}
+
+
+def _case(name):
+    return CASES[name]() if name != "minilm" else _minilm_tokens()
+
+
+ALL = list(CASES) + ["minilm"]
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_most_similar_matches_reference(name):
+    x = _case(name)
+    idx, val = tokens.most_similar(x, k=3, threads=2)
+    for b in range(x.shape[0]):
+        s = ref.similarity(x[b])
+        np.fill_diagonal(s, -np.inf)
+        for i in range(x.shape[1]):
+            want = ref.top_indices(s[i].astype(np.float64), 3)
+            assert idx[b, i].tolist() == want.tolist(), (b, i)
+            assert val[b, i].tolist() == s[i][want].tolist()
+
+
+@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("mode", ["sample", "topk", "outliers"])
+@pytest.mark.parametrize("merge", [False, True])
+def test_correlation_compress_matches_reference(name, mode, merge):
+    x = _case(name)
+    B, N = x.shape[:2]
+    a = attention(B, N)
+    thr = 0.9 if name != "minilm" else 0.6
+    got = tokens.correlation_compress(x, cls_attention=a, threshold=thr, mode=mode, k_min=4, seed=7, merge=merge,
+                                      threads=2)
+    want = ref.correlation_compress(x, cls_attention=a, threshold=thr, mode=mode, k_min=4, seed=7, merge=merge)
+    assert got.keep.tolist() == list(want.keep)
+    np.testing.assert_array_equal(got.max_similarity, want.max_similarity)
+    np.testing.assert_array_equal(got.redundant, want.redundant)
+    np.testing.assert_array_equal(got.density, want.density)
+    for b in range(B):
+        assert got.indices[b].tolist() == list(want.indices[b])
+        assert got.tokens[b].dtype == want.tokens[b].dtype
+        _close(got.tokens[b], want.tokens[b], RTOL if x.dtype != np.float16 else 1e-3)
+
+
+def test_correlation_compress_cls_vector_and_uniform():
+    x = page_like(2, 120, 16)
+    cls = np.random.default_rng(3).standard_normal((2, 16))
+    for kw in ({"cls": cls}, {}):
+        got = tokens.correlation_compress(x, threshold=0.95, mode="sample", seed=3, **kw)
+        want = ref.correlation_compress(x, threshold=0.95, mode="sample", seed=3, **kw)
+        for b in range(2):
+            assert got.indices[b].tolist() == list(want.indices[b])
+
+
+def test_density_orders_blank_below_distinct():
+    x = page_like(4, 256, 32)  # sub-image b has a blank fraction (b + 1) / 5
+    c = tokens.correlation_compress(x, threshold=0.9, mode="topk")
+    assert np.all(np.diff(c.density) < 0)
+
+
+@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("cls_token", [False, True])
+def test_tome_matches_reference(name, cls_token):
+    x = _case(name)
+    B, N = x.shape[:2]
+    sizes = np.random.default_rng(5).integers(1, 4, size=(B, N)).astype(np.float64)
+    for r in (0, 1, N // 4, N):
+        got = tokens.tome_merge(x, r, sizes=sizes, cls_token=cls_token, threads=2)
+        want = ref.tome_merge(x, r, sizes=sizes, cls_token=cls_token)
+        np.testing.assert_array_equal(got[2], want[2])
+        _close(got[1], want[1])
+        _close(got[0], want[0], RTOL if x.dtype != np.float16 else 1e-3)
+        assert np.allclose(got[1].sum(axis=1), sizes.sum(axis=1))
+
+
+@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("ratio", [None, 0.1])
+def test_prumerge_matches_reference(name, ratio):
+    x = _case(name)
+    a = attention(*x.shape[:2], seed=4)
+    got_t, got_i = tokens.prumerge(x, a, ratio=ratio, neighbors=8, threads=2)
+    want_t, want_i = ref.prumerge(x, a, ratio=ratio, neighbors=8)
+    for b in range(x.shape[0]):
+        assert got_i[b].tolist() == list(want_i[b])
+        _close(got_t[b], want_t[b], RTOL if x.dtype != np.float16 else 1e-3)
+
+
+@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("dominant,contextual", [(20, 7), (0, 10), (30, 0)])
+def test_visionzip_matches_reference(name, dominant, contextual):
+    x = _case(name)
+    a = attention(*x.shape[:2], seed=6)
+    got = tokens.visionzip(x, a, dominant=dominant, contextual=contextual, threads=2)
+    want = ref.visionzip(x, a, dominant=dominant, contextual=contextual)
+    np.testing.assert_array_equal(got[1], want[1])
+    np.testing.assert_array_equal(got[2], want[2])
+    _close(got[0], want[0], RTOL if x.dtype != np.float16 else 1e-3)
+
+
+def test_fastv_matches_reference():
+    x = page_like(3, 100, 8)
+    a = np.round(attention(3, 100, seed=8), 3)  # rounded: many ties
+    for keep in (1, 37, 100):
+        got = tokens.fastv_select(x, a, keep=keep)
+        want = ref.fastv_select(x, a, keep=keep)
+        np.testing.assert_array_equal(got[1], want[1])
+        np.testing.assert_array_equal(got[0], want[0])
+
+
+def test_any_thread_count_same_bytes():
+    x = page_like(3, 300, 24)
+    a = attention(3, 300)
+    outs = [tokens.correlation_compress(x, cls_attention=a, merge=True, threads=t) for t in (1, 2, 5)]
+    for o in outs[1:]:
+        for b in range(3):
+            np.testing.assert_array_equal(o.indices[b], outs[0].indices[b])
+            np.testing.assert_array_equal(o.tokens[b], outs[0].tokens[b])
+        np.testing.assert_array_equal(o.max_similarity, outs[0].max_similarity)
+
+
+def test_sampling_is_seeded():
+    x = random_tokens(1, 300, 8)
+    a = attention(1, 300)
+    one = tokens.correlation_compress(x, cls_attention=a, threshold=-1.0, k_min=50, seed=1)
+    two = tokens.correlation_compress(x, cls_attention=a, threshold=-1.0, k_min=50, seed=1)
+    other = tokens.correlation_compress(x, cls_attention=a, threshold=-1.0, k_min=50, seed=2)
+    assert one.indices[0].tolist() == two.indices[0].tolist() != other.indices[0].tolist()
+    assert one.keep[0] == 50  # every token redundant at threshold -1: k_min is what is kept
+
+
+def test_2d_input():
+    x = random_tokens(1, 64, 8)[0]
+    c = tokens.correlation_compress(x, cls_attention=np.ones(64))
+    assert c.max_similarity.shape == (1, 64)
+    m, s, src = tokens.tome_merge(x, 8)
+    assert m.shape == (56, 8) and src.shape == (64,)
+
+
+# ------------------------------------------------------------------ bad input
+
+@pytest.mark.parametrize("call,match", [
+    (lambda x: tokens.correlation_compress(x[:, :1]), "at least 2 tokens"),
+    (lambda x: tokens.correlation_compress(x, threshold=1.5), "threshold"),
+    (lambda x: tokens.correlation_compress(x, threshold=float("nan")), "threshold"),
+    (lambda x: tokens.correlation_compress(x, mode="best"), "mode"),
+    (lambda x: tokens.correlation_compress(x, cls_attention=np.ones((2, 9))), "cls_attention"),
+    (lambda x: tokens.correlation_compress(x, cls_attention=-np.ones((2, 10))), ">= 0"),
+    (lambda x: tokens.correlation_compress(x, cls=np.ones((2, 5))), "cls"),
+    (lambda x: tokens.correlation_compress(x, keys=np.ones((2, 9, 4))), "keys"),
+    (lambda x: tokens.correlation_compress(x, k_min=0), "k_min"),
+    (lambda x: tokens.correlation_compress(x, k_min=11), "k_min"),
+    (lambda x: tokens.tome_merge(x, -1), "r must"),
+    (lambda x: tokens.tome_merge(x, 2, sizes=np.zeros((2, 10))), "sizes"),
+    (lambda x: tokens.visionzip(x, np.ones((2, 10)), dominant=8, contextual=5), "contextual"),
+    (lambda x: tokens.prumerge(x, np.ones((2, 10)), ratio=0.0), "ratio"),
+    (lambda x: tokens.fastv_select(x, np.ones((2, 10)), keep=0), "keep"),
+    (lambda x: tokens.most_similar(x, k=10), "k must"),
+    (lambda x: tokens.correlation_compress(x.reshape(20, 8)[None, None]), "shape"),
+])
+def test_bad_input_is_a_clear_error(call, match):
+    x = random_tokens(2, 10, 8)
+    with pytest.raises(ValueError, match=match):
+        call(x)
+
+
+def test_nan_and_dtype_errors():
+    x = random_tokens(2, 10, 8)
+    x[1, 3, 2] = np.nan
+    with pytest.raises(ValueError, match=r"NaN.*\(1, 3, 2\)"):
+        tokens.correlation_compress(x)
+    with pytest.raises(TypeError, match="float16, float32 or float64"):
+        tokens.tome_merge(np.ones((2, 10, 4), dtype=np.int32), 2)
+    a = np.ones((2, 10))
+    a[0, 0] = np.inf
+    with pytest.raises(ValueError, match="cls_attention"):
+        tokens.prumerge(random_tokens(2, 10, 8), a)
