@@ -5,8 +5,8 @@
  * to float32 and packed in panels of PANEL columns ([D][PANEL], zero padded).
  *
  * Stage 2, one task per block of RB query rows of one sub-image: the float32
- * similarities of the block against all candidates (a register-tiled kernel
- * over the panels: AVX-512, AVX2+FMA or scalar), then per row the k-th best
+ * similarities of the block against all candidates (the shared register-tiled
+ * kernel of util/tile.h over the panels: AVX-512, AVX2+FMA or scalar), then per row the k-th best
  * float32 value t and every candidate with a value >= t - 2 delta, where delta
  * bounds the float32 error; those are recomputed in float64 (once per distinct
  * key) and the best k taken by (value descending, token index ascending).
@@ -21,9 +21,10 @@
 #include "ccomp/cpu.h"
 #include "ccomp/parallel.h"
 #include "ccomp/tokens.h"
+#include "../util/tile.h"
 
-#define RB 48    /* query rows per task (a multiple of the kernels' 12 and 6 rows) */
-#define PANEL 32 /* candidate columns per packed panel */
+#define RB 48    /* query rows per task (a multiple of the tile kernel's 12 rows) */
+#define PANEL CCOMP_TILE_W /* candidate columns per packed panel */
 
 typedef struct job {
     const void *keys;
@@ -39,7 +40,7 @@ typedef struct job {
     size_t *rep;      /* [B * N]: the lowest token index with bit-identical key bytes */
     float **panels;   /* per sub-image: packed normalized candidate keys */
     size_t *task_b, *task_r0, ntasks, max_cols;
-    int kern;         /* 2: AVX-512, 1: AVX2 + FMA, 0: scalar */
+    int kern;         /* the shared tile kernel (util/tile.h) */
     double delta;     /* bound on |float32 screen - float64 value| */
 } job;
 
@@ -170,101 +171,9 @@ static ccomp_status prep_run(void *ctx, void *state, size_t b, ccomp_error *err)
     return CCOMP_OK;
 }
 
-/* ------------------------------------------------------------ float32 screening kernels */
-
-/* S[r][0..PANEL) = A[r] . panel columns for r < 12 (A: rows of D floats) */
-static void kern_scalar(const float *A, size_t D, const float *P, float *S, size_t lds, size_t nrows)
-{
-    size_t r, q, d;
-    for (r = 0; r < nrows; r++)
-        for (q = 0; q < PANEL; q++) {
-            float s = 0.0f;
-            for (d = 0; d < D; d++) s += A[r * D + d] * P[d * PANEL + q];
-            S[r * lds + q] = s;
-        }
-}
-
-#if defined(__x86_64__) && defined(__GNUC__)
-#include <immintrin.h>
-
-__attribute__((target("avx512f"))) static void kern_avx512(const float *A, size_t D, const float *P, float *S,
-                                                           size_t lds)
-{
-    __m512 c0[12], c1[12];
-    size_t d;
-    int r;
-#pragma GCC unroll 12
-    for (r = 0; r < 12; r++) c0[r] = c1[r] = _mm512_setzero_ps();
-    for (d = 0; d < D; d++) {
-        const __m512 b0 = _mm512_loadu_ps(P + d * PANEL), b1 = _mm512_loadu_ps(P + d * PANEL + 16);
-#pragma GCC unroll 12
-        for (r = 0; r < 12; r++) {
-            const __m512 a = _mm512_set1_ps(A[(size_t)r * D + d]);
-            c0[r] = _mm512_fmadd_ps(a, b0, c0[r]);
-            c1[r] = _mm512_fmadd_ps(a, b1, c1[r]);
-        }
-    }
-#pragma GCC unroll 12
-    for (r = 0; r < 12; r++) {
-        _mm512_storeu_ps(S + (size_t)r * lds, c0[r]);
-        _mm512_storeu_ps(S + (size_t)r * lds + 16, c1[r]);
-    }
-}
-
-__attribute__((target("avx2,fma"))) static void kern_avx2(const float *A, size_t D, const float *P, float *S,
-                                                         size_t lds)
-{
-    /* 6 rows x 16 columns, twice per panel */
-    int half, r;
-    for (half = 0; half < 2; half++) {
-        __m256 c0[6], c1[6];
-        size_t d;
-        const float *Ph = P + half * 16;
-#pragma GCC unroll 6
-        for (r = 0; r < 6; r++) c0[r] = c1[r] = _mm256_setzero_ps();
-        for (d = 0; d < D; d++) {
-            const __m256 b0 = _mm256_loadu_ps(Ph + d * PANEL), b1 = _mm256_loadu_ps(Ph + d * PANEL + 8);
-#pragma GCC unroll 6
-            for (r = 0; r < 6; r++) {
-                const __m256 a = _mm256_broadcast_ss(A + (size_t)r * D + d);
-                c0[r] = _mm256_fmadd_ps(a, b0, c0[r]);
-                c1[r] = _mm256_fmadd_ps(a, b1, c1[r]);
-            }
-        }
-#pragma GCC unroll 6
-        for (r = 0; r < 6; r++) {
-            _mm256_storeu_ps(S + (size_t)r * lds + half * 16, c0[r]);
-            _mm256_storeu_ps(S + (size_t)r * lds + half * 16 + 8, c1[r]);
-        }
-    }
-}
-
-static int pick_kernel(void)
-{
-    unsigned f = ccomp_cpu_features();
-    if ((f & CCOMP_CPU_AVX512F) && (f & CCOMP_CPU_AVX2)) return 2;
-    if ((f & CCOMP_CPU_AVX2) && (f & CCOMP_CPU_FMA)) return 1;
-    return 0;
-}
-#else
-static void kern_avx512(const float *A, size_t D, const float *P, float *S, size_t lds)
-{
-    kern_scalar(A, D, P, S, lds, 12);
-}
-static void kern_avx2(const float *A, size_t D, const float *P, float *S, size_t lds)
-{
-    kern_scalar(A, D, P, S, lds, 6);
-}
-static int pick_kernel(void)
-{
-    return 0;
-}
-#endif
-
 const char *ccomp_tokens_kernel_name(void)
 {
-    static const char *names[] = {"scalar", "avx2", "avx512"};
-    return names[pick_kernel()];
+    return ccomp_tile_kernel_name(ccomp_tile_kernel());
 }
 
 /* ------------------------------------------------------------ stage 2 */
@@ -384,12 +293,8 @@ static ccomp_status row_run(void *ctx, void *state, size_t task, ccomp_error *er
     for (p = 0; p < np; p++) {
         const float *P = j->panels[b] + p * D * PANEL;
         size_t rr;
-        if (j->kern == 2)
-            for (rr = 0; rr < nr; rr += 12) kern_avx512(s->A + rr * D, D, P, s->S + rr * lds + p * PANEL, lds);
-        else if (j->kern == 1)
-            for (rr = 0; rr < nr; rr += 6) kern_avx2(s->A + rr * D, D, P, s->S + rr * lds + p * PANEL, lds);
-        else
-            kern_scalar(s->A, D, P, s->S + p * PANEL, lds, nr);
+        for (rr = 0; rr < nr; rr += CCOMP_TILE_R)
+            ccomp_tile_nt(j->kern, s->A + rr * D, D, nr - rr, P, D, s->S + rr * lds + p * PANEL, lds, 0);
     }
     for (r = 0; r < nr; r++) {
         const size_t row = r0 + r, me = (size_t)j->rows[row];
@@ -515,10 +420,10 @@ ccomp_status ccomp_tokens_topk(const void *keys, int dtype, size_t B, size_t N, 
     j.k = k;
     j.oi = out_idx;
     j.ov = out_val;
-    j.kern = pick_kernel();
-    /* |float32 screen - exact| <= (D + 3) u |k_i| |k_j| / (|k_i| |k_j|) (normalization, products and a
-     * sequential sum per lane); a quarter more for the rounding of the bound itself */
-    j.delta = 1.25 * ((double)D + 8.0) * ldexp(1.0, -24);
+    j.kern = ccomp_tile_kernel();
+    /* |float32 screen - exact| <= (2 D + 3) u for unit keys (normalization, then a sequential sum per
+     * element: fused, or product and sum rounded apart in the scalar kernel); a quarter more for slack */
+    j.delta = 1.25 * (2.0 * (double)D + 8.0) * ldexp(1.0, -24);
     for (nt = 0, b = 0; b < B; b++) nt += (rows_off[b + 1] - rows_off[b] + RB - 1) / RB;
     j.inv = (double *)malloc(B * N * sizeof(double));
     j.rep = (size_t *)malloc(B * N * sizeof(size_t));

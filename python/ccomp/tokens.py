@@ -259,7 +259,7 @@ def correlation_compress(tokens, cls_attention=None, cls=None, keys=None, thresh
     allr = [np.arange(N)] * B
     idx, val = _topk(kk, allr, allr, True, 1, threads)
     msim = np.stack([v[:, 0] for v in val])
-    redundant = msim > np.float32(threshold)
+    redundant = msim.astype(np.float64) > float(threshold)  # the float32 value against the exact threshold
     density = 1.0 - redundant.sum(axis=1) / N
     kept = []
     for b in range(B):
