@@ -332,7 +332,9 @@ class MiniLM:
         before pooling) and, as lists over layers of [heads, T, 32]: ``q``,
         ``k``, ``v`` (the projections, bias included, split into heads) and
         ``context`` (each head's attention output softmax(q k^T / sqrt(32) +
-        mask) v, before the output projection).
+        mask) v, before the output projection); ``hidden_states``, a list of
+        7 arrays [T, 384]: the embeddings' output, then each layer's output
+        (``hidden_states[-1]`` is ``hidden``).
 
         >>> out = load().forward(load().tokenize("Hello world"))
         >>> len(out["k"]), out["k"][0].shape
@@ -364,7 +366,7 @@ class MiniLM:
         x = self.word_emb[ids] + self.pos_emb[:T] + self.type_emb[tt]
         x = _layer_norm(x, *self.emb_ln, self.eps)
         scale = np.float32(1.0 / math.sqrt(self.head_dim))
-        out = {"q": [], "k": [], "v": [], "context": []}
+        out = {"q": [], "k": [], "v": [], "context": [], "hidden_states": [x]}
         for b in self.blocks:
             q, k, v = (self._heads(x @ w + bb) for w, bb in (b["q"], b["k"], b["v"]))
             ctx = np.matmul(_softmax(np.matmul(q, k.transpose(0, 2, 1)) * scale + bias), v)  # [H, T, hd]
@@ -374,6 +376,7 @@ class MiniLM:
             x = _layer_norm(attn + x, *b["ln1"], self.eps)
             h = _gelu(x @ b["ffn_in"][0] + b["ffn_in"][1])
             x = _layer_norm(h @ b["ffn_out"][0] + b["ffn_out"][1] + x, *b["ln2"], self.eps)
+            out["hidden_states"].append(x)
         out["hidden"] = x
         return out
 
