@@ -236,3 +236,71 @@ def test_nan_and_dtype_errors():
     a[0, 0] = np.inf
     with pytest.raises(ValueError, match="cls_attention"):
         tokens.prumerge(random_tokens(2, 10, 8), a)
+
+
+# ------------------------------------------------------------------ real pages and real text
+
+@pytest.fixture(scope="module")
+def real_pages():
+    import shutil
+    from ccomp import pages
+    if shutil.which("pdftoppm") is None:
+        pytest.skip("pdftoppm not installed (apt-get install poppler-utils)")
+    pdfs = {p.rsplit("/", 1)[-1]: p for p in pages.bundled_pdfs()}
+    return [pages.page_tokens(pdfs[name], page) for name, page in (("Artin.pdf", 2), ("Dummit-Foote.pdf", 14))]
+
+
+def test_real_pages_match_reference_and_order_blank_below_text(real_pages):
+    from ccomp import pages
+    blank, text = [], []
+    for p in real_pages:
+        for mode, merge in (("topk", False), ("sample", True), ("outliers", True)):
+            got = tokens.correlation_compress(p.tokens, cls_attention=p.saliency, threshold=pages.TEXT_THRESHOLD,
+                                              mode=mode, merge=merge, seed=3)
+            want = ref.correlation_compress(p.tokens, cls_attention=p.saliency, threshold=pages.TEXT_THRESHOLD,
+                                            mode=mode, merge=merge, seed=3)
+            np.testing.assert_array_equal(got.max_similarity, want.max_similarity)
+            np.testing.assert_array_equal(got.density, want.density)
+            for b in range(len(p.tokens)):
+                assert got.indices[b].tolist() == list(want.indices[b])
+                _close(got.tokens[b], want.tokens[b])
+        for b in range(len(p.tokens)):
+            ink = float(np.mean(p.sub_images[b] < 128))
+            if np.all(p.sub_images[b] == 255):
+                blank.append(got.density[b])
+            elif ink >= 0.01:
+                text.append(got.density[b])
+    assert blank and len(text) >= 4
+    assert max(blank) < 0.05 < min(text)
+
+
+def test_real_pages_peers_match_reference(real_pages):
+    x = np.stack([t for p in real_pages for t in p.tokens])
+    a = np.stack([s for p in real_pages for s in p.saliency]).astype(np.float64) + 1e-3
+    got = tokens.tome_merge(x, 300)
+    want = ref.tome_merge(x, 300)
+    np.testing.assert_array_equal(got[2], want[2])
+    _close(got[0], want[0])
+    g = tokens.visionzip(x, a)
+    w = ref.visionzip(x, a)
+    np.testing.assert_array_equal(g[1], w[1])
+    np.testing.assert_array_equal(g[2], w[2])
+    _close(g[0], w[0])
+    gt, gi = tokens.prumerge(x[:4], a[:4])
+    wt, wi = ref.prumerge(x[:4], a[:4])
+    for b in range(4):
+        assert gi[b].tolist() == list(wi[b])
+        _close(gt[b], wt[b])
+
+
+def test_real_minilm_text_tokens_with_cls_vector():
+    from ccomp import pages
+    try:
+        t = pages.minilm_tokens(tokens=96, windows=3, layer=6)
+    except Exception as e:
+        pytest.skip(f"MiniLM unavailable: {e}")
+    got = tokens.correlation_compress(t[:, 1:-1], cls=t[:, 0], threshold=0.6, seed=5, merge=True)
+    want = ref.correlation_compress(t[:, 1:-1], cls=t[:, 0], threshold=0.6, seed=5, merge=True)
+    for b in range(3):
+        assert got.indices[b].tolist() == list(want.indices[b])
+        _close(got.tokens[b], want.tokens[b])
