@@ -4,12 +4,24 @@
  *
  * Work split (each task owns its outputs, so any thread count gives the same
  * bits): matmul and grad_tables over blocks of W rows, grad_input over blocks
- * of columns inside one group. */
+ * of 32 columns.
+ *
+ * float32 matmul at batches from SK_GEMM_MIN_BATCH (below the AVX-512 GEMV's
+ * range) and grad_input: W is decoded to float32 in blocks (48 rows of a
+ * matmul task; a 32-column panel of every row for grad_input) and multiplied
+ * with the shared register-tiled kernel of util/tile.h, x packed once per
+ * call into 32-row panels for the matmul.  Each output is one chain of fused
+ * multiply-adds in column (or row) order, whatever the blocking. */
 #include <stdlib.h>
 #include <string.h>
 
+#include "../util/tile.h"
 #include "ccomp/parallel.h"
 #include "sketch_internal.h"
+
+#define GEMM_WROWS 48           /* matmul (tiled): W rows per task, 4 times the tile's rows */
+#define GEMM_KC 256             /* columns per K block: the x panel block (32 KB) stays in L1 */
+#define GI_COLS CCOMP_TILE_W    /* grad_input: columns per task */
 
 /* x / y element i in precision prec */
 static inline double ld_val(const void *p, int prec, size_t i)
@@ -110,8 +122,12 @@ typedef struct kernel_job {
     size_t n;
     int prec, kind, simd;
     int gemv512;              /* matmul: the AVX-512 GEMV on x (interleaved for 4 bits) */
+    int tiled;                /* matmul / grad_input: decoded blocks and the tile kernel */
+    int tile_kern;            /* util/tile.h's kernel */
+    const float *xp;          /* tiled matmul: x packed [xblocks][cols][32] */
+    size_t xblocks;
     size_t rows_per_task;     /* matmul, grad_tables */
-    size_t col_tasks_per_group; /* grad_input: tasks of SK_GI_COLS columns per group */
+    size_t scratch_floats;    /* per worker */
 } kernel_job;
 
 static ccomp_status job_init(void *ctx, int worker, void **state, ccomp_error *err)
@@ -120,9 +136,9 @@ static ccomp_status job_init(void *ctx, int worker, void **state, ccomp_error *e
     (void)worker;
     *state = NULL;
     if (!j->simd) return CCOMP_OK;
-    *state = malloc(SK_SCRATCH_FLOATS * sizeof(float) + 64);
+    *state = malloc(j->scratch_floats * sizeof(float) + 64);
     if (*state == NULL) return ccomp_fail(err, CCOMP_ERR_NOMEM, "cannot allocate a %zu-byte tile",
-                                          (size_t)SK_SCRATCH_FLOATS * sizeof(float));
+                                          j->scratch_floats * sizeof(float));
     return CCOMP_OK;
 }
 
@@ -138,17 +154,67 @@ static float *scratch_of(void *state)
     return (float *)((p + 63u) & ~(uintptr_t)63u);
 }
 
+/* y[:, r0:r1] of the tiled matmul: decode the rows, then per 32-row panel of x and K block the tile kernel
+ * into ct, transposed into y at the end. */
+static void gemm_rows(const kernel_job *j, size_t r0, size_t r1, float *buf)
+{
+    const ccomp_sketch *s = j->s;
+    const size_t cols = s->cols, rows = s->rows, nr = r1 - r0, W = CCOMP_TILE_W;
+    float *wd = buf, *ct = buf + GEMM_WROWS * cols, *y = (float *)j->out;
+    size_t blk, kb, rr, q, r;
+    sk_decode_rows_avx2(s, r0, nr, 0, cols, wd, cols);
+    for (blk = 0; blk < j->xblocks; blk++) {
+        const float *P = j->xp + blk * cols * W;
+        const size_t qn = j->n - blk * W < W ? j->n - blk * W : W;
+        for (kb = 0; kb < cols; kb += GEMM_KC) {
+            const size_t kc = cols - kb < GEMM_KC ? cols - kb : GEMM_KC;
+            for (rr = 0; rr < nr; rr += CCOMP_TILE_R)
+                ccomp_tile_nt(j->tile_kern, wd + rr * cols + kb, cols, nr - rr, P + kb * W, kc, ct + rr * W, W,
+                              kb > 0);
+        }
+        for (q = 0; q < qn; q++) {
+            float *yq = y + (blk * W + q) * rows + r0;
+            for (r = 0; r < nr; r++) yq[r] = ct[r * W + q];
+        }
+    }
+}
+
+/* gx[:, c0:c1) (c1 - c0 <= 32): decode the 32-column panel of every W row, then the tile kernel over
+ * blocks of 12 rows of gy. */
+static void grad_input_cols(const kernel_job *j, size_t c0, size_t c1, float *buf)
+{
+    const ccomp_sketch *s = j->s;
+    const size_t rows = s->rows, cols = s->cols, width = c1 - c0, W = CCOMP_TILE_W;
+    const float *gy = (const float *)j->gy;
+    float *P = buf, *ct = buf + rows * W, *gx = (float *)j->out;
+    size_t i, kb, r, q;
+    sk_decode_rows_avx2(s, 0, rows, c0, c1, P, W);
+    if (width < W)
+        for (r = 0; r < rows; r++) memset(P + r * W + width, 0, (W - width) * sizeof(float));
+    for (i = 0; i < j->n; i += CCOMP_TILE_R) {
+        const size_t R = j->n - i < CCOMP_TILE_R ? j->n - i : CCOMP_TILE_R;
+        float *C = width == W ? gx + i * cols + c0 : ct;
+        const size_t ldc = width == W ? cols : W;
+        for (kb = 0; kb < rows; kb += GEMM_KC) {
+            const size_t kc = rows - kb < GEMM_KC ? rows - kb : GEMM_KC;
+            ccomp_tile_nt(j->tile_kern, gy + i * rows + kb, rows, R, P + kb * W, kc, C, ldc, kb > 0);
+        }
+        if (width < W)
+            for (r = 0; r < R; r++)
+                for (q = 0; q < width; q++) gx[(i + r) * cols + c0 + q] = ct[r * W + q];
+    }
+}
+
 static ccomp_status job_run(void *ctx, void *state, size_t task, ccomp_error *err)
 {
     const kernel_job *j = (const kernel_job *)ctx;
     const ccomp_sketch *s = j->s;
     (void)err;
     if (j->kind == K_GRAD_INPUT) {
-        size_t gn = sk_group_cols(s), g = task / j->col_tasks_per_group;
-        size_t c0 = g * gn + (task % j->col_tasks_per_group) * SK_GI_COLS, c1 = c0 + SK_GI_COLS;
-        if (c1 > (g + 1) * gn) c1 = (g + 1) * gn;
-        if (j->simd)
-            sk_grad_input_cols_avx2(s, (const float *)j->gy, j->n, (float *)j->out, c0, c1, scratch_of(state));
+        size_t c0 = task * GI_COLS, c1 = c0 + GI_COLS;
+        if (c1 > s->cols) c1 = s->cols;
+        if (j->tiled)
+            grad_input_cols(j, c0, c1, scratch_of(state));
         else
             sk_grad_input_cols_ref(s, j->gy, j->n, j->prec, j->out, c0, c1);
         return CCOMP_OK;
@@ -159,6 +225,8 @@ static ccomp_status job_run(void *ctx, void *state, size_t task, ccomp_error *er
         if (j->kind == K_MATMUL) {
             if (j->gemv512)
                 sk_gemv_rows_avx512(s, (const float *)j->x, j->n, (float *)j->out, r0, r1, scratch_of(state));
+            else if (j->tiled)
+                gemm_rows(j, r0, r1, scratch_of(state));
             else if (j->simd)
                 sk_matmul_rows_avx2(s, (const float *)j->x, j->n, (float *)j->out, r0, r1, scratch_of(state));
             else
@@ -190,12 +258,20 @@ static ccomp_status run_kernel(kernel_job *j, int threads, ccomp_error *err)
         return CCOMP_OK;
     }
     j->simd = j->prec == CCOMP_SKETCH_F32 && sk_avx2_ok();
+    j->scratch_floats = SK_SCRATCH_FLOATS;
+    j->tile_kern = ccomp_tile_kernel();
+    j->rows_per_task = 16;
     if (j->kind == K_GRAD_INPUT) {
-        size_t gn = sk_group_cols(s);
-        j->col_tasks_per_group = (gn + SK_GI_COLS - 1) / SK_GI_COLS;
-        ntasks = j->col_tasks_per_group * s->groups;
+        ntasks = (s->cols + GI_COLS - 1) / GI_COLS;
+        j->tiled = j->simd;
+        if (j->tiled) j->scratch_floats = s->rows * CCOMP_TILE_W + CCOMP_TILE_R * CCOMP_TILE_W;
     } else {
-        j->rows_per_task = 16;
+        if (j->kind == K_MATMUL && j->simd && j->n >= SK_GEMM_MIN_BATCH &&
+            !(j->n < SK_GEMV512_MAX_BATCH && s->bits != 3 && sk_avx512_ok())) {
+            j->tiled = 1;
+            j->rows_per_task = GEMM_WROWS;
+            j->scratch_floats = GEMM_WROWS * s->cols + GEMM_WROWS * CCOMP_TILE_W;
+        }
         ntasks = (s->rows + j->rows_per_task - 1) / j->rows_per_task;
     }
     /* small products are not worth a thread start (tens of microseconds) */
@@ -213,6 +289,31 @@ static ccomp_status run_kernel(kernel_job *j, int threads, ccomp_error *err)
         j->gemv512 = 1;
         st = ccomp_parallel_for(threads, ntasks, &ops, j, err);
         free(xi);
+        return st;
+    }
+    if (j->tiled && j->kind == K_MATMUL) {
+        /* x in panels of 32 rows: xp[blk][d][q] = x[blk * 32 + q][d], zero past the last row */
+        const size_t W = CCOMP_TILE_W, cols = s->cols;
+        const float *x = (const float *)j->x;
+        float *xp;
+        size_t blk, d, q;
+        j->xblocks = (j->n + W - 1) / W;
+        xp = (float *)malloc(j->xblocks * cols * W * sizeof(float));
+        if (xp == NULL)
+            return ccomp_fail(err, CCOMP_ERR_NOMEM, "cannot allocate %zu floats for the packed input",
+                              j->xblocks * cols * W);
+        for (blk = 0; blk < j->xblocks; blk++)
+            for (q = 0; q < W; q++) {
+                size_t i = blk * W + q;
+                float *dst = xp + blk * cols * W + q;
+                if (i < j->n)
+                    for (d = 0; d < cols; d++) dst[d * W] = x[i * cols + d];
+                else
+                    for (d = 0; d < cols; d++) dst[d * W] = 0.0f;
+            }
+        j->xp = xp;
+        st = ccomp_parallel_for(threads, ntasks, &ops, j, err);
+        free(xp);
         return st;
     }
     return ccomp_parallel_for(threads, ntasks, &ops, j, err);

@@ -18,13 +18,10 @@
  * per 8 weights one broadcast load, two shifts, two vpermps, a blend and an
  * FMA (about 3 cycles; 4096 x 4096 at 4 bits: 2.0 ms on one Sapphire Rapids
  * core, where kernels_avx512.c takes 1.0 ms and NumPy's float32 matvec 2.5).
- * matmul, larger batches: a tile of SK_TILE_ROWS W rows x SK_TILE_COLS
- * columns is decoded into a small buffer (L1), then a 4 x 2 register-blocked
- * dot-product kernel runs over all x rows.
+ * matmul at larger batches and grad_input decode W into float32 blocks with
+ * sk_decode_rows_avx2 and multiply with the shared tile kernel (kernels.c).
  * grad_tables: D = gy^T x is formed 4 W rows x 16 columns at a time in
  * registers and added into the rows' per-code sums; D is never stored whole.
- * grad_input: tiles of W (SK_GI_ROWS rows x SK_GI_COLS columns) are decoded,
- * and gx accumulates gy[i][r] w[r] over r in a 3 x 32 register block.
  *
  * Every output element is one fixed chain of fused multiply-adds whatever
  * the blocking or the task that computes it (for a given batch size).  The small
@@ -221,96 +218,11 @@ TAI void lut_gemv(const ccomp_sketch *s, const float *x, float *y, size_t r0, si
 /* ------------------------------------------------------- matmul: tiles */
 
 /* One chain per (x row, W row) over the columns of a tile: the chunk's sum. */
-TAI float dot_tail(const float *a, const float *b, size_t k, size_t len, __m256 acc)
-{
-    float t = 0.0f;
-    for (; k < len; k++) t = fmaf(a[k], b[k], t);
-    return hsum(acc) + t;
-}
-
-TAI void put(float *y, float v, int first)
-{
-    *y = first ? v : *y + v;
-}
-
-/* 4 x rows (stride ldx) by 2 W rows (tile rows wa, wb) over len columns */
-TAI void micro_4x2(const float *x, size_t ldx, const float *wa, const float *wb, size_t len, float *y, size_t ldy,
-                   int first)
-{
-    __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00;
-    const float *x0 = x, *x1 = x + ldx, *x2 = x + 2 * ldx, *x3 = x + 3 * ldx;
-    size_t k;
-    for (k = 0; k + 8 <= len; k += 8) {
-        __m256 w0 = _mm256_loadu_ps(wa + k), w1 = _mm256_loadu_ps(wb + k), v;
-        v = _mm256_loadu_ps(x0 + k);
-        c00 = _mm256_fmadd_ps(v, w0, c00);
-        c01 = _mm256_fmadd_ps(v, w1, c01);
-        v = _mm256_loadu_ps(x1 + k);
-        c10 = _mm256_fmadd_ps(v, w0, c10);
-        c11 = _mm256_fmadd_ps(v, w1, c11);
-        v = _mm256_loadu_ps(x2 + k);
-        c20 = _mm256_fmadd_ps(v, w0, c20);
-        c21 = _mm256_fmadd_ps(v, w1, c21);
-        v = _mm256_loadu_ps(x3 + k);
-        c30 = _mm256_fmadd_ps(v, w0, c30);
-        c31 = _mm256_fmadd_ps(v, w1, c31);
-    }
-    put(y, dot_tail(x0, wa, k, len, c00), first);
-    put(y + 1, dot_tail(x0, wb, k, len, c01), first);
-    put(y + ldy, dot_tail(x1, wa, k, len, c10), first);
-    put(y + ldy + 1, dot_tail(x1, wb, k, len, c11), first);
-    put(y + 2 * ldy, dot_tail(x2, wa, k, len, c20), first);
-    put(y + 2 * ldy + 1, dot_tail(x2, wb, k, len, c21), first);
-    put(y + 3 * ldy, dot_tail(x3, wa, k, len, c30), first);
-    put(y + 3 * ldy + 1, dot_tail(x3, wb, k, len, c31), first);
-}
-
-TAI void micro_1x1(const float *x, const float *w, size_t len, float *y, int first)
-{
-    __m256 c = _mm256_setzero_ps();
-    size_t k;
-    for (k = 0; k + 8 <= len; k += 8) c = _mm256_fmadd_ps(_mm256_loadu_ps(x + k), _mm256_loadu_ps(w + k), c);
-    put(y, dot_tail(x, w, k, len, c), first);
-}
-
-TAI void tiled_gemm(const ccomp_sketch *s, const float *x, size_t n, float *y, size_t r0, size_t r1, float *tile,
-                    const int bits)
-{
-    const size_t cols = s->cols, rows = s->rows, gb = sk_run_bytes(s);
-    size_t rt, kc, i, rr;
-    for (rt = r0; rt < r1; rt += SK_TILE_ROWS) {
-        size_t nr = r1 - rt < SK_TILE_ROWS ? r1 - rt : SK_TILE_ROWS;
-        for (kc = 0; kc < cols; kc += SK_TILE_COLS) {
-            size_t len = cols - kc < SK_TILE_COLS ? cols - kc : SK_TILE_COLS;
-            int first = kc == 0;
-            for (rr = 0; rr < nr; rr++) decode_range(s, gb, rt + rr, kc, kc + len, tile + rr * SK_TILE_COLS, bits);
-            for (i = 0; i + 4 <= n; i += 4) {
-                const float *xi = x + i * cols + kc;
-                float *yi = y + i * rows + rt;
-                for (rr = 0; rr + 2 <= nr; rr += 2)
-                    micro_4x2(xi, cols, tile + rr * SK_TILE_COLS, tile + (rr + 1) * SK_TILE_COLS, len, yi + rr, rows,
-                              first);
-                for (; rr < nr; rr++) {
-                    size_t ii;
-                    for (ii = 0; ii < 4; ii++)
-                        micro_1x1(xi + ii * cols, tile + rr * SK_TILE_COLS, len, yi + ii * rows + rr, first);
-                }
-            }
-            for (; i < n; i++)
-                for (rr = 0; rr < nr; rr++)
-                    micro_1x1(x + i * cols + kc, tile + rr * SK_TILE_COLS, len, y + i * rows + rt + rr, first);
-        }
-    }
-}
-
 TAI void matmul_bits(const ccomp_sketch *s, const float *x, size_t n, float *y, size_t r0, size_t r1, float *tile,
                      const int bits)
 {
     size_t i = 0;
-    if (n >= SK_GEMM_MIN_BATCH) {
-        tiled_gemm(s, x, n, y, r0, r1, tile, bits);
-        return;
-    }
+    (void)tile;
     for (; i + 2 <= n; i += 2) lut_gemv(s, x + i * s->cols, y + i * s->rows, r0, r1, 2, bits);
     if (i < n) lut_gemv(s, x + i * s->cols, y + i * s->rows, r0, r1, 1, bits);
 }
@@ -435,81 +347,16 @@ TA void sk_grad_tables_rows_avx2(const ccomp_sketch *s, const float *x, const fl
 /* ---------------------------------------------------------- grad_input */
 
 /* gx[i][c .. c + 8V) for I gy rows += sum over nr tile rows of gy[i][r] w[r][...]; one chain per element. */
-TAI void gi_block(const float *gy, size_t ldg, const float *tile, size_t nr, float *gx, size_t ldx, int first,
-                  const int I, const int V)
+TA void sk_decode_rows_avx2(const ccomp_sketch *s, size_t r0, size_t nr, size_t c0, size_t c1, float *out,
+                            size_t ldo)
 {
-    __m256 acc[3][4];
+    const size_t gb = sk_run_bytes(s);
     size_t r;
-    int i, v;
-#pragma GCC unroll 4
-    for (i = 0; i < I; i++) {
-#pragma GCC unroll 4
-        for (v = 0; v < V; v++)
-            acc[i][v] = first ? _mm256_setzero_ps() : _mm256_loadu_ps(gx + (size_t)i * ldx + (size_t)v * 8);
-    }
-    for (r = 0; r < nr; r++) {
-        const float *w = tile + r * SK_GI_COLS;
-        __m256 w0 = _mm256_loadu_ps(w), w1 = V > 1 ? _mm256_loadu_ps(w + 8) : w0;
-        __m256 w2 = V > 2 ? _mm256_loadu_ps(w + 16) : w0, w3 = V > 3 ? _mm256_loadu_ps(w + 24) : w0;
-#pragma GCC unroll 4
-        for (i = 0; i < I; i++) {
-            __m256 b = _mm256_broadcast_ss(gy + (size_t)i * ldg + r);
-            acc[i][0] = _mm256_fmadd_ps(b, w0, acc[i][0]);
-            if (V > 1) acc[i][1] = _mm256_fmadd_ps(b, w1, acc[i][1]);
-            if (V > 2) acc[i][2] = _mm256_fmadd_ps(b, w2, acc[i][2]);
-            if (V > 3) acc[i][3] = _mm256_fmadd_ps(b, w3, acc[i][3]);
+    for (r = 0; r < nr; r++) switch (s->bits) {
+        case 2: decode_range(s, gb, r0 + r, c0, c1, out + r * ldo, 2); break;
+        case 3: decode_range(s, gb, r0 + r, c0, c1, out + r * ldo, 3); break;
+        default: decode_range(s, gb, r0 + r, c0, c1, out + r * ldo, 4); break;
         }
-    }
-#pragma GCC unroll 4
-    for (i = 0; i < I; i++) {
-#pragma GCC unroll 4
-        for (v = 0; v < V; v++) _mm256_storeu_ps(gx + (size_t)i * ldx + (size_t)v * 8, acc[i][v]);
-    }
-}
-
-TAI void gi_scalar(const float *gy, size_t ldg, const float *tile, size_t nr, float *gx, int first)
-{
-    float acc = first ? 0.0f : *gx;
-    size_t r;
-    for (r = 0; r < nr; r++) acc = fmaf(gy[r], tile[r * SK_GI_COLS], acc);
-    (void)ldg;
-    *gx = acc;
-}
-
-/* gx[i][c0 .. c0 + width) for I rows of gy, over the nr rows of the tile */
-TAI void gi_rows(const float *gy, size_t ldg, const float *tile, size_t nr, float *gx, size_t ldx, size_t width,
-                 int first, const int I)
-{
-    size_t c = 0;
-    int i;
-    for (; c + 32 <= width; c += 32) gi_block(gy, ldg, tile + c, nr, gx + c, ldx, first, I, 4);
-    for (; c + 8 <= width; c += 8) gi_block(gy, ldg, tile + c, nr, gx + c, ldx, first, I, 1);
-    for (; c < width; c++)
-        for (i = 0; i < I; i++) gi_scalar(gy + (size_t)i * ldg, ldg, tile + c, nr, gx + (size_t)i * ldx + c, first);
-}
-
-TAI void grad_input_bits(const ccomp_sketch *s, const float *gy, size_t n, float *gx, size_t c0, size_t c1,
-                         float *tile, const int bits)
-{
-    const size_t rows = s->rows, cols = s->cols, width = c1 - c0, gb = sk_run_bytes(s);
-    size_t rc, rr, i;
-    for (rc = 0; rc < rows; rc += SK_GI_ROWS) {
-        size_t nr = rows - rc < SK_GI_ROWS ? rows - rc : SK_GI_ROWS;
-        int first = rc == 0;
-        for (rr = 0; rr < nr; rr++) decode_range(s, gb, rc + rr, c0, c1, tile + rr * SK_GI_COLS, bits);
-        for (i = 0; i + 3 <= n; i += 3) gi_rows(gy + i * rows + rc, rows, tile, nr, gx + i * cols + c0, cols, width, first, 3);
-        for (; i < n; i++) gi_rows(gy + i * rows + rc, rows, tile, nr, gx + i * cols + c0, cols, width, first, 1);
-    }
-}
-
-TA void sk_grad_input_cols_avx2(const ccomp_sketch *s, const float *gy, size_t n, float *gx, size_t c0, size_t c1,
-                                float *scratch)
-{
-    switch (s->bits) {
-    case 2: grad_input_bits(s, gy, n, gx, c0, c1, scratch, 2); break;
-    case 3: grad_input_bits(s, gy, n, gx, c0, c1, scratch, 3); break;
-    default: grad_input_bits(s, gy, n, gx, c0, c1, scratch, 4); break;
-    }
 }
 
 /* ------------------------------------------------------------- fitting */
@@ -544,11 +391,16 @@ void sk_grad_tables_rows_avx2(const ccomp_sketch *s, const float *x, const float
     sk_grad_tables_rows_ref(s, x, gy, n, CCOMP_SKETCH_F32, gt, r0, r1);
 }
 
-void sk_grad_input_cols_avx2(const ccomp_sketch *s, const float *gy, size_t n, float *gx, size_t c0, size_t c1,
-                             float *scratch)
+void sk_decode_rows_avx2(const ccomp_sketch *s, size_t r0, size_t nr, size_t c0, size_t c1, float *out, size_t ldo)
 {
-    (void)scratch;
-    sk_grad_input_cols_ref(s, gy, n, CCOMP_SKETCH_F32, gx, c0, c1);
+    const size_t gn = sk_group_cols(s), K = (size_t)1 << s->bits;
+    size_t r, c;
+    for (r = 0; r < nr; r++)
+        for (c = c0; c < c1; c++) {
+            size_t g = c / gn;
+            out[r * ldo + (c - c0)] = (float)ccomp_sketch_table_get(
+                s->tables, s->dtype, ((r0 + r) * s->groups + g) * K + sk_code_at(sk_run(s, r0 + r, g), c - g * gn, s->bits));
+        }
 }
 
 void sk_axpy_avx2(size_t n, float a, const float *x, float *y)

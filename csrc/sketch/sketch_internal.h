@@ -49,22 +49,16 @@ void sk_grad_input_cols_ref(const ccomp_sketch *s, const void *gy, size_t n, int
 /* AVX2 + FMA + F16C float32 kernels (kernels_avx2.c), used when sk_avx2_ok().
  * Same contracts as the reference ones on their part of the output (float32
  * precision); `scratch` holds at least SK_SCRATCH_FLOATS floats. */
-#define SK_TILE_ROWS 8     /* matmul (batch >= SK_GEMM_MIN_BATCH): W rows decoded per tile */
-#define SK_TILE_COLS 512   /* ... and columns per tile */
-#define SK_GI_ROWS 16      /* grad_input: W rows decoded per tile */
-#define SK_GI_COLS 512     /* ... and columns per task (inside one group) */
-#define SK_GEMM_MIN_BATCH 8
+#define SK_GEMM_MIN_BATCH 8     /* batches from it run the tiled GEMM of kernels.c */
 #define SK_GEMV512_MAX_BATCH 16 /* batches below it run the AVX-512 GEMV (when available) */
-#define SK_SCRATCH_FLOATS (SK_TILE_ROWS * SK_TILE_COLS > SK_GI_ROWS * SK_GI_COLS ? SK_TILE_ROWS * SK_TILE_COLS \
-                                                                                : SK_GI_ROWS * SK_GI_COLS)
+#define SK_SCRATCH_FLOATS (SK_GEMV512_ROWS * 4 * (4 * 16 + 8 + 8)) /* the GEMVs' accumulators */
 int sk_avx2_ok(void);
 void sk_matmul_rows_avx2(const ccomp_sketch *s, const float *x, size_t n, float *y, size_t r0, size_t r1,
                          float *scratch);
 void sk_grad_tables_rows_avx2(const ccomp_sketch *s, const float *x, const float *gy, size_t n, float *gt, size_t r0,
                               size_t r1);
-/* columns [c0, c1) lie inside one group and c0 - group start is a multiple of 8 */
-void sk_grad_input_cols_avx2(const ccomp_sketch *s, const float *gy, size_t n, float *gx, size_t c0, size_t c1,
-                             float *scratch);
+/* W rows [r0, r0 + nr), columns [c0, c1) (any, across groups) as float32 into out (row stride ldo) */
+void sk_decode_rows_avx2(const ccomp_sketch *s, size_t r0, size_t nr, size_t c0, size_t c1, float *out, size_t ldo);
 /* AVX-512F/VL lookup-table GEMV for 2- and 4-bit codes (kernels_avx512.c), used
  * for batches below SK_GEMV512_MAX_BATCH when sk_avx512_ok(); for 4 bits x must be
  * interleaved by sk_interleave16 first (n rows of cols floats); buf: scratch of
