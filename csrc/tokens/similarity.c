@@ -79,21 +79,64 @@ static float exact_sim(const job *j, size_t b, size_t a, size_t c)
     return (float)(dot64(j, b, a, c) * j->inv[b * j->N + a] * j->inv[b * j->N + c]);
 }
 
-static double key_at(const job *j, size_t b, size_t t, size_t d)
-{
-    return j->dtype == CCOMP_TOKENS_F32 ? (double)key32(j, b, t)[d] : key64(j, b, t)[d];
-}
-
 /* ------------------------------------------------------------ stage 1 */
 
+/* a hash of the key's bytes, 8 at a time (equal keys, equal hashes; collisions are resolved by memcmp) */
 static uint64_t key_hash(const job *j, size_t b, size_t t)
 {
-    const unsigned char *p = (const unsigned char *)j->keys +
-                             (b * j->N + t) * j->D * (j->dtype == CCOMP_TOKENS_F32 ? 4u : 8u);
-    size_t n = j->D * (j->dtype == CCOMP_TOKENS_F32 ? 4u : 8u), i;
-    uint64_t h = 0xcbf29ce484222325ull;
-    for (i = 0; i < n; i++) h = (h ^ p[i]) * 0x100000001b3ull;
+    const size_t n = j->D * (j->dtype == CCOMP_TOKENS_F32 ? 4u : 8u);
+    const unsigned char *p = (const unsigned char *)j->keys + (b * j->N + t) * n;
+    uint64_t h = 0x9E3779B97F4A7C15ull, w;
+    size_t i;
+    for (i = 0; i + 8 <= n; i += 8) {
+        memcpy(&w, p + i, 8);
+        h = (h ^ w) * 0xBF58476D1CE4E5B9ull;
+        h ^= h >> 29;
+    }
+    for (; i < n; i++) h = (h ^ p[i]) * 0x100000001b3ull;
     return h;
+}
+
+/* 1 / max(|k_t|, 1e-12), the sum of squares in float64 with 4 partial sums */
+static double inv_norm(const job *j, size_t b, size_t t)
+{
+    double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0, s;
+    size_t d = 0, D = j->D;
+    if (j->dtype == CCOMP_TOKENS_F32) {
+        const float *k = key32(j, b, t);
+        for (; d + 4 <= D; d += 4) {
+            s0 += (double)k[d] * k[d];
+            s1 += (double)k[d + 1] * k[d + 1];
+            s2 += (double)k[d + 2] * k[d + 2];
+            s3 += (double)k[d + 3] * k[d + 3];
+        }
+        for (; d < D; d++) s0 += (double)k[d] * k[d];
+    } else {
+        const double *k = key64(j, b, t);
+        for (; d + 4 <= D; d += 4) {
+            s0 += k[d] * k[d];
+            s1 += k[d + 1] * k[d + 1];
+            s2 += k[d + 2] * k[d + 2];
+            s3 += k[d + 3] * k[d + 3];
+        }
+        for (; d < D; d++) s0 += k[d] * k[d];
+    }
+    s = sqrt((s0 + s1) + (s2 + s3));
+    return 1.0 / (s > 1e-12 ? s : 1e-12);
+}
+
+/* the key normalized to float32 (screening only: within 2 u of the exact value per element) */
+static void normalized(const job *j, size_t b, size_t t, float *out)
+{
+    const size_t D = j->D;
+    size_t d;
+    if (j->dtype == CCOMP_TOKENS_F32) {
+        const float *k = key32(j, b, t), iv = (float)j->inv[b * j->N + t];
+        for (d = 0; d < D; d++) out[d] = k[d] * iv;
+    } else {
+        const double *k = key64(j, b, t), iv = j->inv[b * j->N + t];
+        for (d = 0; d < D; d++) out[d] = (float)(k[d] * iv);
+    }
 }
 
 static int same_key(const job *j, size_t b, size_t s, size_t t)
@@ -123,16 +166,9 @@ static ccomp_status prep_run(void *ctx, void *state, size_t b, ccomp_error *err)
     const size_t np = (nc + PANEL - 1) / PANEL;
     size_t t, d, p, q;
     hi *order;
+    float *row;
     (void)state;
-    for (t = 0; t < N; t++) {
-        double s = 0.0;
-        for (d = 0; d < D; d++) {
-            double v = key_at(j, b, t, d);
-            s += v * v;
-        }
-        s = sqrt(s);
-        j->inv[b * N + t] = 1.0 / (s > 1e-12 ? s : 1e-12);
-    }
+    for (t = 0; t < N; t++) j->inv[b * N + t] = inv_norm(j, b, t);
     /* groups of bit-identical keys: sort by (hash, index), confirm with memcmp */
     order = (hi *)malloc(N * sizeof *order);
     if (order == NULL) return ccomp_fail(err, CCOMP_ERR_NOMEM, "cannot allocate %zu sort entries", N);
@@ -153,8 +189,11 @@ static ccomp_status prep_run(void *ctx, void *state, size_t b, ccomp_error *err)
     free(order);
     if (np == 0) return CCOMP_OK;
     j->panels[b] = (float *)malloc(np * D * PANEL * sizeof(float));
-    if (j->panels[b] == NULL)
+    row = (float *)malloc(D * sizeof(float));
+    if (j->panels[b] == NULL || row == NULL) {
+        free(row);
         return ccomp_fail(err, CCOMP_ERR_NOMEM, "cannot allocate %zu floats of packed keys", np * D * PANEL);
+    }
     for (p = 0; p < np; p++) {
         float *P = j->panels[b] + p * D * PANEL;
         for (q = 0; q < PANEL; q++) {
@@ -162,12 +201,12 @@ static ccomp_status prep_run(void *ctx, void *state, size_t b, ccomp_error *err)
             if (ci >= nc) {
                 for (d = 0; d < D; d++) P[d * PANEL + q] = 0.0f;
             } else {
-                size_t tok = (size_t)j->cols[c0 + ci];
-                double iv = j->inv[b * N + tok];
-                for (d = 0; d < D; d++) P[d * PANEL + q] = (float)(key_at(j, b, tok, d) * iv);
+                normalized(j, b, (size_t)j->cols[c0 + ci], row);
+                for (d = 0; d < D; d++) P[d * PANEL + q] = row[d];
             }
         }
     }
+    free(row);
     return CCOMP_OK;
 }
 
@@ -277,15 +316,13 @@ static ccomp_status row_run(void *ctx, void *state, size_t task, ccomp_error *er
     const size_t c0 = j->cols_off[b], nc = j->cols_off[b + 1] - c0, np = (nc + PANEL - 1) / PANEL;
     const size_t lds = np * PANEL;
     const int64_t *ctok = j->cols + c0;
-    size_t r, d, p, q;
+    size_t r, p, q;
     (void)err;
     /* the block's normalized query keys, zero rows past the end */
     for (r = 0; r < RB; r++) {
         float *a = s->A + r * D;
         if (r < nr) {
-            size_t tok = (size_t)j->rows[r0 + r];
-            double iv = j->inv[b * N + tok];
-            for (d = 0; d < D; d++) a[d] = (float)(key_at(j, b, tok, d) * iv);
+            normalized(j, b, (size_t)j->rows[r0 + r], a);
         } else {
             memset(a, 0, D * sizeof(float));
         }
@@ -359,21 +396,12 @@ static ccomp_status row_run(void *ctx, void *state, size_t task, ccomp_error *er
 float ccomp_tokens_similarity(const void *keys, int dtype, size_t N, size_t D, size_t b, size_t i, size_t j)
 {
     job jb;
-    double ni = 0.0, nj = 0.0;
-    size_t d;
     memset(&jb, 0, sizeof jb);
     jb.keys = keys;
     jb.dtype = dtype;
     jb.N = N;
     jb.D = D;
-    for (d = 0; d < D; d++) {
-        double a = key_at(&jb, b, i, d), c = key_at(&jb, b, j, d);
-        ni += a * a;
-        nj += c * c;
-    }
-    ni = sqrt(ni);
-    nj = sqrt(nj);
-    return (float)(dot64(&jb, b, i, j) * (1.0 / (ni > 1e-12 ? ni : 1e-12)) * (1.0 / (nj > 1e-12 ? nj : 1e-12)));
+    return (float)(dot64(&jb, b, i, j) * inv_norm(&jb, b, i) * inv_norm(&jb, b, j));
 }
 
 ccomp_status ccomp_tokens_topk(const void *keys, int dtype, size_t B, size_t N, size_t D, const int64_t *rows,
@@ -421,9 +449,10 @@ ccomp_status ccomp_tokens_topk(const void *keys, int dtype, size_t B, size_t N, 
     j.oi = out_idx;
     j.ov = out_val;
     j.kern = ccomp_tile_kernel();
-    /* |float32 screen - exact| <= (2 D + 3) u for unit keys (normalization, then a sequential sum per
-     * element: fused, or product and sum rounded apart in the scalar kernel); a quarter more for slack */
-    j.delta = 1.25 * (2.0 * (double)D + 8.0) * ldexp(1.0, -24);
+    /* |float32 screen - exact| <= (2 D + 6) u for unit keys: 2 u per normalized element (two roundings),
+     * then a sequential sum per element, fused or (scalar kernel) product and sum rounded apart; a quarter
+     * more for slack */
+    j.delta = 1.25 * (2.0 * (double)D + 12.0) * ldexp(1.0, -24);
     for (nt = 0, b = 0; b < B; b++) nt += (rows_off[b + 1] - rows_off[b] + RB - 1) / RB;
     j.inv = (double *)malloc(B * N * sizeof(double));
     j.rep = (size_t *)malloc(B * N * sizeof(size_t));
