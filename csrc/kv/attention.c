@@ -19,7 +19,7 @@ size_t ccomp_kv_slice_rows(const ccomp_kv_slice *k)
 static void dense_scores(const float *m, size_t rows, size_t cols, const float *q, float *s)
 {
     size_t r, c;
-    if (kv_gw_avx2_ok()) {
+    if (kv_avx2_ok()) {
         kv_dense_scores_avx2(m, rows, cols, q, s);
         return;
     }
@@ -34,7 +34,7 @@ static void dense_scores(const float *m, size_t rows, size_t cols, const float *
 static void dense_accum(const float *m, size_t rows, size_t cols, const float *p, float *o)
 {
     size_t r, c;
-    if (kv_gw_avx2_ok()) {
+    if (kv_avx2_ok()) {
         kv_dense_accum_avx2(m, rows, cols, p, o);
         return;
     }
@@ -238,7 +238,7 @@ static float softmax_row(float *s, size_t n, float scale)
 {
     float mx = -INFINITY, z = 0.0f;
     size_t t;
-    if (kv_gw_avx2_ok()) return kv_softmax_avx2(s, n, scale);
+    if (kv_avx2_ok()) return kv_softmax_avx2(s, n, scale);
     for (t = 0; t < n; t++) {
         s[t] *= scale;
         mx = s[t] > mx ? s[t] : mx;

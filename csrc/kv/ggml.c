@@ -117,7 +117,7 @@ void ccomp_kv_ggml_scores(const uint8_t *blocks, size_t rows, size_t cols, int t
 {
     size_t r, c, bb = block_bytes(type);
     float v[QK];
-    if (kv_gw_avx2_ok()) {
+    if (kv_avx2_ok()) {
         kv_ggml_scores_avx2(blocks, rows, cols, type == CCOMP_KV_Q8_0, q, s);
         return;
     }
@@ -138,7 +138,7 @@ void ccomp_kv_ggml_accum(const uint8_t *blocks, size_t rows, size_t cols, int ty
 {
     size_t r, c, bb = block_bytes(type);
     float v[QK];
-    if (kv_gw_avx2_ok()) {
+    if (kv_avx2_ok()) {
         kv_ggml_accum_avx2(blocks, rows, cols, type == CCOMP_KV_Q8_0, p, o);
         return;
     }

@@ -116,7 +116,7 @@ ccomp_status ccomp_kv_gw_quantize(const float *x, size_t ld, ccomp_kv_gw *q, cco
     if (st != CCOMP_OK) return st;
     if (cols > KV_MAX_COLS)
         return ccomp_fail(err, CCOMP_ERR_VALUE, "head dim must be at most %d, got %zu", KV_MAX_COLS, cols);
-    bad = kv_gw_avx2_ok() ? kv_gw_quantize_avx2(x, ld, q) : kv_gw_quantize_scalar(x, ld, q);
+    bad = kv_avx2_ok() ? kv_gw_quantize_avx2(x, ld, q) : kv_gw_quantize_scalar(x, ld, q);
     return bad ? bad_element(x, ld, rows, cols, err) : CCOMP_OK;
 }
 
@@ -179,7 +179,7 @@ int kv_gw_quantize_scalar(const float *x, size_t ld, ccomp_kv_gw *q)
 
 void ccomp_kv_gw_dequantize(const ccomp_kv_gw *q, float *out, size_t ld)
 {
-    if (kv_gw_avx2_ok())
+    if (kv_avx2_ok())
         kv_gw_dequantize_avx2(q, out, ld);
     else
         kv_gw_dequantize_scalar(q, out, ld);
@@ -222,7 +222,7 @@ void ccomp_kv_gw_scores(const ccomp_kv_gw *k, const float *q, float *s)
     size_t rows = k->rows, cols = k->cols, G = (size_t)k->group, r, c;
     const size_t rb = cols / 8u * (size_t)k->bits;
     float codes[KV_MAX_COLS], qs[KV_MAX_COLS];
-    if (kv_gw_avx2_ok()) {
+    if (kv_avx2_ok()) {
         kv_gw_scores_avx2(k, q, s);
         return;
     }
@@ -266,7 +266,7 @@ void ccomp_kv_gw_accum(const ccomp_kv_gw *v, const float *p, float *o)
     size_t rows = v->rows, cols = v->cols, G = (size_t)v->group, r, c;
     const size_t rb = cols / 8u * (size_t)v->bits;
     float codes[KV_MAX_COLS], acc[KV_MAX_COLS];
-    if (kv_gw_avx2_ok()) {
+    if (kv_avx2_ok()) {
         kv_gw_accum_avx2(v, p, o);
         return;
     }

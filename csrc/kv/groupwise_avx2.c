@@ -31,7 +31,7 @@
 #define hmin ccomp_avx2_hmin
 #define hmax ccomp_avx2_hmax
 
-int kv_gw_avx2_ok(void)
+int kv_avx2_ok(void)
 {
     return ccomp_avx2_fma_f16c();
 }
@@ -509,7 +509,7 @@ TA float kv_softmax_avx2(float *s, size_t n, float scale)
 
 #else /* not x86-64: the scalar path only */
 
-int kv_gw_avx2_ok(void)
+int kv_avx2_ok(void)
 {
     return 0;
 }

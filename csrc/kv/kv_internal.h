@@ -19,11 +19,11 @@ void kv_unpack_row_f32(const uint8_t *in, size_t n, int bits, float *out);
  * float values; 0 when they overflow fp16. */
 int kv_group_params(float mn, float mx, int bits, uint16_t *s16, uint16_t *z16, float *s, float *z);
 
-/* AVX2 + FMA + F16C groupwise kernels (groupwise_avx2.c), used when
- * kv_gw_avx2_ok(); quantize returns -1 on a non-finite value or an fp16
+/* The CPU runs the kv AVX2 + FMA + F16C kernels (groupwise, ggml, dense and
+ * softmax; groupwise_avx2.c).  The groupwise ones: quantize returns -1 on a non-finite value or an fp16
  * overflow (the caller reports it) and writes the same bytes as the scalar
  * path otherwise. */
-int kv_gw_avx2_ok(void);
+int kv_avx2_ok(void);
 /* the portable paths, with the same contracts and results */
 int kv_gw_quantize_scalar(const float *x, size_t ld, ccomp_kv_gw *q);
 void kv_gw_dequantize_scalar(const ccomp_kv_gw *q, float *out, size_t ld);
