@@ -1,6 +1,9 @@
 """The README's first Python example runs as written."""
 import os
 import re
+import shutil
+
+import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -49,3 +52,17 @@ def test_readme_sketch_tour_runs():
     exec(compile(block, "README.md", "exec"), namespace)
     assert namespace["y"].shape == (4, 128)
     assert namespace["s"].bits == 4
+
+
+def test_readme_tokens_tour_runs():
+    if shutil.which("pdftoppm") is None:
+        pytest.skip("pdftoppm not installed (apt-get install poppler-utils)")
+    block = next(b for b in _python_blocks("README.md") if "from ccomp import pages, tokens" in b)
+    namespace = {}
+    exec(compile(block, "README.md", "exec"), namespace)
+    c = namespace["c"]
+    assert c.keep.tolist() == [259, 177, 353, 224, 1, 1]
+    assert c.density.round(3).tolist() == [0.253, 0.173, 0.345, 0.219, 0.001, 0.0]
+    assert c.tokens[0].shape == (259, 588)
+    assert namespace["merged"].shape == (6, 512, 588) and namespace["vz"].shape == (6, 64, 588)
+    assert namespace["fv"].shape == (6, 256, 588)

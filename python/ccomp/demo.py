@@ -13,7 +13,7 @@ import time
 from . import build_info, zipfit
 from .io import iter_jsonl_texts
 
-__all__ = ["find_data_dir", "mixed_corpus", "run_demo", "kv_demo", "sketch_demo"]
+__all__ = ["find_data_dir", "mixed_corpus", "run_demo", "kv_demo", "sketch_demo", "tokens_demo"]
 
 PROSE = ["alice29.txt", "asyoulik.txt", "lcet10.txt", "plrabn12.txt"]
 
@@ -82,6 +82,7 @@ def run_demo(top=10, level=1):
     compress_demo(data_dir)
     kv_demo()
     sketch_demo()
+    tokens_demo()
     sys.stdout.flush()
     return 0
 
@@ -140,7 +141,6 @@ def kv_demo(tokens=512):
               f"{np.sqrt(rel(out, dense)):12.2e} {ms:6.0f}")
 
 
-
 def sketch_demo(layer="encoder.layer.0.intermediate.dense", tokens=256, bits=4):
     """A SketchTune sketch of a real transformer layer: output error, size and LUT matmul speed."""
     import numpy as np
@@ -178,3 +178,30 @@ def sketch_demo(layer="encoder.layer.0.intermediate.dense", tokens=256, bits=4):
     t_np = best(lambda: Wh @ x[0])
     print(f"matmul, one token: ccomp LUT GEMV {t_lut * 1e6:.0f} us, NumPy float32 W_hat @ x {t_np * 1e6:.0f} us "
           f"({t_np / t_lut:.1f}x; best of 200; bench/sketch_bench.py times 4096x4096 and 11008x4096 layers)")
+
+
+def tokens_demo(pdf="Artin.pdf", page=2):
+    """Correlation-guided compression of a real page's patch tokens: density and kept tokens per sub-image."""
+    from . import pages, tokens
+
+    try:
+        found = [p for p in pages.bundled_pdfs() if os.path.basename(p) == pdf]
+        if not found:
+            raise FileNotFoundError(f"{pdf} is not among the bundled PDFs")
+        p = pages.page_tokens(found[0], page)
+    except (RuntimeError, FileNotFoundError) as e:  # pdftoppm and the PDFs are optional for a user install
+        print(f"\nccomp.tokens demo skipped: {e}")
+        return
+    B, N, _ = p.tokens.shape
+    t0 = time.perf_counter()
+    c = tokens.correlation_compress(p.tokens, cls_attention=p.saliency, threshold=pages.TEXT_THRESHOLD)
+    ms = 1e3 * (time.perf_counter() - t0)
+    print(f"\nccomp.tokens on a real page: {pdf} page {page} at {p.dpi} dpi, {B} sub-images of "
+          f"{pages.SUB_IMAGE} x {pages.SUB_IMAGE} pixels, {N} patch tokens each; correlation_compress at "
+          f"threshold {pages.TEXT_THRESHOLD}, patch saliency as the [CLS] attention")
+    print(f"{'sub-image (row, col)':>20} {'density':>8} {'kept':>5} {'kept fraction':>13}")
+    for b, (r, col) in enumerate(p.grid):
+        print(f"{f'({r}, {col})':>20} {c.density[b]:8.3f} {c.keep[b]:5d} {c.kept_fraction[b]:13.3f}")
+    total = int(c.keep.sum())
+    print(f"kept {total} of {B * N} tokens ({total / (B * N):.1%}) in {ms:.0f} ms; an even split of the same total "
+          f"would give every sub-image {total // B}, blank ones included")
