@@ -515,7 +515,8 @@ int check_sketch(const ccomp_cuda_sketch *s, Args &a, char *msg, size_t msg_len)
     if (s->rows > ((size_t)1 << 31) || s->cols > ((size_t)1 << 31))
         return reject(msg, msg_len, "the GPU kernels take up to 2^31 rows and columns, got %zu x %zu", s->rows,
                       s->cols);
-    if (s->tables == NULL || s->codes == NULL) return reject(msg, msg_len, "the sketch's tables and codes are required");
+    if (s->tables == NULL || s->codes == NULL)
+        return reject(msg, msg_len, "the sketch's tables and codes are required");
     a.tables = s->tables;
     a.codes = s->codes;
     a.rows = s->rows, a.cols = s->cols, a.groups = s->groups, a.bits = s->bits;
