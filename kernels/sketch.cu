@@ -33,8 +33,9 @@
 #include "ccomp/sketch.h"
 #include "ccomp_cuda.h"
 
-static_assert(CCOMP_CUDA_SKETCH_F32 == CCOMP_SKETCH_F32 && CCOMP_CUDA_SKETCH_F16 == CCOMP_SKETCH_F16 &&
-                  CCOMP_CUDA_SKETCH_BF16 == CCOMP_SKETCH_BF16,
+static_assert((int)CCOMP_CUDA_SKETCH_F32 == (int)CCOMP_SKETCH_F32 &&
+                  (int)CCOMP_CUDA_SKETCH_F16 == (int)CCOMP_SKETCH_F16 &&
+                  (int)CCOMP_CUDA_SKETCH_BF16 == (int)CCOMP_SKETCH_BF16,
               "the GPU table types are the core's");
 
 namespace
