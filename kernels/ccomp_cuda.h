@@ -115,6 +115,43 @@ int ccomp_cuda_kv_attention(const void *q, int q_dtype, size_t S, size_t R, size
 /* Device memory without a copy (current device); freed with ccomp_cuda_free. */
 int ccomp_cuda_alloc(size_t n, void **dev, char *msg, size_t msg_len);
 
+
+/* ---- ccomp.sketch: SketchTune sketches on the GPU (kernels/sketch.cu; csrc/sketch/kernels.c and ccomp/sketch.h
+ * are the specification).  A sketch is W_hat [rows][cols]: tables [rows][groups][2^bits] of float32, float16 or
+ * bfloat16 (the CCOMP_SKETCH_* types of ccomp/sketch.h; float64 tables stay on the CPU) and the packed codes
+ * [rows][groups][ceil((cols / groups) bits / 8)] bytes, both contiguous device arrays.  Inputs (x [n][cols],
+ * gy [n][rows]) are contiguous float32 or float16 rows; outputs are contiguous float32.  Arithmetic is
+ * float32 in a fixed order (the same bits on every run; the CPU's results within float32 rounding).
+ * Work is queued on `stream` (a cudaStream_t; NULL: the legacy default stream) on the device that holds
+ * the codes, made current for the call; nothing waits for the GPU.  Return: 0, -1 with a message for
+ * rejected arguments, or a CUDA error code with a message. */
+enum { CCOMP_CUDA_SKETCH_F32 = 0, CCOMP_CUDA_SKETCH_F16 = 1, CCOMP_CUDA_SKETCH_BF16 = 2 };
+
+typedef struct ccomp_cuda_sketch {
+    size_t rows, cols, groups; /* out, in, G (cols % groups == 0) */
+    int bits;                  /* 2, 3 or 4 */
+    int dtype;                 /* table type: CCOMP_CUDA_SKETCH_* */
+    const void *tables;        /* device [rows][groups][1 << bits] */
+    const uint8_t *codes;      /* device [rows][groups][group bytes] */
+} ccomp_cuda_sketch;
+
+/* y [n][rows] = x W_hat^T: a lookup-table GEMV for n <= 8, a tiled GEMM above. */
+int ccomp_cuda_sketch_matmul(const ccomp_cuda_sketch *s, const void *x, int x_dtype, size_t n, float *y,
+                             void *stream, char *msg, size_t msg_len);
+/* gt [rows][groups][2^bits]: per table entry the sum over the columns with that code of (gy^T x)[r][c], without
+ * the dense gradient.  ws: device workspace of ccomp_cuda_sketch_grad_tables_workspace bytes (NULL when 0). */
+size_t ccomp_cuda_sketch_grad_tables_workspace(size_t rows, size_t cols, size_t groups, int bits);
+int ccomp_cuda_sketch_grad_tables(const ccomp_cuda_sketch *s, const void *x, int x_dtype, const void *gy,
+                                  int gy_dtype, size_t n, float *gt, void *ws, size_t ws_bytes, void *stream,
+                                  char *msg, size_t msg_len);
+/* gx [n][cols] = gy W_hat. */
+int ccomp_cuda_sketch_grad_input(const ccomp_cuda_sketch *s, const void *gy, int gy_dtype, size_t n, float *gx,
+                                 void *stream, char *msg, size_t msg_len);
+/* out [rows][cols] = W_hat as float32, float16 or bfloat16 (out_dtype: CCOMP_CUDA_SKETCH_*; rounded to nearest
+ * even). */
+int ccomp_cuda_sketch_dequantize(const ccomp_cuda_sketch *s, void *out, int out_dtype, void *stream, char *msg,
+                                 size_t msg_len);
+
 #ifdef __cplusplus
 }
 #endif

@@ -41,6 +41,12 @@ input rows, a tiled GEMM for more), :func:`grad_tables` and
 :func:`grad_input` (the backward pass, without the dense ``[out, in]``
 gradient).  With torch installed, :class:`SketchedLinear` is an ``nn.Module``
 whose only trainable parameter is the tables.
+
+On the GPU (CUDA builds): :meth:`Sketch.to_device` keeps the tables and codes on
+a GPU, and :func:`matmul`, :func:`grad_tables` and :func:`grad_input` run
+kernels/sketch.cu when an input is a CUDA array (torch, CuPy) or the sketch is
+on the device (float32 results; see ``ccomp._sketch_gpu``).  Without a usable
+GPU they raise RuntimeError.
 """
 import math
 import os
@@ -53,6 +59,7 @@ import numpy as np
 from . import _core
 from ._args import threads as _threads
 from ._core import CorruptStreamError
+from .cuda import on_device
 
 # SketchedLinear and SketchMatmul (torch) are loaded on first use, so that importing ccomp never needs torch.
 __all__ = ["Sketch", "fit", "fit_model", "matmul", "grad_tables", "grad_input", "output_error", "save", "load",
@@ -223,6 +230,15 @@ class Sketch:
         """``x @ W_hat.T`` (see :func:`matmul`)."""
         return matmul(x, self, threads)
 
+    def to_device(self, like=None):
+        """The sketch with its tables and codes on a GPU (a ``ccomp._sketch_gpu.DeviceSketch``, which
+        :func:`matmul`, :func:`grad_tables` and :func:`grad_input` take); ``like`` (a CUDA torch
+        tensor or CuPy array) picks the array kind and device, default ccomp's own device arrays on
+        the current device.  Float32, float16 or bfloat16 tables; RuntimeError without a GPU."""
+        from . import _sketch_gpu
+
+        return _sketch_gpu.to_device(self, like)
+
     def astype(self, dtype):
         """The same codes with the tables rounded to ``dtype`` (round to nearest even)."""
         if dtype not in _TD:
@@ -333,6 +349,11 @@ def _input(x, width, name):
     return a.reshape(-1, width), a.shape[:-1]
 
 
+def _on_gpu(sketch, *arrays):
+    """True when the call goes to the GPU: a CUDA input or a sketch on the device."""
+    return getattr(sketch, "_device_sketch", False) or any(on_device(a) for a in arrays)
+
+
 def _precision(sketch, *arrays):
     """float64 when an input or the tables are float64, else float32; inputs converted to it."""
     f64 = sketch.dtype == "float64" or any(a.dtype == np.float64 for a in arrays)
@@ -355,7 +376,15 @@ def matmul(x, sketch, threads=None):
     >>> s = fit(np.eye(8, 16, dtype=np.float32), bits=2, method="rtn")
     >>> matmul(np.arange(16, dtype=np.float32), s)
     array([0., 1., 2., 3., 4., 5., 6., 7.], dtype=float32)
+
+    A CUDA ``x`` (float32/float16) or a sketch from :meth:`Sketch.to_device` runs on the GPU
+    (``ccomp._sketch_gpu.matmul``; ``threads`` is ignored) and gives a float32 array of the
+    input's kind.
     """
+    if _on_gpu(sketch, x):
+        from . import _sketch_gpu
+
+        return _sketch_gpu.matmul(x, sketch)
     a, lead = _input(x, sketch.in_features, "x")
     (a,) = _precision(sketch, a)
     y = _core.sketch_matmul(a, *sketch._args(), _threads(threads))
@@ -373,7 +402,13 @@ def grad_tables(x, grad_y, sketch, threads=None):
     >>> grad_tables(np.ones((1, 4), np.float32), np.array([[1.0, 2.0]], np.float32), s)[:, 0]
     array([[3., 0., 0., 1.],
            [6., 0., 0., 2.]], dtype=float32)
+
+    CUDA inputs or a device sketch run on the GPU (``ccomp._sketch_gpu.grad_tables``).
     """
+    if _on_gpu(sketch, x, grad_y):
+        from . import _sketch_gpu
+
+        return _sketch_gpu.grad_tables(x, grad_y, sketch)
     a, lead = _input(x, sketch.in_features, "x")
     g, glead = _input(grad_y, sketch.out_features, "grad_y")
     if lead != glead:
@@ -390,7 +425,13 @@ def grad_input(grad_y, sketch, threads=None):
     >>> s = fit(np.eye(2, 4, dtype=np.float32), bits=2, method="rtn")
     >>> grad_input(np.array([1.0, 2.0], np.float32), s)
     array([1., 2., 0., 0.], dtype=float32)
+
+    A CUDA ``grad_y`` or a device sketch runs on the GPU (``ccomp._sketch_gpu.grad_input``).
     """
+    if _on_gpu(sketch, grad_y):
+        from . import _sketch_gpu
+
+        return _sketch_gpu.grad_input(grad_y, sketch)
     g, lead = _input(grad_y, sketch.out_features, "grad_y")
     (g,) = _precision(sketch, g)
     gx = _core.sketch_grad_input(g, *sketch._args(), _threads(threads))
