@@ -18,6 +18,8 @@ FUZZ_SECONDS ?= 20
 # How many (source, target) pairs per deflate level the exactness check compares.
 DEFLATE_PAIRS ?= 1000000
 LZ4_PAIRS ?= 1000000
+# pytest worker processes (pytest-xdist).
+PYTEST_WORKERS ?= 2
 
 .PHONY: all demo test sysdeps venv install ctest asan fuzz pytest bench clean
 
@@ -101,7 +103,7 @@ fuzz: $(addprefix build/fuzz/,$(FUZZERS))
 	done
 
 pytest: install
-	PYTHONDEVMODE=1 $(VPY) -m pytest -q -p no:cacheprovider tests --doctest-modules python/ccomp
+	PYTHONDEVMODE=1 $(VPY) -m pytest -q -p no:cacheprovider -n $(PYTEST_WORKERS) tests --doctest-modules python/ccomp
 
 test: install ctest asan fuzz pytest
 
