@@ -152,6 +152,36 @@ int ccomp_cuda_sketch_grad_input(const ccomp_cuda_sketch *s, const void *gy, int
 int ccomp_cuda_sketch_dequantize(const ccomp_cuda_sketch *s, void *out, int out_dtype, void *stream, char *msg,
                                  size_t msg_len);
 
+/* ---- ccomp.tokens: cosine-similarity top-k on the GPU (kernels/tokens.cu; csrc/tokens/similarity.c is the
+ * specification, and the results equal it bit for bit).
+ *
+ * keys: device pointer to B sub-images of N tokens of D channels (float32, float64 or float16), element
+ * (b, t, d) at keys[b * stride_b + t * stride_n + d].  rows / cols (host int64 token indices) and
+ * rows_off / cols_off (host, B + 1 offsets starting at 0) are the query rows and candidates of every
+ * sub-image, as in ccomp_tokens_topk; cols_distinct = 1 promises that no candidate list repeats a token
+ * (it enables dropping bit-identical duplicates early).  out_idx / out_val: device [rows, k] int64 /
+ * float32 (index -1 and -inf where a row has fewer than k candidates).  k <= CCOMP_CUDA_TOKENS_MAX_K.
+ * ws: a device workspace of ccomp_cuda_tokens_workspace bytes, 256-byte aligned (no N x N buffer: it
+ * holds fp16 normalized keys, per-token norms and per-row candidate lists of 2 k + 128 entries).
+ * Work is queued on `stream` (NULL: the legacy default stream) on the keys' device, made current for the
+ * call.  With first_bad or stats non-NULL the call waits for the stream: *first_bad is the flat index
+ * (b N + t) D + d of the first NaN or infinite key element (-1: none); stats[0] = rows whose candidate
+ * list overflowed (recomputed exactly over all candidates), stats[1] = workspace bytes, stats[2] =
+ * candidate slices of the threshold pass.  Return: 0, -1 with a message for rejected arguments, or a
+ * CUDA error code with a message. */
+enum { CCOMP_CUDA_TOKENS_F32 = 0, CCOMP_CUDA_TOKENS_F64 = 1, CCOMP_CUDA_TOKENS_F16 = 2 };
+#define CCOMP_CUDA_TOKENS_MAX_K 64
+
+size_t ccomp_cuda_tokens_workspace(size_t B, size_t N, size_t D, const size_t *rows_off, const size_t *cols_off,
+                                   size_t k);
+/* The bound on |fp16 tensor-core screen - exact similarity| the GPU path uses for D channels. */
+double ccomp_cuda_tokens_delta(size_t D);
+int ccomp_cuda_tokens_topk(const void *keys, int dtype, size_t B, size_t N, size_t D, size_t stride_b,
+                           size_t stride_n, const int64_t *rows, const size_t *rows_off, const int64_t *cols,
+                           const size_t *cols_off, int exclude_self, size_t k, int cols_distinct, int64_t *out_idx,
+                           float *out_val, void *ws, size_t ws_bytes, void *stream, int64_t *first_bad,
+                           int64_t *stats, char *msg, size_t msg_len);
+
 #ifdef __cplusplus
 }
 #endif

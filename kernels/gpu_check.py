@@ -8,6 +8,7 @@ Run on a machine with an NVIDIA GPU from the repository root:
     python3 kernels/gpu_check.py kv --quick # ccomp.kv: every kernel vs the CPU, quantize vs memcpy, attention vs SDPA
     python3 kernels/gpu_check.py sketch --quick  # ccomp.sketch: every kernel vs the CPU (float64), GEMV vs torch.mv,
                                                  # GEMM vs F.linear, grad_tables vs the dense route (time, peak memory)
+    python3 kernels/gpu_check.py tokens --quick # ccomp.tokens: top-k vs the CPU core, time and memory vs torch
 
 Steps: (1) build ccomp with CCOMP_CUDA=1 (pip install -e .; if the core cannot be built there, e.g.
 missing lz4/zstd headers, the CUDA extension alone is compiled with nvcc and gcc); (2) report the device;
@@ -996,8 +997,187 @@ class _NoTorch:
             ccomp.cuda._cuda.synchronize()
 
 
+# ------------------------------------------------------------------ tokens
+
+TOKENS_RESULTS = []
+
+
+def _tokens_page(rng, B, N, D, near=0.1):
+    """Page-like keys: blank runs (exact copies, a growing fraction per sub-image), near-copies, distinct tokens."""
+    import numpy as np
+
+    x = rng.standard_normal((B, N, D), dtype=np.float32)
+    blank = rng.standard_normal(D, dtype=np.float32)
+    for b in range(B):
+        x[b, rng.random(N) < (b + 1) / (B + 1)] = blank
+        m = rng.random(N) < near
+        x[b, m] = blank + 1e-4 * rng.standard_normal((int(m.sum()), D), dtype=np.float32)
+    return x
+
+
+def _tokens_torch(torch, x, k):
+    """The obvious torch pipeline: normalize, bmm (the N x N matrix), diagonal masked, amax / topk."""
+    xn = torch.nn.functional.normalize(x, dim=-1)
+    s = torch.bmm(xn, xn.transpose(1, 2))
+    s.diagonal(dim1=1, dim2=2).fill_(float("-inf"))
+    if k == 1:
+        v, i = s.max(dim=-1)
+        return i[..., None], v[..., None]
+    v, i = s.topk(k, dim=-1)
+    return i, v
+
+
+def _tokens_correctness(tk, g, dev, rng, quick):
+    """GPU top-k against the CPU core, bit for bit (indices and float32 values)."""
+    import numpy as np
+
+    ok = True
+    B, N, D = 9, 1024, 1024
+    cases = [("random", lambda: rng.standard_normal((B, N, D), dtype=np.float32), (1, 32)),
+             ("page-like", lambda: _tokens_page(rng, B, N, D), (1, 8)),
+             ("page-like fp16", lambda: _tokens_page(rng, B, N, D).astype(np.float16), (1,)),
+             ("random fp64", lambda: rng.standard_normal((3, 512, 256)), (1, 64)),
+             ("page-like dense near-copies", lambda: _tokens_page(rng, 4, 512, 64, near=0.5), (1, 4))]
+    if quick:
+        cases = [cases[0], cases[1], cases[2], cases[3]]
+    for name, make, ks in cases:
+        x = make()
+        host = np.ascontiguousarray(x.astype(np.float32) if x.dtype == np.float16 else x)
+        xd = dev(x)
+        for k in ks:
+            label = f"tokens top-{k} {name} {list(x.shape)} {x.dtype}"
+            try:
+                t = time.time()
+                ci, cv = tk.most_similar(host, k=k)
+                cpu_s = time.time() - t
+                gi, gv = tk.most_similar(xd, k=k)
+                stats = dict(g.last_stats)
+                gi, gv = _kv_host(gi), _kv_host(gv)
+                diff = int(np.sum((gi != ci) | (gv.view(np.uint32) != cv.view(np.uint32))))
+                verdict = "bit-exact" if diff == 0 else f"MISMATCH ({diff} entries)"
+                ok &= diff == 0
+                log(f"{label}: {verdict}; overflowed rows {stats.get('overflow_rows')}/{stats.get('rows')}, "
+                    f"workspace {stats.get('workspace_bytes', 0) / 2**20:.1f} MiB, slices {stats.get('slices')}, "
+                    f"CPU {cpu_s:.2f}s")
+                TOKENS_RESULTS.append((label, verdict, None, None, f"overflow rows {stats.get('overflow_rows')}", ""))
+            except Exception:
+                import traceback
+
+                log(f"{label}: exception\n{traceback.format_exc()}")
+                TOKENS_RESULTS.append((label, "FAILED", None, None, "", ""))
+                ok = False
+    return ok
+
+
+def _tokens_speed(tk, g, torch, rng, quick):
+    """most_similar on the device against torch's normalize + bmm + amax/topk; time and peak memory."""
+    import numpy as np
+
+    ok = True
+    B, N, D = 9, 1024, 1024
+    for name, make in (("random", lambda: rng.standard_normal((B, N, D), dtype=np.float32)),
+                       ("page-like", lambda: _tokens_page(rng, B, N, D))):
+        base = make()
+        for dt in (torch.float32, torch.float16):
+            x = torch.from_numpy(base).to("cuda", dt)
+            for k in ((1, 32) if not quick else (1,)) if name == "random" else (1,):
+                label = f"tokens top-{k} {name} [{B}, {N}, {D}] {str(dt).replace('torch.', '')}"
+                try:
+                    gi, gv = tk.most_similar(x, k=k)
+                    ti, tv = _tokens_torch(torch, x, k)
+                    ci, cv = tk.most_similar(_kv_host(x).astype(np.float32), k=k)
+                    exact = bool(np.array_equal(_kv_host(gi), ci) and np.array_equal(_kv_host(gv), cv))
+                    agree = float(np.mean(_kv_host(ti)[..., 0] == ci[..., 0]))
+                    ok &= exact
+                    ours, _ = _kv_time(lambda: tk.most_similar(x, k=k), torch, reps=10 if quick else 20)
+                    theirs, _ = _kv_time(lambda: _tokens_torch(torch, x, k), torch, reps=10 if quick else 20)
+                    mem = []
+                    for fn in (lambda: tk.most_similar(x, k=k), lambda: _tokens_torch(torch, x, k)):
+                        torch.cuda.synchronize()
+                        torch.cuda.empty_cache()
+                        torch.cuda.reset_peak_memory_stats()
+                        before = torch.cuda.memory_allocated()
+                        out = fn()
+                        torch.cuda.synchronize()
+                        mem.append(torch.cuda.max_memory_allocated() - before)
+                        del out
+                    note = (f"peak MiB ccomp {mem[0] / 2**20:.1f} / torch {mem[1] / 2**20:.1f} "
+                            f"(N x N float32: {B * N * N * 4 / 2**20:.1f}); torch top-1 = exact on {agree:.4f} of rows")
+                    log(f"{label}: ccomp {ours * 1e3:.3f} ms (exact: {exact}), torch {theirs * 1e3:.3f} ms, "
+                        f"{theirs / ours:.2f}x; {note}; overflow rows {g.last_stats.get('overflow_rows')}")
+                    TOKENS_RESULTS.append((label, "bit-exact" if exact else "MISMATCH", ours, theirs, note,
+                                           f"{g.last_stats.get('overflow_rows')}"))
+                except Exception:
+                    import traceback
+
+                    log(f"{label}: exception\n{traceback.format_exc()}")
+                    TOKENS_RESULTS.append((label, "FAILED", None, None, "", ""))
+                    ok = False
+            torch.cuda.empty_cache()
+    return ok
+
+
+def check_tokens():
+    """ccomp.tokens on the GPU: the similarity top-k bit for bit against the CPU core, time and memory vs torch."""
+    import numpy as np
+
+    t_section = time.time()
+    try:
+        import ccomp.tokens as tk
+        from ccomp import _tokens_gpu as g
+    except Exception as exc:
+        log("tokens: ccomp is not importable (the full build failed?):", exc)
+        TOKENS_RESULTS.append(("tokens (not run: ccomp not importable)", "FAILED", None, None, "", ""))
+        return False
+    try:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise RuntimeError("torch sees no GPU")
+        torch.zeros(1, device="cuda")
+        dev = lambda a: torch.from_numpy(np.ascontiguousarray(a)).cuda()  # noqa: E731
+    except Exception as exc:
+        log("tokens: torch with CUDA unavailable; correctness only, with ccomp device arrays:", exc)
+        torch = None
+        from ccomp._ac_gpu import to_device as dev
+    rng = np.random.default_rng(7)
+    ok = True
+    try:
+        ok &= _tokens_correctness(tk, g, dev, rng, QUICK)
+    except Exception:
+        import traceback
+
+        log(f"tokens correctness: exception\n{traceback.format_exc()}")
+        ok = False
+    log(f"tokens: correctness took {time.time() - t_section:.1f}s")
+    if torch is not None:
+        try:
+            ok &= _tokens_speed(tk, g, torch, rng, QUICK)
+        except Exception:
+            import traceback
+
+            log(f"tokens speed: exception\n{traceback.format_exc()}")
+            ok = False
+    log(f"tokens: section took {time.time() - t_section:.1f}s")
+    return ok
+
+
+def _tokens_table():
+    if not TOKENS_RESULTS:
+        return []
+    lines = ["", "ccomp.tokens most_similar on the device (exact float64-defined top-k); ratio = torch / ccomp "
+             "(torch: normalize + bmm + masked amax/topk, same dtype, not exact)",
+             "| case | vs CPU core | ccomp ms | torch ms | ratio | memory / note | overflow rows |",
+             "|---|---|---|---|---|---|---|"]
+    for name, verdict, ours, theirs, note, over in TOKENS_RESULTS:
+        ratio = f"{theirs / ours:.2f}x" if theirs and ours else "-"
+        lines.append(f"| {name} | {verdict} | {'-' if ours is None else f'{ours * 1e3:.3f}'} | "
+                     f"{'-' if theirs is None else f'{theirs * 1e3:.3f}'} | {ratio} | {note} | {over} |")
+    return lines
+
+
 def main():
-    sections = [a for a in sys.argv[1:] if not a.startswith("--")] or ["iota", "ac", "kv", "sketch"]
+    sections = [a for a in sys.argv[1:] if not a.startswith("--")] or ["iota", "ac", "kv", "sketch", "tokens"]
     mod, how = build()
     count, reason = mod.device_count()
     runtime, driver = mod.versions()
@@ -1016,6 +1196,8 @@ def main():
         ok &= check_kv()
     if "sketch" in sections:
         ok &= check_sketch()
+    if "tokens" in sections:
+        ok &= check_tokens()
     lines = ["", "| kernel | vs CPU reference | ccomp s | torch s | ratio |", "|---|---|---|---|---|"]
     for name, verdict, ours, theirs in ROWS:
         ratio = f"{theirs / ours:.2f}x" if theirs else "-"
@@ -1049,6 +1231,7 @@ def main():
         passed = sum(1 for r in SK_RESULTS if r[2] is None and "FAIL" not in r[1] and not r[1].startswith("ERROR"))
         lines.append(f"ccomp.sketch correctness: {passed} cases passed (see the log), "
                      f"{sum(1 for r in SK_RESULTS if 'FAIL' in r[1] or r[1].startswith('ERROR'))} failed or errored")
+    lines += _tokens_table()
     lines.append(f"\nOVERALL: {'PASS' if ok else 'FAIL'}")
     print("\n".join(lines), file=LOG, flush=True)
     print("\n".join(lines))

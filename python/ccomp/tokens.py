@@ -19,6 +19,10 @@ similarity: the cosine of the keys computed in float64 and rounded to float32,
 ties to the lower token index. The C core screens all N x N pairs with float32
 tiles on all cores without storing the matrix, and recomputes in float64 every
 candidate near a decision. docs/tokens.md gives every formula and choice.
+
+CUDA inputs (torch, CuPy, ``__cuda_array_interface__``) run the similarity top-k on the GPU with the
+same results bit for bit (ccomp._tokens_gpu says what runs where); without a usable GPU they raise
+RuntimeError.
 """
 import math
 from dataclasses import dataclass
@@ -26,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _core
+from . import cuda as _cuda
 from ._args import threads as _threads
 
 __all__ = ["correlation_compress", "Compressed", "tome_merge", "prumerge", "visionzip", "fastv_select",
@@ -42,7 +47,14 @@ def kernel_name():
 
 # ------------------------------------------------------------------ argument checks
 
+def _on_gpu(a):
+    return a is not None and not isinstance(a, np.ndarray) and _cuda.on_device(a)
+
+
 def _float_array(a, name):
+    if _on_gpu(a):
+        from . import _tokens_gpu
+        a = _tokens_gpu.to_host(a, name)
     a = np.asarray(a)
     if a.dtype.kind != "f" or a.dtype.itemsize not in (2, 4, 8):
         raise TypeError(f"{name} must be float16, float32 or float64, got {a.dtype}")
@@ -73,10 +85,21 @@ def _tokens3(tokens, name="tokens"):
     return x, squeeze
 
 
-def _keys3(keys, x, name="keys"):
-    """The similarity keys as the core reads them (float32 or float64, C order), [B, N, Dk]."""
+def _keys3(keys, x, name="keys", src=None):
+    """The similarity keys as the core reads them (float32 or float64, C order), [B, N, Dk]; for CUDA keys (or
+    CUDA tokens ``src`` when no keys are given) a validated _tokens_gpu.DeviceKeys that _topk runs on the GPU."""
+    if keys is None and _on_gpu(src):
+        from . import _tokens_gpu
+        return _tokens_gpu.DeviceKeys(src, "tokens")
     if keys is None:
         k = x
+    elif _on_gpu(keys):
+        from . import _tokens_gpu
+        k = _tokens_gpu.DeviceKeys(keys, name)
+        if k.shape[:2] != tuple(x.shape[:2]):
+            raise ValueError(f"{name} must have {x.shape[0]} x {x.shape[1]} rows like the tokens, got shape "
+                             f"{k.shape if not k.squeeze else k.shape[1:]}")
+        return k
     else:
         k, sq = _tokens3(keys, name)
         if k.shape[:2] != x.shape[:2]:
@@ -111,10 +134,18 @@ def _out_dtype(x):
     return np.float64 if x.dtype == np.float64 else np.float32
 
 
+def _host_keys(kk):
+    from . import _tokens_gpu
+    return _tokens_gpu.host_keys(kk)
+
+
 # ------------------------------------------------------------------ the similarity core
 
 def _topk(keys, rows, cols, exclude_self, k, threads):
     """Per sub-image b: for each token in rows[b], its k most similar tokens among cols[b]."""
+    if not isinstance(keys, np.ndarray):  # _tokens_gpu.DeviceKeys
+        from . import _tokens_gpu
+        return _tokens_gpu.topk(keys, rows, cols, exclude_self, k)
     ro = np.zeros(len(rows) + 1, dtype=np.uint64)
     co = np.zeros(len(cols) + 1, dtype=np.uint64)
     ro[1:] = np.cumsum([len(r) for r in rows])
@@ -133,8 +164,12 @@ def most_similar(keys, k=1, threads=None):
     """For every token, its ``k`` most similar other tokens of the same sub-image.
 
     Returns ``(index int64 [B, N, k], similarity float32 [B, N, k])``, best first; ties go to the
-    lower index. The N x N matrix is never stored.
+    lower index. The N x N matrix is never stored. CUDA keys run on the GPU and give device arrays of
+    their kind (the same values).
     """
+    if _on_gpu(keys):
+        from . import _tokens_gpu
+        return _tokens_gpu.most_similar(keys, k)
     x, squeeze = _tokens3(keys, "keys")
     B, N = x.shape[:2]
     k = _count(k, "k", 1, N - 1)
@@ -236,8 +271,17 @@ def correlation_compress(tokens, cls_attention=None, cls=None, keys=None, thresh
 
     Returns a :class:`Compressed` (kept indices ascending, tokens, density, max_similarity, redundant,
     keep). Kept tokens are copies in the input dtype; merged ones are float32 (float64 for float64). See docs/tokens.md for every detail.
+
+    CUDA tokens or keys: the similarity runs on the GPU; the kept (or merged) tokens are on the tokens'
+    device, the other fields are NumPy (ccomp._tokens_gpu says what runs where).
     """
-    x, squeeze = _tokens3(tokens)
+    xd = None
+    if _on_gpu(tokens):
+        from . import _tokens_gpu
+        xd = _tokens_gpu.DeviceKeys(tokens, "tokens")
+        x, squeeze = xd, xd.squeeze
+    else:
+        x, squeeze = _tokens3(tokens)
     B, N, D = x.shape
     if not isinstance(threshold, (int, float, np.floating, np.integer)) or isinstance(threshold, bool) \
             or not -1.0 <= float(threshold) <= 1.0:
@@ -247,11 +291,13 @@ def correlation_compress(tokens, cls_attention=None, cls=None, keys=None, thresh
     k_min = _count(k_min, "k_min", 1, N)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise ValueError(f"seed must be an int, got {seed!r}")
-    kk = _keys3(keys, x)
+    kk = _keys3(keys, x if xd is None else np.empty((B, N, 0)), src=tokens)
+    if xd is not None and keys is not None:
+        _tokens_gpu.check_finite(xd)  # the GPU top-k reads the keys only
     if cls_attention is not None and cls is not None:
         raise ValueError("give cls_attention [B, N] or cls [B, Dk], not both")
     if cls is not None:
-        w = cls_weights(cls, kk)
+        w = cls_weights(cls, kk if isinstance(kk, np.ndarray) else _host_keys(kk))
     elif cls_attention is not None:
         w = _rows(cls_attention, x, "cls_attention")
     else:
@@ -269,6 +315,11 @@ def correlation_compress(tokens, cls_attention=None, cls=None, keys=None, thresh
             k = min(N, max(k_min, N - int(redundant[b].sum())))
         sel = _sample(w[b], k, seed, b) if mode == "sample" else _top_by_weight(w[b], k)
         kept.append(np.sort(sel).astype(np.int64))
+    if xd is not None and not merge:
+        out = [_tokens_gpu.gather(xd, b, s) for b, s in enumerate(kept)]
+        return Compressed(kept, out, density, msim, redundant, np.array([len(s) for s in kept], dtype=np.int64))
+    if xd is not None:
+        x = _tokens_gpu.to_host(tokens, "tokens").reshape(xd.shape)
     od = _out_dtype(x)
     if merge:
         drop = [np.setdiff1d(np.arange(N), s) for s in kept]
@@ -287,7 +338,7 @@ def correlation_compress(tokens, cls_attention=None, cls=None, keys=None, thresh
             np.add.at(cnt, pos, 1.0)
             safe = den > 0
             res = np.where(safe[:, None], num / np.where(safe, den, 1.0)[:, None], plain / cnt[:, None])
-            out.append(res.astype(od))
+            out.append(res.astype(od) if xd is None else _tokens_gpu.from_host_like(xd, res.astype(od)))
     else:
         out = [x[b][s] for b, s in enumerate(kept)]
     return Compressed(kept, out, density, msim, redundant, np.array([len(s) for s in kept], dtype=np.int64))
@@ -309,7 +360,7 @@ def tome_merge(tokens, r, metric=None, sizes=None, cls_token=False, threads=None
     B, N, D = x.shape
     r = _count(r, "r", 0, N)
     r = min(r, (N - int(bool(cls_token))) // 2)
-    kk = _keys3(metric, x, "metric")
+    kk = _keys3(metric, x, "metric", src=tokens)
     if sizes is None:
         s = np.ones((B, N))
     else:
@@ -372,7 +423,7 @@ def prumerge(tokens, cls_attention, keys=None, ratio=None, neighbors=32, extra_t
                               or not 0.0 < float(ratio) <= 1.0):
         raise ValueError(f"ratio must be None or a number in (0, 1], got {ratio!r}")
     neighbors = _count(neighbors, "neighbors", 1, 1 << 20)
-    kk = _keys3(keys, x)
+    kk = _keys3(keys, x, src=tokens)
     kept = []
     for b in range(B):
         rb = (int((a[b] > iqr_bound(a[b])).sum()) / N) if ratio is None else float(ratio)
@@ -408,7 +459,7 @@ def visionzip(tokens, cls_attention, keys=None, dominant=54, contextual=10, thre
     a = _rows(cls_attention, x, "cls_attention")
     dominant = _count(dominant, "dominant", 0, N)
     contextual = _count(contextual, "contextual", 0, N - dominant)
-    kk = _keys3(keys, x)
+    kk = _keys3(keys, x, src=tokens)
     dom, rest = [], []
     for b in range(B):
         d = np.sort(_top_by_weight(a[b], dominant)).astype(np.int64)
