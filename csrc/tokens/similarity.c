@@ -25,6 +25,7 @@
 
 #define RB 48    /* query rows per task (a multiple of the tile kernel's 12 rows) */
 #define PANEL CCOMP_TILE_W /* candidate columns per packed panel */
+#define KC 256             /* channels per block of the screening product */
 
 typedef struct job {
     const void *keys;
@@ -56,10 +57,31 @@ static inline const double *key64(const job *j, size_t b, size_t t)
 
 /* <k_a, k_c> in float64 with 8 partial sums (lane l takes elements l mod 8), combined pairwise:
  * one fixed order on every machine. */
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+/* dot64 for float32 keys with AVX-512: lane l is partial sum l (products of floats are exact in float64,
+ * so a fused multiply-add rounds exactly as the product and sum do) */
+__attribute__((target("avx512f"))) static double dot64_f32_avx512(const float *x, const float *y, size_t D)
+{
+    __m512d acc = _mm512_setzero_pd();
+    double s[8];
+    size_t d = 0, l;
+    for (; d + 8 <= D; d += 8)
+        acc = _mm512_fmadd_pd(_mm512_cvtps_pd(_mm256_loadu_ps(x + d)), _mm512_cvtps_pd(_mm256_loadu_ps(y + d)), acc);
+    _mm512_storeu_pd(s, acc);
+    for (l = 0; d < D; d++, l++) s[l] += (double)x[d] * (double)y[d];
+    return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+}
+#endif
+
 static double dot64(const job *j, size_t b, size_t a, size_t c)
 {
     double s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     size_t d, D = j->D, l;
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (j->dtype == CCOMP_TOKENS_F32 && j->kern == CCOMP_TILE_AVX512)
+        return dot64_f32_avx512(key32(j, b, a), key32(j, b, c), D);
+#endif
     if (j->dtype == CCOMP_TOKENS_F32) {
         const float *x = key32(j, b, a), *y = key32(j, b, c);
         for (d = 0; d + 8 <= D; d += 8)
@@ -329,9 +351,14 @@ static ccomp_status row_run(void *ctx, void *state, size_t task, ccomp_error *er
     }
     for (p = 0; p < np; p++) {
         const float *P = j->panels[b] + p * D * PANEL;
-        size_t rr;
-        for (rr = 0; rr < nr; rr += CCOMP_TILE_R)
-            ccomp_tile_nt(j->kern, s->A + rr * D, D, nr - rr, P, D, s->S + rr * lds + p * PANEL, lds, 0);
+        size_t rr, kb;
+        /* D in blocks of KC: the panel block (32 KB) and the rows' pieces stay in L1 */
+        for (kb = 0; kb < D; kb += KC) {
+            const size_t kc = D - kb < KC ? D - kb : KC;
+            for (rr = 0; rr < nr; rr += CCOMP_TILE_R)
+                ccomp_tile_nt(j->kern, s->A + rr * D + kb, D, nr - rr, P + kb * PANEL, kc, s->S + rr * lds + p * PANEL,
+                              lds, kb > 0);
+        }
     }
     for (r = 0; r < nr; r++) {
         const size_t row = r0 + r, me = (size_t)j->rows[row];

@@ -64,7 +64,8 @@ def _float_array(a, name):
 
 
 def _finite(a, name):
-    if not np.isfinite(a).all():
+    # min and max propagate NaN and show infinities, without an N x D temporary
+    if a.size and not (np.isfinite(np.min(a)) and np.isfinite(np.max(a))):
         bad = np.argwhere(~np.isfinite(a))[0]
         raise ValueError(f"{name} has a NaN or infinite value at index {tuple(int(i) for i in bad)}")
 
