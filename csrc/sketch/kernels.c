@@ -22,6 +22,7 @@
 #define GEMM_WROWS 48           /* matmul (tiled): W rows per task, 4 times the tile's rows */
 #define GEMM_KC 256             /* columns per K block: the x panel block (32 KB) stays in L1 */
 #define GI_COLS CCOMP_TILE_W    /* grad_input: columns per task */
+#define GT_TILED_MIN_BATCH 32   /* grad_tables: the tile kernel from this batch (below, the 4 x 16 blocks) */
 
 /* x / y element i in precision prec */
 static inline double ld_val(const void *p, int prec, size_t i)
@@ -124,7 +125,8 @@ typedef struct kernel_job {
     int gemv512;              /* matmul: the AVX-512 GEMV on x (interleaved for 4 bits) */
     int tiled;                /* matmul / grad_input: decoded blocks and the tile kernel */
     int tile_kern;            /* util/tile.h's kernel */
-    const float *xp;          /* tiled matmul: x packed [xblocks][cols][32] */
+    const float *xp;          /* tiled matmul: x packed [xblocks][cols][32]; grad_tables: [panels][n][32] */
+    const float *gyT;         /* tiled grad_tables: gy transposed [rows][n] */
     size_t xblocks;
     size_t rows_per_task;     /* matmul, grad_tables */
     size_t scratch_floats;    /* per worker */
@@ -232,7 +234,10 @@ static ccomp_status job_run(void *ctx, void *state, size_t task, ccomp_error *er
             else
                 sk_matmul_rows_ref(s, j->x, j->n, j->prec, j->out, r0, r1);
         } else {
-            if (j->simd)
+            if (j->tiled)
+                sk_grad_tables_tiled_avx2(s, j->gyT, j->xp, j->n, (float *)j->out, r0, r1, scratch_of(state),
+                                          j->tile_kern);
+            else if (j->simd)
                 sk_grad_tables_rows_avx2(s, (const float *)j->x, (const float *)j->gy, j->n, (float *)j->out, r0, r1);
             else
                 sk_grad_tables_rows_ref(s, j->x, j->gy, j->n, j->prec, j->out, r0, r1);
@@ -271,6 +276,11 @@ static ccomp_status run_kernel(kernel_job *j, int threads, ccomp_error *err)
             j->tiled = 1;
             j->rows_per_task = GEMM_WROWS;
             j->scratch_floats = GEMM_WROWS * s->cols + GEMM_WROWS * CCOMP_TILE_W;
+        }
+        if (j->kind == K_GRAD_TABLES && j->simd && j->n >= GT_TILED_MIN_BATCH) {
+            j->tiled = 1;
+            j->rows_per_task = GEMM_WROWS;
+            j->scratch_floats = GEMM_WROWS * CCOMP_TILE_W;
         }
         ntasks = (s->rows + j->rows_per_task - 1) / j->rows_per_task;
     }
@@ -313,6 +323,31 @@ static ccomp_status run_kernel(kernel_job *j, int threads, ccomp_error *err)
             }
         j->xp = xp;
         st = ccomp_parallel_for(threads, ntasks, &ops, j, err);
+        free(xp);
+        return st;
+    }
+    if (j->tiled && j->kind == K_GRAD_TABLES) {
+        /* gy transposed and x in 32-column panels, once per call */
+        const size_t W = CCOMP_TILE_W, cols = s->cols, rows = s->rows, n = j->n, np = (cols + W - 1) / W;
+        const float *x = (const float *)j->x, *gy = (const float *)j->gy;
+        float *gyT = (float *)malloc(rows * n * sizeof(float)), *xp = (float *)malloc(np * n * W * sizeof(float));
+        size_t i, r, cb, q;
+        if (gyT == NULL || xp == NULL) {
+            free(gyT);
+            free(xp);
+            return ccomp_fail(err, CCOMP_ERR_NOMEM, "cannot allocate %zu floats for the packed inputs",
+                              rows * n + np * n * W);
+        }
+        for (i = 0; i < n; i++)
+            for (r = 0; r < rows; r++) gyT[r * n + i] = gy[i * rows + r];
+        for (cb = 0; cb < np; cb++)
+            for (i = 0; i < n; i++)
+                for (q = 0; q < W; q++)
+                    xp[(cb * n + i) * W + q] = cb * W + q < cols ? x[i * cols + cb * W + q] : 0.0f;
+        j->gyT = gyT;
+        j->xp = xp;
+        st = ccomp_parallel_for(threads, ntasks, &ops, j, err);
+        free(gyT);
         free(xp);
         return st;
     }

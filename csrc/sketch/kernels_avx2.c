@@ -33,6 +33,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "../util/tile.h"
 #include "ccomp/cpu.h"
 #include "sketch_internal.h"
 
@@ -326,6 +327,57 @@ TAI void grad_tables_block(const ccomp_sketch *s, const float *x, const float *g
     }
 }
 
+/* grad_tables with D from the shared tile kernel: for each 32-column panel, D[48][32] = gyT rows x the panel
+ * of x (channel blocks of 256), then the per-code sums in column order as above (the same D chains, so the
+ * same bits as grad_tables_block). gyT: [rows][n] (gy transposed), xp: [panels][n][32] (x in column
+ * panels, zero past the last column). */
+TAI void grad_tables_tiled_bits(const ccomp_sketch *s, const float *gyT, const float *xp, size_t n, float *gt,
+                                size_t r0, size_t r1, float *d, int kern, const int bits)
+{
+    const size_t gn = sk_group_cols(s), K = (size_t)1 << bits, cols = s->cols, gb = sk_run_bytes(s), W = 32;
+    const size_t nr = r1 - r0, np = (cols + W - 1) / W;
+    size_t cb, kb, rr, r, q;
+    int32_t idx[8];
+    memset(gt + r0 * s->groups * K, 0, nr * s->groups * K * sizeof(float));
+    for (cb = 0; cb < np; cb++) {
+        const float *P = xp + cb * n * W;
+        const size_t c0 = cb * W, qn = cols - c0 < W ? cols - c0 : W;
+        for (kb = 0; kb < n; kb += 256) {
+            const size_t kc = n - kb < 256 ? n - kb : 256;
+            for (rr = 0; rr < nr; rr += 12)
+                ccomp_tile_nt(kern, gyT + (r0 + rr) * n + kb, n, nr - rr, P + kb * W, kc, d + rr * W, W, kb > 0);
+        }
+        for (r = 0; r < nr; r++) {
+            const float *dr = d + r * W;
+            float *gtr = gt + (r0 + r) * s->groups * K;
+            for (q = 0; q < qn;) {
+                const size_t c = c0 + q, g = c / gn, j = c - g * gn;
+                const uint8_t *run = s->codes + ((r0 + r) * s->groups + g) * gb;
+                float *acc = gtr + g * K;
+                if ((j & 7u) == 0 && j + 8 <= gn && q + 8 <= qn) {
+                    size_t t;
+                    codes_i32(run, j / 8, idx, bits);
+                    for (t = 0; t < 8; t++) acc[idx[t]] += dr[q + t];
+                    q += 8;
+                } else {
+                    acc[sk_code_at(run, j, bits)] += dr[q];
+                    q++;
+                }
+            }
+        }
+    }
+}
+
+TA void sk_grad_tables_tiled_avx2(const ccomp_sketch *s, const float *gyT, const float *xp, size_t n, float *gt,
+                                  size_t r0, size_t r1, float *d, int kern)
+{
+    switch (s->bits) {
+    case 2: grad_tables_tiled_bits(s, gyT, xp, n, gt, r0, r1, d, kern, 2); break;
+    case 3: grad_tables_tiled_bits(s, gyT, xp, n, gt, r0, r1, d, kern, 3); break;
+    default: grad_tables_tiled_bits(s, gyT, xp, n, gt, r0, r1, d, kern, 4); break;
+    }
+}
+
 TAI void grad_tables_bits(const ccomp_sketch *s, const float *x, const float *gy, size_t n, float *gt, size_t r0,
                           size_t r1, const int bits)
 {
@@ -401,6 +453,12 @@ void sk_decode_rows_avx2(const ccomp_sketch *s, size_t r0, size_t nr, size_t c0,
             out[r * ldo + (c - c0)] = (float)ccomp_sketch_table_get(
                 s->tables, s->dtype, ((r0 + r) * s->groups + g) * K + sk_code_at(sk_run(s, r0 + r, g), c - g * gn, s->bits));
         }
+}
+
+void sk_grad_tables_tiled_avx2(const ccomp_sketch *s, const float *gyT, const float *xp, size_t n, float *gt,
+                               size_t r0, size_t r1, float *d, int kern)
+{
+    (void)s, (void)gyT, (void)xp, (void)n, (void)gt, (void)r0, (void)r1, (void)d, (void)kern;
 }
 
 void sk_axpy_avx2(size_t n, float a, const float *x, float *y)

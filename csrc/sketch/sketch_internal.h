@@ -57,6 +57,10 @@ void sk_matmul_rows_avx2(const ccomp_sketch *s, const float *x, size_t n, float 
                          float *scratch);
 void sk_grad_tables_rows_avx2(const ccomp_sketch *s, const float *x, const float *gy, size_t n, float *gt, size_t r0,
                               size_t r1);
+/* grad_tables rows [r0, r1) from gy transposed (gyT [rows][n]) and x in 32-column panels (xp [panels][n][32]),
+ * D through the shared tile kernel `kern` (util/tile.h); d: 48 x 32 floats, r1 - r0 <= 48 */
+void sk_grad_tables_tiled_avx2(const ccomp_sketch *s, const float *gyT, const float *xp, size_t n, float *gt,
+                               size_t r0, size_t r1, float *d, int kern);
 /* W rows [r0, r0 + nr), columns [c0, c1) (any, across groups) as float32 into out (row stride ldo) */
 void sk_decode_rows_avx2(const ccomp_sketch *s, size_t r0, size_t nr, size_t c0, size_t c1, float *out, size_t ldo);
 /* AVX-512F/VL lookup-table GEMV for 2- and 4-bit codes (kernels_avx512.c), used

@@ -306,7 +306,7 @@ static void test_kernels(int quick)
     static const int dtypes[] = {CCOMP_SKETCH_F32, CCOMP_SKETCH_F16, CCOMP_SKETCH_BF16, CCOMP_SKETCH_F64};
     /* (cols, groups): one group, groups of 64 + tails, odd group sizes, 8-column groups, 1-column groups */
     static const size_t shapes[][2] = {{256, 1}, {200, 2}, {111, 3}, {64, 8}, {600, 1}, {5, 5}};
-    static const size_t batches[] = {1, 2, 3, 8, 13};
+    static const size_t batches[] = {1, 2, 3, 8, 40, 13}; /* 40: the tiled grad_tables */
     int b, d;
     size_t sh, bi;
     for (b = 0; b < 3; b++)
@@ -329,6 +329,7 @@ static void test_kernels(int quick)
     if (!quick) {
         check_kernels(300, 1100, 2, 4, CCOMP_SKETCH_F16, 1);
         check_kernels(150, 1100, 1, 4, CCOMP_SKETCH_F32, 17);
+        check_kernels(100, 690, 3, 4, CCOMP_SKETCH_F32, 300);
     }
 }
 
