@@ -230,6 +230,11 @@ def test_nan_and_dtype_errors():
     x[1, 3, 2] = np.nan
     with pytest.raises(ValueError, match=r"NaN.*\(1, 3, 2\)"):
         tokens.correlation_compress(x)
+    for bad in (np.inf, -np.inf, np.nan):  # float16 is checked through its exponent bits
+        h = random_tokens(2, 10, 8, dtype=np.float16)
+        h[0, 7, 5] = bad
+        with pytest.raises(ValueError, match=r"\(0, 7, 5\)"):
+            tokens.tome_merge(h, 2)
     with pytest.raises(TypeError, match="float16, float32 or float64"):
         tokens.tome_merge(np.ones((2, 10, 4), dtype=np.int32), 2)
     a = np.ones((2, 10))

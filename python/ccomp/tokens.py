@@ -64,8 +64,13 @@ def _float_array(a, name):
 
 
 def _finite(a, name):
-    # min and max propagate NaN and show infinities, without an N x D temporary
-    if a.size and not (np.isfinite(np.min(a)) and np.isfinite(np.max(a))):
+    # min and max propagate NaN and show infinities, without an N x D temporary; float16 through its exponent
+    # bits (NumPy's float16 min/max are scalar loops)
+    if a.dtype == np.float16:
+        bad = a.size and int(np.bitwise_and(a.view(np.uint16), 0x7C00).max()) == 0x7C00
+    else:
+        bad = a.size and not (np.isfinite(np.min(a)) and np.isfinite(np.max(a)))
+    if bad:
         bad = np.argwhere(~np.isfinite(a))[0]
         raise ValueError(f"{name} has a NaN or infinite value at index {tuple(int(i) for i in bad)}")
 
@@ -138,6 +143,16 @@ def _out_dtype(x):
 def _host_keys(kk):
     from . import _tokens_gpu
     return _tokens_gpu.host_keys(kk)
+
+
+def _scatter_add(acc, idx, vals):
+    """acc[idx[i]] += vals[i] for every i (rows of a 2-D acc too), vectorised: np.add.at is slow on rows."""
+    if len(idx) == 0:
+        return
+    order = np.argsort(idx, kind="stable")
+    sidx = idx[order]
+    start = np.flatnonzero(np.r_[True, sidx[1:] != sidx[:-1]])
+    acc[sidx[start]] += np.add.reduceat(vals[order], start, axis=0)
 
 
 # ------------------------------------------------------------------ the similarity core
@@ -333,10 +348,10 @@ def correlation_compress(tokens, cls_attention=None, cls=None, keys=None, thresh
             cnt = np.ones(len(kept[b]))
             plain = xb[kept[b]].copy()
             pos = np.searchsorted(kept[b], nn[b][:, 0])
-            np.add.at(num, pos, w[b][drop[b], None] * xb[drop[b]])
-            np.add.at(den, pos, w[b][drop[b]])
-            np.add.at(plain, pos, xb[drop[b]])
-            np.add.at(cnt, pos, 1.0)
+            _scatter_add(num, pos, w[b][drop[b], None] * xb[drop[b]])
+            _scatter_add(den, pos, w[b][drop[b]])
+            _scatter_add(plain, pos, xb[drop[b]])
+            _scatter_add(cnt, pos, np.ones(len(pos)))
             safe = den > 0
             res = np.where(safe[:, None], num / np.where(safe, den, 1.0)[:, None], plain / cnt[:, None])
             out.append(res.astype(od) if xd is None else _tokens_gpu.from_host_like(xd, res.astype(od)))
@@ -391,8 +406,8 @@ def tome_merge(tokens, r, metric=None, sizes=None, cls_token=False, threads=None
         sb = s[b]
         acc = sb[b_pos, None] * xb[b_pos]
         size = sb[b_pos].copy()
-        np.add.at(acc, node_idx[src], sb[a_pos[src], None] * xb[a_pos[src]])
-        np.add.at(size, node_idx[src], sb[a_pos[src]])
+        _scatter_add(acc, node_idx[src], sb[a_pos[src], None] * xb[a_pos[src]])
+        _scatter_add(size, node_idx[src], sb[a_pos[src]])
         nu = len(unm)
         out[b, :nu] = xb[a_pos[unm]]
         out[b, nu:] = acc / size[:, None]
@@ -489,7 +504,7 @@ def visionzip(tokens, cls_attention, keys=None, dominant=54, contextual=10, thre
         if len(mpos):
             j = np.searchsorted(targets[b], nn[b][:, 0])
             agg = np.zeros((nt, D))
-            np.add.at(agg, j, xb[movers[b]])
+            _scatter_add(agg, j, xb[movers[b]])
             cnt = np.maximum(np.bincount(j, minlength=nt), 1)
             ctx += agg / cnt[:, None]
         out[b, dominant:] = ctx
