@@ -1290,47 +1290,7 @@ __global__ void __launch_bounds__(256) combine_kernel(Attn a)
 
 // ------------------------------------------------------------------ host side
 
-int fail(cudaError_t rc, const char *what, char *msg, size_t msg_len)
-{
-    snprintf(msg, msg_len, "CUDA error in %s: %s", what, cudaGetErrorString(rc));
-    cudaGetLastError(); // clear a non-sticky error
-    return rc == cudaSuccess ? -1 : (int)rc;
-}
-
-int reject(char *msg, size_t msg_len, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, msg_len, fmt, ap);
-    va_end(ap);
-    return -1;
-}
-
-// Makes the data's device current (restored by the destructor).
-struct DeviceGuard {
-    int old = -1;
-    ~DeviceGuard()
-    {
-        if (old >= 0) cudaSetDevice(old);
-    }
-};
-
-int enter_device(const void *p, DeviceGuard &g, char *msg, size_t msg_len)
-{
-    cudaError_t rc = cudaGetDevice(&g.old);
-    if (rc != cudaSuccess) {
-        g.old = -1;
-        return fail(rc, "cudaGetDevice (no usable CUDA device?)", msg, msg_len);
-    }
-    cudaPointerAttributes attr;
-    rc = cudaPointerGetAttributes(&attr, p);
-    if (rc != cudaSuccess) return fail(rc, "cudaPointerGetAttributes", msg, msg_len);
-    if (attr.type != cudaMemoryTypeDevice && attr.type != cudaMemoryTypeManaged)
-        return reject(msg, msg_len, "the data is not in GPU memory (expected CUDA tensors or arrays)");
-    if (attr.device != g.old && (rc = cudaSetDevice(attr.device)) != cudaSuccess)
-        return fail(rc, "cudaSetDevice", msg, msg_len);
-    return 0;
-}
+#include "cuda_host.cuh"
 
 // Every launch goes through here: the dynamic shared memory limit is raised when needed.
 template <class... P, class... A>

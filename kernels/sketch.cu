@@ -437,47 +437,7 @@ template <int TD, int TO> __global__ void dequantize_kernel(const Args a, void *
 
 // ------------------------------------------------------------------ host side
 
-int fail(cudaError_t rc, const char *what, char *msg, size_t msg_len)
-{
-    snprintf(msg, msg_len, "CUDA error in %s: %s", what, cudaGetErrorString(rc));
-    cudaGetLastError(); // clear a non-sticky error
-    return rc == cudaSuccess ? -1 : (int)rc;
-}
-
-int reject(char *msg, size_t msg_len, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, msg_len, fmt, ap);
-    va_end(ap);
-    return -1;
-}
-
-// Makes the data's device current (restored by the destructor).
-struct DeviceGuard {
-    int old = -1;
-    ~DeviceGuard()
-    {
-        if (old >= 0) cudaSetDevice(old);
-    }
-};
-
-int enter_device(const void *p, DeviceGuard &g, char *msg, size_t msg_len)
-{
-    cudaError_t rc = cudaGetDevice(&g.old);
-    if (rc != cudaSuccess) {
-        g.old = -1;
-        return fail(rc, "cudaGetDevice (no usable CUDA device?)", msg, msg_len);
-    }
-    cudaPointerAttributes attr;
-    rc = cudaPointerGetAttributes(&attr, p);
-    if (rc != cudaSuccess) return fail(rc, "cudaPointerGetAttributes", msg, msg_len);
-    if (attr.type != cudaMemoryTypeDevice && attr.type != cudaMemoryTypeManaged)
-        return reject(msg, msg_len, "the sketch codes are not in GPU memory (expected CUDA tensors or arrays)");
-    if (attr.device != g.old && (rc = cudaSetDevice(attr.device)) != cudaSuccess)
-        return fail(rc, "cudaSetDevice", msg, msg_len);
-    return 0;
-}
+#include "cuda_host.cuh"
 
 template <class... P, class... A>
 cudaError_t launch(void (*kernel)(P...), dim3 grid, dim3 block, cudaStream_t stream, A... args)
@@ -657,7 +617,7 @@ extern "C" int ccomp_cuda_sketch_matmul(const ccomp_cuda_sketch *s, const void *
     if (n > 0 && y == NULL) return reject(msg, msg_len, "the output is required");
     if (n == 0) return 0;
     DeviceGuard guard;
-    if ((rc = enter_device(s->codes, guard, msg, msg_len)) != 0) return rc;
+    if ((rc = enter_device(s->codes, guard, msg, msg_len, "the sketch codes are")) != 0) return rc;
     a.x = x, a.out = y, a.n = n;
     const cudaStream_t st = (cudaStream_t)stream;
     cudaError_t e;
@@ -680,7 +640,7 @@ extern "C" int ccomp_cuda_sketch_grad_input(const ccomp_cuda_sketch *s, const vo
     if (n > 0 && gx == NULL) return reject(msg, msg_len, "the output is required");
     if (n == 0) return 0;
     DeviceGuard guard;
-    if ((rc = enter_device(s->codes, guard, msg, msg_len)) != 0) return rc;
+    if ((rc = enter_device(s->codes, guard, msg, msg_len, "the sketch codes are")) != 0) return rc;
     a.gy = gy, a.out = gx, a.n = n;
     const cudaStream_t st = (cudaStream_t)stream;
     cudaError_t e;
@@ -720,7 +680,7 @@ extern "C" int ccomp_cuda_sketch_grad_tables(const ccomp_cuda_sketch *s, const v
     if (need > 0 && (ws == NULL || ws_bytes < need))
         return reject(msg, msg_len, "the workspace holds %zu bytes, expected at least %zu", ws_bytes, need);
     DeviceGuard guard;
-    if ((rc = enter_device(s->codes, guard, msg, msg_len)) != 0) return rc;
+    if ((rc = enter_device(s->codes, guard, msg, msg_len, "the sketch codes are")) != 0) return rc;
     const cudaStream_t st = (cudaStream_t)stream;
     cudaError_t e;
     if (n == 0) {
@@ -749,7 +709,7 @@ extern "C" int ccomp_cuda_sketch_dequantize(const ccomp_cuda_sketch *s, void *ou
                       out_dtype);
     if (out == NULL) return reject(msg, msg_len, "the output is required");
     DeviceGuard guard;
-    if ((rc = enter_device(s->codes, guard, msg, msg_len)) != 0) return rc;
+    if ((rc = enter_device(s->codes, guard, msg, msg_len, "the sketch codes are")) != 0) return rc;
     const cudaStream_t st = (cudaStream_t)stream;
     const size_t nb = (a.rows * a.cols + 255) / 256;
     const dim3 grid((unsigned)(nb < (1u << 20) ? nb : (1u << 20)));

@@ -602,46 +602,7 @@ __global__ void __launch_bounds__(FALLBACK_T) fallback_rows(Finish F)
 
 // ------------------------------------------------------------------ host side
 
-int fail(cudaError_t rc, const char *what, char *msg, size_t msg_len)
-{
-    snprintf(msg, msg_len, "CUDA error in %s: %s", what, cudaGetErrorString(rc));
-    cudaGetLastError(); // clear a non-sticky error
-    return rc == cudaSuccess ? -1 : (int)rc;
-}
-
-int reject(char *msg, size_t msg_len, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, msg_len, fmt, ap);
-    va_end(ap);
-    return -1;
-}
-
-struct DeviceGuard {
-    int old = -1;
-    ~DeviceGuard()
-    {
-        if (old >= 0) cudaSetDevice(old);
-    }
-};
-
-int enter_device(const void *p, DeviceGuard &g, char *msg, size_t msg_len)
-{
-    cudaError_t rc = cudaGetDevice(&g.old);
-    if (rc != cudaSuccess) {
-        g.old = -1;
-        return fail(rc, "cudaGetDevice (no usable CUDA device?)", msg, msg_len);
-    }
-    cudaPointerAttributes attr;
-    rc = cudaPointerGetAttributes(&attr, p);
-    if (rc != cudaSuccess) return fail(rc, "cudaPointerGetAttributes", msg, msg_len);
-    if (attr.type != cudaMemoryTypeDevice && attr.type != cudaMemoryTypeManaged)
-        return reject(msg, msg_len, "the keys are not in GPU memory (expected CUDA tensors or arrays)");
-    if (attr.device != g.old && (rc = cudaSetDevice(attr.device)) != cudaSuccess)
-        return fail(rc, "cudaSetDevice", msg, msg_len);
-    return 0;
-}
+#include "cuda_host.cuh"
 
 unsigned blocks_of(size_t n, size_t per)
 {
@@ -796,7 +757,7 @@ extern "C" int ccomp_cuda_tokens_topk(const void *keys, int dtype, size_t B, siz
     if (stats) stats[0] = stats[1] = stats[2] = 0;
     if (R == 0) return 0;
     DeviceGuard guard;
-    if ((rc = enter_device(keys, guard, msg, msg_len)) != 0) return rc;
+    if ((rc = enter_device(keys, guard, msg, msg_len, "the keys are")) != 0) return rc;
     cudaStream_t st = (cudaStream_t)stream;
     unsigned char *w = (unsigned char *)ws;
     const int Dp = (int)((D + KC - 1) / KC * KC);

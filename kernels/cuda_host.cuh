@@ -1,0 +1,52 @@
+// Host-side helpers shared by ccomp's CUDA files (kv.cu, sketch.cu, tokens.cu): error messages in the
+// entry points' (code, message) convention and making the data's device current.  Included inside each
+// file's anonymous namespace, so every object keeps its own private copy and no symbol is exported.
+#ifndef CCOMP_CUDA_HOST_CUH
+#define CCOMP_CUDA_HOST_CUH
+
+// A CUDA failure: the message names the call; returns the CUDA error code (-1 if rc is cudaSuccess).
+inline int fail(cudaError_t rc, const char *what, char *msg, size_t msg_len)
+{
+    snprintf(msg, msg_len, "CUDA error in %s: %s", what, cudaGetErrorString(rc));
+    cudaGetLastError(); // clear a non-sticky error
+    return rc == cudaSuccess ? -1 : (int)rc;
+}
+
+// A rejected argument: printf-style message, returns -1.
+inline int reject(char *msg, size_t msg_len, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, msg_len, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+// Makes the data's device current (restored by the destructor).
+struct DeviceGuard {
+    int old = -1;
+    ~DeviceGuard()
+    {
+        if (old >= 0) cudaSetDevice(old);
+    }
+};
+
+// Makes the device holding p current; `what` ("the keys are") starts the message when p is not in GPU memory.
+inline int enter_device(const void *p, DeviceGuard &g, char *msg, size_t msg_len, const char *what = "the data is")
+{
+    cudaError_t rc = cudaGetDevice(&g.old);
+    if (rc != cudaSuccess) {
+        g.old = -1;
+        return fail(rc, "cudaGetDevice (no usable CUDA device?)", msg, msg_len);
+    }
+    cudaPointerAttributes attr;
+    rc = cudaPointerGetAttributes(&attr, p);
+    if (rc != cudaSuccess) return fail(rc, "cudaPointerGetAttributes", msg, msg_len);
+    if (attr.type != cudaMemoryTypeDevice && attr.type != cudaMemoryTypeManaged)
+        return reject(msg, msg_len, "%s not in GPU memory (expected CUDA tensors or arrays)", what);
+    if (attr.device != g.old && (rc = cudaSetDevice(attr.device)) != cudaSuccess)
+        return fail(rc, "cudaSetDevice", msg, msg_len);
+    return 0;
+}
+
+#endif
