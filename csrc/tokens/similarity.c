@@ -247,7 +247,8 @@ typedef struct row_state {
     float *cval;   /* [max_cols] their exact values */
     float *memo;   /* [N] exact value per representative key, valid where stamp matches */
     size_t *stamp; /* [N] */
-    size_t row_id; /* stamp of the current row (+1) */
+    /* memo[rp] holds the exact similarity of a query key and candidate key rp where stamp[rp] names that
+     * query key (sub-image * N + its representative + 1): rows with bit-identical keys share the values */
 } row_state;
 
 static ccomp_status row_init(void *ctx, int worker, void **state, ccomp_error *err)
@@ -365,12 +366,23 @@ static ccomp_status row_run(void *ctx, void *state, size_t task, ccomp_error *er
         const float *srow = s->S + r * lds;
         int64_t *oi = j->oi + row * k;
         float *ov = j->ov + row * k;
+        const size_t key_id = b * N + j->rep[b * N + me] + 1;
         size_t nh = 0, nc_ok = 0, ncand = 0, t;
         double lo;
-        for (q = 0; q < nc; q++) {
-            if (j->excl && (size_t)ctok[q] == me) continue;
-            heap_push(s->heap, &nh, k, srow[q]);
-            nc_ok++;
+        if (k == 1) { /* the largest screened value: a plain maximum */
+            float m = -INFINITY;
+            for (q = 0; q < nc; q++)
+                if (!(j->excl && (size_t)ctok[q] == me)) {
+                    m = srow[q] > m ? srow[q] : m;
+                    nc_ok++;
+                }
+            s->heap[0] = m;
+        } else {
+            for (q = 0; q < nc; q++) {
+                if (j->excl && (size_t)ctok[q] == me) continue;
+                heap_push(s->heap, &nh, k, srow[q]);
+                nc_ok++;
+            }
         }
         for (t = 0; t < k; t++) {
             oi[t] = -1;
@@ -378,13 +390,12 @@ static ccomp_status row_run(void *ctx, void *state, size_t task, ccomp_error *er
         }
         if (nc_ok == 0) continue;
         lo = (double)s->heap[0] - 2.0 * j->delta;
-        s->row_id++;
         for (q = 0; q < nc; q++) {
             size_t tok = (size_t)ctok[q], rp;
             if ((j->excl && tok == me) || !((double)srow[q] >= lo)) continue;
             rp = j->rep[b * N + tok];
-            if (s->stamp[rp] != s->row_id) {
-                s->stamp[rp] = s->row_id;
+            if (s->stamp[rp] != key_id) {
+                s->stamp[rp] = key_id;
                 s->memo[rp] = exact_sim(j, b, me, tok);
             }
             s->cand[ncand] = q;
