@@ -133,6 +133,9 @@ def test_tome_matches_reference(name, cls_token):
         _close(got[1], want[1])
         _close(got[0], want[0], RTOL if x.dtype != np.float16 else 1e-3)
         assert np.allclose(got[1].sum(axis=1), sizes.sum(axis=1))
+        if r == 0:  # ToMe leaves the tokens as they are
+            np.testing.assert_array_equal(got[2], np.tile(np.arange(N), (B, 1)))
+            np.testing.assert_array_equal(got[0], x.astype(got[0].dtype))
 
 
 @pytest.mark.parametrize("name", ALL)

@@ -370,7 +370,7 @@ def tome_merge(tokens, r, metric=None, sizes=None, cls_token=False, threads=None
     mean. With ``cls_token`` token 0 is never merged and stays first. Returns
     ``(tokens [B, N - r, D], sizes [B, N - r], source [B, N])``: the output holds the unmerged A tokens
     (by best-match score, or by index with ``cls_token``) then all of B; ``source[b, i]`` is the output
-    row token i went to.
+    row token i went to. ``r = 0`` (or nothing left to merge) returns the tokens unchanged, as ToMe does.
     """
     x, squeeze = _tokens3(tokens)
     B, N, D = x.shape
@@ -383,6 +383,10 @@ def tome_merge(tokens, r, metric=None, sizes=None, cls_token=False, threads=None
         s = _rows(sizes, x, "sizes")
         if (s <= 0).any():
             raise ValueError("sizes must be > 0")
+    od = _out_dtype(x)
+    if r == 0:  # as ToMe: nothing to merge, nothing changes
+        out, out_s, source = np.array(x, dtype=od), s.copy(), np.tile(np.arange(N, dtype=np.int64), (B, 1))
+        return (out[0], out_s[0], source[0]) if squeeze else (out, out_s, source)
     a_pos = np.arange(0, N, 2)
     b_pos = np.arange(1, N, 2)
     qa = a_pos[1:] if cls_token else a_pos

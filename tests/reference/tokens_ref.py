@@ -354,9 +354,12 @@ def tome_merge(tokens, r, metric=None, sizes=None, cls_token=False):
         raise ValueError(f"r must be >= 0, got {r}")
     cls = 1 if cls_token else 0
     r = min(int(r), (N - cls) // 2)
+    out_dtype = _out_dtype(dtype)
+    if r <= 0:  # ToMe does nothing when there is nothing to merge
+        out, out_sizes, source = x.astype(out_dtype), s.astype(out_dtype), np.tile(np.arange(N), (B, 1))
+        return (out[0], out_sizes[0], source[0]) if single else (out, out_sizes, source)
     a_pos = np.arange(0, N, 2)
     b_pos = np.arange(1, N, 2)
-    out_dtype = _out_dtype(dtype)
     out = np.empty((B, N - r, D), dtype=out_dtype)
     out_sizes = np.empty((B, N - r), dtype=out_dtype)
     source = np.empty((B, N), dtype=np.int64)
