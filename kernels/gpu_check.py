@@ -639,6 +639,21 @@ def _kv_speed(kv, g, torch, rng, quick):
     return ok
 
 
+def _torch_cuda(section):
+    """torch when it can use the GPU; None (logged) otherwise: the section then checks correctness only,
+    with ccomp's own device arrays."""
+    try:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise RuntimeError("torch sees no GPU")
+        torch.zeros(1, device="cuda")
+        return torch
+    except Exception as exc:
+        log(f"{section}: torch with CUDA unavailable; correctness only, with ccomp device arrays:", exc)
+        return None
+
+
 def check_kv():
     """ccomp.kv on the GPU: every kernel bit for bit against the CPU, speed against memcpy and torch SDPA."""
     import numpy as np
@@ -651,15 +666,7 @@ def check_kv():
         log("kv: ccomp is not importable (the full build failed?):", exc)
         KV_RESULTS.append(("kv (not run: ccomp not importable)", "FAILED", None, None, ""))
         return False
-    try:
-        import torch
-
-        if not torch.cuda.is_available():
-            raise RuntimeError("torch sees no GPU")
-        torch.zeros(1, device="cuda")
-    except Exception as exc:
-        log("kv: torch with CUDA unavailable; correctness only, with ccomp device arrays:", exc)
-        torch = None
+    torch = _torch_cuda("kv")
     rng = np.random.default_rng(2024)
     if torch is not None:
         dev = lambda a: torch.from_numpy(np.ascontiguousarray(a)).cuda()  # noqa: E731
@@ -948,15 +955,7 @@ def check_sketch():
         log("sketch: ccomp is not importable (the full build failed?):", exc)
         SK_RESULTS.append(("sketch (not run: ccomp not importable)", "FAILED", None, None, ""))
         return False
-    try:
-        import torch
-
-        if not torch.cuda.is_available():
-            raise RuntimeError("torch sees no GPU")
-        torch.zeros(1, device="cuda")
-    except Exception as exc:
-        log("sketch: torch with CUDA unavailable; correctness only, with ccomp device arrays:", exc)
-        torch = None
+    torch = _torch_cuda("sketch")
     rng = np.random.default_rng(2025)
     if torch is not None:
         dev = lambda a: torch.from_numpy(np.ascontiguousarray(a)).cuda()  # noqa: E731
@@ -1129,16 +1128,10 @@ def check_tokens():
         log("tokens: ccomp is not importable (the full build failed?):", exc)
         TOKENS_RESULTS.append(("tokens (not run: ccomp not importable)", "FAILED", None, None, "", ""))
         return False
-    try:
-        import torch
-
-        if not torch.cuda.is_available():
-            raise RuntimeError("torch sees no GPU")
-        torch.zeros(1, device="cuda")
+    torch = _torch_cuda("tokens")
+    if torch is not None:
         dev = lambda a: torch.from_numpy(np.ascontiguousarray(a)).cuda()  # noqa: E731
-    except Exception as exc:
-        log("tokens: torch with CUDA unavailable; correctness only, with ccomp device arrays:", exc)
-        torch = None
+    else:
         from ccomp._ac_gpu import to_device as dev
     rng = np.random.default_rng(7)
     ok = True
