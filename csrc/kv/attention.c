@@ -42,32 +42,195 @@ static void dense_accum(const float *m, size_t rows, size_t cols, const float *p
         for (c = 0; c < cols; c++) o[c] += p[r] * m[r * cols + c];
 }
 
+/* ------------------------------------------------ the methods' operations */
+
+/* Storage for a sub-range of a segment's rows (the method's descriptor with shifted pointers). */
+typedef union slice_storage {
+    ccomp_kv_gw gw;
+    ccomp_kv_turbo tb;
+    ccomp_kv_sparse sp;
+    ccomp_kv_gear gear;
+} slice_storage;
+
+/* What attention needs of one method: scores and accumulation over a segment, rows [r0, r0 + n) as a
+ * segment of its own (out is a copy of s with rows = n; r0 and n multiples of any per-channel group),
+ * and a segment's rows as float32 (dense data in place). */
+typedef struct kv_method_ops {
+    void (*scores)(const ccomp_kv_slice *k, const float *q, float *s);
+    void (*accum)(const ccomp_kv_slice *v, const float *p, float *o);
+    void (*sub)(const ccomp_kv_slice *s, size_t r0, size_t n, slice_storage *u, ccomp_kv_slice *out);
+    const float *(*rows)(const ccomp_kv_slice *t, float *buf);
+} kv_method_ops;
+
+/* dense float32 rows */
+static void de_scores(const ccomp_kv_slice *k, const float *q, float *s)
+{
+    dense_scores((const float *)k->data, k->rows, k->cols, q, s);
+}
+static void de_accum(const ccomp_kv_slice *v, const float *p, float *o)
+{
+    dense_accum((const float *)v->data, v->rows, v->cols, p, o);
+}
+static void de_sub(const ccomp_kv_slice *s, size_t r0, size_t n, slice_storage *u, ccomp_kv_slice *out)
+{
+    (void)n, (void)u;
+    out->data = (const float *)s->data + r0 * s->cols;
+}
+static const float *de_rows(const ccomp_kv_slice *t, float *buf)
+{
+    (void)buf;
+    return (const float *)t->data;
+}
+
+/* groupwise */
+static void gw_scores(const ccomp_kv_slice *k, const float *q, float *s)
+{
+    ccomp_kv_gw_scores((const ccomp_kv_gw *)k->data, q, s);
+}
+static void gw_accum(const ccomp_kv_slice *v, const float *p, float *o)
+{
+    ccomp_kv_gw_accum((const ccomp_kv_gw *)v->data, p, o);
+}
+static void gw_shift(const ccomp_kv_gw *g, size_t r0, size_t n, ccomp_kv_gw *d)
+{
+    const size_t cols = g->cols;
+    *d = *g;
+    d->rows = n;
+    d->codes += r0 * (cols / 8u) * (size_t)g->bits;
+    if (g->axis == CCOMP_KV_PER_CHANNEL) {
+        d->scale += r0 / (size_t)g->group * cols;
+        d->zero += r0 / (size_t)g->group * cols;
+    } else {
+        d->scale += r0 * (cols / (size_t)g->group);
+        d->zero += r0 * (cols / (size_t)g->group);
+    }
+}
+static void gw_sub(const ccomp_kv_slice *s, size_t r0, size_t n, slice_storage *u, ccomp_kv_slice *out)
+{
+    gw_shift((const ccomp_kv_gw *)s->data, r0, n, &u->gw);
+    out->data = &u->gw;
+}
+static const float *gw_rows(const ccomp_kv_slice *t, float *buf)
+{
+    ccomp_kv_gw_dequantize((const ccomp_kv_gw *)t->data, buf, t->cols);
+    return buf;
+}
+
+/* GEAR: a groupwise backbone, outliers per row and a low-rank term */
+static void ge_scores(const ccomp_kv_slice *k, const float *q, float *s)
+{
+    ccomp_kv_gear_scores((const ccomp_kv_gear *)k->data, q, s);
+}
+static void ge_accum(const ccomp_kv_slice *v, const float *p, float *o)
+{
+    ccomp_kv_gear_accum((const ccomp_kv_gear *)v->data, p, o);
+}
+static void ge_sub(const ccomp_kv_slice *s, size_t r0, size_t n, slice_storage *u, ccomp_kv_slice *out)
+{
+    const ccomp_kv_gear *ge = (const ccomp_kv_gear *)s->data;
+    const size_t r = ge->rank > 0 ? (size_t)ge->rank : 0;
+    u->gear = *ge;
+    u->gear.outliers.rows = n;
+    u->gear.outliers.idx += r0 * ge->outliers.per_row;
+    u->gear.outliers.vals += r0 * ge->outliers.per_row;
+    u->gear.U += r0 * r;
+    gw_shift(&ge->backbone, r0, n, &u->gear.backbone);
+    out->data = &u->gear;
+}
+static const float *ge_rows(const ccomp_kv_slice *t, float *buf)
+{
+    ccomp_kv_gear_dequantize((const ccomp_kv_gear *)t->data, buf, t->cols);
+    return buf;
+}
+
+/* ggml q8_0 / q4_0 blocks */
+static void gg_scores(const ccomp_kv_slice *k, const float *q, float *s)
+{
+    ccomp_kv_ggml_scores((const uint8_t *)k->data, k->rows, k->cols, k->type, q, s);
+}
+static void gg_accum(const ccomp_kv_slice *v, const float *p, float *o)
+{
+    ccomp_kv_ggml_accum((const uint8_t *)v->data, v->rows, v->cols, v->type, p, o);
+}
+static void gg_sub(const ccomp_kv_slice *s, size_t r0, size_t n, slice_storage *u, ccomp_kv_slice *out)
+{
+    (void)n, (void)u;
+    out->data = (const uint8_t *)s->data + ccomp_kv_ggml_bytes(r0, s->cols, s->type);
+}
+static const float *gg_rows(const ccomp_kv_slice *t, float *buf)
+{
+    ccomp_kv_ggml_dequantize((const uint8_t *)t->data, t->rows, t->cols, t->type, buf, t->cols);
+    return buf;
+}
+
+/* turbo */
+static void tb_scores(const ccomp_kv_slice *k, const float *q, float *s)
+{
+    ccomp_kv_turbo_scores((const ccomp_kv_turbo *)k->data, q, s);
+}
+static void tb_accum(const ccomp_kv_slice *v, const float *p, float *o)
+{
+    ccomp_kv_turbo_accum((const ccomp_kv_turbo *)v->data, p, o);
+}
+static void tb_sub(const ccomp_kv_slice *s, size_t r0, size_t n, slice_storage *u, ccomp_kv_slice *out)
+{
+    u->tb = *(const ccomp_kv_turbo *)s->data;
+    u->tb.rows = n;
+    u->tb.codes += r0 * (s->cols / 8u) * (size_t)u->tb.bits;
+    u->tb.norms += r0;
+    out->data = &u->tb;
+}
+static const float *tb_rows(const ccomp_kv_slice *t, float *buf)
+{
+    ccomp_kv_turbo_dequantize((const ccomp_kv_turbo *)t->data, buf, t->cols);
+    return buf;
+}
+
+/* bitmap_sparse */
+static void sp_scores(const ccomp_kv_slice *k, const float *q, float *s)
+{
+    ccomp_kv_sparse_scores((const ccomp_kv_sparse *)k->data, q, s);
+}
+static void sp_accum(const ccomp_kv_slice *v, const float *p, float *o)
+{
+    ccomp_kv_sparse_accum((const ccomp_kv_sparse *)v->data, p, o);
+}
+static void sp_sub(const ccomp_kv_slice *s, size_t r0, size_t n, slice_storage *u, ccomp_kv_slice *out)
+{
+    u->sp = *(const ccomp_kv_sparse *)s->data;
+    u->sp.rows = n;
+    u->sp.bitmaps += r0 * (s->cols / CCOMP_KV_SPARSE_TILE);
+    u->sp.offsets += r0 * (s->cols / CCOMP_KV_SPARSE_TILE); /* offsets index the whole values array */
+    out->data = &u->sp;
+}
+static const float *sp_rows(const ccomp_kv_slice *t, float *buf)
+{
+    ccomp_kv_sparse_dequantize((const ccomp_kv_sparse *)t->data, buf, t->cols);
+    return buf;
+}
+
+/* indexed by CCOMP_KV_M_*; anything else reads as dense float32 */
+static const kv_method_ops *ops_of(int method)
+{
+    static const kv_method_ops table[] = {
+        [CCOMP_KV_M_DENSE] = {de_scores, de_accum, de_sub, de_rows},
+        [CCOMP_KV_M_GROUPWISE] = {gw_scores, gw_accum, gw_sub, gw_rows},
+        [CCOMP_KV_M_GGML] = {gg_scores, gg_accum, gg_sub, gg_rows},
+        [CCOMP_KV_M_TURBO] = {tb_scores, tb_accum, tb_sub, tb_rows},
+        [CCOMP_KV_M_SPARSE] = {sp_scores, sp_accum, sp_sub, sp_rows},
+        [CCOMP_KV_M_GEAR] = {ge_scores, ge_accum, ge_sub, ge_rows},
+    };
+    return method >= 0 && (size_t)method < sizeof table / sizeof table[0] ? &table[method] : &table[CCOMP_KV_M_DENSE];
+}
+
 void ccomp_kv_slice_scores(const ccomp_kv_slice *k, const float *q, float *s)
 {
-    for (; k != NULL; s += k->rows, k = k->next) {
-        switch (k->method) {
-        case CCOMP_KV_M_GROUPWISE: ccomp_kv_gw_scores((const ccomp_kv_gw *)k->data, q, s); break;
-        case CCOMP_KV_M_GGML: ccomp_kv_ggml_scores((const uint8_t *)k->data, k->rows, k->cols, k->type, q, s); break;
-        case CCOMP_KV_M_TURBO: ccomp_kv_turbo_scores((const ccomp_kv_turbo *)k->data, q, s); break;
-        case CCOMP_KV_M_SPARSE: ccomp_kv_sparse_scores((const ccomp_kv_sparse *)k->data, q, s); break;
-        case CCOMP_KV_M_GEAR: ccomp_kv_gear_scores((const ccomp_kv_gear *)k->data, q, s); break;
-        default: dense_scores((const float *)k->data, k->rows, k->cols, q, s); break;
-        }
-    }
+    for (; k != NULL; s += k->rows, k = k->next) ops_of(k->method)->scores(k, q, s);
 }
 
 void ccomp_kv_slice_accum(const ccomp_kv_slice *v, const float *p, float *o)
 {
-    for (; v != NULL; p += v->rows, v = v->next) {
-        switch (v->method) {
-        case CCOMP_KV_M_GROUPWISE: ccomp_kv_gw_accum((const ccomp_kv_gw *)v->data, p, o); break;
-        case CCOMP_KV_M_GGML: ccomp_kv_ggml_accum((const uint8_t *)v->data, v->rows, v->cols, v->type, p, o); break;
-        case CCOMP_KV_M_TURBO: ccomp_kv_turbo_accum((const ccomp_kv_turbo *)v->data, p, o); break;
-        case CCOMP_KV_M_SPARSE: ccomp_kv_sparse_accum((const ccomp_kv_sparse *)v->data, p, o); break;
-        case CCOMP_KV_M_GEAR: ccomp_kv_gear_accum((const ccomp_kv_gear *)v->data, p, o); break;
-        default: dense_accum((const float *)v->data, v->rows, v->cols, p, o); break;
-        }
-    }
+    for (; v != NULL; p += v->rows, v = v->next) ops_of(v->method)->accum(v, p, o);
 }
 
 /* ------------------------------------------------ many queries per head */
@@ -82,83 +245,20 @@ void ccomp_kv_slice_accum(const ccomp_kv_slice *v, const float *p, float *o)
 #define KV_TILE 128
 #define KV_QBLOCK 16
 
-typedef union slice_storage {
-    ccomp_kv_gw gw;
-    ccomp_kv_turbo tb;
-    ccomp_kv_sparse sp;
-    ccomp_kv_gear gear;
-} slice_storage;
-
 /* Rows [r0, r0 + n) of one segment as a slice of its own (r0 and n multiples
  * of the per-channel group where there is one; KV_TILE is). */
 static void sub_slice(const ccomp_kv_slice *s, size_t r0, size_t n, slice_storage *u, ccomp_kv_slice *out)
 {
-    const size_t cols = s->cols;
     *out = *s;
     out->rows = n;
     out->next = NULL;
-    switch (s->method) {
-    case CCOMP_KV_M_GROUPWISE:
-    case CCOMP_KV_M_GEAR: {
-        const ccomp_kv_gw *g = s->method == CCOMP_KV_M_GEAR ? &((const ccomp_kv_gear *)s->data)->backbone
-                                                            : (const ccomp_kv_gw *)s->data;
-        ccomp_kv_gw *d = s->method == CCOMP_KV_M_GEAR ? &u->gear.backbone : &u->gw;
-        if (s->method == CCOMP_KV_M_GEAR) {
-            const ccomp_kv_gear *ge = (const ccomp_kv_gear *)s->data;
-            const size_t r = ge->rank > 0 ? (size_t)ge->rank : 0;
-            u->gear = *ge;
-            u->gear.outliers.rows = n;
-            u->gear.outliers.idx += r0 * ge->outliers.per_row;
-            u->gear.outliers.vals += r0 * ge->outliers.per_row;
-            u->gear.U += r0 * r;
-        }
-        *d = *g;
-        d->rows = n;
-        d->codes += r0 * (cols / 8u) * (size_t)g->bits;
-        if (g->axis == CCOMP_KV_PER_CHANNEL) {
-            d->scale += r0 / (size_t)g->group * cols;
-            d->zero += r0 / (size_t)g->group * cols;
-        } else {
-            d->scale += r0 * (cols / (size_t)g->group);
-            d->zero += r0 * (cols / (size_t)g->group);
-        }
-        out->data = u;
-        break;
-    }
-    case CCOMP_KV_M_GGML:
-        out->data = (const uint8_t *)s->data + ccomp_kv_ggml_bytes(r0, cols, s->type);
-        break;
-    case CCOMP_KV_M_TURBO:
-        u->tb = *(const ccomp_kv_turbo *)s->data;
-        u->tb.rows = n;
-        u->tb.codes += r0 * (cols / 8u) * (size_t)u->tb.bits;
-        u->tb.norms += r0;
-        out->data = &u->tb;
-        break;
-    case CCOMP_KV_M_SPARSE:
-        u->sp = *(const ccomp_kv_sparse *)s->data;
-        u->sp.rows = n;
-        u->sp.bitmaps += r0 * (cols / CCOMP_KV_SPARSE_TILE);
-        u->sp.offsets += r0 * (cols / CCOMP_KV_SPARSE_TILE); /* offsets index the whole values array */
-        out->data = &u->sp;
-        break;
-    default: out->data = (const float *)s->data + r0 * cols; break;
-    }
+    ops_of(s->method)->sub(s, r0, n, u, out);
 }
 
 /* The rows of a sub-slice as float32 (dense data is used in place). */
 static const float *tile_rows(const ccomp_kv_slice *t, float *buf)
 {
-    switch (t->method) {
-    case CCOMP_KV_M_GROUPWISE: ccomp_kv_gw_dequantize((const ccomp_kv_gw *)t->data, buf, t->cols); return buf;
-    case CCOMP_KV_M_GGML:
-        ccomp_kv_ggml_dequantize((const uint8_t *)t->data, t->rows, t->cols, t->type, buf, t->cols);
-        return buf;
-    case CCOMP_KV_M_TURBO: ccomp_kv_turbo_dequantize((const ccomp_kv_turbo *)t->data, buf, t->cols); return buf;
-    case CCOMP_KV_M_SPARSE: ccomp_kv_sparse_dequantize((const ccomp_kv_sparse *)t->data, buf, t->cols); return buf;
-    case CCOMP_KV_M_GEAR: ccomp_kv_gear_dequantize((const ccomp_kv_gear *)t->data, buf, t->cols); return buf;
-    default: return (const float *)t->data;
-    }
+    return ops_of(t->method)->rows(t, buf);
 }
 
 static int chain_has_qjl(const ccomp_kv_slice *k)
