@@ -14,7 +14,7 @@ CORPUS    := $(wildcard data/corpus/*)
 FUZZ_SRC  := $(wildcard csrc/util/*.c) $(wildcard csrc/ac/*.c) $(wildcard csrc/kv/*.c)
 FUZZERS   := $(patsubst tests/fuzz/%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
 # Seconds each libFuzzer target runs in `make test`.
-FUZZ_SECONDS ?= 20
+FUZZ_SECONDS ?= 15
 # How many (source, target) pairs per deflate level the exactness check compares.
 DEFLATE_PAIRS ?= 1000000
 LZ4_PAIRS ?= 1000000

@@ -92,19 +92,31 @@ class BuildExt(build_ext):
             self._prepare_cuda(nvcc)
         super().build_extensions()
 
+    @staticmethod
+    def _wait_nvcc(job):
+        proc, src = job
+        if proc.wait() != 0:
+            raise subprocess.CalledProcessError(proc.returncode, f"nvcc {src}")
+
     def _prepare_cuda(self, nvcc):
         cuda_home = os.path.dirname(os.path.dirname(os.path.realpath(nvcc)))
         arch = os.environ.get("CCOMP_CUDA_ARCH", "").split() or DEFAULT_ARCH
         out_dir = os.path.join(self.build_temp, "kernels")
         os.makedirs(out_dir, exist_ok=True)
-        objects = []
+        objects, jobs = [], []
+        # one nvcc per CPU (at most): the CUDA files are independent and each compile is single-threaded
+        parallel = max(1, min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1, 4))
         for src in rel("kernels/*.cu"):
             obj = os.path.join(out_dir, os.path.basename(src) + ".o")
             cmd = [nvcc, "-c", src, "-o", obj, "-O2", "-std=c++17", "-Ikernels", "-Icsrc/include",
                    "-Xcompiler", "-fPIC", "-Xcompiler", "-fvisibility=hidden"] + arch
             print(" ".join(cmd), file=sys.stderr)
-            subprocess.check_call(cmd, cwd=HERE)
+            while len(jobs) >= parallel:
+                self._wait_nvcc(jobs.pop(0))
+            jobs.append((subprocess.Popen(cmd, cwd=HERE), src))
             objects.append(obj)
+        while jobs:
+            self._wait_nvcc(jobs.pop(0))
         lib_dirs = [d for d in (os.path.join(cuda_home, "lib64"),
                                 os.path.join(cuda_home, "targets", "x86_64-linux", "lib"),
                                 os.path.join(cuda_home, "targets", "sbsa-linux", "lib")) if os.path.isdir(d)]
