@@ -90,9 +90,16 @@ asan: $(addprefix build/asan/,$(CTESTS))
 # The decoders under libFuzzer (clang; AddressSanitizer + UBSan), each for a
 # bounded time, starting from the golden fixtures (copied: libFuzzer writes
 # new inputs into its corpus folder).
-build/fuzz/%: tests/fuzz/%.c $(FUZZ_SRC) $(CORE_HDR) | sysdeps
+# The core sources they read are compiled once (coverage-instrumented) and linked into each target.
+FUZZ_OBJ := $(patsubst csrc/%.c,build/obj/fuzz/%.o,$(FUZZ_SRC))
+.SECONDARY: $(FUZZ_OBJ)
+build/obj/fuzz/%.o: csrc/%.c $(CORE_DEPS) | sysdeps
 	@mkdir -p $(dir $@)
-	clang -std=c11 -O1 -g -ffp-contract=off -fsanitize=fuzzer,address,undefined -Icsrc/include -o $@ $< $(FUZZ_SRC) -lz -lm -lpthread
+	clang -std=c11 -O1 -g -ffp-contract=off -fsanitize=fuzzer-no-link,address,undefined -Icsrc/include -c -o $@ $<
+
+build/fuzz/%: tests/fuzz/%.c $(FUZZ_OBJ) $(CORE_HDR) | sysdeps
+	@mkdir -p $(dir $@)
+	clang -std=c11 -O1 -g -ffp-contract=off -fsanitize=fuzzer,address,undefined -Icsrc/include -o $@ $< $(FUZZ_OBJ) -lz -lm -lpthread
 
 fuzz: $(addprefix build/fuzz/,$(FUZZERS))
 	@for f in $(FUZZERS); do \
