@@ -640,18 +640,23 @@ def _kv_speed(kv, g, torch, rng, quick):
 
 
 def _torch_cuda(section):
-    """torch when it can use the GPU; None (logged) otherwise: the section then checks correctness only,
-    with ccomp's own device arrays."""
+    """(torch, dev, host): torch when it can use the GPU, with dev (host array -> torch CUDA tensor) and host
+    (back to NumPy); without it (logged) None and ccomp's own device arrays: the section then checks
+    correctness only."""
+    import numpy as np
+
     try:
         import torch
 
         if not torch.cuda.is_available():
             raise RuntimeError("torch sees no GPU")
         torch.zeros(1, device="cuda")
-        return torch
+        return torch, lambda a: torch.from_numpy(np.ascontiguousarray(a)).cuda(), lambda a: a.cpu().numpy()
     except Exception as exc:
         log(f"{section}: torch with CUDA unavailable; correctness only, with ccomp device arrays:", exc)
-        return None
+        from ccomp._ac_gpu import to_device
+
+        return None, to_device, lambda a: a.get()
 
 
 def check_kv():
@@ -666,12 +671,8 @@ def check_kv():
         log("kv: ccomp is not importable (the full build failed?):", exc)
         KV_RESULTS.append(("kv (not run: ccomp not importable)", "FAILED", None, None, ""))
         return False
-    torch = _torch_cuda("kv")
+    torch, dev, _ = _torch_cuda("kv")
     rng = np.random.default_rng(2024)
-    if torch is not None:
-        dev = lambda a: torch.from_numpy(np.ascontiguousarray(a)).cuda()  # noqa: E731
-    else:
-        from ccomp._ac_gpu import to_device as dev
     ok = True
     try:
         ok &= _kv_correctness(kv, g, torch if torch is not None else _NoTorch(), dev, rng, QUICK)
@@ -955,15 +956,8 @@ def check_sketch():
         log("sketch: ccomp is not importable (the full build failed?):", exc)
         SK_RESULTS.append(("sketch (not run: ccomp not importable)", "FAILED", None, None, ""))
         return False
-    torch = _torch_cuda("sketch")
+    torch, dev, host = _torch_cuda("sketch")
     rng = np.random.default_rng(2025)
-    if torch is not None:
-        dev = lambda a: torch.from_numpy(np.ascontiguousarray(a)).cuda()  # noqa: E731
-        host = lambda a: a.cpu().numpy()  # noqa: E731
-    else:
-        from ccomp._ac_gpu import to_device as dev
-
-        host = lambda a: a.get()  # noqa: E731
     ok = True
     try:
         ok &= _sk_correctness(sketch, g, torch, dev, host, rng, QUICK)
@@ -1128,11 +1122,7 @@ def check_tokens():
         log("tokens: ccomp is not importable (the full build failed?):", exc)
         TOKENS_RESULTS.append(("tokens (not run: ccomp not importable)", "FAILED", None, None, "", ""))
         return False
-    torch = _torch_cuda("tokens")
-    if torch is not None:
-        dev = lambda a: torch.from_numpy(np.ascontiguousarray(a)).cuda()  # noqa: E731
-    else:
-        from ccomp._ac_gpu import to_device as dev
+    torch, dev, _ = _torch_cuda("tokens")
     rng = np.random.default_rng(7)
     ok = True
     try:

@@ -246,12 +246,58 @@ static ccomp_status job_run(void *ctx, void *state, size_t task, ccomp_error *er
     return CCOMP_OK;
 }
 
+/* The inputs in the layout the chosen kernels read, in one buffer the caller frees: x interleaved for the
+ * 4-bit AVX-512 GEMV; x in panels of 32 rows (xp[blk][d][q] = x[blk * 32 + q][d]) for the tiled matmul;
+ * gy transposed and x in 32-column panels (xp[cb][i][q] = x[i][cb * 32 + q]) for the tiled grad_tables.
+ * Zero past the last row / column.  NULL when nothing is repacked. */
+static ccomp_status pack_inputs(kernel_job *j, float **buf, ccomp_error *err)
+{
+    const ccomp_sketch *s = j->s;
+    const size_t W = CCOMP_TILE_W, cols = s->cols, rows = s->rows, n = j->n, np = (cols + W - 1) / W;
+    const float *x = (const float *)j->x, *gy = (const float *)j->gy;
+    size_t need = 0, blk, d, q, i, r;
+    float *p;
+    *buf = NULL;
+    if (j->gemv512 && s->bits == 4)
+        need = n * cols;
+    else if (j->tiled && j->kind == K_MATMUL)
+        need = (j->xblocks = (n + W - 1) / W) * cols * W;
+    else if (j->tiled && j->kind == K_GRAD_TABLES)
+        need = rows * n + np * n * W;
+    if (need == 0) return CCOMP_OK;
+    if ((p = *buf = (float *)malloc(need * sizeof(float))) == NULL)
+        return ccomp_fail(err, CCOMP_ERR_NOMEM, "cannot allocate %zu floats for the packed inputs", need);
+    if (j->gemv512) {
+        sk_interleave16(s, x, n, p);
+        j->x = p;
+    } else if (j->kind == K_MATMUL) {
+        for (blk = 0; blk < j->xblocks; blk++)
+            for (q = 0; q < W; q++) {
+                float *dst = p + blk * cols * W + q;
+                i = blk * W + q;
+                for (d = 0; d < cols; d++) dst[d * W] = i < n ? x[i * cols + d] : 0.0f;
+            }
+        j->xp = p;
+    } else {
+        float *xp = p + rows * n;
+        for (i = 0; i < n; i++)
+            for (r = 0; r < rows; r++) p[r * n + i] = gy[i * rows + r];
+        for (blk = 0; blk < np; blk++)
+            for (i = 0; i < n; i++)
+                for (q = 0; q < W; q++) xp[(blk * n + i) * W + q] = blk * W + q < cols ? x[i * cols + blk * W + q] : 0.0f;
+        j->gyT = p;
+        j->xp = xp;
+    }
+    return CCOMP_OK;
+}
+
 static ccomp_status run_kernel(kernel_job *j, int threads, ccomp_error *err)
 {
     const ccomp_sketch *s = j->s;
     ccomp_parallel_ops ops = {job_init, job_run, job_fini};
     ccomp_status st = ccomp_sketch_check(s->rows, s->cols, s->groups, s->bits, s->dtype, err);
     size_t ntasks, work;
+    float *packed;
     if (st != CCOMP_OK) return st;
     if (j->prec != CCOMP_SKETCH_F32 && j->prec != CCOMP_SKETCH_F64)
         return ccomp_fail(err, CCOMP_ERR_VALUE, "precision must be float32 or float64, got type %d", j->prec);
@@ -271,8 +317,8 @@ static ccomp_status run_kernel(kernel_job *j, int threads, ccomp_error *err)
         j->tiled = j->simd;
         if (j->tiled) j->scratch_floats = s->rows * CCOMP_TILE_W + CCOMP_TILE_R * CCOMP_TILE_W;
     } else {
-        if (j->kind == K_MATMUL && j->simd && j->n >= SK_GEMM_MIN_BATCH &&
-            !(j->n < SK_GEMV512_MAX_BATCH && s->bits != 3 && sk_avx512_ok())) {
+        j->gemv512 = j->kind == K_MATMUL && j->simd && j->n < SK_GEMV512_MAX_BATCH && s->bits != 3 && sk_avx512_ok();
+        if (j->kind == K_MATMUL && j->simd && j->n >= SK_GEMM_MIN_BATCH && !j->gemv512) {
             j->tiled = 1;
             j->rows_per_task = GEMM_WROWS;
             j->scratch_floats = GEMM_WROWS * s->cols + GEMM_WROWS * CCOMP_TILE_W;
@@ -287,112 +333,42 @@ static ccomp_status run_kernel(kernel_job *j, int threads, ccomp_error *err)
     /* small products are not worth a thread start (tens of microseconds) */
     work = s->rows * s->cols * (j->n < 64 ? j->n : 64);
     if (work < ((size_t)1 << 19)) threads = 1;
-    if (j->kind == K_MATMUL && j->simd && j->n < SK_GEMV512_MAX_BATCH && s->bits != 3 && sk_avx512_ok()) {
-        float *xi = NULL;
-        if (s->bits == 4) {
-            xi = (float *)malloc(j->n * s->cols * sizeof(float));
-            if (xi == NULL)
-                return ccomp_fail(err, CCOMP_ERR_NOMEM, "cannot allocate %zu floats for the input", j->n * s->cols);
-            sk_interleave16(s, (const float *)j->x, j->n, xi);
-            j->x = xi;
-        }
-        j->gemv512 = 1;
-        st = ccomp_parallel_for(threads, ntasks, &ops, j, err);
-        free(xi);
-        return st;
-    }
-    if (j->tiled && j->kind == K_MATMUL) {
-        /* x in panels of 32 rows: xp[blk][d][q] = x[blk * 32 + q][d], zero past the last row */
-        const size_t W = CCOMP_TILE_W, cols = s->cols;
-        const float *x = (const float *)j->x;
-        float *xp;
-        size_t blk, d, q;
-        j->xblocks = (j->n + W - 1) / W;
-        xp = (float *)malloc(j->xblocks * cols * W * sizeof(float));
-        if (xp == NULL)
-            return ccomp_fail(err, CCOMP_ERR_NOMEM, "cannot allocate %zu floats for the packed input",
-                              j->xblocks * cols * W);
-        for (blk = 0; blk < j->xblocks; blk++)
-            for (q = 0; q < W; q++) {
-                size_t i = blk * W + q;
-                float *dst = xp + blk * cols * W + q;
-                if (i < j->n)
-                    for (d = 0; d < cols; d++) dst[d * W] = x[i * cols + d];
-                else
-                    for (d = 0; d < cols; d++) dst[d * W] = 0.0f;
-            }
-        j->xp = xp;
-        st = ccomp_parallel_for(threads, ntasks, &ops, j, err);
-        free(xp);
-        return st;
-    }
-    if (j->tiled && j->kind == K_GRAD_TABLES) {
-        /* gy transposed and x in 32-column panels, once per call */
-        const size_t W = CCOMP_TILE_W, cols = s->cols, rows = s->rows, n = j->n, np = (cols + W - 1) / W;
-        const float *x = (const float *)j->x, *gy = (const float *)j->gy;
-        float *gyT = (float *)malloc(rows * n * sizeof(float)), *xp = (float *)malloc(np * n * W * sizeof(float));
-        size_t i, r, cb, q;
-        if (gyT == NULL || xp == NULL) {
-            free(gyT);
-            free(xp);
-            return ccomp_fail(err, CCOMP_ERR_NOMEM, "cannot allocate %zu floats for the packed inputs",
-                              rows * n + np * n * W);
-        }
-        for (i = 0; i < n; i++)
-            for (r = 0; r < rows; r++) gyT[r * n + i] = gy[i * rows + r];
-        for (cb = 0; cb < np; cb++)
-            for (i = 0; i < n; i++)
-                for (q = 0; q < W; q++)
-                    xp[(cb * n + i) * W + q] = cb * W + q < cols ? x[i * cols + cb * W + q] : 0.0f;
-        j->gyT = gyT;
-        j->xp = xp;
-        st = ccomp_parallel_for(threads, ntasks, &ops, j, err);
-        free(gyT);
-        free(xp);
-        return st;
-    }
-    return ccomp_parallel_for(threads, ntasks, &ops, j, err);
+    st = pack_inputs(j, &packed, err);
+    if (st == CCOMP_OK) st = ccomp_parallel_for(threads, ntasks, &ops, j, err);
+    free(packed);
+    return st;
+}
+
+/* One kernel call: x and gy as the kind needs them (NULL otherwise). */
+static ccomp_status start(int kind, const ccomp_sketch *s, const void *x, const void *gy, size_t n, int prec,
+                          void *out, int threads, ccomp_error *err)
+{
+    kernel_job j;
+    memset(&j, 0, sizeof j);
+    j.s = s;
+    j.x = x;
+    j.gy = gy;
+    j.out = out;
+    j.n = n;
+    j.prec = prec;
+    j.kind = kind;
+    return run_kernel(&j, threads, err);
 }
 
 ccomp_status ccomp_sketch_matmul(const ccomp_sketch *s, const void *x, size_t n, int prec, void *y, int threads,
                                  ccomp_error *err)
 {
-    kernel_job j;
-    memset(&j, 0, sizeof j);
-    j.s = s;
-    j.x = x;
-    j.out = y;
-    j.n = n;
-    j.prec = prec;
-    j.kind = K_MATMUL;
-    return run_kernel(&j, threads, err);
+    return start(K_MATMUL, s, x, NULL, n, prec, y, threads, err);
 }
 
 ccomp_status ccomp_sketch_grad_tables(const ccomp_sketch *s, const void *x, const void *gy, size_t n, int prec,
                                       void *gt, int threads, ccomp_error *err)
 {
-    kernel_job j;
-    memset(&j, 0, sizeof j);
-    j.s = s;
-    j.x = x;
-    j.gy = gy;
-    j.out = gt;
-    j.n = n;
-    j.prec = prec;
-    j.kind = K_GRAD_TABLES;
-    return run_kernel(&j, threads, err);
+    return start(K_GRAD_TABLES, s, x, gy, n, prec, gt, threads, err);
 }
 
 ccomp_status ccomp_sketch_grad_input(const ccomp_sketch *s, const void *gy, size_t n, int prec, void *gx,
                                      int threads, ccomp_error *err)
 {
-    kernel_job j;
-    memset(&j, 0, sizeof j);
-    j.s = s;
-    j.gy = gy;
-    j.out = gx;
-    j.n = n;
-    j.prec = prec;
-    j.kind = K_GRAD_INPUT;
-    return run_kernel(&j, threads, err);
+    return start(K_GRAD_INPUT, s, NULL, gy, n, prec, gx, threads, err);
 }

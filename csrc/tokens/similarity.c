@@ -239,12 +239,24 @@ const char *ccomp_tokens_kernel_name(void)
 
 /* ------------------------------------------------------------ stage 2 */
 
+/* a candidate: its exact value and token; ordered by value descending, then token index */
+typedef struct cand_order {
+    float v;
+    int64_t tok;
+} cand_order;
+
+static int cmp_cand(const void *pa, const void *pb)
+{
+    const cand_order *a = (const cand_order *)pa, *b = (const cand_order *)pb;
+    if (a->v != b->v) return a->v > b->v ? -1 : 1;
+    return a->tok < b->tok ? -1 : a->tok > b->tok;
+}
+
 typedef struct row_state {
     float *A;      /* [RB][D] normalized query keys */
     float *S;      /* [RB][ncols padded] similarities */
     float *heap;   /* [k] the k largest screened values */
-    size_t *cand;  /* [max_cols] candidate positions */
-    float *cval;   /* [max_cols] their exact values */
+    cand_order *cand; /* [max_cols] the candidates of the current row */
     float *memo;   /* [N] exact value per representative key, valid where stamp matches */
     size_t *stamp; /* [N] */
     /* memo[rp] holds the exact similarity of a query key and candidate key rp where stamp[rp] names that
@@ -262,11 +274,10 @@ static ccomp_status row_init(void *ctx, int worker, void **state, ccomp_error *e
     s->A = (float *)malloc(RB * j->D * sizeof(float) + 64);
     s->S = (float *)malloc(RB * (ldsz ? ldsz : 1) * sizeof(float));
     s->heap = (float *)malloc((j->k + 1) * sizeof(float));
-    s->cand = (size_t *)malloc((j->max_cols + 1) * sizeof(size_t));
-    s->cval = (float *)malloc((j->max_cols + 1) * sizeof(float));
+    s->cand = (cand_order *)malloc((j->max_cols + 1) * sizeof(cand_order));
     s->memo = (float *)malloc(j->N * sizeof(float));
     s->stamp = (size_t *)calloc(j->N, sizeof(size_t));
-    if (!s->A || !s->S || !s->heap || !s->cand || !s->cval || !s->memo || !s->stamp)
+    if (!s->A || !s->S || !s->heap || !s->cand || !s->memo || !s->stamp)
         return ccomp_fail(err, CCOMP_ERR_NOMEM, "cannot allocate the %zu-row similarity block", (size_t)RB);
     return CCOMP_OK;
 }
@@ -280,7 +291,6 @@ static void row_fini(void *ctx, void *state)
     free(s->S);
     free(s->heap);
     free(s->cand);
-    free(s->cval);
     free(s->memo);
     free(s->stamp);
     free(s);
@@ -314,19 +324,6 @@ static void heap_push(float *h, size_t *n, size_t k, float v)
         i = m;
     }
     h[i] = v;
-}
-
-/* candidates (position in the candidate list) ordered by exact value descending, then token index */
-typedef struct cand_order {
-    float v;
-    int64_t tok;
-} cand_order;
-
-static int cmp_cand(const void *pa, const void *pb)
-{
-    const cand_order *a = (const cand_order *)pa, *b = (const cand_order *)pb;
-    if (a->v != b->v) return a->v > b->v ? -1 : 1;
-    return a->tok < b->tok ? -1 : a->tok > b->tok;
 }
 
 static ccomp_status row_run(void *ctx, void *state, size_t task, ccomp_error *err)
@@ -398,32 +395,22 @@ static ccomp_status row_run(void *ctx, void *state, size_t task, ccomp_error *er
                 s->stamp[rp] = key_id;
                 s->memo[rp] = exact_sim(j, b, me, tok);
             }
-            s->cand[ncand] = q;
-            s->cval[ncand] = s->memo[rp];
+            s->cand[ncand].v = s->memo[rp];
+            s->cand[ncand].tok = (int64_t)tok;
             ncand++;
         }
         if (k == 1) {
             size_t best = 0;
-            for (t = 1; t < ncand; t++) {
-                float v = s->cval[t], bv = s->cval[best];
-                if (v > bv || (v == bv && ctok[s->cand[t]] < ctok[s->cand[best]])) best = t;
-            }
-            oi[0] = ctok[s->cand[best]];
-            ov[0] = s->cval[best];
+            for (t = 1; t < ncand; t++)
+                if (cmp_cand(&s->cand[t], &s->cand[best]) < 0) best = t;
+            oi[0] = s->cand[best].tok;
+            ov[0] = s->cand[best].v;
         } else {
-            /* reuse cand/cval storage: build the (value, token) pairs in a temporary array */
-            cand_order *co = (cand_order *)malloc(ncand * sizeof *co);
-            if (co == NULL) return ccomp_fail(err, CCOMP_ERR_NOMEM, "cannot allocate %zu candidates", ncand);
-            for (t = 0; t < ncand; t++) {
-                co[t].v = s->cval[t];
-                co[t].tok = ctok[s->cand[t]];
-            }
-            qsort(co, ncand, sizeof *co, cmp_cand);
+            qsort(s->cand, ncand, sizeof *s->cand, cmp_cand);
             for (t = 0; t < k && t < ncand; t++) {
-                oi[t] = co[t].tok;
-                ov[t] = co[t].v;
+                oi[t] = s->cand[t].tok;
+                ov[t] = s->cand[t].v;
             }
-            free(co);
         }
     }
     return CCOMP_OK;

@@ -226,37 +226,34 @@ def _like(v, d, x):
     return v if _cudamod.on_device(x) else d._views[0]
 
 
+def _product(what, a, sketch, stream, forward):
+    """``a @ W_hat.T`` (forward) or ``a @ W_hat``: the input ``a`` ``(..., in or out)``, a float32 output of the
+    input's kind (the sketch's for a host input)."""
+    ext = _ext(f"ccomp.sketch GPU {'matmul' if forward else 'grad_input'}")
+    d, sk = _sketch_on(sketch, a)
+    n_in, n_out = (d.in_features, d.out_features) if forward else (d.out_features, d.in_features)
+    v, n, lead = _input(a, n_in, what, ext)
+    _same_device([v, *d._views], "matmul" if forward else "grad_input")
+    like = _like(v, d, a)
+    handle = _stream(like, stream)
+    with _on_stream(like, handle):
+        out = _empty(like, lead + (n_out,), np.float32, ext)
+    if n:
+        (ext.sketch_matmul if forward else ext.sketch_grad_input)(sk, v.ptr, _IN[v.dtype], n, _ptr(out, ext), handle)
+    return out
+
+
 def matmul(x, sketch, *, stream=None):
     """``y = x @ W_hat.T`` on the GPU for ``x`` ``(..., in_features)``: float32 ``(..., out_features)``.
 
     Up to 8 input rows run the lookup-table GEMV (one warp per W row, the tables in shared memory,
     16-byte code loads), more rows a tiled GEMM that decodes W a tile at a time."""
-    ext = _ext("ccomp.sketch GPU matmul")
-    d, sk = _sketch_on(sketch, x)
-    v, n, lead = _input(x, d.in_features, "x", ext)
-    _same_device([v, *d._views], "matmul")
-    like = _like(v, d, x)
-    handle = _stream(like, stream)
-    with _on_stream(like, handle):
-        y = _empty(like, lead + (d.out_features,), np.float32, ext)
-    if n:
-        ext.sketch_matmul(sk, v.ptr, _IN[v.dtype], n, _ptr(y, ext), handle)
-    return y
+    return _product("x", x, sketch, stream, True)
 
 
 def grad_input(grad_y, sketch, *, stream=None):
     """``grad_y @ W_hat`` on the GPU for ``grad_y`` ``(..., out_features)``: float32 ``(..., in_features)``."""
-    ext = _ext("ccomp.sketch GPU grad_input")
-    d, sk = _sketch_on(sketch, grad_y)
-    v, n, lead = _input(grad_y, d.out_features, "grad_y", ext)
-    _same_device([v, *d._views], "grad_input")
-    like = _like(v, d, grad_y)
-    handle = _stream(like, stream)
-    with _on_stream(like, handle):
-        gx = _empty(like, lead + (d.in_features,), np.float32, ext)
-    if n:
-        ext.sketch_grad_input(sk, v.ptr, _IN[v.dtype], n, _ptr(gx, ext), handle)
-    return gx
+    return _product("grad_y", grad_y, sketch, stream, False)
 
 
 def grad_tables(x, grad_y, sketch, *, stream=None):
