@@ -4,7 +4,7 @@
 // documents the entry points.  Results equal the CPU core's bit for bit.
 //
 // Stages (one stream, no host synchronisation until the optional final check):
-//  1. prep_norms: per token, the float64 inverse norm (sequential sum of squares, as the CPU) and
+//  1. prep_norms: per token, the float64 inverse norm (sum of squares in the CPU's order) and
 //     a 64-bit fingerprint of its bits; prep_half: the keys normalized to fp16 (zero padded to a
 //     multiple of KC channels).  rep_tokens / col_ranks (only when the candidate lists hold no
 //     repeated token): a token's representative (lowest index with bit-identical key) and every
@@ -98,25 +98,29 @@ __device__ __forceinline__ int find_b(const int *off, int B, int pos)
 
 // ------------------------------------------------------------------ stage 1
 
-// One thread per token: inverse norm in the CPU's order, fingerprint, first non-finite element.
+// One thread per token: inverse norm in the CPU's order (csrc/tokens/similarity.c inv_norm), fingerprint, first
+// non-finite element.
 __global__ void prep_norms(Keys K, int B, double *inv, unsigned long long *hash, unsigned long long *bad)
 {
     const long long g = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (g >= (long long)B * K.N) return;
     const int b = (int)(g / K.N), t = (int)(g % K.N);
-    double s = 0.0;
+    // the CPU's order: partial sum d mod 4 over the whole groups of 4 channels, the rest into sum 0, then
+    // (s0 + s1) + (s2 + s3)
+    double p[4] = {0.0, 0.0, 0.0, 0.0}, s;
     unsigned long long h = 0xcbf29ce484222325ull;
     bool finite = true;
+    const int D4 = K.D & ~3;
     for (int d = 0; d < K.D; d++) {
         const double v = key_at(K, b, t, d);
         if (finite && !isfinite(v)) {
             finite = false;
             atomicMin(bad, (unsigned long long)(g * K.D + d));
         }
-        s = __dadd_rn(s, __dmul_rn(v, v));
+        p[d < D4 ? (d & 3) : 0] = __dadd_rn(p[d < D4 ? (d & 3) : 0], __dmul_rn(v, v));
         h = (h ^ key_bits(K, b, t, d)) * 0x100000001b3ull;
     }
-    s = __dsqrt_rn(s);
+    s = __dsqrt_rn(__dadd_rn(__dadd_rn(p[0], p[1]), __dadd_rn(p[2], p[3])));
     inv[g] = __ddiv_rn(1.0, s > 1e-12 ? s : 1e-12);
     hash[g] = h ^ (h >> 29);
 }

@@ -312,3 +312,99 @@ def test_real_minilm_text_tokens_with_cls_vector():
     for b in range(3):
         assert got.indices[b].tolist() == list(want.indices[b])
         _close(got.tokens[b], want.tokens[b])
+
+
+# ------------------------------------------------------------------ screens
+
+SCREENS = {"float32": 1, "int8": 2}
+
+
+def _int8_screen_available():
+    from ccomp import _core
+    return "int8" in _core.tokens_kernel_name()
+
+
+def _with_screen(monkeypatch, screen):
+    if screen == 2 and not _int8_screen_available():
+        pytest.skip("this CPU has no AVX-512 VNNI (the int8 screen)")
+    monkeypatch.setattr(tokens, "_SCREEN", screen)
+
+
+@pytest.mark.parametrize("screen", list(SCREENS))
+@pytest.mark.parametrize("name", ["random", "page-like", "float16", "minilm"])
+def test_every_screen_matches_reference(monkeypatch, screen, name):
+    """The float32 and the int8 screen only choose what is recomputed in float64: the same answers."""
+    _with_screen(monkeypatch, SCREENS[screen])
+    x = _case(name)
+    idx, val = tokens.most_similar(x, k=5, threads=2)
+    for b in range(x.shape[0]):
+        s = ref.similarity(x[b])
+        np.fill_diagonal(s, -np.inf)
+        for i in range(x.shape[1]):
+            want = ref.top_indices(s[i].astype(np.float64), 5)
+            assert idx[b, i].tolist() == want.tolist(), (b, i)
+            assert val[b, i].tolist() == s[i][want].tolist()
+    a = attention(*x.shape[:2])
+    got = tokens.correlation_compress(x, cls_attention=a, threshold=0.6, merge=True, seed=2)
+    want = ref.correlation_compress(x, cls_attention=a, threshold=0.6, merge=True, seed=2)
+    np.testing.assert_array_equal(got.max_similarity, want.max_similarity)
+    for b in range(x.shape[0]):
+        assert got.indices[b].tolist() == list(want.indices[b])
+
+
+def test_screens_agree_on_real_pages(monkeypatch, real_pages):
+    from ccomp import pages
+    x = np.concatenate([p.tokens for p in real_pages])
+    a = np.concatenate([p.saliency for p in real_pages]).astype(np.float64)
+    outs = []
+    for screen in (1, 2, 0):
+        _with_screen(monkeypatch, screen)
+        c = tokens.correlation_compress(x, cls_attention=a, threshold=pages.TEXT_THRESHOLD, merge=True, seed=5)
+        outs.append((c, tokens.most_similar(x, k=4), tokens.tome_merge(x, 200)[2]))
+    for c, (i, v), src in outs[1:]:
+        np.testing.assert_array_equal(c.max_similarity, outs[0][0].max_similarity)
+        np.testing.assert_array_equal(i, outs[0][1][0])
+        np.testing.assert_array_equal(v, outs[0][1][1])
+        np.testing.assert_array_equal(src, outs[0][2])
+        for b in range(len(x)):
+            np.testing.assert_array_equal(c.tokens[b], outs[0][0].tokens[b])
+
+
+def test_screens_agree_on_keys_with_an_outlier_channel(monkeypatch):
+    """One channel far larger than the rest: a loose int8 bound (here about 0.06, so auto falls back to
+    float32; forced int8 rechecks more), the same exact answer."""
+    x = random_tokens(2, 300, 256, seed=4)
+    x[:, :, 0] = 20.0 + x[:, :, 0]
+    outs = []
+    for screen in (1, 2, 0):
+        _with_screen(monkeypatch, screen)
+        outs.append(tokens.most_similar(x, k=3))
+    for i, v in outs[1:]:
+        np.testing.assert_array_equal(i, outs[0][0])
+        np.testing.assert_array_equal(v, outs[0][1])
+
+
+def test_core_refuses_a_bad_screen():
+    from ccomp import _core
+    x = random_tokens(1, 4, 8, dtype=np.float64)
+    r = np.arange(4, dtype=np.int64)
+    off = np.array([0, 4], dtype=np.uint64)
+    with pytest.raises(ValueError, match="screen must be"):
+        _core.tokens_topk(x, r, off, r, off, True, 1, 1, 7)
+    if _int8_screen_available():
+        with pytest.raises(ValueError, match="int8 screen takes float32 or float16"):
+            _core.tokens_topk(x, r, off, r, off, True, 1, 1, 2)
+
+
+def test_race_keys_use_the_c_library_log():
+    import math
+    from ccomp import _core
+    u = ref.uniforms(9, 3, 500)
+    w = attention(1, 500)[0]
+    w[::7] = 0.0
+    np.testing.assert_array_equal(_core.tokens_race_keys(u, w), ref.race_keys(u, w))
+    assert _core.tokens_race_keys(np.array([0.5]), np.array([2.0]))[0] == -math.log(0.5) / 2.0
+    with pytest.raises(ValueError, match="outside"):
+        _core.tokens_race_keys(np.array([0.0]), np.array([1.0]))
+    with pytest.raises(ValueError, match="same length"):
+        _core.tokens_race_keys(np.array([0.5, 0.5]), np.array([1.0]))

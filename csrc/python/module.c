@@ -371,7 +371,7 @@ static PyObject *py_build_info(PyObject *self, PyObject *noargs)
     if (feats == NULL)
         goto fail;
     unsigned f = ccomp_cpu_features();
-    for (unsigned bit = 1; bit != 0 && bit <= CCOMP_CPU_F16C; bit <<= 1) {
+    for (unsigned bit = 1; bit != 0 && bit <= CCOMP_CPU_AVX512VNNI; bit <<= 1) {
         if (f & bit) {
             PyObject *s = PyUnicode_FromString(ccomp_cpu_feature_name(bit));
             if (s == NULL || PyList_Append(feats, s) < 0) {

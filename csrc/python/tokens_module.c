@@ -12,6 +12,8 @@
 #define PY_ARRAY_UNIQUE_SYMBOL ccomp_ARRAY_API
 #include <numpy/arrayobject.h>
 
+#include <math.h>
+
 #include "binding.h"
 #include "ccomp/tokens.h"
 
@@ -21,7 +23,7 @@ static PyArrayObject *view(PyObject *obj, int type, int nd, PyObject *keep, cons
     PyArrayObject *a;
     if (!PyArray_Check(obj) || PyArray_TYPE((PyArrayObject *)obj) != type || PyArray_NDIM((PyArrayObject *)obj) != nd) {
         PyErr_Format(PyExc_TypeError, "tokens_topk: %s must be a %d-D array of %s", name, nd,
-                     type == NPY_INT64 ? "int64" : type == NPY_UINT64 ? "uint64" : "float32 or float64");
+                     type == NPY_INT64 ? "int64" : type == NPY_UINT64 ? "uint64" : "float32, float64 or float16");
         return NULL;
     }
     a = (PyArrayObject *)PyArray_FROM_OF(obj, NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED | NPY_ARRAY_NOTSWAPPED);
@@ -34,27 +36,28 @@ static PyArrayObject *view(PyObject *obj, int type, int nd, PyObject *keep, cons
     return a;
 }
 
-/* tokens_topk(keys [B, N, D], rows, rows_off, cols, cols_off, exclude_self, k, threads)
+/* tokens_topk(keys [B, N, D], rows, rows_off, cols, cols_off, exclude_self, k, threads, screen=0)
  *   -> (idx int64 [len(rows), k], val float32 [len(rows), k]) */
 static PyObject *py_tokens_topk(PyObject *self, PyObject *args)
 {
     PyObject *kobj, *robj, *roobj, *cobj, *coobj, *keep = NULL, *res = NULL;
     PyArrayObject *keys, *rows, *ro, *cols, *co, *oi = NULL, *ov = NULL;
-    int excl, threads, dtype;
+    int excl, threads, dtype, screen = CCOMP_TOKENS_SCREEN_AUTO, npy;
     Py_ssize_t k;
     size_t B;
     ccomp_error err;
     ccomp_status st;
     (void)self;
-    if (!PyArg_ParseTuple(args, "OOOOOpni", &kobj, &robj, &roobj, &cobj, &coobj, &excl, &k, &threads)) return NULL;
+    if (!PyArg_ParseTuple(args, "OOOOOpni|i", &kobj, &robj, &roobj, &cobj, &coobj, &excl, &k, &threads, &screen))
+        return NULL;
     if ((keep = PyList_New(0)) == NULL) return NULL;
-    if (!PyArray_Check(kobj) || (PyArray_TYPE((PyArrayObject *)kobj) != NPY_FLOAT32 &&
-                                 PyArray_TYPE((PyArrayObject *)kobj) != NPY_FLOAT64)) {
-        PyErr_SetString(PyExc_TypeError, "tokens_topk: keys must be a float32 or float64 array");
+    npy = PyArray_Check(kobj) ? PyArray_TYPE((PyArrayObject *)kobj) : -1;
+    if (npy != NPY_FLOAT32 && npy != NPY_FLOAT64 && npy != NPY_FLOAT16) {
+        PyErr_SetString(PyExc_TypeError, "tokens_topk: keys must be a float32, float64 or float16 array");
         goto done;
     }
-    dtype = PyArray_TYPE((PyArrayObject *)kobj) == NPY_FLOAT32 ? CCOMP_TOKENS_F32 : CCOMP_TOKENS_F64;
-    if ((keys = view(kobj, PyArray_TYPE((PyArrayObject *)kobj), 3, keep, "keys")) == NULL ||
+    dtype = npy == NPY_FLOAT32 ? CCOMP_TOKENS_F32 : npy == NPY_FLOAT64 ? CCOMP_TOKENS_F64 : CCOMP_TOKENS_F16;
+    if ((keys = view(kobj, npy, 3, keep, "keys")) == NULL ||
         (rows = view(robj, NPY_INT64, 1, keep, "rows")) == NULL ||
         (ro = view(roobj, NPY_UINT64, 1, keep, "rows_off")) == NULL ||
         (cols = view(cobj, NPY_INT64, 1, keep, "cols")) == NULL ||
@@ -84,7 +87,7 @@ static PyObject *py_tokens_topk(PyObject *self, PyObject *args)
     Py_BEGIN_ALLOW_THREADS
     st = ccomp_tokens_topk(PyArray_DATA(keys), dtype, B, (size_t)PyArray_DIM(keys, 1), (size_t)PyArray_DIM(keys, 2),
                            (const int64_t *)PyArray_DATA(rows), (const size_t *)PyArray_DATA(ro),
-                           (const int64_t *)PyArray_DATA(cols), (const size_t *)PyArray_DATA(co), excl, (size_t)k,
+                           (const int64_t *)PyArray_DATA(cols), (const size_t *)PyArray_DATA(co), excl, (size_t)k, screen,
                            (int64_t *)PyArray_DATA(oi), (float *)PyArray_DATA(ov), threads, &err);
     Py_END_ALLOW_THREADS
     if (st != CCOMP_OK) {
@@ -99,6 +102,44 @@ done:
     return res;
 }
 
+/* tokens_race_keys(u float64 [n], w float64 [n]) -> float64 [n]: -log(u_i) / w_i, +inf where w_i <= 0, with the
+ * C library's log (what Python's math.log calls: the same bits as the reference) */
+static PyObject *py_tokens_race_keys(PyObject *self, PyObject *args)
+{
+    PyObject *uo, *wo, *res = NULL;
+    PyArrayObject *u = NULL, *w = NULL, *out = NULL;
+    npy_intp i, n;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OO", &uo, &wo)) return NULL;
+    u = (PyArrayObject *)PyArray_FROMANY(uo, NPY_FLOAT64, 1, 1, NPY_ARRAY_IN_ARRAY);
+    w = (PyArrayObject *)PyArray_FROMANY(wo, NPY_FLOAT64, 1, 1, NPY_ARRAY_IN_ARRAY);
+    if (u == NULL || w == NULL) goto done;
+    n = PyArray_DIM(u, 0);
+    if (PyArray_DIM(w, 0) != n) {
+        PyErr_SetString(PyExc_ValueError, "tokens_race_keys: u and w must have the same length");
+        goto done;
+    }
+    if ((out = (PyArrayObject *)PyArray_SimpleNew(1, &n, NPY_FLOAT64)) == NULL) goto done;
+    {
+        const double *pu = (const double *)PyArray_DATA(u), *pw = (const double *)PyArray_DATA(w);
+        double *po = (double *)PyArray_DATA(out);
+        for (i = 0; i < n; i++) {
+            if (!(pu[i] > 0.0 && pu[i] <= 1.0)) {
+                PyErr_Format(PyExc_ValueError, "tokens_race_keys: u[%zd] = %g is outside (0, 1]", (Py_ssize_t)i, pu[i]);
+                goto done;
+            }
+            po[i] = pw[i] > 0.0 ? -log(pu[i]) / pw[i] : INFINITY;
+        }
+    }
+    res = (PyObject *)out;
+    out = NULL;
+done:
+    Py_XDECREF(u);
+    Py_XDECREF(w);
+    Py_XDECREF(out);
+    return res;
+}
+
 static PyObject *py_tokens_kernel_name(PyObject *self, PyObject *noargs)
 {
     (void)self;
@@ -108,6 +149,9 @@ static PyObject *py_tokens_kernel_name(PyObject *self, PyObject *noargs)
 
 PyMethodDef ccomp_tokens_methods[] = {
     {"tokens_topk", py_tokens_topk, METH_VARARGS,
-     "tokens_topk(keys [B, N, D], rows, rows_off, cols, cols_off, exclude_self, k, threads) -> (idx, val)."},
-    {"tokens_kernel_name", py_tokens_kernel_name, METH_NOARGS, "The float32 screening kernel in use."},
+     "tokens_topk(keys [B, N, D] float32/float64/float16, rows, rows_off, cols, cols_off, exclude_self, k, threads, "
+     "screen=0) -> (idx, val); screen 0 auto, 1 float32, 2 int8 (the same answer)."},
+    {"tokens_race_keys", py_tokens_race_keys, METH_VARARGS,
+     "tokens_race_keys(u, w) -> -log(u) / w (+inf where w <= 0), float64, with the C library's log."},
+    {"tokens_kernel_name", py_tokens_kernel_name, METH_NOARGS, "The screening kernels in use."},
     {NULL, NULL, 0, NULL}};

@@ -1,36 +1,70 @@
 /* Cosine-similarity top-k between token sets (ccomp/tokens.h, docs/tokens.md).
  *
- * Stage 1, one task per sub-image: the float64 inverse norms of every token, a
- * fingerprint that groups bit-identical keys, and the candidate keys normalized
- * to float32 and packed in panels of PANEL columns ([D][PANEL], zero padded).
+ * Stage 1, one task per sub-image: float16 keys widened to float32; the float64 inverse norms of every
+ * token; groups of bit-identical keys; the candidate (column) groups and query (row) groups, each with
+ * its members; the screen's packed candidates, one column per distinct key:
+ * - int8 (screen8.h): every key quantized, with its error bound;
+ * - float32: normalized keys in panels of PANEL columns ([D][PANEL], zero padded).
  *
- * Stage 2, one task per block of RB query rows of one sub-image: the float32
- * similarities of the block against all candidates (the shared register-tiled
- * kernel of util/tile.h over the panels: AVX-512, AVX2+FMA or scalar), then per row the k-th best
- * float32 value t and every candidate with a value >= t - 2 delta, where delta
- * bounds the float32 error; those are recomputed in float64 (once per distinct
- * key) and the best k taken by (value descending, token index ascending).
+ * Stage 2, one task per block of RB distinct query keys of one sub-image: the screened similarities of
+ * the block against every distinct candidate key, then for every query row of those keys the k-th best
+ * screened value t (members counted) and every candidate key within 2 delta of it, where delta bounds
+ * |screen - exact|.  Those are recomputed in float64 (once per pair of distinct keys), best screen first,
+ * stopping when the next cannot reach the k-th best exact value; the best k tokens are taken by (value
+ * descending, token index ascending).
  *
- * Every task writes only its own rows, and no result depends on which kernel
- * screened the candidates: the same answer at any thread count and on any CPU
- * (the float64 dot product has one fixed summation order). */
+ * Every task writes only its own rows, and no result depends on which screen ran: the same answer at
+ * any thread count and on any CPU (the float64 dot product has one fixed summation order). */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "ccomp/cpu.h"
+#include "ccomp/half.h"
 #include "ccomp/parallel.h"
 #include "ccomp/tokens.h"
 #include "../util/tile.h"
+#include "screen8.h"
 
-#define RB 48    /* query rows per task (a multiple of the tile kernel's 12 rows) */
-#define PANEL CCOMP_TILE_W /* candidate columns per packed panel */
-#define KC 256             /* channels per block of the screening product */
+#define RB 48    /* query keys per task (a multiple of both screens' row tiles, 12 and 8) */
+#define PANEL CCOMP_TILE_W /* candidate columns per packed float32 panel */
+#define KC 256             /* channels per block of the float32 screening product */
+#define BLK 16             /* screened values per block of the selection's scans */
+#define I8_MAX_DELTA 0.05  /* AUTO uses the int8 screen while its error bound is below this */
+#define I8_MAX_D 65536     /* int32 sums of D products of |255 x 127| stay exact */
+
+enum { SCR_F32 = 1, SCR_I8 = 2 };
+
+typedef struct sub { /* one sub-image */
+    const float *k32;  /* float32 keys (the input's, or widened float16); NULL for float64 */
+    float *k32_own;    /* the widened float16 keys */
+    int screen;        /* SCR_F32 or SCR_I8 */
+    size_t ncols;      /* candidate tokens (with repeats) */
+    size_t ncg;        /* candidate groups: distinct candidate keys */
+    size_t *cg_key;    /* [ncg] a token holding the group's key */
+    size_t *cg_off;    /* [ncg + 1] into cg_tok */
+    int64_t *cg_tok;   /* the members of each group, ascending */
+    int32_t *cgid;     /* [N] by representative token: its key's candidate group, or -1 */
+    uint32_t *occ;     /* [N] times each token is a candidate */
+    size_t nrg;        /* query groups: distinct query keys */
+    size_t *rg_key;    /* [nrg] a token holding the group's key */
+    size_t *rg_off;    /* [nrg + 1] into rg_pos */
+    size_t *rg_pos;    /* the flat query rows of each group */
+    float *panels;     /* float32 screen: [ceil(ncg / PANEL)][D][PANEL] */
+    int8_t *q;         /* int8 screen: [N][Dp] quantized keys */
+    float *qscale;     /* [N] */
+    double *qe, *qn;   /* [N] residual bound and norm bound */
+    int32_t *qsum;     /* [N] */
+    int8_t *panels8;   /* [ceil(ncg / TOK8_W)][Dp * TOK8_W] */
+    int32_t *pcsum;    /* [ceil(ncg / TOK8_W) * TOK8_W] */
+    float *pscale;     /* [ceil(ncg / TOK8_W) * TOK8_W] */
+    double emax, nmax; /* the largest residual and norm bounds of the candidate keys */
+} sub;
 
 typedef struct job {
     const void *keys;
-    int dtype;
-    size_t B, N, D;
+    int dtype, want; /* want: the CCOMP_TOKENS_SCREEN_* asked for */
+    size_t B, N, D, Dp;
     const int64_t *rows, *cols;
     const size_t *rows_off, *cols_off;
     int excl;
@@ -39,15 +73,15 @@ typedef struct job {
     float *ov;
     double *inv;      /* [B * N]: 1 / max(|k|, 1e-12) */
     size_t *rep;      /* [B * N]: the lowest token index with bit-identical key bytes */
-    float **panels;   /* per sub-image: packed normalized candidate keys */
-    size_t *task_b, *task_r0, ntasks, max_cols;
-    int kern;         /* the shared tile kernel (util/tile.h) */
-    double delta;     /* bound on |float32 screen - float64 value| */
+    sub *subs;        /* [B] */
+    size_t *task_b, *task_g0, ntasks, max_cols, max_cg;
+    int kern;         /* the shared float32 tile kernel (util/tile.h) */
+    double delta;     /* float32 screen: bound on |screen - float64 value| */
 } job;
 
 static inline const float *key32(const job *j, size_t b, size_t t)
 {
-    return (const float *)j->keys + (b * j->N + t) * j->D;
+    return j->subs[b].k32 + t * j->D;
 }
 
 static inline const double *key64(const job *j, size_t b, size_t t)
@@ -56,11 +90,10 @@ static inline const double *key64(const job *j, size_t b, size_t t)
 }
 
 /* <k_a, k_c> in float64 with 8 partial sums (lane l takes elements l mod 8), combined pairwise:
- * one fixed order on every machine. */
+ * one fixed order on every machine (products of floats are exact in float64, so a fused multiply-add
+ * rounds exactly as the product and sum do). */
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
-/* dot64 for float32 keys with AVX-512: lane l is partial sum l (products of floats are exact in float64,
- * so a fused multiply-add rounds exactly as the product and sum do) */
 __attribute__((target("avx512f"))) static double dot64_f32_avx512(const float *x, const float *y, size_t D)
 {
     __m512d acc = _mm512_setzero_pd();
@@ -74,98 +107,155 @@ __attribute__((target("avx512f"))) static double dot64_f32_avx512(const float *x
 }
 #endif
 
-static double dot64(const job *j, size_t b, size_t a, size_t c)
+static double dot64_f32(const float *x, const float *y, size_t D)
 {
     double s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    size_t d, D = j->D, l;
+    size_t d, l;
 #if defined(__x86_64__) && defined(__GNUC__)
-    if (j->dtype == CCOMP_TOKENS_F32 && j->kern == CCOMP_TILE_AVX512)
-        return dot64_f32_avx512(key32(j, b, a), key32(j, b, c), D);
+    if (ccomp_cpu_features() & CCOMP_CPU_AVX512F) return dot64_f32_avx512(x, y, D);
 #endif
-    if (j->dtype == CCOMP_TOKENS_F32) {
-        const float *x = key32(j, b, a), *y = key32(j, b, c);
-        for (d = 0; d + 8 <= D; d += 8)
-            for (l = 0; l < 8; l++) s[l] += (double)x[d + l] * (double)y[d + l];
-        for (l = 0; d < D; d++, l++) s[l] += (double)x[d] * (double)y[d];
-    } else {
-        const double *x = key64(j, b, a), *y = key64(j, b, c);
-        for (d = 0; d + 8 <= D; d += 8)
-            for (l = 0; l < 8; l++) s[l] += x[d + l] * y[d + l];
-        for (l = 0; d < D; d++, l++) s[l] += x[d] * y[d];
-    }
+    for (d = 0; d + 8 <= D; d += 8)
+        for (l = 0; l < 8; l++) s[l] += (double)x[d + l] * (double)y[d + l];
+    for (l = 0; d < D; d++, l++) s[l] += (double)x[d] * (double)y[d];
+    return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+}
+
+static double dot64_f64(const double *x, const double *y, size_t D)
+{
+    double s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    size_t d, l;
+    for (d = 0; d + 8 <= D; d += 8)
+        for (l = 0; l < 8; l++) s[l] += x[d + l] * y[d + l];
+    for (l = 0; d < D; d++, l++) s[l] += x[d] * y[d];
     return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
 }
 
 static float exact_sim(const job *j, size_t b, size_t a, size_t c)
 {
-    return (float)(dot64(j, b, a, c) * j->inv[b * j->N + a] * j->inv[b * j->N + c]);
+    const double dot = j->dtype == CCOMP_TOKENS_F64 ? dot64_f64(key64(j, b, a), key64(j, b, c), j->D)
+                                                    : dot64_f32(key32(j, b, a), key32(j, b, c), j->D);
+    return (float)(dot * j->inv[b * j->N + a] * j->inv[b * j->N + c]);
 }
 
 /* ------------------------------------------------------------ stage 1 */
 
-/* a hash of the key's bytes, 8 at a time (equal keys, equal hashes; collisions are resolved by memcmp) */
-static uint64_t key_hash(const job *j, size_t b, size_t t)
+static size_t elem_size(int dtype)
 {
-    const size_t n = j->D * (j->dtype == CCOMP_TOKENS_F32 ? 4u : 8u);
-    const unsigned char *p = (const unsigned char *)j->keys + (b * j->N + t) * n;
-    uint64_t h = 0x9E3779B97F4A7C15ull, w;
-    size_t i;
-    for (i = 0; i + 8 <= n; i += 8) {
-        memcpy(&w, p + i, 8);
-        h = (h ^ w) * 0xBF58476D1CE4E5B9ull;
-        h ^= h >> 29;
-    }
-    for (; i < n; i++) h = (h ^ p[i]) * 0x100000001b3ull;
-    return h;
+    return dtype == CCOMP_TOKENS_F64 ? 8u : dtype == CCOMP_TOKENS_F16 ? 2u : 4u;
 }
 
-/* 1 / max(|k_t|, 1e-12), the sum of squares in float64 with 4 partial sums */
-static double inv_norm(const job *j, size_t b, size_t t)
+static const unsigned char *key_bytes(const job *j, size_t b, size_t t)
 {
-    double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0, s;
-    size_t d = 0, D = j->D;
-    if (j->dtype == CCOMP_TOKENS_F32) {
-        const float *k = key32(j, b, t);
-        for (; d + 4 <= D; d += 4) {
-            s0 += (double)k[d] * k[d];
-            s1 += (double)k[d + 1] * k[d + 1];
-            s2 += (double)k[d + 2] * k[d + 2];
-            s3 += (double)k[d + 3] * k[d + 3];
+    return (const unsigned char *)j->keys + (b * j->N + t) * j->D * elem_size(j->dtype);
+}
+
+/* a hash of the key's bytes in four independent lanes (equal keys, equal hashes; collisions are
+ * resolved by memcmp) */
+static uint64_t key_hash(const unsigned char *p, size_t n)
+{
+    uint64_t h[4] = {0x9E3779B97F4A7C15ull, 0xC2B2AE3D27D4EB4Full, 0x165667B19E3779F9ull, 0x27D4EB2F165667C5ull};
+    uint64_t w, r;
+    size_t i, l;
+    for (i = 0; i + 32 <= n; i += 32)
+        for (l = 0; l < 4; l++) {
+            memcpy(&w, p + i + 8 * l, 8);
+            h[l] = (h[l] ^ w) * 0xBF58476D1CE4E5B9ull;
+            h[l] ^= h[l] >> 29;
         }
-        for (; d < D; d++) s0 += (double)k[d] * k[d];
-    } else {
-        const double *k = key64(j, b, t);
-        for (; d + 4 <= D; d += 4) {
-            s0 += k[d] * k[d];
-            s1 += k[d + 1] * k[d + 1];
-            s2 += k[d + 2] * k[d + 2];
-            s3 += k[d + 3] * k[d + 3];
-        }
-        for (; d < D; d++) s0 += k[d] * k[d];
-    }
-    s = sqrt((s0 + s1) + (s2 + s3));
+    for (; i < n; i++) h[0] = (h[0] ^ p[i]) * 0x100000001b3ull;
+    r = h[0] ^ (h[1] * 0x94D049BB133111EBull) ^ ((h[2] << 21) | (h[2] >> 43)) ^ ((h[3] << 42) | (h[3] >> 22));
+    return r ^ (r >> 31);
+}
+
+/* 1 / max(|k_t|, 1e-12), the sum of squares in float64 with 4 partial sums (sum l takes channel d when
+ * d mod 4 = l, over the whole groups of 4; the rest go to sum 0), combined as (s0 + s1) + (s2 + s3).  The
+ * GPU (kernels/tokens.cu prep_norms) keeps this order. */
+static double inv_from_sums(double s0, double s1, double s2, double s3)
+{
+    const double s = sqrt((s0 + s1) + (s2 + s3));
     return 1.0 / (s > 1e-12 ? s : 1e-12);
 }
 
-/* the key normalized to float32 (screening only: within 2 u of the exact value per element) */
+static double inv_norm_f32(const float *k, size_t D)
+{
+    double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
+    size_t d = 0;
+    for (; d + 4 <= D; d += 4) {
+        s0 += (double)k[d] * k[d];
+        s1 += (double)k[d + 1] * k[d + 1];
+        s2 += (double)k[d + 2] * k[d + 2];
+        s3 += (double)k[d + 3] * k[d + 3];
+    }
+    for (; d < D; d++) s0 += (double)k[d] * k[d];
+    return inv_from_sums(s0, s1, s2, s3);
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+/* four tokens at once, one 4-lane accumulator each (lane l: sum l): independent chains, the same sums (a
+ * float's square is exact in float64, so the fused multiply-add rounds as the sum alone) */
+__attribute__((target("avx2,fma"))) static void inv_norms4_f32_avx2(const float *k, size_t D, double *out)
+{
+    __m256d a0 = _mm256_setzero_pd(), a1 = _mm256_setzero_pd(), a2 = _mm256_setzero_pd(), a3 = _mm256_setzero_pd();
+    double s[4][4];
+    size_t d = 0, t;
+    for (; d + 4 <= D; d += 4) {
+        const __m256d x0 = _mm256_cvtps_pd(_mm_loadu_ps(k + d)), x1 = _mm256_cvtps_pd(_mm_loadu_ps(k + D + d));
+        const __m256d x2 = _mm256_cvtps_pd(_mm_loadu_ps(k + 2 * D + d)), x3 = _mm256_cvtps_pd(_mm_loadu_ps(k + 3 * D + d));
+        a0 = _mm256_fmadd_pd(x0, x0, a0);
+        a1 = _mm256_fmadd_pd(x1, x1, a1);
+        a2 = _mm256_fmadd_pd(x2, x2, a2);
+        a3 = _mm256_fmadd_pd(x3, x3, a3);
+    }
+    _mm256_storeu_pd(s[0], a0);
+    _mm256_storeu_pd(s[1], a1);
+    _mm256_storeu_pd(s[2], a2);
+    _mm256_storeu_pd(s[3], a3);
+    for (t = 0; t < 4; t++) {
+        size_t e;
+        for (e = d; e < D; e++) s[t][0] += (double)k[t * D + e] * k[t * D + e];
+        out[t] = inv_from_sums(s[t][0], s[t][1], s[t][2], s[t][3]);
+    }
+}
+#endif
+
+/* inv[t] for n consecutive float32 keys */
+static void inv_norms_f32(const float *k, size_t n, size_t D, double *inv)
+{
+    size_t t = 0;
+#if defined(__x86_64__) && defined(__GNUC__)
+    const unsigned need = CCOMP_CPU_AVX2 | CCOMP_CPU_FMA;
+    if ((ccomp_cpu_features() & need) == need)
+        for (; t + 4 <= n; t += 4) inv_norms4_f32_avx2(k + t * D, D, inv + t);
+#endif
+    for (; t < n; t++) inv[t] = inv_norm_f32(k + t * D, D);
+}
+
+static double inv_norm_f64(const double *k, size_t D)
+{
+    double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
+    size_t d = 0;
+    for (; d + 4 <= D; d += 4) {
+        s0 += k[d] * k[d];
+        s1 += k[d + 1] * k[d + 1];
+        s2 += k[d + 2] * k[d + 2];
+        s3 += k[d + 3] * k[d + 3];
+    }
+    for (; d < D; d++) s0 += k[d] * k[d];
+    return inv_from_sums(s0, s1, s2, s3);
+}
+
+/* the key normalized to float32 (float32 screen only: within 2 u of the exact value per element) */
 static void normalized(const job *j, size_t b, size_t t, float *out)
 {
     const size_t D = j->D;
     size_t d;
-    if (j->dtype == CCOMP_TOKENS_F32) {
+    if (j->dtype != CCOMP_TOKENS_F64) {
         const float *k = key32(j, b, t), iv = (float)j->inv[b * j->N + t];
         for (d = 0; d < D; d++) out[d] = k[d] * iv;
     } else {
         const double *k = key64(j, b, t), iv = j->inv[b * j->N + t];
         for (d = 0; d < D; d++) out[d] = (float)(k[d] * iv);
     }
-}
-
-static int same_key(const job *j, size_t b, size_t s, size_t t)
-{
-    size_t w = j->dtype == CCOMP_TOKENS_F32 ? 4u : 8u;
-    const unsigned char *base = (const unsigned char *)j->keys + b * j->N * j->D * w;
-    return memcmp(base + s * j->D * w, base + t * j->D * w, j->D * w) == 0;
 }
 
 /* (hash, index) pairs, sorted to find the groups */
@@ -181,49 +271,109 @@ static int cmp_hi(const void *pa, const void *pb)
     return a->i < b->i ? -1 : a->i > b->i;
 }
 
-static ccomp_status prep_run(void *ctx, void *state, size_t b, ccomp_error *err)
+/* rep[t]: the lowest token with the same key bytes */
+static ccomp_status find_reps(const job *j, size_t b, ccomp_error *err)
 {
-    job *j = (job *)ctx;
-    const size_t N = j->N, D = j->D, c0 = j->cols_off[b], nc = j->cols_off[b + 1] - c0;
-    const size_t np = (nc + PANEL - 1) / PANEL;
-    size_t t, d, p, q;
-    hi *order;
-    float *row;
-    (void)state;
-    for (t = 0; t < N; t++) j->inv[b * N + t] = inv_norm(j, b, t);
-    /* groups of bit-identical keys: sort by (hash, index), confirm with memcmp */
-    order = (hi *)malloc(N * sizeof *order);
+    const size_t N = j->N, n = j->D * elem_size(j->dtype);
+    size_t *rep = j->rep + b * N, t;
+    hi *order = (hi *)malloc(N * sizeof *order);
     if (order == NULL) return ccomp_fail(err, CCOMP_ERR_NOMEM, "cannot allocate %zu sort entries", N);
     for (t = 0; t < N; t++) {
-        order[t].h = key_hash(j, b, t);
+        order[t].h = key_hash(key_bytes(j, b, t), n);
         order[t].i = t;
     }
     qsort(order, N, sizeof *order, cmp_hi);
     for (t = 0; t < N; t++) {
         size_t me = order[t].i, r = me, s;
         for (s = t; s-- > 0 && order[s].h == order[t].h;)
-            if (same_key(j, b, order[s].i, me)) {
-                r = j->rep[b * N + order[s].i];
+            if (memcmp(key_bytes(j, b, order[s].i), key_bytes(j, b, me), n) == 0) {
+                r = rep[order[s].i];
                 break;
             }
-        j->rep[b * N + me] = r;
+        rep[me] = r;
     }
     free(order);
+    return CCOMP_OK;
+}
+
+/* the candidate groups (in order of their lowest member) and the query groups (in order of their first
+ * row); gid: [N] scratch */
+static ccomp_status make_groups(const job *j, size_t b, sub *sb, int32_t *gid, ccomp_error *err)
+{
+    const size_t N = j->N, c0 = j->cols_off[b], nc = j->cols_off[b + 1] - c0;
+    const size_t r0 = j->rows_off[b], nr = j->rows_off[b + 1] - r0;
+    const size_t *rep = j->rep + b * N;
+    size_t t, g, i, *fill;
+    sb->ncols = nc;
+    sb->occ = (uint32_t *)calloc(N, sizeof *sb->occ);
+    sb->cgid = (int32_t *)malloc(N * sizeof *sb->cgid);
+    sb->cg_key = (size_t *)malloc((nc + 1) * sizeof(size_t));
+    sb->cg_off = (size_t *)calloc(nc + 2, sizeof(size_t));
+    sb->cg_tok = (int64_t *)malloc((nc + 1) * sizeof(int64_t));
+    sb->rg_key = (size_t *)malloc((nr + 1) * sizeof(size_t));
+    sb->rg_off = (size_t *)calloc(nr + 2, sizeof(size_t));
+    sb->rg_pos = (size_t *)malloc((nr + 1) * sizeof(size_t));
+    fill = (size_t *)malloc((nc > nr ? nc : nr) * sizeof(size_t) + 1);
+    if (!sb->occ || !sb->cgid || !sb->cg_key || !sb->cg_off || !sb->cg_tok || !sb->rg_key || !sb->rg_off ||
+        !sb->rg_pos || !fill) {
+        free(fill);
+        return ccomp_fail(err, CCOMP_ERR_NOMEM, "cannot allocate the key groups of %zu tokens", N);
+    }
+    /* candidates: tokens ascending (repeats kept), grouped by key */
+    for (i = 0; i < nc; i++) sb->occ[j->cols[c0 + i]]++;
+    for (t = 0; t < N; t++) sb->cgid[t] = -1;
+    sb->ncg = 0;
+    for (t = 0; t < N; t++)
+        if (sb->occ[t]) {
+            if (sb->cgid[rep[t]] < 0) {
+                sb->cgid[rep[t]] = (int32_t)sb->ncg;
+                sb->cg_key[sb->ncg++] = t;
+            }
+            sb->cg_off[sb->cgid[rep[t]] + 1] += sb->occ[t];
+        }
+    for (g = 0; g < sb->ncg; g++) sb->cg_off[g + 1] += sb->cg_off[g];
+    memcpy(fill, sb->cg_off, sb->ncg * sizeof(size_t));
+    for (t = 0; t < N; t++)
+        for (i = 0; i < sb->occ[t]; i++) sb->cg_tok[fill[sb->cgid[rep[t]]]++] = (int64_t)t;
+    /* queries: rows grouped by key, in order of first appearance */
+    for (t = 0; t < N; t++) gid[t] = -1;
+    sb->nrg = 0;
+    for (i = 0; i < nr; i++) {
+        const size_t rp = rep[j->rows[r0 + i]];
+        if (gid[rp] < 0) {
+            gid[rp] = (int32_t)sb->nrg;
+            sb->rg_key[sb->nrg++] = (size_t)j->rows[r0 + i];
+        }
+        sb->rg_off[gid[rp] + 1]++;
+    }
+    for (g = 0; g < sb->nrg; g++) sb->rg_off[g + 1] += sb->rg_off[g];
+    memcpy(fill, sb->rg_off, sb->nrg * sizeof(size_t));
+    for (i = 0; i < nr; i++) sb->rg_pos[fill[gid[rep[j->rows[r0 + i]]]]++] = r0 + i;
+    free(fill);
+    return CCOMP_OK;
+}
+
+static ccomp_status pack_f32(const job *j, sub *sb, size_t b, ccomp_error *err)
+{
+    const size_t D = j->D, np = (sb->ncg + PANEL - 1) / PANEL;
+    size_t p, q, d;
+    float *row;
+    sb->screen = SCR_F32;
     if (np == 0) return CCOMP_OK;
-    j->panels[b] = (float *)malloc(np * D * PANEL * sizeof(float));
+    sb->panels = (float *)malloc(np * D * PANEL * sizeof(float));
     row = (float *)malloc(D * sizeof(float));
-    if (j->panels[b] == NULL || row == NULL) {
+    if (sb->panels == NULL || row == NULL) {
         free(row);
         return ccomp_fail(err, CCOMP_ERR_NOMEM, "cannot allocate %zu floats of packed keys", np * D * PANEL);
     }
     for (p = 0; p < np; p++) {
-        float *P = j->panels[b] + p * D * PANEL;
+        float *P = sb->panels + p * D * PANEL;
         for (q = 0; q < PANEL; q++) {
-            size_t ci = p * PANEL + q;
-            if (ci >= nc) {
+            size_t g = p * PANEL + q;
+            if (g >= sb->ncg) {
                 for (d = 0; d < D; d++) P[d * PANEL + q] = 0.0f;
             } else {
-                normalized(j, b, (size_t)j->cols[c0 + ci], row);
+                normalized(j, b, sb->cg_key[g], row);
                 for (d = 0; d < D; d++) P[d * PANEL + q] = row[d];
             }
         }
@@ -232,9 +382,131 @@ static ccomp_status prep_run(void *ctx, void *state, size_t b, ccomp_error *err)
     return CCOMP_OK;
 }
 
+#if TOK8_BUILT
+/* quantize every token; pack the candidate keys; 1 when the screen's bound is within I8_MAX_DELTA
+ * (or INT8 was asked for), 0 to fall back to float32 */
+static ccomp_status pack_i8(const job *j, sub *sb, size_t b, int *ok, ccomp_error *err)
+{
+    const size_t N = j->N, D = j->D, Dp = j->Dp, np = (sb->ncg + TOK8_W - 1) / TOK8_W;
+    const int8_t *cq[TOK8_W];
+    double emax_rows = 0.0;
+    size_t t, p, c;
+    *ok = 0;
+    sb->q = (int8_t *)malloc(N * Dp);
+    sb->qscale = (float *)malloc(N * sizeof(float));
+    sb->qe = (double *)malloc(N * sizeof(double));
+    sb->qn = (double *)malloc(N * sizeof(double));
+    sb->qsum = (int32_t *)malloc(N * sizeof(int32_t));
+    if (!sb->q || !sb->qscale || !sb->qe || !sb->qn || !sb->qsum)
+        return ccomp_fail(err, CCOMP_ERR_NOMEM, "cannot allocate %zu x %zu int8 keys", N, Dp);
+    for (t = 0; t < N; t++) {
+        const size_t rp = j->rep[b * N + t];
+        if (rp != t) { /* the same key: the same quantization */
+            memcpy(sb->q + t * Dp, sb->q + rp * Dp, Dp);
+            sb->qscale[t] = sb->qscale[rp];
+            sb->qe[t] = sb->qe[rp];
+            sb->qn[t] = sb->qn[rp];
+            sb->qsum[t] = sb->qsum[rp];
+        } else {
+            sb->qscale[t] = tok8_quantize(key32(j, b, t), D, Dp, j->inv[b * N + t], sb->q + t * Dp, &sb->qe[t],
+                                          &sb->qn[t], &sb->qsum[t]);
+        }
+        if (sb->qe[t] > emax_rows) emax_rows = sb->qe[t];
+    }
+    sb->emax = sb->nmax = 0.0;
+    for (c = 0; c < sb->ncg; c++) {
+        const size_t t2 = sb->cg_key[c];
+        if (sb->qe[t2] > sb->emax) sb->emax = sb->qe[t2];
+        if (sb->qn[t2] > sb->nmax) sb->nmax = sb->qn[t2];
+    }
+    if (j->want == CCOMP_TOKENS_SCREEN_AUTO && emax_rows * sb->nmax + sb->emax > I8_MAX_DELTA) return CCOMP_OK;
+    sb->screen = SCR_I8;
+    *ok = 1;
+    if (np == 0) return CCOMP_OK;
+    sb->panels8 = (int8_t *)malloc(np * Dp * TOK8_W);
+    sb->pcsum = (int32_t *)calloc(np * TOK8_W, sizeof(int32_t));
+    sb->pscale = (float *)calloc(np * TOK8_W, sizeof(float));
+    if (!sb->panels8 || !sb->pcsum || !sb->pscale)
+        return ccomp_fail(err, CCOMP_ERR_NOMEM, "cannot allocate %zu int8 candidate panels", np);
+    for (p = 0; p < np; p++) {
+        size_t n = 0;
+        for (c = p * TOK8_W; c < sb->ncg && c < (p + 1) * TOK8_W; c++, n++) {
+            const size_t t2 = sb->cg_key[c];
+            cq[n] = sb->q + t2 * Dp;
+            sb->pcsum[c] = sb->qsum[t2];
+            sb->pscale[c] = sb->qscale[t2];
+        }
+        tok8_pack_panel(cq, n, Dp, sb->panels8 + p * Dp * TOK8_W);
+    }
+    return CCOMP_OK;
+}
+#endif
+
+static ccomp_status prep_run(void *ctx, void *state, size_t b, ccomp_error *err)
+{
+    job *j = (job *)ctx;
+    sub *sb = &j->subs[b];
+    const size_t N = j->N, D = j->D;
+    int32_t *gid;
+    ccomp_status st;
+    size_t t;
+    (void)state;
+    if (j->dtype == CCOMP_TOKENS_F16) {
+        sb->k32_own = (float *)malloc(N * D * sizeof(float));
+        if (sb->k32_own == NULL) return ccomp_fail(err, CCOMP_ERR_NOMEM, "cannot widen %zu x %zu float16 keys", N, D);
+        ccomp_f16_to_f32_n((const uint16_t *)j->keys + b * N * D, sb->k32_own, N * D);
+        sb->k32 = sb->k32_own;
+    } else if (j->dtype == CCOMP_TOKENS_F32) {
+        sb->k32 = (const float *)j->keys + b * N * D;
+    }
+    if (j->dtype == CCOMP_TOKENS_F64)
+        for (t = 0; t < N; t++) j->inv[b * N + t] = inv_norm_f64(key64(j, b, t), D);
+    else
+        inv_norms_f32(sb->k32, N, D, j->inv + b * N);
+    if ((st = find_reps(j, b, err)) != CCOMP_OK) return st;
+    gid = (int32_t *)malloc(N * sizeof *gid);
+    if (gid == NULL) return ccomp_fail(err, CCOMP_ERR_NOMEM, "cannot allocate %zu group ids", N);
+    st = make_groups(j, b, sb, gid, err);
+    free(gid);
+    if (st != CCOMP_OK) return st;
+#if TOK8_BUILT
+    if (j->want != CCOMP_TOKENS_SCREEN_F32 && j->dtype != CCOMP_TOKENS_F64 && D <= I8_MAX_D && tok8_available()) {
+        int ok;
+        if ((st = pack_i8(j, sb, b, &ok, err)) != CCOMP_OK || ok) return st;
+    }
+#endif
+    return pack_f32(j, sb, b, err);
+}
+
+static void sub_free(sub *sb)
+{
+    free(sb->k32_own);
+    free(sb->cg_key);
+    free(sb->cg_off);
+    free(sb->cg_tok);
+    free(sb->cgid);
+    free(sb->occ);
+    free(sb->rg_key);
+    free(sb->rg_off);
+    free(sb->rg_pos);
+    free(sb->panels);
+    free(sb->q);
+    free(sb->qscale);
+    free(sb->qe);
+    free(sb->qn);
+    free(sb->qsum);
+    free(sb->panels8);
+    free(sb->pcsum);
+    free(sb->pscale);
+}
+
 const char *ccomp_tokens_kernel_name(void)
 {
-    return ccomp_tile_kernel_name(ccomp_tile_kernel());
+    switch (ccomp_tile_kernel()) {
+    case CCOMP_TILE_AVX512: return tok8_available() ? "int8 avx512-vnni, float32 avx512" : "float32 avx512";
+    case CCOMP_TILE_AVX2: return "float32 avx2";
+    }
+    return "float32 scalar";
 }
 
 /* ------------------------------------------------------------ stage 2 */
@@ -252,32 +524,45 @@ static int cmp_cand(const void *pa, const void *pb)
     return a->tok < b->tok ? -1 : a->tok > b->tok;
 }
 
+/* a candidate group and its screened value */
+typedef struct scored {
+    float v;
+    int32_t g;
+} scored;
+
 typedef struct row_state {
-    float *A;      /* [RB][D] normalized query keys */
-    float *S;      /* [RB][ncols padded] similarities */
-    float *heap;   /* [k] the k largest screened values */
-    cand_order *cand; /* [max_cols] the candidates of the current row */
-    float *memo;   /* [N] exact value per representative key, valid where stamp matches */
-    size_t *stamp; /* [N] */
-    /* memo[rp] holds the exact similarity of a query key and candidate key rp where stamp[rp] names that
-     * query key (sub-image * N + its representative + 1): rows with bit-identical keys share the values */
+    float *A;         /* float32 screen: [RB][D] normalized query keys */
+    uint8_t *A8;      /* int8 screen: RB / TOK8_R packed slices */
+    float rscale[RB]; /* int8 screen: the query keys' scales */
+    float *S;         /* [RB][ncg padded] screened similarities */
+    scored *top_e;    /* [k + max_cols + 1]: the largest exact values found */
+    scored *best;     /* [k + max_cols + 1]: the largest screened values seen */
+    float *bm;        /* [max_cg / BLK + 1]: block maxima of a screened row */
+    cand_order *cand; /* [max_cols] */
 } row_state;
+
+static size_t padded_cols(const job *j)
+{
+    const size_t a = (j->max_cg + PANEL - 1) / PANEL * PANEL, b = (j->max_cg + TOK8_W - 1) / TOK8_W * TOK8_W;
+    return a > b ? a : b;
+}
 
 static ccomp_status row_init(void *ctx, int worker, void **state, ccomp_error *err)
 {
     const job *j = (const job *)ctx;
-    size_t ldsz = ((j->max_cols + PANEL - 1) / PANEL) * PANEL;
+    const size_t lds = padded_cols(j);
     row_state *s = (row_state *)calloc(1, sizeof *s);
     (void)worker;
     *state = s;
     if (s == NULL) return ccomp_fail(err, CCOMP_ERR_NOMEM, "cannot allocate a row state");
     s->A = (float *)malloc(RB * j->D * sizeof(float) + 64);
-    s->S = (float *)malloc(RB * (ldsz ? ldsz : 1) * sizeof(float));
-    s->heap = (float *)malloc((j->k + 1) * sizeof(float));
+    s->A8 = (uint8_t *)malloc(RB * (j->Dp ? j->Dp : 4) + 64);
+    s->S = (float *)malloc(RB * (lds ? lds : 1) * sizeof(float));
+    s->top_e = (scored *)malloc((j->k + j->max_cols + 1) * sizeof(scored));
+    s->best = (scored *)malloc((j->k + j->max_cols + 1) * sizeof(scored));
+    s->bm = (float *)malloc((j->max_cg / BLK + 2) * sizeof(float));
     s->cand = (cand_order *)malloc((j->max_cols + 1) * sizeof(cand_order));
-    s->memo = (float *)malloc(j->N * sizeof(float));
-    s->stamp = (size_t *)calloc(j->N, sizeof(size_t));
-    if (!s->A || !s->S || !s->heap || !s->cand || !s->memo || !s->stamp)
+    if (!s->A || !s->A8 || !s->S || !s->top_e || !s->best || !s->bm || !s->cand)
         return ccomp_fail(err, CCOMP_ERR_NOMEM, "cannot allocate the %zu-row similarity block", (size_t)RB);
     return CCOMP_OK;
 }
@@ -288,128 +573,299 @@ static void row_fini(void *ctx, void *state)
     (void)ctx;
     if (s == NULL) return;
     free(s->A);
+    free(s->A8);
     free(s->S);
-    free(s->heap);
+    free(s->top_e);
+    free(s->best);
+    free(s->bm);
     free(s->cand);
-    free(s->memo);
-    free(s->stamp);
     free(s);
 }
 
-/* min-heap of the k largest values seen */
-static void heap_push(float *h, size_t *n, size_t k, float v)
+/* The k largest values seen (with repeats), as scored pairs: for k <= SMALL_K a descending array (most
+ * values fail the first comparison), else a min-heap.  top_min is the k-th largest once n == k. */
+#define SMALL_K 16
+
+static void top_push(scored *h, size_t *n, size_t k, float v, int32_t g)
 {
     size_t i, p;
+    if (k <= SMALL_K) {
+        if (*n == k && !(v > h[k - 1].v)) return;
+        i = *n < k ? (*n)++ : k - 1;
+        for (; i > 0 && h[i - 1].v < v; i--) h[i] = h[i - 1];
+        h[i].v = v;
+        h[i].g = g;
+        return;
+    }
     if (*n < k) {
         i = (*n)++;
-        while (i > 0 && h[p = (i - 1) / 2] > v) {
+        while (i > 0 && h[p = (i - 1) / 2].v > v) {
             h[i] = h[p];
             i = p;
         }
-        h[i] = v;
+        h[i].v = v;
+        h[i].g = g;
         return;
     }
-    if (!(v > h[0])) return;
+    if (!(v > h[0].v)) return;
     i = 0;
     for (;;) {
         size_t l = 2 * i + 1, r = l + 1, m = i;
         float mv = v;
-        if (l < k && h[l] < mv) {
+        if (l < k && h[l].v < mv) {
             m = l;
-            mv = h[l];
+            mv = h[l].v;
         }
-        if (r < k && h[r] < mv) m = r;
+        if (r < k && h[r].v < mv) m = r;
         if (m == i) break;
         h[i] = h[m];
         i = m;
     }
-    h[i] = v;
+    h[i].v = v;
+    h[i].g = g;
+}
+
+static inline float top_min(const scored *h, size_t n, size_t k)
+{
+    return k <= SMALL_K ? h[n - 1].v : h[0].v;
+}
+
+/* the screened similarities of query groups g0 .. g0 + nr against every candidate group */
+static void screen_block(const job *j, row_state *s, const sub *sb, size_t b, size_t g0, size_t nr, size_t lds)
+{
+    const size_t D = j->D;
+    size_t r, p, rr;
+#if TOK8_BUILT
+    if (sb->screen == SCR_I8) {
+        const size_t Dp = j->Dp, np = (sb->ncg + TOK8_W - 1) / TOK8_W, ns = (nr + TOK8_R - 1) / TOK8_R;
+        const int8_t *rq[TOK8_R];
+        for (rr = 0; rr < ns; rr++) {
+            size_t n = 0;
+            for (r = rr * TOK8_R; r < nr && r < (rr + 1) * TOK8_R; r++, n++) {
+                const size_t t = sb->rg_key[g0 + r];
+                rq[n] = sb->q + t * Dp;
+                s->rscale[r] = sb->qscale[t];
+            }
+            for (; n < TOK8_R; n++) s->rscale[rr * TOK8_R + n] = 0.0f;
+            tok8_pack_rows(rq, (size_t)(r - rr * TOK8_R), Dp, s->A8 + rr * TOK8_R * Dp);
+        }
+        for (p = 0; p < np; p++)
+            for (rr = 0; rr < ns; rr++)
+                tok8_tile(s->A8 + rr * TOK8_R * Dp, sb->panels8 + p * Dp * TOK8_W, Dp, sb->pcsum + p * TOK8_W,
+                          sb->pscale + p * TOK8_W, s->rscale + rr * TOK8_R, s->S + rr * TOK8_R * lds + p * TOK8_W,
+                          lds);
+        return;
+    }
+#endif
+    {
+        const size_t np = (sb->ncg + PANEL - 1) / PANEL;
+        size_t kb;
+        for (r = 0; r < nr; r++) normalized(j, b, sb->rg_key[g0 + r], s->A + r * D);
+        for (p = 0; p < np; p++) {
+            const float *P = sb->panels + p * D * PANEL;
+            /* D in blocks of KC: the panel block (32 KB) and the rows' pieces stay in L1 */
+            for (kb = 0; kb < D; kb += KC) {
+                const size_t kc = D - kb < KC ? D - kb : KC;
+                for (rr = 0; rr < nr; rr += CCOMP_TILE_R)
+                    ccomp_tile_nt(j->kern, s->A + rr * D + kb, D, nr - rr, P + kb * PANEL, kc,
+                                  s->S + rr * lds + p * PANEL, lds, kb > 0);
+            }
+        }
+    }
+}
+
+/* bm[i] = max(v[16 i .. 16 i + 16)) for the ceil(n / 16) blocks of v (the scans below skip whole blocks) */
+#if defined(__x86_64__) && defined(__GNUC__)
+__attribute__((target("avx512f"))) static void block_max_avx512(const float *v, size_t n, float *bm)
+{
+    size_t i;
+    for (i = 0; i + BLK <= n; i += BLK) bm[i / BLK] = _mm512_reduce_max_ps(_mm512_loadu_ps(v + i));
+    if (i < n)
+        bm[i / BLK] = _mm512_reduce_max_ps(_mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY),
+                                                                 (__mmask16)((1u << (n - i)) - 1u), v + i));
+}
+#endif
+
+static void block_max(const float *v, size_t n, float *bm)
+{
+    size_t i, e;
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (ccomp_cpu_features() & CCOMP_CPU_AVX512F) {
+        block_max_avx512(v, n, bm);
+        return;
+    }
+#endif
+    for (i = 0; i < n; i += BLK) {
+        float m = -INFINITY;
+        for (e = i; e < n && e < i + BLK; e++) m = v[e] > m ? v[e] : m;
+        bm[i / BLK] = m;
+    }
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+/* dot64_f32_avx512 of x with four keys at once: four independent chains, each in dot64's order */
+__attribute__((target("avx512f"))) static void dot64x4_f32_avx512(const float *x, const float *const *y, size_t D,
+                                                                  double *out)
+{
+    __m512d a0 = _mm512_setzero_pd(), a1 = a0, a2 = a0, a3 = a0;
+    double s[4][8];
+    size_t d = 0, l, t;
+    for (; d + 8 <= D; d += 8) {
+        const __m512d xv = _mm512_cvtps_pd(_mm256_loadu_ps(x + d));
+        a0 = _mm512_fmadd_pd(xv, _mm512_cvtps_pd(_mm256_loadu_ps(y[0] + d)), a0);
+        a1 = _mm512_fmadd_pd(xv, _mm512_cvtps_pd(_mm256_loadu_ps(y[1] + d)), a1);
+        a2 = _mm512_fmadd_pd(xv, _mm512_cvtps_pd(_mm256_loadu_ps(y[2] + d)), a2);
+        a3 = _mm512_fmadd_pd(xv, _mm512_cvtps_pd(_mm256_loadu_ps(y[3] + d)), a3);
+    }
+    _mm512_storeu_pd(s[0], a0);
+    _mm512_storeu_pd(s[1], a1);
+    _mm512_storeu_pd(s[2], a2);
+    _mm512_storeu_pd(s[3], a3);
+    for (t = 0; t < 4; t++) {
+        size_t e;
+        for (l = 0, e = d; e < D; e++, l++) s[t][l] += (double)x[e] * (double)y[t][e];
+        out[t] = ((s[t][0] + s[t][1]) + (s[t][2] + s[t][3])) + ((s[t][4] + s[t][5]) + (s[t][6] + s[t][7]));
+    }
+}
+#endif
+
+/* The exact values of query key `key` and the n <= 4 candidate groups gs: up to kk members of each become
+ * candidates (the groups are marked done with -inf in srow). */
+static void exact_groups(const job *j, row_state *s, const sub *sb, size_t b, float *srow, size_t key,
+                         const int32_t *gs, size_t n, size_t kk, size_t *ne, size_t *ncand)
+{
+    float e[4];
+    size_t i, m;
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (n == 4 && j->dtype != CCOMP_TOKENS_F64 && (ccomp_cpu_features() & CCOMP_CPU_AVX512F)) {
+        const float *y[4];
+        double dot[4];
+        const double ik = j->inv[b * j->N + key];
+        for (i = 0; i < 4; i++) y[i] = key32(j, b, sb->cg_key[gs[i]]);
+        dot64x4_f32_avx512(key32(j, b, key), y, j->D, dot);
+        for (i = 0; i < 4; i++) e[i] = (float)(dot[i] * ik * j->inv[b * j->N + sb->cg_key[gs[i]]]);
+    } else
+#endif
+        for (i = 0; i < n; i++) e[i] = exact_sim(j, b, key, sb->cg_key[gs[i]]);
+    for (i = 0; i < n; i++) {
+        const size_t g = (size_t)gs[i];
+        srow[g] = -INFINITY;
+        for (m = sb->cg_off[g]; m < sb->cg_off[g + 1] && m - sb->cg_off[g] < kk; m++) {
+            s->cand[*ncand].v = e[i];
+            s->cand[(*ncand)++].tok = sb->cg_tok[m];
+            top_push(s->top_e, ne, kk, e[i], 0);
+        }
+    }
+}
+
+/* The kk best candidate tokens of one query key (the row's own token not excluded) from its screened row
+ * (which it overwrites): s->cand[0 .. n), best first; returns n.  er: the key's int8 residual bound. */
+static size_t best_of_key(const job *j, row_state *s, const sub *sb, size_t b, float *srow, size_t key,
+                          size_t kk, double er)
+{
+    const size_t ncg = sb->ncg;
+    const int i8 = sb->screen == SCR_I8;
+    /* |screen - exact| <= d_g: e_row n_g + e_g for int8, with room for the float32 rounding of screen and
+     * exact; delta for float32.  dmax: the largest over the groups */
+    const double dmax = i8 ? 1.001 * (er * sb->nmax + sb->emax) + ldexp(16.0, -24) : j->delta;
+    size_t nb = 0, ne = 0, ncand = 0, np = 0, g, t, m, blk;
+    int32_t pend[4];
+    double floor_;
+    float hmin = -INFINITY;
+    /* 1: the kk best screened values, each group counted once per member (up to kk); -inf: not a candidate */
+    block_max(srow, ncg, s->bm);
+    for (blk = 0; blk * BLK < ncg; blk++) {
+        if (!(s->bm[blk] > hmin)) continue;
+        for (g = blk * BLK; g < ncg && g < (blk + 1) * BLK; g++) {
+            const float v = srow[g];
+            if (!(v > hmin)) continue;
+            m = sb->cg_off[g + 1] - sb->cg_off[g];
+            for (t = 0; t < m && t < kk; t++) top_push(s->best, &nb, kk, v, (int32_t)g);
+            if (nb == kk) hmin = top_min(s->best, nb, kk);
+        }
+    }
+    if (nb == 0) return 0;
+    /* the kk-th best exact value is at least floor_ (the kk-th best screen minus the bound) */
+    floor_ = (double)top_min(s->best, nb, kk) - dmax;
+    /* 2: exact values of those groups, then of every other group that the bound cannot rule out against
+     * the kk-th best exact value found so far; four at a time */
+    for (t = 0; t < nb; t++) {
+        const int32_t gg = s->best[t].g;
+        if (srow[gg] == -INFINITY) continue; /* done in an earlier batch */
+        for (m = 0; m < np && pend[m] != gg; m++) continue;
+        if (m == np) pend[np++] = gg;
+        if (np == 4) {
+            exact_groups(j, s, sb, b, srow, key, pend, np, kk, &ne, &ncand);
+            np = 0;
+        }
+    }
+    for (blk = 0; blk * BLK < ncg; blk++) {
+        double lim = floor_;
+        if (ne == kk && (double)top_min(s->top_e, ne, kk) > lim) lim = (double)top_min(s->top_e, ne, kk);
+        if ((double)s->bm[blk] + dmax < lim) continue;
+        for (g = blk * BLK; g < ncg && g < (blk + 1) * BLK; g++) {
+            if (srow[g] == -INFINITY || (double)srow[g] + dmax < lim) continue;
+            if (i8 && (double)srow[g] + 1.001 * (er * sb->qn[sb->cg_key[g]] + sb->qe[sb->cg_key[g]]) +
+                              ldexp(16.0, -24) < lim)
+                continue;
+            for (m = 0; m < np && pend[m] != (int32_t)g; m++) continue;
+            if (m < np) continue;
+            pend[np++] = (int32_t)g;
+            if (np == 4) {
+                exact_groups(j, s, sb, b, srow, key, pend, np, kk, &ne, &ncand);
+                np = 0;
+                if (ne == kk && (double)top_min(s->top_e, ne, kk) > lim) lim = (double)top_min(s->top_e, ne, kk);
+            }
+        }
+    }
+    if (np) exact_groups(j, s, sb, b, srow, key, pend, np, kk, &ne, &ncand);
+    if (ncand > 1) qsort(s->cand, ncand, sizeof *s->cand, cmp_cand);
+    return ncand < kk ? ncand : kk;
 }
 
 static ccomp_status row_run(void *ctx, void *state, size_t task, ccomp_error *err)
 {
     const job *j = (const job *)ctx;
     row_state *s = (row_state *)state;
-    const size_t b = j->task_b[task], N = j->N, D = j->D, k = j->k;
-    const size_t r0 = j->task_r0[task], rend = j->rows_off[b + 1];
-    const size_t nr = rend - r0 < RB ? rend - r0 : RB;
-    const size_t c0 = j->cols_off[b], nc = j->cols_off[b + 1] - c0, np = (nc + PANEL - 1) / PANEL;
-    const size_t lds = np * PANEL;
-    const int64_t *ctok = j->cols + c0;
-    size_t r, p, q;
+    const size_t b = j->task_b[task], g0 = j->task_g0[task], k = j->k;
+    const sub *sb = &j->subs[b];
+    const size_t nr = sb->nrg - g0 < RB ? sb->nrg - g0 : RB, lds = padded_cols(j);
+    size_t r, m, t, c;
     (void)err;
-    /* the block's normalized query keys, zero rows past the end */
-    for (r = 0; r < RB; r++) {
-        float *a = s->A + r * D;
-        if (r < nr) {
-            normalized(j, b, (size_t)j->rows[r0 + r], a);
-        } else {
-            memset(a, 0, D * sizeof(float));
-        }
-    }
-    for (p = 0; p < np; p++) {
-        const float *P = j->panels[b] + p * D * PANEL;
-        size_t rr, kb;
-        /* D in blocks of KC: the panel block (32 KB) and the rows' pieces stay in L1 */
-        for (kb = 0; kb < D; kb += KC) {
-            const size_t kc = D - kb < KC ? D - kb : KC;
-            for (rr = 0; rr < nr; rr += CCOMP_TILE_R)
-                ccomp_tile_nt(j->kern, s->A + rr * D + kb, D, nr - rr, P + kb * PANEL, kc, s->S + rr * lds + p * PANEL,
-                              lds, kb > 0);
-        }
-    }
+    if (sb->ncg > 0) screen_block(j, s, sb, b, g0, nr, lds);
     for (r = 0; r < nr; r++) {
-        const size_t row = r0 + r, me = (size_t)j->rows[row];
-        const float *srow = s->S + r * lds;
-        int64_t *oi = j->oi + row * k;
-        float *ov = j->ov + row * k;
-        const size_t key_id = b * N + j->rep[b * N + me] + 1;
-        size_t nh = 0, nc_ok = 0, ncand = 0, t;
-        double lo;
-        if (k == 1) { /* the largest screened value: a plain maximum */
-            float m = -INFINITY;
-            for (q = 0; q < nc; q++)
-                if (!(j->excl && (size_t)ctok[q] == me)) {
-                    m = srow[q] > m ? srow[q] : m;
-                    nc_ok++;
-                }
-            s->heap[0] = m;
-        } else {
-            for (q = 0; q < nc; q++) {
-                if (j->excl && (size_t)ctok[q] == me) continue;
-                heap_push(s->heap, &nh, k, srow[q]);
-                nc_ok++;
+        const size_t g = g0 + r, key = sb->rg_key[g];
+        float *srow = s->S + r * lds;
+        size_t extra = 0, n = 0;
+        /* one search per distinct key, for the k best plus the most any of its rows has to skip (itself); a
+         * key of one row whose candidate group holds only that row's token is simply left out */
+        if (j->excl)
+            for (m = sb->rg_off[g]; m < sb->rg_off[g + 1]; m++) {
+                const size_t o = sb->occ[j->rows[sb->rg_pos[m]]];
+                extra = o > extra ? o : extra;
+            }
+        if (extra && sb->rg_off[g + 1] - sb->rg_off[g] == 1) {
+            const int32_t og = sb->cgid[j->rep[b * j->N + key]];
+            if (sb->cg_off[og + 1] - sb->cg_off[og] == extra) {
+                srow[og] = -INFINITY;
+                extra = 0;
             }
         }
-        for (t = 0; t < k; t++) {
-            oi[t] = -1;
-            ov[t] = -INFINITY;
-        }
-        if (nc_ok == 0) continue;
-        lo = (double)s->heap[0] - 2.0 * j->delta;
-        for (q = 0; q < nc; q++) {
-            size_t tok = (size_t)ctok[q], rp;
-            if ((j->excl && tok == me) || !((double)srow[q] >= lo)) continue;
-            rp = j->rep[b * N + tok];
-            if (s->stamp[rp] != key_id) {
-                s->stamp[rp] = key_id;
-                s->memo[rp] = exact_sim(j, b, me, tok);
+        if (sb->ncols > 0)
+            n = best_of_key(j, s, sb, b, srow, key, k + extra, sb->screen == SCR_I8 ? sb->qe[key] : 0.0);
+        for (m = sb->rg_off[g]; m < sb->rg_off[g + 1]; m++) {
+            const size_t pos = sb->rg_pos[m];
+            const int64_t me = j->rows[pos];
+            int64_t *oi = j->oi + pos * k;
+            float *ov = j->ov + pos * k;
+            for (t = 0, c = 0; c < n && t < k; c++) {
+                if (j->excl && s->cand[c].tok == me) continue;
+                oi[t] = s->cand[c].tok;
+                ov[t++] = s->cand[c].v;
             }
-            s->cand[ncand].v = s->memo[rp];
-            s->cand[ncand].tok = (int64_t)tok;
-            ncand++;
-        }
-        if (k == 1) {
-            size_t best = 0;
-            for (t = 1; t < ncand; t++)
-                if (cmp_cand(&s->cand[t], &s->cand[best]) < 0) best = t;
-            oi[0] = s->cand[best].tok;
-            ov[0] = s->cand[best].v;
-        } else {
-            qsort(s->cand, ncand, sizeof *s->cand, cmp_cand);
-            for (t = 0; t < k && t < ncand; t++) {
-                oi[t] = s->cand[t].tok;
-                ov[t] = s->cand[t].v;
+            for (; t < k; t++) {
+                oi[t] = -1;
+                ov[t] = -INFINITY;
             }
         }
     }
@@ -420,29 +876,48 @@ static ccomp_status row_run(void *ctx, void *state, size_t task, ccomp_error *er
 
 float ccomp_tokens_similarity(const void *keys, int dtype, size_t N, size_t D, size_t b, size_t i, size_t j)
 {
-    job jb;
-    memset(&jb, 0, sizeof jb);
-    jb.keys = keys;
-    jb.dtype = dtype;
-    jb.N = N;
-    jb.D = D;
-    return (float)(dot64(&jb, b, i, j) * inv_norm(&jb, b, i) * inv_norm(&jb, b, j));
+    if (dtype == CCOMP_TOKENS_F64) {
+        const double *x = (const double *)keys + (b * N + i) * D, *y = (const double *)keys + (b * N + j) * D;
+        return (float)(dot64_f64(x, y, D) * inv_norm_f64(x, D) * inv_norm_f64(y, D));
+    }
+    if (dtype == CCOMP_TOKENS_F16) {
+        float *x = (float *)malloc(2 * D * sizeof(float)), r;
+        if (x == NULL) return NAN;
+        ccomp_f16_to_f32_n((const uint16_t *)keys + (b * N + i) * D, x, D);
+        ccomp_f16_to_f32_n((const uint16_t *)keys + (b * N + j) * D, x + D, D);
+        r = (float)(dot64_f32(x, x + D, D) * inv_norm_f32(x, D) * inv_norm_f32(x + D, D));
+        free(x);
+        return r;
+    }
+    {
+        const float *x = (const float *)keys + (b * N + i) * D, *y = (const float *)keys + (b * N + j) * D;
+        return (float)(dot64_f32(x, y, D) * inv_norm_f32(x, D) * inv_norm_f32(y, D));
+    }
 }
 
 ccomp_status ccomp_tokens_topk(const void *keys, int dtype, size_t B, size_t N, size_t D, const int64_t *rows,
                                const size_t *rows_off, const int64_t *cols, const size_t *cols_off, int exclude_self,
-                               size_t k, int64_t *out_idx, float *out_val, int threads, ccomp_error *err)
+                               size_t k, int screen, int64_t *out_idx, float *out_val, int threads, ccomp_error *err)
 {
     ccomp_parallel_ops prep = {NULL, prep_run, NULL}, ops = {row_init, row_run, row_fini};
     ccomp_status st = CCOMP_OK;
     job j;
     size_t b, t, nt;
-    if (dtype != CCOMP_TOKENS_F32 && dtype != CCOMP_TOKENS_F64)
-        return ccomp_fail(err, CCOMP_ERR_VALUE, "keys must be float32 or float64, got type %d", dtype);
+    if (dtype != CCOMP_TOKENS_F32 && dtype != CCOMP_TOKENS_F64 && dtype != CCOMP_TOKENS_F16)
+        return ccomp_fail(err, CCOMP_ERR_VALUE, "keys must be float32, float64 or float16, got type %d", dtype);
     if (N < 1 || D < 1) return ccomp_fail(err, CCOMP_ERR_VALUE, "need at least one token of one channel");
     if (k < 1 || k > CCOMP_TOKENS_MAX_K)
         return ccomp_fail(err, CCOMP_ERR_VALUE, "k must be in [1, %d], got %zu", CCOMP_TOKENS_MAX_K, k);
     if (threads < 1) return ccomp_fail(err, CCOMP_ERR_VALUE, "threads must be >= 1, got %d", threads);
+    if (screen != CCOMP_TOKENS_SCREEN_AUTO && screen != CCOMP_TOKENS_SCREEN_F32 && screen != CCOMP_TOKENS_SCREEN_INT8)
+        return ccomp_fail(err, CCOMP_ERR_VALUE, "screen must be 0 (auto), 1 (float32) or 2 (int8), got %d", screen);
+    if (screen == CCOMP_TOKENS_SCREEN_INT8) {
+        if (!tok8_available())
+            return ccomp_fail(err, CCOMP_ERR_VALUE, "the int8 screen needs a CPU with AVX-512 VNNI");
+        if (dtype == CCOMP_TOKENS_F64 || D > I8_MAX_D)
+            return ccomp_fail(err, CCOMP_ERR_VALUE, "the int8 screen takes float32 or float16 keys of at most %d "
+                              "channels", I8_MAX_D);
+    }
     if (rows_off[0] != 0 || cols_off[0] != 0)
         return ccomp_fail(err, CCOMP_ERR_VALUE, "row and column offsets must start at 0");
     memset(&j, 0, sizeof j);
@@ -458,13 +933,18 @@ ccomp_status ccomp_tokens_topk(const void *keys, int dtype, size_t B, size_t N, 
                 return ccomp_fail(err, CCOMP_ERR_VALUE, "candidate token %lld of sub-image %zu is outside [0, %zu)",
                                   (long long)cols[t], b, N);
         if (cols_off[b + 1] - cols_off[b] > j.max_cols) j.max_cols = cols_off[b + 1] - cols_off[b];
+        if (cols_off[b + 1] - cols_off[b] > 0xFFFFFFFFu)
+            return ccomp_fail(err, CCOMP_ERR_VALUE, "sub-image %zu has more than 2^32 - 1 candidates", b);
     }
     if (B == 0 || rows_off[B] == 0) return CCOMP_OK;
+    if (N > 0x7FFFFFFFu) return ccomp_fail(err, CCOMP_ERR_VALUE, "at most 2^31 - 1 tokens per sub-image, got %zu", N);
     j.keys = keys;
     j.dtype = dtype;
+    j.want = screen;
     j.B = B;
     j.N = N;
     j.D = D;
+    j.Dp = (D + 3) / 4 * 4;
     j.rows = rows;
     j.rows_off = rows_off;
     j.cols = cols;
@@ -478,31 +958,39 @@ ccomp_status ccomp_tokens_topk(const void *keys, int dtype, size_t B, size_t N, 
      * then a sequential sum per element, fused or (scalar kernel) product and sum rounded apart; a quarter
      * more for slack */
     j.delta = 1.25 * (2.0 * (double)D + 12.0) * ldexp(1.0, -24);
-    for (nt = 0, b = 0; b < B; b++) nt += (rows_off[b + 1] - rows_off[b] + RB - 1) / RB;
     j.inv = (double *)malloc(B * N * sizeof(double));
     j.rep = (size_t *)malloc(B * N * sizeof(size_t));
-    j.panels = (float **)calloc(B, sizeof(float *));
-    j.task_b = (size_t *)malloc(nt * sizeof(size_t));
-    j.task_r0 = (size_t *)malloc(nt * sizeof(size_t));
-    if (!j.inv || !j.rep || !j.panels || !j.task_b || !j.task_r0) {
+    j.subs = (sub *)calloc(B, sizeof(sub));
+    if (!j.inv || !j.rep || !j.subs) {
         st = ccomp_fail(err, CCOMP_ERR_NOMEM, "cannot allocate the similarity job for %zu x %zu tokens", B, N);
         goto done;
     }
+    st = ccomp_parallel_for(threads, B, &prep, &j, err);
+    if (st != CCOMP_OK) goto done;
+    for (nt = 0, b = 0; b < B; b++) {
+        nt += (j.subs[b].nrg + RB - 1) / RB;
+        if (j.subs[b].ncg > j.max_cg) j.max_cg = j.subs[b].ncg;
+    }
+    j.task_b = (size_t *)malloc((nt + 1) * sizeof(size_t));
+    j.task_g0 = (size_t *)malloc((nt + 1) * sizeof(size_t));
+    if (!j.task_b || !j.task_g0) {
+        st = ccomp_fail(err, CCOMP_ERR_NOMEM, "cannot allocate %zu similarity tasks", nt);
+        goto done;
+    }
     for (nt = 0, b = 0; b < B; b++)
-        for (t = rows_off[b]; t < rows_off[b + 1]; t += RB) {
+        for (t = 0; t < j.subs[b].nrg; t += RB) {
             j.task_b[nt] = b;
-            j.task_r0[nt++] = t;
+            j.task_g0[nt++] = t;
         }
     j.ntasks = nt;
-    st = ccomp_parallel_for(threads, B, &prep, &j, err);
-    if (st == CCOMP_OK) st = ccomp_parallel_for(threads, nt, &ops, &j, err);
+    st = ccomp_parallel_for(threads, nt, &ops, &j, err);
 done:
-    if (j.panels)
-        for (b = 0; b < B; b++) free(j.panels[b]);
-    free(j.panels);
+    if (j.subs)
+        for (b = 0; b < B; b++) sub_free(&j.subs[b]);
+    free(j.subs);
     free(j.inv);
     free(j.rep);
     free(j.task_b);
-    free(j.task_r0);
+    free(j.task_g0);
     return st;
 }

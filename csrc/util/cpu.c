@@ -20,6 +20,9 @@ static unsigned detect(void)
         f |= CCOMP_CPU_BMI2;
     if (__builtin_cpu_supports("avx512f"))
         f |= CCOMP_CPU_AVX512F;
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vnni"))
+        f |= CCOMP_CPU_AVX512VNNI;
     {
         /* FMA and F16C from CPUID leaf 1 (ECX bits 12 and 29): clang's __builtin_cpu_supports lacks "f16c";
          * both are only used together with AVX2, whose check includes the OS's AVX state */
@@ -62,6 +65,7 @@ const char *ccomp_cpu_feature_name(unsigned flag)
     case CCOMP_CPU_NEON: return "neon";
     case CCOMP_CPU_FMA: return "fma";
     case CCOMP_CPU_F16C: return "f16c";
+    case CCOMP_CPU_AVX512VNNI: return "avx512vnni";
     }
     return "unknown";
 }

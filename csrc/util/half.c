@@ -2,6 +2,8 @@
 
 #include <string.h>
 
+#include "ccomp/cpu.h"
+
 uint16_t ccomp_f32_to_f16(float f)
 {
     uint32_t x, sign, mant;
@@ -55,4 +57,28 @@ float ccomp_f16_to_f32(uint16_t h)
     }
     memcpy(&f, &x, sizeof f);
     return f;
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+
+__attribute__((target("avx,f16c"))) static void f16_to_f32_f16c(const uint16_t *in, float *out, size_t n)
+{
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(out + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(in + i))));
+    for (; i < n; i++) out[i] = ccomp_f16_to_f32(in[i]);
+}
+#endif
+
+void ccomp_f16_to_f32_n(const uint16_t *in, float *out, size_t n)
+{
+    size_t i;
+#if defined(__x86_64__) && defined(__GNUC__)
+    if ((ccomp_cpu_features() & (CCOMP_CPU_AVX2 | CCOMP_CPU_F16C)) == (CCOMP_CPU_AVX2 | CCOMP_CPU_F16C)) {
+        f16_to_f32_f16c(in, out, n);
+        return;
+    }
+#endif
+    for (i = 0; i < n; i++) out[i] = ccomp_f16_to_f32(in[i]);
 }

@@ -92,7 +92,7 @@ def _tokens3(tokens, name="tokens"):
 
 
 def _keys3(keys, x, name="keys", src=None):
-    """The similarity keys as the core reads them (float32 or float64, C order), [B, N, Dk]; for CUDA keys (or
+    """The similarity keys as the core reads them (float32, float64 or float16, C order), [B, N, Dk]; for CUDA keys (or
     CUDA tokens ``src`` when no keys are given) a validated _tokens_gpu.DeviceKeys that _topk runs on the GPU."""
     if keys is None and _on_gpu(src):
         from . import _tokens_gpu
@@ -111,8 +111,6 @@ def _keys3(keys, x, name="keys", src=None):
         if k.shape[:2] != x.shape[:2]:
             raise ValueError(f"{name} must have {x.shape[0]} x {x.shape[1]} rows like the tokens, got shape "
                              f"{k.shape if not sq else k.shape[1:]}")
-    if k.dtype == np.float16:
-        k = k.astype(np.float32)
     return np.ascontiguousarray(k)
 
 
@@ -145,6 +143,20 @@ def _host_keys(kk):
     return _tokens_gpu.host_keys(kk)
 
 
+def _gather_rows(x, sel):
+    """[x[b][sel[b]] for every b], copied into one buffer (one large allocation: far fewer page faults than B
+    small ones); each entry is a view of it."""
+    tot = sum(len(s) for s in sel)
+    buf = np.empty((tot,) + x.shape[2:], dtype=x.dtype)
+    out, o = [], 0
+    for b, s in enumerate(sel):
+        view = buf[o:o + len(s)]
+        np.take(x[b], s, axis=0, out=view)
+        out.append(view)
+        o += len(s)
+    return out
+
+
 def _scatter_add(acc, idx, vals):
     """acc[idx[i]] += vals[i] for every i (rows of a 2-D acc too), vectorised: np.add.at is slow on rows."""
     if len(idx) == 0:
@@ -157,6 +169,10 @@ def _scatter_add(acc, idx, vals):
 
 # ------------------------------------------------------------------ the similarity core
 
+# the core's screen: 0 auto, 1 float32, 2 int8 (tests set it to check that every screen gives the same answer)
+_SCREEN = 0
+
+
 def _topk(keys, rows, cols, exclude_self, k, threads):
     """Per sub-image b: for each token in rows[b], its k most similar tokens among cols[b]."""
     if not isinstance(keys, np.ndarray):  # _tokens_gpu.DeviceKeys
@@ -168,7 +184,7 @@ def _topk(keys, rows, cols, exclude_self, k, threads):
     co[1:] = np.cumsum([len(c) for c in cols])
     r = np.concatenate(rows).astype(np.int64) if len(rows) else np.zeros(0, np.int64)
     c = np.concatenate(cols).astype(np.int64) if len(cols) else np.zeros(0, np.int64)
-    idx, val = _core.tokens_topk(keys, r, ro, c, co, bool(exclude_self), int(k), _threads(threads))
+    idx, val = _core.tokens_topk(keys, r, ro, c, co, bool(exclude_self), int(k), _threads(threads), _SCREEN)
     out_i, out_v = [], []
     for b in range(len(rows)):
         out_i.append(idx[ro[b]:ro[b + 1]])
@@ -247,8 +263,7 @@ def _top_by_weight(w, k):
 
 def _sample(w, k, seed, b):
     """k indices sampled without replacement with probability proportional to w (exponential race)."""
-    u = uniforms(seed, b, len(w))
-    key = np.array([-math.log(ui) / wi if wi > 0 else math.inf for ui, wi in zip(u, w)])
+    key = _core.tokens_race_keys(uniforms(seed, b, len(w)), w)  # -log(u) / w with the C library's log
     return np.lexsort((np.arange(len(w)), key))[:k]
 
 
@@ -356,7 +371,7 @@ def correlation_compress(tokens, cls_attention=None, cls=None, keys=None, thresh
             res = np.where(safe[:, None], num / np.where(safe, den, 1.0)[:, None], plain / cnt[:, None])
             out.append(res.astype(od) if xd is None else _tokens_gpu.from_host_like(xd, res.astype(od)))
     else:
-        out = [x[b][s] for b, s in enumerate(kept)]
+        out = _gather_rows(x, kept)
     return Compressed(kept, out, density, msim, redundant, np.array([len(s) for s in kept], dtype=np.int64))
 
 

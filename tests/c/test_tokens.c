@@ -1,12 +1,16 @@
 /* C tests of the token-similarity core (ccomp/tokens.h): top-k against a brute force over the
- * exact similarity, on random keys, keys with many bit-identical copies (near-ties everywhere)
- * and zero keys; float32 and float64 keys; any thread count gives the same bytes; bad indices,
- * k and offsets are refused.  `--quick` shrinks the sizes (sanitizer runs). */
+ * exact similarity, on random keys, keys with many bit-identical copies (near-ties everywhere),
+ * zero keys and keys with one huge channel (a loose int8 bound); float32, float64 and float16 keys;
+ * repeated candidates; every screen (float32, int8 where the CPU has it, auto) and any thread count
+ * give the same bytes; bad indices, k, offsets and screens are refused.  `--quick` shrinks the sizes
+ * (sanitizer runs). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "ccomp/cpu.h"
+#include "ccomp/half.h"
 #include "ccomp/tokens.h"
 
 #include "check.h"
@@ -45,10 +49,11 @@ static void brute(const void *keys, int dtype, size_t N, size_t D, size_t b, siz
     }
 }
 
-/* kind 0: random; 1: 70% copies of 3 keys plus small perturbations of them; 2: some zero keys */
+/* kind 0: random; 1: 70% copies of 3 keys plus small perturbations of them; 2: some zero keys;
+ * 3: channel 0 a thousand times the others */
 static void *make_keys(int dtype, size_t B, size_t N, size_t D, int kind)
 {
-    size_t w = dtype == CCOMP_TOKENS_F32 ? 4 : 8, b, i, d;
+    size_t w = dtype == CCOMP_TOKENS_F32 ? 4 : dtype == CCOMP_TOKENS_F16 ? 2 : 8, b, i, d;
     unsigned char *p = malloc(B * N * D * w);
     for (b = 0; b < B; b++)
         for (i = 0; i < N; i++)
@@ -57,38 +62,50 @@ static void *make_keys(int dtype, size_t B, size_t N, size_t D, int kind)
                 if (kind == 1 && i % 10 < 7) v = (double)((i % 3) + 1) * (d % 5 == 0 ? 1.0 : -0.5);
                 if (kind == 1 && i % 10 == 7) v = (double)((i % 3) + 1) * (d % 5 == 0 ? 1.0 : -0.5) + 1e-6 * v;
                 if (kind == 2 && i % 4 == 0) v = 0.0;
+                if (kind == 3 && d == 0) v = 1000.0 + 10.0 * v;
                 if (dtype == CCOMP_TOKENS_F32)
                     ((float *)p)[(b * N + i) * D + d] = (float)v;
+                else if (dtype == CCOMP_TOKENS_F16)
+                    ((uint16_t *)p)[(b * N + i) * D + d] = ccomp_f32_to_f16((float)v);
                 else
                     ((double *)p)[(b * N + i) * D + d] = v;
             }
     return p;
 }
 
-static void check_case(int dtype, size_t B, size_t N, size_t D, int kind, size_t k, int excl)
+static int int8_ok(int dtype)
+{
+    return (ccomp_cpu_features() & CCOMP_CPU_AVX512VNNI) && dtype != CCOMP_TOKENS_F64;
+}
+
+static void check_case(int dtype, size_t B, size_t N, size_t D, int kind, size_t k, int excl, int screen)
 {
     void *keys = make_keys(dtype, B, N, D, kind);
     size_t *ro = malloc((B + 1) * sizeof *ro), *co = malloc((B + 1) * sizeof *co), b, i, t;
     int64_t *rows = malloc(B * N * sizeof *rows), *cols = malloc(B * N * sizeof *cols);
     size_t nr = 0, nc = 0;
     ro[0] = co[0] = 0;
-    /* queries: every third token; candidates: all tokens but every fifth (a proper subset) */
+    /* queries: every third token; candidates: all tokens but every fifth (a proper subset), and without
+     * exclusion every seventh token twice */
+    if (!excl) cols = realloc(cols, 2 * B * N * sizeof *cols);
     for (b = 0; b < B; b++) {
         for (i = 0; i < N; i += 3) rows[nr++] = (int64_t)i;
-        for (i = 0; i < N; i++)
+        for (i = 0; i < N; i++) {
             if (i % 5 != 4 || !excl) cols[nc++] = (int64_t)i;
+            if (!excl && i % 7 == 0) cols[nc++] = (int64_t)i;
+        }
         ro[b + 1] = nr;
         co[b + 1] = nc;
     }
     int64_t *oi1 = malloc(nr * k * sizeof *oi1), *oi3 = malloc(nr * k * sizeof *oi3), *bi = malloc(k * sizeof *bi);
     float *ov1 = malloc(nr * k * sizeof *ov1), *ov3 = malloc(nr * k * sizeof *ov3), *bv = malloc(k * sizeof *bv);
     ccomp_error err;
-    CHECK(ccomp_tokens_topk(keys, dtype, B, N, D, rows, ro, cols, co, excl, k, oi1, ov1, 1, &err) == CCOMP_OK,
+    CHECK(ccomp_tokens_topk(keys, dtype, B, N, D, rows, ro, cols, co, excl, k, screen, oi1, ov1, 1, &err) == CCOMP_OK,
           "topk failed: %s", err.msg);
-    CHECK(ccomp_tokens_topk(keys, dtype, B, N, D, rows, ro, cols, co, excl, k, oi3, ov3, 3, &err) == CCOMP_OK,
+    CHECK(ccomp_tokens_topk(keys, dtype, B, N, D, rows, ro, cols, co, excl, k, screen, oi3, ov3, 3, &err) == CCOMP_OK,
           "topk (3 threads) failed: %s", err.msg);
     CHECK(memcmp(oi1, oi3, nr * k * sizeof *oi1) == 0 && memcmp(ov1, ov3, nr * k * sizeof *ov1) == 0,
-          "1 and 3 threads differ (dtype %d, kind %d, k %zu)", dtype, kind, k);
+          "1 and 3 threads differ (dtype %d, kind %d, k %zu, screen %d)", dtype, kind, k, screen);
     int bad = 0;
     for (b = 0; b < B; b++)
         for (i = ro[b]; i < ro[b + 1]; i++) {
@@ -97,8 +114,9 @@ static void check_case(int dtype, size_t B, size_t N, size_t D, int kind, size_t
                 if (bi[t] != oi1[i * k + t] || !(bv[t] == ov1[i * k + t] || (isinf(bv[t]) && isinf(ov1[i * k + t]))))
                     bad++;
         }
-    CHECK(bad == 0, "%d top-k entries differ from the brute force (dtype %d, B %zu, N %zu, D %zu, kind %d, k %zu)",
-          bad, dtype, B, N, D, kind, k);
+    CHECK(bad == 0,
+          "%d top-k entries differ from the brute force (dtype %d, B %zu, N %zu, D %zu, kind %d, k %zu, screen %d)",
+          bad, dtype, B, N, D, kind, k, screen);
     free(keys);
     free(ro);
     free(co);
@@ -119,18 +137,22 @@ static void check_errors(void)
     size_t ro[3] = {0, 3, 3}, co[3] = {0, 3, 3}, ro1[3] = {0, 1, 1}, dec[3] = {0, 3, 2};
     float ov[9];
     ccomp_error err;
-    CHECK(ccomp_tokens_topk(keys, CCOMP_TOKENS_F32, 2, 3, 4, bad_rows, ro1, rows, co, 1, 1, oi, ov, 1, &err) ==
+    CHECK(ccomp_tokens_topk(keys, CCOMP_TOKENS_F32, 2, 3, 4, bad_rows, ro1, rows, co, 1, 1, 0, oi, ov, 1, &err) ==
               CCOMP_ERR_VALUE, "row index out of range accepted");
-    CHECK(ccomp_tokens_topk(keys, CCOMP_TOKENS_F32, 2, 3, 4, rows, ro, rows, co, 1, 0, oi, ov, 1, &err) ==
+    CHECK(ccomp_tokens_topk(keys, CCOMP_TOKENS_F32, 2, 3, 4, rows, ro, rows, co, 1, 0, 0, oi, ov, 1, &err) ==
               CCOMP_ERR_VALUE, "k = 0 accepted");
-    CHECK(ccomp_tokens_topk(keys, 7, 2, 3, 4, rows, ro, rows, co, 1, 1, oi, ov, 1, &err) == CCOMP_ERR_VALUE,
+    CHECK(ccomp_tokens_topk(keys, 7, 2, 3, 4, rows, ro, rows, co, 1, 1, 0, oi, ov, 1, &err) == CCOMP_ERR_VALUE,
           "unknown dtype accepted");
-    CHECK(ccomp_tokens_topk(keys, CCOMP_TOKENS_F32, 2, 3, 4, rows, dec, rows, co, 1, 1, oi, ov, 1, &err) ==
+    CHECK(ccomp_tokens_topk(keys, CCOMP_TOKENS_F32, 2, 3, 4, rows, dec, rows, co, 1, 1, 0, oi, ov, 1, &err) ==
               CCOMP_ERR_VALUE, "decreasing offsets accepted");
-    CHECK(ccomp_tokens_topk(keys, CCOMP_TOKENS_F32, 2, 3, 4, rows, ro, rows, co, 1, 1, oi, ov, 0, &err) ==
+    CHECK(ccomp_tokens_topk(keys, CCOMP_TOKENS_F32, 2, 3, 4, rows, ro, rows, co, 1, 1, 0, oi, ov, 0, &err) ==
               CCOMP_ERR_VALUE, "threads = 0 accepted");
+    CHECK(ccomp_tokens_topk(keys, CCOMP_TOKENS_F32, 2, 3, 4, rows, ro, rows, co, 1, 1, 3, oi, ov, 1, &err) ==
+              CCOMP_ERR_VALUE, "screen 3 accepted");
+    CHECK(ccomp_tokens_topk(keys, CCOMP_TOKENS_F64, 2, 3, 2, rows, ro, rows, co, 1, 1, CCOMP_TOKENS_SCREEN_INT8, oi, ov,
+                            1, &err) == CCOMP_ERR_VALUE, "the int8 screen accepted float64 keys");
     /* zero keys: similarity 0 everywhere, ties to the lower index; k beyond the candidates: -1 / -inf */
-    CHECK(ccomp_tokens_topk(keys, CCOMP_TOKENS_F32, 2, 3, 4, rows, ro, rows, co, 1, 3, oi, ov, 2, &err) == CCOMP_OK,
+    CHECK(ccomp_tokens_topk(keys, CCOMP_TOKENS_F32, 2, 3, 4, rows, ro, rows, co, 1, 3, 0, oi, ov, 2, &err) == CCOMP_OK,
           "zero keys failed: %s", err.msg);
     /* row 0 (token 0): candidates 1, 2 then none */
     CHECK(oi[0] == 1 && oi[1] == 2 && oi[2] == -1 && ov[0] == 0.0f && isinf(ov[2]), "zero keys: got %lld %lld %lld",
@@ -142,13 +164,21 @@ int main(int argc, char **argv)
     int quick = argc > 1 && strcmp(argv[1], "--quick") == 0;
     size_t N = quick ? 70 : 300;
     int dtype, kind;
-    for (dtype = 0; dtype < 2; dtype++)
-        for (kind = 0; kind < 3; kind++) {
-            check_case(dtype, 2, N, 37, kind, 1, 1);
-            check_case(dtype, 1, N, 64, kind, 5, 1);
-            check_case(dtype, 2, N, 20, kind, 1, 0);
+    int screen;
+    for (screen = CCOMP_TOKENS_SCREEN_AUTO; screen <= CCOMP_TOKENS_SCREEN_INT8; screen++)
+        for (dtype = 0; dtype < 3; dtype++) {
+            if (screen == CCOMP_TOKENS_SCREEN_INT8 && !int8_ok(dtype)) continue;
+            for (kind = 0; kind < 4; kind++) {
+                check_case(dtype, 2, N, 37, kind, 1, 1, screen);
+                check_case(dtype, 1, N, 64, kind, 5, 1, screen);
+                check_case(dtype, 2, N, 20, kind, 1, 0, screen);
+                check_case(dtype, 1, N, 3, kind, 4, 0, screen);
+            }
         }
-    if (!quick) check_case(CCOMP_TOKENS_F32, 3, 1024, 256, 1, 33, 1);
+    if (!quick) {
+        check_case(CCOMP_TOKENS_F32, 3, 1024, 256, 1, 33, 1, CCOMP_TOKENS_SCREEN_AUTO);
+        check_case(CCOMP_TOKENS_F32, 2, 1024, 256, 0, 1, 1, CCOMP_TOKENS_SCREEN_AUTO);
+    }
     printf("kernel: %s\n", ccomp_tokens_kernel_name());
     check_errors();
     if (test_failures) {

@@ -13,7 +13,8 @@ enum {
     CCOMP_CPU_AVX512F = 1 << 3,
     CCOMP_CPU_NEON = 1 << 4,
     CCOMP_CPU_FMA = 1 << 5,
-    CCOMP_CPU_F16C = 1 << 6
+    CCOMP_CPU_F16C = 1 << 6,
+    CCOMP_CPU_AVX512VNNI = 1 << 7 /* AVX-512 VNNI together with AVX-512 BW */
 };
 
 /* Bit set of CCOMP_CPU_* flags. */

@@ -4,6 +4,7 @@
 #ifndef CCOMP_HALF_H
 #define CCOMP_HALF_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #ifdef __cplusplus
@@ -12,6 +13,9 @@ extern "C" {
 
 uint16_t ccomp_f32_to_f16(float f);
 float ccomp_f16_to_f32(uint16_t h);
+
+/* out[i] = ccomp_f16_to_f32(in[i]) for i < n (F16C where the CPU has it: the same values). */
+void ccomp_f16_to_f32_n(const uint16_t *in, float *out, size_t n);
 
 #ifdef __cplusplus
 }
