@@ -408,3 +408,36 @@ def test_race_keys_use_the_c_library_log():
         _core.tokens_race_keys(np.array([0.0]), np.array([1.0]))
     with pytest.raises(ValueError, match="same length"):
         _core.tokens_race_keys(np.array([0.5, 0.5]), np.array([1.0]))
+
+
+def test_gather_sum_matches_numpy_and_refuses_bad_indices():
+    from ccomp import _core
+    rng = np.random.default_rng(11)
+    for dt in (np.float16, np.float32, np.float64):
+        x = rng.standard_normal((3, 20, 7)).astype(dt)
+        M = 50
+        bsel, rows, dst = rng.integers(0, 3, M), rng.integers(0, 20, M), rng.integers(0, 9, M)
+        w = rng.random(M)
+        want = np.zeros((9, 7))
+        for i in range(M):  # in order, as the core adds them
+            want[dst[i]] += w[i] * x[bsel[i], rows[i]].astype(np.float64)
+        for t in (1, 3):
+            np.testing.assert_array_equal(_core.tokens_gather_sum(x, bsel, rows, dst, w, 9, t), want)
+        div = rng.random(9) + 0.5
+        np.testing.assert_array_equal(_core.tokens_gather_sum(x, bsel, rows, dst, w, 9, 2, div), want / div[:, None])
+        got32 = _core.tokens_gather_sum(x, bsel, rows, dst, w, 9, 2, div, True)
+        assert got32.dtype == np.float32
+        np.testing.assert_array_equal(got32, (want / div[:, None]).astype(np.float32))
+        ones = _core.tokens_gather_sum(x, bsel, rows, dst, None, 9, 1)
+        np.testing.assert_allclose(ones, np.array([x[bsel[dst == o], rows[dst == o]].astype(np.float64).sum(axis=0)
+                                                   for o in range(9)]), rtol=1e-12, atol=1e-12)
+    x = np.zeros((2, 4, 3), np.float32)
+    i = np.array([0], np.int64)
+    with pytest.raises(ValueError, match="reads token"):
+        _core.tokens_gather_sum(x, i, np.array([4], np.int64), i, None, 1, 1)
+    with pytest.raises(ValueError, match="goes to row"):
+        _core.tokens_gather_sum(x, i, i, np.array([1], np.int64), None, 1, 1)
+    with pytest.raises(ValueError, match="one weight per"):
+        _core.tokens_gather_sum(x, i, i, i, np.ones(2), 1, 1)
+    with pytest.raises(ValueError, match="one divisor per"):
+        _core.tokens_gather_sum(x, i, i, i, None, 1, 1, np.ones(2))

@@ -22,7 +22,7 @@ static PyArrayObject *view(PyObject *obj, int type, int nd, PyObject *keep, cons
 {
     PyArrayObject *a;
     if (!PyArray_Check(obj) || PyArray_TYPE((PyArrayObject *)obj) != type || PyArray_NDIM((PyArrayObject *)obj) != nd) {
-        PyErr_Format(PyExc_TypeError, "tokens_topk: %s must be a %d-D array of %s", name, nd,
+        PyErr_Format(PyExc_TypeError, "tokens: %s must be a %d-D array of %s", name, nd,
                      type == NPY_INT64 ? "int64" : type == NPY_UINT64 ? "uint64" : "float32, float64 or float16");
         return NULL;
     }
@@ -102,6 +102,78 @@ done:
     return res;
 }
 
+/* tokens_gather_sum(x [B, N, D] float16/32/64, bsel int64 [M], rows int64 [M], dst int64 [M], w float64 [M] or
+ * None, n_out, threads, div float64 [n_out] or None, float32 out: bool)
+ *   -> [n_out, D] float64 (or float32): row o = sum over dst[i] = o of w[i] x[bsel[i], rows[i]], / div[o] */
+static PyObject *py_tokens_gather_sum(PyObject *self, PyObject *args)
+{
+    PyObject *xo, *bo, *ro, *dobj, *wo, *divo = Py_None, *keep = NULL, *res = NULL;
+    PyArrayObject *x, *bs, *rs, *ds, *ws = NULL, *dv = NULL, *out = NULL;
+    Py_ssize_t n_out;
+    int threads, npy, dtype, f32 = 0;
+    size_t M;
+    ccomp_error err;
+    ccomp_status st;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OOOOOni|Op", &xo, &bo, &ro, &dobj, &wo, &n_out, &threads, &divo, &f32)) return NULL;
+    if (n_out < 0) {
+        PyErr_SetString(PyExc_ValueError, "tokens_gather_sum: n_out must be >= 0");
+        return NULL;
+    }
+    if ((keep = PyList_New(0)) == NULL) return NULL;
+    npy = PyArray_Check(xo) ? PyArray_TYPE((PyArrayObject *)xo) : -1;
+    if (npy != NPY_FLOAT32 && npy != NPY_FLOAT64 && npy != NPY_FLOAT16) {
+        PyErr_SetString(PyExc_TypeError, "tokens_gather_sum: x must be a float32, float64 or float16 array");
+        goto done;
+    }
+    dtype = npy == NPY_FLOAT32 ? CCOMP_TOKENS_F32 : npy == NPY_FLOAT64 ? CCOMP_TOKENS_F64 : CCOMP_TOKENS_F16;
+    if ((x = view(xo, npy, 3, keep, "x")) == NULL || (bs = view(bo, NPY_INT64, 1, keep, "bsel")) == NULL ||
+        (rs = view(ro, NPY_INT64, 1, keep, "rows")) == NULL || (ds = view(dobj, NPY_INT64, 1, keep, "dst")) == NULL)
+        goto done;
+    M = (size_t)PyArray_DIM(bs, 0);
+    if ((size_t)PyArray_DIM(rs, 0) != M || (size_t)PyArray_DIM(ds, 0) != M) {
+        PyErr_SetString(PyExc_ValueError, "tokens_gather_sum: bsel, rows and dst must have the same length");
+        goto done;
+    }
+    if (wo != Py_None) {
+        if ((ws = view(wo, NPY_FLOAT64, 1, keep, "w")) == NULL) goto done;
+        if ((size_t)PyArray_DIM(ws, 0) != M) {
+            PyErr_SetString(PyExc_ValueError, "tokens_gather_sum: w must have one weight per contribution");
+            goto done;
+        }
+    }
+    if (divo != Py_None) {
+        if ((dv = view(divo, NPY_FLOAT64, 1, keep, "div")) == NULL) goto done;
+        if (PyArray_DIM(dv, 0) != n_out) {
+            PyErr_SetString(PyExc_ValueError, "tokens_gather_sum: div must have one divisor per output row");
+            goto done;
+        }
+    }
+    {
+        npy_intp dims[2] = {(npy_intp)n_out, PyArray_DIM(x, 2)};
+        if ((out = (PyArrayObject *)PyArray_SimpleNew(2, dims, f32 ? NPY_FLOAT32 : NPY_FLOAT64)) == NULL) goto done;
+    }
+    ccomp_error_clear(&err);
+    Py_BEGIN_ALLOW_THREADS
+    st = ccomp_tokens_gather_sum(PyArray_DATA(x), dtype, (size_t)PyArray_DIM(x, 0), (size_t)PyArray_DIM(x, 1),
+                                 (size_t)PyArray_DIM(x, 2), (const int64_t *)PyArray_DATA(bs),
+                                 (const int64_t *)PyArray_DATA(rs), (const int64_t *)PyArray_DATA(ds),
+                                 ws ? (const double *)PyArray_DATA(ws) : NULL, M,
+                                 dv ? (const double *)PyArray_DATA(dv) : NULL, PyArray_DATA(out),
+                                 f32 ? CCOMP_TOKENS_F32 : CCOMP_TOKENS_F64, (size_t)n_out, threads, &err);
+    Py_END_ALLOW_THREADS
+    if (st != CCOMP_OK) {
+        ccomp_raise(&err, "tokens_gather_sum");
+        goto done;
+    }
+    res = (PyObject *)out;
+    out = NULL;
+done:
+    Py_XDECREF(out);
+    Py_XDECREF(keep);
+    return res;
+}
+
 /* tokens_race_keys(u float64 [n], w float64 [n]) -> float64 [n]: -log(u_i) / w_i, +inf where w_i <= 0, with the
  * C library's log (what Python's math.log calls: the same bits as the reference) */
 static PyObject *py_tokens_race_keys(PyObject *self, PyObject *args)
@@ -151,6 +223,9 @@ PyMethodDef ccomp_tokens_methods[] = {
     {"tokens_topk", py_tokens_topk, METH_VARARGS,
      "tokens_topk(keys [B, N, D] float32/float64/float16, rows, rows_off, cols, cols_off, exclude_self, k, threads, "
      "screen=0) -> (idx, val); screen 0 auto, 1 float32, 2 int8 (the same answer)."},
+    {"tokens_gather_sum", py_tokens_gather_sum, METH_VARARGS,
+     "tokens_gather_sum(x [B, N, D], bsel, rows, dst, w or None, n_out, threads, div=None, f32=False) -> "
+     "[n_out, D]: row o = sum over dst[i] = o of w[i] x[bsel[i], rows[i]], divided by div[o]."},
     {"tokens_race_keys", py_tokens_race_keys, METH_VARARGS,
      "tokens_race_keys(u, w) -> -log(u) / w (+inf where w <= 0), float64, with the C library's log."},
     {"tokens_kernel_name", py_tokens_kernel_name, METH_NOARGS, "The screening kernels in use."},

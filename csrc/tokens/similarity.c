@@ -30,7 +30,7 @@
 #define PANEL CCOMP_TILE_W /* candidate columns per packed float32 panel */
 #define KC 256             /* channels per block of the float32 screening product */
 #define BLK 16             /* screened values per block of the selection's scans */
-#define I8_MAX_DELTA 0.05  /* AUTO uses the int8 screen while its error bound is below this */
+#define I8_MAX_DELTA 0.05  /* AUTO uses the int8 screen while its typical error bound is below this */
 #define I8_MAX_D 65536     /* int32 sums of D products of |255 x 127| stay exact */
 
 enum { SCR_F32 = 1, SCR_I8 = 2 };
@@ -383,13 +383,13 @@ static ccomp_status pack_f32(const job *j, sub *sb, size_t b, ccomp_error *err)
 }
 
 #if TOK8_BUILT
-/* quantize every token; pack the candidate keys; 1 when the screen's bound is within I8_MAX_DELTA
- * (or INT8 was asked for), 0 to fall back to float32 */
+/* quantize every token; pack the candidate keys; *ok = 1 when the typical pair's bound is within
+ * I8_MAX_DELTA (or INT8 was asked for), 0 to fall back to float32 */
 static ccomp_status pack_i8(const job *j, sub *sb, size_t b, int *ok, ccomp_error *err)
 {
     const size_t N = j->N, D = j->D, Dp = j->Dp, np = (sb->ncg + TOK8_W - 1) / TOK8_W;
     const int8_t *cq[TOK8_W];
-    double emax_rows = 0.0;
+    double esum = 0.0;
     size_t t, p, c;
     *ok = 0;
     sb->q = (int8_t *)malloc(N * Dp);
@@ -411,7 +411,7 @@ static ccomp_status pack_i8(const job *j, sub *sb, size_t b, int *ok, ccomp_erro
             sb->qscale[t] = tok8_quantize(key32(j, b, t), D, Dp, j->inv[b * N + t], sb->q + t * Dp, &sb->qe[t],
                                           &sb->qn[t], &sb->qsum[t]);
         }
-        if (sb->qe[t] > emax_rows) emax_rows = sb->qe[t];
+        esum += sb->qe[t];
     }
     sb->emax = sb->nmax = 0.0;
     for (c = 0; c < sb->ncg; c++) {
@@ -419,7 +419,8 @@ static ccomp_status pack_i8(const job *j, sub *sb, size_t b, int *ok, ccomp_erro
         if (sb->qe[t2] > sb->emax) sb->emax = sb->qe[t2];
         if (sb->qn[t2] > sb->nmax) sb->nmax = sb->qn[t2];
     }
-    if (j->want == CCOMP_TOKENS_SCREEN_AUTO && emax_rows * sb->nmax + sb->emax > I8_MAX_DELTA) return CCOMP_OK;
+    /* the typical pair's bound e (n + 1): a few keys with a loose bound only widen their own pairs */
+    if (j->want == CCOMP_TOKENS_SCREEN_AUTO && esum / (double)N * (sb->nmax + 1.0) > I8_MAX_DELTA) return CCOMP_OK;
     sb->screen = SCR_I8;
     *ok = 1;
     if (np == 0) return CCOMP_OK;

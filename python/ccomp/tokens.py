@@ -157,6 +157,30 @@ def _gather_rows(x, sel):
     return out
 
 
+class _Sums:
+    """Weighted sums of token rows, collected per sub-image and run in one call of the C core: row o is
+    ``sum(w * x[b, rows] for dst == o) / div[o]`` in float64 (each row summing in the order added), returned
+    in the merged tokens' dtype (float32, or float64 for float64 tokens)."""
+
+    def __init__(self):
+        self.parts = []
+
+    def add(self, b, rows, dst, w=None):
+        rows = np.asarray(rows, dtype=np.int64)
+        w = np.ones(len(rows)) if w is None else np.asarray(w, dtype=np.float64)
+        self.parts.append((np.full(len(rows), b, dtype=np.int64), rows, np.asarray(dst, dtype=np.int64), w))
+
+    def run(self, x, n_out, threads, div=None):
+        if self.parts:
+            b, r, d, w = (np.concatenate(p) for p in zip(*self.parts))
+        else:
+            b = r = d = np.zeros(0, dtype=np.int64)
+            w = np.zeros(0)
+        div = None if div is None else np.ascontiguousarray(div, dtype=np.float64)
+        return _core.tokens_gather_sum(np.ascontiguousarray(x), b, r, d, w, int(n_out), _threads(threads), div,
+                                       _out_dtype(x) == np.float32)
+
+
 def _scatter_add(acc, idx, vals):
     """acc[idx[i]] += vals[i] for every i (rows of a 2-D acc too), vectorised: np.add.at is slow on rows."""
     if len(idx) == 0:
@@ -355,21 +379,24 @@ def correlation_compress(tokens, cls_attention=None, cls=None, keys=None, thresh
     if merge:
         drop = [np.setdiff1d(np.arange(N), s) for s in kept]
         nn, _ = _topk(kk, drop, kept, False, 1, threads)
+        # per kept token c: (w_c x_c + sum w_j x_j) / (w_c + sum w_j) over the tokens j merged into it,
+        # the plain mean where that weight is 0
+        sums = _Sums()
+        offs = np.concatenate([[0], np.cumsum([len(k) for k in kept])]).astype(np.int64)
+        div = []
+        for b in range(B):
+            kb, db = kept[b], drop[b]
+            local = np.searchsorted(kb, nn[b][:, 0])
+            den = w[b][kb] + np.bincount(local, weights=w[b][db], minlength=len(kb))
+            weighted = den > 0
+            sums.add(b, kb, offs[b] + np.arange(len(kb)), np.where(weighted, w[b][kb], 1.0))
+            sums.add(b, db, offs[b] + local, np.where(weighted[local], w[b][db], 1.0))
+            div.append(np.where(weighted, den, 1.0 + np.bincount(local, minlength=len(kb))))
+        res = sums.run(x, offs[-1], threads, np.concatenate(div))
         out = []
         for b in range(B):
-            xb = x[b].astype(np.float64)
-            num = w[b][kept[b], None] * xb[kept[b]]
-            den = w[b][kept[b]].copy()
-            cnt = np.ones(len(kept[b]))
-            plain = xb[kept[b]].copy()
-            pos = np.searchsorted(kept[b], nn[b][:, 0])
-            _scatter_add(num, pos, w[b][drop[b], None] * xb[drop[b]])
-            _scatter_add(den, pos, w[b][drop[b]])
-            _scatter_add(plain, pos, xb[drop[b]])
-            _scatter_add(cnt, pos, np.ones(len(pos)))
-            safe = den > 0
-            res = np.where(safe[:, None], num / np.where(safe, den, 1.0)[:, None], plain / cnt[:, None])
-            out.append(res.astype(od) if xd is None else _tokens_gpu.from_host_like(xd, res.astype(od)))
+            rb = res[offs[b]:offs[b + 1]]
+            out.append(rb if xd is None else _tokens_gpu.from_host_like(xd, rb))
     else:
         out = _gather_rows(x, kept)
     return Compressed(kept, out, density, msim, redundant, np.array([len(s) for s in kept], dtype=np.int64))
@@ -406,35 +433,37 @@ def tome_merge(tokens, r, metric=None, sizes=None, cls_token=False, threads=None
     b_pos = np.arange(1, N, 2)
     qa = a_pos[1:] if cls_token else a_pos
     nn, val = _topk(kk, [qa] * B, [b_pos] * B, False, 1, threads)
-    od = _out_dtype(x)
     n_out = N - r
-    out = np.empty((B, n_out, D), dtype=od)
     out_s = np.empty((B, n_out))
     source = np.empty((B, N), dtype=np.int64)
+    sums = _Sums()
+    off = 1 if cls_token else 0
+    nu = len(a_pos) - r
     for b in range(B):
         node_max = np.full(len(a_pos), -np.inf)
         node_idx = np.zeros(len(a_pos), dtype=np.int64)
-        off = 1 if cls_token else 0
         node_max[off:] = val[b][:, 0].astype(np.float64)
         node_idx[off:] = (nn[b][:, 0] - 1) // 2  # position within B
         order = np.lexsort((np.arange(len(a_pos)), -node_max))
         src, unm = order[:r], order[r:]
         if cls_token:
             unm = np.sort(unm)
-        xb = x[b].astype(np.float64)
         sb = s[b]
-        acc = sb[b_pos, None] * xb[b_pos]
+        base = b * n_out
+        # the unmerged A tokens as they are; each B token: size-weighted sum with the A tokens merged into it
+        sums.add(b, a_pos[unm], base + np.arange(nu))
+        sums.add(b, b_pos, base + nu + np.arange(len(b_pos)), sb[b_pos])
+        sums.add(b, a_pos[src], base + nu + node_idx[src], sb[a_pos[src]])
         size = sb[b_pos].copy()
-        _scatter_add(acc, node_idx[src], sb[a_pos[src], None] * xb[a_pos[src]])
         _scatter_add(size, node_idx[src], sb[a_pos[src]])
-        nu = len(unm)
-        out[b, :nu] = xb[a_pos[unm]]
-        out[b, nu:] = acc / size[:, None]
         out_s[b, :nu] = sb[a_pos[unm]]
         out_s[b, nu:] = size
         source[b, a_pos[unm]] = np.arange(nu)
         source[b, b_pos] = nu + np.arange(len(b_pos))
         source[b, a_pos[src]] = nu + node_idx[src]
+    div = np.ones((B, n_out))
+    div[:, nu:] = out_s[:, nu:]
+    out = sums.run(x, B * n_out, threads, div.reshape(-1)).reshape(B, n_out, D)
     if squeeze:
         return out[0], out_s[0], source[0]
     return out, out_s, source
@@ -465,16 +494,23 @@ def prumerge(tokens, cls_attention, keys=None, ratio=None, neighbors=32, extra_t
         kept.append(_top_by_weight(a[b], min(N, max(1, int(N * rb)))).astype(np.int64))
     k = min(neighbors, N - 1)
     nn, _ = _topk(kk, kept, [np.arange(N)] * B, True, k, threads)
-    od = _out_dtype(x)
-    out = []
+    # each kept token plus its neighbours weighted by attention; the extra token: the dropped ones, weighted
+    sums = _Sums()
+    offs, n_out = [], 0
     for b in range(B):
-        xb = x[b].astype(np.float64)
-        nb = nn[b]
-        upd = xb[kept[b]] + np.einsum("ik,ikd->id", a[b][nb], xb[nb])
+        kb, nb = kept[b], nn[b]
+        offs.append(n_out)
+        rows = np.arange(len(kb))
+        sums.add(b, kb, n_out + rows)
+        sums.add(b, nb.reshape(-1), n_out + np.repeat(rows, nb.shape[1]), a[b][nb].reshape(-1))
+        n_out += len(kb)
         if extra_token:
-            drop = np.setdiff1d(np.arange(N), kept[b])
-            upd = np.concatenate([upd, (a[b][drop, None] * xb[drop]).sum(axis=0, keepdims=True)])
-        out.append(upd.astype(od))
+            drop = np.setdiff1d(np.arange(N), kb)
+            sums.add(b, drop, np.full(len(drop), n_out), a[b][drop])
+            n_out += 1
+    offs.append(n_out)
+    res = sums.run(x, n_out, threads)
+    out = [res[offs[b]:offs[b + 1]] for b in range(B)]
     return out, kept
 
 
@@ -509,24 +545,27 @@ def visionzip(tokens, cls_attention, keys=None, dominant=54, contextual=10, thre
     mpos = np.setdiff1d(np.arange(n_rest), tpos)
     targets = [r[tpos] for r in rest]
     movers = [r[mpos] for r in rest]
-    od = _out_dtype(x)
     nt = len(tpos)
-    out = np.empty((B, dominant + nt, D), dtype=od)
     if nt and len(mpos):
         nn, _ = _topk(kk, movers, targets, False, 1, threads)
+    # per sub-image: the dominant tokens as they are, then each target plus the mean of the c tokens that
+    # joined it: (c x_target + sum) / c
+    n_row = dominant + nt
+    sums = _Sums()
+    cnt = np.ones((B, n_row))
     for b in range(B):
-        xb = x[b].astype(np.float64)
-        out[b, :dominant] = xb[dom[b]]
-        if nt == 0:
-            continue
-        ctx = xb[targets[b]].copy()
-        if len(mpos):
-            j = np.searchsorted(targets[b], nn[b][:, 0])
-            agg = np.zeros((nt, D))
-            _scatter_add(agg, j, xb[movers[b]])
-            cnt = np.maximum(np.bincount(j, minlength=nt), 1)
-            ctx += agg / cnt[:, None]
-        out[b, dominant:] = ctx
+        base = b * n_row
+        sums.add(b, dom[b], base + np.arange(dominant))
+        if nt:
+            c = np.ones(nt)
+            if len(mpos):
+                j = np.searchsorted(targets[b], nn[b][:, 0])
+                c = np.maximum(np.bincount(j, minlength=nt), 1).astype(np.float64)
+            sums.add(b, targets[b], base + dominant + np.arange(nt), c)
+            if len(mpos):
+                sums.add(b, movers[b], base + dominant + j)
+            cnt[b, dominant:] = c
+    out = sums.run(x, B * n_row, threads, cnt.reshape(-1)).reshape(B, n_row, D)
     d_idx = np.stack(dom) if B else np.zeros((0, dominant), np.int64)
     t_idx = np.stack(targets) if B else np.zeros((0, nt), np.int64)
     if squeeze:

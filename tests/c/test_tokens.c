@@ -159,6 +159,64 @@ static void check_errors(void)
           (long long)oi[0], (long long)oi[1], (long long)oi[2]);
 }
 
+/* gather_sum against a plain loop (float32, float16, float64 tokens; float64 and float32 output; with and
+ * without weights and divisors; 1 and 3 threads), and its refusals */
+static void check_gather_sum(void)
+{
+    const size_t B = 3, N = 40, D = 11, M = 200, n_out = 17;
+    int64_t bsel[200], rows[200], dst[200];
+    double w[200], div[17], want[17 * 11], got[17 * 11];
+    float got32[17 * 11];
+    ccomp_error err;
+    int dtype, t, weighted;
+    size_t i, d;
+    for (i = 0; i < M; i++) {
+        bsel[i] = (int64_t)(urand() * B);
+        rows[i] = (int64_t)(urand() * N);
+        dst[i] = (int64_t)(urand() * n_out);
+        w[i] = urand() * 2.0 - 0.5;
+    }
+    for (i = 0; i < n_out; i++) div[i] = urand() + 0.5;
+    for (dtype = 0; dtype < 3; dtype++) {
+        void *x = make_keys(dtype, B, N, D, 0);
+        for (weighted = 0; weighted < 2; weighted++) {
+            memset(want, 0, sizeof want);
+            for (i = 0; i < M; i++)
+                for (d = 0; d < D; d++) {
+                    const size_t at = ((size_t)bsel[i] * N + (size_t)rows[i]) * D + d;
+                    const double v = dtype == CCOMP_TOKENS_F32   ? (double)((float *)x)[at]
+                                     : dtype == CCOMP_TOKENS_F16 ? (double)ccomp_f16_to_f32(((uint16_t *)x)[at])
+                                                                 : ((double *)x)[at];
+                    want[dst[i] * D + d] += (weighted ? w[i] : 1.0) * v;
+                }
+            for (i = 0; i < n_out * D; i++) want[i] /= div[i / D];
+            for (t = 1; t <= 3; t += 2) {
+                CHECK(ccomp_tokens_gather_sum(x, dtype, B, N, D, bsel, rows, dst, weighted ? w : NULL, M, div, got,
+                                              CCOMP_TOKENS_F64, n_out, t, &err) == CCOMP_OK,
+                      "gather_sum failed: %s", err.msg);
+                CHECK(memcmp(got, want, sizeof want) == 0, "gather_sum differs (dtype %d, weighted %d, %d threads)",
+                      dtype, weighted, t);
+                CHECK(ccomp_tokens_gather_sum(x, dtype, B, N, D, bsel, rows, dst, weighted ? w : NULL, M, div, got32,
+                                              CCOMP_TOKENS_F32, n_out, t, &err) == CCOMP_OK,
+                      "gather_sum (float32) failed: %s", err.msg);
+                for (i = 0; i < n_out * D; i++)
+                    CHECK(got32[i] == (float)want[i], "gather_sum float32 output %zu differs", i);
+            }
+        }
+        free(x);
+    }
+    rows[5] = (int64_t)N;
+    CHECK(ccomp_tokens_gather_sum(got, CCOMP_TOKENS_F64, B, N, D, bsel, rows, dst, NULL, M, NULL, got,
+                                  CCOMP_TOKENS_F64, n_out, 1, &err) == CCOMP_ERR_VALUE, "row out of range accepted");
+    rows[5] = 0;
+    dst[7] = -1;
+    CHECK(ccomp_tokens_gather_sum(got, CCOMP_TOKENS_F64, B, N, D, bsel, rows, dst, NULL, M, NULL, got,
+                                  CCOMP_TOKENS_F64, n_out, 1, &err) == CCOMP_ERR_VALUE, "output row -1 accepted");
+    dst[7] = 0;
+    CHECK(ccomp_tokens_gather_sum(got, CCOMP_TOKENS_F64, B, N, D, bsel, rows, dst, NULL, M, NULL, got,
+                                  CCOMP_TOKENS_F16, n_out, 1, &err) == CCOMP_ERR_VALUE, "float16 output accepted");
+}
+
 int main(int argc, char **argv)
 {
     int quick = argc > 1 && strcmp(argv[1], "--quick") == 0;
@@ -181,6 +239,7 @@ int main(int argc, char **argv)
     }
     printf("kernel: %s\n", ccomp_tokens_kernel_name());
     check_errors();
+    check_gather_sum();
     if (test_failures) {
         fprintf(stderr, "test_tokens: %d failures\n", test_failures);
         return 1;

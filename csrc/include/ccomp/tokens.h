@@ -22,7 +22,8 @@ extern "C" {
 enum { CCOMP_TOKENS_F32 = 0, CCOMP_TOKENS_F64 = 1, CCOMP_TOKENS_F16 = 2 };
 
 /* The screen: AUTO picks int8 where the CPU has AVX-512 VNNI, the keys are float32 or float16, D <= 65536
- * and the int8 error bound of the sub-image is below 0.05, else float32.  The answer is the same. */
+ * and the typical int8 error bound of the sub-image (the mean residual bound e times (1 + the largest n),
+ * screen8.h) is below 0.05, else float32.  The answer is the same. */
 enum { CCOMP_TOKENS_SCREEN_AUTO = 0, CCOMP_TOKENS_SCREEN_F32 = 1, CCOMP_TOKENS_SCREEN_INT8 = 2 };
 
 #define CCOMP_TOKENS_MAX_K 4096
@@ -37,6 +38,16 @@ enum { CCOMP_TOKENS_SCREEN_AUTO = 0, CCOMP_TOKENS_SCREEN_F32 = 1, CCOMP_TOKENS_S
 ccomp_status ccomp_tokens_topk(const void *keys, int dtype, size_t B, size_t N, size_t D, const int64_t *rows,
                                const size_t *rows_off, const int64_t *cols, const size_t *cols_off, int exclude_self,
                                size_t k, int screen, int64_t *out_idx, float *out_val, int threads, ccomp_error *err);
+
+/* Weighted sums of token rows, the merging step of the methods: row o of out is
+ *   (sum over i with dst[i] = o of w[i] * x[bsel[i]][rows[i]]) / div[o]
+ * in float64, the contributions added in the order given (the same bits at any thread count), then
+ * rounded to out_dtype (CCOMP_TOKENS_F32 or _F64).  x: B x N x D of dtype CCOMP_TOKENS_*, C order; w NULL:
+ * every weight 1; div NULL: no division.  out: n_out x D, overwritten.  Indices out of range are refused. */
+ccomp_status ccomp_tokens_gather_sum(const void *x, int dtype, size_t B, size_t N, size_t D, const int64_t *bsel,
+                                     const int64_t *rows, const int64_t *dst, const double *w, size_t M,
+                                     const double *div, void *out, int out_dtype, size_t n_out, int threads,
+                                     ccomp_error *err);
 
 /* The exact similarity (definition above) of tokens i and j of sub-image b. */
 float ccomp_tokens_similarity(const void *keys, int dtype, size_t N, size_t D, size_t b, size_t i, size_t j);
