@@ -441,3 +441,10 @@ def test_gather_sum_matches_numpy_and_refuses_bad_indices():
         _core.tokens_gather_sum(x, i, i, i, np.ones(2), 1, 1)
     with pytest.raises(ValueError, match="one divisor per"):
         _core.tokens_gather_sum(x, i, i, i, None, 1, 1, np.ones(2))
+    xt = rng.standard_normal((3, 20, 7)).astype(np.float16)
+    bsel, rows = rng.integers(0, 3, 30), rng.integers(0, 20, 30)
+    got = _core.tokens_take(xt, bsel, rows, 2)
+    assert got.dtype == np.float16
+    np.testing.assert_array_equal(got, xt[bsel, rows])
+    with pytest.raises(ValueError, match="of a 3 x 20 batch"):
+        _core.tokens_take(xt, bsel, np.full(30, 20), 1)

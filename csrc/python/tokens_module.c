@@ -174,6 +174,52 @@ done:
     return res;
 }
 
+/* tokens_take(x [B, N, D] float16/32/64, bsel int64 [M], rows int64 [M], threads) -> [M, D] of x's dtype */
+static PyObject *py_tokens_take(PyObject *self, PyObject *args)
+{
+    PyObject *xo, *bo, *ro, *keep = NULL, *res = NULL;
+    PyArrayObject *x, *bs, *rs, *out = NULL;
+    int threads, npy;
+    ccomp_error err;
+    ccomp_status st;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OOOi", &xo, &bo, &ro, &threads)) return NULL;
+    if ((keep = PyList_New(0)) == NULL) return NULL;
+    npy = PyArray_Check(xo) ? PyArray_TYPE((PyArrayObject *)xo) : -1;
+    if (npy != NPY_FLOAT32 && npy != NPY_FLOAT64 && npy != NPY_FLOAT16) {
+        PyErr_SetString(PyExc_TypeError, "tokens_take: x must be a float32, float64 or float16 array");
+        goto done;
+    }
+    if ((x = view(xo, npy, 3, keep, "x")) == NULL || (bs = view(bo, NPY_INT64, 1, keep, "bsel")) == NULL ||
+        (rs = view(ro, NPY_INT64, 1, keep, "rows")) == NULL)
+        goto done;
+    if (PyArray_DIM(rs, 0) != PyArray_DIM(bs, 0)) {
+        PyErr_SetString(PyExc_ValueError, "tokens_take: bsel and rows must have the same length");
+        goto done;
+    }
+    {
+        npy_intp dims[2] = {PyArray_DIM(bs, 0), PyArray_DIM(x, 2)};
+        if ((out = (PyArrayObject *)PyArray_SimpleNew(2, dims, npy)) == NULL) goto done;
+    }
+    ccomp_error_clear(&err);
+    Py_BEGIN_ALLOW_THREADS
+    st = ccomp_tokens_take(PyArray_DATA(x), (size_t)PyArray_DIM(x, 2) * (size_t)PyArray_ITEMSIZE(x),
+                           (size_t)PyArray_DIM(x, 0), (size_t)PyArray_DIM(x, 1), (const int64_t *)PyArray_DATA(bs),
+                           (const int64_t *)PyArray_DATA(rs), (size_t)PyArray_DIM(bs, 0), PyArray_DATA(out), threads,
+                           &err);
+    Py_END_ALLOW_THREADS
+    if (st != CCOMP_OK) {
+        ccomp_raise(&err, "tokens_take");
+        goto done;
+    }
+    res = (PyObject *)out;
+    out = NULL;
+done:
+    Py_XDECREF(out);
+    Py_XDECREF(keep);
+    return res;
+}
+
 /* tokens_race_keys(u float64 [n], w float64 [n]) -> float64 [n]: -log(u_i) / w_i, +inf where w_i <= 0, with the
  * C library's log (what Python's math.log calls: the same bits as the reference) */
 static PyObject *py_tokens_race_keys(PyObject *self, PyObject *args)
@@ -226,6 +272,8 @@ PyMethodDef ccomp_tokens_methods[] = {
     {"tokens_gather_sum", py_tokens_gather_sum, METH_VARARGS,
      "tokens_gather_sum(x [B, N, D], bsel, rows, dst, w or None, n_out, threads, div=None, f32=False) -> "
      "[n_out, D]: row o = sum over dst[i] = o of w[i] x[bsel[i], rows[i]], divided by div[o]."},
+    {"tokens_take", py_tokens_take, METH_VARARGS,
+     "tokens_take(x [B, N, D], bsel, rows, threads) -> [len(rows), D]: row i = x[bsel[i], rows[i]], in x's dtype."},
     {"tokens_race_keys", py_tokens_race_keys, METH_VARARGS,
      "tokens_race_keys(u, w) -> -log(u) / w (+inf where w <= 0), float64, with the C library's log."},
     {"tokens_kernel_name", py_tokens_kernel_name, METH_NOARGS, "The screening kernels in use."},

@@ -1,5 +1,5 @@
 /* Weighted sums of token rows in float64 (ccomp/tokens.h): the merging step of ToMe, PruMerge,
- * VisionZip and correlation_compress(merge=True).
+ * VisionZip and correlation_compress(merge=True); and plain row copies (the kept tokens).
  *
  * The contributions are sorted by output row (stably, so each row adds its contributions in the
  * order given) and the output rows are shared among the threads: the same bits at any thread count. */
@@ -137,4 +137,50 @@ ccomp_status ccomp_tokens_gather_sum(const void *x, int dtype, size_t B, size_t 
     free(order);
     free(start);
     return st;
+}
+
+/* ------------------------------------------------------------ take */
+
+typedef struct take_job {
+    const unsigned char *x;
+    size_t N, row_bytes;
+    const int64_t *bsel, *rows;
+    unsigned char *out;
+    size_t M;
+} take_job;
+
+#define TAKE_ROWS 64
+
+static ccomp_status take_run(void *ctx, void *state, size_t task, ccomp_error *err)
+{
+    const take_job *j = (const take_job *)ctx;
+    size_t i;
+    (void)state;
+    (void)err;
+    for (i = task * TAKE_ROWS; i < j->M && i < (task + 1) * TAKE_ROWS; i++)
+        memcpy(j->out + i * j->row_bytes, j->x + ((size_t)j->bsel[i] * j->N + (size_t)j->rows[i]) * j->row_bytes,
+               j->row_bytes);
+    return CCOMP_OK;
+}
+
+ccomp_status ccomp_tokens_take(const void *x, size_t row_bytes, size_t B, size_t N, const int64_t *bsel,
+                               const int64_t *rows, size_t M, void *out, int threads, ccomp_error *err)
+{
+    ccomp_parallel_ops ops = {NULL, take_run, NULL};
+    take_job j;
+    size_t i;
+    if (threads < 1) return ccomp_fail(err, CCOMP_ERR_VALUE, "threads must be >= 1, got %d", threads);
+    for (i = 0; i < M; i++)
+        if (bsel[i] < 0 || (size_t)bsel[i] >= B || rows[i] < 0 || (size_t)rows[i] >= N)
+            return ccomp_fail(err, CCOMP_ERR_VALUE, "row %zu is token (%lld, %lld) of a %zu x %zu batch", i,
+                              (long long)bsel[i], (long long)rows[i], B, N);
+    if (M == 0 || row_bytes == 0) return CCOMP_OK;
+    j.x = (const unsigned char *)x;
+    j.N = N;
+    j.row_bytes = row_bytes;
+    j.bsel = bsel;
+    j.rows = rows;
+    j.out = (unsigned char *)out;
+    j.M = M;
+    return ccomp_parallel_for(threads, (M + TAKE_ROWS - 1) / TAKE_ROWS, &ops, &j, err);
 }

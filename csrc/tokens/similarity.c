@@ -149,12 +149,19 @@ static const unsigned char *key_bytes(const job *j, size_t b, size_t t)
     return (const unsigned char *)j->keys + (b * j->N + t) * j->D * elem_size(j->dtype);
 }
 
-/* a hash of the key's bytes in four independent lanes (equal keys, equal hashes; collisions are
- * resolved by memcmp) */
-static uint64_t key_hash(const unsigned char *p, size_t n)
+/* A hash of the key's bytes (equal keys, equal hashes; collisions are resolved by memcmp), in independent
+ * lanes: four 64-bit ones, or with AVX-512 four vectors of 16 32-bit lanes. */
+static uint64_t mix64(uint64_t h)
+{
+    h ^= h >> 31;
+    h *= 0x94D049BB133111EBull;
+    return h ^ (h >> 29);
+}
+
+static uint64_t key_hash_scalar(const unsigned char *p, size_t n)
 {
     uint64_t h[4] = {0x9E3779B97F4A7C15ull, 0xC2B2AE3D27D4EB4Full, 0x165667B19E3779F9ull, 0x27D4EB2F165667C5ull};
-    uint64_t w, r;
+    uint64_t w;
     size_t i, l;
     for (i = 0; i + 32 <= n; i += 32)
         for (l = 0; l < 4; l++) {
@@ -163,8 +170,42 @@ static uint64_t key_hash(const unsigned char *p, size_t n)
             h[l] ^= h[l] >> 29;
         }
     for (; i < n; i++) h[0] = (h[0] ^ p[i]) * 0x100000001b3ull;
-    r = h[0] ^ (h[1] * 0x94D049BB133111EBull) ^ ((h[2] << 21) | (h[2] >> 43)) ^ ((h[3] << 42) | (h[3] >> 22));
-    return r ^ (r >> 31);
+    return mix64(h[0] ^ mix64(h[1]) ^ mix64(h[2] + 1) ^ mix64(h[3] + 2));
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define HASH_STEP(h, at) h = _mm512_mullo_epi32(_mm512_xor_si512(h, _mm512_loadu_si512((const void *)(at))), m), \
+                         h = _mm512_xor_si512(h, _mm512_srli_epi32(h, 15))
+__attribute__((target("avx512f"))) static uint64_t key_hash_avx512(const unsigned char *p, size_t n)
+{
+    const __m512i m = _mm512_set1_epi32((int)0x9E3779B1u);
+    __m512i h0 = _mm512_set1_epi32(0x243F6A88), h1 = _mm512_set1_epi32(0x13198A2E), h2 = _mm512_set1_epi32(0x03707344),
+            h3 = _mm512_set1_epi32(0x299F31D0);
+    uint32_t lanes[16];
+    uint64_t h = 0x9E3779B97F4A7C15ull;
+    size_t i = 0, l;
+    for (; i + 256 <= n; i += 256) {
+        HASH_STEP(h0, p + i);
+        HASH_STEP(h1, p + i + 64);
+        HASH_STEP(h2, p + i + 128);
+        HASH_STEP(h3, p + i + 192);
+    }
+    for (; i + 64 <= n; i += 64) HASH_STEP(h0, p + i);
+    h0 = _mm512_xor_si512(_mm512_xor_si512(h0, _mm512_slli_epi32(h1, 1)),
+                          _mm512_xor_si512(_mm512_slli_epi32(h2, 2), _mm512_slli_epi32(h3, 3)));
+    _mm512_storeu_si512((void *)lanes, h0);
+    for (l = 0; l < 16; l++) h = (h ^ lanes[l]) * 0xBF58476D1CE4E5B9ull;
+    for (; i < n; i++) h = (h ^ p[i]) * 0x100000001b3ull;
+    return mix64(h);
+}
+#endif
+
+static uint64_t key_hash(const unsigned char *p, size_t n)
+{
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (ccomp_cpu_features() & CCOMP_CPU_AVX512F) return key_hash_avx512(p, n);
+#endif
+    return key_hash_scalar(p, n);
 }
 
 /* 1 / max(|k_t|, 1e-12), the sum of squares in float64 with 4 partial sums (sum l takes channel d when

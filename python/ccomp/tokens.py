@@ -143,18 +143,15 @@ def _host_keys(kk):
     return _tokens_gpu.host_keys(kk)
 
 
-def _gather_rows(x, sel):
-    """[x[b][sel[b]] for every b], copied into one buffer (one large allocation: far fewer page faults than B
-    small ones); each entry is a view of it."""
-    tot = sum(len(s) for s in sel)
-    buf = np.empty((tot,) + x.shape[2:], dtype=x.dtype)
-    out, o = [], 0
-    for b, s in enumerate(sel):
-        view = buf[o:o + len(s)]
-        np.take(x[b], s, axis=0, out=view)
-        out.append(view)
-        o += len(s)
-    return out
+def _gather_rows(x, sel, threads):
+    """[x[b][sel[b]] for every b]: copied by the C core into one buffer, on all threads; each entry is a view
+    of it."""
+    b = np.concatenate([np.full(len(s), i, dtype=np.int64) for i, s in enumerate(sel)]) if sel else \
+        np.zeros(0, dtype=np.int64)
+    r = np.concatenate(sel).astype(np.int64) if sel else np.zeros(0, dtype=np.int64)
+    buf = _core.tokens_take(np.ascontiguousarray(x), b, r, _threads(threads))
+    offs = np.concatenate([[0], np.cumsum([len(s) for s in sel])])
+    return [buf[offs[i]:offs[i + 1]] for i in range(len(sel))]
 
 
 class _Sums:
@@ -398,7 +395,7 @@ def correlation_compress(tokens, cls_attention=None, cls=None, keys=None, thresh
             rb = res[offs[b]:offs[b + 1]]
             out.append(rb if xd is None else _tokens_gpu.from_host_like(xd, rb))
     else:
-        out = _gather_rows(x, kept)
+        out = _gather_rows(x, kept, threads)
     return Compressed(kept, out, density, msim, redundant, np.array([len(s) for s in kept], dtype=np.int64))
 
 

@@ -205,6 +205,20 @@ static void check_gather_sum(void)
         }
         free(x);
     }
+    {   /* take: plain row copies */
+        float *x = make_keys(CCOMP_TOKENS_F32, B, N, D, 0), *o = malloc(M * D * sizeof(float));
+        CHECK(ccomp_tokens_take(x, D * sizeof(float), B, N, bsel, rows, M, o, 3, &err) == CCOMP_OK, "take failed: %s",
+              err.msg);
+        for (i = 0; i < M; i++)
+            CHECK(memcmp(o + i * D, x + ((size_t)bsel[i] * N + (size_t)rows[i]) * D, D * sizeof(float)) == 0,
+                  "take row %zu differs", i);
+        rows[3] = -1;
+        CHECK(ccomp_tokens_take(x, D * sizeof(float), B, N, bsel, rows, M, o, 1, &err) == CCOMP_ERR_VALUE,
+              "take of row -1 accepted");
+        rows[3] = 0;
+        free(x);
+        free(o);
+    }
     rows[5] = (int64_t)N;
     CHECK(ccomp_tokens_gather_sum(got, CCOMP_TOKENS_F64, B, N, D, bsel, rows, dst, NULL, M, NULL, got,
                                   CCOMP_TOKENS_F64, n_out, 1, &err) == CCOMP_ERR_VALUE, "row out of range accepted");

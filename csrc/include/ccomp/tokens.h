@@ -49,6 +49,11 @@ ccomp_status ccomp_tokens_gather_sum(const void *x, int dtype, size_t B, size_t 
                                      const double *div, void *out, int out_dtype, size_t n_out, int threads,
                                      ccomp_error *err);
 
+/* Row copies: row i of out (row_bytes bytes) is token rows[i] of sub-image bsel[i] of x (B x N rows of
+ * row_bytes bytes, C order).  Indices out of range are refused. */
+ccomp_status ccomp_tokens_take(const void *x, size_t row_bytes, size_t B, size_t N, const int64_t *bsel,
+                               const int64_t *rows, size_t M, void *out, int threads, ccomp_error *err);
+
 /* The exact similarity (definition above) of tokens i and j of sub-image b. */
 float ccomp_tokens_similarity(const void *keys, int dtype, size_t N, size_t D, size_t b, size_t i, size_t j);
 
