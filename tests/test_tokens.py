@@ -238,6 +238,14 @@ def test_nan_and_dtype_errors():
         h[0, 7, 5] = bad
         with pytest.raises(ValueError, match=r"\(0, 7, 5\)"):
             tokens.tome_merge(h, 2)
+    for dt in (np.float32, np.float64):  # the first bad value is named, also in a strided view
+        big = random_tokens(3, 400, 64, dtype=dt)
+        big[2, 399, 63] = np.inf
+        big[1, 250, 10] = np.nan
+        with pytest.raises(ValueError, match=r"\(1, 250, 10\)"):
+            tokens.most_similar(big)
+        with pytest.raises(ValueError, match=r"\(1, 125, 5\)"):
+            tokens.most_similar(big[:, ::2, ::2])
     with pytest.raises(TypeError, match="float16, float32 or float64"):
         tokens.tome_merge(np.ones((2, 10, 4), dtype=np.int32), 2)
     a = np.ones((2, 10))

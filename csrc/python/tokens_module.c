@@ -15,6 +15,7 @@
 #include <math.h>
 
 #include "binding.h"
+#include "ccomp/finite.h"
 #include "ccomp/tokens.h"
 
 /* A C-contiguous view of obj with NumPy type `type` and `nd` dimensions (a new reference kept in keep). */
@@ -220,6 +221,30 @@ done:
     return res;
 }
 
+/* first_nonfinite(a float16/32/64 C-contiguous, threads) -> flat index of the first NaN or infinity, or -1 */
+static PyObject *py_first_nonfinite(PyObject *self, PyObject *args)
+{
+    PyObject *ao;
+    PyArrayObject *a;
+    int threads, npy, kind;
+    size_t n, at;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "Oi", &ao, &threads)) return NULL;
+    npy = PyArray_Check(ao) ? PyArray_TYPE((PyArrayObject *)ao) : -1;
+    if ((npy != NPY_FLOAT32 && npy != NPY_FLOAT64 && npy != NPY_FLOAT16) ||
+        !PyArray_IS_C_CONTIGUOUS((PyArrayObject *)ao) || !PyArray_ISNOTSWAPPED((PyArrayObject *)ao)) {
+        PyErr_SetString(PyExc_TypeError, "first_nonfinite: a must be a C-contiguous float16, float32 or float64 array");
+        return NULL;
+    }
+    a = (PyArrayObject *)ao;
+    kind = npy == NPY_FLOAT32 ? CCOMP_FINITE_F32 : npy == NPY_FLOAT64 ? CCOMP_FINITE_F64 : CCOMP_FINITE_F16;
+    n = (size_t)PyArray_SIZE(a);
+    Py_BEGIN_ALLOW_THREADS
+    at = ccomp_first_nonfinite(PyArray_DATA(a), kind, n, threads);
+    Py_END_ALLOW_THREADS
+    return PyLong_FromSsize_t(at == n ? -1 : (Py_ssize_t)at);
+}
+
 /* tokens_race_keys(u float64 [n], w float64 [n]) -> float64 [n]: -log(u_i) / w_i, +inf where w_i <= 0, with the
  * C library's log (what Python's math.log calls: the same bits as the reference) */
 static PyObject *py_tokens_race_keys(PyObject *self, PyObject *args)
@@ -274,6 +299,8 @@ PyMethodDef ccomp_tokens_methods[] = {
      "[n_out, D]: row o = sum over dst[i] = o of w[i] x[bsel[i], rows[i]], divided by div[o]."},
     {"tokens_take", py_tokens_take, METH_VARARGS,
      "tokens_take(x [B, N, D], bsel, rows, threads) -> [len(rows), D]: row i = x[bsel[i], rows[i]], in x's dtype."},
+    {"first_nonfinite", py_first_nonfinite, METH_VARARGS,
+     "first_nonfinite(a, threads) -> flat index of the first NaN or infinity of a C-contiguous float array, or -1."},
     {"tokens_race_keys", py_tokens_race_keys, METH_VARARGS,
      "tokens_race_keys(u, w) -> -log(u) / w (+inf where w <= 0), float64, with the C library's log."},
     {"tokens_kernel_name", py_tokens_kernel_name, METH_NOARGS, "The screening kernels in use."},

@@ -2,8 +2,10 @@
  * sizes against direct library calls, and ZIP-FIT scores against a plain
  * single-threaded computation.  `--quick` shrinks the sizes (sanitizer runs). */
 #define _GNU_SOURCE
+#include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +16,7 @@
 #include <zlib.h>
 #include <zstd.h>
 
+#include "ccomp/finite.h"
 #include "ccomp/parallel.h"
 #include "ccomp/zipfit.h"
 
@@ -303,11 +306,49 @@ static void test_scores(int quick)
     free(pool);
 }
 
+/* ccomp_first_nonfinite: NaN, +-inf and (float16) its own infinity found at their first index, across chunk
+ * boundaries and thread counts; finite extremes (largest, subnormal, -0) pass */
+static void test_finite(void)
+{
+    const size_t n = 300000;
+    float *f = calloc(n, sizeof *f);
+    double *d = calloc(n, sizeof *d);
+    uint16_t *h = calloc(n, sizeof *h);
+    const size_t spots[3] = {0, 65535, 299999};
+    int t, s;
+    f[7] = 3.4e38f;
+    f[8] = 1e-45f;
+    f[9] = -0.0f;
+    d[7] = 1.7e308;
+    h[7] = 0x7bff; /* the largest finite half */
+    for (t = 1; t <= 3; t++) {
+        CHECK(ccomp_first_nonfinite(f, CCOMP_FINITE_F32, n, t) == n, "finite float32 flagged");
+        CHECK(ccomp_first_nonfinite(d, CCOMP_FINITE_F64, n, t) == n, "finite float64 flagged");
+        CHECK(ccomp_first_nonfinite(h, CCOMP_FINITE_F16, n, t) == n, "finite float16 flagged");
+    }
+    for (s = 2; s >= 0; s--) {
+        f[spots[s]] = s == 1 ? -INFINITY : NAN;
+        d[spots[s]] = s == 1 ? INFINITY : NAN;
+        h[spots[s]] = s == 1 ? 0xfc00 : 0x7e00;
+        for (t = 1; t <= 3; t++) {
+            CHECK(ccomp_first_nonfinite(f, CCOMP_FINITE_F32, n, t) == spots[s], "float32: wrong first index");
+            CHECK(ccomp_first_nonfinite(d, CCOMP_FINITE_F64, n, t) == spots[s], "float64: wrong first index");
+            CHECK(ccomp_first_nonfinite(h, CCOMP_FINITE_F16, n, t) == spots[s], "float16: wrong first index");
+        }
+    }
+    CHECK(ccomp_first_nonfinite(f, 9, n, 1) == n && ccomp_first_nonfinite(f, CCOMP_FINITE_F32, 0, 1) == 0,
+          "unknown kind or no values");
+    free(f);
+    free(d);
+    free(h);
+}
+
 int main(int argc, char **argv)
 {
     int quick = argc > 1 && strcmp(argv[1], "--quick") == 0;
     test_parallel();
     test_pool(quick);
+    test_finite();
     test_sizes(quick);
     test_scores(quick);
     if (test_failures) {
