@@ -60,27 +60,30 @@ T8 float tok8_quantize(const float *k, size_t D, size_t Dp, double inv, int8_t *
     return s;
 }
 
-/* the 4-channel groups of each key become 32-bit words: word (c, w) of slice/panel of width W */
-static void pack(const int8_t *const *q, size_t nk, size_t width, size_t Dp, uint32_t flip, uint32_t *out)
+/* the 4-channel groups of each key become 32-bit words, word (w, i) of the slice; q + 128 = q xor 0x80 as a
+ * byte */
+void tok8_pack_rows(const int8_t *const *q, size_t nr, size_t Dp, uint8_t *slice)
 {
-    const size_t K4 = Dp / 4;
+    uint32_t *out = (uint32_t *)(void *)slice;
     size_t i, w;
-    for (i = 0; i < width; i++)
-        for (w = 0; w < K4; w++) {
+    for (i = 0; i < TOK8_R; i++)
+        for (w = 0; w < Dp / 4; w++) {
             uint32_t v = 0;
-            if (i < nk) memcpy(&v, q[i] + 4 * w, 4);
-            out[w * width + i] = v ^ flip;
+            if (i < nr) memcpy(&v, q[i] + 4 * w, 4);
+            out[w * TOK8_R + i] = v ^ 0x80808080u;
         }
 }
 
-void tok8_pack_rows(const int8_t *const *q, size_t nr, size_t Dp, uint8_t *slice)
+void tok8_put_column(int8_t *panel, size_t c, const int8_t *q, size_t Dp)
 {
-    pack(q, nr, TOK8_R, Dp, 0x80808080u, (uint32_t *)(void *)slice); /* q + 128 = q xor 0x80 as a byte */
+    size_t w;
+    for (w = 0; w < Dp / 4; w++) memcpy(panel + 4 * (w * TOK8_W + c), q + 4 * w, 4);
 }
 
-void tok8_pack_panel(const int8_t *const *q, size_t nc, size_t Dp, int8_t *panel)
+void tok8_get_column(const int8_t *panel, size_t c, int8_t *q, size_t Dp)
 {
-    pack(q, nc, TOK8_W, Dp, 0u, (uint32_t *)(void *)panel);
+    size_t w;
+    for (w = 0; w < Dp / 4; w++) memcpy(q + 4 * w, panel + 4 * (w * TOK8_W + c), 4);
 }
 
 /* The accumulators are 24 named variables (GCC keeps arrays of vectors in memory here). */

@@ -41,8 +41,9 @@ float tok8_quantize(const float *k, size_t D, size_t Dp, double inv, int8_t *q, 
 /* Pack nr <= TOK8_R quantized keys q[i] (Dp bytes each) into one row slice (missing rows as q = 0). */
 void tok8_pack_rows(const int8_t *const *q, size_t nr, size_t Dp, uint8_t *slice);
 
-/* Pack nc <= TOK8_W quantized keys into one panel (missing columns as q = 0). */
-void tok8_pack_panel(const int8_t *const *q, size_t nc, size_t Dp, int8_t *panel);
+/* Column c < TOK8_W of a panel: written from, or read into, a quantized key q[Dp]. */
+void tok8_put_column(int8_t *panel, size_t c, const int8_t *q, size_t Dp);
+void tok8_get_column(const int8_t *panel, size_t c, int8_t *q, size_t Dp);
 
 /* S[i * lds + c] = float32(<q_i, q_c>) * cscale[c] * rscale[i] for the TOK8_R rows of a slice and the
  * TOK8_W columns of a panel (csum[c]: the column's sum of q). */

@@ -51,8 +51,7 @@ typedef struct sub { /* one sub-image */
     size_t *rg_off;    /* [nrg + 1] into rg_pos */
     size_t *rg_pos;    /* the flat query rows of each group */
     float *panels;     /* float32 screen: [ceil(ncg / PANEL)][D][PANEL] */
-    int8_t *q;         /* int8 screen: [N][Dp] quantized keys */
-    float *qscale;     /* [N] */
+    float *qscale;     /* int8 screen: [N] each key's scale */
     double *qe, *qn;   /* [N] residual bound and norm bound */
     int32_t *qsum;     /* [N] */
     int8_t *panels8;   /* [ceil(ncg / TOK8_W)][Dp * TOK8_W] */
@@ -424,36 +423,47 @@ static ccomp_status pack_f32(const job *j, sub *sb, size_t b, ccomp_error *err)
 }
 
 #if TOK8_BUILT
-/* quantize every token; pack the candidate keys; *ok = 1 when the typical pair's bound is within
- * I8_MAX_DELTA (or INT8 was asked for), 0 to fall back to float32 */
+/* quantize every distinct key, straight into its candidate column where it is one; *ok = 1 when the typical
+ * pair's bound is within I8_MAX_DELTA (or INT8 was asked for), 0 to fall back to float32 */
 static ccomp_status pack_i8(const job *j, sub *sb, size_t b, int *ok, ccomp_error *err)
 {
     const size_t N = j->N, D = j->D, Dp = j->Dp, np = (sb->ncg + TOK8_W - 1) / TOK8_W;
-    const int8_t *cq[TOK8_W];
     double esum = 0.0;
-    size_t t, p, c;
+    int8_t *tmp;
+    size_t t, c;
     *ok = 0;
-    sb->q = (int8_t *)malloc(N * Dp);
     sb->qscale = (float *)malloc(N * sizeof(float));
     sb->qe = (double *)malloc(N * sizeof(double));
     sb->qn = (double *)malloc(N * sizeof(double));
     sb->qsum = (int32_t *)malloc(N * sizeof(int32_t));
-    if (!sb->q || !sb->qscale || !sb->qe || !sb->qn || !sb->qsum)
-        return ccomp_fail(err, CCOMP_ERR_NOMEM, "cannot allocate %zu x %zu int8 keys", N, Dp);
+    sb->panels8 = (int8_t *)calloc(np * Dp * TOK8_W + 1, 1);
+    sb->pcsum = (int32_t *)calloc(np * TOK8_W + 1, sizeof(int32_t));
+    sb->pscale = (float *)calloc(np * TOK8_W + 1, sizeof(float));
+    tmp = (int8_t *)malloc(Dp);
+    if (!sb->qscale || !sb->qe || !sb->qn || !sb->qsum || !sb->panels8 || !sb->pcsum || !sb->pscale || !tmp) {
+        free(tmp);
+        return ccomp_fail(err, CCOMP_ERR_NOMEM, "cannot allocate %zu int8 candidate panels of %zu channels", np, Dp);
+    }
     for (t = 0; t < N; t++) {
         const size_t rp = j->rep[b * N + t];
         if (rp != t) { /* the same key: the same quantization */
-            memcpy(sb->q + t * Dp, sb->q + rp * Dp, Dp);
             sb->qscale[t] = sb->qscale[rp];
             sb->qe[t] = sb->qe[rp];
             sb->qn[t] = sb->qn[rp];
             sb->qsum[t] = sb->qsum[rp];
         } else {
-            sb->qscale[t] = tok8_quantize(key32(j, b, t), D, Dp, j->inv[b * N + t], sb->q + t * Dp, &sb->qe[t],
-                                          &sb->qn[t], &sb->qsum[t]);
+            const int32_t g = sb->cgid[t];
+            sb->qscale[t] = tok8_quantize(key32(j, b, t), D, Dp, j->inv[b * N + t], tmp, &sb->qe[t], &sb->qn[t],
+                                          &sb->qsum[t]);
+            if (g >= 0) {
+                tok8_put_column(sb->panels8 + (size_t)g / TOK8_W * Dp * TOK8_W, (size_t)g % TOK8_W, tmp, Dp);
+                sb->pcsum[g] = sb->qsum[t];
+                sb->pscale[g] = sb->qscale[t];
+            }
         }
         esum += sb->qe[t];
     }
+    free(tmp);
     sb->emax = sb->nmax = 0.0;
     for (c = 0; c < sb->ncg; c++) {
         const size_t t2 = sb->cg_key[c];
@@ -464,22 +474,6 @@ static ccomp_status pack_i8(const job *j, sub *sb, size_t b, int *ok, ccomp_erro
     if (j->want == CCOMP_TOKENS_SCREEN_AUTO && esum / (double)N * (sb->nmax + 1.0) > I8_MAX_DELTA) return CCOMP_OK;
     sb->screen = SCR_I8;
     *ok = 1;
-    if (np == 0) return CCOMP_OK;
-    sb->panels8 = (int8_t *)malloc(np * Dp * TOK8_W);
-    sb->pcsum = (int32_t *)calloc(np * TOK8_W, sizeof(int32_t));
-    sb->pscale = (float *)calloc(np * TOK8_W, sizeof(float));
-    if (!sb->panels8 || !sb->pcsum || !sb->pscale)
-        return ccomp_fail(err, CCOMP_ERR_NOMEM, "cannot allocate %zu int8 candidate panels", np);
-    for (p = 0; p < np; p++) {
-        size_t n = 0;
-        for (c = p * TOK8_W; c < sb->ncg && c < (p + 1) * TOK8_W; c++, n++) {
-            const size_t t2 = sb->cg_key[c];
-            cq[n] = sb->q + t2 * Dp;
-            sb->pcsum[c] = sb->qsum[t2];
-            sb->pscale[c] = sb->qscale[t2];
-        }
-        tok8_pack_panel(cq, n, Dp, sb->panels8 + p * Dp * TOK8_W);
-    }
     return CCOMP_OK;
 }
 #endif
@@ -532,7 +526,6 @@ static void sub_free(sub *sb)
     free(sb->rg_off);
     free(sb->rg_pos);
     free(sb->panels);
-    free(sb->q);
     free(sb->qscale);
     free(sb->qe);
     free(sb->qn);
@@ -575,6 +568,7 @@ typedef struct scored {
 typedef struct row_state {
     float *A;         /* float32 screen: [RB][D] normalized query keys */
     uint8_t *A8;      /* int8 screen: RB / TOK8_R packed slices */
+    int8_t *Q8;       /* int8 screen: [RB][Dp] the query keys' quantization */
     float rscale[RB]; /* int8 screen: the query keys' scales */
     float *S;         /* [RB][ncg padded] screened similarities */
     scored *top_e;    /* [k + max_cols + 1]: the largest exact values found */
@@ -599,12 +593,13 @@ static ccomp_status row_init(void *ctx, int worker, void **state, ccomp_error *e
     if (s == NULL) return ccomp_fail(err, CCOMP_ERR_NOMEM, "cannot allocate a row state");
     s->A = (float *)malloc(RB * j->D * sizeof(float) + 64);
     s->A8 = (uint8_t *)malloc(RB * (j->Dp ? j->Dp : 4) + 64);
+    s->Q8 = (int8_t *)malloc(RB * (j->Dp ? j->Dp : 4) + 64);
     s->S = (float *)malloc(RB * (lds ? lds : 1) * sizeof(float));
     s->top_e = (scored *)malloc((j->k + j->max_cols + 1) * sizeof(scored));
     s->best = (scored *)malloc((j->k + j->max_cols + 1) * sizeof(scored));
     s->bm = (float *)malloc((j->max_cg / BLK + 2) * sizeof(float));
     s->cand = (cand_order *)malloc((j->max_cols + 1) * sizeof(cand_order));
-    if (!s->A || !s->A8 || !s->S || !s->top_e || !s->best || !s->bm || !s->cand)
+    if (!s->A || !s->A8 || !s->Q8 || !s->S || !s->top_e || !s->best || !s->bm || !s->cand)
         return ccomp_fail(err, CCOMP_ERR_NOMEM, "cannot allocate the %zu-row similarity block", (size_t)RB);
     return CCOMP_OK;
 }
@@ -616,6 +611,7 @@ static void row_fini(void *ctx, void *state)
     if (s == NULL) return;
     free(s->A);
     free(s->A8);
+    free(s->Q8);
     free(s->S);
     free(s->top_e);
     free(s->best);
@@ -685,7 +681,17 @@ static void screen_block(const job *j, row_state *s, const sub *sb, size_t b, si
             size_t n = 0;
             for (r = rr * TOK8_R; r < nr && r < (rr + 1) * TOK8_R; r++, n++) {
                 const size_t t = sb->rg_key[g0 + r];
-                rq[n] = sb->q + t * Dp;
+                const int32_t g = sb->cgid[j->rep[b * j->N + t]];
+                int8_t *q = s->Q8 + r * Dp;
+                /* a candidate key's quantization from its column, another's again (the same bytes) */
+                if (g >= 0) {
+                    tok8_get_column(sb->panels8 + (size_t)g / TOK8_W * Dp * TOK8_W, (size_t)g % TOK8_W, q, Dp);
+                } else {
+                    double e, nq;
+                    int32_t qs;
+                    (void)tok8_quantize(key32(j, b, t), D, Dp, j->inv[b * j->N + t], q, &e, &nq, &qs);
+                }
+                rq[n] = q;
                 s->rscale[r] = sb->qscale[t];
             }
             for (; n < TOK8_R; n++) s->rscale[rr * TOK8_R + n] = 0.0f;
