@@ -70,17 +70,21 @@ def _case(name):
 ALL = list(CASES) + ["minilm"]
 
 
-@pytest.mark.parametrize("name", ALL)
-def test_most_similar_matches_reference(name):
-    x = _case(name)
-    idx, val = tokens.most_similar(x, k=3, threads=2)
+def _check_most_similar(x, k):
+    """most_similar equals the reference's top k of every row: indices and float32 values."""
+    idx, val = tokens.most_similar(x, k=k, threads=2)
     for b in range(x.shape[0]):
         s = ref.similarity(x[b])
         np.fill_diagonal(s, -np.inf)
         for i in range(x.shape[1]):
-            want = ref.top_indices(s[i].astype(np.float64), 3)
+            want = ref.top_indices(s[i].astype(np.float64), k)
             assert idx[b, i].tolist() == want.tolist(), (b, i)
             assert val[b, i].tolist() == s[i][want].tolist()
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_most_similar_matches_reference(name):
+    _check_most_similar(_case(name), 3)
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -344,14 +348,7 @@ def test_every_screen_matches_reference(monkeypatch, screen, name):
     """The float32 and the int8 screen only choose what is recomputed in float64: the same answers."""
     _with_screen(monkeypatch, SCREENS[screen])
     x = _case(name)
-    idx, val = tokens.most_similar(x, k=5, threads=2)
-    for b in range(x.shape[0]):
-        s = ref.similarity(x[b])
-        np.fill_diagonal(s, -np.inf)
-        for i in range(x.shape[1]):
-            want = ref.top_indices(s[i].astype(np.float64), 5)
-            assert idx[b, i].tolist() == want.tolist(), (b, i)
-            assert val[b, i].tolist() == s[i][want].tolist()
+    _check_most_similar(x, 5)
     a = attention(*x.shape[:2])
     got = tokens.correlation_compress(x, cls_attention=a, threshold=0.6, merge=True, seed=2)
     want = ref.correlation_compress(x, cls_attention=a, threshold=0.6, merge=True, seed=2)

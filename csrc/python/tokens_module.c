@@ -37,6 +37,24 @@ static PyArrayObject *view(PyObject *obj, int type, int nd, PyObject *keep, cons
     return a;
 }
 
+/* The core's kind (CCOMP_TOKENS_F32 / _F64 / _F16, the same values as CCOMP_FINITE_*) of a float16, float32
+ * or float64 array, with its NumPy type in *npy; -1 with a TypeError naming fn and what otherwise. */
+_Static_assert((int)CCOMP_TOKENS_F32 == (int)CCOMP_FINITE_F32 && (int)CCOMP_TOKENS_F64 == (int)CCOMP_FINITE_F64 &&
+                   (int)CCOMP_TOKENS_F16 == (int)CCOMP_FINITE_F16,
+               "the tokens and finite kinds agree");
+
+static int float_kind(PyObject *obj, const char *fn, const char *what, int *npy)
+{
+    *npy = PyArray_Check(obj) ? PyArray_TYPE((PyArrayObject *)obj) : -1;
+    switch (*npy) {
+    case NPY_FLOAT32: return CCOMP_TOKENS_F32;
+    case NPY_FLOAT64: return CCOMP_TOKENS_F64;
+    case NPY_FLOAT16: return CCOMP_TOKENS_F16;
+    }
+    PyErr_Format(PyExc_TypeError, "%s: %s must be a float32, float64 or float16 array", fn, what);
+    return -1;
+}
+
 /* tokens_topk(keys [B, N, D], rows, rows_off, cols, cols_off, exclude_self, k, threads, screen=0)
  *   -> (idx int64 [len(rows), k], val float32 [len(rows), k]) */
 static PyObject *py_tokens_topk(PyObject *self, PyObject *args)
@@ -52,12 +70,7 @@ static PyObject *py_tokens_topk(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "OOOOOpni|i", &kobj, &robj, &roobj, &cobj, &coobj, &excl, &k, &threads, &screen))
         return NULL;
     if ((keep = PyList_New(0)) == NULL) return NULL;
-    npy = PyArray_Check(kobj) ? PyArray_TYPE((PyArrayObject *)kobj) : -1;
-    if (npy != NPY_FLOAT32 && npy != NPY_FLOAT64 && npy != NPY_FLOAT16) {
-        PyErr_SetString(PyExc_TypeError, "tokens_topk: keys must be a float32, float64 or float16 array");
-        goto done;
-    }
-    dtype = npy == NPY_FLOAT32 ? CCOMP_TOKENS_F32 : npy == NPY_FLOAT64 ? CCOMP_TOKENS_F64 : CCOMP_TOKENS_F16;
+    if ((dtype = float_kind(kobj, "tokens_topk", "keys", &npy)) < 0) goto done;
     if ((keys = view(kobj, npy, 3, keep, "keys")) == NULL ||
         (rows = view(robj, NPY_INT64, 1, keep, "rows")) == NULL ||
         (ro = view(roobj, NPY_UINT64, 1, keep, "rows_off")) == NULL ||
@@ -122,12 +135,7 @@ static PyObject *py_tokens_gather_sum(PyObject *self, PyObject *args)
         return NULL;
     }
     if ((keep = PyList_New(0)) == NULL) return NULL;
-    npy = PyArray_Check(xo) ? PyArray_TYPE((PyArrayObject *)xo) : -1;
-    if (npy != NPY_FLOAT32 && npy != NPY_FLOAT64 && npy != NPY_FLOAT16) {
-        PyErr_SetString(PyExc_TypeError, "tokens_gather_sum: x must be a float32, float64 or float16 array");
-        goto done;
-    }
-    dtype = npy == NPY_FLOAT32 ? CCOMP_TOKENS_F32 : npy == NPY_FLOAT64 ? CCOMP_TOKENS_F64 : CCOMP_TOKENS_F16;
+    if ((dtype = float_kind(xo, "tokens_gather_sum", "x", &npy)) < 0) goto done;
     if ((x = view(xo, npy, 3, keep, "x")) == NULL || (bs = view(bo, NPY_INT64, 1, keep, "bsel")) == NULL ||
         (rs = view(ro, NPY_INT64, 1, keep, "rows")) == NULL || (ds = view(dobj, NPY_INT64, 1, keep, "dst")) == NULL)
         goto done;
@@ -186,11 +194,7 @@ static PyObject *py_tokens_take(PyObject *self, PyObject *args)
     (void)self;
     if (!PyArg_ParseTuple(args, "OOOi", &xo, &bo, &ro, &threads)) return NULL;
     if ((keep = PyList_New(0)) == NULL) return NULL;
-    npy = PyArray_Check(xo) ? PyArray_TYPE((PyArrayObject *)xo) : -1;
-    if (npy != NPY_FLOAT32 && npy != NPY_FLOAT64 && npy != NPY_FLOAT16) {
-        PyErr_SetString(PyExc_TypeError, "tokens_take: x must be a float32, float64 or float16 array");
-        goto done;
-    }
+    if (float_kind(xo, "tokens_take", "x", &npy) < 0) goto done;
     if ((x = view(xo, npy, 3, keep, "x")) == NULL || (bs = view(bo, NPY_INT64, 1, keep, "bsel")) == NULL ||
         (rs = view(ro, NPY_INT64, 1, keep, "rows")) == NULL)
         goto done;
@@ -230,14 +234,12 @@ static PyObject *py_first_nonfinite(PyObject *self, PyObject *args)
     size_t n, at;
     (void)self;
     if (!PyArg_ParseTuple(args, "Oi", &ao, &threads)) return NULL;
-    npy = PyArray_Check(ao) ? PyArray_TYPE((PyArrayObject *)ao) : -1;
-    if ((npy != NPY_FLOAT32 && npy != NPY_FLOAT64 && npy != NPY_FLOAT16) ||
-        !PyArray_IS_C_CONTIGUOUS((PyArrayObject *)ao) || !PyArray_ISNOTSWAPPED((PyArrayObject *)ao)) {
-        PyErr_SetString(PyExc_TypeError, "first_nonfinite: a must be a C-contiguous float16, float32 or float64 array");
+    if ((kind = float_kind(ao, "first_nonfinite", "a", &npy)) < 0) return NULL;
+    a = (PyArrayObject *)ao;
+    if (!PyArray_IS_C_CONTIGUOUS(a) || !PyArray_ISNOTSWAPPED(a)) {
+        PyErr_SetString(PyExc_TypeError, "first_nonfinite: a must be C-contiguous in native byte order");
         return NULL;
     }
-    a = (PyArrayObject *)ao;
-    kind = npy == NPY_FLOAT32 ? CCOMP_FINITE_F32 : npy == NPY_FLOAT64 ? CCOMP_FINITE_F64 : CCOMP_FINITE_F16;
     n = (size_t)PyArray_SIZE(a);
     Py_BEGIN_ALLOW_THREADS
     at = ccomp_first_nonfinite(PyArray_DATA(a), kind, n, threads);

@@ -1,17 +1,20 @@
 /* Cosine-similarity top-k between token sets (ccomp/tokens.h, docs/tokens.md).
  *
  * Stage 1, one task per sub-image: float16 keys widened to float32; the float64 inverse norms of every
- * token; groups of bit-identical keys; the candidate (column) groups and query (row) groups, each with
- * its members; the screen's packed candidates, one column per distinct key:
- * - int8 (screen8.h): every key quantized, with its error bound;
+ * token; groups of bit-identical keys (hash, then memcmp); the candidate (column) groups and query (row)
+ * groups, each with its members; the screen's packed candidates, one column per distinct key:
+ * - int8 (screen8.h): every distinct key quantized once, with its error bound, straight into its column;
  * - float32: normalized keys in panels of PANEL columns ([D][PANEL], zero padded).
  *
  * Stage 2, one task per block of RB distinct query keys of one sub-image: the screened similarities of
- * the block against every distinct candidate key, then for every query row of those keys the k-th best
- * screened value t (members counted) and every candidate key within 2 delta of it, where delta bounds
- * |screen - exact|.  Those are recomputed in float64 (once per pair of distinct keys), best screen first,
- * stopping when the next cannot reach the k-th best exact value; the best k tokens are taken by (value
- * descending, token index ascending).
+ * the block against every distinct candidate key (never the whole N x N), then one search per query key
+ * (best_of_key) for its k best tokens, plus as many as its own rows must skip:
+ * - the kk-th best screened value t, each group counted once per member, bounds the kk-th best exact
+ *   value from below by t - d (d: the largest |screen - exact| of the row);
+ * - the groups of the kk best screens, then every group whose screen plus its own pair bound reaches the
+ *   kk-th best exact value found so far, are recomputed in float64, four at a time; no other group can
+ *   hold one of the best;
+ * - the best by (value descending, token index ascending); each row drops its own token.
  *
  * Every task writes only its own rows, and no result depends on which screen ran: the same answer at
  * any thread count and on any CPU (the float64 dot product has one fixed summation order). */
