@@ -575,7 +575,7 @@ typedef struct row_state {
     float rscale[RB]; /* int8 screen: the query keys' scales */
     float *S;         /* [RB][ncg padded] screened similarities */
     scored *top_e;    /* [k + max_cols + 1]: the largest exact values found */
-    scored *best;     /* [k + max_cols + 1]: the largest screened values seen */
+    scored *best;     /* [k + max_cols + 4]: the largest screened values seen */
     float *bm;        /* [max_cg / BLK + 1]: block maxima of a screened row */
     cand_order *cand; /* [max_cols] */
 } row_state;
@@ -599,7 +599,7 @@ static ccomp_status row_init(void *ctx, int worker, void **state, ccomp_error *e
     s->Q8 = (int8_t *)malloc(RB * (j->Dp ? j->Dp : 4) + 64);
     s->S = (float *)malloc(RB * (lds ? lds : 1) * sizeof(float));
     s->top_e = (scored *)malloc((j->k + j->max_cols + 1) * sizeof(scored));
-    s->best = (scored *)malloc((j->k + j->max_cols + 1) * sizeof(scored));
+    s->best = (scored *)malloc((j->k + j->max_cols + 4) * sizeof(scored));
     s->bm = (float *)malloc((j->max_cg / BLK + 2) * sizeof(float));
     s->cand = (cand_order *)malloc((j->max_cols + 1) * sizeof(cand_order));
     if (!s->A || !s->A8 || !s->Q8 || !s->S || !s->top_e || !s->best || !s->bm || !s->cand)
@@ -788,13 +788,14 @@ static void exact_groups(const job *j, row_state *s, const sub *sb, size_t b, fl
     float e[4];
     size_t i, m;
 #if defined(__x86_64__) && defined(__GNUC__)
-    if (n == 4 && j->dtype != CCOMP_TOKENS_F64 && (ccomp_cpu_features() & CCOMP_CPU_AVX512F)) {
+    if (j->dtype != CCOMP_TOKENS_F64 && (ccomp_cpu_features() & CCOMP_CPU_AVX512F)) {
+        /* fewer than four: the spare chains repeat the first key (one chain takes as long as four) */
         const float *y[4];
         double dot[4];
         const double ik = j->inv[b * j->N + key];
-        for (i = 0; i < 4; i++) y[i] = key32(j, b, sb->cg_key[gs[i]]);
+        for (i = 0; i < 4; i++) y[i] = key32(j, b, sb->cg_key[gs[i < n ? i : 0]]);
         dot64x4_f32_avx512(key32(j, b, key), y, j->D, dot);
-        for (i = 0; i < 4; i++) e[i] = (float)(dot[i] * ik * j->inv[b * j->N + sb->cg_key[gs[i]]]);
+        for (i = 0; i < n; i++) e[i] = (float)(dot[i] * ik * j->inv[b * j->N + sb->cg_key[gs[i]]]);
     } else
 #endif
         for (i = 0; i < n; i++) e[i] = exact_sim(j, b, key, sb->cg_key[gs[i]]);
@@ -819,11 +820,13 @@ static size_t best_of_key(const job *j, row_state *s, const sub *sb, size_t b, f
     /* |screen - exact| <= d_g: e_row n_g + e_g for int8, with room for the float32 rounding of screen and
      * exact; delta for float32.  dmax: the largest over the groups */
     const double dmax = i8 ? 1.001 * (er * sb->nmax + sb->emax) + ldexp(16.0, -24) : j->delta;
+    const size_t nkeep = kk > SMALL_K || kk >= 4 ? kk : 4;
     size_t nb = 0, ne = 0, ncand = 0, np = 0, g, t, m, blk;
     int32_t pend[4];
     double floor_;
     float hmin = -INFINITY;
-    /* 1: the kk best screened values, each group counted once per member (up to kk); -inf: not a candidate */
+    /* 1: the best screened values, each group counted once per member (up to kk): the kk best, and at least
+     * four, so that the first batch of exact values is the best one (-inf: not a candidate) */
     block_max(srow, ncg, s->bm);
     for (blk = 0; blk * BLK < ncg; blk++) {
         if (!(s->bm[blk] > hmin)) continue;
@@ -831,13 +834,14 @@ static size_t best_of_key(const job *j, row_state *s, const sub *sb, size_t b, f
             const float v = srow[g];
             if (!(v > hmin)) continue;
             m = sb->cg_off[g + 1] - sb->cg_off[g];
-            for (t = 0; t < m && t < kk; t++) top_push(s->best, &nb, kk, v, (int32_t)g);
-            if (nb == kk) hmin = top_min(s->best, nb, kk);
+            for (t = 0; t < m && t < kk; t++) top_push(s->best, &nb, nkeep, v, (int32_t)g);
+            if (nb == nkeep) hmin = top_min(s->best, nb, nkeep);
         }
     }
     if (nb == 0) return 0;
-    /* the kk-th best exact value is at least floor_ (the kk-th best screen minus the bound) */
-    floor_ = (double)top_min(s->best, nb, kk) - dmax;
+    /* the kk-th best exact value is at least floor_ (the kk-th best screen minus the bound; the array is
+     * sorted when it holds at most SMALL_K, else it is a heap of exactly kk) */
+    floor_ = (double)(nkeep <= SMALL_K ? s->best[(nb < kk ? nb : kk) - 1].v : top_min(s->best, nb, kk)) - dmax;
     /* 2: exact values of those groups, then of every other group that the bound cannot rule out against
      * the kk-th best exact value found so far; four at a time */
     for (t = 0; t < nb; t++) {
