@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ccomp/bigmem.h"
 #include "ccomp/cpu.h"
 #include "ccomp/half.h"
 #include "ccomp/parallel.h"
@@ -39,8 +40,7 @@
 enum { SCR_F32 = 1, SCR_I8 = 2 };
 
 typedef struct sub { /* one sub-image */
-    const float *k32;  /* float32 keys (the input's, or widened float16); NULL for float64 */
-    float *k32_own;    /* the widened float16 keys */
+    const float *k32;  /* float32 keys (the input's, or widened float16 in job.wide); NULL for float64 */
     int screen;        /* SCR_F32 or SCR_I8 */
     size_t ncols;      /* candidate tokens (with repeats) */
     size_t ncg;        /* candidate groups: distinct candidate keys */
@@ -57,7 +57,7 @@ typedef struct sub { /* one sub-image */
     float *qscale;     /* int8 screen: [N] each key's scale */
     double *qe, *qn;   /* [N] residual bound and norm bound */
     int32_t *qsum;     /* [N] */
-    int8_t *panels8;   /* [ceil(ncg / TOK8_W)][Dp * TOK8_W] */
+    int8_t *panels8;   /* [ceil(ncg / TOK8_W)][Dp * TOK8_W], a slice of job.panels8 */
     int32_t *pcsum;    /* [ceil(ncg / TOK8_W) * TOK8_W] */
     float *pscale;     /* [ceil(ncg / TOK8_W) * TOK8_W] */
     double emax, nmax; /* the largest residual and norm bounds of the candidate keys */
@@ -76,6 +76,8 @@ typedef struct job {
     double *inv;      /* [B * N]: 1 / max(|k|, 1e-12) */
     size_t *rep;      /* [B * N]: the lowest token index with bit-identical key bytes */
     sub *subs;        /* [B] */
+    float *wide;      /* float16 keys: [B][N][D] widened to float32 */
+    int8_t *panels8;  /* int8 screen: [B][ceil(N / TOK8_W)][Dp * TOK8_W], each sub-image's panels */
     size_t *task_b, *task_g0, ntasks, max_cols, max_cg;
     int kern;         /* the shared float32 tile kernel (util/tile.h) */
     double delta;     /* float32 screen: bound on |screen - float64 value| */
@@ -403,7 +405,7 @@ static ccomp_status pack_f32(const job *j, sub *sb, size_t b, ccomp_error *err)
     float *row;
     sb->screen = SCR_F32;
     if (np == 0) return CCOMP_OK;
-    sb->panels = (float *)malloc(np * D * PANEL * sizeof(float));
+    sb->panels = (float *)ccomp_alloc_big(np * D * PANEL * sizeof(float));
     row = (float *)malloc(D * sizeof(float));
     if (sb->panels == NULL || row == NULL) {
         free(row);
@@ -439,11 +441,11 @@ static ccomp_status pack_i8(const job *j, sub *sb, size_t b, int *ok, ccomp_erro
     sb->qe = (double *)malloc(N * sizeof(double));
     sb->qn = (double *)malloc(N * sizeof(double));
     sb->qsum = (int32_t *)malloc(N * sizeof(int32_t));
-    sb->panels8 = (int8_t *)calloc(np * Dp * TOK8_W + 1, 1);
+    sb->panels8 = j->panels8 + b * ((N + TOK8_W - 1) / TOK8_W) * Dp * TOK8_W;
     sb->pcsum = (int32_t *)calloc(np * TOK8_W + 1, sizeof(int32_t));
     sb->pscale = (float *)calloc(np * TOK8_W + 1, sizeof(float));
     tmp = (int8_t *)malloc(Dp);
-    if (!sb->qscale || !sb->qe || !sb->qn || !sb->qsum || !sb->panels8 || !sb->pcsum || !sb->pscale || !tmp) {
+    if (!sb->qscale || !sb->qe || !sb->qn || !sb->qsum || !sb->pcsum || !sb->pscale || !tmp) {
         free(tmp);
         return ccomp_fail(err, CCOMP_ERR_NOMEM, "cannot allocate %zu int8 candidate panels of %zu channels", np, Dp);
     }
@@ -466,6 +468,9 @@ static ccomp_status pack_i8(const job *j, sub *sb, size_t b, int *ok, ccomp_erro
         }
         esum += sb->qe[t];
     }
+    memset(tmp, 0, Dp); /* the last panel's spare columns: zero keys */
+    for (c = sb->ncg; c < np * TOK8_W; c++)
+        tok8_put_column(sb->panels8 + c / TOK8_W * Dp * TOK8_W, c % TOK8_W, tmp, Dp);
     free(tmp);
     sb->emax = sb->nmax = 0.0;
     for (c = 0; c < sb->ncg; c++) {
@@ -491,10 +496,8 @@ static ccomp_status prep_run(void *ctx, void *state, size_t b, ccomp_error *err)
     size_t t;
     (void)state;
     if (j->dtype == CCOMP_TOKENS_F16) {
-        sb->k32_own = (float *)malloc(N * D * sizeof(float));
-        if (sb->k32_own == NULL) return ccomp_fail(err, CCOMP_ERR_NOMEM, "cannot widen %zu x %zu float16 keys", N, D);
-        ccomp_f16_to_f32_n((const uint16_t *)j->keys + b * N * D, sb->k32_own, N * D);
-        sb->k32 = sb->k32_own;
+        ccomp_f16_to_f32_n((const uint16_t *)j->keys + b * N * D, j->wide + b * N * D, N * D);
+        sb->k32 = j->wide + b * N * D;
     } else if (j->dtype == CCOMP_TOKENS_F32) {
         sb->k32 = (const float *)j->keys + b * N * D;
     }
@@ -509,7 +512,7 @@ static ccomp_status prep_run(void *ctx, void *state, size_t b, ccomp_error *err)
     free(gid);
     if (st != CCOMP_OK) return st;
 #if TOK8_BUILT
-    if (j->want != CCOMP_TOKENS_SCREEN_F32 && j->dtype != CCOMP_TOKENS_F64 && D <= I8_MAX_D && tok8_available()) {
+    if (j->panels8 != NULL) {
         int ok;
         if ((st = pack_i8(j, sb, b, &ok, err)) != CCOMP_OK || ok) return st;
     }
@@ -519,7 +522,6 @@ static ccomp_status prep_run(void *ctx, void *state, size_t b, ccomp_error *err)
 
 static void sub_free(sub *sb)
 {
-    free(sb->k32_own);
     free(sb->cg_key);
     free(sb->cg_off);
     free(sb->cg_tok);
@@ -533,7 +535,6 @@ static void sub_free(sub *sb)
     free(sb->qe);
     free(sb->qn);
     free(sb->qsum);
-    free(sb->panels8);
     free(sb->pcsum);
     free(sb->pscale);
 }
@@ -956,6 +957,8 @@ ccomp_status ccomp_tokens_topk(const void *keys, int dtype, size_t B, size_t N, 
 {
     ccomp_parallel_ops prep = {NULL, prep_run, NULL}, ops = {row_init, row_run, row_fini};
     ccomp_status st = CCOMP_OK;
+    /* the int8 screen may run (each sub-image still decides) */
+    const int i8 = screen != CCOMP_TOKENS_SCREEN_F32 && dtype != CCOMP_TOKENS_F64 && D <= I8_MAX_D && tok8_available();
     job j;
     size_t b, t, nt;
     if (dtype != CCOMP_TOKENS_F32 && dtype != CCOMP_TOKENS_F64 && dtype != CCOMP_TOKENS_F16)
@@ -1016,7 +1019,11 @@ ccomp_status ccomp_tokens_topk(const void *keys, int dtype, size_t B, size_t N, 
     j.inv = (double *)malloc(B * N * sizeof(double));
     j.rep = (size_t *)malloc(B * N * sizeof(size_t));
     j.subs = (sub *)calloc(B, sizeof(sub));
-    if (!j.inv || !j.rep || !j.subs) {
+    /* one block each for every sub-image's widened keys and int8 panels (huge pages: few faults) */
+    if (dtype == CCOMP_TOKENS_F16) j.wide = (float *)ccomp_alloc_big(B * N * D * sizeof(float));
+    if (i8)
+        j.panels8 = (int8_t *)ccomp_alloc_big(B * ((N + TOK8_W - 1) / TOK8_W) * j.Dp * TOK8_W);
+    if (!j.inv || !j.rep || !j.subs || (dtype == CCOMP_TOKENS_F16 && !j.wide) || (i8 && !j.panels8)) {
         st = ccomp_fail(err, CCOMP_ERR_NOMEM, "cannot allocate the similarity job for %zu x %zu tokens", B, N);
         goto done;
     }
@@ -1043,6 +1050,8 @@ done:
     if (j.subs)
         for (b = 0; b < B; b++) sub_free(&j.subs[b]);
     free(j.subs);
+    free(j.wide);
+    free(j.panels8);
     free(j.inv);
     free(j.rep);
     free(j.task_b);
