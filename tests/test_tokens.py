@@ -453,3 +453,17 @@ def test_gather_sum_matches_numpy_and_refuses_bad_indices():
     np.testing.assert_array_equal(got, xt[bsel, rows])
     with pytest.raises(ValueError, match="of a 3 x 20 batch"):
         _core.tokens_take(xt, bsel, np.full(30, 20), 1)
+
+
+def test_first_nonfinite_helper():
+    """The shared check (ccomp._args.first_nonfinite): the first bad index of any float array, contiguous or
+    not, in the core or through NumPy."""
+    from ccomp._args import first_nonfinite
+    for dt in (np.float16, np.float32, np.float64):
+        a = np.zeros((5, 7, 3), dtype=dt)
+        assert first_nonfinite(a) is None and first_nonfinite(a[:0]) is None
+        a[4, 6, 2] = np.inf
+        a[2, 5, 1] = np.nan
+        assert first_nonfinite(a) == (2, 5, 1)
+        assert first_nonfinite(a[:, ::-1]) == (2, 1, 1)
+        assert first_nonfinite(a.astype(a.dtype.newbyteorder(">"))) == (2, 5, 1)

@@ -34,6 +34,7 @@ import zlib
 import numpy as np
 
 from . import _core
+from ._args import first_nonfinite
 from ._args import threads as _threads
 from ._core import CorruptStreamError
 from .cuda import on_device
@@ -471,7 +472,7 @@ class KIVICache:
         va, vshape = _as_slices(v, "v")
         if kshape != vshape:
             raise ValueError(f"k and v must have the same shape, got {kshape} and {vshape}")
-        if not (np.all(np.isfinite(ka)) and np.all(np.isfinite(va))):
+        if first_nonfinite(ka) is not None or first_nonfinite(va) is not None:
             raise ValueError("k or v contains NaN or infinite values")
         lead, D = kshape[:-2], kshape[-1]
         if self.k_cache is None:
@@ -559,7 +560,7 @@ def attention(q, k_cache, v_cache, scale=None, threads=None):
     H, G = qa.shape[-3], kshape[-3]
     if H % G:
         raise ValueError(f"query heads ({H}) must be a multiple of the K/V heads ({G})")
-    if not np.all(np.isfinite(qa)):
+    if first_nonfinite(qa) is not None:
         raise ValueError("q contains NaN or infinite values")
     sc = float(scale) if scale is not None else 1.0 / float(np.sqrt(qa.shape[-1]))
     th = _threads(threads)

@@ -57,6 +57,7 @@ import zlib
 import numpy as np
 
 from . import _core
+from ._args import first_nonfinite
 from ._args import threads as _threads
 from ._core import CorruptStreamError
 from .cuda import on_device
@@ -485,7 +486,7 @@ def _hessian(calibration, hessian, cols):
         H = np.array(_numpy(hessian, "hessian")[0], dtype=np.float64)
         if H.shape != (cols, cols):
             raise ValueError(f"hessian must have shape ({cols}, {cols}), got {H.shape}")
-        if not np.all(np.isfinite(H)):
+        if first_nonfinite(H) is not None:
             raise ValueError("hessian has non-finite entries")
         if not np.allclose(H, H.T, rtol=1e-5, atol=1e-8 * max(1.0, float(np.abs(H).max()))):
             raise ValueError("hessian must be symmetric")
@@ -498,7 +499,7 @@ def _hessian(calibration, hessian, cols):
     X = X.reshape(-1, cols).astype(np.float64)
     if X.shape[0] == 0:
         raise ValueError("calibration has no rows")
-    if not np.all(np.isfinite(X)):
+    if first_nonfinite(X) is not None:
         raise ValueError("calibration inputs have non-finite entries")
     return 2.0 * (X.T @ X) / X.shape[0]
 
@@ -597,8 +598,9 @@ def fit(W, bits=4, groups=1, method=None, *, calibration=None, hessian=None, dam
     out, cols = W.shape
     if cols % groups:
         raise ValueError(f"in_features ({cols}) must be divisible by groups ({groups})")
-    if not np.all(np.isfinite(W)):
-        r, c = np.argwhere(~np.isfinite(W))[0]
+    bad = first_nonfinite(W)
+    if bad is not None:
+        r, c = bad
         raise ValueError(f"weights must be finite, got {W[r, c]} at W[{r}, {c}]")
     nt = _threads(threads)
     td = _TD[dtype]

@@ -31,6 +31,7 @@ import numpy as np
 
 from . import _core
 from . import cuda as _cuda
+from ._args import first_nonfinite as _first_nonfinite
 from ._args import threads as _threads
 
 __all__ = ["correlation_compress", "Compressed", "tome_merge", "prumerge", "visionzip", "fastv_select",
@@ -64,17 +65,10 @@ def _float_array(a, name):
 
 
 def _finite(a, name):
-    """A clear error at the first NaN or infinity of a (one pass over the bits in the C core, on all threads)."""
-    if a.size == 0:
-        return
-    if a.flags.c_contiguous and a.dtype.isnative:
-        at = _core.first_nonfinite(a, _threads(None))
-        bad = None if at < 0 else np.unravel_index(at, a.shape)
-    else:
-        bad = np.argwhere(~np.isfinite(a))
-        bad = bad[0] if len(bad) else None
+    """A clear error at the first NaN or infinity of a."""
+    bad = _first_nonfinite(a)
     if bad is not None:
-        raise ValueError(f"{name} has a NaN or infinite value at index {tuple(int(i) for i in bad)}")
+        raise ValueError(f"{name} has a NaN or infinite value at index {bad}")
 
 
 def _tokens3(tokens, name="tokens"):
