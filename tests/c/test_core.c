@@ -16,6 +16,7 @@
 #include <zlib.h>
 #include <zstd.h>
 
+#include "ccomp/bigmem.h"
 #include "ccomp/finite.h"
 #include "ccomp/parallel.h"
 #include "ccomp/zipfit.h"
@@ -343,12 +344,32 @@ static void test_finite(void)
     free(h);
 }
 
+/* ccomp_alloc_big: usable blocks of every size, 2 MB aligned from 2 MB up on Linux */
+static void test_bigmem(void)
+{
+    const size_t sizes[4] = {0, 100, (size_t)2 << 20, (size_t)5 << 20 | 123};
+    int i;
+    for (i = 0; i < 4; i++) {
+        unsigned char *p = ccomp_alloc_big(sizes[i]);
+        CHECK(p != NULL, "alloc_big(%zu) failed", sizes[i]);
+        if (p == NULL) continue;
+        memset(p, 0xab, sizes[i]);
+        CHECK(sizes[i] == 0 || p[sizes[i] - 1] == 0xab, "alloc_big(%zu): last byte", sizes[i]);
+#if defined(__linux__)
+        CHECK(sizes[i] < ((size_t)2 << 20) || (uintptr_t)p % ((uintptr_t)2 << 20) == 0, "alloc_big(%zu) not aligned",
+              sizes[i]);
+#endif
+        free(p);
+    }
+}
+
 int main(int argc, char **argv)
 {
     int quick = argc > 1 && strcmp(argv[1], "--quick") == 0;
     test_parallel();
     test_pool(quick);
     test_finite();
+    test_bigmem();
     test_sizes(quick);
     test_scores(quick);
     if (test_failures) {
