@@ -52,11 +52,62 @@ static void combine_fini(void *ctx, void *state)
     free(s);
 }
 
+/* acc[d] += w * x[d] (the product rounded, then the sum: the same bits as the scalar loop), and the row's end:
+ * acc / div, rounded to float32 into out */
+static void accum_f32(double *acc, const float *x, double w, size_t D)
+{
+    size_t d;
+    for (d = 0; d < D; d++) acc[d] += w * (double)x[d];
+}
+
+static void accum_f64(double *acc, const double *x, double w, size_t D)
+{
+    size_t d;
+    for (d = 0; d < D; d++) acc[d] += w * x[d];
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#include "ccomp/cpu.h"
+
+__attribute__((target("avx512f"))) static void accum_f32_avx512(double *acc, const float *x, double w, size_t D)
+{
+    const __m512d wv = _mm512_set1_pd(w);
+    size_t d = 0;
+    for (; d + 8 <= D; d += 8)
+        _mm512_storeu_pd(acc + d, _mm512_add_pd(_mm512_loadu_pd(acc + d),
+                                                _mm512_mul_pd(wv, _mm512_cvtps_pd(_mm256_loadu_ps(x + d)))));
+    for (; d < D; d++) acc[d] += w * (double)x[d];
+}
+
+__attribute__((target("avx512f"))) static void accum_f64_avx512(double *acc, const double *x, double w, size_t D)
+{
+    const __m512d wv = _mm512_set1_pd(w);
+    size_t d = 0;
+    for (; d + 8 <= D; d += 8)
+        _mm512_storeu_pd(acc + d, _mm512_add_pd(_mm512_loadu_pd(acc + d), _mm512_mul_pd(wv, _mm512_loadu_pd(x + d))));
+    for (; d < D; d++) acc[d] += w * x[d];
+}
+
+__attribute__((target("avx512f"))) static void finish_f32_avx512(const double *acc, double div, float *out, size_t D)
+{
+    const __m512d dv = _mm512_set1_pd(div);
+    size_t d = 0;
+    for (; d + 8 <= D; d += 8) _mm256_storeu_ps(out + d, _mm512_cvtpd_ps(_mm512_div_pd(_mm512_loadu_pd(acc + d), dv)));
+    for (; d < D; d++) out[d] = (float)(acc[d] / div);
+}
+#endif
+
 static ccomp_status combine_run(void *ctx, void *state, size_t task, ccomp_error *err)
 {
     const combine_job *j = (const combine_job *)ctx;
     combine_state *s = (combine_state *)state;
     const size_t D = j->D, o0 = task * ROWS_PER_TASK;
+#if defined(__x86_64__) && defined(__GNUC__)
+    const int v512 = (ccomp_cpu_features() & CCOMP_CPU_AVX512F) != 0;
+#else
+    const int v512 = 0;
+#endif
     size_t o, c, d;
     (void)err;
     for (o = o0; o < j->n_out && o < o0 + ROWS_PER_TASK; o++) {
@@ -67,20 +118,37 @@ static ccomp_status combine_run(void *ctx, void *state, size_t task, ccomp_error
             const double w = j->w ? j->w[i] : 1.0;
             if (j->dtype == CCOMP_TOKENS_F64) {
                 const double *x = (const double *)j->x + at;
-                for (d = 0; d < D; d++) acc[d] += w * x[d];
+#if defined(__x86_64__) && defined(__GNUC__)
+                if (v512) accum_f64_avx512(acc, x, w, D);
+                else
+#endif
+                    accum_f64(acc, x, w, D);
             } else {
                 const float *x = (const float *)j->x + at;
                 if (j->dtype == CCOMP_TOKENS_F16) {
                     ccomp_f16_to_f32_n((const uint16_t *)j->x + at, s->wide, D);
                     x = s->wide;
                 }
-                for (d = 0; d < D; d++) acc[d] += w * (double)x[d];
+#if defined(__x86_64__) && defined(__GNUC__)
+                if (v512) accum_f32_avx512(acc, x, w, D);
+                else
+#endif
+                    accum_f32(acc, x, w, D);
             }
         }
-        if (j->div)
+        if (j->out_dtype == CCOMP_TOKENS_F32) {
+            float *out = (float *)j->out + o * D;
+            const double div = j->div ? j->div[o] : 1.0;
+#if defined(__x86_64__) && defined(__GNUC__)
+            if (v512) {
+                finish_f32_avx512(acc, div, out, D);
+                continue;
+            }
+#endif
+            for (d = 0; d < D; d++) out[d] = (float)(acc[d] / div);
+        } else if (j->div) {
             for (d = 0; d < D; d++) acc[d] /= j->div[o];
-        if (j->out_dtype == CCOMP_TOKENS_F32)
-            for (d = 0; d < D; d++) ((float *)j->out)[o * D + d] = (float)acc[d];
+        }
     }
     return CCOMP_OK;
 }
