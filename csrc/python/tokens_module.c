@@ -55,6 +55,15 @@ static int float_kind(PyObject *obj, const char *fn, const char *what, int *npy)
     return -1;
 }
 
+/* out (the caller's reference passes on) when the core succeeded, else NULL with its error raised */
+static PyObject *result_or_raise(ccomp_status st, ccomp_error *err, const char *fn, PyArrayObject *out)
+{
+    if (st == CCOMP_OK) return (PyObject *)out;
+    ccomp_raise(err, fn);
+    Py_DECREF(out);
+    return NULL;
+}
+
 /* tokens_topk(keys [B, N, D], rows, rows_off, cols, cols_off, exclude_self, k, threads, screen=0)
  *   -> (idx int64 [len(rows), k], val float32 [len(rows), k]) */
 static PyObject *py_tokens_topk(PyObject *self, PyObject *args)
@@ -171,11 +180,7 @@ static PyObject *py_tokens_gather_sum(PyObject *self, PyObject *args)
                                  dv ? (const double *)PyArray_DATA(dv) : NULL, PyArray_DATA(out),
                                  f32 ? CCOMP_TOKENS_F32 : CCOMP_TOKENS_F64, (size_t)n_out, threads, &err);
     Py_END_ALLOW_THREADS
-    if (st != CCOMP_OK) {
-        ccomp_raise(&err, "tokens_gather_sum");
-        goto done;
-    }
-    res = (PyObject *)out;
+    res = result_or_raise(st, &err, "tokens_gather_sum", out);
     out = NULL;
 done:
     Py_XDECREF(out);
@@ -213,11 +218,7 @@ static PyObject *py_tokens_take(PyObject *self, PyObject *args)
                            (const int64_t *)PyArray_DATA(rs), (size_t)PyArray_DIM(bs, 0), PyArray_DATA(out), threads,
                            &err);
     Py_END_ALLOW_THREADS
-    if (st != CCOMP_OK) {
-        ccomp_raise(&err, "tokens_take");
-        goto done;
-    }
-    res = (PyObject *)out;
+    res = result_or_raise(st, &err, "tokens_take", out);
     out = NULL;
 done:
     Py_XDECREF(out);
