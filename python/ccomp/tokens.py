@@ -368,7 +368,6 @@ def correlation_compress(tokens, cls_attention=None, cls=None, keys=None, thresh
         return Compressed(kept, out, density, msim, redundant, np.array([len(s) for s in kept], dtype=np.int64))
     if xd is not None:
         x = _tokens_gpu.to_host(tokens, "tokens").reshape(xd.shape)
-    od = _out_dtype(x)
     if merge:
         drop = [np.setdiff1d(np.arange(N), s) for s in kept]
         nn, _ = _topk(kk, drop, kept, False, 1, threads)
