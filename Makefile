@@ -20,6 +20,8 @@ DEFLATE_PAIRS ?= 1000000
 LZ4_PAIRS ?= 1000000
 # pytest worker processes (pytest-xdist).
 PYTEST_WORKERS ?= 2
+# Compile jobs for the C tests' objects and binaries (the tests themselves run one at a time).
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 
 .PHONY: all demo test sysdeps venv install ctest asan fuzz pytest bench clean
 
@@ -64,7 +66,8 @@ build/asan/%: tests/c/%.c $(CORE_OBJ_ASAN) | sysdeps
 	$(CC) $(CFLAGS_C) -O1 -g $(SAN) -o $@ $< $(CORE_OBJ_ASAN) $(LIBS)
 
 # C-level tests of the core at full size.
-ctest: $(addprefix build/ctest/,$(CTESTS))
+ctest:
+	@$(MAKE) --no-print-directory -j$(JOBS) $(addprefix build/ctest/,$(CTESTS))
 	build/ctest/test_core
 	build/ctest/test_deflate_model --pairs-per-level $(DEFLATE_PAIRS) $(CORPUS)
 	build/ctest/test_lz4_model --pairs $(LZ4_PAIRS) $(CORPUS)
@@ -76,7 +79,8 @@ ctest: $(addprefix build/ctest/,$(CTESTS))
 	build/ctest/test_tokens
 
 # The same C tests under AddressSanitizer + UBSan, at sizes that keep them quick.
-asan: $(addprefix build/asan/,$(CTESTS))
+asan:
+	@$(MAKE) --no-print-directory -j$(JOBS) $(addprefix build/asan/,$(CTESTS))
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 build/asan/test_core --quick
 	ASAN_OPTIONS=detect_leaks=1 build/asan/test_deflate_model --pairs-per-level 3000 $(CORPUS)
 	ASAN_OPTIONS=detect_leaks=1 build/asan/test_lz4_model --pairs 20000 $(CORPUS)
@@ -101,7 +105,8 @@ build/fuzz/%: tests/fuzz/%.c $(FUZZ_OBJ) $(CORE_HDR) | sysdeps
 	@mkdir -p $(dir $@)
 	clang -std=c11 -O1 -g -ffp-contract=off -fsanitize=fuzzer,address,undefined -Icsrc/include -o $@ $< $(FUZZ_OBJ) -lz -lm -lpthread
 
-fuzz: $(addprefix build/fuzz/,$(FUZZERS))
+fuzz:
+	@$(MAKE) --no-print-directory -j$(JOBS) $(addprefix build/fuzz/,$(FUZZERS))
 	@for f in $(FUZZERS); do \
 	  rm -rf build/fuzz/corpus_$$f && mkdir -p build/fuzz/corpus_$$f && cp tests/fixtures/* build/fuzz/corpus_$$f/ && \
 	  echo "fuzzing $$f for $(FUZZ_SECONDS) s" && \

@@ -6,6 +6,7 @@ Environment switches:
   CCOMP_WERROR=1        compile C with -Werror (CI)
   CCOMP_DEBUG=1         -O0 -g
 """
+import concurrent.futures
 import glob
 import os
 import shutil
@@ -76,10 +77,36 @@ cuda = Extension(
 )
 
 
+def cpu_count():
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def parallel_compile(compiler, workers):
+    """Make compiler.compile build an extension's C sources on `workers` threads (each runs its own cc
+    process); distutils compiles them one after another."""
+    def compile(sources, output_dir=None, macros=None, include_dirs=None, debug=0, extra_preargs=None,
+                extra_postargs=None, depends=None):
+        macros, objects, extra_postargs, pp_opts, build = compiler._setup_compile(
+            output_dir, macros, include_dirs, sources, depends, extra_postargs)
+        cc_args = compiler._get_cc_args(pp_opts, debug, extra_preargs)
+
+        def one(obj):
+            if obj in build:
+                src, ext = build[obj]
+                compiler._compile(obj, src, ext, cc_args, extra_postargs, pp_opts)
+
+        with concurrent.futures.ThreadPoolExecutor(max(1, workers)) as pool:
+            list(pool.map(one, objects))  # list(): a failed compile raises here
+        return objects
+
+    compiler.compile = compile
+
+
 class BuildExt(build_ext):
-    """Compiles kernels/*.cu with nvcc and links them into ccomp._cuda."""
+    """Compiles the C sources on every core, and kernels/*.cu with nvcc, linked into ccomp._cuda."""
 
     def build_extensions(self):
+        parallel_compile(self.compiler, min(cpu_count(), 8))
         mode = cuda_mode()
         nvcc = find_nvcc()
         if mode == "1" and nvcc is None:
@@ -105,7 +132,7 @@ class BuildExt(build_ext):
         os.makedirs(out_dir, exist_ok=True)
         objects, jobs = [], []
         # one nvcc per CPU (at most): the CUDA files are independent and each compile is single-threaded
-        parallel = max(1, min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1, 4))
+        parallel = max(1, min(cpu_count(), 4))
         for src in rel("kernels/*.cu"):
             obj = os.path.join(out_dir, os.path.basename(src) + ".o")
             cmd = [nvcc, "-c", src, "-o", obj, "-O2", "-std=c++17", "-Ikernels", "-Icsrc/include",
