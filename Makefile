@@ -107,17 +107,22 @@ build/fuzz/%: tests/fuzz/%.c $(FUZZ_OBJ) $(CORE_HDR) | sysdeps
 
 fuzz:
 	@$(MAKE) --no-print-directory -j$(JOBS) $(addprefix build/fuzz/,$(FUZZERS))
-	@for f in $(FUZZERS); do \
-	  rm -rf build/fuzz/corpus_$$f && mkdir -p build/fuzz/corpus_$$f && cp tests/fixtures/* build/fuzz/corpus_$$f/ && \
-	  echo "fuzzing $$f for $(FUZZ_SECONDS) s" && \
-	  if ! build/fuzz/$$f -max_total_time=$(FUZZ_SECONDS) -seed=1 build/fuzz/corpus_$$f > build/fuzz/$$f.log 2>&1; \
-	  then tail -40 build/fuzz/$$f.log; exit 1; fi; tail -1 build/fuzz/$$f.log; \
-	done
+	@$(MAKE) --no-print-directory -j$(words $(FUZZERS)) --output-sync=target $(addprefix fuzz-run-,$(FUZZERS))
+
+# One fuzzer (single-threaded, wall-clock bounded): `make fuzz` runs them all at once.
+fuzz-run-%: build/fuzz/%
+	@rm -rf build/fuzz/corpus_$* && mkdir -p build/fuzz/corpus_$* && cp tests/fixtures/* build/fuzz/corpus_$*/
+	@echo "fuzzing $* for $(FUZZ_SECONDS) s"
+	@if ! build/fuzz/$* -max_total_time=$(FUZZ_SECONDS) -seed=1 build/fuzz/corpus_$* > build/fuzz/$*.log 2>&1; \
+	then tail -40 build/fuzz/$*.log; exit 1; fi; tail -1 build/fuzz/$*.log
 
 pytest: install
 	PYTHONDEVMODE=1 $(VPY) -m pytest -q -p no:cacheprovider -n $(PYTEST_WORKERS) tests --doctest-modules python/ccomp
 
-test: install ctest asan fuzz pytest
+# The stages share the cores: ctest's long deflate exactness check (two threads) runs alongside installing,
+# the sanitizer run, the fuzzers and pytest (two stages at a time; their output interleaves).
+test:
+	@$(MAKE) --no-print-directory -j2 install ctest asan fuzz pytest
 
 demo: install
 	$(VPY) -m ccomp demo
