@@ -66,7 +66,8 @@ build/asan/%: tests/c/%.c $(CORE_OBJ_ASAN) | sysdeps
 	$(CC) $(CFLAGS_C) -O1 -g $(SAN) -o $@ $< $(CORE_OBJ_ASAN) $(LIBS)
 
 # C-level tests of the core at full size.
-ctest:
+# (sysdeps first: `make test` runs stages side by side, and two apt-get runs would collide)
+ctest: sysdeps
 	@$(MAKE) --no-print-directory -j$(JOBS) $(addprefix build/ctest/,$(CTESTS))
 	build/ctest/test_core
 	build/ctest/test_deflate_model --pairs-per-level $(DEFLATE_PAIRS) $(CORPUS)
@@ -79,7 +80,7 @@ ctest:
 	build/ctest/test_tokens
 
 # The same C tests under AddressSanitizer + UBSan, at sizes that keep them quick.
-asan:
+asan: sysdeps
 	@$(MAKE) --no-print-directory -j$(JOBS) $(addprefix build/asan/,$(CTESTS))
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 build/asan/test_core --quick
 	ASAN_OPTIONS=detect_leaks=1 build/asan/test_deflate_model --pairs-per-level 3000 $(CORPUS)
@@ -105,7 +106,7 @@ build/fuzz/%: tests/fuzz/%.c $(FUZZ_OBJ) $(CORE_HDR) | sysdeps
 	@mkdir -p $(dir $@)
 	clang -std=c11 -O1 -g -ffp-contract=off -fsanitize=fuzzer,address,undefined -Icsrc/include -o $@ $< $(FUZZ_OBJ) -lz -lm -lpthread
 
-fuzz:
+fuzz: sysdeps
 	@$(MAKE) --no-print-directory -j$(JOBS) $(addprefix build/fuzz/,$(FUZZERS))
 	@$(MAKE) --no-print-directory -j$(words $(FUZZERS)) --output-sync=target $(addprefix fuzz-run-,$(FUZZERS))
 
