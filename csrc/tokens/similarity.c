@@ -98,16 +98,30 @@ static inline const double *key64(const job *j, size_t b, size_t t)
  * rounds exactly as the product and sum do). */
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
-__attribute__((target("avx512f"))) static double dot64_f32_avx512(const float *x, const float *y, size_t D)
+/* x against four keys at once with AVX-512: four independent chains, each in that order (one chain takes as
+ * long as four, so single products use it too) */
+__attribute__((target("avx512f"))) static void dot64x4_f32_avx512(const float *x, const float *const *y, size_t D,
+                                                                  double *out)
 {
-    __m512d acc = _mm512_setzero_pd();
-    double s[8];
-    size_t d = 0, l;
-    for (; d + 8 <= D; d += 8)
-        acc = _mm512_fmadd_pd(_mm512_cvtps_pd(_mm256_loadu_ps(x + d)), _mm512_cvtps_pd(_mm256_loadu_ps(y + d)), acc);
-    _mm512_storeu_pd(s, acc);
-    for (l = 0; d < D; d++, l++) s[l] += (double)x[d] * (double)y[d];
-    return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+    __m512d a0 = _mm512_setzero_pd(), a1 = a0, a2 = a0, a3 = a0;
+    double s[4][8];
+    size_t d = 0, l, t;
+    for (; d + 8 <= D; d += 8) {
+        const __m512d xv = _mm512_cvtps_pd(_mm256_loadu_ps(x + d));
+        a0 = _mm512_fmadd_pd(xv, _mm512_cvtps_pd(_mm256_loadu_ps(y[0] + d)), a0);
+        a1 = _mm512_fmadd_pd(xv, _mm512_cvtps_pd(_mm256_loadu_ps(y[1] + d)), a1);
+        a2 = _mm512_fmadd_pd(xv, _mm512_cvtps_pd(_mm256_loadu_ps(y[2] + d)), a2);
+        a3 = _mm512_fmadd_pd(xv, _mm512_cvtps_pd(_mm256_loadu_ps(y[3] + d)), a3);
+    }
+    _mm512_storeu_pd(s[0], a0);
+    _mm512_storeu_pd(s[1], a1);
+    _mm512_storeu_pd(s[2], a2);
+    _mm512_storeu_pd(s[3], a3);
+    for (t = 0; t < 4; t++) {
+        size_t e;
+        for (l = 0, e = d; e < D; e++, l++) s[t][l] += (double)x[e] * (double)y[t][e];
+        out[t] = ((s[t][0] + s[t][1]) + (s[t][2] + s[t][3])) + ((s[t][4] + s[t][5]) + (s[t][6] + s[t][7]));
+    }
 }
 #endif
 
@@ -116,7 +130,12 @@ static double dot64_f32(const float *x, const float *y, size_t D)
     double s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     size_t d, l;
 #if defined(__x86_64__) && defined(__GNUC__)
-    if (ccomp_cpu_features() & CCOMP_CPU_AVX512F) return dot64_f32_avx512(x, y, D);
+    if (ccomp_cpu_features() & CCOMP_CPU_AVX512F) {
+        const float *const y4[4] = {y, y, y, y};
+        double dot[4];
+        dot64x4_f32_avx512(x, y4, D, dot);
+        return dot[0];
+    }
 #endif
     for (d = 0; d + 8 <= D; d += 8)
         for (l = 0; l < 8; l++) s[l] += (double)x[d + l] * (double)y[d + l];
@@ -754,32 +773,6 @@ static void block_max(const float *v, size_t n, float *bm)
     }
 }
 
-#if defined(__x86_64__) && defined(__GNUC__)
-/* dot64_f32_avx512 of x with four keys at once: four independent chains, each in dot64's order */
-__attribute__((target("avx512f"))) static void dot64x4_f32_avx512(const float *x, const float *const *y, size_t D,
-                                                                  double *out)
-{
-    __m512d a0 = _mm512_setzero_pd(), a1 = a0, a2 = a0, a3 = a0;
-    double s[4][8];
-    size_t d = 0, l, t;
-    for (; d + 8 <= D; d += 8) {
-        const __m512d xv = _mm512_cvtps_pd(_mm256_loadu_ps(x + d));
-        a0 = _mm512_fmadd_pd(xv, _mm512_cvtps_pd(_mm256_loadu_ps(y[0] + d)), a0);
-        a1 = _mm512_fmadd_pd(xv, _mm512_cvtps_pd(_mm256_loadu_ps(y[1] + d)), a1);
-        a2 = _mm512_fmadd_pd(xv, _mm512_cvtps_pd(_mm256_loadu_ps(y[2] + d)), a2);
-        a3 = _mm512_fmadd_pd(xv, _mm512_cvtps_pd(_mm256_loadu_ps(y[3] + d)), a3);
-    }
-    _mm512_storeu_pd(s[0], a0);
-    _mm512_storeu_pd(s[1], a1);
-    _mm512_storeu_pd(s[2], a2);
-    _mm512_storeu_pd(s[3], a3);
-    for (t = 0; t < 4; t++) {
-        size_t e;
-        for (l = 0, e = d; e < D; e++, l++) s[t][l] += (double)x[e] * (double)y[t][e];
-        out[t] = ((s[t][0] + s[t][1]) + (s[t][2] + s[t][3])) + ((s[t][4] + s[t][5]) + (s[t][6] + s[t][7]));
-    }
-}
-#endif
 
 /* The exact values of query key `key` and the n <= 4 candidate groups gs: up to kk members of each become
  * candidates (the groups are marked done with -inf in srow). */
@@ -811,6 +804,13 @@ static void exact_groups(const job *j, row_state *s, const sub *sb, size_t b, fl
     }
 }
 
+/* The int8 screen's bound on |screen - exact| for a query key with residual bound er and a candidate key with
+ * residual and norm bounds e and n (screen8.h), with room for the float32 rounding of screen and exact */
+static inline double i8_bound(double er, double e, double n)
+{
+    return 1.001 * (er * n + e) + ldexp(16.0, -24);
+}
+
 /* The kk best candidate tokens of one query key (the row's own token not excluded) from its screened row
  * (which it overwrites): s->cand[0 .. n), best first; returns n.  er: the key's int8 residual bound. */
 static size_t best_of_key(const job *j, row_state *s, const sub *sb, size_t b, float *srow, size_t key,
@@ -820,7 +820,7 @@ static size_t best_of_key(const job *j, row_state *s, const sub *sb, size_t b, f
     const int i8 = sb->screen == SCR_I8;
     /* |screen - exact| <= d_g: e_row n_g + e_g for int8, with room for the float32 rounding of screen and
      * exact; delta for float32.  dmax: the largest over the groups */
-    const double dmax = i8 ? 1.001 * (er * sb->nmax + sb->emax) + ldexp(16.0, -24) : j->delta;
+    const double dmax = i8 ? i8_bound(er, sb->emax, sb->nmax) : j->delta;
     const size_t nkeep = kk > SMALL_K || kk >= 4 ? kk : 4;
     size_t nb = 0, ne = 0, ncand = 0, np = 0, g, t, m, blk;
     int32_t pend[4];
@@ -861,9 +861,7 @@ static size_t best_of_key(const job *j, row_state *s, const sub *sb, size_t b, f
         if ((double)s->bm[blk] + dmax < lim) continue;
         for (g = blk * BLK; g < ncg && g < (blk + 1) * BLK; g++) {
             if (srow[g] == -INFINITY || (double)srow[g] + dmax < lim) continue;
-            if (i8 && (double)srow[g] + 1.001 * (er * sb->qn[sb->cg_key[g]] + sb->qe[sb->cg_key[g]]) +
-                              ldexp(16.0, -24) < lim)
-                continue;
+            if (i8 && (double)srow[g] + i8_bound(er, sb->qe[sb->cg_key[g]], sb->qn[sb->cg_key[g]]) < lim) continue;
             for (m = 0; m < np && pend[m] != (int32_t)g; m++) continue;
             if (m < np) continue;
             pend[np++] = (int32_t)g;
