@@ -126,10 +126,10 @@ static PyObject *py_ac_lookup(PyObject *self, PyObject *args)
     if (cum == NULL || freq == NULL) goto done;
     model_from(precision, rule, logits, temperature, rv.dtype, &m);
     ccomp_error_clear(&err);
-    Py_BEGIN_ALLOW_THREADS
+    CCOMP_NOGIL_BEGIN
     st = ccomp_ac_lookup(&m, rv.data, rv.T, rv.V, rv.stride, (const int64_t *)PyArray_DATA(sym),
                          (uint32_t *)PyArray_DATA(cum), (uint32_t *)PyArray_DATA(freq), threads, &err);
-    Py_END_ALLOW_THREADS
+    CCOMP_NOGIL_END
     if (st != CCOMP_OK) {
         ccomp_raise(&err, "quantize");
         goto done;
@@ -165,9 +165,9 @@ static PyObject *py_ac_cdf(PyObject *self, PyObject *args)
     }
     model_from(precision, rule, logits, temperature, rv.dtype, &m);
     ccomp_error_clear(&err);
-    Py_BEGIN_ALLOW_THREADS
+    CCOMP_NOGIL_BEGIN
     st = ccomp_ac_cdf(&m, rv.data, rv.V, (uint32_t *)PyArray_DATA(out), 0, &err);
-    Py_END_ALLOW_THREADS
+    CCOMP_NOGIL_END
     Py_DECREF(rv.arr);
     if (st != CCOMP_OK) {
         Py_DECREF(out);
@@ -196,9 +196,9 @@ static PyObject *py_ac_find(PyObject *self, PyObject *args)
     if (get_rows(row_obj, 1, "probs", &rv) < 0) return NULL;
     model_from(precision, rule, logits, temperature, rv.dtype, &m);
     ccomp_error_clear(&err);
-    Py_BEGIN_ALLOW_THREADS
+    CCOMP_NOGIL_BEGIN
     st = ccomp_ac_find(&m, rv.data, rv.V, (uint32_t)target, &sym, &cum, &freq, 0, &err);
-    Py_END_ALLOW_THREADS
+    CCOMP_NOGIL_END
     Py_DECREF(rv.arr);
     if (st != CCOMP_OK) return ccomp_raise(&err, "quantize");
     return Py_BuildValue("kkk", (unsigned long)sym, (unsigned long)cum, (unsigned long)freq);
@@ -238,11 +238,11 @@ static PyObject *py_ac_pack(PyObject *self, PyObject *args)
         goto done;
     }
     ccomp_error_clear(&err);
-    Py_BEGIN_ALLOW_THREADS
+    CCOMP_NOGIL_BEGIN
     st = ccomp_ac_pack(precision, rule, (uint32_t)vocab, (const uint32_t *)PyArray_DATA(cum),
                        (const uint32_t *)PyArray_DATA(freq), (size_t)PyArray_DIM(cum, 0), (size_t)chunk, threads,
                        &buf, &n, &err);
-    Py_END_ALLOW_THREADS
+    CCOMP_NOGIL_END
     if (st != CCOMP_OK) {
         ccomp_raise(&err, "encode");
         goto done;
@@ -294,13 +294,13 @@ static PyObject *py_ac_encode(PyObject *self, PyObject *args)
     }
     model_from(precision, rule, logits, temperature, rv.dtype, &m);
     ccomp_error_clear(&err);
-    Py_BEGIN_ALLOW_THREADS
+    CCOMP_NOGIL_BEGIN
     st = ccomp_ac_lookup(&m, rv.data, rv.T, rv.V, rv.stride, (const int64_t *)PyArray_DATA(sym), pairs,
                          pairs + rv.T, threads, &err);
     if (st == CCOMP_OK)
         st = ccomp_ac_pack(precision, rule, (uint32_t)rv.V, pairs, pairs + rv.T, rv.T, (size_t)chunk, threads, &buf,
                            &n, &err);
-    Py_END_ALLOW_THREADS
+    CCOMP_NOGIL_END
     if (st != CCOMP_OK) {
         ccomp_raise(&err, "encode");
         goto done;
@@ -381,9 +381,9 @@ static PyObject *py_ac_decode(PyObject *self, PyObject *args)
     out = (PyArrayObject *)PyArray_SimpleNew(1, &dim, NPY_INT64);
     if (out == NULL) goto done;
     model_from(info.precision, info.rule, logits, temperature, rv.dtype, &m);
-    Py_BEGIN_ALLOW_THREADS
+    CCOMP_NOGIL_BEGIN
     st = ccomp_ac_unpack_rows(&info, &m, rv.data, rv.stride, (int64_t *)PyArray_DATA(out), threads, &err);
-    Py_END_ALLOW_THREADS
+    CCOMP_NOGIL_END
     if (st != CCOMP_OK) {
         ccomp_raise(&err, "decode");
         goto done;
@@ -417,10 +417,10 @@ static PyObject *py_rc_encode(PyObject *self, PyObject *args)
     }
     ccomp_rc_enc_init(&e);
     ccomp_error_clear(&err);
-    Py_BEGIN_ALLOW_THREADS
+    CCOMP_NOGIL_BEGIN
     st = ccomp_rc_encode_many(&e, (const uint32_t *)PyArray_DATA(cum), (const uint32_t *)PyArray_DATA(freq),
                               (size_t)PyArray_DIM(cum, 0), precision, &err);
-    Py_END_ALLOW_THREADS
+    CCOMP_NOGIL_END
     if (st != CCOMP_OK) {
         ccomp_rc_enc_free(&e);
         ccomp_raise(&err, "encode");
@@ -581,7 +581,7 @@ static PyObject *py_rc_dec_rows(PyObject *self, PyObject *args)
         goto done;
     }
     s->busy = 1;
-    Py_BEGIN_ALLOW_THREADS
+    CCOMP_NOGIL_BEGIN
     {
         int64_t *o = (int64_t *)PyArray_DATA(out);
         size_t done_rows = 0, j;
@@ -602,7 +602,7 @@ static PyObject *py_rc_dec_rows(PyObject *self, PyObject *args)
             done_rows += n;
         }
     }
-    Py_END_ALLOW_THREADS
+    CCOMP_NOGIL_END
     s->busy = 0;
     if (st != CCOMP_OK) {
         ccomp_raise(&err, "decode");

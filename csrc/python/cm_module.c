@@ -126,10 +126,10 @@ static PyObject *py_cm_compress(PyObject *self, PyObject *args, PyObject *kwargs
     if (get_bytes(data_obj, &view, "data") < 0)
         return NULL;
     ccomp_error_clear(&err);
-    Py_BEGIN_ALLOW_THREADS
+    CCOMP_NOGIL_BEGIN
     st = ccomp_cm_compress((const uint8_t *)view.buf, (size_t)view.len, (int)level, progress_cb, &ctx, &out,
                            &out_len, &err);
-    Py_END_ALLOW_THREADS
+    CCOMP_NOGIL_END
     PyBuffer_Release(&view);
     return finish(st, &err, &ctx, out, out_len, "compress");
 }
@@ -152,9 +152,9 @@ static PyObject *py_cm_decompress(PyObject *self, PyObject *args, PyObject *kwar
     if (get_bytes(blob_obj, &view, "blob") < 0)
         return NULL;
     ccomp_error_clear(&err);
-    Py_BEGIN_ALLOW_THREADS
+    CCOMP_NOGIL_BEGIN
     st = ccomp_cm_decompress((const uint8_t *)view.buf, (size_t)view.len, progress_cb, &ctx, &out, &out_len, &err);
-    Py_END_ALLOW_THREADS
+    CCOMP_NOGIL_END
     PyBuffer_Release(&view);
     return finish(st, &err, &ctx, out, out_len, "decompress");
 }
@@ -185,9 +185,9 @@ static PyObject *py_cm_mixer_check(PyObject *self, PyObject *args)
     (void)self;
     if (!PyArg_ParseTuple(args, "KK:cm_mixer_check", &seed, &rounds))
         return NULL;
-    Py_BEGIN_ALLOW_THREADS
+    CCOMP_NOGIL_BEGIN
     bad = ccomp_cm_mixer_check((uint64_t)seed, (size_t)rounds);
-    Py_END_ALLOW_THREADS
+    CCOMP_NOGIL_END
     return PyLong_FromSize_t(bad);
 }
 

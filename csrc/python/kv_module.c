@@ -393,9 +393,9 @@ static int run_slices(slice_job *j, int threads, const char *what)
     ccomp_error err;
     ccomp_status st;
     ccomp_error_clear(&err);
-    Py_BEGIN_ALLOW_THREADS
+    CCOMP_NOGIL_BEGIN
     st = ccomp_parallel_for(threads, j->A.S, &ops, j, &err);
-    Py_END_ALLOW_THREADS
+    CCOMP_NOGIL_END
     if (st != CCOMP_OK) {
         ccomp_raise(&err, what);
         return -1;
@@ -589,11 +589,11 @@ static PyObject *py_kv_attention(PyObject *self, PyObject *args)
         if ((out = (PyArrayObject *)PyArray_SimpleNew(3, dims, NPY_FLOAT32)) == NULL) goto done;
     }
     ccomp_error_clear(&err);
-    Py_BEGIN_ALLOW_THREADS
+    CCOMP_NOGIL_BEGIN
     st = ccomp_kv_attention((const float *)PyArray_DATA(q), (size_t)PyArray_DIM(q, 0), (size_t)PyArray_DIM(q, 1),
                             (size_t)PyArray_DIM(q, 2), kh, vh, (size_t)G, scale, (float *)PyArray_DATA(out), threads,
                             &err);
-    Py_END_ALLOW_THREADS
+    CCOMP_NOGIL_END
     if (st != CCOMP_OK) {
         ccomp_raise(&err, "attention");
         goto done;

@@ -30,6 +30,8 @@ static PyObject *corrupt_stream_error = NULL;
 PyObject *ccomp_raise(const ccomp_error *err, const char *operation)
 {
     PyObject *type;
+    if (err->code == CCOMP_ERR_CANCELLED && PyErr_Occurred())
+        return NULL;
     switch (err->code) {
     case CCOMP_ERR_VALUE: type = PyExc_ValueError; break;
     case CCOMP_ERR_TYPE: type = PyExc_TypeError; break;
@@ -40,6 +42,43 @@ PyObject *ccomp_raise(const ccomp_error *err, const char *operation)
     }
     PyErr_Format(type, "%s: %s", operation, err->msg[0] ? err->msg : ccomp_status_name(err->code));
     return NULL;
+}
+
+static int nogil_poll(void *ctx)
+{
+    ccomp_nogil *g = (ccomp_nogil *)ctx;
+    int stop = 0;
+    PyEval_RestoreThread(g->save);
+    if (g->exc_type == NULL && PyErr_CheckSignals() < 0) {
+        PyErr_Fetch(&g->exc_type, &g->exc_value, &g->exc_tb);
+        if (g->exc_type == NULL) /* a handler that failed without an exception object */
+        {
+            Py_INCREF(PyExc_KeyboardInterrupt);
+            g->exc_type = PyExc_KeyboardInterrupt;
+        }
+        stop = 1;
+    }
+    g->save = PyEval_SaveThread();
+    return stop;
+}
+
+void ccomp_nogil_begin(ccomp_nogil *g)
+{
+    memset(g, 0, sizeof *g);
+    g->token.poll = nogil_poll;
+    g->token.ctx = g;
+    g->prev = ccomp_cancel_install(&g->token);
+    g->save = PyEval_SaveThread();
+}
+
+void ccomp_nogil_end(ccomp_nogil *g)
+{
+    PyEval_RestoreThread(g->save);
+    ccomp_cancel_install(g->prev);
+    if (g->prev != NULL) /* a nested stretch (a callback that called back into the core) hands the stop on */
+        g->prev->stop |= g->token.stop;
+    if (g->exc_type != NULL)
+        PyErr_Restore(g->exc_type, g->exc_value, g->exc_tb);
 }
 
 int ccomp_resolve_threads(PyObject *obj, int *threads)
@@ -204,12 +243,12 @@ static PyObject *py_pair_size(PyObject *self, PyObject *args)
     ccomp_sizer *s = NULL;
     size_t out = 0;
     ccomp_status st;
-    Py_BEGIN_ALLOW_THREADS
+    CCOMP_NOGIL_BEGIN
     st = ccomp_sizer_create((ccomp_compressor)compressor, level, (ccomp_gzip_engine)engine, &s, &err);
     if (st == CCOMP_OK)
         st = ccomp_sizer_size(s, a.data, a.len, b.data, b.len, &out, &err);
     ccomp_sizer_free(s);
-    Py_END_ALLOW_THREADS
+    CCOMP_NOGIL_END
     single_release(&va);
     single_release(&vb);
     if (st != CCOMP_OK)
@@ -255,10 +294,10 @@ static PyObject *py_compressed_sizes(PyObject *self, PyObject *args, PyObject *k
     ccomp_error_clear(&err);
     ccomp_status st;
     size_t *out = (size_t *)PyArray_DATA(sizes);
-    Py_BEGIN_ALLOW_THREADS
+    CCOMP_NOGIL_BEGIN
     st = ccomp_compressed_sizes((ccomp_compressor)compressor, level, (ccomp_gzip_engine)engine, batch.texts,
                                 (size_t)batch.n, threads, out, &err);
-    Py_END_ALLOW_THREADS
+    CCOMP_NOGIL_END
     if (st != CCOMP_OK) {
         ccomp_raise(&err, "compressed_sizes");
         goto done;
@@ -315,11 +354,11 @@ static PyObject *py_alignment_scores(PyObject *self, PyObject *args, PyObject *k
     ccomp_error err;
     ccomp_error_clear(&err);
     ccomp_status st;
-    Py_BEGIN_ALLOW_THREADS
+    CCOMP_NOGIL_BEGIN
     st = ccomp_zipfit_scores((ccomp_compressor)compressor, level, (ccomp_gzip_engine)engine, sources.texts,
                              (size_t)sources.n, targets.texts, (const size_t *)ts, (size_t)targets.n, threads,
                              (double *)PyArray_DATA(scores), (size_t *)PyArray_DATA(ssizes), &err);
-    Py_END_ALLOW_THREADS
+    CCOMP_NOGIL_END
     if (st != CCOMP_OK) {
         ccomp_raise(&err, "alignment_scores");
         goto done;

@@ -199,10 +199,10 @@ static PyObject *py_sketch_pack(PyObject *self, PyObject *args)
         size_t rows = (size_t)PyArray_DIM(c, 0), cols = (size_t)PyArray_DIM(c, 1);
         npy_intp dims[3] = {(npy_intp)rows, groups, (npy_intp)ccomp_sketch_group_bytes(cols / (size_t)groups, bits)};
         if ((out = (PyArrayObject *)PyArray_SimpleNew(3, dims, NPY_UINT8)) == NULL) goto done;
-        Py_BEGIN_ALLOW_THREADS
+        CCOMP_NOGIL_BEGIN
         st = ccomp_sketch_pack((const uint8_t *)PyArray_DATA(c), rows, cols, (size_t)groups, bits,
                                (uint8_t *)PyArray_DATA(out), &err);
-        Py_END_ALLOW_THREADS
+        CCOMP_NOGIL_END
         if (st != CCOMP_OK) {
             Py_DECREF(out);
             ccomp_raise(&err, "pack");
@@ -247,10 +247,10 @@ static PyObject *py_sketch_unpack(PyObject *self, PyObject *args)
             goto done;
         }
         if ((out = (PyArrayObject *)PyArray_SimpleNew(2, dims, NPY_UINT8)) == NULL) goto done;
-        Py_BEGIN_ALLOW_THREADS
+        CCOMP_NOGIL_BEGIN
         st = ccomp_sketch_unpack((const uint8_t *)PyArray_DATA(c), rows, (size_t)cols, groups, bits,
                                  (uint8_t *)PyArray_DATA(out), &err);
-        Py_END_ALLOW_THREADS
+        CCOMP_NOGIL_END
         if (st != CCOMP_OK) {
             Py_DECREF(out);
             ccomp_raise(&err, "unpack");
@@ -282,9 +282,9 @@ static PyObject *py_sketch_dequantize(PyObject *self, PyObject *args)
         int prec = f64 ? CCOMP_SKETCH_F64 : CCOMP_SKETCH_F32;
         if ((out = new_array(2, dims, prec)) == NULL) goto done;
         ccomp_error_clear(&err);
-        Py_BEGIN_ALLOW_THREADS
+        CCOMP_NOGIL_BEGIN
         st = ccomp_sketch_dequantize(&s, prec, PyArray_DATA(out), threads, &err);
-        Py_END_ALLOW_THREADS
+        CCOMP_NOGIL_END
         if (st != CCOMP_OK) {
             Py_DECREF(out);
             ccomp_raise(&err, "dequantize");
@@ -316,9 +316,9 @@ static PyObject *py_sketch_matmul(PyObject *self, PyObject *args)
         npy_intp dims[2] = {PyArray_DIM(x, 0), (npy_intp)s.rows};
         if ((out = new_array(2, dims, prec)) == NULL) goto done;
         ccomp_error_clear(&err);
-        Py_BEGIN_ALLOW_THREADS
+        CCOMP_NOGIL_BEGIN
         st = ccomp_sketch_matmul(&s, PyArray_DATA(x), (size_t)PyArray_DIM(x, 0), prec, PyArray_DATA(out), threads, &err);
-        Py_END_ALLOW_THREADS
+        CCOMP_NOGIL_END
         if (st != CCOMP_OK) {
             Py_DECREF(out);
             ccomp_raise(&err, "matmul");
@@ -356,10 +356,10 @@ static PyObject *py_sketch_grad_tables(PyObject *self, PyObject *args)
         npy_intp dims[3] = {(npy_intp)s.rows, (npy_intp)s.groups, (npy_intp)1 << bits};
         if ((out = new_array(3, dims, prec)) == NULL) goto done;
         ccomp_error_clear(&err);
-        Py_BEGIN_ALLOW_THREADS
+        CCOMP_NOGIL_BEGIN
         st = ccomp_sketch_grad_tables(&s, PyArray_DATA(x), PyArray_DATA(gy), (size_t)PyArray_DIM(x, 0), prec,
                                       PyArray_DATA(out), threads, &err);
-        Py_END_ALLOW_THREADS
+        CCOMP_NOGIL_END
         if (st != CCOMP_OK) {
             Py_DECREF(out);
             ccomp_raise(&err, "grad_tables");
@@ -391,10 +391,10 @@ static PyObject *py_sketch_grad_input(PyObject *self, PyObject *args)
         npy_intp dims[2] = {PyArray_DIM(gy, 0), (npy_intp)s.cols};
         if ((out = new_array(2, dims, prec)) == NULL) goto done;
         ccomp_error_clear(&err);
-        Py_BEGIN_ALLOW_THREADS
+        CCOMP_NOGIL_BEGIN
         st = ccomp_sketch_grad_input(&s, PyArray_DATA(gy), (size_t)PyArray_DIM(gy, 0), prec, PyArray_DATA(out), threads,
                                      &err);
-        Py_END_ALLOW_THREADS
+        CCOMP_NOGIL_END
         if (st != CCOMP_OK) {
             Py_DECREF(out);
             ccomp_raise(&err, "grad_input");
@@ -462,7 +462,7 @@ static PyObject *py_sketch_fit(PyObject *self, PyObject *args)
             codes = (PyArrayObject *)PyArray_SimpleNew(3, cd, NPY_UINT8);
             if (tables == NULL || codes == NULL) goto done;
         }
-        Py_BEGIN_ALLOW_THREADS
+        CCOMP_NOGIL_BEGIN
         if (method == 0)
             st = ccomp_sketch_fit_rtn((const float *)PyArray_DATA(w), cols, rows, cols, (size_t)groups, bits, tdtype,
                                       PyArray_DATA(tables), (uint8_t *)PyArray_DATA(codes), threads, &err);
@@ -470,7 +470,7 @@ static PyObject *py_sketch_fit(PyObject *self, PyObject *args)
             st = ccomp_sketch_fit_kmeans((const float *)PyArray_DATA(w), cols, rows, cols, (size_t)groups, bits, tdtype,
                                          cw ? (const double *)PyArray_DATA(cw) : NULL, iters, PyArray_DATA(tables),
                                          (uint8_t *)PyArray_DATA(codes), threads, &err);
-        Py_END_ALLOW_THREADS
+        CCOMP_NOGIL_END
         if (st != CCOMP_OK) {
             ccomp_raise(&err, "fit");
             goto done;
@@ -528,11 +528,11 @@ static PyObject *py_sketch_gptq(PyObject *self, PyObject *args)
             npy_intp cd[3] = {(npy_intp)rows, groups, (npy_intp)ccomp_sketch_group_bytes(cols / (size_t)groups, bits)};
             if ((codes = (PyArrayObject *)PyArray_SimpleNew(3, cd, NPY_UINT8)) == NULL) goto done;
         }
-        Py_BEGIN_ALLOW_THREADS
+        CCOMP_NOGIL_BEGIN
         st = ccomp_sketch_fit_gptq((const float *)PyArray_DATA(w), cols, (const float *)PyArray_DATA(u), rows, cols,
                                    (size_t)groups, bits, tdtype, PyArray_DATA(t), (size_t)block,
                                    (uint8_t *)PyArray_DATA(codes), threads, &err);
-        Py_END_ALLOW_THREADS
+        CCOMP_NOGIL_END
         if (st != CCOMP_OK) {
             ccomp_raise(&err, "fit");
             goto done;

@@ -107,12 +107,12 @@ static PyObject *py_tokens_topk(PyObject *self, PyObject *args)
         if (oi == NULL || ov == NULL) goto done;
     }
     ccomp_error_clear(&err);
-    Py_BEGIN_ALLOW_THREADS
+    CCOMP_NOGIL_BEGIN
     st = ccomp_tokens_topk(PyArray_DATA(keys), dtype, B, (size_t)PyArray_DIM(keys, 1), (size_t)PyArray_DIM(keys, 2),
                            (const int64_t *)PyArray_DATA(rows), (const size_t *)PyArray_DATA(ro),
                            (const int64_t *)PyArray_DATA(cols), (const size_t *)PyArray_DATA(co), excl, (size_t)k, screen,
                            (int64_t *)PyArray_DATA(oi), (float *)PyArray_DATA(ov), threads, &err);
-    Py_END_ALLOW_THREADS
+    CCOMP_NOGIL_END
     if (st != CCOMP_OK) {
         ccomp_raise(&err, "tokens_topk");
         goto done;
@@ -172,14 +172,14 @@ static PyObject *py_tokens_gather_sum(PyObject *self, PyObject *args)
         if ((out = (PyArrayObject *)PyArray_SimpleNew(2, dims, f32 ? NPY_FLOAT32 : NPY_FLOAT64)) == NULL) goto done;
     }
     ccomp_error_clear(&err);
-    Py_BEGIN_ALLOW_THREADS
+    CCOMP_NOGIL_BEGIN
     st = ccomp_tokens_gather_sum(PyArray_DATA(x), dtype, (size_t)PyArray_DIM(x, 0), (size_t)PyArray_DIM(x, 1),
                                  (size_t)PyArray_DIM(x, 2), (const int64_t *)PyArray_DATA(bs),
                                  (const int64_t *)PyArray_DATA(rs), (const int64_t *)PyArray_DATA(ds),
                                  ws ? (const double *)PyArray_DATA(ws) : NULL, M,
                                  dv ? (const double *)PyArray_DATA(dv) : NULL, PyArray_DATA(out),
                                  f32 ? CCOMP_TOKENS_F32 : CCOMP_TOKENS_F64, (size_t)n_out, threads, &err);
-    Py_END_ALLOW_THREADS
+    CCOMP_NOGIL_END
     res = result_or_raise(st, &err, "tokens_gather_sum", out);
     out = NULL;
 done:
@@ -212,12 +212,12 @@ static PyObject *py_tokens_take(PyObject *self, PyObject *args)
         if ((out = (PyArrayObject *)PyArray_SimpleNew(2, dims, npy)) == NULL) goto done;
     }
     ccomp_error_clear(&err);
-    Py_BEGIN_ALLOW_THREADS
+    CCOMP_NOGIL_BEGIN
     st = ccomp_tokens_take(PyArray_DATA(x), (size_t)PyArray_DIM(x, 2) * (size_t)PyArray_ITEMSIZE(x),
                            (size_t)PyArray_DIM(x, 0), (size_t)PyArray_DIM(x, 1), (const int64_t *)PyArray_DATA(bs),
                            (const int64_t *)PyArray_DATA(rs), (size_t)PyArray_DIM(bs, 0), PyArray_DATA(out), threads,
                            &err);
-    Py_END_ALLOW_THREADS
+    CCOMP_NOGIL_END
     res = result_or_raise(st, &err, "tokens_take", out);
     out = NULL;
 done:
@@ -242,9 +242,9 @@ static PyObject *py_first_nonfinite(PyObject *self, PyObject *args)
         return NULL;
     }
     n = (size_t)PyArray_SIZE(a);
-    Py_BEGIN_ALLOW_THREADS
+    CCOMP_NOGIL_BEGIN
     at = ccomp_first_nonfinite(PyArray_DATA(a), kind, n, threads);
-    Py_END_ALLOW_THREADS
+    CCOMP_NOGIL_END
     return PyLong_FromSsize_t(at == n ? -1 : (Py_ssize_t)at);
 }
 

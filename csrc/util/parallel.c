@@ -15,6 +15,8 @@
 #define _GNU_SOURCE
 #include "ccomp/parallel.h"
 
+#include <errno.h>
+
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -22,6 +24,8 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "ccomp/cancel.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -36,6 +40,8 @@ typedef struct shared_run {
     size_t ntasks;
     atomic_size_t next;
     atomic_int failed;
+    atomic_int running;   /* own-thread fallback: workers besides the caller still working */
+    ccomp_cancel *cancel; /* the caller's token (NULL: not interruptible) */
 } shared_run;
 
 typedef struct worker_slot {
@@ -45,22 +51,30 @@ typedef struct worker_slot {
     ccomp_error err;
 } worker_slot;
 
-/* Runs tasks from r until none is left or one failed; the body of every worker. */
+/* Runs tasks from r until none is left, one failed or the call was cancelled; the body of every
+ * worker.  Worker 0 is the calling thread, which owns the cancellation token; the others adopt it. */
 static void work(worker_slot *w)
 {
     shared_run *r = w->run;
     void *state = NULL;
+    ccomp_cancel *prev = w->index == 0 ? NULL : ccomp_cancel_adopt(r->cancel);
     w->failed_task = SIZE_MAX;
     ccomp_error_clear(&w->err);
     if (r->ops->init != NULL && r->ops->init(r->ctx, w->index, &state, &w->err) != CCOMP_OK) {
         w->failed_task = 0;
         atomic_store(&r->failed, 1);
+        if (w->index != 0) ccomp_cancel_adopt(prev);
         return;
     }
     for (;;) {
         if (atomic_load_explicit(&r->failed, memory_order_relaxed)) break;
         size_t t = atomic_fetch_add(&r->next, 1);
         if (t >= r->ntasks) break;
+        if (r->cancel != NULL && ccomp_check_cancel(&w->err, "parallel task") != CCOMP_OK) {
+            w->failed_task = t;
+            atomic_store(&r->failed, 1);
+            break;
+        }
         if (r->ops->run(r->ctx, state, t, &w->err) != CCOMP_OK) {
             w->failed_task = t;
             atomic_store(&r->failed, 1);
@@ -68,12 +82,23 @@ static void work(worker_slot *w)
         }
     }
     if (r->ops->fini != NULL) r->ops->fini(r->ctx, state);
+    if (w->index != 0) ccomp_cancel_adopt(prev);
 }
 
 static void *thread_main(void *arg)
 {
-    work((worker_slot *)arg);
+    worker_slot *w = (worker_slot *)arg;
+    shared_run *r = w->run;
+    work(w);
+    atomic_fetch_sub(&r->running, 1);
     return NULL;
+}
+
+/* Sleeps about 10 ms (the caller's poll interval while it waits for workers). */
+static void nap(void)
+{
+    struct timespec d = {0, 10000000};
+    nanosleep(&d, NULL);
 }
 
 /* ------------------------------------------------------------------ pool */
@@ -214,7 +239,25 @@ static int pool_run(pool *p, shared_run *r, int nworkers)
     if (nworkers > 0 && spin_wait(&p->remaining, 0, 1) > 0) {
         pthread_mutex_lock(&p->lock);
         p->caller_sleeping = 1;
-        while (atomic_load(&p->remaining) > 0) pthread_cond_wait(&p->done, &p->lock);
+        while (atomic_load(&p->remaining) > 0) {
+            if (r->cancel == NULL) {
+                pthread_cond_wait(&p->done, &p->lock);
+                continue;
+            }
+            /* an interruptible call keeps polling while the workers finish: they stop at their next check */
+            struct timespec until;
+            clock_gettime(CLOCK_REALTIME, &until);
+            until.tv_nsec += 10000000;
+            if (until.tv_nsec >= 1000000000) {
+                until.tv_sec++;
+                until.tv_nsec -= 1000000000;
+            }
+            if (pthread_cond_timedwait(&p->done, &p->lock, &until) == ETIMEDOUT) {
+                pthread_mutex_unlock(&p->lock);
+                (void)ccomp_cancelled();
+                pthread_mutex_lock(&p->lock);
+            }
+        }
         p->caller_sleeping = 0;
         pthread_mutex_unlock(&p->lock);
     }
@@ -229,12 +272,14 @@ int ccomp_cpu_count(void)
     return n < 1 ? 1 : (int)n;
 }
 
-/* The error of the lowest failing task among slots[0..n]. */
-static ccomp_status collect(const worker_slot *slots, int n, ccomp_error *err)
+/* The error of the lowest failing task among slots[0..n]; a cancelled call reports the cancellation. */
+static ccomp_status collect(const shared_run *r, const worker_slot *slots, int n, ccomp_error *err)
 {
     size_t worst = SIZE_MAX;
     int i, bad = -1;
     ccomp_status st;
+    if (r->cancel != NULL && __atomic_load_n(&r->cancel->stop, __ATOMIC_RELAXED))
+        return ccomp_fail(err, CCOMP_ERR_CANCELLED, "interrupted");
     for (i = 0; i <= n; i++)
         if (slots[i].failed_task != SIZE_MAX && (bad < 0 || slots[i].failed_task < worst)) {
             worst = slots[i].failed_task;
@@ -268,12 +313,21 @@ static ccomp_status run_own_threads(shared_run *r, int nthreads, ccomp_error *er
     }
     /* Worker 0 runs on the calling thread; the others get their own. */
     for (i = 1; i < nthreads; i++) {
-        if (pthread_create(&tids[i], NULL, thread_main, &slots[i]) != 0) break;
+        atomic_fetch_add(&r->running, 1);
+        if (pthread_create(&tids[i], NULL, thread_main, &slots[i]) != 0) {
+            atomic_fetch_sub(&r->running, 1);
+            break;
+        }
         started = i;
     }
     work(&slots[0]);
+    if (r->cancel != NULL)
+        while (atomic_load(&r->running) > 0) {
+            nap();
+            (void)ccomp_cancelled();
+        }
     for (i = 1; i <= started; i++) pthread_join(tids[i], NULL);
-    st = collect(slots, started, err);
+    st = collect(r, slots, started, err);
     free(slots);
     free(tids);
     return st;
@@ -292,18 +346,20 @@ ccomp_status ccomp_parallel_for(int nthreads, size_t ntasks, const ccomp_paralle
     r.ntasks = ntasks;
     atomic_init(&r.next, 0);
     atomic_init(&r.failed, 0);
+    atomic_init(&r.running, 0);
+    r.cancel = ccomp_cancel_current();
 
     if (nthreads == 1) {
         worker_slot one;
         memset(&one, 0, sizeof one);
         one.run = &r;
         work(&one);
-        return collect(&one, 0, err);
+        return collect(&r, &one, 0, err);
     }
     pthread_once(&g_pool_once, pool_setup);
     if (g_pool_ok && nthreads - 1 <= POOL_MAX && pthread_mutex_trylock(&g_pool_busy) == 0) {
         int used = pool_run(&g_pool, &r, nthreads - 1);
-        ccomp_status st = collect(g_pool.slots, used, err);
+        ccomp_status st = collect(&r, g_pool.slots, used, err);
         pthread_mutex_unlock(&g_pool_busy);
         return st;
     }

@@ -1,16 +1,121 @@
-"""Argument checks shared by the areas' Python modules."""
+"""The argument convention of every public function, in one place.
+
+- A wrong type raises ``TypeError`` and a bad value ``ValueError``; each message names the argument,
+  says what was expected and what was received.
+- Nothing is truncated silently: an int argument refuses floats (``1.9`` and ``2.0`` alike) and
+  bools; a value outside its range (``2**70`` included) is a ``ValueError``, not an ``OverflowError``.
+- Arrays: the dtype is checked by kind and size, whatever the byte order.  The core reads native
+  byte order, aligned, C-contiguous memory; an array that is not (a big-endian float32 file, a
+  misaligned view of a byte buffer, a strided slice) is copied once into that form by
+  :func:`array`, so every function accepts it and the core never sees anything else.
+"""
+import math
+import numbers
 import os
+import operator
 
 import numpy as np
 
 
 def threads(value):
-    """``threads=`` of every heavy call: None -> all cores, else an int in [1, 4096] (ValueError otherwise)."""
+    """``threads=`` of every heavy call: None -> all cores, else an int in [1, 4096]."""
     if value is None:
         return max(1, os.cpu_count() or 1)
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 1 <= value <= 4096:
-        raise ValueError(f"threads must be None or an int in [1, 4096], got {value!r}")
-    return int(value)
+    return integer("threads", value, 1, 4096)
+
+
+def integer(name, value, lo=None, hi=None):
+    """An int argument (Python or NumPy integer; bool and float refused) in [lo, hi]."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+    v = operator.index(value)
+    if (lo is not None and v < lo) or (hi is not None and v > hi):
+        lo_s = "-inf" if lo is None else lo
+        hi_s = "inf" if hi is None else hi
+        raise ValueError(f"{name} must be an int in [{lo_s}, {hi_s}], got {v}")
+    return int(v)
+
+
+def optional_integer(name, value, lo=None, hi=None):
+    """None, or :func:`integer`."""
+    return None if value is None else integer(name, value, lo, hi)
+
+
+def real(name, value, lo=None, hi=None, *, lo_open=False, hi_open=False):
+    """A finite real argument (int or float; bool refused) in the interval [lo, hi] (ends open where
+    asked)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
+    try:
+        v = float(value)
+    except OverflowError:
+        raise ValueError(f"{name} is too large to be a float, got {value!r}") from None
+    if not math.isfinite(v):
+        raise ValueError(f"{name} must be finite, got {v}")
+    if lo is not None and (v <= lo if lo_open else v < lo) or hi is not None and (v >= hi if hi_open else v > hi):
+        left = "(" if lo_open else "["
+        right = ")" if hi_open else "]"
+        lo_s = "-inf" if lo is None else lo
+        hi_s = "inf" if hi is None else hi
+        raise ValueError(f"{name} must be in {left}{lo_s}, {hi_s}{right}, got {v}")
+    return v
+
+
+def flag(name, value):
+    """A bool argument (Python or NumPy bool; 0 and 1 are not bools)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
+    return bool(value)
+
+
+def choice(name, value, options):
+    """One of `options` (strings compared as given)."""
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str, one of {', '.join(map(repr, options))}; got {type(value).__name__}")
+    if value not in options:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, options))}, got {value!r}")
+    return value
+
+
+def _dtype_name(dt):
+    return dt.newbyteorder("=").name if dt.byteorder not in ("=", "|") else dt.name
+
+
+def array(name, a, dtypes=None, ndim=None):
+    """`a` as a NumPy array the core can read: native byte order, aligned and C-contiguous (copied once
+    when it is not).  dtypes: allowed dtypes (compared by kind and size, so a big-endian float32 is a
+    float32); ndim: an int or a tuple of allowed ranks.  Object arrays and non-array-likes are a
+    TypeError naming `name`."""
+    if isinstance(a, (str, bytes, dict, set)) or a is None:
+        raise TypeError(f"{name} must be an array, got {type(a).__name__}")
+    try:
+        arr = np.asarray(a)
+    except (ValueError, TypeError) as e:
+        raise TypeError(f"{name} must be an array, got {type(a).__name__} ({e})") from None
+    if arr.dtype.kind in "OUSVMm":
+        raise TypeError(f"{name} must be a numeric array, got dtype {arr.dtype}")
+    if dtypes is not None:
+        allowed = [np.dtype(d) for d in dtypes]
+        native = arr.dtype.newbyteorder("=")
+        if native not in allowed:
+            raise TypeError(f"{name} must have dtype {' or '.join(d.name for d in allowed)}, "
+                            f"got {_dtype_name(arr.dtype)}")
+    if ndim is not None:
+        ranks = (ndim,) if isinstance(ndim, int) else tuple(ndim)
+        if arr.ndim not in ranks:
+            want = " or ".join(str(r) for r in ranks)
+            raise ValueError(f"{name} must have {want} dimension{'s' if ranks != (1,) else ''}, "
+                             f"got shape {arr.shape}")
+    if not arr.dtype.isnative or not arr.flags.aligned or not arr.flags.c_contiguous:
+        arr = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("="))
+    return arr
+
+
+def finite(name, a):
+    """ValueError naming `name` and the first NaN or infinity of the float array `a`."""
+    at = first_nonfinite(a)
+    if at is not None:
+        raise ValueError(f"{name} must be finite, found {np.asarray(a)[at]} at index {at}")
 
 
 def first_nonfinite(a):

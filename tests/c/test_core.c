@@ -18,6 +18,7 @@
 
 #include "ccomp/bigmem.h"
 #include "ccomp/finite.h"
+#include "ccomp/cancel.h"
 #include "ccomp/parallel.h"
 #include "ccomp/zipfit.h"
 
@@ -345,6 +346,64 @@ static void test_finite(void)
 }
 
 /* ccomp_alloc_big: usable blocks of every size, 2 MB aligned from 2 MB up on Linux */
+/* Cancellation: a token whose poll asks to stop after `stop_after` polls. */
+typedef struct cancel_probe {
+    int polls, stop_after;
+} cancel_probe;
+
+static int probe_poll(void *ctx)
+{
+    cancel_probe *p = (cancel_probe *)ctx;
+    return ++p->polls >= p->stop_after;
+}
+
+/* A long task: spins until cancelled (or a time limit, which the test reports). */
+static ccomp_status spin_task(void *ctx, void *state, size_t t, ccomp_error *err)
+{
+    struct timespec a, b;
+    (void)state;
+    (void)t;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    for (;;) {
+        if (ccomp_cancelled()) return ccomp_fail(err, CCOMP_ERR_CANCELLED, "spin: interrupted");
+        clock_gettime(CLOCK_MONOTONIC, &b);
+        if (b.tv_sec - a.tv_sec > 5) return ccomp_fail(err, CCOMP_ERR_VALUE, "spin: never cancelled");
+        if (ctx == NULL) return CCOMP_OK; /* the short form: one check, then done */
+    }
+}
+
+static void test_cancel(void)
+{
+    const ccomp_parallel_ops ops = {NULL, spin_task, NULL};
+    int threads[] = {1, 2, 5};
+    CHECK(!ccomp_cancelled(), "no token installed: never cancelled");
+    for (int k = 0; k < 3; k++) {
+        cancel_probe probe = {0, 3};
+        ccomp_cancel tok = {probe_poll, &probe, 0, 0};
+        ccomp_error err;
+        ccomp_cancel *prev = ccomp_cancel_install(&tok);
+        int dummy = 1;
+        ccomp_status st = ccomp_parallel_for(threads[k], 64, &ops, &dummy, &err);
+        ccomp_cancel_install(prev);
+        CHECK(st == CCOMP_ERR_CANCELLED, "threads=%d: cancelled call returns %d (%s)", threads[k], (int)st, err.msg);
+        CHECK(probe.polls == 3, "threads=%d: polled %d times", threads[k], probe.polls);
+        CHECK(ccomp_cancel_current() == NULL, "token removed");
+        /* the pool is usable afterwards, and without a token nothing is cancelled */
+        st = ccomp_parallel_for(threads[k], 64, &ops, NULL, &err);
+        CHECK(st == CCOMP_OK, "threads=%d: call after a cancel returns %d", threads[k], (int)st);
+    }
+    {
+        /* a token that never stops changes nothing */
+        cancel_probe probe = {0, 1 << 30};
+        ccomp_cancel tok = {probe_poll, &probe, 0, 0};
+        ccomp_error err;
+        ccomp_cancel *prev = ccomp_cancel_install(&tok);
+        ccomp_status st = ccomp_parallel_for(2, 1000, &ops, NULL, &err);
+        ccomp_cancel_install(prev);
+        CHECK(st == CCOMP_OK && probe.polls >= 1, "quiet token: status %d, %d polls", (int)st, probe.polls);
+    }
+}
+
 static void test_bigmem(void)
 {
     const size_t sizes[4] = {0, 100, (size_t)2 << 20, (size_t)5 << 20 | 123};
@@ -369,6 +428,7 @@ int main(int argc, char **argv)
     test_parallel();
     test_pool(quick);
     test_finite();
+    test_cancel();
     test_bigmem();
     test_sizes(quick);
     test_scores(quick);

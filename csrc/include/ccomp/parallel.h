@@ -1,8 +1,11 @@
 /* A small fork-join helper: run a task function over [0, ntasks) on up to
- * nthreads threads.  Threads are created per call and joined before it returns,
- * so the core keeps no global pool.  Tasks are handed out one at a time from an
- * atomic counter (dynamic scheduling); every task writes only its own outputs,
- * which keeps results identical whatever the thread count. */
+ * nthreads threads: the caller and workers of a persistent pool (started on
+ * first use; a call that finds the pool busy starts threads of its own).  Tasks
+ * are handed out one at a time from an atomic counter (dynamic scheduling);
+ * every task writes only its own outputs, which keeps results identical
+ * whatever the thread count.  When the caller has a cancellation token
+ * installed (ccomp/cancel.h), the workers share it: no task starts once the
+ * call is cancelled, and the call returns CCOMP_ERR_CANCELLED. */
 #ifndef CCOMP_PARALLEL_H
 #define CCOMP_PARALLEL_H
 
