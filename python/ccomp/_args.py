@@ -107,7 +107,7 @@ def array(name, a, dtypes=None, ndim=None):
             raise ValueError(f"{name} must have {want} dimension{'s' if ranks != (1,) else ''}, "
                              f"got shape {arr.shape}")
     if not arr.dtype.isnative or not arr.flags.aligned or not arr.flags.c_contiguous:
-        arr = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("="))
+        arr = np.array(arr, dtype=arr.dtype.newbyteorder("="), order="C", copy=True)
     return arr
 
 
