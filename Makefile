@@ -23,7 +23,7 @@ PYTEST_WORKERS ?= 2
 # Compile jobs for the C tests' objects and binaries (the tests themselves run one at a time).
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: all demo test sysdeps venv install ctest ctest-build ctest-deflate ctest-rest asan fuzz pytest bench clean
+.PHONY: all demo test sysdeps venv install ctest ctest-build ctest-deflate ctest-rest asan asan-py fuzz pytest bench clean
 
 all: install
 
@@ -123,13 +123,24 @@ fuzz-run-%: build/fuzz/%
 	@if ! build/fuzz/$* -max_total_time=$(FUZZ_SECONDS) -seed=1 build/fuzz/corpus_$* > build/fuzz/$*.log 2>&1; \
 	then tail -40 build/fuzz/$*.log; exit 1; fi; tail -1 build/fuzz/$*.log
 
+# The Python tests that reach index-reading and container-parsing code, run against a copy of the
+# package whose extension is built with AddressSanitizer + UBSan (the interpreter is not instrumented:
+# libasan is preloaded; PYTHONMALLOC=malloc lets ASan see Python's allocations).
+ASAN_PY_TESTS ?= tests/test_api_args.py $(sort $(wildcard tests/test_concurrency_*.py) $(wildcard tests/test_hostile_*.py))
+ASAN_PY_LIB = $(shell $(CC) -print-file-name=libasan.so)
+asan-py: venv
+	@rm -rf build/asan-py/ccomp && mkdir -p build/asan-py && cp -r python/ccomp build/asan-py/ccomp && rm -f build/asan-py/ccomp/*.so
+	CCOMP_CUDA=0 CFLAGS="$(SAN)" LDFLAGS="-fsanitize=address,undefined" $(VPY) setup.py -q build_ext --build-lib build/asan-py --build-temp build/asan-py-tmp
+	ASAN_OPTIONS=detect_leaks=0:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 PYTHONMALLOC=malloc LD_PRELOAD=$(ASAN_PY_LIB) \
+	  PYTHONPATH=build/asan-py $(VPY) -m pytest -q -p no:cacheprovider $(ASAN_PY_TESTS)
+
 pytest: install
 	PYTHONDEVMODE=1 $(VPY) -m pytest -q -p no:cacheprovider -n $(PYTEST_WORKERS) tests --doctest-modules python/ccomp
 
 # The stages share the cores, two at a time (their output interleaves): the long deflate exactness check
-# (two threads) runs alongside installing, the other C tests, the sanitizer run, the fuzzers and pytest.
+# (two threads) runs alongside installing, the other C tests, the sanitizer runs, the fuzzers and pytest.
 test:
-	@$(MAKE) --no-print-directory -j2 ctest-deflate install ctest-rest asan fuzz pytest
+	@$(MAKE) --no-print-directory -j2 ctest-deflate install ctest-rest asan asan-py fuzz pytest
 
 demo: install
 	$(VPY) -m ccomp demo

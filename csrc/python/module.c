@@ -65,8 +65,7 @@ static int nogil_poll(void *ctx)
 void ccomp_nogil_begin(ccomp_nogil *g)
 {
     memset(g, 0, sizeof *g);
-    g->token.poll = nogil_poll;
-    g->token.ctx = g;
+    ccomp_cancel_init(&g->token, nogil_poll, g);
     g->prev = ccomp_cancel_install(&g->token);
     g->save = PyEval_SaveThread();
 }

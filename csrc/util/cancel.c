@@ -16,6 +16,14 @@ static uint64_t now_ns(void)
     return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
 }
 
+void ccomp_cancel_init(ccomp_cancel *c, int (*poll)(void *ctx), void *ctx)
+{
+    c->poll = poll;
+    c->ctx = ctx;
+    c->stop = 0;
+    c->next_poll_ns = now_ns() + (uint64_t)CCOMP_CANCEL_POLL_MS * 1000000u;
+}
+
 ccomp_cancel *ccomp_cancel_install(ccomp_cancel *c)
 {
     ccomp_cancel *prev = tls_token;

@@ -30,6 +30,9 @@ typedef struct ccomp_cancel {
     uint64_t next_poll_ns;  /* the installing thread's; 0: poll at the first check */
 } ccomp_cancel;
 
+/* Fills c with poll/ctx; the first poll comes CCOMP_CANCEL_POLL_MS from now (a short call never polls). */
+void ccomp_cancel_init(ccomp_cancel *c, int (*poll)(void *ctx), void *ctx);
+
 /* Makes c the token of the calling thread (NULL: none) and returns the one it
  * replaces, to be given back to ccomp_cancel_install when the call ends. */
 ccomp_cancel *ccomp_cancel_install(ccomp_cancel *c);
