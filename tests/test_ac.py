@@ -169,7 +169,7 @@ def test_size_within_001_percent_of_ideal():
     cum, freq = ac.lookup(s, p)
     ideal = ac.ideal_bits((cum, freq), precision=24)
     data = ac.encode(s, p, chunk_size=T)
-    header = 32 + 4 + 4  # header, one chunk-table entry, CRC
+    header = 40 + 8 + 4  # header, one chunk-table entry (length, symbol CRC), CRC
     assert (8 * (len(data) - header)) <= ideal * 1.0001 + 64  # + the final one or two words
 
 
@@ -218,16 +218,45 @@ def golden_symbols(T=300, V=50):
     return ((np.arange(T) * 31 + 7) % V).astype(np.int64)
 
 
-@pytest.mark.parametrize("name,kw", [("ac_constriction_p24.ccac", {}),
-                                      ("ac_nacrith_p16_chunks.ccac", dict(rule="nacrith", precision=16,
-                                                                          chunk_size=64))])
-def test_golden_fixtures(name, kw):
+def golden_logits(T=300, V=50):
+    t = np.arange(T)[:, None]
+    i = np.arange(V)[None, :]
+    return (((t * 5 + i * 11) % 23) * 0.25 + (i == (t % V)) * 4.0).astype(np.float32)
+
+
+# version 1 containers (no record of the model, no symbol CRCs): still decoded exactly
+@pytest.mark.parametrize("name", ["ac_constriction_p24.ccac", "ac_nacrith_p16_chunks.ccac"])
+def test_golden_fixtures_version_1_still_decode(name):
     p, s = golden_probs(), golden_symbols()
-    path = os.path.join(FIXTURES, name)
-    with open(path, "rb") as f:
+    with open(os.path.join(FIXTURES, name), "rb") as f:
+        frozen = f.read()
+    meta = ac.info(frozen)
+    assert meta["version"] == 1 and meta["logits"] is None and meta["temperature"] is None
+    assert np.array_equal(ac.decode(frozen, p), s)
+    d = ac.Decoder(frozen)
+    assert np.array_equal(np.concatenate([d.decode_batch(p[:100]), [d.decode(r) for r in p[100:]]]), s)
+
+
+# version 2 freezes the recorded model and the chunks' symbol CRCs
+V2_FIXTURES = [
+    ("ac_v2_constriction_p24.ccac", dict(), False),
+    ("ac_v2_nacrith_p16_chunks.ccac", dict(rule="nacrith", precision=16, chunk_size=64), False),
+    ("ac_v2_logits_t07_f32.ccac", dict(logits=True, temperature=0.7, chunk_size=100), True),
+]
+
+
+@pytest.mark.parametrize("name,kw,logits", V2_FIXTURES)
+def test_golden_fixtures_version_2(name, kw, logits):
+    p = golden_logits() if logits else golden_probs()
+    s = golden_symbols()
+    with open(os.path.join(FIXTURES, name), "rb") as f:
         frozen = f.read()
     assert ac.encode(s, p, **kw) == frozen
-    assert np.array_equal(ac.decode(frozen, p), s)
+    meta = ac.info(frozen)
+    assert meta["version"] == 2 and meta["logits"] == logits and meta["dtype"] == "float32"
+    assert meta["temperature"] == kw.get("temperature", 1.0)
+    assert np.array_equal(ac.decode(frozen, p), s)  # logits and temperature come from the container
+    assert np.array_equal(ac.Decoder(frozen).decode_batch(p), s)
 
 
 # ------------------------------------------------------------ damaged input
