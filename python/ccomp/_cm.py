@@ -22,7 +22,7 @@ True
 """
 import sys
 
-from . import _core
+from . import _args, _core
 
 __all__ = ["compress", "decompress", "info", "DEFAULT_LEVEL", "MIN_LEVEL", "MAX_LEVEL"]
 
@@ -32,16 +32,17 @@ MAX_LEVEL = 9
 
 
 def _level(level):
-    if isinstance(level, bool) or not isinstance(level, int):
-        raise TypeError(f"level must be an int from {MIN_LEVEL} to {MAX_LEVEL}, got {type(level).__name__}")
-    if not MIN_LEVEL <= level <= MAX_LEVEL:
-        raise ValueError(f"level must be between {MIN_LEVEL} and {MAX_LEVEL}, got {level}")
-    return level
+    return _args.integer("level", level, MIN_LEVEL, MAX_LEVEL)
 
 
 def _check_data(data, what):
     if isinstance(data, str):
         raise TypeError(f"{what} must be a bytes-like object, not str (encode it first, e.g. text.encode('utf-8'))")
+    try:
+        memoryview(data).release()
+    except TypeError:
+        raise TypeError(f"{what} must be a bytes-like object (bytes, bytearray, memoryview, a NumPy array...), "
+                        f"got {type(data).__name__}") from None
 
 
 class _Bar:
@@ -99,7 +100,7 @@ def compress(data, level=DEFAULT_LEVEL, progress=False):
     """
     _check_data(data, "data")
     level = _level(level)
-    bar = _Bar(progress, _nbytes(data), "compress")
+    bar = _Bar(_args.flag("progress", progress), _nbytes(data), "compress")
     try:
         return _core.cm_compress(data, level, bar.callback())
     finally:
@@ -115,6 +116,7 @@ def decompress(data, progress=False):
     writes out of bounds.  ``progress=True`` shows a tqdm bar on stderr.
     """
     _check_data(data, "data")
+    progress = _args.flag("progress", progress)
     total = info(data)["length"] if progress else 0
     bar = _Bar(progress, total, "decompress")
     try:

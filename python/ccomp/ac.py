@@ -471,7 +471,7 @@ class RangeDecoder:
 # ---------------------------------------------------- equal-info windows
 
 def _pair_for(p, symbol, P, r, lg, t):
-    a = _rows(p, 1)
+    a = _rows(p, 1, "model(window_tokens)")
     if not 0 <= symbol < a.shape[0]:
         raise ValueError(f"symbol {symbol} is outside [0, {a.shape[0]})")
     cum, freq = _core.ac_lookup(a[None, :], np.array([symbol], dtype=np.int64), P, r, lg, t, 1)
@@ -497,7 +497,7 @@ def equal_info_windows(symbols, model, bits=16, precision=DEFAULT_PRECISION, rul
     bits = _args.integer("bits", bits, 1, 256)
     nbytes = (bits + 7) // 8
     if not callable(model):
-        a = _rows(model, 2)
+        a = _rows(model, 2, "model")
         s = _symbols(symbols, a.shape[0])
         cum, freq = _core.ac_lookup(a, s, P, r, lg, t, _threads(None))
         blob, counts = _core.eiw_encode(cum, freq, P, bits)
@@ -540,7 +540,7 @@ def decode_equal_info_windows(windows, counts, model, bits=16, precision=DEFAULT
         raise ValueError(f"{len(windows)} windows but {len(counts)} counts")
     if counts.size and counts.min() < 1:
         raise ValueError("every window holds at least one symbol")
-    rows = None if callable(model) else _rows(model, 2)
+    rows = None if callable(model) else _rows(model, 2, "model")
     if rows is not None and int(counts.sum()) != rows.shape[0]:
         raise ValueError(f"the windows hold {int(counts.sum())} symbols but model has {rows.shape[0]} rows")
     out, pos = [], 0
@@ -549,7 +549,7 @@ def decode_equal_info_windows(windows, counts, model, bits=16, precision=DEFAULT
         window = []
         for _ in range(n):
             p = rows[pos] if rows is not None else model(np.array(window, dtype=np.int64))
-            a = _rows(p, 1)
+            a = _rows(p, 1, "model" if rows is not None else "model(window_tokens)")
             target = _core.eiw_dec_step(dec, P, -1, 0)
             sym, cum, freq = _core.ac_find(a, target, P, r, lg, t)
             _core.eiw_dec_step(dec, P, cum, freq)
