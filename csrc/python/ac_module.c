@@ -655,6 +655,10 @@ static PyObject *py_rc_dec_rows(PyObject *self, PyObject *args)
         ccomp_raise(&err, "decode");
         goto done;
     }
+    if (s->busy) { /* converting probs may have run Python code, and another thread with it */
+        PyErr_SetString(PyExc_RuntimeError, "this decoder is in use by another thread");
+        goto done;
+    }
     s->busy = 1;
     CCOMP_NOGIL_BEGIN
     {
@@ -675,6 +679,7 @@ static PyObject *py_rc_dec_rows(PyObject *self, PyObject *args)
                 o[done_rows + j] = sym;
             }
             done_rows += n;
+            if (st == CCOMP_OK && ccomp_cancelled()) st = ccomp_check_cancel(&err, "decode");
         }
     }
     CCOMP_NOGIL_END
@@ -856,6 +861,10 @@ static PyObject *py_ac_dec_rows(PyObject *self, PyObject *args)
     }
     model_from(s->info.precision, s->info.rule, logits, temperature, rv.dtype, &m);
     ccomp_error_clear(&err);
+    if (s->busy) { /* converting probs may have run Python code, and another thread with it */
+        PyErr_SetString(PyExc_RuntimeError, "this decoder is in use by another thread");
+        goto done;
+    }
     s->busy = 1;
     CCOMP_NOGIL_BEGIN
     st = ccomp_ac_reader_rows(&s->r, &m, rv.data, rv.T, rv.stride, (int64_t *)PyArray_DATA(out), &err);
