@@ -834,3 +834,25 @@ def test_compress_of_a_buffer_changed_during_the_call_still_decompresses():
         th.join()
     out = ac.decompress(blob)  # passes both CRCs: the stream codes one consistent input
     assert len(out) == len(buf)
+
+
+def test_golden_hostile_containers():
+    p = golden_probs()
+    with open(os.path.join(FIXTURES, "ac_v1_zero_length_chunks.ccac"), "rb") as f:
+        zero = f.read()
+    with pytest.raises(ccomp.CorruptStreamError, match="chunk 0: its stream length 0 is empty"):
+        ac.info(zero)
+    with open(os.path.join(FIXTURES, "ac_v1_short_chunk.ccac"), "rb") as f:
+        short = f.read()
+    assert ac.info(short)["chunks"] == 2
+    with pytest.raises(ccomp.CorruptStreamError, match="chunk 1: the stream ends before its 150 tokens"):
+        ac.decode(short, p)
+    d = ac.Decoder(short)
+    assert np.array_equal(d.decode_batch(p[:150]), golden_symbols()[:150])
+    with pytest.raises(ccomp.CorruptStreamError, match="chunk 1: the stream ends before its 150 tokens"):
+        d.decode_batch(p[150:])
+
+
+def test_ctrl_c_stops_the_mixer_self_check():
+    _assert_interrupted(lambda: _core.cm_mixer_check(0, 2**62))
+    assert _core.cm_mixer_check(1, 1000) == 0

@@ -722,6 +722,10 @@ static PyObject *py_rc_dec_cdfs(PyObject *self, PyObject *args)
     for (t = 0; t < n; t++) {
         const uint32_t *c = (const uint32_t *)PyArray_DATA(cdf) + t * W;
         npy_intp i;
+        if ((t & 0x3ff) == 0x3ff && PyErr_CheckSignals() < 0) { /* Ctrl-C (the GIL is held) */
+            Py_DECREF(cdf);
+            return NULL;
+        }
         if (c[0] != 0 || c[W - 1] != total) {
             PyErr_Format(PyExc_ValueError, "cdfs[%zd] must start at 0 and end at 2^%d", t, precision);
             Py_DECREF(cdf);
@@ -957,6 +961,7 @@ static PyObject *py_eiw_encode(PyObject *self, PyObject *args)
         ccomp_eiw_reset(&w);
         counts[0] = 0;
         for (t = 0; t <= n; t++) {
+            if ((t & 0xffff) == 0xffff && PyErr_CheckSignals() < 0) break; /* Ctrl-C (the GIL is held) */
             if (t < n && (f[t] == 0 || (uint64_t)c[t] + f[t] > total)) {
                 PyErr_Format(PyExc_ValueError, "symbol %zd: (cum, freq) = (%u, %u) is not a nonempty interval of [0, 2^%d)",
                              t, c[t], f[t], precision);
