@@ -36,7 +36,7 @@ static void store_f64(uint8_t *p, double d)
 
 ccomp_status ccomp_ac_parse(const uint8_t *data, size_t n, ccomp_ac_info *info, ccomp_error *err)
 {
-    uint64_t need, sum = 0, expect_chunks, left;
+    uint64_t need, expect_chunks, left;
     uint32_t k;
     size_t header, entry, off;
     const uint8_t *table;
@@ -125,14 +125,12 @@ ccomp_status ccomp_ac_parse(const uint8_t *data, size_t n, ccomp_ac_info *info, 
         if (info->sym_crc) info->sym_crc[k] = rc_load_le32(table + entry * k + 4u);
         off += len;
         left -= len;
-        sum += len;
     }
     if (left != 0) {
         ccomp_ac_info_free(info);
         return ccomp_fail(err, CCOMP_ERR_CORRUPT, "chunk lengths do not add up to the size (%llu bytes left over)",
                           (unsigned long long)left);
     }
-    (void)sum;
     return CCOMP_OK;
 }
 
@@ -581,6 +579,8 @@ ccomp_status ccomp_ac_reader_rows(ccomp_ac_reader *r, const ccomp_ac_model *m, c
     ccomp_status st;
     qgroup *g;
     if ((st = ccomp_ac_model_matches(info, m, err)) != CCOMP_OK) return st;
+    if (n > 0 && r->pos >= info->tokens)
+        return ccomp_fail(err, CCOMP_ERR_VALUE, "all %llu tokens have been decoded", (unsigned long long)info->tokens);
     if (n > info->tokens - r->pos)
         return ccomp_fail(err, CCOMP_ERR_VALUE, "%zu rows given but only %llu tokens remain", n,
                           (unsigned long long)(info->tokens - r->pos));

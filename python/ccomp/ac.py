@@ -317,6 +317,7 @@ class Decoder:
         self.tokens = meta["tokens"]
         self.vocab = meta["vocab"]
         self.chunk_tokens = meta["chunk_tokens"]
+        self._dtype = meta["dtype"]
         lg, t = _recorded(meta, logits, temperature)
         _P, self._r, self._logits, self._t = _model_args(self.precision, self.rule, lg, t)
 
@@ -329,14 +330,20 @@ class Decoder:
         if V != self.vocab:
             raise ValueError(f"probs has {V} symbols but the container was coded over {self.vocab}")
 
+    def _check_gpu_rows(self, x):
+        """The checks the C reader makes of CPU rows, for a GPU tensor: vocabulary and float type."""
+        self._check_vocab(int(x.shape[-1]))
+        got = "float64" if _is_f64(x) else "float32"
+        if self.rule == "constriction" and self._dtype is not None and got != self._dtype:
+            raise ValueError(f"the container was encoded from {self._dtype} rows but the decoder was given {got} "
+                             f"rows: the constriction rule's CDFs depend on the float type")
+
     def decode(self, probs_t):
         """Decode the next token given its distribution (shape ``(V,)``)."""
-        if self.remaining <= 0:
-            raise ValueError(f"all {self.tokens} tokens have been decoded")
         if _on_cuda(probs_t):
             from . import _ac_gpu
 
-            self._check_vocab(int(probs_t.shape[-1]))
+            self._check_gpu_rows(probs_t)
             target = _core.ac_dec_target(self._dec)
             sym, cum, freq = _ac_gpu.find(probs_t, target, self.precision, self._r, self._logits, self._t)
             _core.ac_dec_advance(self._dec, int(sym), int(cum), int(freq))
@@ -351,7 +358,7 @@ class Decoder:
             from . import _ac_gpu
 
             n = int(probs.shape[0])
-            self._check_vocab(int(probs.shape[-1]))
+            self._check_gpu_rows(probs)
             if n > self.remaining:
                 raise ValueError(f"{n} rows given but only {self.remaining} tokens remain")
             handle = _ac_gpu.scan(probs, self.precision, self._r, self._logits, self._t)
@@ -364,12 +371,9 @@ class Decoder:
             return out
         a = _rows(probs, 2)
         self._check_vocab(a.shape[1])
-        n = a.shape[0]
-        if n > self.remaining:
-            raise ValueError(f"{n} rows given but only {self.remaining} tokens remain")
-        if n == 0:
+        if a.shape[0] == 0:
             return np.empty(0, dtype=np.int64)
-        return _core.ac_dec_rows(self._dec, a, self._logits, self._t, 2)
+        return _core.ac_dec_rows(self._dec, a, self._logits, self._t, 2)  # checks the tokens that remain
 
 
 # ------------------------------------------------------- low-level coder

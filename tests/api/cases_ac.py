@@ -109,7 +109,7 @@ CASES = [
     Case("ac.Decoder.decode", "probs_t", lambda: _dec().decode(P), ValueError, "probs", "2-D"),
     Case("ac.Decoder.decode", "probs_t", lambda: _dec().decode(NAN[1]), ValueError, "probs", "NaN"),
     Case("ac.Decoder.decode", "probs_t", lambda: _dec().decode("row"), TypeError, "probs", "str"),
-    Case("ac.Decoder.decode_batch", "probs", lambda: _dec().decode_batch(np.full((4, 10), 0.1)), ValueError,
+    Case("ac.Decoder.decode_batch", "probs", lambda: _dec().decode_batch(np.full((4, 10), 0.1, np.float32)), ValueError,
          "remain", "too many"),
     Case("ac.Decoder.decode_batch", "probs", lambda: _dec().decode_batch(NAN), ValueError, what="NaN"),
     Case("ac.Decoder.decode_batch", "probs", lambda: _dec().decode_batch(P.astype(np.float64)), ValueError,
