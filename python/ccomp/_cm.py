@@ -94,7 +94,10 @@ def compress(data, level=DEFAULT_LEVEL, progress=False):
         The compressed stream: 24 bytes of header and CRC plus the coded bits
         (random input grows by about 0.3%).
 
-    The whole input is held in memory.  The GIL is released while compressing
+    The whole input is held in memory, and copied once: the model, the coder
+    and the CRC all read the copy, so a buffer that another thread changes
+    during the call still gives a stream that decompresses (to the bytes
+    copied).  The GIL is released while compressing
     (roughly 1-1.5 MB/s per thread on text), so several threads can compress
     at once; Ctrl-C stops the call with ``KeyboardInterrupt``.
     """
