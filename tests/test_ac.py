@@ -806,6 +806,9 @@ def test_ctrl_c_stops_decode_and_decoder():
 def test_ctrl_c_stops_compress_and_decompress():
     data = np.random.default_rng(1).integers(0, 256, 12 << 20, dtype=np.uint8).tobytes()
     _assert_interrupted(lambda: ac.compress(data))
+    # with a progress callback (called every MiB with the GIL) the token still stops it between calls
+    calls = []
+    _assert_interrupted(lambda: _core.cm_compress(data, 6, lambda done, total: calls.append(done)))
     # a stream of zero words that claims 100 MB: it decodes (slowly) to the end before failing its CRC
     body = b"CCCM" + bytes([1, 6, 0, 0]) + struct.pack("<QI", 100 << 20, 0) + bytes(1 << 16)
     blob = body + zlib.crc32(body).to_bytes(4, "little")
