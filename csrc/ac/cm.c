@@ -47,7 +47,11 @@
 #include <zlib.h>
 
 #include "ccomp/ac_cm.h"
+#include "ccomp/cancel.h"
 #include "rc_impl.h"
+
+/* Bytes coded between two checks for Ctrl-C (a few milliseconds). */
+#define CM_CANCEL_STEP 4096u
 
 #define CM_PREC 16                 /* range-coder precision of a bit */
 #define CM_PMIN 16                 /* final probability range, of 2^16 */
@@ -521,6 +525,7 @@ size_t ccomp_cm_mixer_check(uint64_t seed, size_t rounds)
     uint64_t z = seed;
     for (r = 0; r < rounds; r++) {
         int32_t wa[N_IN], wb[N_IN], err;
+        if ((r & 0xffffu) == 0xffffu && ccomp_cancelled()) break; /* a test hook, but never a call that cannot stop */
         int16_t x[N_IN];
         for (i = 0; i < N_IN; i++) {
             z = z * 6364136223846793005ull + 1442695040888963407ull;
@@ -691,7 +696,7 @@ ccomp_status ccomp_cm_compress(const uint8_t *data, size_t n, int level, ccomp_c
     ccomp_rc_enc e;
     cm_model *m = NULL;
     size_t i, words, total;
-    uint8_t *blob;
+    uint8_t *blob, *own = NULL;
     ccomp_status st = CCOMP_OK;
 
     if (out == NULL || out_len == NULL)
@@ -707,6 +712,15 @@ ccomp_status ccomp_cm_compress(const uint8_t *data, size_t n, int level, ccomp_c
 
     ccomp_rc_enc_init(&e);
     if (n > 0) {
+        /* the model, the coder and the checksum all read this copy: a caller's buffer that
+         * changes during the call cannot make them disagree (a stream that never decodes) */
+        own = (uint8_t *)malloc(n);
+        if (own == NULL) {
+            st = ccomp_fail(err, CCOMP_ERR_NOMEM, "cannot allocate %zu bytes for a copy of the input", n);
+            goto done;
+        }
+        memcpy(own, data, n);
+        data = own;
         m = model_new(level, n, data);
         if (m == NULL) {
             st = ccomp_fail(err, CCOMP_ERR_NOMEM, "cannot allocate %zu bytes of model memory",
@@ -723,6 +737,10 @@ ccomp_status ccomp_cm_compress(const uint8_t *data, size_t n, int level, ccomp_c
                     goto done;
                 }
                 model_update(m, y);
+            }
+            if (((i + 1) & (CM_CANCEL_STEP - 1)) == 0 && ccomp_cancelled()) {
+                st = ccomp_check_cancel(err, "compress");
+                goto done;
             }
             if (((i + 1) & (CCOMP_CM_PROGRESS_STEP - 1)) == 0 && i + 1 < n &&
                 report(progress, progress_ctx, i + 1, n)) {
@@ -757,6 +775,7 @@ ccomp_status ccomp_cm_compress(const uint8_t *data, size_t n, int level, ccomp_c
     }
 done:
     model_free(m);
+    free(own);
     ccomp_rc_enc_free(&e);
     return st;
 }
@@ -848,6 +867,10 @@ ccomp_status ccomp_cm_decompress(const uint8_t *blob, size_t n, ccomp_cm_progres
             if (d.overread > 2) {
                 st = ccomp_fail(err, CCOMP_ERR_CORRUPT, "the coded stream ends early (at byte %zu of %zu)", i + 1,
                                 len);
+                goto fail;
+            }
+            if (((i + 1) & (CM_CANCEL_STEP - 1)) == 0 && ccomp_cancelled()) {
+                st = ccomp_check_cancel(err, "decompress");
                 goto fail;
             }
             if (((i + 1) & (CCOMP_CM_PROGRESS_STEP - 1)) == 0 && i + 1 < len &&

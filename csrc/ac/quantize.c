@@ -504,9 +504,11 @@ static ccomp_status lookup_run(void *vctx, void *state, size_t task, ccomp_error
     if (st != CCOMP_OK) return st;
     for (k = 0; k < n; k++) {
         size_t t = t0 + k;
-        ccomp_ac_row_pair(c->m, g->p[k], c->V, &g->rows[k], (size_t)c->symbols[t], &c->cum[t], &c->freq[t]);
-        if ((st = ccomp_ac_check_pair(c->m, c->cum[t], c->freq[t], t, (size_t)c->symbols[t], err)) != CCOMP_OK)
-            return st;
+        int64_t s = c->symbols[t]; /* read once and checked here, where it indexes the row */
+        if (s < 0 || (uint64_t)s >= c->V)
+            return ccomp_fail(err, CCOMP_ERR_VALUE, "symbols[%zu] = %lld is outside [0, %zu)", t, (long long)s, c->V);
+        ccomp_ac_row_pair(c->m, g->p[k], c->V, &g->rows[k], (size_t)s, &c->cum[t], &c->freq[t]);
+        if ((st = ccomp_ac_check_pair(c->m, c->cum[t], c->freq[t], t, (size_t)s, err)) != CCOMP_OK) return st;
     }
     return CCOMP_OK;
 }

@@ -1,5 +1,6 @@
 /* The range coder and the Equal-Info-Windows bit coder (ccomp/ac.h). */
 #include "rc_impl.h"
+#include "ccomp/cancel.h"
 
 void ccomp_rc_enc_init(ccomp_rc_enc *e)
 {
@@ -47,8 +48,10 @@ ccomp_status ccomp_rc_encode_many(ccomp_rc_enc *e, const uint32_t *cum, const ui
     ccomp_status st = check_precision(precision, err);
     if (st != CCOMP_OK) return st;
     for (i = 0; i < n; i++) {
-        if ((st = check_pair(cum[i], freq[i], precision, i, err)) != CCOMP_OK) return st;
-        if (!rc_encode_step(e, cum[i], freq[i], precision))
+        uint32_t c = cum[i], f = freq[i]; /* read once: what is checked is what is coded */
+        if ((st = check_pair(c, f, precision, i, err)) != CCOMP_OK) return st;
+        if ((i & 0xffffu) == 0xffffu && ccomp_cancelled()) return ccomp_check_cancel(err, "encode");
+        if (!rc_encode_step(e, c, f, precision))
             return ccomp_fail(err, CCOMP_ERR_NOMEM, "out of memory");
     }
     return CCOMP_OK;

@@ -2,7 +2,11 @@
  *
  * Arrays come in validated by python/ccomp/ac.py (dtype, shape) and are checked
  * again here, so that a direct call cannot crash: rows are 1-D or 2-D
- * float32/float64 arrays whose last axis is contiguous. */
+ * float32/float64 arrays whose last axis is contiguous; ranks, lengths, handle
+ * types, precisions and thread counts are checked by every entry point.
+ * Whatever the core indexes with (symbols, (cum, freq) pairs, chunk tables) is
+ * copied into memory the binding owns before the GIL is released, so another
+ * thread rewriting the caller's array cannot move an index out of bounds. */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
@@ -35,7 +39,11 @@ static int get_rows(PyObject *obj, int ndim, const char *name, rows_view *v)
     int type;
     npy_intp es;
     memset(v, 0, sizeof *v);
-    a = (PyArrayObject *)PyArray_FROM_OF(obj, NPY_ARRAY_ALIGNED);
+    if (ndim != 1 && ndim != 2) {
+        PyErr_Format(PyExc_ValueError, "%s rank must be 1 or 2, got %d", name, ndim);
+        return -1;
+    }
+    a = (PyArrayObject *)PyArray_FROM_OF(obj, NPY_ARRAY_ALIGNED | NPY_ARRAY_NOTSWAPPED);
     if (a == NULL) return -1;
     type = PyArray_TYPE(a);
     if (type != NPY_FLOAT32 && type != NPY_FLOAT64) {
@@ -77,7 +85,8 @@ static int get_rows(PyObject *obj, int ndim, const char *name, rows_view *v)
 /* A 1-D C-contiguous array of the given type (no conversion). */
 static PyArrayObject *get_vec(PyObject *obj, int type, const char *name)
 {
-    PyArrayObject *a = (PyArrayObject *)PyArray_FROM_OF(obj, NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED);
+    PyArrayObject *a =
+        (PyArrayObject *)PyArray_FROM_OF(obj, NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED | NPY_ARRAY_NOTSWAPPED);
     if (a == NULL) return NULL;
     if (PyArray_TYPE(a) != type || PyArray_NDIM(a) != 1) {
         PyErr_Format(PyExc_TypeError, "%s must be a 1-D %s array", name,
@@ -86,6 +95,32 @@ static PyArrayObject *get_vec(PyObject *obj, int type, const char *name)
         return NULL;
     }
     return a;
+}
+
+/* A copy of a 1-D array of the given type, owned by the caller (free()):
+ * the core indexes with it after the GIL is released. */
+static void *snapshot_vec(PyObject *obj, int type, const char *name, size_t *n)
+{
+    PyArrayObject *a = get_vec(obj, type, name);
+    void *copy;
+    size_t bytes;
+    if (a == NULL) return NULL;
+    *n = (size_t)PyArray_DIM(a, 0);
+    bytes = *n * (size_t)PyArray_ITEMSIZE(a);
+    copy = malloc(bytes ? bytes : 1u);
+    if (copy == NULL) {
+        Py_DECREF(a);
+        PyErr_NoMemory();
+        return NULL;
+    }
+    if (bytes) memcpy(copy, PyArray_DATA(a), bytes);
+    Py_DECREF(a);
+    return copy;
+}
+
+static int get_threads(PyObject *obj, int *threads)
+{
+    return ccomp_resolve_threads(obj, threads);
 }
 
 static int model_from(int precision, int rule, int logits, double temperature, int dtype, ccomp_ac_model *m)
@@ -102,22 +137,26 @@ static int model_from(int precision, int rule, int logits, double temperature, i
 
 static PyObject *py_ac_lookup(PyObject *self, PyObject *args)
 {
-    PyObject *rows_obj, *sym_obj, *result = NULL;
+    PyObject *rows_obj, *sym_obj, *threads_obj, *result = NULL;
     int precision, rule, logits, threads;
     double temperature;
     rows_view rv;
-    PyArrayObject *sym = NULL, *cum = NULL, *freq = NULL;
+    int64_t *sym = NULL;
+    size_t nsym = 0;
+    PyArrayObject *cum = NULL, *freq = NULL;
     ccomp_ac_model m;
     ccomp_error err;
     ccomp_status st;
     npy_intp dim;
     (void)self;
-    if (!PyArg_ParseTuple(args, "OOiipdi", &rows_obj, &sym_obj, &precision, &rule, &logits, &temperature, &threads))
+    if (!PyArg_ParseTuple(args, "OOiipdO", &rows_obj, &sym_obj, &precision, &rule, &logits, &temperature,
+                          &threads_obj))
         return NULL;
+    if (get_threads(threads_obj, &threads) < 0) return NULL;
     if (get_rows(rows_obj, 2, "probs", &rv) < 0) return NULL;
-    if ((sym = get_vec(sym_obj, NPY_INT64, "symbols")) == NULL) goto done;
-    if ((size_t)PyArray_DIM(sym, 0) != rv.T) {
-        PyErr_Format(PyExc_ValueError, "symbols has %zd entries but probs has %zu rows", PyArray_DIM(sym, 0), rv.T);
+    if ((sym = (int64_t *)snapshot_vec(sym_obj, NPY_INT64, "symbols", &nsym)) == NULL) goto done;
+    if (nsym != rv.T) {
+        PyErr_Format(PyExc_ValueError, "symbols has %zu entries but probs has %zu rows", nsym, rv.T);
         goto done;
     }
     dim = (npy_intp)rv.T;
@@ -127,8 +166,8 @@ static PyObject *py_ac_lookup(PyObject *self, PyObject *args)
     model_from(precision, rule, logits, temperature, rv.dtype, &m);
     ccomp_error_clear(&err);
     CCOMP_NOGIL_BEGIN
-    st = ccomp_ac_lookup(&m, rv.data, rv.T, rv.V, rv.stride, (const int64_t *)PyArray_DATA(sym),
-                         (uint32_t *)PyArray_DATA(cum), (uint32_t *)PyArray_DATA(freq), threads, &err);
+    st = ccomp_ac_lookup(&m, rv.data, rv.T, rv.V, rv.stride, sym, (uint32_t *)PyArray_DATA(cum),
+                         (uint32_t *)PyArray_DATA(freq), threads, &err);
     CCOMP_NOGIL_END
     if (st != CCOMP_OK) {
         ccomp_raise(&err, "quantize");
@@ -136,8 +175,8 @@ static PyObject *py_ac_lookup(PyObject *self, PyObject *args)
     }
     result = Py_BuildValue("OO", cum, freq);
 done:
+    free(sym);
     Py_XDECREF(rv.arr);
-    Py_XDECREF(sym);
     Py_XDECREF(cum);
     Py_XDECREF(freq);
     return result;
@@ -213,35 +252,44 @@ static PyObject *bytes_from(uint8_t *buf, size_t n)
     return b;
 }
 
+/* ac_pack(symbols, cum, freq, precision, rule, logits, temperature, float64, vocab, chunk, threads):
+ * (cum, freq) computed elsewhere (the GPU) under the model described. */
 static PyObject *py_ac_pack(PyObject *self, PyObject *args)
 {
-    PyObject *cum_obj, *freq_obj, *result = NULL;
-    int precision, rule, threads;
-    unsigned long vocab;
+    PyObject *sym_obj, *cum_obj, *freq_obj, *threads_obj, *result = NULL;
+    int precision, rule, logits, f64, threads;
+    double temperature;
+    unsigned long long vocab;
     Py_ssize_t chunk;
-    PyArrayObject *cum = NULL, *freq = NULL;
+    int64_t *sym = NULL;
+    uint32_t *cum = NULL, *freq = NULL;
+    size_t ns = 0, nc = 0, nf = 0;
     uint8_t *buf = NULL;
     size_t n = 0;
+    ccomp_ac_model m;
     ccomp_error err;
     ccomp_status st;
     (void)self;
-    if (!PyArg_ParseTuple(args, "OOiikni", &cum_obj, &freq_obj, &precision, &rule, &vocab, &chunk, &threads))
+    if (!PyArg_ParseTuple(args, "OOOiipdpKnO", &sym_obj, &cum_obj, &freq_obj, &precision, &rule, &logits,
+                          &temperature, &f64, &vocab, &chunk, &threads_obj))
         return NULL;
-    if ((cum = get_vec(cum_obj, NPY_UINT32, "cum")) == NULL) goto done;
-    if ((freq = get_vec(freq_obj, NPY_UINT32, "freq")) == NULL) goto done;
-    if (PyArray_DIM(cum, 0) != PyArray_DIM(freq, 0)) {
-        PyErr_SetString(PyExc_ValueError, "cum and freq must have the same length");
-        goto done;
-    }
+    if (get_threads(threads_obj, &threads) < 0) return NULL;
     if (chunk < 1 || vocab > UINT32_MAX) {
-        PyErr_SetString(PyExc_ValueError, "chunk must be >= 1 and vocab < 2^32");
+        PyErr_Format(PyExc_ValueError, "chunk must be >= 1 and vocab < 2^32, got %zd and %llu", chunk, vocab);
+        return NULL;
+    }
+    if ((sym = (int64_t *)snapshot_vec(sym_obj, NPY_INT64, "symbols", &ns)) == NULL) goto done;
+    if ((cum = (uint32_t *)snapshot_vec(cum_obj, NPY_UINT32, "cum", &nc)) == NULL) goto done;
+    if ((freq = (uint32_t *)snapshot_vec(freq_obj, NPY_UINT32, "freq", &nf)) == NULL) goto done;
+    if (nc != nf || ns != nc) {
+        PyErr_Format(PyExc_ValueError, "symbols, cum and freq must have the same length, got %zu, %zu and %zu", ns, nc,
+                     nf);
         goto done;
     }
+    model_from(precision, rule, logits, temperature, f64 ? CCOMP_AC_F64 : CCOMP_AC_F32, &m);
     ccomp_error_clear(&err);
     CCOMP_NOGIL_BEGIN
-    st = ccomp_ac_pack(precision, rule, (uint32_t)vocab, (const uint32_t *)PyArray_DATA(cum),
-                       (const uint32_t *)PyArray_DATA(freq), (size_t)PyArray_DIM(cum, 0), (size_t)chunk, threads,
-                       &buf, &n, &err);
+    st = ccomp_ac_pack(&m, (uint32_t)vocab, sym, cum, freq, nc, (size_t)chunk, threads, &buf, &n, &err);
     CCOMP_NOGIL_END
     if (st != CCOMP_OK) {
         ccomp_raise(&err, "encode");
@@ -249,20 +297,23 @@ static PyObject *py_ac_pack(PyObject *self, PyObject *args)
     }
     result = bytes_from(buf, n);
 done:
-    Py_XDECREF(cum);
-    Py_XDECREF(freq);
+    free(sym);
+    free(cum);
+    free(freq);
     return result;
 }
 
 /* lookup + pack without Python-level intermediates */
+/* lookup + pack without Python-level intermediates */
 static PyObject *py_ac_encode(PyObject *self, PyObject *args)
 {
-    PyObject *rows_obj, *sym_obj, *result = NULL;
+    PyObject *rows_obj, *sym_obj, *threads_obj, *result = NULL;
     int precision, rule, logits, threads;
     double temperature;
     Py_ssize_t chunk;
     rows_view rv;
-    PyArrayObject *sym = NULL;
+    int64_t *sym = NULL;
+    size_t nsym = 0;
     uint32_t *pairs = NULL;
     uint8_t *buf = NULL;
     size_t n = 0;
@@ -270,17 +321,18 @@ static PyObject *py_ac_encode(PyObject *self, PyObject *args)
     ccomp_error err;
     ccomp_status st;
     (void)self;
-    if (!PyArg_ParseTuple(args, "OOiipdni", &rows_obj, &sym_obj, &precision, &rule, &logits, &temperature, &chunk,
-                          &threads))
+    if (!PyArg_ParseTuple(args, "OOiipdnO", &rows_obj, &sym_obj, &precision, &rule, &logits, &temperature, &chunk,
+                          &threads_obj))
         return NULL;
     if (chunk < 1) {
-        PyErr_SetString(PyExc_ValueError, "chunk must be >= 1");
+        PyErr_Format(PyExc_ValueError, "chunk must be >= 1, got %zd", chunk);
         return NULL;
     }
+    if (get_threads(threads_obj, &threads) < 0) return NULL;
     if (get_rows(rows_obj, 2, "probs", &rv) < 0) return NULL;
-    if ((sym = get_vec(sym_obj, NPY_INT64, "symbols")) == NULL) goto done;
-    if ((size_t)PyArray_DIM(sym, 0) != rv.T) {
-        PyErr_Format(PyExc_ValueError, "symbols has %zd entries but probs has %zu rows", PyArray_DIM(sym, 0), rv.T);
+    if ((sym = (int64_t *)snapshot_vec(sym_obj, NPY_INT64, "symbols", &nsym)) == NULL) goto done;
+    if (nsym != rv.T) {
+        PyErr_Format(PyExc_ValueError, "symbols has %zu entries but probs has %zu rows", nsym, rv.T);
         goto done;
     }
     if (rv.V > UINT32_MAX) {
@@ -295,11 +347,9 @@ static PyObject *py_ac_encode(PyObject *self, PyObject *args)
     model_from(precision, rule, logits, temperature, rv.dtype, &m);
     ccomp_error_clear(&err);
     CCOMP_NOGIL_BEGIN
-    st = ccomp_ac_lookup(&m, rv.data, rv.T, rv.V, rv.stride, (const int64_t *)PyArray_DATA(sym), pairs,
-                         pairs + rv.T, threads, &err);
+    st = ccomp_ac_lookup(&m, rv.data, rv.T, rv.V, rv.stride, sym, pairs, pairs + rv.T, threads, &err);
     if (st == CCOMP_OK)
-        st = ccomp_ac_pack(precision, rule, (uint32_t)rv.V, pairs, pairs + rv.T, rv.T, (size_t)chunk, threads, &buf,
-                           &n, &err);
+        st = ccomp_ac_pack(&m, (uint32_t)rv.V, sym, pairs, pairs + rv.T, rv.T, (size_t)chunk, threads, &buf, &n, &err);
     CCOMP_NOGIL_END
     if (st != CCOMP_OK) {
         ccomp_raise(&err, "encode");
@@ -308,52 +358,73 @@ static PyObject *py_ac_encode(PyObject *self, PyObject *args)
     result = bytes_from(buf, n);
 done:
     free(pairs);
+    free(sym);
     Py_XDECREF(rv.arr);
-    Py_XDECREF(sym);
     return result;
+}
+
+/* Parses a container without the GIL (the CRC of a large one takes a while). */
+static int parse_container(Py_buffer *b, ccomp_ac_info *info)
+{
+    ccomp_error err;
+    ccomp_status st;
+    ccomp_error_clear(&err);
+    CCOMP_NOGIL_BEGIN
+    st = ccomp_ac_parse((const uint8_t *)b->buf, (size_t)b->len, info, &err);
+    CCOMP_NOGIL_END
+    if (st != CCOMP_OK) {
+        ccomp_raise(&err, "decode");
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *info_dict(const ccomp_ac_info *info)
+{
+    PyObject *logits = info->version == 1 ? Py_None : (info->logits ? Py_True : Py_False);
+    PyObject *temperature = info->version == 1 ? Py_None : PyFloat_FromDouble(info->temperature);
+    PyObject *dtype = info->version == 1 ? Py_None : PyUnicode_FromString(info->dtype == CCOMP_AC_F64 ? "float64" : "float32");
+    PyObject *d = NULL;
+    if (temperature != NULL && dtype != NULL) {
+        if (info->version == 1) {
+            Py_INCREF(temperature);
+            Py_INCREF(dtype);
+        }
+        d = Py_BuildValue("{s:i,s:i,s:i,s:K,s:K,s:I,s:I,s:O,s:N,s:N}", "version", info->version, "precision",
+                          info->precision, "rule", info->rule, "tokens", (unsigned long long)info->tokens,
+                          "chunk_tokens", (unsigned long long)info->chunk_tokens, "vocab", (unsigned)info->vocab,
+                          "chunks", (unsigned)info->chunks, "logits", logits, "temperature", temperature, "dtype",
+                          dtype);
+        return d;
+    }
+    if (info->version != 1) {
+        Py_XDECREF(temperature);
+        Py_XDECREF(dtype);
+    }
+    return NULL;
 }
 
 static PyObject *py_ac_info(PyObject *self, PyObject *args)
 {
     Py_buffer b;
     ccomp_ac_info info;
-    ccomp_error err;
-    ccomp_status st;
-    PyObject *lengths, *d = NULL;
-    uint32_t k;
+    PyObject *d;
     (void)self;
     if (!PyArg_ParseTuple(args, "y*", &b)) return NULL;
-    ccomp_error_clear(&err);
-    st = ccomp_ac_parse((const uint8_t *)b.buf, (size_t)b.len, &info, &err);
-    if (st != CCOMP_OK) {
+    if (parse_container(&b, &info) < 0) {
         PyBuffer_Release(&b);
-        return ccomp_raise(&err, "decode");
+        return NULL;
     }
-    lengths = PyList_New(info.chunks);
-    if (lengths == NULL) goto fail;
-    for (k = 0; k < info.chunks; k++) {
-        size_t off, len;
-        PyObject *t;
-        ccomp_ac_chunk(&info, k, &off, &len);
-        t = Py_BuildValue("(nn)", (Py_ssize_t)off, (Py_ssize_t)len);
-        if (t == NULL) goto fail;
-        PyList_SET_ITEM(lengths, k, t);
-    }
-    d = Py_BuildValue("{s:i,s:i,s:i,s:K,s:K,s:I,s:N}", "version", info.version, "precision", info.precision, "rule",
-                      info.rule, "tokens", (unsigned long long)info.tokens, "chunk_tokens",
-                      (unsigned long long)info.chunk_tokens, "vocab", (unsigned)info.vocab, "chunks", lengths);
+    d = info_dict(&info);
+    ccomp_ac_info_free(&info);
     PyBuffer_Release(&b);
     return d;
-fail:
-    Py_XDECREF(lengths);
-    PyBuffer_Release(&b);
-    return NULL;
 }
 
 static PyObject *py_ac_decode(PyObject *self, PyObject *args)
 {
     Py_buffer b;
-    PyObject *rows_obj, *result = NULL;
+    PyObject *rows_obj, *threads_obj, *result = NULL;
     int logits, threads;
     double temperature;
     rows_view rv;
@@ -364,13 +435,11 @@ static PyObject *py_ac_decode(PyObject *self, PyObject *args)
     PyArrayObject *out = NULL;
     npy_intp dim;
     (void)self;
-    if (!PyArg_ParseTuple(args, "y*Opdi", &b, &rows_obj, &logits, &temperature, &threads)) return NULL;
+    if (!PyArg_ParseTuple(args, "y*OpdO", &b, &rows_obj, &logits, &temperature, &threads_obj)) return NULL;
     rv.arr = NULL;
-    ccomp_error_clear(&err);
-    if (ccomp_ac_parse((const uint8_t *)b.buf, (size_t)b.len, &info, &err) != CCOMP_OK) {
-        ccomp_raise(&err, "decode");
-        goto done;
-    }
+    memset(&info, 0, sizeof info);
+    if (get_threads(threads_obj, &threads) < 0) goto done;
+    if (parse_container(&b, &info) < 0) goto done;
     if (get_rows(rows_obj, 2, "probs", &rv) < 0) goto done;
     if (rv.T != info.tokens || rv.V != info.vocab) {
         PyErr_Format(PyExc_ValueError, "probs has shape (%zu, %zu) but the container holds %llu tokens over %u symbols",
@@ -381,6 +450,7 @@ static PyObject *py_ac_decode(PyObject *self, PyObject *args)
     out = (PyArrayObject *)PyArray_SimpleNew(1, &dim, NPY_INT64);
     if (out == NULL) goto done;
     model_from(info.precision, info.rule, logits, temperature, rv.dtype, &m);
+    ccomp_error_clear(&err);
     CCOMP_NOGIL_BEGIN
     st = ccomp_ac_unpack_rows(&info, &m, rv.data, rv.stride, (int64_t *)PyArray_DATA(out), threads, &err);
     CCOMP_NOGIL_END
@@ -391,6 +461,7 @@ static PyObject *py_ac_decode(PyObject *self, PyObject *args)
     result = (PyObject *)out;
     out = NULL;
 done:
+    ccomp_ac_info_free(&info);
     Py_XDECREF(out);
     Py_XDECREF(rv.arr);
     PyBuffer_Release(&b);
@@ -403,23 +474,23 @@ static PyObject *py_rc_encode(PyObject *self, PyObject *args)
 {
     PyObject *cum_obj, *freq_obj, *result = NULL;
     int precision;
-    PyArrayObject *cum = NULL, *freq = NULL;
+    uint32_t *cum = NULL, *freq = NULL;
+    size_t nc = 0, nf = 0;
     ccomp_rc_enc e;
     ccomp_error err;
     ccomp_status st;
     (void)self;
     if (!PyArg_ParseTuple(args, "OOi", &cum_obj, &freq_obj, &precision)) return NULL;
-    if ((cum = get_vec(cum_obj, NPY_UINT32, "cum")) == NULL) goto done;
-    if ((freq = get_vec(freq_obj, NPY_UINT32, "freq")) == NULL) goto done;
-    if (PyArray_DIM(cum, 0) != PyArray_DIM(freq, 0)) {
-        PyErr_SetString(PyExc_ValueError, "cum and freq must have the same length");
+    if ((cum = (uint32_t *)snapshot_vec(cum_obj, NPY_UINT32, "cum", &nc)) == NULL) goto done;
+    if ((freq = (uint32_t *)snapshot_vec(freq_obj, NPY_UINT32, "freq", &nf)) == NULL) goto done;
+    if (nc != nf) {
+        PyErr_Format(PyExc_ValueError, "cum and freq must have the same length, got %zu and %zu", nc, nf);
         goto done;
     }
     ccomp_rc_enc_init(&e);
     ccomp_error_clear(&err);
     CCOMP_NOGIL_BEGIN
-    st = ccomp_rc_encode_many(&e, (const uint32_t *)PyArray_DATA(cum), (const uint32_t *)PyArray_DATA(freq),
-                              (size_t)PyArray_DIM(cum, 0), precision, &err);
+    st = ccomp_rc_encode_many(&e, cum, freq, nc, precision, &err);
     CCOMP_NOGIL_END
     if (st != CCOMP_OK) {
         ccomp_rc_enc_free(&e);
@@ -430,8 +501,8 @@ static PyObject *py_rc_encode(PyObject *self, PyObject *args)
     if (result) ccomp_rc_enc_seal_to(&e, (uint8_t *)PyBytes_AS_STRING(result));
     ccomp_rc_enc_free(&e);
 done:
-    Py_XDECREF(cum);
-    Py_XDECREF(freq);
+    free(cum);
+    free(freq);
     return result;
 }
 
@@ -570,6 +641,10 @@ static PyObject *py_rc_dec_rows(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "OOiipdi", &cap, &rows_obj, &precision, &rule, &logits, &temperature, &ndim))
         return NULL;
     if ((s = dec_get(cap)) == NULL) return NULL;
+    if (ndim != 1 && ndim != 2) {
+        PyErr_Format(PyExc_ValueError, "ndim must be 1 or 2, got %d", ndim);
+        return NULL;
+    }
     if (get_rows(rows_obj, ndim, "probs", &rv) < 0) return NULL;
     dim = (npy_intp)rv.T;
     out = (PyArrayObject *)PyArray_SimpleNew(1, &dim, NPY_INT64);
@@ -578,6 +653,10 @@ static PyObject *py_rc_dec_rows(PyObject *self, PyObject *args)
     ccomp_error_clear(&err);
     if ((st = ccomp_ac_model_check(&m, rv.V, &err)) != CCOMP_OK) {
         ccomp_raise(&err, "decode");
+        goto done;
+    }
+    if (s->busy) { /* converting probs may have run Python code, and another thread with it */
+        PyErr_SetString(PyExc_RuntimeError, "this decoder is in use by another thread");
         goto done;
     }
     s->busy = 1;
@@ -600,6 +679,7 @@ static PyObject *py_rc_dec_rows(PyObject *self, PyObject *args)
                 o[done_rows + j] = sym;
             }
             done_rows += n;
+            if (st == CCOMP_OK && ccomp_cancelled()) st = ccomp_check_cancel(&err, "decode");
         }
     }
     CCOMP_NOGIL_END
@@ -642,6 +722,10 @@ static PyObject *py_rc_dec_cdfs(PyObject *self, PyObject *args)
     for (t = 0; t < n; t++) {
         const uint32_t *c = (const uint32_t *)PyArray_DATA(cdf) + t * W;
         npy_intp i;
+        if ((t & 0x3ff) == 0x3ff && PyErr_CheckSignals() < 0) { /* Ctrl-C (the GIL is held) */
+            Py_DECREF(cdf);
+            return NULL;
+        }
         if (c[0] != 0 || c[W - 1] != total) {
             PyErr_Format(PyExc_ValueError, "cdfs[%zd] must start at 0 and end at 2^%d", t, precision);
             Py_DECREF(cdf);
@@ -682,6 +766,157 @@ static PyObject *py_rc_dec_cdfs(PyObject *self, PyObject *args)
     }
     Py_DECREF(cdf);
     return (PyObject *)out;
+}
+
+/* ------------------------------------------- container decoder (Decoder) */
+
+/* An incremental decoder of a whole container: ac_dec_open(data) parses it
+ * (the chunk table is copied into the state) and keeps the buffer alive. */
+typedef struct acdec_state {
+    ccomp_ac_info info;
+    ccomp_ac_reader r;
+    Py_buffer view;
+    int busy; /* set while a call that released the GIL runs */
+} acdec_state;
+
+static const char *ACDEC_CAPSULE = "ccomp.ac.container_decoder";
+
+static void acdec_destroy(PyObject *cap)
+{
+    acdec_state *s = (acdec_state *)PyCapsule_GetPointer(cap, ACDEC_CAPSULE);
+    if (s == NULL) return;
+    ccomp_ac_reader_free(&s->r);
+    ccomp_ac_info_free(&s->info);
+    PyBuffer_Release(&s->view);
+    free(s);
+}
+
+static PyObject *py_ac_dec_open(PyObject *self, PyObject *args)
+{
+    PyObject *obj, *cap;
+    acdec_state *s;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "O", &obj)) return NULL;
+    s = (acdec_state *)calloc(1, sizeof *s);
+    if (s == NULL) return PyErr_NoMemory();
+    if (PyObject_GetBuffer(obj, &s->view, PyBUF_SIMPLE) < 0) {
+        free(s);
+        return NULL;
+    }
+    if (parse_container(&s->view, &s->info) < 0) {
+        PyBuffer_Release(&s->view);
+        free(s);
+        return NULL;
+    }
+    ccomp_ac_reader_init(&s->r, &s->info);
+    cap = PyCapsule_New(s, ACDEC_CAPSULE, acdec_destroy);
+    if (cap == NULL) {
+        ccomp_ac_info_free(&s->info);
+        PyBuffer_Release(&s->view);
+        free(s);
+    }
+    return cap;
+}
+
+static acdec_state *acdec_get(PyObject *cap)
+{
+    acdec_state *s = (acdec_state *)PyCapsule_GetPointer(cap, ACDEC_CAPSULE);
+    if (s != NULL && s->busy) {
+        PyErr_SetString(PyExc_RuntimeError, "this decoder is in use by another thread");
+        return NULL;
+    }
+    return s;
+}
+
+/* ac_dec_info(dec) -> (info dict, tokens decoded) */
+static PyObject *py_ac_dec_info(PyObject *self, PyObject *args)
+{
+    PyObject *cap;
+    acdec_state *s;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "O", &cap)) return NULL;
+    if ((s = acdec_get(cap)) == NULL) return NULL;
+    return Py_BuildValue("NK", info_dict(&s->info), (unsigned long long)s->r.pos);
+}
+
+static PyObject *py_ac_dec_rows(PyObject *self, PyObject *args)
+{
+    PyObject *cap, *rows_obj, *result = NULL;
+    int logits, ndim;
+    double temperature;
+    acdec_state *s;
+    rows_view rv;
+    ccomp_ac_model m;
+    ccomp_error err;
+    ccomp_status st;
+    PyArrayObject *out = NULL;
+    npy_intp dim;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OOpdi", &cap, &rows_obj, &logits, &temperature, &ndim)) return NULL;
+    if ((s = acdec_get(cap)) == NULL) return NULL;
+    if (get_rows(rows_obj, ndim, "probs", &rv) < 0) return NULL;
+    dim = (npy_intp)rv.T;
+    out = (PyArrayObject *)PyArray_SimpleNew(1, &dim, NPY_INT64);
+    if (out == NULL) goto done;
+    if (rv.V != s->info.vocab) {
+        PyErr_Format(PyExc_ValueError, "probs has %zu symbols but the container was coded over %u", rv.V,
+                     s->info.vocab);
+        goto done;
+    }
+    model_from(s->info.precision, s->info.rule, logits, temperature, rv.dtype, &m);
+    ccomp_error_clear(&err);
+    if (s->busy) { /* converting probs may have run Python code, and another thread with it */
+        PyErr_SetString(PyExc_RuntimeError, "this decoder is in use by another thread");
+        goto done;
+    }
+    s->busy = 1;
+    CCOMP_NOGIL_BEGIN
+    st = ccomp_ac_reader_rows(&s->r, &m, rv.data, rv.T, rv.stride, (int64_t *)PyArray_DATA(out), &err);
+    CCOMP_NOGIL_END
+    s->busy = 0;
+    if (st != CCOMP_OK) {
+        ccomp_raise(&err, "decode");
+        goto done;
+    }
+    result = (PyObject *)out;
+    out = NULL;
+done:
+    Py_XDECREF(out);
+    Py_XDECREF(rv.arr);
+    return result;
+}
+
+static PyObject *py_ac_dec_target(PyObject *self, PyObject *args)
+{
+    PyObject *cap;
+    acdec_state *s;
+    uint32_t t;
+    ccomp_error err;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "O", &cap)) return NULL;
+    if ((s = acdec_get(cap)) == NULL) return NULL;
+    ccomp_error_clear(&err);
+    if (ccomp_ac_reader_target(&s->r, &t, &err) != CCOMP_OK) return ccomp_raise(&err, "decode");
+    return PyLong_FromUnsignedLong(t);
+}
+
+static PyObject *py_ac_dec_advance(PyObject *self, PyObject *args)
+{
+    PyObject *cap;
+    unsigned long long symbol, cum, freq;
+    acdec_state *s;
+    ccomp_error err;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OKKK", &cap, &symbol, &cum, &freq)) return NULL;
+    if ((s = acdec_get(cap)) == NULL) return NULL;
+    if (symbol > UINT32_MAX || cum > UINT32_MAX || freq > UINT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "symbol, cum and freq must be below 2^32");
+        return NULL;
+    }
+    ccomp_error_clear(&err);
+    if (ccomp_ac_reader_advance(&s->r, (uint32_t)symbol, (uint32_t)cum, (uint32_t)freq, &err) != CCOMP_OK)
+        return ccomp_raise(&err, "decode");
+    Py_RETURN_NONE;
 }
 
 /* ------------------------------------------------ equal-info windows */
@@ -726,6 +961,7 @@ static PyObject *py_eiw_encode(PyObject *self, PyObject *args)
         ccomp_eiw_reset(&w);
         counts[0] = 0;
         for (t = 0; t <= n; t++) {
+            if ((t & 0xffff) == 0xffff && PyErr_CheckSignals() < 0) break; /* Ctrl-C (the GIL is held) */
             if (t < n && (f[t] == 0 || (uint64_t)c[t] + f[t] > total)) {
                 PyErr_Format(PyExc_ValueError, "symbol %zd: (cum, freq) = (%u, %u) is not a nonempty interval of [0, 2^%d)",
                              t, c[t], f[t], precision);
@@ -898,7 +1134,7 @@ static PyObject *py_eiw_dec_step(PyObject *self, PyObject *args)
     if ((s = (eiw_state *)PyCapsule_GetPointer(cap, EIW_CAPSULE)) == NULL || check_precision(precision) < 0)
         return NULL;
     if (cum < 0) return PyLong_FromUnsignedLong(ccomp_eiw_dec_target(&s->d, precision));
-    if (freq < 1 || cum + freq > (1LL << precision)) {
+    if (freq < 1 || cum > (1LL << precision) || freq > (1LL << precision) - cum) {
         PyErr_SetString(PyExc_ValueError, "(cum, freq) is not a nonempty interval of [0, 2^precision)");
         return NULL;
     }
@@ -912,11 +1148,18 @@ PyMethodDef ccomp_ac_methods[] = {
     {"ac_cdf", py_ac_cdf, METH_VARARGS, "ac_cdf(probs[V], precision, rule, logits, temperature) -> uint32 cdf[V+1]."},
     {"ac_find", py_ac_find, METH_VARARGS,
      "ac_find(probs[V], target, precision, rule, logits, temperature) -> (symbol, cum, freq)."},
-    {"ac_pack", py_ac_pack, METH_VARARGS, "ac_pack(cum, freq, precision, rule, vocab, chunk, threads) -> container."},
+    {"ac_pack", py_ac_pack, METH_VARARGS,
+     "ac_pack(symbols, cum, freq, precision, rule, logits, temperature, float64, vocab, chunk, threads) -> container."},
     {"ac_encode", py_ac_encode, METH_VARARGS,
      "ac_encode(probs, symbols, precision, rule, logits, temperature, chunk, threads) -> container."},
     {"ac_info", py_ac_info, METH_VARARGS, "ac_info(container) -> dict."},
     {"ac_decode", py_ac_decode, METH_VARARGS, "ac_decode(container, probs, logits, temperature, threads) -> symbols."},
+    {"ac_dec_open", py_ac_dec_open, METH_VARARGS, "ac_dec_open(container) -> incremental container decoder."},
+    {"ac_dec_info", py_ac_dec_info, METH_VARARGS, "ac_dec_info(dec) -> (info dict, tokens decoded)."},
+    {"ac_dec_rows", py_ac_dec_rows, METH_VARARGS,
+     "ac_dec_rows(dec, probs, logits, temperature, ndim) -> int64 symbols of the next rows."},
+    {"ac_dec_target", py_ac_dec_target, METH_VARARGS, "ac_dec_target(dec) -> the next token's target."},
+    {"ac_dec_advance", py_ac_dec_advance, METH_VARARGS, "ac_dec_advance(dec, symbol, cum, freq)."},
     {"rc_encode", py_rc_encode, METH_VARARGS, "rc_encode(cum, freq, precision) -> raw stream bytes."},
     {"rc_dec_open", py_rc_dec_open, METH_VARARGS, "rc_dec_open(data, offset, length) -> decoder capsule."},
     {"rc_dec_target", py_rc_dec_target, METH_VARARGS, "rc_dec_target(dec, precision) -> int."},

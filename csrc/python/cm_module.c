@@ -188,6 +188,7 @@ static PyObject *py_cm_mixer_check(PyObject *self, PyObject *args)
     CCOMP_NOGIL_BEGIN
     bad = ccomp_cm_mixer_check((uint64_t)seed, (size_t)rounds);
     CCOMP_NOGIL_END
+    if (PyErr_Occurred()) return NULL; /* stopped by Ctrl-C */
     return PyLong_FromSize_t(bad);
 }
 

@@ -22,7 +22,7 @@ True
 """
 import sys
 
-from . import _core
+from . import _args, _core
 
 __all__ = ["compress", "decompress", "info", "DEFAULT_LEVEL", "MIN_LEVEL", "MAX_LEVEL"]
 
@@ -32,16 +32,17 @@ MAX_LEVEL = 9
 
 
 def _level(level):
-    if isinstance(level, bool) or not isinstance(level, int):
-        raise TypeError(f"level must be an int from {MIN_LEVEL} to {MAX_LEVEL}, got {type(level).__name__}")
-    if not MIN_LEVEL <= level <= MAX_LEVEL:
-        raise ValueError(f"level must be between {MIN_LEVEL} and {MAX_LEVEL}, got {level}")
-    return level
+    return _args.integer("level", level, MIN_LEVEL, MAX_LEVEL)
 
 
 def _check_data(data, what):
     if isinstance(data, str):
         raise TypeError(f"{what} must be a bytes-like object, not str (encode it first, e.g. text.encode('utf-8'))")
+    try:
+        memoryview(data).release()
+    except TypeError:
+        raise TypeError(f"{what} must be a bytes-like object (bytes, bytearray, memoryview, a NumPy array...), "
+                        f"got {type(data).__name__}") from None
 
 
 class _Bar:
@@ -93,13 +94,16 @@ def compress(data, level=DEFAULT_LEVEL, progress=False):
         The compressed stream: 24 bytes of header and CRC plus the coded bits
         (random input grows by about 0.3%).
 
-    The whole input is held in memory.  The GIL is released while compressing
+    The whole input is held in memory, and copied once: the model, the coder
+    and the CRC all read the copy, so a buffer that another thread changes
+    during the call still gives a stream that decompresses (to the bytes
+    copied).  The GIL is released while compressing
     (roughly 1-1.5 MB/s per thread on text), so several threads can compress
     at once; Ctrl-C stops the call with ``KeyboardInterrupt``.
     """
     _check_data(data, "data")
     level = _level(level)
-    bar = _Bar(progress, _nbytes(data), "compress")
+    bar = _Bar(_args.flag("progress", progress), _nbytes(data), "compress")
     try:
         return _core.cm_compress(data, level, bar.callback())
     finally:
@@ -115,6 +119,7 @@ def decompress(data, progress=False):
     writes out of bounds.  ``progress=True`` shows a tqdm bar on stderr.
     """
     _check_data(data, "data")
+    progress = _args.flag("progress", progress)
     total = info(data)["length"] if progress else 0
     bar = _Bar(progress, total, "decompress")
     try:

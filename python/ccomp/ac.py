@@ -32,16 +32,20 @@ computed with ccomp's own exp, whose bits are the same on every CPU and GPU.
 
 **Stream format.** The range coder has 64-bit state and 32-bit words, written
 first to last, each little-endian.  ``encode`` wraps the streams in a
-container: magic ``CCAC``, version, precision, rule, token count, chunk size
-and count, vocabulary size, a chunk table, the chunks' streams and a CRC-32;
-chunks are independent streams, so long sequences use every core.
+container: magic ``CCAC``, version, precision, rule, what the model was
+(logits, temperature, float type), token count, chunk size and count,
+vocabulary size, a chunk table (with a CRC-32 of each chunk's symbols), the
+chunks' streams and a CRC-32; chunks are independent streams, so long
+sequences use every core.  A decoder given other probabilities than the
+encoder's raises :class:`ccomp.CorruptStreamError` instead of returning other
+tokens.
 
 Torch and CuPy tensors are accepted through DLPack; on a CUDA device the
 quantization runs on the GPU and only two integers per token come back.
 """
 import numpy as np
 
-from . import _core
+from . import _args, _core
 from ._args import threads as _threads
 from ._cm import compress, decompress
 
@@ -60,18 +64,11 @@ DEFAULT_CHUNK = 16384
 # ------------------------------------------------------------------ inputs
 
 def _rule(rule):
-    if rule not in RULES:
-        raise ValueError(f"rule must be one of {sorted(RULES)}, got {rule!r}")
-    return RULES[rule]
+    return RULES[_args.choice("rule", rule, tuple(RULES))]
 
 
 def _precision(precision):
-    if isinstance(precision, bool) or not isinstance(precision, (int, np.integer)):
-        raise TypeError(f"precision must be an int, got {type(precision).__name__}")
-    precision = int(precision)
-    if not 12 <= precision <= 28:
-        raise ValueError(f"precision must be between 12 and 28 bits, got {precision}")
-    return precision
+    return _args.integer("precision", precision, 12, 28)
 
 
 def _on_cuda(x):
@@ -82,19 +79,28 @@ def _on_cuda(x):
 
 
 def _rows(x, ndim, name="probs"):
-    """A float32/float64 NumPy view of x (no copy for NumPy arrays and CPU tensors)."""
+    """A float32/float64 NumPy view of x (no copy for native NumPy arrays and CPU tensors; a
+    big-endian or misaligned array is copied once into native form)."""
     if hasattr(x, "__dlpack__") and not isinstance(x, np.ndarray):
         if hasattr(x, "detach"):
             x = x.detach()
         x = np.from_dlpack(x)
-    a = np.asarray(x)
-    if a.dtype not in (np.float32, np.float64):
-        raise TypeError(f"{name} must be float32 or float64, got {a.dtype} (convert with .astype(np.float32))")
+    if isinstance(x, (str, bytes, dict, set)) or x is None:
+        raise TypeError(f"{name} must be a float32 or float64 array, got {type(x).__name__}")
+    try:
+        a = np.asarray(x)
+    except (ValueError, TypeError) as e:
+        raise TypeError(f"{name} must be a float32 or float64 array, got {type(x).__name__} ({e})") from None
+    native = a.dtype.newbyteorder("=") if a.dtype.byteorder not in ("=", "|") else a.dtype
+    if native not in (np.float32, np.float64):
+        raise TypeError(f"{name} must be float32 or float64, got {native} (convert with .astype(np.float32))")
     if a.ndim != ndim:
         want = "(V,)" if ndim == 1 else "(T, V)"
         raise ValueError(f"{name} must have shape {want}, got shape {a.shape}")
     if a.shape[-1] < 2:
         raise ValueError(f"{name} needs a vocabulary of at least 2 symbols, got {a.shape[-1]}")
+    if not a.dtype.isnative or not a.flags.aligned:
+        a = np.ascontiguousarray(a, dtype=native)
     if a.ndim == 2 and a.shape[0] > 1 and a.strides[1] != a.itemsize:
         raise ValueError(f"{name} must have a contiguous last axis (use np.ascontiguousarray)")
     if a.ndim == 2 and a.shape[0] > 1 and (a.strides[0] <= 0 or a.strides[0] % a.itemsize):
@@ -109,7 +115,12 @@ def _symbols(symbols, T=None):
         if _on_cuda(symbols):
             raise TypeError("symbols on a GPU go with probabilities on the same GPU")
         symbols = np.from_dlpack(symbols.detach() if hasattr(symbols, "detach") else symbols)
-    s = np.asarray(symbols)
+    if isinstance(symbols, (str, bytes, dict, set)) or symbols is None:
+        raise TypeError(f"symbols must be a 1-D array of integers, got {type(symbols).__name__}")
+    try:
+        s = np.asarray(symbols)
+    except (ValueError, TypeError) as e:
+        raise TypeError(f"symbols must be a 1-D array of integers ({e})") from None
     if s.ndim != 1:
         raise ValueError(f"symbols must be 1-D, got shape {s.shape}")
     if s.dtype == np.bool_ or not np.issubdtype(s.dtype, np.integer):
@@ -117,6 +128,8 @@ def _symbols(symbols, T=None):
             s = s.astype(np.int64)
         else:
             raise TypeError(f"symbols must be integers, got {s.dtype}")
+    if s.dtype.kind == "u" and s.size and int(s.max()) > np.iinfo(np.int64).max:
+        raise ValueError(f"symbols must be below 2**63, got {int(s.max())}")
     if T is not None and s.shape[0] != T:
         raise ValueError(f"symbols has {s.shape[0]} entries but probs has {T} rows")
     return np.ascontiguousarray(s, dtype=np.int64)
@@ -125,12 +138,32 @@ def _symbols(symbols, T=None):
 def _model_args(precision, rule, logits, temperature):
     precision = _precision(precision)
     r = _rule(rule)
-    t = float(temperature)
-    if not np.isfinite(t) or t <= 0:
-        raise ValueError(f"temperature must be a positive finite number, got {temperature!r}")
+    logits = _args.flag("logits", logits)
+    t = _args.real("temperature", temperature, 0, lo_open=True)
     if not logits and t != 1.0:
         raise ValueError("temperature applies to logits; pass logits=True (or scale the probabilities yourself)")
-    return precision, r, bool(logits), t
+    return precision, r, logits, t
+
+
+def _recorded(meta, logits, temperature):
+    """logits / temperature for decoding: the container's, or the caller's when they agree with it."""
+    if meta["logits"] is None:  # a version 1 container records neither
+        return (False if logits is None else logits), (1.0 if temperature is None else temperature)
+    if logits is None:
+        logits = meta["logits"]
+    elif _args.flag("logits", logits) != meta["logits"]:
+        raise ValueError(f"logits={logits} conflicts with the container, which was encoded with "
+                         f"logits={meta['logits']}; leave it out to use the recorded value")
+    if temperature is None:
+        temperature = meta["temperature"]
+    elif _args.real("temperature", temperature, 0, lo_open=True) != meta["temperature"]:
+        raise ValueError(f"temperature={temperature!r} conflicts with the container, which was encoded with "
+                         f"temperature={meta['temperature']!r}; leave it out to use the recorded value")
+    return logits, temperature
+
+
+def _is_f64(x):
+    return str(getattr(x, "dtype", "")).endswith("float64")
 
 
 # ------------------------------------------------------------ quantization
@@ -144,7 +177,7 @@ def quantize(probs, precision=DEFAULT_PRECISION, rule="constriction", logits=Fal
     [0, 2047, 3071, 4096]
     """
     P, r, lg, t = _model_args(precision, rule, logits, temperature)
-    a = _rows(probs, np.ndim(probs) if np.ndim(probs) in (1, 2) else 2)
+    a = _rows(probs, 1 if np.ndim(probs) == 1 else 2)
     if a.ndim == 1:
         return _core.ac_cdf(a, P, r, lg, t)
     out = np.empty((a.shape[0], a.shape[1] + 1), dtype=np.uint32)
@@ -175,12 +208,18 @@ def ideal_bits(cum_freq_or_symbols, probs=None, precision=DEFAULT_PRECISION, **k
     """Sum of -log2(freq / 2**precision): the size an ideal coder would reach
     with the quantized probabilities.  Pass ``(cum, freq)`` or
     ``symbols, probs`` (with the same keywords as :func:`lookup`)."""
+    precision = _precision(precision)
     if probs is None:
-        _cum, freq = cum_freq_or_symbols
+        try:
+            _cum, freq = cum_freq_or_symbols
+        except (TypeError, ValueError):
+            raise TypeError("cum_freq_or_symbols must be a (cum, freq) pair when probs is not given") from None
     else:
         _cum, freq = lookup(cum_freq_or_symbols, probs, precision=precision, **kw)
-    freq = np.asarray(freq, dtype=np.float64)
-    return float(np.sum(precision - np.log2(freq)))
+    freq = _args.array("freq", freq)
+    if freq.size and (freq.dtype.kind not in "iu" or int(freq.min()) < 1 or int(freq.max()) > 2**precision):
+        raise ValueError(f"freq must be integers in [1, 2^{precision}]")
+    return float(np.sum(precision - np.log2(freq.astype(np.float64))))
 
 
 # -------------------------------------------------------------- containers
@@ -193,24 +232,26 @@ def encode(symbols, probs, precision=DEFAULT_PRECISION, rule="constriction", log
     long sequence are coded in parallel, each costs at most 12 bytes).
     """
     P, r, lg, t = _model_args(precision, rule, logits, temperature)
-    chunk = DEFAULT_CHUNK if chunk_size is None else int(chunk_size)
-    if chunk < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size!r}")
+    chunk = DEFAULT_CHUNK if chunk_size is None else _args.integer("chunk_size", chunk_size, 1, 2**63 - 1)
     th = _threads(threads)
     if _on_cuda(probs):
         from . import _ac_gpu
 
         cum, freq = _ac_gpu.lookup(probs, symbols, P, r, lg, t)
+        host = _ac_gpu._host_ints(symbols, "symbols", _ac_gpu._ext("ccomp.ac GPU encode"))
         vocab = int(probs.shape[-1])
-        return _core.ac_pack(np.ascontiguousarray(cum, np.uint32), np.ascontiguousarray(freq, np.uint32), P, r,
-                             vocab, chunk, th)
+        return _core.ac_pack(np.ascontiguousarray(host, np.int64), np.ascontiguousarray(cum, np.uint32),
+                             np.ascontiguousarray(freq, np.uint32), P, r, lg, t, _is_f64(probs), vocab, chunk, th)
     a = _rows(probs, 2)
     s = _symbols(symbols, a.shape[0])
     return _core.ac_encode(a, s, P, r, lg, t, chunk, th)
 
 
 def info(data):
-    """The parameters of a container: precision, rule, tokens, vocab, chunks.
+    """The parameters of a container: ``version``, ``precision``, ``rule``,
+    ``tokens``, ``chunk_tokens``, ``vocab``, ``chunks`` (their number) and what
+    the encoder's model was: ``logits``, ``temperature``, ``dtype`` (None for a
+    version 1 container, which does not record them).
 
     Raises :class:`ccomp.CorruptStreamError` for anything that is not an
     intact container (the CRC covers every byte)."""
@@ -219,25 +260,36 @@ def info(data):
     return d
 
 
-def _as_bytes(data):
+def _as_bytes(data, name="data"):
+    if isinstance(data, bytes):
+        return data
     if isinstance(data, str):
-        raise TypeError("compressed data must be bytes-like, got str")
-    return bytes(memoryview(data).cast("B")) if not isinstance(data, bytes) else data
+        raise TypeError(f"{name} must be bytes-like (a container), got str")
+    try:
+        return bytes(memoryview(data).cast("B"))
+    except TypeError:
+        raise TypeError(f"{name} must be bytes-like (a container), got {type(data).__name__}") from None
 
 
-def decode(data, probs, logits=False, temperature=1.0, threads=None):
+def decode(data, probs, logits=None, temperature=None, threads=None):
     """Decode every token of a container when all distributions are known
     (``probs`` of shape ``(T, V)``); returns int64 symbols.  Chunks (and the
-    scan of the rows) run in parallel.  Precision and rule come from the
-    container."""
+    scan of the rows) run in parallel.  Precision, rule, logits and temperature
+    come from the container; passing ``logits``/``temperature`` that differ
+    from the recorded ones raises ValueError.  Rows that quantize differently
+    from the encoder's (another model, evaluation order, float type...) raise
+    :class:`ccomp.CorruptStreamError`: the container checks the decoded symbols
+    of every chunk."""
     data = _as_bytes(data)
-    meta = _core.ac_info(data)
-    _P, _r, lg, t = _model_args(meta["precision"], _RULE_NAMES[meta["rule"]], logits, temperature)
+    th = _threads(threads)
+    meta = info(data)
+    lg, t = _recorded(meta, logits, temperature)
+    _P, _r, lg, t = _model_args(meta["precision"], meta["rule"], lg, t)
     if _on_cuda(probs):
-        d = Decoder(data, logits=logits, temperature=temperature)
+        d = Decoder(data, logits=lg, temperature=t)
         return d.decode_batch(probs)
     a = _rows(probs, 2)
-    return _core.ac_decode(data, a, lg, t, _threads(threads))
+    return _core.ac_decode(data, a, lg, t, th)
 
 
 class Decoder:
@@ -246,59 +298,59 @@ class Decoder:
 
     ``decode(probs_t)`` takes one row ``(V,)`` and returns the symbol;
     ``decode_batch(probs)`` takes ``(n, V)`` rows and returns ``n`` symbols.
+    Logits and temperature come from the container (see :func:`decode`).
+
+    The check of the decoded symbols runs at the end of each chunk
+    (``chunk_size`` tokens): symbols returned before the end of their chunk are
+    provisional, and the call that decodes a chunk's last token raises
+    :class:`ccomp.CorruptStreamError` if the model's probabilities differed
+    from the encoder's anywhere in the chunk.  After an error the decoder
+    refuses to go on.
     """
 
-    def __init__(self, data, logits=False, temperature=1.0):
+    def __init__(self, data, logits=None, temperature=None):
         self._data = _as_bytes(data)
-        meta = _core.ac_info(self._data)
+        self._dec = _core.ac_dec_open(self._data)
+        meta, _pos = _core.ac_dec_info(self._dec)
         self.precision = meta["precision"]
         self.rule = _RULE_NAMES[meta["rule"]]
         self.tokens = meta["tokens"]
         self.vocab = meta["vocab"]
-        self._chunk_tokens = meta["chunk_tokens"]
-        self._chunks = meta["chunks"]
-        _P, self._r, self._logits, self._t = _model_args(self.precision, self.rule, logits, temperature)
-        self._pos = 0
-        self._dec = None
-        self._chunk = -1
+        self.chunk_tokens = meta["chunk_tokens"]
+        self._dtype = meta["dtype"]
+        lg, t = _recorded(meta, logits, temperature)
+        _P, self._r, self._logits, self._t = _model_args(self.precision, self.rule, lg, t)
 
     @property
     def remaining(self):
         """Tokens not decoded yet."""
-        return self.tokens - self._pos
-
-    def _ensure(self):
-        if self._pos >= self.tokens:
-            raise ValueError(f"all {self.tokens} tokens have been decoded")
-        k = self._pos // self._chunk_tokens
-        if k != self._chunk:
-            off, length = self._chunks[k]
-            self._dec = _core.rc_dec_open(self._data, off, length)
-            self._chunk = k
-        # tokens left in this chunk
-        return (k + 1) * self._chunk_tokens - self._pos
+        return self.tokens - _core.ac_dec_info(self._dec)[1]
 
     def _check_vocab(self, V):
         if V != self.vocab:
             raise ValueError(f"probs has {V} symbols but the container was coded over {self.vocab}")
 
+    def _check_gpu_rows(self, x):
+        """The checks the C reader makes of CPU rows, for a GPU tensor: vocabulary and float type."""
+        self._check_vocab(int(x.shape[-1]))
+        got = "float64" if _is_f64(x) else "float32"
+        if self.rule == "constriction" and self._dtype is not None and got != self._dtype:
+            raise ValueError(f"the container was encoded from {self._dtype} rows but the decoder was given {got} "
+                             f"rows: the constriction rule's CDFs depend on the float type")
+
     def decode(self, probs_t):
         """Decode the next token given its distribution (shape ``(V,)``)."""
-        self._ensure()
         if _on_cuda(probs_t):
             from . import _ac_gpu
 
-            self._check_vocab(int(probs_t.shape[-1]))
-            target = _core.rc_dec_target(self._dec, self.precision)
+            self._check_gpu_rows(probs_t)
+            target = _core.ac_dec_target(self._dec)
             sym, cum, freq = _ac_gpu.find(probs_t, target, self.precision, self._r, self._logits, self._t)
-            _core.rc_dec_advance(self._dec, cum, freq, self.precision)
-            self._pos += 1
+            _core.ac_dec_advance(self._dec, int(sym), int(cum), int(freq))
             return int(sym)
         a = _rows(probs_t, 1)
         self._check_vocab(a.shape[0])
-        out = _core.rc_dec_rows(self._dec, a, self.precision, self._r, self._logits, self._t, 1)
-        self._pos += 1
-        return int(out[0])
+        return int(_core.ac_dec_rows(self._dec, a, self._logits, self._t, 1)[0])
 
     def decode_batch(self, probs):
         """Decode the next ``n`` tokens given their distributions (shape ``(n, V)``)."""
@@ -306,33 +358,22 @@ class Decoder:
             from . import _ac_gpu
 
             n = int(probs.shape[0])
-            self._check_vocab(int(probs.shape[-1]))
+            self._check_gpu_rows(probs)
             if n > self.remaining:
                 raise ValueError(f"{n} rows given but only {self.remaining} tokens remain")
             handle = _ac_gpu.scan(probs, self.precision, self._r, self._logits, self._t)
             out = np.empty(n, dtype=np.int64)
             for i in range(n):
-                self._ensure()
-                target = _core.rc_dec_target(self._dec, self.precision)
+                target = _core.ac_dec_target(self._dec)
                 sym, cum, freq = handle.find(i, target)
-                _core.rc_dec_advance(self._dec, cum, freq, self.precision)
+                _core.ac_dec_advance(self._dec, int(sym), int(cum), int(freq))
                 out[i] = sym
-                self._pos += 1
             return out
         a = _rows(probs, 2)
         self._check_vocab(a.shape[1])
-        n = a.shape[0]
-        if n > self.remaining:
-            raise ValueError(f"{n} rows given but only {self.remaining} tokens remain")
-        parts, i = [], 0
-        while i < n:
-            left = self._ensure()
-            take = min(left, n - i)
-            parts.append(_core.rc_dec_rows(self._dec, a[i:i + take], self.precision, self._r, self._logits,
-                                           self._t, 2))
-            self._pos += take
-            i += take
-        return np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
+        if a.shape[0] == 0:
+            return np.empty(0, dtype=np.int64)
+        return _core.ac_dec_rows(self._dec, a, self._logits, self._t, 2)  # checks the tokens that remain
 
 
 # ------------------------------------------------------- low-level coder
@@ -354,12 +395,14 @@ class RangeEncoder:
 
     def encode(self, cum, freq):
         """Append one symbol (ints) or many (equal-length 1-D arrays)."""
-        c = np.atleast_1d(np.asarray(cum))
-        f = np.atleast_1d(np.asarray(freq))
+        c = np.atleast_1d(_args.array("cum", cum))
+        f = np.atleast_1d(_args.array("freq", freq))
         if c.shape != f.shape or c.ndim != 1:
             raise ValueError(f"cum and freq must have the same 1-D shape, got {c.shape} and {f.shape}")
         for name, v in (("cum", c), ("freq", f)):
-            if v.size and (not np.issubdtype(v.dtype, np.integer) or v.min() < 0 or v.max() > 2**32 - 1):
+            if v.size and (v.dtype == np.bool_ or not np.issubdtype(v.dtype, np.integer)):
+                raise TypeError(f"{name} must be integers, got {v.dtype}")
+            if v.size and (int(v.min()) < 0 or int(v.max()) > 2**32 - 1):
                 raise ValueError(f"{name} must be integers in [0, 2^32)")
         total = 1 << self.precision
         bad = np.flatnonzero((f == 0) | (c.astype(np.int64) + f.astype(np.int64) > total))
@@ -399,14 +442,14 @@ class RangeDecoder:
 
     def advance(self, cum, freq):
         """Consume the symbol with interval [cum, cum + freq) (it must contain target())."""
-        _core.rc_dec_advance(self._dec, int(cum), int(freq), self.precision)
+        cum = _args.integer("cum", cum, 0, 2**32 - 1)
+        freq = _args.integer("freq", freq, 1, 2**32 - 1)
+        _core.rc_dec_advance(self._dec, cum, freq, self.precision)
 
     def decode(self, cdf):
         """Decode one symbol with a CDF of shape ``(V + 1,)`` (uint32, 0 .. 2**precision),
         or one symbol per row of ``(n, V + 1)``."""
-        c = np.asarray(cdf)
-        if c.dtype != np.uint32:
-            raise TypeError(f"cdf must be uint32, got {c.dtype}")
+        c = _args.array("cdf", cdf, [np.uint32], (1, 2))
         if c.ndim == 1:
             return int(_core.rc_dec_cdfs(self._dec, np.ascontiguousarray(c[None, :]), self.precision)[0])
         if c.ndim != 2:
@@ -419,6 +462,8 @@ class RangeDecoder:
         constriction's ``RangeEncoder`` with ``Categorical(perfect=False)``."""
         P, r, lg, t = _model_args(self.precision, rule, logits, temperature)
         a = _rows(probs, 1 if np.ndim(probs) == 1 else 2)
+        if a.ndim == 2 and a.shape[0] == 0:
+            return np.empty(0, dtype=np.int64)
         out = _core.rc_dec_rows(self._dec, a, P, r, lg, t, a.ndim)
         return int(out[0]) if a.ndim == 1 else out
 
@@ -430,7 +475,7 @@ class RangeDecoder:
 # ---------------------------------------------------- equal-info windows
 
 def _pair_for(p, symbol, P, r, lg, t):
-    a = _rows(p, 1)
+    a = _rows(p, 1, "model(window_tokens)")
     if not 0 <= symbol < a.shape[0]:
         raise ValueError(f"symbol {symbol} is outside [0, {a.shape[0]})")
     cum, freq = _core.ac_lookup(a[None, :], np.array([symbol], dtype=np.int64), P, r, lg, t, 1)
@@ -453,12 +498,10 @@ def equal_info_windows(symbols, model, bits=16, precision=DEFAULT_PRECISION, rul
     that alone needs more than ``bits`` bits raises ValueError.
     """
     P, r, lg, t = _model_args(precision, rule, logits, temperature)
-    bits = int(bits)
-    if not 1 <= bits <= 256:
-        raise ValueError(f"bits must be between 1 and 256, got {bits}")
+    bits = _args.integer("bits", bits, 1, 256)
     nbytes = (bits + 7) // 8
     if not callable(model):
-        a = _rows(model, 2)
+        a = _rows(model, 2, "model")
         s = _symbols(symbols, a.shape[0])
         cum, freq = _core.ac_lookup(a, s, P, r, lg, t, _threads(None))
         blob, counts = _core.eiw_encode(cum, freq, P, bits)
@@ -490,22 +533,27 @@ def decode_equal_info_windows(windows, counts, model, bits=16, precision=DEFAULT
                               logits=False, temperature=1.0):
     """Inverse of :func:`equal_info_windows` (same ``model`` form and keywords)."""
     P, r, lg, t = _model_args(precision, rule, logits, temperature)
-    bits = int(bits)
-    counts = np.asarray(counts, dtype=np.int64)
+    bits = _args.integer("bits", bits, 1, 256)
+    counts = _args.array("counts", counts, ndim=1)
+    if counts.size and (counts.dtype == np.bool_ or counts.dtype.kind not in "iu"):
+        raise TypeError(f"counts must be integers, got {counts.dtype}")
+    counts = counts.astype(np.int64)
+    if isinstance(windows, (str, bytes, bytearray)) or not hasattr(windows, "__len__"):
+        raise TypeError(f"windows must be a list of {(bits + 7) // 8}-byte windows, got {type(windows).__name__}")
     if len(windows) != len(counts):
         raise ValueError(f"{len(windows)} windows but {len(counts)} counts")
     if counts.size and counts.min() < 1:
         raise ValueError("every window holds at least one symbol")
-    rows = None if callable(model) else _rows(model, 2)
+    rows = None if callable(model) else _rows(model, 2, "model")
     if rows is not None and int(counts.sum()) != rows.shape[0]:
         raise ValueError(f"the windows hold {int(counts.sum())} symbols but model has {rows.shape[0]} rows")
     out, pos = [], 0
     for w, n in zip(windows, counts.tolist()):
-        dec = _core.eiw_dec_open(_as_bytes(w), bits)
+        dec = _core.eiw_dec_open(_as_bytes(w, "windows"), bits)
         window = []
         for _ in range(n):
             p = rows[pos] if rows is not None else model(np.array(window, dtype=np.int64))
-            a = _rows(p, 1)
+            a = _rows(p, 1, "model" if rows is not None else "model(window_tokens)")
             target = _core.eiw_dec_step(dec, P, -1, 0)
             sym, cum, freq = _core.ac_find(a, target, P, r, lg, t)
             _core.eiw_dec_step(dec, P, cum, freq)

@@ -158,10 +158,35 @@ static void test_damaged(int quick)
         sym[i] = (int64_t)rnd(&r, V - 1);
     }
     CHECK(ccomp_ac_lookup(&m, rows, T, V, V, sym, cum, freq, 2, &err) == CCOMP_OK, "lookup: %s", err.msg);
-    CHECK(ccomp_ac_pack(24, 0, (uint32_t)V, cum, freq, T, 64, 2, &data, &n, &err) == CCOMP_OK, "pack");
+    CHECK(ccomp_ac_pack(&m, (uint32_t)V, sym, cum, freq, T, 64, 2, &data, &n, &err) == CCOMP_OK, "pack");
     CHECK(ccomp_ac_parse(data, n, &info, &err) == CCOMP_OK, "parse");
     CHECK(ccomp_ac_unpack_rows(&info, &m, rows, V, out, 2, &err) == CCOMP_OK, "unpack: %s", err.msg);
     CHECK(memcmp(out, sym, T * sizeof *sym) == 0, "container round trip");
+    {
+        /* the incremental reader, a few rows at a time, gives the same tokens */
+        ccomp_ac_reader rd;
+        float keep[97];
+        size_t done = 0;
+        ccomp_ac_reader_init(&rd, &info);
+        memset(out, 0xff, T * sizeof *out);
+        while (done < T) {
+            size_t k = T - done < 7 ? T - done : 7;
+            CHECK(ccomp_ac_reader_rows(&rd, &m, rows + done * V, k, V, out + done, &err) == CCOMP_OK, "reader: %s",
+                  err.msg);
+            done += k;
+        }
+        CHECK(memcmp(out, sym, T * sizeof *sym) == 0, "reader round trip");
+        ccomp_ac_reader_free(&rd);
+        /* one row's probabilities shifted by 0.1%: a CRC mismatch, never other tokens as success */
+        memcpy(keep, rows + 5 * V, sizeof keep);
+        for (j = 0; j < V; j++) rows[5 * V + j] *= j < V / 2 ? 1.001f : 0.999f;
+        CHECK(ccomp_ac_unpack_rows(&info, &m, rows, V, out, 2, &err) == CCOMP_ERR_CORRUPT, "perturbed model accepted");
+        ccomp_ac_reader_init(&rd, &info);
+        CHECK(ccomp_ac_reader_rows(&rd, &m, rows, T, V, out, &err) == CCOMP_ERR_CORRUPT, "reader: perturbed model");
+        ccomp_ac_reader_free(&rd);
+        memcpy(rows + 5 * V, keep, sizeof keep);
+    }
+    ccomp_ac_info_free(&info);
     bad = (uint8_t *)malloc(n + 64);
     for (t = 0; t < trials; t++) {
         size_t len = n;
@@ -176,6 +201,7 @@ static void test_damaged(int quick)
         }
         /* a damaged container must never parse (the CRC covers it) */
         CHECK(ccomp_ac_parse(bad, len, &info, &err) == CCOMP_ERR_CORRUPT, "damaged container accepted");
+        ccomp_ac_info_free(&info);
         /* the bare coder on damaged words decodes within bounds or reports corruption */
         {
             ccomp_rc_dec d;

@@ -2,7 +2,8 @@
  *
  * Each input is used three ways:
  *   1. as a whole CCCM stream: it must be rejected as corrupt or decode (only
- *      an intact stream passes the CRCs);
+ *      an intact stream passes the CRCs); and, with its trailing CRC
+ *      recomputed, so that mutations of the header and bits reach the decoder;
  *   2. as the coded bits of a stream whose header and CRC are made valid here
  *      (level and a small length from the first bytes), so the decoder itself
  *      runs on arbitrary bits: it must stop with CCOMP_ERR_CORRUPT (or decode
@@ -39,6 +40,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (st != CCOMP_OK && out != NULL) abort();
     free(out);
     out = NULL;
+
+    /* 1b. the input with its trailing CRC recomputed: mutated headers (version,
+     * level, flags, length, data CRC) and coded bits reach the parser and decoder */
+    if (size >= 24) {
+        uint8_t *s = (uint8_t *)malloc(size);
+        if (s == NULL) return 0;
+        memcpy(s, data, size);
+        put32(s + size - 4, (uint32_t)crc32(0L, s, (uInt)(size - 4)));
+        st = ccomp_cm_decompress(s, size, NULL, NULL, &out, &out_len, &err);
+        if (st != CCOMP_OK && st != CCOMP_ERR_CORRUPT && st != CCOMP_ERR_NOMEM) abort();
+        if (st != CCOMP_OK && out != NULL) abort();
+        free(out);
+        out = NULL;
+        free(s);
+    }
 
     /* 2. the input as the coded bits of a forged, CRC-valid stream */
     if (size >= 3) {

@@ -131,40 +131,98 @@ ccomp_status ccomp_ac_find(const ccomp_ac_model *m, const void *row, size_t V, u
 
 /* ------------------------------------------------------- containers */
 
-/* Container "CCAC" (all integers little-endian):
- *   0  magic "CCAC"          4  u8 version (1)   5  u8 precision   6  u8 rule
- *   7  u8 flags (0)          8  u64 token count  16 u64 tokens per chunk
+/* Container "CCAC" (all integers little-endian).  Version 2 (written):
+ *   0  magic "CCAC"          4  u8 version (2)   5  u8 precision   6  u8 rule
+ *   7  u8 flags: bit 0 the rows were logits, bit 1 the rows were float64
+ *      (else float32); no other bit is set
+ *   8  u64 token count       16 u64 tokens per chunk
  *   24 u32 chunk count       28 u32 vocabulary size
- *   32 chunk table: chunk count x u32 byte length of the chunk's stream
+ *   32 f64 temperature (IEEE-754 bits; 1.0 unless logits)
+ *   40 chunk table: chunk count x (u32 byte length of the chunk's stream,
+ *      u32 CRC-32 of the chunk's symbols, each as a u32 little-endian)
  *   ... the chunks' range-coder streams, one after the other
  *   last 4: u32 CRC-32 (zlib's) of every byte before it.
+ * Version 1 (still read): flags 0, no temperature, a table of lengths only
+ * (chunk count x u32) at offset 32, nothing recorded about the model.
  * Chunk k codes tokens [k * chunk, min(T, (k + 1) * chunk)) as an independent
- * range-coder stream. */
-#define CCOMP_AC_HEADER_BYTES 32u
-#define CCOMP_AC_VERSION 1u
+ * range-coder stream.  Everything that shapes the quantized CDFs (precision,
+ * rule, logits, temperature, float type) is recorded, and the symbol CRCs let
+ * a decoder notice a model that differs from the encoder's. */
+#define CCOMP_AC_HEADER_BYTES 32u  /* version 1 */
+#define CCOMP_AC_HEADER2_BYTES 40u /* version 2 */
+#define CCOMP_AC_VERSION 2u
+#define CCOMP_AC_FLAG_LOGITS 1u
+#define CCOMP_AC_FLAG_F64 2u
 
 typedef struct ccomp_ac_info {
     int version, precision, rule, flags;
+    int logits, dtype;  /* version 2: recorded (dtype a ccomp_ac_dtype); version 1: -1 */
+    double temperature; /* version 2: recorded; version 1: 1.0 */
     uint64_t tokens, chunk_tokens;
     uint32_t chunks, vocab;
-    const uint8_t *table;   /* chunk lengths */
-    const uint8_t *payload; /* first chunk's stream */
+    const uint8_t *data; /* the container */
+    size_t size;
+    /* the chunk table, copied out of the container by ccomp_ac_parse (the
+     * decoders index the data only with these checked values) */
+    size_t *offsets;   /* byte offset of each chunk's stream from data */
+    uint32_t *lengths; /* byte length of each chunk's stream */
+    uint32_t *sym_crc; /* version 2: CRC-32 of each chunk's symbols; NULL for version 1 */
 } ccomp_ac_info;
 
-/* Parses and checks a container (CRC, sizes, parameters). */
+/* Parses and checks a container (CRC, sizes, parameters), in time linear in
+ * n; on success info owns the chunk table: release it with ccomp_ac_info_free
+ * (also safe after a failed parse). */
 ccomp_status ccomp_ac_parse(const uint8_t *data, size_t n, ccomp_ac_info *info, ccomp_error *err);
-/* Byte offset and length of chunk k's stream. */
-void ccomp_ac_chunk(const ccomp_ac_info *info, uint32_t k, size_t *offset, size_t *length);
+void ccomp_ac_info_free(ccomp_ac_info *info);
 
-/* Encodes T (cum, freq) pairs into a container, chunks in parallel.
- * *out is malloc'ed (free with free()). */
-ccomp_status ccomp_ac_pack(int precision, int rule, uint32_t vocab, const uint32_t *cum, const uint32_t *freq,
-                           size_t T, size_t chunk_tokens, int threads, uint8_t **out, size_t *out_len,
-                           ccomp_error *err);
+/* CRC-32 of symbols (each as a u32 little-endian) continued from crc (0 to start). */
+uint32_t ccomp_ac_symbols_crc(uint32_t crc, const int64_t *symbols, size_t n);
 
-/* Decodes every token of a container given all rows (T x V), chunks in parallel. */
+/* Checks that model m is the one the container records (precision, rule and,
+ * for version 2, logits, temperature and, where the rule depends on it, the
+ * float type) and that it suits the vocabulary. */
+ccomp_status ccomp_ac_model_matches(const ccomp_ac_info *info, const ccomp_ac_model *m, ccomp_error *err);
+
+/* Encodes T tokens, given their (cum, freq) pairs under model m, into a
+ * container (version 2), chunks in parallel; symbols (in [0, vocab)) give the
+ * chunks' symbol CRCs.  *out is malloc'ed (free with free()). */
+ccomp_status ccomp_ac_pack(const ccomp_ac_model *m, uint32_t vocab, const int64_t *symbols, const uint32_t *cum,
+                           const uint32_t *freq, size_t T, size_t chunk_tokens, int threads, uint8_t **out,
+                           size_t *out_len, ccomp_error *err);
+
+/* Decodes every token of a container given all rows (T x V), chunks in
+ * parallel.  A chunk whose stream is not used up exactly, runs out, or (version
+ * 2) whose symbols' CRC differs gives CCOMP_ERR_CORRUPT. */
 ccomp_status ccomp_ac_unpack_rows(const ccomp_ac_info *info, const ccomp_ac_model *m, const void *rows,
                                   size_t row_stride, int64_t *symbols, int threads, ccomp_error *err);
+
+/* Incremental (autoregressive) decoding of a container, token by token or a
+ * few rows at a time.  It performs the same chunk checks as
+ * ccomp_ac_unpack_rows when a chunk's last token is decoded, so symbols
+ * returned before the end of their chunk are provisional.  After an error the
+ * reader refuses to go on. */
+typedef struct ccomp_ac_reader {
+    const ccomp_ac_info *info;
+    uint64_t pos;    /* tokens decoded */
+    uint32_t chunk;  /* the open chunk (valid when open) */
+    int open, failed;
+    ccomp_rc_dec d;
+    uint32_t crc;    /* CRC-32 of the open chunk's symbols so far */
+    void *scratch;   /* row summaries (internal) */
+} ccomp_ac_reader;
+
+void ccomp_ac_reader_init(ccomp_ac_reader *r, const ccomp_ac_info *info);
+void ccomp_ac_reader_free(ccomp_ac_reader *r);
+/* The target of the next token (in [0, 2^precision)). */
+ccomp_status ccomp_ac_reader_target(ccomp_ac_reader *r, uint32_t *target, ccomp_error *err);
+/* Consumes the next token: symbol (< vocab) whose interval [cum, cum + freq)
+ * holds the target. */
+ccomp_status ccomp_ac_reader_advance(ccomp_ac_reader *r, uint32_t symbol, uint32_t cum, uint32_t freq,
+                                     ccomp_error *err);
+/* Decodes the next n tokens with one row each (rows n x V, row_stride
+ * elements apart) under model m (checked with ccomp_ac_model_matches). */
+ccomp_status ccomp_ac_reader_rows(ccomp_ac_reader *r, const ccomp_ac_model *m, const void *rows, size_t n,
+                                  size_t row_stride, int64_t *symbols, ccomp_error *err);
 
 /* --------------------------------------------------- equal-info windows */
 
