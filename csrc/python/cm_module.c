@@ -180,11 +180,16 @@ static PyObject *py_cm_info(PyObject *self, PyObject *arg)
 
 static PyObject *py_cm_mixer_check(PyObject *self, PyObject *args)
 {
-    unsigned long long seed, rounds;
+    unsigned long long seed;
+    long long rounds;
     size_t bad;
     (void)self;
-    if (!PyArg_ParseTuple(args, "KK:cm_mixer_check", &seed, &rounds))
+    if (!PyArg_ParseTuple(args, "KL:cm_mixer_check", &seed, &rounds))
         return NULL;
+    if (rounds < 0 || rounds > 1000000000LL) { /* a test hook: about 85 ns a round */
+        PyErr_Format(PyExc_ValueError, "cm_mixer_check: rounds must be in [0, 10**9], got %lld", rounds);
+        return NULL;
+    }
     CCOMP_NOGIL_BEGIN
     bad = ccomp_cm_mixer_check((uint64_t)seed, (size_t)rounds);
     CCOMP_NOGIL_END
