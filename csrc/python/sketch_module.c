@@ -266,7 +266,7 @@ done:
 /* sketch_dequantize(tables, tdtype, codes, cols, bits, float64, threads) -> W_hat [rows, cols] */
 static PyObject *py_sketch_dequantize(PyObject *self, PyObject *args)
 {
-    PyObject *tobj, *cobj, *keep = NULL, *res = NULL;
+    PyObject *tobj, *cobj, *thobj, *keep = NULL, *res = NULL;
     int tdtype, bits, f64, threads;
     Py_ssize_t cols;
     ccomp_sketch s;
@@ -274,7 +274,9 @@ static PyObject *py_sketch_dequantize(PyObject *self, PyObject *args)
     ccomp_status st;
     PyArrayObject *out;
     (void)self;
-    if (!PyArg_ParseTuple(args, "OiOnipi", &tobj, &tdtype, &cobj, &cols, &bits, &f64, &threads)) return NULL;
+    if (!PyArg_ParseTuple(args, "OiOnipO", &tobj, &tdtype, &cobj, &cols, &bits, &f64, &thobj) ||
+        ccomp_resolve_threads(thobj, &threads) < 0)
+        return NULL;
     if ((keep = PyList_New(0)) == NULL || sketch_from(tobj, tdtype, cobj, cols, bits, keep, &s, "dequantize") < 0)
         goto done;
     {
@@ -300,7 +302,7 @@ done:
 /* sketch_matmul(x [n, cols], tables, tdtype, codes, cols, bits, threads) -> y [n, rows] */
 static PyObject *py_sketch_matmul(PyObject *self, PyObject *args)
 {
-    PyObject *xobj, *tobj, *cobj, *keep = NULL, *res = NULL;
+    PyObject *xobj, *tobj, *cobj, *thobj, *keep = NULL, *res = NULL;
     int tdtype, bits, threads, prec = -1;
     Py_ssize_t cols;
     ccomp_sketch s;
@@ -308,7 +310,9 @@ static PyObject *py_sketch_matmul(PyObject *self, PyObject *args)
     ccomp_status st;
     PyArrayObject *x, *out;
     (void)self;
-    if (!PyArg_ParseTuple(args, "OOiOnii", &xobj, &tobj, &tdtype, &cobj, &cols, &bits, &threads)) return NULL;
+    if (!PyArg_ParseTuple(args, "OOiOniO", &xobj, &tobj, &tdtype, &cobj, &cols, &bits, &thobj) ||
+        ccomp_resolve_threads(thobj, &threads) < 0)
+        return NULL;
     if ((keep = PyList_New(0)) == NULL || sketch_from(tobj, tdtype, cobj, cols, bits, keep, &s, "matmul") < 0 ||
         (x = input_2d(xobj, s.cols, &prec, keep, "x", "matmul")) == NULL)
         goto done;
@@ -334,7 +338,7 @@ done:
 /* sketch_grad_tables(x [n, cols], gy [n, rows], tables, tdtype, codes, cols, bits, threads) -> [rows, G, K] */
 static PyObject *py_sketch_grad_tables(PyObject *self, PyObject *args)
 {
-    PyObject *xobj, *gobj, *tobj, *cobj, *keep = NULL, *res = NULL;
+    PyObject *xobj, *gobj, *tobj, *cobj, *thobj, *keep = NULL, *res = NULL;
     int tdtype, bits, threads, prec = -1;
     Py_ssize_t cols;
     ccomp_sketch s;
@@ -342,7 +346,9 @@ static PyObject *py_sketch_grad_tables(PyObject *self, PyObject *args)
     ccomp_status st;
     PyArrayObject *x, *gy, *out;
     (void)self;
-    if (!PyArg_ParseTuple(args, "OOOiOnii", &xobj, &gobj, &tobj, &tdtype, &cobj, &cols, &bits, &threads)) return NULL;
+    if (!PyArg_ParseTuple(args, "OOOiOniO", &xobj, &gobj, &tobj, &tdtype, &cobj, &cols, &bits, &thobj) ||
+        ccomp_resolve_threads(thobj, &threads) < 0)
+        return NULL;
     if ((keep = PyList_New(0)) == NULL || sketch_from(tobj, tdtype, cobj, cols, bits, keep, &s, "grad_tables") < 0 ||
         (x = input_2d(xobj, s.cols, &prec, keep, "x", "grad_tables")) == NULL ||
         (gy = input_2d(gobj, s.rows, &prec, keep, "grad_y", "grad_tables")) == NULL)
@@ -375,7 +381,7 @@ done:
 /* sketch_grad_input(gy [n, rows], tables, tdtype, codes, cols, bits, threads) -> gx [n, cols] */
 static PyObject *py_sketch_grad_input(PyObject *self, PyObject *args)
 {
-    PyObject *gobj, *tobj, *cobj, *keep = NULL, *res = NULL;
+    PyObject *gobj, *tobj, *cobj, *thobj, *keep = NULL, *res = NULL;
     int tdtype, bits, threads, prec = -1;
     Py_ssize_t cols;
     ccomp_sketch s;
@@ -383,7 +389,9 @@ static PyObject *py_sketch_grad_input(PyObject *self, PyObject *args)
     ccomp_status st;
     PyArrayObject *gy, *out;
     (void)self;
-    if (!PyArg_ParseTuple(args, "OOiOnii", &gobj, &tobj, &tdtype, &cobj, &cols, &bits, &threads)) return NULL;
+    if (!PyArg_ParseTuple(args, "OOiOniO", &gobj, &tobj, &tdtype, &cobj, &cols, &bits, &thobj) ||
+        ccomp_resolve_threads(thobj, &threads) < 0)
+        return NULL;
     if ((keep = PyList_New(0)) == NULL || sketch_from(tobj, tdtype, cobj, cols, bits, keep, &s, "grad_input") < 0 ||
         (gy = input_2d(gobj, s.rows, &prec, keep, "grad_y", "grad_input")) == NULL)
         goto done;
@@ -424,15 +432,20 @@ static PyArrayObject *weights_2d(PyObject *obj, PyObject *keep, const char *what
  *            iters, threads) -> (tables [rows, G, K], codes [rows, G, gb]) */
 static PyObject *py_sketch_fit(PyObject *self, PyObject *args)
 {
-    PyObject *wobj, *cwobj, *keep = NULL, *res = NULL;
+    PyObject *wobj, *cwobj, *thobj, *keep = NULL, *res = NULL;
     int method, bits, tdtype, iters, threads;
     Py_ssize_t groups;
     PyArrayObject *w, *cw = NULL, *tables = NULL, *codes = NULL;
     ccomp_error err;
     ccomp_status st;
     (void)self;
-    if (!PyArg_ParseTuple(args, "iOniiOii", &method, &wobj, &groups, &bits, &tdtype, &cwobj, &iters, &threads))
+    if (!PyArg_ParseTuple(args, "iOniiOiO", &method, &wobj, &groups, &bits, &tdtype, &cwobj, &iters, &thobj) ||
+        ccomp_resolve_threads(thobj, &threads) < 0)
         return NULL;
+    if (method != 0 && method != 1) {
+        PyErr_Format(PyExc_ValueError, "fit: method must be 0 (rtn) or 1 (k-means), got %d", method);
+        return NULL;
+    }
     if ((keep = PyList_New(0)) == NULL || (w = weights_2d(wobj, keep, "fit")) == NULL) goto done;
     {
         size_t rows = (size_t)PyArray_DIM(w, 0), cols = (size_t)PyArray_DIM(w, 1);
@@ -487,7 +500,7 @@ done:
 /* sketch_gptq(W f32 [rows, cols], U f32 [cols, cols], tables, tdtype, groups, bits, block, threads) -> codes */
 static PyObject *py_sketch_gptq(PyObject *self, PyObject *args)
 {
-    PyObject *wobj, *uobj, *tobj, *keep = NULL, *res = NULL;
+    PyObject *wobj, *uobj, *tobj, *thobj, *keep = NULL, *res = NULL;
     int bits, tdtype, threads;
     Py_ssize_t groups, block;
     PyArrayObject *w, *u, *t, *codes = NULL;
@@ -495,7 +508,8 @@ static PyObject *py_sketch_gptq(PyObject *self, PyObject *args)
     ccomp_status st;
     char got[96];
     (void)self;
-    if (!PyArg_ParseTuple(args, "OOOinini", &wobj, &uobj, &tobj, &tdtype, &groups, &bits, &block, &threads))
+    if (!PyArg_ParseTuple(args, "OOOininO", &wobj, &uobj, &tobj, &tdtype, &groups, &bits, &block, &thobj) ||
+        ccomp_resolve_threads(thobj, &threads) < 0)
         return NULL;
     if ((keep = PyList_New(0)) == NULL || (w = weights_2d(wobj, keep, "fit")) == NULL ||
         (u = borrow(uobj, keep)) == NULL || (t = borrow(tobj, keep)) == NULL)
