@@ -33,6 +33,7 @@ from . import _core
 from . import cuda as _cuda
 from ._args import choice as _choice
 from ._args import first_nonfinite as _first_nonfinite
+from ._args import flag as _flag
 from ._args import integer as _integer
 from ._args import real as _real
 from ._args import threads as _threads
@@ -353,6 +354,7 @@ def correlation_compress(tokens, cls_attention=None, cls=None, keys=None, thresh
     _choice("mode", mode, MODES)
     k_min = _count(k_min, "k_min", 1, N)
     seed = _integer("seed", seed, -(1 << 63), (1 << 64) - 1)
+    merge = _flag("merge", merge)
     kk = _keys3(keys, x if xd is None else np.empty((B, N, 0)), src=tokens)
     if xd is not None and keys is not None:
         _tokens_gpu.check_finite(xd)  # the GPU top-k reads the keys only
@@ -423,7 +425,8 @@ def tome_merge(tokens, r, metric=None, sizes=None, cls_token=False, threads=None
     x, squeeze = _tokens3(tokens)
     B, N, D = x.shape
     r = _count(r, "r", 0, N)
-    r = min(r, (N - int(bool(cls_token))) // 2)
+    cls_token = _flag("cls_token", cls_token)
+    r = min(r, (N - int(cls_token)) // 2)
     kk = _keys3(metric, x, "metric", src=tokens)
     if sizes is None:
         s = np.ones((B, N))
@@ -492,6 +495,7 @@ def prumerge(tokens, cls_attention, keys=None, ratio=None, neighbors=32, extra_t
     if ratio is not None:
         ratio = _real("ratio", ratio, 0.0, 1.0, lo_open=True)
     neighbors = _count(neighbors, "neighbors", 1, 1 << 20)
+    extra_token = _flag("extra_token", extra_token)
     kk = _keys3(keys, x, src=tokens)
     kept = []
     for b in range(B):
