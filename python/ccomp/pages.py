@@ -125,9 +125,9 @@ def render_pages(pdf, pages, dpi=DEFAULT_DPI, gray=False):
         pages = [pages]
     if isinstance(pages, (str, bytes)) or not hasattr(pages, "__iter__"):
         raise TypeError(f"pages must be a page number or a sequence of them, got {type(pages).__name__}")
-    pages = [_integer("pages", p, 1, 1 << 31) for p in pages]
-    if not pages:
-        raise ValueError("pages must be page numbers counted from 1, got none")
+    pages = [_integer("pages", p) for p in pages]
+    if not pages or min(pages) < 1 or max(pages) > 1 << 31:
+        raise ValueError(f"pages must be page numbers counted from 1 (at most 2^31), got {pages[:8]}")
     dpi = _integer("dpi", dpi, 1, 2400)
     gray = _flag("gray", gray)
     pdf = os.fspath(pdf)
