@@ -14,6 +14,7 @@
 #define PY_ARRAY_UNIQUE_SYMBOL ccomp_ARRAY_API
 #include <numpy/arrayobject.h>
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "binding.h"
@@ -560,6 +561,43 @@ done:
     return res;
 }
 
+/* sketch_container_parse(bytes-like) -> (kind, [(name bytes, rows, cols, groups, bits, tdtype, tables_off,
+ * codes_off)]): the checked layout of a CCSK container (CorruptStreamError when it is not one) */
+static PyObject *py_sketch_container_parse(PyObject *self, PyObject *arg)
+{
+    Py_buffer view;
+    ccomp_sketch_entry *es = NULL;
+    size_t count = 0, i;
+    int kind = 0;
+    ccomp_error err;
+    ccomp_status st;
+    PyObject *list = NULL, *res = NULL;
+    (void)self;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_C_CONTIGUOUS) < 0) return NULL;
+    ccomp_error_clear(&err);
+    /* the parse is linear and reads an immutable copy's worth of bytes: it keeps the GIL (a bytes object) */
+    st = ccomp_sketch_container_parse((const uint8_t *)view.buf, (size_t)view.len, &kind, &es, &count, &err);
+    if (st != CCOMP_OK) {
+        ccomp_raise(&err, "sketch container");
+        goto done;
+    }
+    if ((list = PyList_New((Py_ssize_t)count)) == NULL) goto done;
+    for (i = 0; i < count; i++) {
+        const ccomp_sketch_entry *e = &es[i];
+        PyObject *t = Py_BuildValue("(y#nnniinn)", (const char *)view.buf + e->name_off, (Py_ssize_t)e->name_len,
+                                    (Py_ssize_t)e->rows, (Py_ssize_t)e->cols, (Py_ssize_t)e->groups, e->bits, e->dtype,
+                                    (Py_ssize_t)e->tables_off, (Py_ssize_t)e->codes_off);
+        if (t == NULL) goto done;
+        PyList_SET_ITEM(list, (Py_ssize_t)i, t);
+    }
+    res = Py_BuildValue("(iO)", kind, list);
+done:
+    Py_XDECREF(list);
+    free(es);
+    PyBuffer_Release(&view);
+    return res;
+}
+
 static PyObject *py_sketch_kernel_name(PyObject *self, PyObject *noargs)
 {
     (void)self;
@@ -583,5 +621,7 @@ PyMethodDef ccomp_sketch_methods[] = {
      "sketch_fit(method, W, groups, bits, tdtype, col_weight, iters, threads) -> (tables, codes)."},
     {"sketch_gptq", py_sketch_gptq, METH_VARARGS,
      "sketch_gptq(W, U, tables, tdtype, groups, bits, block, threads) -> codes."},
+    {"sketch_container_parse", py_sketch_container_parse, METH_O,
+     "sketch_container_parse(data) -> (kind, [(name, out, in, groups, bits, tdtype, tables_off, codes_off)])."},
     {"sketch_kernel_name", py_sketch_kernel_name, METH_NOARGS, "The float32 kernel set in use (avx2 or scalar)."},
     {NULL, NULL, 0, NULL}};

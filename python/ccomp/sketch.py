@@ -753,57 +753,23 @@ def _encode(entries, kind):
 
 
 def _decode(data):
-    if len(data) < 14 or data[:4] != _MAGIC:
-        raise CorruptStreamError("not a ccomp.sketch container (bad magic or too short)")
-    if zlib.crc32(data[:-4]) != struct.unpack("<I", data[-4:])[0]:
-        raise CorruptStreamError("CRC-32 mismatch: the sketch file is damaged or truncated")
-    version, kind, count = struct.unpack("<BBI", data[4:10])
-    if version != _VERSION:
-        raise CorruptStreamError(f"unsupported sketch format version {version} (this build reads {_VERSION})")
-    if kind not in (0, 1) or (kind == 0 and count != 1):
-        raise CorruptStreamError(f"invalid container kind {kind} with {count} entries")
-    end, pos, entries, names_seen = len(data) - 4, 10, [], set()
+    """(kind, [(name, Sketch)]) of a container; the layout is checked by the C reader (every field before
+    it is used, linear in the input), the arrays are views of the checked ranges."""
+    kind, layout = _core.sketch_container_parse(data)
     names = {v: k for k, v in _TD.items()}
-    try:
-        for _ in range(count):
-            if pos + 2 > end:
-                raise CorruptStreamError("truncated entry")
-            (nlen,) = struct.unpack("<H", data[pos:pos + 2])
-            if pos + 2 + nlen > end:
-                raise CorruptStreamError("truncated entry name")
-            name = data[pos + 2:pos + 2 + nlen].decode("utf-8")
-            pos += 2 + nlen
-            if kind == 1 and _name_problem(name) is not None:
-                raise CorruptStreamError(f"entry {len(entries)}: invalid layer name ({_name_problem(name)})")
-            if kind == 1 and name in names_seen:
-                raise CorruptStreamError(f"entry {len(entries)}: duplicate layer name {name!r}")
-            names_seen.add(name)
-            if pos + 28 > end:
-                raise CorruptStreamError("truncated entry header")
-            out, cols, groups, bits, td, _ = struct.unpack("<QQQBBH", data[pos:pos + 28])
-            pos += 28
-            if td not in names or bits not in (2, 3, 4) or not (0 < groups <= cols) or cols % groups or out < 1:
-                raise CorruptStreamError(f"entry {name!r}: invalid parameters (out {out}, in {cols}, groups {groups}, "
-                                         f"bits {bits}, table type {td})")
-            dt = np.dtype(_NP[names[td]]).newbyteorder("<")
-            nt = out * groups * (1 << bits)
-            gb = ((cols // groups) * bits + 7) // 8
-            nc = out * groups * gb
-            if pos + nt * dt.itemsize + nc > end:
-                raise CorruptStreamError(f"entry {name!r}: data runs past the end")
-            tables = np.frombuffer(data, dt, nt, pos).astype(dt.newbyteorder("=")).reshape(out, groups, 1 << bits)
-            pos += nt * dt.itemsize
-            codes = np.frombuffer(data, np.uint8, nc, pos).reshape(out, groups, gb).copy()
-            pos += nc
-            s = Sketch(tables, codes, cols, dtype=names[td])
-            s.unpacked_codes()  # padding bits must be zero
-            entries.append((name, s))
-    except CorruptStreamError:
-        raise
-    except (UnicodeDecodeError, struct.error, ValueError, OverflowError, MemoryError) as e:
-        raise CorruptStreamError(f"invalid sketch container: {e}") from None
-    if pos != end:
-        raise CorruptStreamError("trailing bytes after the last entry")
+    entries = []
+    for raw, out, cols, groups, bits, td, t_off, c_off in layout:
+        try:
+            name = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise CorruptStreamError(f"invalid sketch container: entry {len(entries)}: the name is not UTF-8 ({e})") \
+                from None
+        dt = np.dtype(_NP[names[td]]).newbyteorder("<")
+        K = 1 << bits
+        gb = ((cols // groups) * bits + 7) // 8
+        tables = np.frombuffer(data, dt, out * groups * K, t_off).astype(dt.newbyteorder("=")).reshape(out, groups, K)
+        codes = np.frombuffer(data, np.uint8, out * groups * gb, c_off).reshape(out, groups, gb).copy()
+        entries.append((name, Sketch(tables, codes, cols, dtype=names[td])))
     return kind, entries
 
 
