@@ -287,3 +287,13 @@ def test_ctrl_c_stops_token_screen():
     _interrupted_within(lambda: tokens.most_similar(keys, k=4, threads=1))
     i, v = tokens.most_similar(keys[:, :64], k=2)
     assert i.shape == (1, 64, 2)
+
+
+def test_no_infinite_tables_or_weights_from_finite_input():
+    W = np.full((2, 8), 1e5, np.float32)
+    W[0, 0] = -1e5
+    with pytest.raises(ValueError, match="float16"):
+        sketch.fit(W, dtype="float16", method="rtn")
+    assert np.isfinite(sketch.fit(W, dtype="float32", method="kmeans").table_values()).all()
+    with pytest.raises(ValueError, match="cls"):
+        tokens.cls_weights(np.full(4, 1e200), np.full((8, 4), 1e200))

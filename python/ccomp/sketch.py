@@ -643,7 +643,12 @@ def fit(W, bits=4, groups=1, method=None, *, calibration=None, hessian=None, dam
                                   min(int(block_size), cols), nt)
         info.update(damping=rel, damping_abs=absolute, exponent=float(exponent), block_size=int(block_size),
                     dead_columns=int(dead.sum()))
-    return Sketch(tables, codes, cols, dtype=dtype, info=info)
+    s = Sketch(tables, codes, cols, dtype=dtype, info=info)
+    if not np.isfinite(s.table_values()).all():  # e.g. weights beyond float16's 65504
+        big = float(np.abs(W).max())
+        raise ValueError(f"weights up to {big:g} do not fit tables of dtype {dtype!r} (an entry rounds to "
+                         "infinity); use a wider dtype")
+    return s
 
 
 def fit_model(layers, bits=4, groups=1, method=None, *, calibration=None, hessians=None, progress=True, **kw):

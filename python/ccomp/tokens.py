@@ -254,7 +254,10 @@ def cls_weights(cls, keys):
         raise ValueError(f"cls must have shape [{k.shape[0]}, {k.shape[2]}] (one vector per sub-image, as wide as "
                          f"the keys), got {list(c.shape)}")
     _finite(c, "cls")
-    logits = np.einsum("bnd,bd->bn", k.astype(np.float64), c) / math.sqrt(k.shape[2])
+    with np.errstate(over="ignore", invalid="ignore"):
+        logits = np.einsum("bnd,bd->bn", k.astype(np.float64), c) / math.sqrt(k.shape[2])
+    if not np.isfinite(logits).all():  # softmax is not scale-invariant: no meaningful weights to give
+        raise ValueError("cls: <cls, k_i> / sqrt(Dk) overflows float64 for these keys; scale cls or the keys down")
     logits -= logits.max(axis=1, keepdims=True)
     e = np.exp(logits)
     return e / e.sum(axis=1, keepdims=True)
