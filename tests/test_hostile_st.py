@@ -228,6 +228,15 @@ def test_empty_batches():
     assert idx.shape == (0, 8, 2) and idx.dtype == np.int64 and val.shape == (0, 8, 2) and val.dtype == np.float32
     c = tokens.correlation_compress(e)
     assert c.density.shape == (0,)
+    for merge in (False, True):
+        c = tokens.correlation_compress(e, cls_attention=np.zeros((0, 8)), merge=merge)
+        assert c.tokens == [] and c.keep.shape == (0,) and c.max_similarity.shape == (0, 8)
+    m, sizes, source = tokens.tome_merge(e, 2)
+    assert m.shape == (0, 6, 4) and sizes.shape == (0, 6) and source.shape == (0, 8)
+    out, kept = tokens.prumerge(e, np.zeros((0, 8)))
+    assert out == [] and kept == []
+    v, d, t = tokens.visionzip(e, np.zeros((0, 8)), dominant=2, contextual=2)
+    assert v.shape == (0, 4, 4) and d.shape == (0, 2) and t.shape == (0, 2)
     sel, ind = tokens.fastv_select(e, np.zeros((0, 8)), keep=2)
     assert sel.shape == (0, 2, 4) and ind.shape == (0, 2)
     with pytest.raises(ValueError, match="at least one channel"):

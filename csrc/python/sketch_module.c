@@ -184,6 +184,16 @@ static PyObject *py_sketch_pack(PyObject *self, PyObject *args)
     (void)self;
     if (!PyArg_ParseTuple(args, "Oni", &obj, &groups, &bits)) return NULL;
     if ((keep = PyList_New(0)) == NULL || (c = borrow(obj, keep)) == NULL) goto done;
+    if (PyArray_TYPE(c) == NPY_UINT8 && PyArray_NDIM(c) == 2) {
+        /* the core checks every code, then packs it: a copy keeps another thread from changing it in between */
+        PyArrayObject *own = (PyArrayObject *)PyArray_NewCopy(c, NPY_CORDER);
+        if (own == NULL || PyList_Append(keep, (PyObject *)own) < 0) {
+            Py_XDECREF(own);
+            goto done;
+        }
+        Py_DECREF(own);
+        c = own;
+    }
     if (PyArray_TYPE(c) != NPY_UINT8 || PyArray_NDIM(c) != 2) {
         PyErr_Format(PyExc_TypeError, "pack: codes must be a 2-D uint8 array (out_features, in_features), got %d-D %s",
                      PyArray_NDIM(c), type_name(c));

@@ -266,10 +266,17 @@ static PyObject *py_first_nonfinite(PyObject *self, PyObject *args)
         PyErr_SetString(PyExc_TypeError, "first_nonfinite: a must be C-contiguous in native byte order");
         return NULL;
     }
+    /* a misaligned view (of a byte buffer) is read from an aligned copy */
+    if (!PyArray_ISALIGNED(a)) {
+        if ((a = (PyArrayObject *)PyArray_NewCopy(a, NPY_CORDER)) == NULL) return NULL;
+    } else {
+        Py_INCREF(a);
+    }
     n = (size_t)PyArray_SIZE(a);
     CCOMP_NOGIL_BEGIN
     at = ccomp_first_nonfinite(PyArray_DATA(a), kind, n, threads);
     CCOMP_NOGIL_END
+    Py_DECREF(a);
     return PyLong_FromSsize_t(at == n ? -1 : (Py_ssize_t)at);
 }
 

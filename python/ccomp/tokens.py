@@ -403,7 +403,7 @@ def correlation_compress(tokens, cls_attention=None, cls=None, keys=None, thresh
             sums.add(b, kb, offs[b] + np.arange(len(kb)), np.where(weighted, w[b][kb], 1.0))
             sums.add(b, db, offs[b] + local, np.where(weighted[local], w[b][db], 1.0))
             div.append(np.where(weighted, den, 1.0 + np.bincount(local, minlength=len(kb))))
-        res = sums.run(x, offs[-1], threads, np.concatenate(div))
+        res = sums.run(x, offs[-1], threads, np.concatenate(div) if div else None)
         out = []
         for b in range(B):
             rb = res[offs[b]:offs[b + 1]]
