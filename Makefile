@@ -11,7 +11,7 @@ CFLAGS_C  := -std=c11 -Wall -Wextra -Wno-missing-field-initializers -Werror -ffp
 LIBS      := -lz -llz4 -lzstd -lpthread -lm
 SAN       := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 CORPUS    := $(wildcard data/corpus/*)
-FUZZ_SRC  := $(wildcard csrc/util/*.c) $(wildcard csrc/ac/*.c) $(wildcard csrc/kv/*.c)
+FUZZ_SRC  := $(wildcard csrc/util/*.c) $(wildcard csrc/ac/*.c) $(wildcard csrc/kv/*.c) $(wildcard csrc/sketch/*.c)
 FUZZERS   := $(patsubst tests/fuzz/%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
 # Seconds each libFuzzer target runs in `make test`.
 FUZZ_SECONDS ?= 15

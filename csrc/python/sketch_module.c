@@ -14,6 +14,7 @@
 #define PY_ARRAY_UNIQUE_SYMBOL ccomp_ARRAY_API
 #include <numpy/arrayobject.h>
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "binding.h"
@@ -183,6 +184,16 @@ static PyObject *py_sketch_pack(PyObject *self, PyObject *args)
     (void)self;
     if (!PyArg_ParseTuple(args, "Oni", &obj, &groups, &bits)) return NULL;
     if ((keep = PyList_New(0)) == NULL || (c = borrow(obj, keep)) == NULL) goto done;
+    if (PyArray_TYPE(c) == NPY_UINT8 && PyArray_NDIM(c) == 2) {
+        /* the core checks every code, then packs it: a copy keeps another thread from changing it in between */
+        PyArrayObject *own = (PyArrayObject *)PyArray_NewCopy(c, NPY_CORDER);
+        if (own == NULL || PyList_Append(keep, (PyObject *)own) < 0) {
+            Py_XDECREF(own);
+            goto done;
+        }
+        Py_DECREF(own);
+        c = own;
+    }
     if (PyArray_TYPE(c) != NPY_UINT8 || PyArray_NDIM(c) != 2) {
         PyErr_Format(PyExc_TypeError, "pack: codes must be a 2-D uint8 array (out_features, in_features), got %d-D %s",
                      PyArray_NDIM(c), type_name(c));
@@ -266,7 +277,7 @@ done:
 /* sketch_dequantize(tables, tdtype, codes, cols, bits, float64, threads) -> W_hat [rows, cols] */
 static PyObject *py_sketch_dequantize(PyObject *self, PyObject *args)
 {
-    PyObject *tobj, *cobj, *keep = NULL, *res = NULL;
+    PyObject *tobj, *cobj, *thobj, *keep = NULL, *res = NULL;
     int tdtype, bits, f64, threads;
     Py_ssize_t cols;
     ccomp_sketch s;
@@ -274,7 +285,9 @@ static PyObject *py_sketch_dequantize(PyObject *self, PyObject *args)
     ccomp_status st;
     PyArrayObject *out;
     (void)self;
-    if (!PyArg_ParseTuple(args, "OiOnipi", &tobj, &tdtype, &cobj, &cols, &bits, &f64, &threads)) return NULL;
+    if (!PyArg_ParseTuple(args, "OiOnipO", &tobj, &tdtype, &cobj, &cols, &bits, &f64, &thobj) ||
+        ccomp_resolve_threads(thobj, &threads) < 0)
+        return NULL;
     if ((keep = PyList_New(0)) == NULL || sketch_from(tobj, tdtype, cobj, cols, bits, keep, &s, "dequantize") < 0)
         goto done;
     {
@@ -300,7 +313,7 @@ done:
 /* sketch_matmul(x [n, cols], tables, tdtype, codes, cols, bits, threads) -> y [n, rows] */
 static PyObject *py_sketch_matmul(PyObject *self, PyObject *args)
 {
-    PyObject *xobj, *tobj, *cobj, *keep = NULL, *res = NULL;
+    PyObject *xobj, *tobj, *cobj, *thobj, *keep = NULL, *res = NULL;
     int tdtype, bits, threads, prec = -1;
     Py_ssize_t cols;
     ccomp_sketch s;
@@ -308,7 +321,9 @@ static PyObject *py_sketch_matmul(PyObject *self, PyObject *args)
     ccomp_status st;
     PyArrayObject *x, *out;
     (void)self;
-    if (!PyArg_ParseTuple(args, "OOiOnii", &xobj, &tobj, &tdtype, &cobj, &cols, &bits, &threads)) return NULL;
+    if (!PyArg_ParseTuple(args, "OOiOniO", &xobj, &tobj, &tdtype, &cobj, &cols, &bits, &thobj) ||
+        ccomp_resolve_threads(thobj, &threads) < 0)
+        return NULL;
     if ((keep = PyList_New(0)) == NULL || sketch_from(tobj, tdtype, cobj, cols, bits, keep, &s, "matmul") < 0 ||
         (x = input_2d(xobj, s.cols, &prec, keep, "x", "matmul")) == NULL)
         goto done;
@@ -334,7 +349,7 @@ done:
 /* sketch_grad_tables(x [n, cols], gy [n, rows], tables, tdtype, codes, cols, bits, threads) -> [rows, G, K] */
 static PyObject *py_sketch_grad_tables(PyObject *self, PyObject *args)
 {
-    PyObject *xobj, *gobj, *tobj, *cobj, *keep = NULL, *res = NULL;
+    PyObject *xobj, *gobj, *tobj, *cobj, *thobj, *keep = NULL, *res = NULL;
     int tdtype, bits, threads, prec = -1;
     Py_ssize_t cols;
     ccomp_sketch s;
@@ -342,7 +357,9 @@ static PyObject *py_sketch_grad_tables(PyObject *self, PyObject *args)
     ccomp_status st;
     PyArrayObject *x, *gy, *out;
     (void)self;
-    if (!PyArg_ParseTuple(args, "OOOiOnii", &xobj, &gobj, &tobj, &tdtype, &cobj, &cols, &bits, &threads)) return NULL;
+    if (!PyArg_ParseTuple(args, "OOOiOniO", &xobj, &gobj, &tobj, &tdtype, &cobj, &cols, &bits, &thobj) ||
+        ccomp_resolve_threads(thobj, &threads) < 0)
+        return NULL;
     if ((keep = PyList_New(0)) == NULL || sketch_from(tobj, tdtype, cobj, cols, bits, keep, &s, "grad_tables") < 0 ||
         (x = input_2d(xobj, s.cols, &prec, keep, "x", "grad_tables")) == NULL ||
         (gy = input_2d(gobj, s.rows, &prec, keep, "grad_y", "grad_tables")) == NULL)
@@ -375,7 +392,7 @@ done:
 /* sketch_grad_input(gy [n, rows], tables, tdtype, codes, cols, bits, threads) -> gx [n, cols] */
 static PyObject *py_sketch_grad_input(PyObject *self, PyObject *args)
 {
-    PyObject *gobj, *tobj, *cobj, *keep = NULL, *res = NULL;
+    PyObject *gobj, *tobj, *cobj, *thobj, *keep = NULL, *res = NULL;
     int tdtype, bits, threads, prec = -1;
     Py_ssize_t cols;
     ccomp_sketch s;
@@ -383,7 +400,9 @@ static PyObject *py_sketch_grad_input(PyObject *self, PyObject *args)
     ccomp_status st;
     PyArrayObject *gy, *out;
     (void)self;
-    if (!PyArg_ParseTuple(args, "OOiOnii", &gobj, &tobj, &tdtype, &cobj, &cols, &bits, &threads)) return NULL;
+    if (!PyArg_ParseTuple(args, "OOiOniO", &gobj, &tobj, &tdtype, &cobj, &cols, &bits, &thobj) ||
+        ccomp_resolve_threads(thobj, &threads) < 0)
+        return NULL;
     if ((keep = PyList_New(0)) == NULL || sketch_from(tobj, tdtype, cobj, cols, bits, keep, &s, "grad_input") < 0 ||
         (gy = input_2d(gobj, s.rows, &prec, keep, "grad_y", "grad_input")) == NULL)
         goto done;
@@ -424,15 +443,20 @@ static PyArrayObject *weights_2d(PyObject *obj, PyObject *keep, const char *what
  *            iters, threads) -> (tables [rows, G, K], codes [rows, G, gb]) */
 static PyObject *py_sketch_fit(PyObject *self, PyObject *args)
 {
-    PyObject *wobj, *cwobj, *keep = NULL, *res = NULL;
+    PyObject *wobj, *cwobj, *thobj, *keep = NULL, *res = NULL;
     int method, bits, tdtype, iters, threads;
     Py_ssize_t groups;
     PyArrayObject *w, *cw = NULL, *tables = NULL, *codes = NULL;
     ccomp_error err;
     ccomp_status st;
     (void)self;
-    if (!PyArg_ParseTuple(args, "iOniiOii", &method, &wobj, &groups, &bits, &tdtype, &cwobj, &iters, &threads))
+    if (!PyArg_ParseTuple(args, "iOniiOiO", &method, &wobj, &groups, &bits, &tdtype, &cwobj, &iters, &thobj) ||
+        ccomp_resolve_threads(thobj, &threads) < 0)
         return NULL;
+    if (method != 0 && method != 1) {
+        PyErr_Format(PyExc_ValueError, "fit: method must be 0 (rtn) or 1 (k-means), got %d", method);
+        return NULL;
+    }
     if ((keep = PyList_New(0)) == NULL || (w = weights_2d(wobj, keep, "fit")) == NULL) goto done;
     {
         size_t rows = (size_t)PyArray_DIM(w, 0), cols = (size_t)PyArray_DIM(w, 1);
@@ -487,7 +511,7 @@ done:
 /* sketch_gptq(W f32 [rows, cols], U f32 [cols, cols], tables, tdtype, groups, bits, block, threads) -> codes */
 static PyObject *py_sketch_gptq(PyObject *self, PyObject *args)
 {
-    PyObject *wobj, *uobj, *tobj, *keep = NULL, *res = NULL;
+    PyObject *wobj, *uobj, *tobj, *thobj, *keep = NULL, *res = NULL;
     int bits, tdtype, threads;
     Py_ssize_t groups, block;
     PyArrayObject *w, *u, *t, *codes = NULL;
@@ -495,7 +519,8 @@ static PyObject *py_sketch_gptq(PyObject *self, PyObject *args)
     ccomp_status st;
     char got[96];
     (void)self;
-    if (!PyArg_ParseTuple(args, "OOOinini", &wobj, &uobj, &tobj, &tdtype, &groups, &bits, &block, &threads))
+    if (!PyArg_ParseTuple(args, "OOOininO", &wobj, &uobj, &tobj, &tdtype, &groups, &bits, &block, &thobj) ||
+        ccomp_resolve_threads(thobj, &threads) < 0)
         return NULL;
     if ((keep = PyList_New(0)) == NULL || (w = weights_2d(wobj, keep, "fit")) == NULL ||
         (u = borrow(uobj, keep)) == NULL || (t = borrow(tobj, keep)) == NULL)
@@ -546,6 +571,43 @@ done:
     return res;
 }
 
+/* sketch_container_parse(bytes-like) -> (kind, [(name bytes, rows, cols, groups, bits, tdtype, tables_off,
+ * codes_off)]): the checked layout of a CCSK container (CorruptStreamError when it is not one) */
+static PyObject *py_sketch_container_parse(PyObject *self, PyObject *arg)
+{
+    Py_buffer view;
+    ccomp_sketch_entry *es = NULL;
+    size_t count = 0, i;
+    int kind = 0;
+    ccomp_error err;
+    ccomp_status st;
+    PyObject *list = NULL, *res = NULL;
+    (void)self;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_C_CONTIGUOUS) < 0) return NULL;
+    ccomp_error_clear(&err);
+    /* the parse is linear and reads an immutable copy's worth of bytes: it keeps the GIL (a bytes object) */
+    st = ccomp_sketch_container_parse((const uint8_t *)view.buf, (size_t)view.len, &kind, &es, &count, &err);
+    if (st != CCOMP_OK) {
+        ccomp_raise(&err, "sketch container");
+        goto done;
+    }
+    if ((list = PyList_New((Py_ssize_t)count)) == NULL) goto done;
+    for (i = 0; i < count; i++) {
+        const ccomp_sketch_entry *e = &es[i];
+        PyObject *t = Py_BuildValue("(y#nnniinn)", (const char *)view.buf + e->name_off, (Py_ssize_t)e->name_len,
+                                    (Py_ssize_t)e->rows, (Py_ssize_t)e->cols, (Py_ssize_t)e->groups, e->bits, e->dtype,
+                                    (Py_ssize_t)e->tables_off, (Py_ssize_t)e->codes_off);
+        if (t == NULL) goto done;
+        PyList_SET_ITEM(list, (Py_ssize_t)i, t);
+    }
+    res = Py_BuildValue("(iO)", kind, list);
+done:
+    Py_XDECREF(list);
+    free(es);
+    PyBuffer_Release(&view);
+    return res;
+}
+
 static PyObject *py_sketch_kernel_name(PyObject *self, PyObject *noargs)
 {
     (void)self;
@@ -569,5 +631,7 @@ PyMethodDef ccomp_sketch_methods[] = {
      "sketch_fit(method, W, groups, bits, tdtype, col_weight, iters, threads) -> (tables, codes)."},
     {"sketch_gptq", py_sketch_gptq, METH_VARARGS,
      "sketch_gptq(W, U, tables, tdtype, groups, bits, block, threads) -> codes."},
+    {"sketch_container_parse", py_sketch_container_parse, METH_O,
+     "sketch_container_parse(data) -> (kind, [(name, out, in, groups, bits, tdtype, tables_off, codes_off)])."},
     {"sketch_kernel_name", py_sketch_kernel_name, METH_NOARGS, "The float32 kernel set in use (avx2 or scalar)."},
     {NULL, NULL, 0, NULL}};

@@ -37,6 +37,21 @@ static PyArrayObject *view(PyObject *obj, int type, int nd, PyObject *keep, cons
     return a;
 }
 
+/* An index array of the caller as a private copy (kept in keep): the core reads it without the GIL, after
+ * checking it, and another thread may rewrite the caller's array meanwhile. */
+static PyArrayObject *snapshot(PyObject *obj, int type, PyObject *keep, const char *name)
+{
+    PyArrayObject *a = view(obj, type, 1, keep, name), *c;
+    if (a == NULL) return NULL;
+    if ((c = (PyArrayObject *)PyArray_NewCopy(a, NPY_CORDER)) == NULL) return NULL;
+    if (PyList_Append(keep, (PyObject *)c) < 0) {
+        Py_DECREF(c);
+        return NULL;
+    }
+    Py_DECREF(c);
+    return c;
+}
+
 /* The core's kind (CCOMP_TOKENS_F32 / _F64 / _F16, the same values as CCOMP_FINITE_*) of a float16, float32
  * or float64 array, with its NumPy type in *npy; -1 with a TypeError naming fn and what otherwise. */
 _Static_assert((int)CCOMP_TOKENS_F32 == (int)CCOMP_FINITE_F32 && (int)CCOMP_TOKENS_F64 == (int)CCOMP_FINITE_F64 &&
@@ -68,23 +83,24 @@ static PyObject *result_or_raise(ccomp_status st, ccomp_error *err, const char *
  *   -> (idx int64 [len(rows), k], val float32 [len(rows), k]) */
 static PyObject *py_tokens_topk(PyObject *self, PyObject *args)
 {
-    PyObject *kobj, *robj, *roobj, *cobj, *coobj, *keep = NULL, *res = NULL;
+    PyObject *kobj, *robj, *roobj, *cobj, *coobj, *thobj, *keep = NULL, *res = NULL;
     PyArrayObject *keys, *rows, *ro, *cols, *co, *oi = NULL, *ov = NULL;
     int excl, threads, dtype, screen = CCOMP_TOKENS_SCREEN_AUTO, npy;
     Py_ssize_t k;
-    size_t B;
+    size_t B, n_keys, bad;
     ccomp_error err;
     ccomp_status st;
     (void)self;
-    if (!PyArg_ParseTuple(args, "OOOOOpni|i", &kobj, &robj, &roobj, &cobj, &coobj, &excl, &k, &threads, &screen))
+    if (!PyArg_ParseTuple(args, "OOOOOpnO|i", &kobj, &robj, &roobj, &cobj, &coobj, &excl, &k, &thobj, &screen) ||
+        ccomp_resolve_threads(thobj, &threads) < 0)
         return NULL;
     if ((keep = PyList_New(0)) == NULL) return NULL;
     if ((dtype = float_kind(kobj, "tokens_topk", "keys", &npy)) < 0) goto done;
     if ((keys = view(kobj, npy, 3, keep, "keys")) == NULL ||
-        (rows = view(robj, NPY_INT64, 1, keep, "rows")) == NULL ||
-        (ro = view(roobj, NPY_UINT64, 1, keep, "rows_off")) == NULL ||
-        (cols = view(cobj, NPY_INT64, 1, keep, "cols")) == NULL ||
-        (co = view(coobj, NPY_UINT64, 1, keep, "cols_off")) == NULL)
+        (rows = snapshot(robj, NPY_INT64, keep, "rows")) == NULL ||
+        (ro = snapshot(roobj, NPY_UINT64, keep, "rows_off")) == NULL ||
+        (cols = snapshot(cobj, NPY_INT64, keep, "cols")) == NULL ||
+        (co = snapshot(coobj, NPY_UINT64, keep, "cols_off")) == NULL)
         goto done;
     B = (size_t)PyArray_DIM(keys, 0);
     if ((size_t)PyArray_DIM(ro, 0) != B + 1 || (size_t)PyArray_DIM(co, 0) != B + 1) {
@@ -108,7 +124,13 @@ static PyObject *py_tokens_topk(PyObject *self, PyObject *args)
     }
     ccomp_error_clear(&err);
     CCOMP_NOGIL_BEGIN
-    st = ccomp_tokens_topk(PyArray_DATA(keys), dtype, B, (size_t)PyArray_DIM(keys, 1), (size_t)PyArray_DIM(keys, 2),
+    /* NaN keys would make every decision meaningless: refused like the Python layer does */
+    n_keys = (size_t)PyArray_SIZE(keys);
+    bad = ccomp_first_nonfinite(PyArray_DATA(keys), dtype, n_keys, threads);
+    if (bad < n_keys)
+        st = ccomp_fail(&err, CCOMP_ERR_VALUE, "keys must be finite, got a NaN or infinity at flat index %zu", bad);
+    else
+        st = ccomp_tokens_topk(PyArray_DATA(keys), dtype, B, (size_t)PyArray_DIM(keys, 1), (size_t)PyArray_DIM(keys, 2),
                            (const int64_t *)PyArray_DATA(rows), (const size_t *)PyArray_DATA(ro),
                            (const int64_t *)PyArray_DATA(cols), (const size_t *)PyArray_DATA(co), excl, (size_t)k, screen,
                            (int64_t *)PyArray_DATA(oi), (float *)PyArray_DATA(ov), threads, &err);
@@ -130,7 +152,7 @@ done:
  *   -> [n_out, D] float64 (or float32): row o = sum over dst[i] = o of w[i] x[bsel[i], rows[i]], / div[o] */
 static PyObject *py_tokens_gather_sum(PyObject *self, PyObject *args)
 {
-    PyObject *xo, *bo, *ro, *dobj, *wo, *divo = Py_None, *keep = NULL, *res = NULL;
+    PyObject *xo, *bo, *ro, *dobj, *wo, *thobj, *divo = Py_None, *keep = NULL, *res = NULL;
     PyArrayObject *x, *bs, *rs, *ds, *ws = NULL, *dv = NULL, *out = NULL;
     Py_ssize_t n_out;
     int threads, npy, dtype, f32 = 0;
@@ -138,15 +160,17 @@ static PyObject *py_tokens_gather_sum(PyObject *self, PyObject *args)
     ccomp_error err;
     ccomp_status st;
     (void)self;
-    if (!PyArg_ParseTuple(args, "OOOOOni|Op", &xo, &bo, &ro, &dobj, &wo, &n_out, &threads, &divo, &f32)) return NULL;
+    if (!PyArg_ParseTuple(args, "OOOOOnO|Op", &xo, &bo, &ro, &dobj, &wo, &n_out, &thobj, &divo, &f32) ||
+        ccomp_resolve_threads(thobj, &threads) < 0)
+        return NULL;
     if (n_out < 0) {
         PyErr_SetString(PyExc_ValueError, "tokens_gather_sum: n_out must be >= 0");
         return NULL;
     }
     if ((keep = PyList_New(0)) == NULL) return NULL;
     if ((dtype = float_kind(xo, "tokens_gather_sum", "x", &npy)) < 0) goto done;
-    if ((x = view(xo, npy, 3, keep, "x")) == NULL || (bs = view(bo, NPY_INT64, 1, keep, "bsel")) == NULL ||
-        (rs = view(ro, NPY_INT64, 1, keep, "rows")) == NULL || (ds = view(dobj, NPY_INT64, 1, keep, "dst")) == NULL)
+    if ((x = view(xo, npy, 3, keep, "x")) == NULL || (bs = snapshot(bo, NPY_INT64, keep, "bsel")) == NULL ||
+        (rs = snapshot(ro, NPY_INT64, keep, "rows")) == NULL || (ds = snapshot(dobj, NPY_INT64, keep, "dst")) == NULL)
         goto done;
     M = (size_t)PyArray_DIM(bs, 0);
     if ((size_t)PyArray_DIM(rs, 0) != M || (size_t)PyArray_DIM(ds, 0) != M) {
@@ -191,17 +215,18 @@ done:
 /* tokens_take(x [B, N, D] float16/32/64, bsel int64 [M], rows int64 [M], threads) -> [M, D] of x's dtype */
 static PyObject *py_tokens_take(PyObject *self, PyObject *args)
 {
-    PyObject *xo, *bo, *ro, *keep = NULL, *res = NULL;
+    PyObject *xo, *bo, *ro, *thobj, *keep = NULL, *res = NULL;
     PyArrayObject *x, *bs, *rs, *out = NULL;
     int threads, npy;
     ccomp_error err;
     ccomp_status st;
     (void)self;
-    if (!PyArg_ParseTuple(args, "OOOi", &xo, &bo, &ro, &threads)) return NULL;
+    if (!PyArg_ParseTuple(args, "OOOO", &xo, &bo, &ro, &thobj) || ccomp_resolve_threads(thobj, &threads) < 0)
+        return NULL;
     if ((keep = PyList_New(0)) == NULL) return NULL;
     if (float_kind(xo, "tokens_take", "x", &npy) < 0) goto done;
-    if ((x = view(xo, npy, 3, keep, "x")) == NULL || (bs = view(bo, NPY_INT64, 1, keep, "bsel")) == NULL ||
-        (rs = view(ro, NPY_INT64, 1, keep, "rows")) == NULL)
+    if ((x = view(xo, npy, 3, keep, "x")) == NULL || (bs = snapshot(bo, NPY_INT64, keep, "bsel")) == NULL ||
+        (rs = snapshot(ro, NPY_INT64, keep, "rows")) == NULL)
         goto done;
     if (PyArray_DIM(rs, 0) != PyArray_DIM(bs, 0)) {
         PyErr_SetString(PyExc_ValueError, "tokens_take: bsel and rows must have the same length");
@@ -229,22 +254,29 @@ done:
 /* first_nonfinite(a float16/32/64 C-contiguous, threads) -> flat index of the first NaN or infinity, or -1 */
 static PyObject *py_first_nonfinite(PyObject *self, PyObject *args)
 {
-    PyObject *ao;
+    PyObject *ao, *thobj;
     PyArrayObject *a;
     int threads, npy, kind;
     size_t n, at;
     (void)self;
-    if (!PyArg_ParseTuple(args, "Oi", &ao, &threads)) return NULL;
+    if (!PyArg_ParseTuple(args, "OO", &ao, &thobj) || ccomp_resolve_threads(thobj, &threads) < 0) return NULL;
     if ((kind = float_kind(ao, "first_nonfinite", "a", &npy)) < 0) return NULL;
     a = (PyArrayObject *)ao;
     if (!PyArray_IS_C_CONTIGUOUS(a) || !PyArray_ISNOTSWAPPED(a)) {
         PyErr_SetString(PyExc_TypeError, "first_nonfinite: a must be C-contiguous in native byte order");
         return NULL;
     }
+    /* a misaligned view (of a byte buffer) is read from an aligned copy */
+    if (!PyArray_ISALIGNED(a)) {
+        if ((a = (PyArrayObject *)PyArray_NewCopy(a, NPY_CORDER)) == NULL) return NULL;
+    } else {
+        Py_INCREF(a);
+    }
     n = (size_t)PyArray_SIZE(a);
     CCOMP_NOGIL_BEGIN
     at = ccomp_first_nonfinite(PyArray_DATA(a), kind, n, threads);
     CCOMP_NOGIL_END
+    Py_DECREF(a);
     return PyLong_FromSsize_t(at == n ? -1 : (Py_ssize_t)at);
 }
 

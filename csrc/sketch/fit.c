@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ccomp/cancel.h"
 #include "ccomp/parallel.h"
 #include "sketch_internal.h"
 
@@ -163,7 +164,10 @@ static void rtn_group(const fit_job *j, const float *v, size_t n, size_t r, size
 static int cmp_item(const void *a, const void *b)
 {
     const sort_item *x = (const sort_item *)a, *y = (const sort_item *)b;
-    if (x->v != y->v) return x->v < y->v ? -1 : 1;
+    const int nx = isnan(x->v), ny = isnan(y->v);
+    /* a total order even if the weights changed to NaN after the check (NaN last): qsort needs one */
+    if (nx != ny) return nx - ny;
+    if (!nx && x->v != y->v) return x->v < y->v ? -1 : 1;
     return x->i < y->i ? -1 : x->i > y->i;
 }
 
@@ -207,6 +211,7 @@ static double lloyd(const fit_scratch *s, size_t n, size_t K, int iters, double 
         split[K] = n;
         for (k = 1; k < K; k++) split[k] = upper_bound(s->xs, split[k - 1], n, 0.5 * (c[k - 1] + c[k]));
         if (it == iters || memcmp(split, prev, sizeof split) == 0) break;
+        if ((it & 63) == 63 && ccomp_cancelled()) break; /* the caller sees the cancellation after the group */
         memcpy(prev, split, sizeof split);
         for (k = 0; k < K; k++) {
             double wsum = s->pw[split[k + 1]] - s->pw[split[k]];
@@ -281,7 +286,8 @@ static void axpy(const fit_job *j, size_t n, float a, const float *x, float *y)
     for (k = 0; k < n; k++) y[k] -= a * x[k];
 }
 
-static void gptq_rows(const fit_job *j, fit_scratch *s, size_t r0, size_t nr)
+/* 1 when the call was cancelled (checked every 64 columns: a task may hold many long rows) */
+static int gptq_rows(const fit_job *j, fit_scratch *s, size_t r0, size_t nr)
 {
     const size_t cols = j->cols, n = cols / j->groups, K = (size_t)1 << j->bits, B = j->block;
     double t[FIT_ROWS][CCOMP_SKETCH_MAX_ENTRIES];
@@ -291,6 +297,7 @@ static void gptq_rows(const fit_job *j, fit_scratch *s, size_t r0, size_t nr)
         size_t i2 = i1 + B < cols ? i1 + B : cols;
         for (i = i1; i < i2; i++) {
             const float *urow = j->u + i * cols;
+            if ((i & 63) == 0 && ccomp_cancelled()) return 1;
             float d = urow[i];
             if (i % n == 0)
                 for (rr = 0; rr < nr; rr++)
@@ -312,6 +319,7 @@ static void gptq_rows(const fit_job *j, fit_scratch *s, size_t r0, size_t nr)
                     if (e != 0.0f) axpy(j, cols - i2, e, j->u + i * cols + i2, s->wb + rr * cols + i2);
                 }
     }
+    return 0;
 }
 
 /* ---------------------------------------------------------------- tasks */
@@ -326,10 +334,11 @@ static ccomp_status fit_run(void *ctx, void *state, size_t task, ccomp_error *er
         if (st != CCOMP_OK) return st;
     }
     if (j->kind == FIT_GPTQ) {
-        gptq_rows(j, s, r0, nr);
+        if (gptq_rows(j, s, r0, nr)) return ccomp_check_cancel(err, "sketch fit (GPTQ)");
     } else {
         for (rr = 0; rr < nr; rr++)
             for (g = 0; g < j->groups; g++) {
+                if (ccomp_cancelled()) return ccomp_check_cancel(err, "sketch fit");
                 const float *v = j->w + (r0 + rr) * j->ld + g * n;
                 uint8_t *codes = s->codes + rr * j->cols + g * n;
                 if (j->kind == FIT_RTN)
@@ -338,6 +347,7 @@ static ccomp_status fit_run(void *ctx, void *state, size_t task, ccomp_error *er
                     kmeans_group(j, s, v, n, r0 + rr, g, codes);
             }
     }
+    if (ccomp_cancelled()) return ccomp_check_cancel(err, "sketch fit"); /* a Lloyd loop may have stopped early */
     pack_rows(j, s->codes, r0, nr);
     return CCOMP_OK;
 }
@@ -414,6 +424,6 @@ ccomp_status ccomp_sketch_fit_gptq(const float *w, size_t ld, const float *u, si
     job_init(&j, FIT_GPTQ, w, ld, rows, cols, groups, bits, dtype, packed);
     j.u = u;
     j.tables_in = tables;
-    j.block = block;
+    j.block = block < cols ? block : cols; /* a larger block is the same; it also bounds the scratch size */
     return fit_common(&j, threads, err);
 }

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "../util/tile.h"
+#include "ccomp/cancel.h"
 #include "ccomp/parallel.h"
 #include "sketch_internal.h"
 
@@ -167,6 +168,7 @@ static void gemm_rows(const kernel_job *j, size_t r0, size_t r1, float *buf)
     sk_decode_rows_avx2(s, r0, nr, 0, cols, wd, cols);
     for (blk = 0; blk < j->xblocks; blk++) {
         const float *P = j->xp + blk * cols * W;
+        if (ccomp_cancelled()) return; /* a long batch; job_run reports it */
         const size_t qn = j->n - blk * W < W ? j->n - blk * W : W;
         for (kb = 0; kb < cols; kb += GEMM_KC) {
             const size_t kc = cols - kb < GEMM_KC ? cols - kb : GEMM_KC;
@@ -195,6 +197,7 @@ static void grad_input_cols(const kernel_job *j, size_t c0, size_t c1, float *bu
         for (r = 0; r < rows; r++) memset(P + r * W + width, 0, (W - width) * sizeof(float));
     for (i = 0; i < j->n; i += CCOMP_TILE_R) {
         const size_t R = j->n - i < CCOMP_TILE_R ? j->n - i : CCOMP_TILE_R;
+        if ((i & 1023) == 0 && ccomp_cancelled()) return; /* a long batch; job_run reports it */
         float *C = width == W ? gx + i * cols + c0 : ct;
         const size_t ldc = width == W ? cols : W;
         for (kb = 0; kb < rows; kb += GEMM_KC) {
@@ -211,7 +214,6 @@ static ccomp_status job_run(void *ctx, void *state, size_t task, ccomp_error *er
 {
     const kernel_job *j = (const kernel_job *)ctx;
     const ccomp_sketch *s = j->s;
-    (void)err;
     if (j->kind == K_GRAD_INPUT) {
         size_t c0 = task * GI_COLS, c1 = c0 + GI_COLS;
         if (c1 > s->cols) c1 = s->cols;
@@ -219,7 +221,7 @@ static ccomp_status job_run(void *ctx, void *state, size_t task, ccomp_error *er
             grad_input_cols(j, c0, c1, scratch_of(state));
         else
             sk_grad_input_cols_ref(s, j->gy, j->n, j->prec, j->out, c0, c1);
-        return CCOMP_OK;
+        return ccomp_check_cancel(err, "sketch grad_input");
     }
     {
         size_t r0 = task * j->rows_per_task, r1 = r0 + j->rows_per_task;
@@ -243,7 +245,7 @@ static ccomp_status job_run(void *ctx, void *state, size_t task, ccomp_error *er
                 sk_grad_tables_rows_ref(s, j->x, j->gy, j->n, j->prec, j->out, r0, r1);
         }
     }
-    return CCOMP_OK;
+    return ccomp_check_cancel(err, "sketch kernel"); /* a cut-short task must not pass as done */
 }
 
 /* The inputs in the layout the chosen kernels read, in one buffer the caller frees: x interleaved for the

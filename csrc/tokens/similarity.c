@@ -23,6 +23,7 @@
 #include <string.h>
 
 #include "ccomp/bigmem.h"
+#include "ccomp/cancel.h"
 #include "ccomp/cpu.h"
 #include "ccomp/half.h"
 #include "ccomp/parallel.h"
@@ -40,7 +41,10 @@
 enum { SCR_F32 = 1, SCR_I8 = 2 };
 
 typedef struct sub { /* one sub-image */
-    const float *k32;  /* float32 keys (the input's, or widened float16 in job.wide); NULL for float64 */
+    const float *k32;  /* float32 keys (the input's, or widened float16 in job.wide, or own32); NULL for float64 */
+    const double *k64; /* float64 keys (the input's, or own64) */
+    float *own32;      /* the sub-image's float32 keys with extreme tokens rescaled (else NULL) */
+    double *own64;     /* the same for float64 keys */
     int screen;        /* SCR_F32 or SCR_I8 */
     size_t ncols;      /* candidate tokens (with repeats) */
     size_t ncg;        /* candidate groups: distinct candidate keys */
@@ -90,7 +94,7 @@ static inline const float *key32(const job *j, size_t b, size_t t)
 
 static inline const double *key64(const job *j, size_t b, size_t t)
 {
-    return (const double *)j->keys + (b * j->N + t) * j->D;
+    return j->subs[b].k64 + t * j->D;
 }
 
 /* <k_a, k_c> in float64 with 8 partial sums (lane l takes elements l mod 8), combined pairwise:
@@ -505,6 +509,74 @@ static ccomp_status pack_i8(const job *j, sub *sb, size_t b, int *ok, ccomp_erro
 }
 #endif
 
+/* Keys are rescaled by a power of two (exact, and the cosine does not change) when their largest |x| lies
+ * outside [2^-KEY_EXP, 2^KEY_EXP): in float64 a sum of squares of 1e154 overflows and one of 1e-160
+ * underflows, a norm below 1e-12 would be clamped, and in float32 the inverse norm of a key near 3e38 is
+ * subnormal.  Inside the window nothing changes, so the usual keys keep their bits. */
+#define KEY_EXP 20
+
+/* the power of two that brings the largest |x| of a key into [1, 2) when it is outside the window, else 0 */
+static int key_shift_f32(const float *k, size_t D)
+{
+    float m = 0.0f;
+    size_t d;
+    for (d = 0; d < D; d++) m = fabsf(k[d]) > m ? fabsf(k[d]) : m;
+    if (!(m > 0.0f) || !isfinite(m) || (m >= ldexpf(1.0f, -KEY_EXP) && m < ldexpf(1.0f, KEY_EXP))) return 0;
+    return -ilogbf(m);
+}
+
+static int key_shift_f64(const double *k, size_t D)
+{
+    double m = 0.0;
+    size_t d;
+    for (d = 0; d < D; d++) m = fabs(k[d]) > m ? fabs(k[d]) : m;
+    if (!(m > 0.0) || !isfinite(m) || (m >= ldexp(1.0, -KEY_EXP) && m < ldexp(1.0, KEY_EXP))) return 0;
+    return -ilogb(m);
+}
+
+static void shift_f32(float *k, size_t D, int e)
+{
+    size_t d;
+    for (d = 0; d < D; d++) k[d] = ldexpf(k[d], e);
+}
+
+static void shift_f64(double *k, size_t D, int e)
+{
+    size_t d;
+    for (d = 0; d < D; d++) k[d] = ldexp(k[d], e);
+}
+
+/* the sub-image's keys with every extreme token rescaled: in place in `wide` (float16 keys), else into a
+ * copy the sub-image owns when some token needs it */
+static ccomp_status rescale_keys(const job *j, sub *sb, float *wide, ccomp_error *err)
+{
+    const size_t N = j->N, D = j->D;
+    size_t t;
+    for (t = 0; t < N; t++) {
+        int e;
+        if (j->dtype == CCOMP_TOKENS_F64) {
+            if ((e = key_shift_f64(sb->k64 + t * D, D)) == 0) continue;
+            if (sb->own64 == NULL) {
+                if ((sb->own64 = (double *)malloc(N * D * sizeof(double))) == NULL)
+                    return ccomp_fail(err, CCOMP_ERR_NOMEM, "cannot allocate %zu rescaled keys", N);
+                memcpy(sb->own64, sb->k64, N * D * sizeof(double));
+                sb->k64 = sb->own64;
+            }
+            shift_f64(sb->own64 + t * D, D, e);
+        } else {
+            if ((e = key_shift_f32(sb->k32 + t * D, D)) == 0) continue;
+            if (wide == NULL) {
+                if ((sb->own32 = wide = (float *)malloc(N * D * sizeof(float))) == NULL)
+                    return ccomp_fail(err, CCOMP_ERR_NOMEM, "cannot allocate %zu rescaled keys", N);
+                memcpy(wide, sb->k32, N * D * sizeof(float));
+                sb->k32 = wide;
+            }
+            shift_f32(wide + t * D, D, e);
+        }
+    }
+    return CCOMP_OK;
+}
+
 static ccomp_status prep_run(void *ctx, void *state, size_t b, ccomp_error *err)
 {
     job *j = (job *)ctx;
@@ -519,7 +591,12 @@ static ccomp_status prep_run(void *ctx, void *state, size_t b, ccomp_error *err)
         sb->k32 = j->wide + b * N * D;
     } else if (j->dtype == CCOMP_TOKENS_F32) {
         sb->k32 = (const float *)j->keys + b * N * D;
+    } else {
+        sb->k64 = (const double *)j->keys + b * N * D;
     }
+    st = rescale_keys(j, sb, j->dtype == CCOMP_TOKENS_F16 ? j->wide + b * N * D : NULL, err);
+    if (st != CCOMP_OK) return st;
+    if (ccomp_cancelled()) return ccomp_check_cancel(err, "token similarity");
     if (j->dtype == CCOMP_TOKENS_F64)
         for (t = 0; t < N; t++) j->inv[b * N + t] = inv_norm_f64(key64(j, b, t), D);
     else
@@ -556,6 +633,8 @@ static void sub_free(sub *sb)
     free(sb->qsum);
     free(sb->pcsum);
     free(sb->pscale);
+    free(sb->own32);
+    free(sb->own64);
 }
 
 const char *ccomp_tokens_kernel_name(void)
@@ -578,7 +657,9 @@ typedef struct cand_order {
 static int cmp_cand(const void *pa, const void *pb)
 {
     const cand_order *a = (const cand_order *)pa, *b = (const cand_order *)pb;
-    if (a->v != b->v) return a->v > b->v ? -1 : 1;
+    const int na = isnan(a->v), nb = isnan(b->v);
+    if (na != nb) return na - nb; /* a total order for qsort even with NaN (keys rewritten during the call) */
+    if (!na && a->v != b->v) return a->v > b->v ? -1 : 1;
     return a->tok < b->tok ? -1 : a->tok > b->tok;
 }
 
@@ -734,6 +815,7 @@ static void screen_block(const job *j, row_state *s, const sub *sb, size_t b, si
         for (r = 0; r < nr; r++) normalized(j, b, sb->rg_key[g0 + r], s->A + r * D);
         for (p = 0; p < np; p++) {
             const float *P = sb->panels + p * D * PANEL;
+            if ((p & 15) == 0 && ccomp_cancelled()) return; /* row_run reports it */
             /* D in blocks of KC: the panel block (32 KB) and the rows' pieces stay in L1 */
             for (kb = 0; kb < D; kb += KC) {
                 const size_t kc = D - kb < KC ? D - kb : KC;
@@ -885,9 +967,9 @@ static ccomp_status row_run(void *ctx, void *state, size_t task, ccomp_error *er
     const sub *sb = &j->subs[b];
     const size_t nr = sb->nrg - g0 < RB ? sb->nrg - g0 : RB, lds = padded_cols(j);
     size_t r, m, t, c;
-    (void)err;
     if (sb->ncg > 0) screen_block(j, s, sb, b, g0, nr, lds);
     for (r = 0; r < nr; r++) {
+        if (ccomp_cancelled()) return ccomp_check_cancel(err, "token similarity"); /* a block of a large N */
         const size_t g = g0 + r, key = sb->rg_key[g];
         float *srow = s->S + r * lds;
         size_t extra = 0, n = 0;
@@ -930,22 +1012,34 @@ static ccomp_status row_run(void *ctx, void *state, size_t task, ccomp_error *er
 
 float ccomp_tokens_similarity(const void *keys, int dtype, size_t N, size_t D, size_t b, size_t i, size_t j)
 {
+    /* the two keys, each rescaled as the top-k rescales it */
+    float r;
     if (dtype == CCOMP_TOKENS_F64) {
-        const double *x = (const double *)keys + (b * N + i) * D, *y = (const double *)keys + (b * N + j) * D;
-        return (float)(dot64_f64(x, y, D) * inv_norm_f64(x, D) * inv_norm_f64(y, D));
-    }
-    if (dtype == CCOMP_TOKENS_F16) {
-        float *x = (float *)malloc(2 * D * sizeof(float)), r;
+        double *x = (double *)malloc(2 * D * sizeof(double));
         if (x == NULL) return NAN;
-        ccomp_f16_to_f32_n((const uint16_t *)keys + (b * N + i) * D, x, D);
-        ccomp_f16_to_f32_n((const uint16_t *)keys + (b * N + j) * D, x + D, D);
-        r = (float)(dot64_f32(x, x + D, D) * inv_norm_f32(x, D) * inv_norm_f32(x + D, D));
+        memcpy(x, (const double *)keys + (b * N + i) * D, D * sizeof(double));
+        memcpy(x + D, (const double *)keys + (b * N + j) * D, D * sizeof(double));
+        shift_f64(x, D, key_shift_f64(x, D));
+        shift_f64(x + D, D, key_shift_f64(x + D, D));
+        r = (float)(dot64_f64(x, x + D, D) * inv_norm_f64(x, D) * inv_norm_f64(x + D, D));
         free(x);
         return r;
     }
     {
-        const float *x = (const float *)keys + (b * N + i) * D, *y = (const float *)keys + (b * N + j) * D;
-        return (float)(dot64_f32(x, y, D) * inv_norm_f32(x, D) * inv_norm_f32(y, D));
+        float *x = (float *)malloc(2 * D * sizeof(float));
+        if (x == NULL) return NAN;
+        if (dtype == CCOMP_TOKENS_F16) {
+            ccomp_f16_to_f32_n((const uint16_t *)keys + (b * N + i) * D, x, D);
+            ccomp_f16_to_f32_n((const uint16_t *)keys + (b * N + j) * D, x + D, D);
+        } else {
+            memcpy(x, (const float *)keys + (b * N + i) * D, D * sizeof(float));
+            memcpy(x + D, (const float *)keys + (b * N + j) * D, D * sizeof(float));
+        }
+        shift_f32(x, D, key_shift_f32(x, D));
+        shift_f32(x + D, D, key_shift_f32(x + D, D));
+        r = (float)(dot64_f32(x, x + D, D) * inv_norm_f32(x, D) * inv_norm_f32(x + D, D));
+        free(x);
+        return r;
     }
 }
 

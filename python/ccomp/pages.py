@@ -40,6 +40,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._args import flag as _flag
+from ._args import integer as _integer
+
 __all__ = ["render_pages", "read_pnm", "sub_images", "patch_tokens", "saliency", "page_tokens", "PageTokens",
            "bundled_pdfs", "minilm_tokens", "SUB_IMAGE", "PATCH", "DEFAULT_DPI", "TEXT_THRESHOLD"]
 
@@ -92,6 +95,8 @@ def read_pnm(path_or_bytes):
     """A binary PGM (P5) or PPM (P6) image with 8-bit samples as a uint8 array
     [H, W, 1] (gray) or [H, W, 3] (RGB)."""
     data = path_or_bytes
+    if isinstance(data, (bool, int, float)) or data is None:  # an int would be opened as a file descriptor
+        raise TypeError(f"path_or_bytes must be a path or bytes, got {type(data).__name__}")
     if not isinstance(data, (bytes, bytearray, memoryview)):
         with open(path_or_bytes, "rb") as f:
             data = f.read()
@@ -116,17 +121,19 @@ def render_pages(pdf, pages, dpi=DEFAULT_DPI, gray=False):
     pdftoppm does.  RuntimeError when pdftoppm is missing (install it with
     ``apt-get install poppler-utils``); ValueError for a page out of range.
     """
-    exe = _pdftoppm()
+    if isinstance(pages, (int, np.integer)) and not isinstance(pages, (bool, np.bool_)):
+        pages = [pages]
+    if isinstance(pages, (str, bytes)) or not hasattr(pages, "__iter__"):
+        raise TypeError(f"pages must be a page number or a sequence of them, got {type(pages).__name__}")
+    pages = [_integer("pages", p) for p in pages]
+    if not pages or min(pages) < 1 or max(pages) > 1 << 31:
+        raise ValueError(f"pages must be page numbers counted from 1 (at most 2^31), got {pages[:8]}")
+    dpi = _integer("dpi", dpi, 1, 2400)
+    gray = _flag("gray", gray)
     pdf = os.fspath(pdf)
+    exe = _pdftoppm()
     if not os.path.isfile(pdf):
         raise FileNotFoundError(f"{pdf}: no such PDF file")
-    if isinstance(pages, (int, np.integer)):
-        pages = [pages]
-    pages = [int(p) for p in pages]
-    if not pages or min(pages) < 1:
-        raise ValueError(f"pages must be page numbers counted from 1, got {pages}")
-    if not 1 <= dpi <= 2400:
-        raise ValueError(f"dpi must be in [1, 2400], got {dpi}")
     out = []
     with tempfile.TemporaryDirectory(prefix="ccomp-pages-") as tmp:
         for p in pages:
@@ -153,12 +160,18 @@ def sub_images(page, size=SUB_IMAGE, fill=255):
     holding each tile's (row, col) in the grid of ceil(H / size) x ceil(W / size)).
     """
     a = np.asarray(page)
+    if a.dtype.kind not in "uif":
+        raise TypeError(f"page must be a numeric image array, got dtype {a.dtype}")
     if a.ndim == 2:
         a = a[:, :, None]
     if a.ndim != 3:
         raise ValueError(f"page must be [H, W] or [H, W, C], got shape {np.shape(page)}")
-    if size < 1:
-        raise ValueError(f"size must be positive, got {size}")
+    size = _integer("size", size, 1, 1 << 16)
+    if isinstance(fill, (bool, np.bool_)) or not isinstance(fill, (int, float, np.integer, np.floating)):
+        raise TypeError(f"fill must be a number, got {type(fill).__name__}")
+    lo, hi = (np.iinfo(a.dtype).min, np.iinfo(a.dtype).max) if a.dtype.kind in "ui" else (-np.inf, np.inf)
+    if not (lo <= fill <= hi) or (a.dtype.kind in "ui" and fill != int(fill)):
+        raise ValueError(f"fill must be a value of the page's dtype {a.dtype}, got {fill!r}")
     h, w, c = a.shape
     rows, cols = -(-h // size), -(-w // size)
     padded = np.full((rows * size, cols * size, c), fill, dtype=a.dtype)
@@ -174,12 +187,15 @@ def patch_tokens(images, patch=PATCH):
     Patches are in row-major order; inside a token the pixels are row-major
     with the channels innermost, as a ViT's patch embedding unfolds them."""
     a = np.asarray(images)
+    if a.dtype.kind not in "uif":
+        raise TypeError(f"images must be a numeric array, got dtype {a.dtype}")
+    patch = _integer("patch", patch, 1, 1 << 16)
     if a.ndim == 3:
         a = a[..., None]
     if a.ndim != 4 or a.shape[1] != a.shape[2]:
         raise ValueError(f"images must be [B, S, S, C] or [B, S, S], got shape {np.shape(images)}")
     b, s, _, c = a.shape
-    if patch < 1 or s % patch:
+    if s % patch:
         raise ValueError(f"the sub-image size {s} is not a multiple of patch={patch}")
     g = s // patch
     t = a.reshape(b, g, patch, g, patch, c).transpose(0, 1, 3, 2, 4, 5).reshape(b, g * g, patch * patch * c)
@@ -192,7 +208,10 @@ def saliency(tokens):
     """Per-patch weight: the standard deviation of the patch's pixels, float32
     [B, N] (>= 0, 0 for a uniform patch).  A stand-in for [CLS] attention,
     since no vision encoder is bundled: it is highest where there is ink."""
-    t = np.asarray(tokens, dtype=np.float64)
+    t = np.asarray(tokens)
+    if t.dtype.kind not in "uif":
+        raise TypeError(f"tokens must be a numeric array, got dtype {t.dtype}")
+    t = t.astype(np.float64)
     return t.std(axis=-1).astype(np.float32)
 
 
@@ -211,6 +230,9 @@ class PageTokens:
 
 def page_tokens(pdf, page, dpi=DEFAULT_DPI, size=SUB_IMAGE, patch=PATCH, gray=False):
     """Render one page (counted from 1) and return its :class:`PageTokens`."""
+    page = _integer("page", page, 1, 1 << 31)
+    size = _integer("size", size, 1, 1 << 16)
+    patch = _integer("patch", patch, 1, 1 << 16)
     image = render_pages(pdf, [page], dpi=dpi, gray=gray)[0]
     tiles, grid = sub_images(image, size)
     tokens = patch_tokens(tiles, patch)
@@ -256,6 +278,13 @@ def minilm_tokens(text=None, tokens=128, windows=4, layer=6, model=None):
     """
     from . import minilm
 
+    if text is not None and not isinstance(text, str):
+        raise TypeError(f"text must be a str or None, got {type(text).__name__}")
+    if model is not None and not hasattr(model, "forward"):
+        raise TypeError(f"model must be a ccomp.minilm model or None, got {type(model).__name__}")
+    tokens = _integer("tokens", tokens, 3, 1 << 20)
+    windows = _integer("windows", windows, 1, 1 << 20)
+    layer = _integer("layer", layer, 0, 1 << 10)
     m = model or minilm.load()
     if not 3 <= tokens <= m.max_positions:
         raise ValueError(f"tokens must be in [3, {m.max_positions}], got {tokens}")

@@ -57,7 +57,11 @@ import zlib
 import numpy as np
 
 from . import _core
+from ._args import choice as _choice
 from ._args import first_nonfinite
+from ._args import flag as _flag
+from ._args import integer as _integer
+from ._args import real as _real
 from ._args import threads as _threads
 from ._core import CorruptStreamError
 from .cuda import on_device
@@ -161,7 +165,7 @@ class Sketch:
         self.bits = _bits_of(t.shape[2])
         if in_features is None:
             in_features = t.shape[1] * (c.shape[2] * 8 // self.bits)
-        self.in_features = int(in_features)
+        self.in_features = _integer("in_features", in_features, 1, 1 << 40)
         self.tables = t
         self.codes = np.ascontiguousarray(c)
         self.info = dict(info or {})
@@ -222,7 +226,10 @@ class Sketch:
 
     def dequantize(self, dtype=np.float32, threads=None):
         """``W_hat`` as a dense ``[out_features, in_features]`` array (float32 or float64)."""
-        f64 = np.dtype(dtype) == np.float64
+        try:
+            f64 = np.dtype(dtype) == np.float64
+        except TypeError:
+            raise TypeError(f"dtype must be float32 or float64, got {dtype!r}") from None
         if not f64 and np.dtype(dtype) != np.float32:
             raise TypeError(f"dtype must be float32 or float64, got {np.dtype(dtype)}")
         return _core.sketch_dequantize(*self._args(), f64, _threads(threads))
@@ -242,8 +249,7 @@ class Sketch:
 
     def astype(self, dtype):
         """The same codes with the tables rounded to ``dtype`` (round to nearest even)."""
-        if dtype not in _TD:
-            raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+        _choice("dtype", dtype, DTYPES)
         v = self.table_values().astype(np.float64)
         return Sketch(_round_tables(v, dtype), self.codes, self.in_features, dtype=dtype, info=self.info)
 
@@ -325,7 +331,7 @@ class Sketch:
     @classmethod
     def from_bytes(cls, data):
         """Inverse of :meth:`to_bytes`; :class:`ccomp.CorruptStreamError` on damaged data."""
-        kind, entries = _decode(data)
+        kind, entries = _decode(_buffer(data, "data"))
         if kind != 0:
             raise CorruptStreamError("this container holds a named set of sketches: use ccomp.sketch.load")
         return entries[0][1]
@@ -352,6 +358,8 @@ def _input(x, width, name):
 
 def _on_gpu(sketch, *arrays):
     """True when the call goes to the GPU: a CUDA input or a sketch on the device."""
+    if not isinstance(sketch, Sketch) and not getattr(sketch, "_device_sketch", False):
+        raise TypeError(f"sketch must be a ccomp.sketch.Sketch, got {type(sketch).__name__}")
     return getattr(sketch, "_device_sketch", False) or any(on_device(a) for a in arrays)
 
 
@@ -448,8 +456,15 @@ def output_error(W, sketch, X):
     >>> output_error(W, fit(W, bits=4, method="rtn"), np.eye(32)) < 0.2
     True
     """
-    W = np.asarray(_numpy(W, "W")[0], dtype=np.float64)
-    X = np.asarray(_numpy(X, "X")[0], dtype=np.float64).reshape(-1, W.shape[1])
+    if not isinstance(sketch, Sketch):
+        raise TypeError(f"sketch must be a ccomp.sketch.Sketch, got {type(sketch).__name__}")
+    W = _weights(W).astype(np.float64)
+    if W.shape != sketch.shape:
+        raise ValueError(f"W must have the sketch's shape {sketch.shape}, got {W.shape}")
+    X = np.asarray(_numpy(X, "X")[0], dtype=np.float64)
+    if X.ndim < 1 or X.shape[-1] != W.shape[1]:
+        raise ValueError(f"X must have shape (..., {W.shape[1]}), got {X.shape}")
+    X = X.reshape(-1, W.shape[1])
     ref = X @ W.T
     return float(np.linalg.norm(ref - matmul(X, sketch)) / np.linalg.norm(ref))
 
@@ -582,18 +597,15 @@ def fit(W, bits=4, groups=1, method=None, *, calibration=None, hessian=None, dam
     >>> s.tables.shape, s.tables.dtype, s.codes.shape
     ((16, 4, 8), dtype('float16'), (16, 4, 6))
     """
-    if isinstance(bits, bool) or bits not in (2, 3, 4):
+    bits = _integer("bits", bits)
+    if bits not in (2, 3, 4):
         raise ValueError(f"bits must be 2, 3 or 4, got {bits!r}")
-    if isinstance(groups, bool) or not isinstance(groups, (int, np.integer)) or groups < 1:
-        raise ValueError(f"groups must be a positive int, got {groups!r}")
-    if dtype not in _TD:
-        raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+    groups = _integer("groups", groups, 1, 1 << 40)
+    _choice("dtype", dtype, DTYPES)
     if method is None:
         method = "leanquant" if calibration is not None or hessian is not None else "kmeans"
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    if isinstance(iters, bool) or not isinstance(iters, (int, np.integer)) or iters < 0:
-        raise ValueError(f"iters must be a non-negative int, got {iters!r}")
+    _choice("method", method, METHODS)
+    iters = _integer("iters", iters, 0, (1 << 31) - 1)
     W = _weights(W)
     out, cols = W.shape
     if cols % groups:
@@ -613,12 +625,9 @@ def fit(W, bits=4, groups=1, method=None, *, calibration=None, hessian=None, dam
         if calibration is None and hessian is None:
             raise ValueError("method='leanquant' needs calibration= (the layer inputs, shape (..., "
                              f"{cols})) or hessian= (shape ({cols}, {cols}))")
-        if not (isinstance(damping, (int, float, np.floating)) and damping >= 0 and math.isfinite(damping)):
-            raise ValueError(f"damping must be a non-negative number, got {damping!r}")
-        if not (isinstance(exponent, (int, float, np.floating)) and math.isfinite(exponent)):
-            raise ValueError(f"exponent must be a finite number, got {exponent!r}")
-        if isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer)) or block_size < 1:
-            raise ValueError(f"block_size must be a positive int, got {block_size!r}")
+        damping = _real("damping", damping, 0)
+        exponent = _real("exponent", exponent, -1e3, 1e3)
+        block_size = _integer("block_size", block_size, 1, 1 << 62)
         H = _hessian(calibration, hessian, cols)
         dead = np.diag(H) == 0
         H[dead, dead] = 1.0
@@ -631,10 +640,15 @@ def fit(W, bits=4, groups=1, method=None, *, calibration=None, hessian=None, dam
         col_weight = np.maximum(np.exp(lw - lw.max()), 1e-300)
         tables, _ = _core.sketch_fit(1, W, int(groups), bits, td, col_weight, int(iters), nt)
         codes = _core.sketch_gptq(W, np.ascontiguousarray(U, dtype=np.float32), tables, td, int(groups), bits,
-                                  int(block_size), nt)
+                                  min(int(block_size), cols), nt)
         info.update(damping=rel, damping_abs=absolute, exponent=float(exponent), block_size=int(block_size),
                     dead_columns=int(dead.sum()))
-    return Sketch(tables, codes, cols, dtype=dtype, info=info)
+    s = Sketch(tables, codes, cols, dtype=dtype, info=info)
+    if not np.isfinite(s.table_values()).all():  # e.g. weights beyond float16's 65504
+        big = float(np.abs(W).max())
+        raise ValueError(f"weights up to {big:g} do not fit tables of dtype {dtype!r} (an entry rounds to "
+                         "infinity); use a wider dtype")
+    return s
 
 
 def fit_model(layers, bits=4, groups=1, method=None, *, calibration=None, hessians=None, progress=True, **kw):
@@ -653,7 +667,10 @@ def fit_model(layers, bits=4, groups=1, method=None, *, calibration=None, hessia
     >>> sorted(out), out["q"].shape
     (['k', 'q'], (8, 32))
     """
+    progress = _flag("progress", progress)
     is_dict = isinstance(layers, dict)
+    if not is_dict and not isinstance(layers, (list, tuple)):
+        raise TypeError(f"layers must be a dict or a list of weight matrices, got {type(layers).__name__}")
     names = list(layers) if is_dict else list(range(len(layers)))
 
     def pick(src, name, what):
@@ -683,14 +700,55 @@ def fit_model(layers, bits=4, groups=1, method=None, *, calibration=None, hessia
 # -------------------------------------------------------------------- container
 
 
+def _buffer(data, name):
+    """bytes of a bytes-like object; TypeError for anything else (an int would make bytes(n) zeros)."""
+    if isinstance(data, (str, int)) or data is None:
+        raise TypeError(f"{name} must be bytes-like, got {type(data).__name__}")
+    try:
+        return bytes(memoryview(data))
+    except TypeError:
+        raise TypeError(f"{name} must be bytes-like, got {type(data).__name__}") from None
+
+
+def _name_problem(name):
+    """Why a layer name cannot be stored in a named container, or None."""
+    if name == "":
+        return "an empty name"
+    if "\x00" in name:
+        return f"a NUL character in {name[:40]!r}"
+    try:
+        nb = name.encode("utf-8")
+    except UnicodeEncodeError:
+        return f"{name[:40]!r} is not valid Unicode (a lone surrogate)"
+    if len(nb) > 0xFFFF:
+        return f"{len(nb)} bytes of UTF-8 (at most 65535)"
+    return None
+
+
+def _layer_names(sketches):
+    """[(name, Sketch)] of a dict: str keys, and int keys as their decimal form (layer indices); other key
+    types are a TypeError, two keys with the same name (1 and "1") or an unstorable name a ValueError."""
+    out, seen = [], {}
+    for k, v in sketches.items():
+        if isinstance(k, (bool, np.bool_)) or not isinstance(k, (str, int, np.integer)):
+            raise TypeError(f"sketches: layer names must be str (or int), got {type(k).__name__} {k!r}")
+        name = k if isinstance(k, str) else str(int(k))
+        why = _name_problem(name)
+        if why is not None:
+            raise ValueError(f"sketches: layer name {k!r} cannot be stored: {why}")
+        if name in seen:
+            raise ValueError(f"sketches: duplicate layer name {name!r} (keys {seen[name]!r} and {k!r})")
+        seen[name] = k
+        out.append((name, v))
+    return out
+
+
 def _encode(entries, kind):
     parts = [_MAGIC, struct.pack("<BBI", _VERSION, kind, len(entries))]
     for name, s in entries:
         if not isinstance(s, Sketch):
-            raise TypeError(f"expected a Sketch for {name!r}, got {type(s).__name__}")
+            raise TypeError(f"sketches: expected a Sketch for {name!r}, got {type(s).__name__}")
         nb = name.encode("utf-8")
-        if len(nb) > 0xFFFF:
-            raise ValueError(f"layer name too long ({len(nb)} bytes)")
         parts.append(struct.pack("<H", len(nb)) + nb)
         parts.append(struct.pack("<QQQBBH", s.out_features, s.in_features, s.groups, s.bits, _TD[s.dtype], 0))
         parts.append(s.tables.astype(s.tables.dtype.newbyteorder("<")).tobytes())
@@ -700,51 +758,23 @@ def _encode(entries, kind):
 
 
 def _decode(data):
-    data = bytes(data)
-    if len(data) < 14 or data[:4] != _MAGIC:
-        raise CorruptStreamError("not a ccomp.sketch container (bad magic or too short)")
-    if zlib.crc32(data[:-4]) != struct.unpack("<I", data[-4:])[0]:
-        raise CorruptStreamError("CRC-32 mismatch: the sketch file is damaged or truncated")
-    version, kind, count = struct.unpack("<BBI", data[4:10])
-    if version != _VERSION:
-        raise CorruptStreamError(f"unsupported sketch format version {version} (this build reads {_VERSION})")
-    if kind not in (0, 1) or (kind == 0 and count != 1):
-        raise CorruptStreamError(f"invalid container kind {kind} with {count} entries")
-    end, pos, entries = len(data) - 4, 10, []
+    """(kind, [(name, Sketch)]) of a container; the layout is checked by the C reader (every field before
+    it is used, linear in the input), the arrays are views of the checked ranges."""
+    kind, layout = _core.sketch_container_parse(data)
     names = {v: k for k, v in _TD.items()}
-    try:
-        for _ in range(count):
-            if pos + 2 > end:
-                raise CorruptStreamError("truncated entry")
-            (nlen,) = struct.unpack("<H", data[pos:pos + 2])
-            name = data[pos + 2:pos + 2 + nlen].decode("utf-8")
-            pos += 2 + nlen
-            if pos + 28 > end:
-                raise CorruptStreamError("truncated entry header")
-            out, cols, groups, bits, td, _ = struct.unpack("<QQQBBH", data[pos:pos + 28])
-            pos += 28
-            if td not in names or bits not in (2, 3, 4) or not (0 < groups <= cols) or cols % groups or out < 1:
-                raise CorruptStreamError(f"entry {name!r}: invalid parameters (out {out}, in {cols}, groups {groups}, "
-                                         f"bits {bits}, table type {td})")
-            dt = np.dtype(_NP[names[td]]).newbyteorder("<")
-            nt = out * groups * (1 << bits)
-            gb = ((cols // groups) * bits + 7) // 8
-            nc = out * groups * gb
-            if pos + nt * dt.itemsize + nc > end:
-                raise CorruptStreamError(f"entry {name!r}: data runs past the end")
-            tables = np.frombuffer(data, dt, nt, pos).astype(dt.newbyteorder("=")).reshape(out, groups, 1 << bits)
-            pos += nt * dt.itemsize
-            codes = np.frombuffer(data, np.uint8, nc, pos).reshape(out, groups, gb).copy()
-            pos += nc
-            s = Sketch(tables, codes, cols, dtype=names[td])
-            s.unpacked_codes()  # padding bits must be zero
-            entries.append((name, s))
-    except CorruptStreamError:
-        raise
-    except (UnicodeDecodeError, struct.error, ValueError, OverflowError, MemoryError) as e:
-        raise CorruptStreamError(f"invalid sketch container: {e}") from None
-    if pos != end:
-        raise CorruptStreamError("trailing bytes after the last entry")
+    entries = []
+    for raw, out, cols, groups, bits, td, t_off, c_off in layout:
+        try:
+            name = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise CorruptStreamError(f"invalid sketch container: entry {len(entries)}: the name is not UTF-8 ({e})") \
+                from None
+        dt = np.dtype(_NP[names[td]]).newbyteorder("<")
+        K = 1 << bits
+        gb = ((cols // groups) * bits + 7) // 8
+        tables = np.frombuffer(data, dt, out * groups * K, t_off).astype(dt.newbyteorder("=")).reshape(out, groups, K)
+        codes = np.frombuffer(data, np.uint8, out * groups * gb, c_off).reshape(out, groups, gb).copy()
+        entries.append((name, Sketch(tables, codes, cols, dtype=names[td])))
     return kind, entries
 
 
@@ -757,6 +787,11 @@ def save(path, sketches):
     bytes, the tables (little-endian) and the packed codes; then the CRC-32 of
     everything before it (u32).  All integers little-endian.
 
+    Layer names are str; int keys (layer indices) are written as their decimal form.  Other key types
+    raise TypeError; two keys that give the same name (``1`` and ``"1"``), an empty name, a NUL
+    character or more than 65535 bytes of UTF-8 raise ValueError.  :func:`load` refuses a container
+    with such names (``CorruptStreamError``).
+
     >>> import numpy as np, os, tempfile
     >>> s = fit(np.ones((4, 8), np.float32), bits=2, method="rtn")
     >>> path = os.path.join(tempfile.mkdtemp(), "w.ccsk")
@@ -767,9 +802,9 @@ def save(path, sketches):
     if isinstance(sketches, Sketch):
         data = _encode([("", sketches)], kind=0)
     elif isinstance(sketches, dict):
-        data = _encode([(str(k), v) for k, v in sketches.items()], kind=1)
+        data = _encode(_layer_names(sketches), kind=1)
     else:
-        raise TypeError(f"save takes a Sketch or a dict of them, got {type(sketches).__name__}")
+        raise TypeError(f"sketches: save takes a Sketch or a dict of them, got {type(sketches).__name__}")
     with open(path, "wb") as f:
         f.write(data)
 

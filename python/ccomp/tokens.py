@@ -31,7 +31,11 @@ import numpy as np
 
 from . import _core
 from . import cuda as _cuda
+from ._args import choice as _choice
 from ._args import first_nonfinite as _first_nonfinite
+from ._args import flag as _flag
+from ._args import integer as _integer
+from ._args import real as _real
 from ._args import threads as _threads
 
 __all__ = ["correlation_compress", "Compressed", "tome_merge", "prumerge", "visionzip", "fastv_select",
@@ -125,9 +129,15 @@ def _rows(a, x, name, nonneg=True):
 
 
 def _count(v, name, lo, hi):
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not lo <= v <= hi:
-        raise ValueError(f"{name} must be an int in [{lo}, {hi}], got {v!r}")
-    return int(v)
+    """An int in [lo, hi]: TypeError for another type (1.5, True), ValueError outside the range."""
+    if hi < lo:
+        raise ValueError(f"{name} must be an int in [{lo}, {hi}], which is empty for these tokens; got {v!r}")
+    return _integer(name, v, lo, hi)
+
+
+def _stack(parts, tail, dtype):
+    """np.stack of per-sub-image arrays, an empty [0, *tail] array when there is no sub-image (B = 0)."""
+    return np.stack(parts).astype(dtype, copy=False) if len(parts) else np.zeros((0,) + tuple(tail), dtype)
 
 
 def _out_dtype(x):
@@ -225,7 +235,7 @@ def most_similar(keys, k=1, threads=None):
     kk = _keys3(None, x)
     allr = [np.arange(N)] * B
     idx, val = _topk(kk, allr, allr, True, k, threads)
-    idx, val = np.stack(idx), np.stack(val)
+    idx, val = _stack(idx, (N, k), np.int64), _stack(val, (N, k), np.float32)
     return (idx[0], val[0]) if squeeze else (idx, val)
 
 
@@ -244,7 +254,10 @@ def cls_weights(cls, keys):
         raise ValueError(f"cls must have shape [{k.shape[0]}, {k.shape[2]}] (one vector per sub-image, as wide as "
                          f"the keys), got {list(c.shape)}")
     _finite(c, "cls")
-    logits = np.einsum("bnd,bd->bn", k.astype(np.float64), c) / math.sqrt(k.shape[2])
+    with np.errstate(over="ignore", invalid="ignore"):
+        logits = np.einsum("bnd,bd->bn", k.astype(np.float64), c) / math.sqrt(k.shape[2])
+    if not np.isfinite(logits).all():  # softmax is not scale-invariant: no meaningful weights to give
+        raise ValueError("cls: <cls, k_i> / sqrt(Dk) overflows float64 for these keys; scale cls or the keys down")
     logits -= logits.max(axis=1, keepdims=True)
     e = np.exp(logits)
     return e / e.sum(axis=1, keepdims=True)
@@ -252,7 +265,13 @@ def cls_weights(cls, keys):
 
 def iqr_bound(w):
     """The IQR outlier bound ``Q3 + 1.5 (Q3 - Q1)`` of a 1-D array (NumPy's linear percentiles)."""
-    q1, q3 = np.percentile(np.asarray(w, dtype=np.float64), [25, 75])
+    a = _float_array(w, "w") if np.asarray(w).dtype.kind == "f" else np.asarray(w)
+    if a.dtype.kind not in "fiu" or a.ndim != 1 or a.size == 0:
+        raise (TypeError if a.dtype.kind not in "fiu" else ValueError)(
+            f"w must be a non-empty 1-D numeric array, got {a.dtype} of shape {a.shape}")
+    a = a.astype(np.float64)
+    _finite(a, "w")
+    q1, q3 = np.percentile(a, [25, 75])
     return q3 + 1.5 * (q3 - q1)
 
 
@@ -267,6 +286,9 @@ def _splitmix64(z):
 def uniforms(seed, b, n):
     """The counter-based uniforms of sub-image b: ``u_i = ((r >> 11) + 0.5) 2^-53`` with
     ``r = splitmix64(splitmix64(seed) ^ (b << 32 | i))``, i < n. Returns float64 [n] in (0, 1)."""
+    seed = _integer("seed", seed, -(1 << 63), (1 << 64) - 1)
+    b = _integer("b", b, 0, (1 << 32) - 1)
+    n = _integer("n", n, 0, 1 << 32)
     with np.errstate(over="ignore"):
         s = _splitmix64(np.array([int(seed) & _M64], dtype=np.uint64))
         r = _splitmix64(s ^ ((np.uint64(b) << np.uint64(32)) | np.arange(n, dtype=np.uint64)))
@@ -331,14 +353,11 @@ def correlation_compress(tokens, cls_attention=None, cls=None, keys=None, thresh
     else:
         x, squeeze = _tokens3(tokens)
     B, N, D = x.shape
-    if not isinstance(threshold, (int, float, np.floating, np.integer)) or isinstance(threshold, bool) \
-            or not -1.0 <= float(threshold) <= 1.0:
-        raise ValueError(f"threshold must be a number in [-1, 1], got {threshold!r}")
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    threshold = _real("threshold", threshold, -1.0, 1.0)
+    _choice("mode", mode, MODES)
     k_min = _count(k_min, "k_min", 1, N)
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise ValueError(f"seed must be an int, got {seed!r}")
+    seed = _integer("seed", seed, -(1 << 63), (1 << 64) - 1)
+    merge = _flag("merge", merge)
     kk = _keys3(keys, x if xd is None else np.empty((B, N, 0)), src=tokens)
     if xd is not None and keys is not None:
         _tokens_gpu.check_finite(xd)  # the GPU top-k reads the keys only
@@ -352,7 +371,7 @@ def correlation_compress(tokens, cls_attention=None, cls=None, keys=None, thresh
         w = np.ones((B, N))
     allr = [np.arange(N)] * B
     idx, val = _topk(kk, allr, allr, True, 1, threads)
-    msim = np.stack([v[:, 0] for v in val])
+    msim = _stack([v[:, 0] for v in val], (N,), np.float32)
     redundant = msim.astype(np.float64) > float(threshold)  # the float32 value against the exact threshold
     density = 1.0 - redundant.sum(axis=1) / N
     kept = []
@@ -384,7 +403,7 @@ def correlation_compress(tokens, cls_attention=None, cls=None, keys=None, thresh
             sums.add(b, kb, offs[b] + np.arange(len(kb)), np.where(weighted, w[b][kb], 1.0))
             sums.add(b, db, offs[b] + local, np.where(weighted[local], w[b][db], 1.0))
             div.append(np.where(weighted, den, 1.0 + np.bincount(local, minlength=len(kb))))
-        res = sums.run(x, offs[-1], threads, np.concatenate(div))
+        res = sums.run(x, offs[-1], threads, np.concatenate(div) if div else None)
         out = []
         for b in range(B):
             rb = res[offs[b]:offs[b + 1]]
@@ -409,7 +428,8 @@ def tome_merge(tokens, r, metric=None, sizes=None, cls_token=False, threads=None
     x, squeeze = _tokens3(tokens)
     B, N, D = x.shape
     r = _count(r, "r", 0, N)
-    r = min(r, (N - int(bool(cls_token))) // 2)
+    cls_token = _flag("cls_token", cls_token)
+    r = min(r, (N - int(cls_token)) // 2)
     kk = _keys3(metric, x, "metric", src=tokens)
     if sizes is None:
         s = np.ones((B, N))
@@ -475,10 +495,10 @@ def prumerge(tokens, cls_attention, keys=None, ratio=None, neighbors=32, extra_t
     x, squeeze = _tokens3(tokens)
     B, N, D = x.shape
     a = _rows(cls_attention, x, "cls_attention")
-    if ratio is not None and (isinstance(ratio, bool) or not isinstance(ratio, (int, float, np.floating))
-                              or not 0.0 < float(ratio) <= 1.0):
-        raise ValueError(f"ratio must be None or a number in (0, 1], got {ratio!r}")
+    if ratio is not None:
+        ratio = _real("ratio", ratio, 0.0, 1.0, lo_open=True)
     neighbors = _count(neighbors, "neighbors", 1, 1 << 20)
+    extra_token = _flag("extra_token", extra_token)
     kk = _keys3(keys, x, src=tokens)
     kept = []
     for b in range(B):
@@ -578,11 +598,10 @@ def fastv_select(tokens, attention, keep=None, ratio=0.5):
     B, N, D = x.shape
     a = _rows(attention, x, "attention", nonneg=False)
     if keep is None:
-        if isinstance(ratio, bool) or not isinstance(ratio, (int, float, np.floating)) or not 0.0 <= ratio < 1.0:
-            raise ValueError(f"ratio must be a number in [0, 1), got {ratio!r}")
+        ratio = _real("ratio", ratio, 0.0, 1.0, hi_open=True)
         keep = N - int(N * ratio)
     keep = _count(keep, "keep", 1, N)
-    idx = np.stack([np.sort(_top_by_weight(a[b], keep)) for b in range(B)]).astype(np.int64)
+    idx = _stack([np.sort(_top_by_weight(a[b], keep)) for b in range(B)], (keep,), np.int64)
     out = np.take_along_axis(x, idx[:, :, None], axis=1)
     if squeeze:
         return out[0], idx[0]

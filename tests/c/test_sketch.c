@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <zlib.h>
 
 #include "ccomp/half.h"
 #include "ccomp/sketch.h"
@@ -504,9 +505,105 @@ static void test_errors(void)
     CHECK(ccomp_sketch_grad_input(&s, x, 1, CCOMP_SKETCH_F32, y, 1, &err) == CCOMP_ERR_VALUE, "0 rows");
 }
 
+/* ------------------------------------------------------------- container */
+
+static void put_le(uint8_t *p, uint64_t v, int bytes)
+{
+    int i;
+    for (i = 0; i < bytes; i++) p[i] = (uint8_t)(v >> (8 * i));
+}
+
+/* A named container of `count` entries of one 1 x 4 sketch (2 bits, float32 tables), named names[i]; the
+ * CRC fixed; returns its size. */
+static size_t make_container(uint8_t *buf, const char *const *names, size_t count)
+{
+    size_t pos = 10, i;
+    memcpy(buf, "CCSK", 4);
+    buf[4] = 1;
+    buf[5] = 1;
+    put_le(buf + 6, count, 4);
+    for (i = 0; i < count; i++) {
+        size_t len = strlen(names[i]);
+        put_le(buf + pos, len, 2);
+        memcpy(buf + pos + 2, names[i], len);
+        pos += 2 + len;
+        put_le(buf + pos, 1, 8);
+        put_le(buf + pos + 8, 4, 8);
+        put_le(buf + pos + 16, 1, 8);
+        buf[pos + 24] = 2;
+        buf[pos + 25] = CCOMP_SKETCH_F32;
+        put_le(buf + pos + 26, 0, 2);
+        pos += 28;
+        memset(buf + pos, 0, 16); /* 4 float32 entries */
+        pos += 16;
+        buf[pos++] = 0x1b; /* codes 0 1 2 3 */
+    }
+    put_le(buf + pos, (uint32_t)crc32(crc32(0L, Z_NULL, 0), buf, (uInt)pos), 4);
+    return pos + 4;
+}
+
+static void test_container(void)
+{
+    static uint8_t buf[4096];
+    const char *good[] = {"q", "k", "v"}, *dup[] = {"q", "k", "q"}, *empty[] = {"q", ""};
+    ccomp_sketch_entry *es;
+    ccomp_error err;
+    size_t n, count, i;
+    int kind;
+    n = make_container(buf, good, 3);
+    CHECK(ccomp_sketch_container_parse(buf, n, &kind, &es, &count, &err) == CCOMP_OK && kind == 1 && count == 3,
+          "a good container: %s", err.msg);
+    if (count == 3)
+        CHECK(es[2].name_len == 1 && buf[es[2].name_off] == 'v' && es[2].cols == 4 && buf[es[2].codes_off] == 0x1b,
+              "the third entry's fields");
+    free(es);
+    n = make_container(buf, dup, 3);
+    CHECK(ccomp_sketch_container_parse(buf, n, &kind, &es, &count, &err) == CCOMP_ERR_CORRUPT &&
+              strstr(err.msg, "duplicate layer name 'q'") && es == NULL,
+          "duplicate names: %s", err.msg);
+    n = make_container(buf, empty, 2);
+    CHECK(ccomp_sketch_container_parse(buf, n, &kind, &es, &count, &err) == CCOMP_ERR_CORRUPT &&
+              strstr(err.msg, "empty"), "an empty name: %s", err.msg);
+    /* every truncation (CRC fixed again) and a huge count are refused */
+    n = make_container(buf, good, 3);
+    for (i = 0; i + 4 < n; i++) {
+        uint8_t cut[4096];
+        memcpy(cut, buf, i);
+        put_le(cut + i, (uint32_t)crc32(crc32(0L, Z_NULL, 0), cut, (uInt)i), 4);
+        CHECK(ccomp_sketch_container_parse(cut, i + 4, &kind, &es, &count, &err) == CCOMP_ERR_CORRUPT,
+              "cut at %zu", i);
+    }
+    put_le(buf + 6, 0xFFFFFFFFu, 4);
+    put_le(buf + n - 4, (uint32_t)crc32(crc32(0L, Z_NULL, 0), buf, (uInt)(n - 4)), 4);
+    CHECK(ccomp_sketch_container_parse(buf, n, &kind, &es, &count, &err) == CCOMP_ERR_CORRUPT &&
+              strstr(err.msg, "cannot fit"), "2^32 - 1 entries: %s", err.msg);
+}
+
+/* GPTQ with a block far beyond the columns: the same codes as one block of all columns */
+static void test_gptq_block(void)
+{
+    enum { R = 3, C = 16 };
+    float w[R * C], u[C * C] = {0}, t[R * 16];
+    uint8_t a[R * 8], b[R * 8];
+    ccomp_error err;
+    size_t i;
+    for (i = 0; i < R * C; i++) w[i] = gauss();
+    for (i = 0; i < R * 16; i++) t[i] = (float)i / 8.0f - 3.0f;
+    for (i = 0; i < C; i++) {
+        u[i * C + i] = 1.0f;
+        if (i + 1 < C) u[i * C + i + 1] = 0.1f;
+    }
+    CHECK(ccomp_sketch_fit_gptq(w, C, u, R, C, 1, 4, CCOMP_SKETCH_F32, t, (size_t)1 << 62, a, 1, &err) == CCOMP_OK,
+          "block 2^62: %s", err.msg);
+    CHECK(ccomp_sketch_fit_gptq(w, C, u, R, C, 1, 4, CCOMP_SKETCH_F32, t, C, b, 1, &err) == CCOMP_OK, "block C");
+    CHECK(memcmp(a, b, sizeof a) == 0, "block 2^62 gives the codes of block %d", C);
+}
+
 int main(int argc, char **argv)
 {
     int quick = argc > 1 && strcmp(argv[1], "--quick") == 0;
+    test_container();
+    test_gptq_block();
     test_layout();
     test_rounding();
     test_kernels(quick);

@@ -231,6 +231,53 @@ static void check_gather_sum(void)
                                   CCOMP_TOKENS_F16, n_out, 1, &err) == CCOMP_ERR_VALUE, "float16 output accepted");
 }
 
+/* Keys times 2^k (exact) give the same answer as the keys themselves in every screen, also where the
+ * squares would overflow or underflow (float64 1e154 / 1e-160, float32 near 2^100 or subnormal) */
+static void check_extreme_scales(void)
+{
+    enum { N = 40, D = 12 };
+    static const int exps64[] = {520, 1000, -540, -1000}, exps32[] = {100, -100, -135};
+    double k64[N * D], s64[N * D];
+    float k32[N * D], s32[N * D];
+    int64_t rows[N], oi0[N * 3], oi[N * 3];
+    size_t off[2] = {0, N}, i, e;
+    float ov0[N * 3], ov[N * 3];
+    ccomp_error err;
+    int screen;
+    for (i = 0; i < N; i++) rows[i] = (int64_t)i;
+    for (i = 0; i < N * D; i++) k32[i] = (float)(k64[i] = urand() - 0.5);
+    for (i = D; i < 2 * D; i++) k64[i] = k64[i - D]; /* a tie */
+    for (e = 0; e < sizeof exps64 / sizeof *exps64; e++) {
+        for (i = 0; i < N * D; i++) s64[i] = ldexp(k64[i], exps64[e]);
+        CHECK(ccomp_tokens_topk(k64, CCOMP_TOKENS_F64, 1, N, D, rows, off, rows, off, 1, 3, 0, oi0, ov0, 1, &err) ==
+                  CCOMP_OK, "float64 keys: %s", err.msg);
+        CHECK(ccomp_tokens_topk(s64, CCOMP_TOKENS_F64, 1, N, D, rows, off, rows, off, 1, 3, 0, oi, ov, 1, &err) ==
+                  CCOMP_OK, "float64 keys times 2^%d: %s", exps64[e], err.msg);
+        CHECK(memcmp(oi, oi0, sizeof oi) == 0 && memcmp(ov, ov0, sizeof ov) == 0,
+              "float64 keys times 2^%d: another answer", exps64[e]);
+        CHECK(ccomp_tokens_similarity(s64, CCOMP_TOKENS_F64, N, D, 0, 0, 1) == ov0[0] || oi0[0] != 1,
+              "the similarity of float64 keys times 2^%d", exps64[e]);
+    }
+    for (screen = CCOMP_TOKENS_SCREEN_AUTO; screen <= CCOMP_TOKENS_SCREEN_INT8; screen++) {
+        if (screen == CCOMP_TOKENS_SCREEN_INT8 && !int8_ok(CCOMP_TOKENS_F32)) continue;
+        CHECK(ccomp_tokens_topk(k32, CCOMP_TOKENS_F32, 1, N, D, rows, off, rows, off, 1, 3, screen, oi0, ov0, 1,
+                                &err) == CCOMP_OK, "float32 keys: %s", err.msg);
+        for (e = 0; e < sizeof exps32 / sizeof *exps32; e++) {
+            int exact = 1;
+            for (i = 0; i < N * D; i++) {
+                s32[i] = ldexpf(k32[i], exps32[e]);
+                exact &= ldexpf(s32[i], -exps32[e]) == k32[i];
+            }
+            CHECK(ccomp_tokens_topk(s32, CCOMP_TOKENS_F32, 1, N, D, rows, off, rows, off, 1, 3, screen, oi, ov, 1,
+                                    &err) == CCOMP_OK, "float32 keys times 2^%d: %s", exps32[e], err.msg);
+            for (i = 0; i < N * 3; i++) CHECK(!isnan(ov[i]), "float32 keys times 2^%d: NaN", exps32[e]);
+            if (exact)
+                CHECK(memcmp(oi, oi0, sizeof oi) == 0 && memcmp(ov, ov0, sizeof ov) == 0,
+                      "float32 keys times 2^%d (screen %d): another answer", exps32[e], screen);
+        }
+    }
+}
+
 int main(int argc, char **argv)
 {
     int quick = argc > 1 && strcmp(argv[1], "--quick") == 0;
@@ -254,6 +301,7 @@ int main(int argc, char **argv)
     printf("kernel: %s\n", ccomp_tokens_kernel_name());
     check_errors();
     check_gather_sum();
+    check_extreme_scales();
     if (test_failures) {
         fprintf(stderr, "test_tokens: %d failures\n", test_failures);
         return 1;

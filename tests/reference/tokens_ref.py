@@ -59,9 +59,24 @@ def top_indices(values, k):
 # ----------------------------------------------------------- similarity
 
 
+KEY_EXP = 20
+
+
+def rescale(keys):
+    """Each key whose largest |x| is outside [2^-20, 2^20) times the power of two that brings that
+    largest |x| into [1, 2): exact, and the cosine does not change; it keeps the squares of 1e154 or
+    1e-160 (and the float32 screen of keys near 3e38 or 1e-40) in range.  Float32 keys are rescaled in
+    float32, as the core does."""
+    k = np.array(keys, dtype=np.float64 if np.asarray(keys).dtype == np.float64 else np.float32)
+    m = np.max(np.abs(k), axis=-1, keepdims=True) if k.shape[-1] else np.zeros(k.shape[:-1] + (1,), k.dtype)
+    out = (m > 0) & ((m < 2.0 ** -KEY_EXP) | (m >= 2.0 ** KEY_EXP))
+    e = np.frexp(m.astype(np.float64))[1] - 1
+    return np.where(out, np.ldexp(k, np.where(out, -e, 0).astype(np.int32)).astype(k.dtype), k)
+
+
 def normalize(keys):
-    """``k / max(|k|, 1e-12)`` row by row, in float64."""
-    k = np.asarray(keys, dtype=np.float64)
+    """``k / max(|k|, 1e-12)`` row by row, in float64, after :func:`rescale`."""
+    k = rescale(keys).astype(np.float64)
     norm = np.sqrt(np.sum(k * k, axis=-1, keepdims=True))
     return k / np.maximum(norm, EPS)
 

@@ -128,6 +128,26 @@ ccomp_status ccomp_sketch_fit_gptq(const float *w, size_t ld, const float *u, si
                                    int bits, int dtype, const void *tables, size_t block, uint8_t *packed, int threads,
                                    ccomp_error *err);
 
+/* ----------------------------------------------------------- container */
+
+/* One entry of a CCSK container (python/ccomp/sketch.py's save/load): offsets into the container. */
+typedef struct ccomp_sketch_entry {
+    size_t name_off, name_len;  /* UTF-8 bytes of the name */
+    size_t rows, cols, groups;
+    int bits, dtype;
+    size_t tables_off;          /* rows * groups * 2^bits little-endian elements of dtype */
+    size_t codes_off;           /* ccomp_sketch_code_bytes(...) packed code bytes */
+} ccomp_sketch_entry;
+
+/* Reads a CCSK container of n bytes: magic, CRC-32, version 1, kind (0: one unnamed sketch, 1: named),
+ * every entry's header (shape checked as ccomp_sketch_check does), data within the container and no
+ * byte after the last entry, zero padding bits of every code run, and in a named container names that
+ * are non-empty, without NUL and pairwise distinct.  Linear in n (names compared through a hash table).
+ * On success *entries is a malloc'ed array of *count entries (the caller frees it; NULL when none);
+ * failures are CCOMP_ERR_CORRUPT naming what is wrong. */
+ccomp_status ccomp_sketch_container_parse(const uint8_t *data, size_t n, int *kind, ccomp_sketch_entry **entries,
+                                          size_t *count, ccomp_error *err);
+
 #ifdef __cplusplus
 }
 #endif
