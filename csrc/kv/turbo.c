@@ -385,6 +385,10 @@ ccomp_status ccomp_kv_turbo_quantize(const float *x, size_t ld, ccomp_kv_turbo *
                 rs += (double)r * (double)r;
             }
             q->res_norms[t] = (float)sqrt(rs);
+            if (isinf(q->res_norms[t]) || isnan(q->res_norms[t]))
+                return ccomp_fail(err, CCOMP_ERR_VALUE,
+                                  "turbo: the QJL residual norm of row %zu overflows float32 (row norm %g)", t,
+                                  (double)norm);
             matvec(q->qjl_matrix, d, xr, sr);
             for (j = 0; j < sb; j++) {
                 unsigned byte = 0, i;
