@@ -190,7 +190,10 @@ class QuantizedTensor:
             raise ValueError(f"arrays of {self.method} must be exactly {names}, got {sorted(map(str, arrays))}")
         S, out = self.slices, {}
         for name, dt, n in layout:
-            a = _args.array(f"arrays[{name!r}]", arrays[name], (np.dtype(dt),), ndim=2)
+            a = arrays[name]
+            if isinstance(a, np.ndarray) and a.dtype.kind == "i" and a.dtype.itemsize == np.dtype(dt).itemsize:
+                a = a.view(a.dtype.str.replace("i", "u"))  # torch's signed stand-ins for uint16/32/64
+            a = _args.array(f"arrays[{name!r}]", a, (np.dtype(dt),), ndim=2)
             if a.shape != (S, n):
                 raise ValueError(f"arrays[{name!r}] must have shape {(S, n)} for {self.method} of shape {self.shape}, "
                                  f"got {a.shape}")
