@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ccomp/cancel.h"
 #include "ccomp/half.h"
 #include "ccomp/kv_sparse.h"
 
@@ -165,7 +166,8 @@ ccomp_status ccomp_kv_sparse_quantize(const float *x, size_t ld, ccomp_kv_sparse
         topk t;
         size_t taken = 0;
         memcpy(buf, x + r * ld, cols * sizeof(float));
-        if ((st = check_elements(buf, cols, 1, cols, err)) != CCOMP_OK) {
+        if ((st = check_elements(buf, cols, 1, cols, err)) != CCOMP_OK ||
+            ((r & 255) == 0 && (st = ccomp_check_cancel(err, "sparse quantize")) != CCOMP_OK)) {
             free(buf);
             return st;
         }
