@@ -363,6 +363,21 @@ static void att_fini(void *vctx, void *state)
     free(state);
 }
 
+/* 1 when the n scores are finite (a huge q or scale can overflow them: softmax would then hide it) */
+static int scores_finite(const float *s, size_t n)
+{
+    size_t t;
+    int ok = 1;
+    for (t = 0; t < n; t++) ok &= isfinite(s[t]) != 0;
+    return ok;
+}
+
+static ccomp_status scores_overflow(ccomp_error *err, size_t h)
+{
+    return ccomp_fail(err, CCOMP_ERR_VALUE,
+                      "the attention scores of query head %zu overflow float32 (q or the cache too large)", h);
+}
+
 /* softmax of n logits in place (times scale), returns the normaliser */
 static float softmax_row(float *s, size_t n, float scale)
 {
@@ -396,6 +411,8 @@ static ccomp_status att_multi_run(att_ctx *c, float *s, size_t task, ccomp_error
     }
     multi_scores(&c->k[g], qs, nqb, c->T, s, buf);
     if (ccomp_cancelled()) return ccomp_check_cancel(err, "attention");
+    for (j = 0; j < nqb; j++)
+        if (!scores_finite(s + j * c->T, c->T)) return scores_overflow(err, g * (c->H / c->G) + (j0 + j) / c->nq);
     for (j = 0; j < nqb; j++) {
         z[j] = softmax_row(s + j * c->T, c->T, c->scale);
         memset(os[j], 0, c->Dv * sizeof(float));
@@ -418,6 +435,7 @@ static ccomp_status att_run(void *vctx, void *state, size_t task, ccomp_error *e
     o = c->out + (h * c->nq + i) * c->Dv;
     if (!scores_interruptible(&c->k[g], c->q + (h * c->nq + i) * c->D, s))
         return ccomp_check_cancel(err, "attention");
+    if (!scores_finite(s, c->T)) return scores_overflow(err, h);
     z = softmax_row(s, c->T, c->scale);
     memset(o, 0, c->Dv * sizeof(float));
     ccomp_kv_slice_accum(&c->v[g], s, o);

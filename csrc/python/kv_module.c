@@ -93,6 +93,11 @@ static int layout_init(kv_layout *L, int method, Py_ssize_t T, Py_ssize_t D, PyO
     ccomp_status st = CCOMP_OK;
     kv_params *p = &L->p;
     memset(L, 0, sizeof *L);
+    if (!PyTuple_Check(params)) {
+        PyErr_Format(PyExc_TypeError, "%s: params must be a tuple (bits, group, axis, type, qjl, rank, iters, frac, seed)",
+                     what);
+        return -1;
+    }
     if (!PyArg_ParseTuple(params, "iiiiiiidK;params must be (bits, group, axis, type, qjl, rank, iters, frac, seed)",
                           &p->bits, &p->group, &p->axis, &p->type, &p->qjl, &p->rank, &p->iters, &p->frac, &p->seed))
         return -1;
@@ -249,7 +254,8 @@ static int arrays_from(const kv_layout *L, PyObject *tuple, PyObject *keep, kv_a
             PyErr_Format(PyExc_ValueError, "%s: array '%s' must be a 2-D %c%d array of %zu rows and at least %zu "
                          "columns, got %d-D dtype %c%d shape (%zd, %zd)",
                          what, L->name[i], dtype_kind(L->dtype[i]), dtype_size(L->dtype[i]), A->S, L->count[i], PyArray_NDIM(a),
-                         PyArray_DESCR(a)->kind, (int)PyArray_ITEMSIZE(a), PyArray_DIM(a, 0),
+                         PyArray_DESCR(a)->kind, (int)PyArray_ITEMSIZE(a),
+                         PyArray_NDIM(a) > 0 ? PyArray_DIM(a, 0) : (npy_intp)-1,
                          PyArray_NDIM(a) > 1 ? PyArray_DIM(a, 1) : (npy_intp)-1);
             return -1;
         }

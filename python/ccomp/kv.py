@@ -204,7 +204,7 @@ class QuantizedTensor:
             vals = a.view(np.float16) if name in _F16_ARRAYS else a if name in _F32_ARRAYS else None
             if name == "blocks":  # each ggml block starts with its fp16 scale
                 size = 34 if self.method == "q8_0" else 18
-                vals = np.ascontiguousarray(a.reshape(S, -1, size)[:, :, :2]).view(np.float16)
+                vals = np.ascontiguousarray(a.reshape(S, a.shape[1] // size, size)[:, :, :2]).view(np.float16)
             if vals is None:
                 continue
             at = first_nonfinite(vals)
@@ -618,8 +618,8 @@ class KIVICache:
         for name, a in (("k", ka), ("v", va)):
             at = first_nonfinite(a)
             if at is not None:
-                raise ValueError(f"{name} contains NaN or infinite values: {a[at]} at index "
-                                 f"{np.unravel_index(np.ravel_multi_index(at, a.shape), kshape)}")
+                where = tuple(int(i) for i in np.unravel_index(np.ravel_multi_index(at, a.shape), kshape))
+                raise ValueError(f"{name} contains NaN or infinite values: {a[at]} at index {where}")
         lead, D = kshape[:-2], kshape[-1]
         if self.k_cache is None:
             p = {"bits": self.bits, "group": self.group}
