@@ -107,7 +107,10 @@ static ccomp_status bad_element(const float *x, size_t ld, const ccomp_kv_gw *q,
                                   "((max - min) / %u) overflows; expected values within about +-65504",
                                   r, c, (double)x[r * ld + c], (double)mn, (unsigned)((1u << q->bits) - 1u));
         }
-    return ccomp_fail(err, CCOMP_ERR_VALUE, "a group's range does not fit in float16 (|values| above 65504)");
+    /* the kernel saw a bad group that a second look does not find: x was rewritten while it was read */
+    return ccomp_fail(err, CCOMP_ERR_VALUE,
+                      "a group held a NaN, an infinity or a range beyond float16 that x no longer holds "
+                      "(x changed during the call?)");
 }
 
 int kv_group_params(float mn, float mx, int bits, uint16_t *s16, uint16_t *z16, float *s, float *z)
