@@ -3,6 +3,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "ccomp/cancel.h"
 #include "ccomp/half.h"
 #include "ccomp/kv.h"
 #include "kv_internal.h"
@@ -90,6 +91,8 @@ ccomp_status ccomp_kv_ggml_quantize(const float *x, size_t rows, size_t cols, si
                           cols);
     for (r = 0; r < rows; r++) {
         const float *row = x + r * ld;
+        ccomp_status st;
+        if ((r & 1023) == 0 && (st = ccomp_check_cancel(err, "ggml quantize")) != CCOMP_OK) return st;
         for (c = 0; c < cols; c++)
             if (!isfinite(row[c]))
                 return ccomp_fail(err, CCOMP_ERR_VALUE, "element (token %zu, channel %zu) is %s", r, c,

@@ -3,6 +3,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "ccomp/cancel.h"
 #include "ccomp/half.h"
 #include "ccomp/kv.h"
 #include "kv_internal.h"
@@ -142,7 +143,21 @@ ccomp_status ccomp_kv_gw_quantize(const float *x, size_t ld, ccomp_kv_gw *q, cco
     if (st != CCOMP_OK) return st;
     if (cols > KV_MAX_COLS)
         return ccomp_fail(err, CCOMP_ERR_VALUE, "head dim must be at most %d, got %zu", KV_MAX_COLS, cols);
-    bad = kv_avx2_ok() ? kv_gw_quantize_avx2(x, ld, q) : kv_gw_quantize_scalar(x, ld, q);
+    {
+        /* steps of whole groups (rows a multiple of 128): the same bytes, with a check for Ctrl-C between */
+        const size_t step = 4096, rb = cols / 8u * (size_t)q->bits;
+        const size_t gpr = q->axis == CCOMP_KV_PER_TOKEN ? cols / (size_t)q->group : cols; /* groups per step row */
+        size_t r0;
+        for (r0 = 0, bad = 0; r0 < rows && !bad; r0 += step) {
+            ccomp_kv_gw sub = *q;
+            sub.rows = rows - r0 < step ? rows - r0 : step;
+            sub.codes += r0 * rb;
+            sub.scale += (q->axis == CCOMP_KV_PER_TOKEN ? r0 : r0 / (size_t)q->group) * gpr;
+            sub.zero += (q->axis == CCOMP_KV_PER_TOKEN ? r0 : r0 / (size_t)q->group) * gpr;
+            if ((st = ccomp_check_cancel(err, "groupwise quantize")) != CCOMP_OK) return st;
+            bad = kv_avx2_ok() ? kv_gw_quantize_avx2(x + r0 * ld, ld, &sub) : kv_gw_quantize_scalar(x + r0 * ld, ld, &sub);
+        }
+    }
     return bad ? bad_element(x, ld, q, err) : CCOMP_OK;
 }
 
