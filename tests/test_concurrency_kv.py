@@ -153,3 +153,19 @@ def test_input_rewritten_during_quantize(method):
             kv.QuantizedTensor(q.method, q.shape, q.params, q.arrays)  # validates: consistent indices, finite scales
             done += 1
     assert done + refused > 0
+
+
+def test_kivi_appends_from_many_threads():
+    """Appends from 4 threads at once are applied one at a time: every token is kept, K and V agree, and the
+    cache equals one built by the same appends in one thread (tokens from one thread are identical rows)."""
+    c = kv.KIVICache(bits=4, group=32, residual=32)
+    rows = [np.full((2, 1, 64), i, np.float32) for i in range(4)]
+
+    def worker(i):
+        return lambda: [c.append(rows[i], rows[i]) for _ in range(40)]
+
+    run_threads([worker(i) for i in range(4)])
+    assert c.tokens == 160 and c.k_cache.shape == c.v_cache.shape == (2, 160, 64)
+    k, v = c.k_cache.dequantize(), c.v_cache.dequantize()
+    assert sorted(np.bincount(np.rint(k[0, :, 0]).astype(int), minlength=4)) == [40, 40, 40, 40]
+    assert np.allclose(k, v, atol=0.2)

@@ -30,6 +30,7 @@ exchanged with llama.cpp tools), and the streaming :class:`KIVICache`.
 import json
 import math
 import struct
+import threading
 import zlib
 
 import numpy as np
@@ -596,6 +597,7 @@ class KIVICache:
         self.bits, self.group, self.residual = bits, group, residual
         self.threads = _threads(threads)
         self.k_cache = self.v_cache = None
+        self._lock = threading.Lock()  # appends from several threads are applied one at a time
 
     @property
     def tokens(self):
@@ -611,6 +613,7 @@ class KIVICache:
         return 8.0 * self.nbytes / n if n else 0.0
 
     def append(self, k, v):
+        """Appends ``k`` and ``v`` of shape ``(..., new_tokens, head_dim)``; thread-safe (one append at a time)."""
         ka, kshape = _as_slices(k, "k")
         va, vshape = _as_slices(v, "v")
         if kshape != vshape:
@@ -620,6 +623,10 @@ class KIVICache:
             if at is not None:
                 where = tuple(int(i) for i in np.unravel_index(np.ravel_multi_index(at, a.shape), kshape))
                 raise ValueError(f"{name} contains NaN or infinite values: {a[at]} at index {where}")
+        with self._lock:
+            self._append(ka, va, kshape)
+
+    def _append(self, ka, va, kshape):
         lead, D = kshape[:-2], kshape[-1]
         if self.k_cache is None:
             p = {"bits": self.bits, "group": self.group}
