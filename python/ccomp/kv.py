@@ -701,17 +701,17 @@ def attention(q, k_cache, v_cache, scale=None, threads=None):
     inside the cache).  ``scale`` defaults to ``1 / sqrt(head_dim)``.
     Returns float32 ``(..., heads, n_query, v_head_dim)``.
     """
+    sc = None if scale is None else _args.real("scale", scale)
+    th = _threads(threads)
     if on_device(q):
         from . import _kv_gpu
 
-        return _kv_gpu.attention(q, _gpu_cache(k_cache), _gpu_cache(v_cache), scale)
+        return _kv_gpu.attention(q, _gpu_cache(k_cache), _gpu_cache(v_cache), sc)
     qa = _args.array("q", q, (np.float32, np.float16))
     if qa.ndim not in (3, 4):
         raise ValueError(f"q must have shape ([batch,] heads, n_query, head_dim), got {qa.shape}")
     if qa.shape[-1] == 0:
         raise ValueError(f"q must have a head dim (last axis) of at least 1, got shape {qa.shape}")
-    sc = None if scale is None else _args.real("scale", scale)
-    th = _threads(threads)
     k_cache, v_cache = _dense_cache(k_cache, "k_cache", qa.ndim), _dense_cache(v_cache, "v_cache", qa.ndim)
     kshape, vshape = _cache_shape(k_cache), _cache_shape(v_cache)
     if len(kshape) != qa.ndim or len(vshape) != qa.ndim:
