@@ -224,6 +224,19 @@ def test_non_finite_stored_values_are_refused(method, name):
         kv.QuantizedTensor.from_bytes(data)
 
 
+def test_turbo_norms_that_would_reconstruct_to_inf():
+    x = np.zeros((1, 2, 16), np.float32)
+    x[0, 1, 3] = 3e38
+    with pytest.raises(ValueError, match=r"row norm must be at most 8.5\d*e\+37.*row 1"):
+        kv.quantize(x, "turbo")
+    x[0, 1, 3] = 8e37
+    assert np.isfinite(kv.quantize(x, "turbo").dequantize()).all()
+    q = kv.quantize(normal((1, 2, 16)), "turbo")
+    arrays = dict(q.arrays, norms=np.array([[1.0, 3e38]], np.float32))
+    with pytest.raises(ValueError, match=r"arrays\['norms'\] holds a norm outside"):
+        kv.QuantizedTensor("turbo", q.shape, q.params, arrays)
+
+
 def test_attention_overflow_raises():
     k = kv.quantize(normal((1, 32, 64)) * 1000, "q8_0")
     for nq in (1, 8):  # the single-query and the multi-query paths

@@ -360,10 +360,11 @@ ccomp_status ccomp_kv_turbo_quantize(const float *x, size_t ld, ccomp_kv_turbo *
             ss += (double)xt[j] * (double)xt[j];
         }
         norm = (float)sqrt(ss);
-        if (isinf(norm))
+        if (!(sqrt(ss) <= CCOMP_KV_TURBO_MAX_NORM)) /* x' reaches norm * max|c| < 4 norm: keep it finite */
             return ccomp_fail(err, CCOMP_ERR_VALUE,
-                              "turbo: row norm must fit in float32 (at most %g), got %g at row %zu",
-                              3.4028234663852886e38, sqrt(ss), t);
+                              "turbo: row norm must be at most %g (FLT_MAX / 4, so that the reconstruction stays "
+                              "finite), got %g at row %zu",
+                              CCOMP_KV_TURBO_MAX_NORM, sqrt(ss), t);
         q->norms[t] = norm;
         for (j = 0; j < d; j++)
             w[j] = norm > 0.0f ? s[j] * (xt[j] / norm) : 0.0f;

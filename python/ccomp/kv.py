@@ -61,6 +61,7 @@ _PARAM_KEYS = {"groupwise": ("axis", "bits", "group"), "gear": ("axis", "bits", 
 # arrays holding float16 (as uint16) or float32 values that must be finite
 _F16_ARRAYS = ("scale", "zero", "values", "out_vals", "U", "W")
 _F32_ARRAYS = ("norms", "res_norms")
+_TURBO_MAX_NORM = 8.507059173023462e37  # CCOMP_KV_TURBO_MAX_NORM: larger norms would reconstruct to inf
 
 
 def _check_method(method):
@@ -211,8 +212,10 @@ class QuantizedTensor:
             at = first_nonfinite(vals)
             if at is not None:
                 raise ValueError(f"arrays[{name!r}] holds a non-finite value {vals[at]} at {at} (damaged data?)")
-            if name in _F32_ARRAYS and vals.size and vals.min() < 0:
-                raise ValueError(f"arrays[{name!r}] holds a negative norm {vals.min()} (damaged data?)")
+            top = _TURBO_MAX_NORM if name == "norms" else np.inf  # the residual's norm only scales QJL scores
+            if name in _F32_ARRAYS and vals.size and not 0 <= vals.min() <= vals.max() <= top:
+                raise ValueError(f"arrays[{name!r}] holds a norm outside [0, {top:g}]: "
+                                 f"{vals.min() if vals.min() < 0 else vals.max()} (damaged data?)")
         return out
 
     def __repr__(self):
