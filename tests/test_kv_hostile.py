@@ -54,7 +54,7 @@ def test_out_aliasing_the_offsets_is_refused():
 
 @pytest.mark.parametrize("method", ["groupwise", "gear", "bitmap_sparse", "turbo", "q8_0"])
 def test_out_aliasing_any_input_is_refused(method):
-    q = kv.quantize(normal((2, 32, 64)), method, rank=2) if method == "gear" else kv.quantize(normal((2, 32, 64)), method)
+    q = kv.quantize(normal((2, 32, 64)), method, **({"rank": 2} if method == "gear" else {}))
     for name, a in q.arrays.items():
         size = max(a.nbytes, 2 * 32 * 64 * 4)
         buf = np.zeros(size // 4 + 16, np.float32)
@@ -193,7 +193,8 @@ def test_ggml_scale_overflow_is_refused(method, ok, bad, shown):
     assert np.isfinite(q.dequantize()).all()
     assert np.isfinite(kv.attention(normal((2, 1, 64)), q, q)).all()
     x[1, 3, 40] = -bad
-    with pytest.raises(ValueError, match=r"slice 1: element \(token 3, channel 40\) is " + re.escape(shown) + ": " + method):
+    want = r"slice 1: element \(token 3, channel 40\) is " + re.escape(shown) + ": " + method
+    with pytest.raises(ValueError, match=want):
         kv.quantize(x, method)
 
 
@@ -216,7 +217,8 @@ def test_non_finite_stored_values_are_refused(method, name):
     if name == "norms":
         flat[1] = np.inf
     else:
-        flat.view(np.uint8)[[0, 1] if name == "blocks" else [2, 3]] = [0x00, 0x7c]  # fp16 +inf: a block's scale, or element 1
+        # fp16 +inf: the first block's scale, or element 1
+        flat.view(np.uint8)[[0, 1] if name == "blocks" else [2, 3]] = [0x00, 0x7c]
     with pytest.raises(ValueError, match=rf"arrays\['{name}'\] holds a non-finite value"):
         kv.QuantizedTensor(method, q.shape, q.params, arrays)
     data = kv.QuantizedTensor._trusted(method, q.shape, q.params, arrays).to_bytes()
@@ -337,7 +339,8 @@ def test_from_bytes_behind_the_crc_random_mutations():
 def test_constructor_validates_arrays():
     q = kv.quantize(normal((2, 64, 128)), "bitmap_sparse")
     with pytest.raises(TypeError, match=r"arrays\['offsets'\] must have dtype uint32"):
-        kv.QuantizedTensor("bitmap_sparse", q.shape, q.params, dict(q.arrays, offsets=q.arrays["offsets"].astype(np.int64)))
+        kv.QuantizedTensor("bitmap_sparse", q.shape, q.params,
+                           dict(q.arrays, offsets=q.arrays["offsets"].astype(np.int64)))
     with pytest.raises(ValueError, match=r"arrays\['values'\] must have shape"):
         kv.QuantizedTensor("bitmap_sparse", q.shape, q.params, dict(q.arrays, values=q.arrays["values"][:, 1:]))
     with pytest.raises(ValueError, match="must be exactly"):
@@ -363,9 +366,9 @@ def test_zero_tokens_is_a_valid_empty_tensor(method):
         assert q.shape == shape and q.dequantize().shape == shape
         r = kv.QuantizedTensor.from_bytes(q.to_bytes())
         assert r.shape == shape and r.dequantize().shape == shape and r.params == q.params
+    empty = kv.quantize(np.zeros((2, 0, 64), np.float32), method, **kw)
     with pytest.raises(ValueError, match="no tokens"):
-        kv.attention(normal((2, 1, 64)), q if q.shape[0] else kv.quantize(np.zeros((2, 0, 64), np.float32), method, **kw),
-                     kv.quantize(np.zeros((2, 0, 64), np.float32), method, **kw))
+        kv.attention(normal((2, 1, 64)), empty, empty)
 
 
 def test_zero_tokens_gear_with_rank_names_rank():

@@ -455,7 +455,8 @@ ccomp_status ccomp_kv_attention(const float *q, size_t H, size_t nq, size_t D, c
     c.T = ccomp_kv_slice_rows(&k[0]);
     if (c.T == 0) return ccomp_fail(err, CCOMP_ERR_VALUE, "the cache holds no tokens");
     c.Dv = v[0].cols;
-    if (D == 0 || c.Dv == 0) return ccomp_fail(err, CCOMP_ERR_VALUE, "head dims must be positive, got %zu and %zu", D, c.Dv);
+    if (D == 0 || c.Dv == 0)
+        return ccomp_fail(err, CCOMP_ERR_VALUE, "head dims must be positive, got %zu and %zu", D, c.Dv);
     for (g = 0; g < G; g++) {
         const ccomp_kv_slice *seg;
         size_t i;

@@ -92,8 +92,9 @@ static ccomp_status bad_element(const float *x, size_t ld, const ccomp_kv_gw *q,
     for (r = 0; r < rows; r++)
         for (c = 0; c < cols; c++) {
             /* the group of (r, c): G channels of token r, or G tokens of channel c */
-            const size_t r0 = q->axis == CCOMP_KV_PER_TOKEN ? r : r / G * G, r1 = q->axis == CCOMP_KV_PER_TOKEN ? r + 1 : r0 + G;
-            const size_t c0 = q->axis == CCOMP_KV_PER_TOKEN ? c / G * G : c, c1 = q->axis == CCOMP_KV_PER_TOKEN ? c0 + G : c + 1;
+            const int tok = q->axis == CCOMP_KV_PER_TOKEN;
+            const size_t r0 = tok ? r : r / G * G, r1 = tok ? r + 1 : r0 + G;
+            const size_t c0 = tok ? c / G * G : c, c1 = tok ? c0 + G : c + 1;
             float mn = x[r0 * ld + c0], mx = mn, s, z;
             uint16_t s16, z16;
             if (fabsf(x[r * ld + c]) < 32752.0f) continue; /* an overflowing group has an end at least this large */

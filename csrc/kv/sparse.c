@@ -197,7 +197,8 @@ ccomp_status ccomp_kv_sparse_validate(const ccomp_kv_sparse *q, size_t nvalues, 
     size_t i;
     if (q->offsets[0] != 0)
         return ccomp_fail(err, CCOMP_ERR_CORRUPT,
-                          "the bitmap/offset index arrays are inconsistent: offsets must start at 0, got %u (damaged data?)",
+                          "the bitmap/offset index arrays are inconsistent: offsets must start at 0, got %u "
+                          "(damaged data?)",
                           (unsigned)q->offsets[0]);
     for (i = 0; i < nt; i++) {
         uint64_t b = q->bitmaps[i];

@@ -94,8 +94,8 @@ static int layout_init(kv_layout *L, int method, Py_ssize_t T, Py_ssize_t D, PyO
     kv_params *p = &L->p;
     memset(L, 0, sizeof *L);
     if (!PyTuple_Check(params)) {
-        PyErr_Format(PyExc_TypeError, "%s: params must be a tuple (bits, group, axis, type, qjl, rank, iters, frac, seed)",
-                     what);
+        PyErr_Format(PyExc_TypeError,
+                     "%s: params must be a tuple (bits, group, axis, type, qjl, rank, iters, frac, seed)", what);
         return -1;
     }
     if (!PyArg_ParseTuple(params, "iiiiiiidK;params must be (bits, group, axis, type, qjl, rank, iters, frac, seed)",

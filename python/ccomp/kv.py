@@ -56,7 +56,8 @@ _MAX_SLICE = 2 ** 40
 _MAX_ELEMENTS = 2 ** 48
 _MAX_RANK = 32
 # the params each method keeps (exactly these keys)
-_PARAM_KEYS = {"groupwise": ("axis", "bits", "group"), "gear": ("axis", "bits", "group", "iters", "outliers", "rank", "seed"),
+_PARAM_KEYS = {"groupwise": ("axis", "bits", "group"),
+               "gear": ("axis", "bits", "group", "iters", "outliers", "rank", "seed"),
                "turbo": ("bits", "qjl", "seed"), "bitmap_sparse": ("sparsity",), "q8_0": (), "q4_0": ()}
 # arrays holding float16 (as uint16) or float32 values that must be finite
 _F16_ARRAYS = ("scale", "zero", "values", "out_vals", "U", "W")
@@ -272,7 +273,8 @@ class QuantizedTensor:
         """A host copy of a quantized tensor on the GPU (the result of :func:`quantize` on a CUDA tensor):
         the same method, shape, params and bytes; serialise it with :meth:`to_bytes`."""
         if not all(hasattr(q, a) for a in ("method", "shape", "params", "arrays")):
-            raise TypeError(f"q must be a quantized tensor on the GPU (ccomp._kv_gpu.Quantized), got {type(q).__name__}")
+            raise TypeError(f"q must be a quantized tensor on the GPU (ccomp._kv_gpu.Quantized), "
+                            f"got {type(q).__name__}")
         want = {name: np.dtype(dt) for name, dt, _ in _layout(q.method, q.shape[-2], q.shape[-1], q.params)}
         arrays = {}
         for name, a in q.arrays.items():

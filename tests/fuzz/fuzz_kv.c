@@ -276,8 +276,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         rec_arrays L;
         size_t need = 0, i, n;
         uint8_t *rec;
-        if (rec_layout(data[1], (size_t)data[2] | (size_t)(data[3] & 0) << 8, (size_t)data[4] | (size_t)(data[5] & 3) << 8,
-                       (int8_t)data[6], data[7], data[8], data[9], data[10], data[11], data[12] / 200.0, &L)) {
+        const size_t T = data[2], D = (size_t)data[4] | (size_t)(data[5] & 3) << 8; /* T < 256, D < 1024 */
+        if (rec_layout(data[1], T, D, (int8_t)data[6], data[7], data[8], data[9], data[10], data[11], data[12] / 200.0,
+                       &L)) {
             for (i = 0; i < L.n; i++) need += L.size[i];
             n = REC_HEAD + need + 4;
             rec = (uint8_t *)malloc(n);
