@@ -256,6 +256,37 @@ static int scores_interruptible(const ccomp_kv_slice *k, const float *q, float *
     return 1;
 }
 
+/* Whether accumulating a segment in row steps gives the bits of one pass: the methods that add every row (or
+ * every per-channel group) straight into o.  The others (per-token groupwise, turbo, GEAR) sum privately first. */
+static int accum_steps_exact(const ccomp_kv_slice *v)
+{
+    return v->method == CCOMP_KV_M_DENSE || v->method == CCOMP_KV_M_GGML || v->method == CCOMP_KV_M_SPARSE ||
+           (v->method == CCOMP_KV_M_GROUPWISE && ((const ccomp_kv_gw *)v->data)->axis == CCOMP_KV_PER_CHANNEL);
+}
+
+/* ccomp_kv_slice_accum in steps that answer cancellation where that leaves the result unchanged; 0 when
+ * cancelled (o then incomplete). */
+static int accum_interruptible(const ccomp_kv_slice *v, const float *p, float *o)
+{
+    for (; v != NULL; p += v->rows, v = v->next) {
+        size_t r0;
+        if (ccomp_cancelled()) return 0;
+        if (!accum_steps_exact(v)) {
+            ops_of(v->method)->accum(v, p, o);
+            continue;
+        }
+        for (r0 = 0; r0 < v->rows; r0 += KV_SCORE_STEP) {
+            const size_t n = v->rows - r0 < KV_SCORE_STEP ? v->rows - r0 : KV_SCORE_STEP;
+            slice_storage u;
+            ccomp_kv_slice sub;
+            if (r0 && ccomp_cancelled()) return 0;
+            sub_slice(v, r0, n, &u, &sub);
+            ops_of(v->method)->accum(&sub, p + r0, o);
+        }
+    }
+    return 1;
+}
+
 void ccomp_kv_slice_accum(const ccomp_kv_slice *v, const float *p, float *o)
 {
     for (; v != NULL; p += v->rows, v = v->next) ops_of(v->method)->accum(v, p, o);
@@ -438,7 +469,7 @@ static ccomp_status att_run(void *vctx, void *state, size_t task, ccomp_error *e
     if (!scores_finite(s, c->T)) return scores_overflow(err, h);
     z = softmax_row(s, c->T, c->scale);
     memset(o, 0, c->Dv * sizeof(float));
-    ccomp_kv_slice_accum(&c->v[g], s, o);
+    if (!accum_interruptible(&c->v[g], s, o)) return ccomp_check_cancel(err, "attention");
     for (t = 0; t < c->Dv; t++) o[t] /= z;
     return ccomp_check_cancel(err, "attention");
 }
