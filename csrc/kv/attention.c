@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ccomp/cancel.h"
 #include "ccomp/kv.h"
 #include "ccomp/kv_sparse.h"
 #include "ccomp/kv_turbo.h"
@@ -178,6 +179,10 @@ static void tb_sub(const ccomp_kv_slice *s, size_t r0, size_t n, slice_storage *
     u->tb.rows = n;
     u->tb.codes += r0 * (s->cols / 8u) * (size_t)u->tb.bits;
     u->tb.norms += r0;
+    if (u->tb.qjl) { /* the residual's sign bits and norms follow the rows too */
+        u->tb.qjl_signs += r0 * (s->cols / 8u);
+        u->tb.res_norms += r0;
+    }
     out->data = &u->tb;
 }
 static const float *tb_rows(const ccomp_kv_slice *t, float *buf)
@@ -226,6 +231,60 @@ static const kv_method_ops *ops_of(int method)
 void ccomp_kv_slice_scores(const ccomp_kv_slice *k, const float *q, float *s)
 {
     for (; k != NULL; s += k->rows, k = k->next) ops_of(k->method)->scores(k, q, s);
+}
+
+static void sub_slice(const ccomp_kv_slice *s, size_t r0, size_t n, slice_storage *u, ccomp_kv_slice *out);
+
+/* Rows scored per step of the single-query path, between checks for Ctrl-C (a multiple of every group size;
+ * scores are per row, so the steps give the same bits as one pass). */
+#define KV_SCORE_STEP 8192
+
+/* ccomp_kv_slice_scores in steps that answer cancellation; 0 when cancelled (s then incomplete). */
+static int scores_interruptible(const ccomp_kv_slice *k, const float *q, float *s)
+{
+    for (; k != NULL; s += k->rows, k = k->next) {
+        size_t r0;
+        for (r0 = 0; r0 < k->rows; r0 += KV_SCORE_STEP) {
+            const size_t n = k->rows - r0 < KV_SCORE_STEP ? k->rows - r0 : KV_SCORE_STEP;
+            slice_storage u;
+            ccomp_kv_slice sub;
+            if (ccomp_cancelled()) return 0;
+            sub_slice(k, r0, n, &u, &sub);
+            ops_of(k->method)->scores(&sub, q, s + r0);
+        }
+    }
+    return 1;
+}
+
+/* Whether accumulating a segment in row steps gives the bits of one pass: the methods that add every row (or
+ * every per-channel group) straight into o.  The others (per-token groupwise, turbo, GEAR) sum privately first. */
+static int accum_steps_exact(const ccomp_kv_slice *v)
+{
+    return v->method == CCOMP_KV_M_DENSE || v->method == CCOMP_KV_M_GGML || v->method == CCOMP_KV_M_SPARSE ||
+           (v->method == CCOMP_KV_M_GROUPWISE && ((const ccomp_kv_gw *)v->data)->axis == CCOMP_KV_PER_CHANNEL);
+}
+
+/* ccomp_kv_slice_accum in steps that answer cancellation where that leaves the result unchanged; 0 when
+ * cancelled (o then incomplete). */
+static int accum_interruptible(const ccomp_kv_slice *v, const float *p, float *o)
+{
+    for (; v != NULL; p += v->rows, v = v->next) {
+        size_t r0;
+        if (ccomp_cancelled()) return 0;
+        if (!accum_steps_exact(v)) {
+            ops_of(v->method)->accum(v, p, o);
+            continue;
+        }
+        for (r0 = 0; r0 < v->rows; r0 += KV_SCORE_STEP) {
+            const size_t n = v->rows - r0 < KV_SCORE_STEP ? v->rows - r0 : KV_SCORE_STEP;
+            slice_storage u;
+            ccomp_kv_slice sub;
+            if (r0 && ccomp_cancelled()) return 0;
+            sub_slice(v, r0, n, &u, &sub);
+            ops_of(v->method)->accum(&sub, p + r0, o);
+        }
+    }
+    return 1;
 }
 
 void ccomp_kv_slice_accum(const ccomp_kv_slice *v, const float *p, float *o)
@@ -281,6 +340,7 @@ static void multi_scores(const ccomp_kv_slice *k, const float *const *qs, size_t
             ccomp_kv_slice sub;
             const float *rows;
             size_t j;
+            if (ccomp_cancelled()) return;
             sub_slice(k, r0, n, &u, &sub);
             rows = tile_rows(&sub, buf);
             for (j = 0; j < nqb; j++) dense_scores(rows, n, k->cols, qs[j], s + j * T + t0 + r0);
@@ -300,6 +360,7 @@ static void multi_accum(const ccomp_kv_slice *v, const float *p, size_t nqb, siz
             ccomp_kv_slice sub;
             const float *rows;
             size_t j;
+            if (ccomp_cancelled()) return;
             sub_slice(v, r0, n, &u, &sub);
             rows = tile_rows(&sub, buf);
             for (j = 0; j < nqb; j++) dense_accum(rows, n, d, p + j * T + t0 + r0, os[j]);
@@ -333,6 +394,21 @@ static void att_fini(void *vctx, void *state)
     free(state);
 }
 
+/* 1 when the n scores are finite (a huge q or scale can overflow them: softmax would then hide it) */
+static int scores_finite(const float *s, size_t n)
+{
+    size_t t;
+    int ok = 1;
+    for (t = 0; t < n; t++) ok &= isfinite(s[t]) != 0;
+    return ok;
+}
+
+static ccomp_status scores_overflow(ccomp_error *err, size_t h)
+{
+    return ccomp_fail(err, CCOMP_ERR_VALUE,
+                      "the attention scores of query head %zu overflow float32 (q or the cache too large)", h);
+}
+
 /* softmax of n logits in place (times scale), returns the normaliser */
 static float softmax_row(float *s, size_t n, float scale)
 {
@@ -351,7 +427,7 @@ static float softmax_row(float *s, size_t n, float scale)
 }
 
 /* one block of up to KV_QBLOCK queries of K/V head g */
-static ccomp_status att_multi_run(att_ctx *c, float *s, size_t task)
+static ccomp_status att_multi_run(att_ctx *c, float *s, size_t task, ccomp_error *err)
 {
     const size_t g = task / c->blocks, j0 = (task % c->blocks) * KV_QBLOCK;
     const size_t nqb = c->per_group - j0 < KV_QBLOCK ? c->per_group - j0 : KV_QBLOCK;
@@ -365,6 +441,9 @@ static ccomp_status att_multi_run(att_ctx *c, float *s, size_t task)
         os[j] = c->out + (h * c->nq + i) * c->Dv;
     }
     multi_scores(&c->k[g], qs, nqb, c->T, s, buf);
+    if (ccomp_cancelled()) return ccomp_check_cancel(err, "attention");
+    for (j = 0; j < nqb; j++)
+        if (!scores_finite(s + j * c->T, c->T)) return scores_overflow(err, g * (c->H / c->G) + (j0 + j) / c->nq);
     for (j = 0; j < nqb; j++) {
         z[j] = softmax_row(s + j * c->T, c->T, c->scale);
         memset(os[j], 0, c->Dv * sizeof(float));
@@ -372,7 +451,7 @@ static ccomp_status att_multi_run(att_ctx *c, float *s, size_t task)
     multi_accum(&c->v[g], s, nqb, c->T, os, buf);
     for (j = 0; j < nqb; j++)
         for (t = 0; t < c->Dv; t++) os[j][t] /= z[j];
-    return CCOMP_OK;
+    return ccomp_check_cancel(err, "attention");
 }
 
 static ccomp_status att_run(void *vctx, void *state, size_t task, ccomp_error *err)
@@ -380,18 +459,19 @@ static ccomp_status att_run(void *vctx, void *state, size_t task, ccomp_error *e
     att_ctx *c = (att_ctx *)vctx;
     float *s = (float *)state, z, *o;
     size_t h, i, g, t;
-    (void)err;
-    if (c->multi) return att_multi_run(c, s, task);
+    if (c->multi) return att_multi_run(c, s, task, err);
     h = task / c->nq;
     i = task % c->nq;
     g = h / (c->H / c->G);
     o = c->out + (h * c->nq + i) * c->Dv;
-    ccomp_kv_slice_scores(&c->k[g], c->q + (h * c->nq + i) * c->D, s);
+    if (!scores_interruptible(&c->k[g], c->q + (h * c->nq + i) * c->D, s))
+        return ccomp_check_cancel(err, "attention");
+    if (!scores_finite(s, c->T)) return scores_overflow(err, h);
     z = softmax_row(s, c->T, c->scale);
     memset(o, 0, c->Dv * sizeof(float));
-    ccomp_kv_slice_accum(&c->v[g], s, o);
+    if (!accum_interruptible(&c->v[g], s, o)) return ccomp_check_cancel(err, "attention");
     for (t = 0; t < c->Dv; t++) o[t] /= z;
-    return CCOMP_OK;
+    return ccomp_check_cancel(err, "attention");
 }
 
 ccomp_status ccomp_kv_attention(const float *q, size_t H, size_t nq, size_t D, const ccomp_kv_slice *k,
@@ -406,11 +486,22 @@ ccomp_status ccomp_kv_attention(const float *q, size_t H, size_t nq, size_t D, c
     c.T = ccomp_kv_slice_rows(&k[0]);
     if (c.T == 0) return ccomp_fail(err, CCOMP_ERR_VALUE, "the cache holds no tokens");
     c.Dv = v[0].cols;
+    if (D == 0 || c.Dv == 0)
+        return ccomp_fail(err, CCOMP_ERR_VALUE, "head dims must be positive, got %zu and %zu", D, c.Dv);
     for (g = 0; g < G; g++) {
+        const ccomp_kv_slice *seg;
+        size_t i;
         if (ccomp_kv_slice_rows(&k[g]) != c.T || ccomp_kv_slice_rows(&v[g]) != c.T)
             return ccomp_fail(err, CCOMP_ERR_VALUE, "K and V of head %zu hold different token counts", g);
-        if (k[g].cols != D || v[g].cols != c.Dv)
-            return ccomp_fail(err, CCOMP_ERR_VALUE, "head %zu: K has dim %zu, expected %zu", g, k[g].cols, D);
+        /* every segment, not only the first: the kernels and the tile buffer size rows by these dims */
+        for (seg = &k[g], i = 0; seg != NULL; seg = seg->next, i++)
+            if (seg->cols != D)
+                return ccomp_fail(err, CCOMP_ERR_VALUE, "head %zu: K segment %zu has head dim %zu, expected %zu (q's)",
+                                  g, i, seg->cols, D);
+        for (seg = &v[g], i = 0; seg != NULL; seg = seg->next, i++)
+            if (seg->cols != c.Dv)
+                return ccomp_fail(err, CCOMP_ERR_VALUE, "head %zu: V segment %zu has head dim %zu, expected %zu", g, i,
+                                  seg->cols, c.Dv);
     }
     c.q = q;
     c.H = H;

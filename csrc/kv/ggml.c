@@ -3,6 +3,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "ccomp/cancel.h"
 #include "ccomp/half.h"
 #include "ccomp/kv.h"
 #include "kv_internal.h"
@@ -30,31 +31,43 @@ static float get_f16(const uint8_t *p)
     return ccomp_f16_to_f32((uint16_t)(p[0] | p[1] << 8));
 }
 
-static void q8_0_block(const float *x, uint8_t *b)
+static int f16_overflows(float d)
+{
+    return (ccomp_f32_to_f16(d) & 0x7c00u) == 0x7c00u;
+}
+
+/* -1, or (nothing written) the index of the block's largest |x| when the fp16 scale amax / 127 overflows */
+static int q8_0_block(const float *x, uint8_t *b)
 {
     float amax = 0.0f, d, id;
-    int j;
+    int j, at = 0;
     for (j = 0; j < QK; j++) {
         float a = fabsf(x[j]);
+        if (a > amax) at = j;
         amax = a > amax ? a : amax;
     }
     d = amax / 127.0f;
+    if (f16_overflows(d)) return at;
     id = d != 0.0f ? 1.0f / d : 0.0f;
     put_f16(b, ccomp_f32_to_f16(d));
     for (j = 0; j < QK; j++) b[2 + j] = (uint8_t)(int8_t)roundf(x[j] * id);
+    return -1;
 }
 
-static void q4_0_block(const float *x, uint8_t *b)
+/* -1, or (nothing written) the index of the block's largest |x| when the fp16 scale max / -8 overflows */
+static int q4_0_block(const float *x, uint8_t *b)
 {
     float amax = 0.0f, max = 0.0f, d, id;
-    int j;
+    int j, at = 0;
     for (j = 0; j < QK; j++) {
         if (amax < fabsf(x[j])) {
             amax = fabsf(x[j]);
             max = x[j];
+            at = j;
         }
     }
     d = max / -8.0f;
+    if (f16_overflows(d)) return at;
     id = d != 0.0f ? 1.0f / d : 0.0f;
     put_f16(b, ccomp_f32_to_f16(d));
     for (j = 0; j < QK / 2; j++) {
@@ -64,6 +77,7 @@ static void q4_0_block(const float *x, uint8_t *b)
         xi1 = xi1 < 15 ? xi1 : 15;
         b[2 + j] = (uint8_t)(xi0 | (xi1 << 4));
     }
+    return -1;
 }
 
 ccomp_status ccomp_kv_ggml_quantize(const float *x, size_t rows, size_t cols, size_t ld, int type, uint8_t *blocks,
@@ -77,15 +91,28 @@ ccomp_status ccomp_kv_ggml_quantize(const float *x, size_t rows, size_t cols, si
                           cols);
     for (r = 0; r < rows; r++) {
         const float *row = x + r * ld;
+        ccomp_status st;
+        if ((r & 1023) == 0 && (st = ccomp_check_cancel(err, "ggml quantize")) != CCOMP_OK) return st;
         for (c = 0; c < cols; c++)
             if (!isfinite(row[c]))
                 return ccomp_fail(err, CCOMP_ERR_VALUE, "element (token %zu, channel %zu) is %s", r, c,
                                   isnan(row[c]) ? "NaN" : "infinite");
         for (c = 0; c < cols; c += QK, blocks += bb) {
-            if (type == CCOMP_KV_Q8_0)
-                q8_0_block(row + c, blocks);
-            else
-                q4_0_block(row + c, blocks);
+            float blk[QK]; /* a private copy: x may be rewritten by another thread, the casts below need finite input */
+            int at, j;
+            memcpy(blk, row + c, sizeof blk);
+            for (j = 0; j < QK; j++)
+                if (!isfinite(blk[j]))
+                    return ccomp_fail(err, CCOMP_ERR_VALUE, "element (token %zu, channel %zu) is %s", r, c + (size_t)j,
+                                      isnan(blk[j]) ? "NaN" : "infinite");
+            at = type == CCOMP_KV_Q8_0 ? q8_0_block(blk, blocks) : q4_0_block(blk, blocks);
+            if (at >= 0) /* llama.cpp would store an infinite scale: refuse instead of decoding to inf */
+                return ccomp_fail(err, CCOMP_ERR_VALUE,
+                                  "element (token %zu, channel %zu) is %g: %s blocks need |x| below %s so that the "
+                                  "float16 block scale does not overflow",
+                                  r, c + (size_t)at, (double)blk[at],
+                                  type == CCOMP_KV_Q8_0 ? "q8_0" : "q4_0",
+                                  type == CCOMP_KV_Q8_0 ? "65520 * 127 = 8.32e6" : "65520 * 8 = 524160");
         }
     }
     return CCOMP_OK;

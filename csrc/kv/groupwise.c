@@ -3,6 +3,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "ccomp/cancel.h"
 #include "ccomp/half.h"
 #include "ccomp/kv.h"
 #include "kv_internal.h"
@@ -15,8 +16,9 @@ ccomp_status ccomp_kv_gw_check(size_t rows, size_t cols, int bits, int group, in
         return ccomp_fail(err, CCOMP_ERR_VALUE, "group size must be 32, 64 or 128, got %d", group);
     if (axis != CCOMP_KV_PER_CHANNEL && axis != CCOMP_KV_PER_TOKEN)
         return ccomp_fail(err, CCOMP_ERR_VALUE, "axis must be per-channel (0) or per-token (1), got %d", axis);
-    if (cols == 0 || cols % 8 != 0)
-        return ccomp_fail(err, CCOMP_ERR_VALUE, "head dim must be a positive multiple of 8, got %zu", cols);
+    if (cols == 0 || cols % 8 != 0 || cols > KV_MAX_COLS)
+        return ccomp_fail(err, CCOMP_ERR_VALUE, "head dim must be a positive multiple of 8 up to %d, got %zu",
+                          KV_MAX_COLS, cols);
     if (axis == CCOMP_KV_PER_TOKEN && cols % (size_t)group != 0)
         return ccomp_fail(err, CCOMP_ERR_VALUE, "head dim must be a multiple of the group size %d, got %zu", group,
                           cols);
@@ -76,15 +78,41 @@ void kv_unpack_row_f32(const uint8_t *in, size_t n, int bits, float *out)
 
 /* ----------------------------------------------------------- quantize */
 
-static ccomp_status bad_element(const float *x, size_t ld, size_t rows, size_t cols, ccomp_error *err)
+/* The error of a quantize that failed: the first non-finite element, else the first element whose group's
+ * fp16 zero (its min) or scale ((max - min) / (2^b - 1)) overflows, named with its value. */
+static ccomp_status bad_element(const float *x, size_t ld, const ccomp_kv_gw *q, ccomp_error *err)
 {
-    size_t r, c;
+    const size_t rows = q->rows, cols = q->cols, G = (size_t)q->group;
+    size_t r, c, r2, c2;
     for (r = 0; r < rows; r++)
         for (c = 0; c < cols; c++)
             if (!isfinite(x[r * ld + c]))
                 return ccomp_fail(err, CCOMP_ERR_VALUE, "element (token %zu, channel %zu) is %s", r, c,
                                   isnan(x[r * ld + c]) ? "NaN" : "infinite");
-    return ccomp_fail(err, CCOMP_ERR_VALUE, "a group's range does not fit in float16 (|values| above 65504)");
+    for (r = 0; r < rows; r++)
+        for (c = 0; c < cols; c++) {
+            /* the group of (r, c): G channels of token r, or G tokens of channel c */
+            const int tok = q->axis == CCOMP_KV_PER_TOKEN;
+            const size_t r0 = tok ? r : r / G * G, r1 = tok ? r + 1 : r0 + G;
+            const size_t c0 = tok ? c / G * G : c, c1 = tok ? c0 + G : c + 1;
+            float mn = x[r0 * ld + c0], mx = mn, s, z;
+            uint16_t s16, z16;
+            if (fabsf(x[r * ld + c]) < 32752.0f) continue; /* an overflowing group has an end at least this large */
+            for (r2 = r0; r2 < r1; r2++)
+                for (c2 = c0; c2 < c1; c2++) {
+                    mn = x[r2 * ld + c2] < mn ? x[r2 * ld + c2] : mn;
+                    mx = x[r2 * ld + c2] > mx ? x[r2 * ld + c2] : mx;
+                }
+            if (!kv_group_params(mn, mx, q->bits, &s16, &z16, &s, &z) && (x[r * ld + c] == mn || x[r * ld + c] == mx))
+                return ccomp_fail(err, CCOMP_ERR_VALUE,
+                                  "element (token %zu, channel %zu) is %g: its group's float16 zero (min %g) or scale "
+                                  "((max - min) / %u) overflows; expected values within about +-65504",
+                                  r, c, (double)x[r * ld + c], (double)mn, (unsigned)((1u << q->bits) - 1u));
+        }
+    /* the kernel saw a bad group that a second look does not find: x was rewritten while it was read */
+    return ccomp_fail(err, CCOMP_ERR_VALUE,
+                      "a group held a NaN, an infinity or a range beyond float16 that x no longer holds "
+                      "(x changed during the call?)");
 }
 
 int kv_group_params(float mn, float mx, int bits, uint16_t *s16, uint16_t *z16, float *s, float *z)
@@ -104,7 +132,7 @@ static inline uint8_t code_of(float v, float z, float s, float levels)
     float t;
     if (s == 0.0f) return 0;
     t = (v - z) / s + 0.5f; /* floor(t) on [0, levels]: truncation is floor for t >= 0 */
-    t = t < 0.0f ? 0.0f : (t > levels ? levels : t);
+    t = t >= 0.0f ? (t > levels ? levels : t) : 0.0f; /* NaN (x rewritten during the call) -> 0, never UB */
     return (uint8_t)(int)t;
 }
 
@@ -116,8 +144,22 @@ ccomp_status ccomp_kv_gw_quantize(const float *x, size_t ld, ccomp_kv_gw *q, cco
     if (st != CCOMP_OK) return st;
     if (cols > KV_MAX_COLS)
         return ccomp_fail(err, CCOMP_ERR_VALUE, "head dim must be at most %d, got %zu", KV_MAX_COLS, cols);
-    bad = kv_avx2_ok() ? kv_gw_quantize_avx2(x, ld, q) : kv_gw_quantize_scalar(x, ld, q);
-    return bad ? bad_element(x, ld, rows, cols, err) : CCOMP_OK;
+    {
+        /* steps of whole groups (rows a multiple of 128): the same bytes, with a check for Ctrl-C between */
+        const size_t step = 4096, rb = cols / 8u * (size_t)q->bits;
+        const size_t gpr = q->axis == CCOMP_KV_PER_TOKEN ? cols / (size_t)q->group : cols; /* groups per step row */
+        size_t r0;
+        for (r0 = 0, bad = 0; r0 < rows && !bad; r0 += step) {
+            ccomp_kv_gw sub = *q;
+            sub.rows = rows - r0 < step ? rows - r0 : step;
+            sub.codes += r0 * rb;
+            sub.scale += (q->axis == CCOMP_KV_PER_TOKEN ? r0 : r0 / (size_t)q->group) * gpr;
+            sub.zero += (q->axis == CCOMP_KV_PER_TOKEN ? r0 : r0 / (size_t)q->group) * gpr;
+            if ((st = ccomp_check_cancel(err, "groupwise quantize")) != CCOMP_OK) return st;
+            bad = kv_avx2_ok() ? kv_gw_quantize_avx2(x + r0 * ld, ld, &sub) : kv_gw_quantize_scalar(x + r0 * ld, ld, &sub);
+        }
+    }
+    return bad ? bad_element(x, ld, q, err) : CCOMP_OK;
 }
 
 int kv_gw_quantize_scalar(const float *x, size_t ld, ccomp_kv_gw *q)

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ccomp/cancel.h"
 #include "ccomp/kv_sparse.h"
 
 #define LR_MAX_ITERS 100
@@ -169,6 +170,11 @@ ccomp_status ccomp_kv_lowrank(const float *R, size_t rows, size_t cols, size_t l
     }
     gaussian(y, cols * r, seed);
     for (it = 1; it <= iters; it++) {
+        if ((st = ccomp_check_cancel(err, "low-rank fit")) != CCOMP_OK) {
+            free(a);
+            free(y);
+            return st;
+        }
         mul_r(R, rows, cols, ld, y, r, a);
         qr_mgs(a, rows, r);
         mul_rt(R, rows, cols, ld, a, r, y);

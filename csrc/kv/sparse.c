@@ -3,8 +3,10 @@
  * deterministic, and the attention kernels on the packed forms. */
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "ccomp/cancel.h"
 #include "ccomp/half.h"
 #include "ccomp/kv_sparse.h"
 
@@ -145,15 +147,30 @@ ccomp_status ccomp_kv_sparse_quantize(const float *x, size_t ld, ccomp_kv_sparse
     const size_t rows = q->rows, cols = q->cols, nt = cols / CCOMP_KV_SPARSE_TILE;
     size_t r, tile, kept;
     uint32_t off = 0;
+    float *buf;
     ccomp_status st = ccomp_kv_sparse_check(rows, cols, q->sparsity, err);
     if (st != CCOMP_OK) return st;
     st = check_elements(x, ld, rows, cols, err);
     if (st != CCOMP_OK) return st;
     kept = ccomp_kv_sparse_kept(cols, q->sparsity);
+    if (rows == 0) {
+        q->offsets[0] = 0;
+        q->nnz = 0;
+        return CCOMP_OK;
+    }
+    /* selection reads a row several times: a private copy keeps the counts exact if x changes meanwhile */
+    if ((buf = (float *)malloc(cols * sizeof(float))) == NULL)
+        return ccomp_fail(err, CCOMP_ERR_NOMEM, "cannot allocate a row of %zu floats", cols);
     for (r = 0; r < rows; r++) {
-        const float *row = x + r * ld;
+        const float *row = buf;
         topk t;
         size_t taken = 0;
+        memcpy(buf, x + r * ld, cols * sizeof(float));
+        if ((st = check_elements(buf, cols, 1, cols, err)) != CCOMP_OK ||
+            ((r & 255) == 0 && (st = ccomp_check_cancel(err, "sparse quantize")) != CCOMP_OK)) {
+            free(buf);
+            return st;
+        }
         topk_find(row, cols, kept, &t);
         for (tile = 0; tile < nt; tile++) {
             const float *v = row + tile * CCOMP_KV_SPARSE_TILE;
@@ -168,6 +185,7 @@ ccomp_status ccomp_kv_sparse_quantize(const float *x, size_t ld, ccomp_kv_sparse
             q->bitmaps[r * nt + tile] = bm;
         }
     }
+    free(buf);
     q->offsets[rows * nt] = off;
     q->nnz = off;
     return CCOMP_OK;
@@ -177,7 +195,11 @@ ccomp_status ccomp_kv_sparse_validate(const ccomp_kv_sparse *q, size_t nvalues, 
 {
     const size_t nt = ccomp_kv_sparse_tiles(q->rows, q->cols);
     size_t i;
-    if (q->offsets[0] != 0) return ccomp_fail(err, CCOMP_ERR_CORRUPT, "sparse offsets must start at 0");
+    if (q->offsets[0] != 0)
+        return ccomp_fail(err, CCOMP_ERR_CORRUPT,
+                          "the bitmap/offset index arrays are inconsistent: offsets must start at 0, got %u "
+                          "(damaged data?)",
+                          (unsigned)q->offsets[0]);
     for (i = 0; i < nt; i++) {
         uint64_t b = q->bitmaps[i];
         uint32_t n = 0;
@@ -256,6 +278,7 @@ ccomp_status ccomp_kv_outliers_extract(const float *x, size_t ld, ccomp_kv_outli
 {
     const size_t rows = o->rows, cols = o->cols, k = o->per_row;
     size_t r, c;
+    float *buf;
     ccomp_status st;
     if (cols == 0 || cols > 65536)
         return ccomp_fail(err, CCOMP_ERR_VALUE, "head dim must be in [1, 65536] (uint16 indices), got %zu", cols);
@@ -263,13 +286,21 @@ ccomp_status ccomp_kv_outliers_extract(const float *x, size_t ld, ccomp_kv_outli
         return ccomp_fail(err, CCOMP_ERR_VALUE, "outliers per row must be at most the head dim %zu, got %zu", cols,
                           k);
     st = check_elements(x, ld, rows, cols, err);
-    if (st != CCOMP_OK) return st;
+    if (st != CCOMP_OK || rows == 0) return st;
+    /* selection reads a row several times: a private copy keeps the counts exact if x changes meanwhile */
+    if ((buf = (float *)malloc(cols * sizeof(float))) == NULL)
+        return ccomp_fail(err, CCOMP_ERR_NOMEM, "cannot allocate a row of %zu floats", cols);
     for (r = 0; r < rows; r++) {
-        const float *row = x + r * ld;
+        const float *row = buf;
         float *fill = x_filled != NULL ? x_filled + r * ld2 : NULL;
         uint16_t *idx = o->idx + r * k, *val = o->vals + r * k;
         topk t;
         size_t taken = 0, m = 0;
+        memcpy(buf, x + r * ld, cols * sizeof(float));
+        if ((st = check_elements(buf, cols, 1, cols, err)) != CCOMP_OK) {
+            free(buf);
+            return st;
+        }
         topk_find(row, cols, k, &t);
         for (c = 0; c < cols; c++) {
             float v = row[c]; /* read before the write: x_filled may be x */
@@ -281,6 +312,7 @@ ccomp_status ccomp_kv_outliers_extract(const float *x, size_t ld, ccomp_kv_outli
             if (fill != NULL) fill[c] = v;
         }
     }
+    free(buf);
     return CCOMP_OK;
 }
 

@@ -3,6 +3,8 @@
  * The format and the generators are specified in ccomp/kv_turbo.h. */
 #include "ccomp/kv_turbo.h"
 
+#include "ccomp/cancel.h"
+
 #include <math.h>
 #include <string.h>
 
@@ -349,6 +351,7 @@ ccomp_status ccomp_kv_turbo_quantize(const float *x, size_t ld, ccomp_kv_turbo *
         const float *xt = x + t * ld;
         double ss = 0.0;
         float norm;
+        if ((t & 255) == 0 && (st = ccomp_check_cancel(err, "turbo quantize")) != CCOMP_OK) return st;
         for (j = 0; j < d; j++) {
             if (!isfinite(xt[j]))
                 return ccomp_fail(err, CCOMP_ERR_VALUE,
@@ -357,10 +360,11 @@ ccomp_status ccomp_kv_turbo_quantize(const float *x, size_t ld, ccomp_kv_turbo *
             ss += (double)xt[j] * (double)xt[j];
         }
         norm = (float)sqrt(ss);
-        if (isinf(norm))
+        if (!(sqrt(ss) <= CCOMP_KV_TURBO_MAX_NORM)) /* x' reaches norm * max|c| < 4 norm: keep it finite */
             return ccomp_fail(err, CCOMP_ERR_VALUE,
-                              "turbo: row norm must fit in float32 (at most %g), got %g at row %zu",
-                              3.4028234663852886e38, sqrt(ss), t);
+                              "turbo: row norm must be at most %g (FLT_MAX / 4, so that the reconstruction stays "
+                              "finite), got %g at row %zu",
+                              CCOMP_KV_TURBO_MAX_NORM, sqrt(ss), t);
         q->norms[t] = norm;
         for (j = 0; j < d; j++)
             w[j] = norm > 0.0f ? s[j] * (xt[j] / norm) : 0.0f;
@@ -385,6 +389,10 @@ ccomp_status ccomp_kv_turbo_quantize(const float *x, size_t ld, ccomp_kv_turbo *
                 rs += (double)r * (double)r;
             }
             q->res_norms[t] = (float)sqrt(rs);
+            if (isinf(q->res_norms[t]) || isnan(q->res_norms[t]))
+                return ccomp_fail(err, CCOMP_ERR_VALUE,
+                                  "turbo: the QJL residual norm of row %zu overflows float32 (row norm %g)", t,
+                                  (double)norm);
             matvec(q->qjl_matrix, d, xr, sr);
             for (j = 0; j < sb; j++) {
                 unsigned byte = 0, i;

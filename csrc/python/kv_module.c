@@ -18,6 +18,7 @@
 #define PY_ARRAY_UNIQUE_SYMBOL ccomp_ARRAY_API
 #include <numpy/arrayobject.h>
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -28,6 +29,8 @@
 #include "ccomp/parallel.h"
 
 #define KV_MAX_ARRAYS 7
+/* Largest tokens x head dim of one slice: every per-slice count below fits a size_t with room to spare. */
+#define KV_MAX_ELEMENTS ((size_t)1 << 40)
 
 typedef struct kv_params {
     int bits, group, axis, type, qjl, rank, iters;
@@ -90,11 +93,19 @@ static int layout_init(kv_layout *L, int method, Py_ssize_t T, Py_ssize_t D, PyO
     ccomp_status st = CCOMP_OK;
     kv_params *p = &L->p;
     memset(L, 0, sizeof *L);
+    if (!PyTuple_Check(params)) {
+        PyErr_Format(PyExc_TypeError,
+                     "%s: params must be a tuple (bits, group, axis, type, qjl, rank, iters, frac, seed)", what);
+        return -1;
+    }
     if (!PyArg_ParseTuple(params, "iiiiiiidK;params must be (bits, group, axis, type, qjl, rank, iters, frac, seed)",
                           &p->bits, &p->group, &p->axis, &p->type, &p->qjl, &p->rank, &p->iters, &p->frac, &p->seed))
         return -1;
-    if (T < 0 || D <= 0) {
-        PyErr_Format(PyExc_ValueError, "%s: invalid slice shape (%zd tokens, head dim %zd)", what, T, D);
+    if (T < 0 || D <= 0 || (size_t)T > KV_MAX_ELEMENTS / (size_t)D) {
+        PyErr_Format(PyExc_ValueError,
+                     "%s: invalid slice shape (%zd tokens, head dim %zd): expected tokens >= 0, head dim >= 1 and "
+                     "tokens x head dim at most 2^40",
+                     what, T, D);
         return -1;
     }
     L->method = method;
@@ -170,7 +181,27 @@ typedef struct kv_arrays {
     char *base[KV_MAX_ARRAYS];
     size_t stride[KV_MAX_ARRAYS];
     size_t S;
+    char *owned[KV_MAX_ARRAYS];    /* snapshots of the index arrays (base points there), freed by arrays_free */
+    const char *span[KV_MAX_ARRAYS]; /* the caller's memory of each array: [span, span + span_len) */
+    size_t span_len[KV_MAX_ARRAYS];
 } kv_arrays;
+
+static void arrays_free(kv_arrays *A)
+{
+    int i;
+    for (i = 0; i < KV_MAX_ARRAYS; i++) {
+        free(A->owned[i]);
+        A->owned[i] = NULL;
+    }
+}
+
+/* Whether array i of a method holds indices the kernels address memory with (bitmaps and offsets of
+ * bitmap_sparse, GEAR's outlier channels): those are copied before validation, so that a caller's thread
+ * rewriting them while the GIL is released cannot invalidate what was checked. */
+static int is_index_array(const kv_layout *L, int i)
+{
+    return (L->method == CCOMP_KV_M_SPARSE && (i == 0 || i == 1)) || (L->method == CCOMP_KV_M_GEAR && i == 3);
+}
 
 #define ARR(A, i, s, type) ((type *)((A)->base[i] + (s) * (A)->stride[i]))
 
@@ -223,18 +254,49 @@ static int arrays_from(const kv_layout *L, PyObject *tuple, PyObject *keep, kv_a
             PyErr_Format(PyExc_ValueError, "%s: array '%s' must be a 2-D %c%d array of %zu rows and at least %zu "
                          "columns, got %d-D dtype %c%d shape (%zd, %zd)",
                          what, L->name[i], dtype_kind(L->dtype[i]), dtype_size(L->dtype[i]), A->S, L->count[i], PyArray_NDIM(a),
-                         PyArray_DESCR(a)->kind, (int)PyArray_ITEMSIZE(a), PyArray_DIM(a, 0),
+                         PyArray_DESCR(a)->kind, (int)PyArray_ITEMSIZE(a),
+                         PyArray_NDIM(a) > 0 ? PyArray_DIM(a, 0) : (npy_intp)-1,
                          PyArray_NDIM(a) > 1 ? PyArray_DIM(a, 1) : (npy_intp)-1);
             return -1;
         }
         A->base[i] = (char *)PyArray_DATA(a);
         A->stride[i] = (size_t)PyArray_DIM(a, 1) * (size_t)PyArray_ITEMSIZE(a);
+        A->span[i] = A->base[i];
+        A->span_len[i] = A->stride[i] * A->S;
+        if (is_index_array(L, i)) {
+            /* the prefix each row needs, into memory the binding owns */
+            const size_t row = L->count[i] * (size_t)PyArray_ITEMSIZE(a);
+            size_t s;
+            char *copy = (char *)malloc(row * A->S > 0 ? row * A->S : 1);
+            if (copy == NULL) {
+                PyErr_NoMemory();
+                return -1;
+            }
+            for (s = 0; s < A->S; s++) memcpy(copy + s * row, A->base[i] + s * A->stride[i], row);
+            A->owned[i] = copy;
+            A->base[i] = copy;
+            A->stride[i] = row;
+        }
     }
     {
         size_t s;
         for (s = 0; s < A->S; s++)
             if (indices_valid(L, A, s, what) < 0) return -1;
     }
+    return 0;
+}
+
+/* -1 with a ValueError when [p, p + n) overlaps one of the arrays (the output would overwrite input that is
+ * still to be read). */
+static int check_no_overlap(const kv_layout *L, const kv_arrays *A, const char *p, size_t n, const char *what)
+{
+    int i;
+    for (i = 0; i < L->n; i++)
+        if (n && A->span_len[i] && p < A->span[i] + A->span_len[i] && A->span[i] < p + n) {
+            PyErr_Format(PyExc_ValueError, "%s: out must not share memory with the input array '%s'", what,
+                         L->name[i]);
+            return -1;
+        }
     return 0;
 }
 
@@ -463,7 +525,8 @@ static PyObject *py_kv_dequantize(PyObject *self, PyObject *args)
                    PyArray_SIZE((PyArrayObject *)outo) != dims[0] * dims[1] * dims[2]) {
             PyErr_Format(PyExc_ValueError, "out must be a writeable C-contiguous float32 array of %zd elements",
                          (Py_ssize_t)(dims[0] * dims[1] * dims[2]));
-        } else {
+        } else if (check_no_overlap(&L, &j.A, (const char *)PyArray_DATA((PyArrayObject *)outo),
+                                    (size_t)PyArray_NBYTES((PyArrayObject *)outo), "dequantize") == 0) {
             out = (PyArrayObject *)outo;
             Py_INCREF(out);
         }
@@ -477,8 +540,31 @@ static PyObject *py_kv_dequantize(PyObject *self, PyObject *args)
         }
     }
     Py_XDECREF(keep);
+    arrays_free(&j.A);
     layout_free(&L);
     return res;
+}
+
+/* kv_validate(method, T, D, params, arrays) -> None: the checks of kv_dequantize (layout, dtypes, shapes, index
+ * arrays) without decoding; the error names the array or slice at fault. */
+static PyObject *py_kv_validate(PyObject *self, PyObject *args)
+{
+    PyObject *params, *arrays, *keep;
+    Py_ssize_t T, D;
+    int method, bad;
+    kv_layout L;
+    kv_arrays A;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "innOO", &method, &T, &D, &params, &arrays)) return NULL;
+    if (layout_init(&L, method, T, D, params, "validate") < 0) return NULL;
+    memset(&A, 0, sizeof A);
+    keep = PyList_New(0);
+    bad = keep == NULL || arrays_from(&L, arrays, keep, &A, "validate") < 0;
+    Py_XDECREF(keep);
+    arrays_free(&A);
+    layout_free(&L);
+    if (bad) return NULL;
+    Py_RETURN_NONE;
 }
 
 /* ----------------------------------------------------------- attention */
@@ -487,6 +573,7 @@ static PyObject *py_kv_dequantize(PyObject *self, PyObject *args)
  * arrays) with G rows per array.  Builds G chains of slices. */
 typedef struct cache_build {
     kv_layout *layouts; /* nseg */
+    kv_arrays *arrays;  /* nseg (their index snapshots live until the call ends) */
     kv_view *views;     /* G * nseg: head g's segments at g * nseg */
     size_t G, nseg;
 } cache_build;
@@ -495,7 +582,9 @@ static void cache_free(cache_build *c)
 {
     size_t i;
     for (i = 0; c->layouts && i < c->nseg; i++) layout_free(&c->layouts[i]);
+    for (i = 0; c->arrays && i < c->nseg; i++) arrays_free(&c->arrays[i]);
     free(c->layouts);
+    free(c->arrays);
     free(c->views);
     memset(c, 0, sizeof *c);
 }
@@ -510,9 +599,14 @@ static int cache_from(PyObject *desc, size_t G, PyObject *keep, cache_build *c, 
         return -1;
     }
     c->G = G;
+    if (G > (size_t)PY_SSIZE_T_MAX / sizeof(kv_view) / (size_t)n) {
+        PyErr_Format(PyExc_ValueError, "%s: too many heads (%zu)", name, G);
+        return -1;
+    }
     c->layouts = (kv_layout *)calloc((size_t)n, sizeof *c->layouts);
+    c->arrays = (kv_arrays *)calloc((size_t)n, sizeof *c->arrays);
     c->views = (kv_view *)calloc(G * (size_t)n, sizeof *c->views);
-    if (!c->layouts || !c->views) {
+    if (!c->layouts || !c->arrays || !c->views) {
         PyErr_NoMemory();
         return -1;
     }
@@ -520,22 +614,21 @@ static int cache_from(PyObject *desc, size_t G, PyObject *keep, cache_build *c, 
         PyObject *seg = PyList_GET_ITEM(desc, i), *params, *arrays;
         int method;
         Py_ssize_t T, D;
-        kv_arrays A;
-        memset(&A, 0, sizeof A);
+        kv_arrays *A = &c->arrays[i];
         if (!PyTuple_Check(seg) ||
             !PyArg_ParseTuple(seg, "innOO;a segment is (method, T, D, params, arrays)", &method, &T, &D, &params,
                               &arrays))
             return -1;
         if (layout_init(&c->layouts[i], method, T, D, params, name) < 0) return -1;
         c->nseg = (size_t)i + 1;
-        if (arrays_from(&c->layouts[i], arrays, keep, &A, name) < 0) return -1;
-        if (A.S != G) {
-            PyErr_Format(PyExc_ValueError, "%s: segment %zd holds %zu heads, expected %zu", name, i, A.S, G);
+        if (arrays_from(&c->layouts[i], arrays, keep, A, name) < 0) return -1;
+        if (A->S != G) {
+            PyErr_Format(PyExc_ValueError, "%s: segment %zd holds %zu heads, expected %zu", name, i, A->S, G);
             return -1;
         }
         for (g = 0; g < G; g++) {
             kv_view *v = &c->views[g * (size_t)n + (size_t)i];
-            view_at(&c->layouts[i], &A, g, v);
+            view_at(&c->layouts[i], A, g, v);
         }
     }
     for (g = 0; g < G; g++)
@@ -571,9 +664,34 @@ static PyObject *py_kv_attention(PyObject *self, PyObject *args)
         PyErr_SetString(PyExc_TypeError, "q must be a C-contiguous 3-D float32 array [heads, n_query, head_dim]");
         goto done;
     }
+    if (!isfinite(scale)) {
+        PyErr_Format(PyExc_ValueError, "attention: scale must be finite, got %g", (double)scale);
+        goto done;
+    }
     if ((keep = PyList_New(0)) == NULL) goto done;
     if (cache_from(kd, (size_t)G, keep, &kc, "k_cache") < 0 || cache_from(vd, (size_t)G, keep, &vc, "v_cache") < 0)
         goto done;
+    if (PyArray_DIM(q, 0) % G != 0) {
+        PyErr_Format(PyExc_ValueError, "attention: query heads (%zd) must be a multiple of the K/V heads (%zd)",
+                     (Py_ssize_t)PyArray_DIM(q, 0), G);
+        goto done;
+    }
+    {
+        /* every segment of K has q's head dim, every segment of V the first one's (the output's) */
+        size_t i;
+        for (i = 0; i < kc.nseg; i++)
+            if (kc.layouts[i].D != (size_t)PyArray_DIM(q, 2)) {
+                PyErr_Format(PyExc_ValueError, "attention: q has head dim %zd but K segment %zu has %zu",
+                             (Py_ssize_t)PyArray_DIM(q, 2), i, kc.layouts[i].D);
+                goto done;
+            }
+        for (i = 1; i < vc.nseg; i++)
+            if (vc.layouts[i].D != vc.layouts[0].D) {
+                PyErr_Format(PyExc_ValueError, "attention: V segment %zu has head dim %zu, segment 0 has %zu", i,
+                             vc.layouts[i].D, vc.layouts[0].D);
+                goto done;
+            }
+    }
     kh = (ccomp_kv_slice *)malloc((size_t)G * sizeof *kh);
     vh = (ccomp_kv_slice *)malloc((size_t)G * sizeof *vh);
     if (!kh || !vh) {
@@ -742,6 +860,8 @@ PyMethodDef ccomp_kv_methods[] = {
     {"kv_quantize", py_kv_quantize, METH_VARARGS, "kv_quantize(method, x[S,T,D] f32, params, threads) -> arrays."},
     {"kv_dequantize", py_kv_dequantize, METH_VARARGS,
      "kv_dequantize(method, T, D, params, arrays, threads) -> x[S,T,D] f32."},
+    {"kv_validate", py_kv_validate, METH_VARARGS,
+     "kv_validate(method, T, D, params, arrays) -> None; raises as kv_dequantize would."},
     {"kv_attention", py_kv_attention, METH_VARARGS,
      "kv_attention(q[H,nq,D], k_segments, v_segments, G, scale, threads) -> out[H,nq,Dv]."},
     {"kv_lloyd_max", py_kv_lloyd_max, METH_VARARGS, "kv_lloyd_max(bits) -> (centroids, thresholds, mse)."},

@@ -36,19 +36,30 @@ static int bad_at(const finite_job *j, size_t i)
     }
 }
 
-/* whether the chunk [a, b) holds a non-finite value: the count of all-ones exponents, summed */
+/* whether the chunk [a, b) holds a non-finite value: the count of all-ones exponents, summed (each element read
+ * with memcpy: the array may be misaligned, e.g. a view of a byte buffer at an odd offset) */
 static size_t count_bad(const finite_job *j, size_t a, size_t b)
 {
+    const char *x = (const char *)j->x;
     size_t i, c = 0;
     if (j->kind == CCOMP_FINITE_F32) {
-        const uint32_t *u = (const uint32_t *)j->x;
-        for (i = a; i < b; i++) c += (u[i] & 0x7f800000u) == 0x7f800000u;
+        for (i = a; i < b; i++) {
+            uint32_t u;
+            memcpy(&u, x + 4 * i, 4);
+            c += (u & 0x7f800000u) == 0x7f800000u;
+        }
     } else if (j->kind == CCOMP_FINITE_F64) {
-        const uint64_t *u = (const uint64_t *)j->x;
-        for (i = a; i < b; i++) c += (u[i] & 0x7ff0000000000000ull) == 0x7ff0000000000000ull;
+        for (i = a; i < b; i++) {
+            uint64_t u;
+            memcpy(&u, x + 8 * i, 8);
+            c += (u & 0x7ff0000000000000ull) == 0x7ff0000000000000ull;
+        }
     } else {
-        const uint16_t *u = (const uint16_t *)j->x;
-        for (i = a; i < b; i++) c += (u[i] & 0x7c00u) == 0x7c00u;
+        for (i = a; i < b; i++) {
+            uint16_t u;
+            memcpy(&u, x + 2 * i, 2);
+            c += (u & 0x7c00u) == 0x7c00u;
+        }
     }
     return c;
 }

@@ -28,11 +28,14 @@ per token), ``"gear"`` (groupwise + per-token fp16 outliers + low rank),
 exchanged with llama.cpp tools), and the streaming :class:`KIVICache`.
 """
 import json
+import math
 import struct
+import threading
 import zlib
 
 import numpy as np
 
+from . import _args
 from . import _core
 from ._args import first_nonfinite
 from ._args import threads as _threads
@@ -48,19 +51,92 @@ _AXES = {"channel": 0, "token": 1}
 _GGML = {"q8_0": 0, "q4_0": 1}
 _MAGIC = b"CCKV"
 _VERSION = 1
+# bounds on a tensor's shape (the core's: tokens x head dim of a slice at most 2^40; all elements at most 2^48)
+_MAX_SLICE = 2 ** 40
+_MAX_ELEMENTS = 2 ** 48
+_MAX_RANK = 32
+# the params each method keeps (exactly these keys)
+_PARAM_KEYS = {"groupwise": ("axis", "bits", "group"),
+               "gear": ("axis", "bits", "group", "iters", "outliers", "rank", "seed"),
+               "turbo": ("bits", "qjl", "seed"), "bitmap_sparse": ("sparsity",), "q8_0": (), "q4_0": ()}
+# arrays holding float16 (as uint16) or float32 values that must be finite
+_F16_ARRAYS = ("scale", "zero", "values", "out_vals", "U", "W")
+_F32_ARRAYS = ("norms", "res_norms")
+_TURBO_MAX_NORM = 8.507059173023462e37  # CCOMP_KV_TURBO_MAX_NORM: larger norms would reconstruct to inf
+
+
+def _check_method(method):
+    if not isinstance(method, str):
+        raise TypeError(f"method must be a str, got {type(method).__name__}")
+    if method not in _PARAM_KEYS:
+        raise ValueError(f"method must be one of {tuple(_PARAM_KEYS)}, got {method!r}")
+    return method
+
+
+def _check_shape(shape, name="shape"):
+    """A tensor shape (..., tokens, head_dim): ints >= 0, head_dim >= 1, bounded sizes."""
+    if isinstance(shape, (str, bytes)) or not hasattr(shape, "__len__"):
+        raise TypeError(f"{name} must be a sequence of ints, got {type(shape).__name__}")
+    if not 2 <= len(shape) <= _MAX_RANK:
+        raise ValueError(f"{name} must be (..., tokens, head_dim) with 2 to {_MAX_RANK} axes, got {tuple(shape)!r}")
+    dims = tuple(_args.integer(f"{name}[{i}]", d, 0, _MAX_SLICE) for i, d in enumerate(shape))
+    if dims[-1] < 1:
+        raise ValueError(f"{name} must have a head dim (last axis) of at least 1, got {dims}")
+    total = 1
+    for d in dims:
+        total *= d
+    if dims[-2] * dims[-1] > _MAX_SLICE or total > _MAX_ELEMENTS or math.prod(dims[:-2]) > _MAX_SLICE:
+        raise ValueError(f"{name} {dims} is too large (tokens x head_dim at most 2^40, elements at most 2^48)")
+    return dims
+
+
+def _check_params(method, params):
+    """The params dict of a method, strictly: exactly its keys, each of the right type and range."""
+    if not isinstance(params, dict):
+        raise TypeError(f"params must be a dict, got {type(params).__name__}")
+    want = _PARAM_KEYS[method]
+    if tuple(sorted(params)) != want:
+        raise ValueError(f"params of {method} must have exactly the keys {list(want)}, got {sorted(map(str, params))}")
+    p = {}
+    for k in want:
+        v, name = params[k], f"params[{k!r}]"
+        if k == "bits":
+            ok = (2, 3, 4, 8) if method in ("groupwise", "gear") else (1, 2, 3, 4)
+            p[k] = _args.integer(name, v, min(ok), max(ok))
+            if p[k] not in ok:
+                raise ValueError(f"{name} must be one of {ok}, got {p[k]}")
+        elif k == "group":
+            p[k] = _args.integer(name, v, 32, 128)
+            if p[k] not in (32, 64, 128):
+                raise ValueError(f"{name} must be 32, 64 or 128, got {p[k]}")
+        elif k == "axis":
+            p[k] = _args.choice(name, v, tuple(_AXES))
+        elif k in ("outliers", "sparsity"):
+            p[k] = _args.real(name, v, 0, 1, hi_open=True)
+        elif k == "rank":
+            p[k] = _args.integer(name, v, 0, 1024)
+        elif k == "iters":
+            p[k] = _args.integer(name, v, 1, 100)
+        elif k == "seed":
+            p[k] = _args.integer(name, v, 0, 2 ** 64 - 1)
+        else:
+            p[k] = _args.flag(name, v)
+    return p
 
 
 def _as_slices(x, name="x"):
     """(..., T, D) float32/float16 -> (float32 array [S, T, D], original shape)."""
     if hasattr(x, "__dlpack__") and not isinstance(x, np.ndarray):
         x = np.from_dlpack(x.detach() if hasattr(x, "detach") else x)
-    a = np.asarray(x)
-    if a.dtype not in (np.float32, np.float16):
-        raise TypeError(f"{name} must be float32 or float16, got {a.dtype}")
+    if isinstance(x, (list, tuple)):
+        x = np.asarray(x, dtype=np.float32)
+    a = _args.array(name, x, (np.float32, np.float16))
     if a.ndim < 2:
         raise ValueError(f"{name} must have shape (..., tokens, head_dim), got shape {a.shape}")
-    shape = a.shape
-    a = np.ascontiguousarray(a, dtype=np.float32).reshape(-1, shape[-2], shape[-1])
+    if a.shape[-1] == 0:
+        raise ValueError(f"{name} must have a head dim (last axis) of at least 1, got shape {a.shape}")
+    shape = _check_shape(a.shape, f"{name}.shape")
+    a = np.ascontiguousarray(a, dtype=np.float32).reshape(math.prod(shape[:-2]), shape[-2], shape[-1])
     return a, shape
 
 
@@ -92,10 +168,56 @@ class QuantizedTensor:
     """
 
     def __init__(self, method, shape, params, arrays):
-        self.method = method
-        self.shape = tuple(int(s) for s in shape)
-        self.params = dict(params)
-        self.arrays = dict(arrays)
+        self.method = _check_method(method)
+        if method == "dense":
+            raise ValueError("method must be a quantization method, got 'dense'")
+        self.shape = _check_shape(shape)
+        self.params = _check_params(method, params)
+        if not isinstance(arrays, dict):
+            raise TypeError(f"arrays must be a dict of NumPy arrays, got {type(arrays).__name__}")
+        self.arrays = self._checked_arrays(arrays)
+
+    @classmethod
+    def _trusted(cls, method, shape, params, arrays):
+        """A tensor from the core's own quantizer (its arrays are right by construction)."""
+        t = cls.__new__(cls)
+        t.method, t.shape, t.params, t.arrays = method, tuple(shape), dict(params), dict(arrays)
+        return t
+
+    def _checked_arrays(self, arrays):
+        """The arrays of the method, shape and params: names, dtypes, shapes [slices, n], index ranges (in the
+        core) and finite float16/float32 values; ValueError or TypeError naming the array otherwise."""
+        layout = _layout(self.method, self.tokens, self.head_dim, self.params)
+        names = [name for name, _, _ in layout]
+        if sorted(map(str, arrays)) != sorted(names) or len(arrays) != len(names):
+            raise ValueError(f"arrays of {self.method} must be exactly {names}, got {sorted(map(str, arrays))}")
+        S, out = self.slices, {}
+        for name, dt, n in layout:
+            a = arrays[name]
+            if isinstance(a, np.ndarray) and a.dtype.kind == "i" and a.dtype.itemsize == np.dtype(dt).itemsize:
+                a = a.view(a.dtype.str.replace("i", "u"))  # torch's signed stand-ins for uint16/32/64
+            a = _args.array(f"arrays[{name!r}]", a, (np.dtype(dt),), ndim=2)
+            if a.shape != (S, n):
+                raise ValueError(f"arrays[{name!r}] must have shape {(S, n)} for {self.method} of shape {self.shape}, "
+                                 f"got {a.shape}")
+            out[name] = a
+        _core.kv_validate(_CODE[self.method], self.tokens, self.head_dim, _ctuple(self.method, self.params),
+                          tuple(out[name] for name in names))
+        for name, a in out.items():
+            vals = a.view(np.float16) if name in _F16_ARRAYS else a if name in _F32_ARRAYS else None
+            if name == "blocks":  # each ggml block starts with its fp16 scale
+                size = 34 if self.method == "q8_0" else 18
+                vals = np.ascontiguousarray(a.reshape(S, a.shape[1] // size, size)[:, :, :2]).view(np.float16)
+            if vals is None:
+                continue
+            at = first_nonfinite(vals)
+            if at is not None:
+                raise ValueError(f"arrays[{name!r}] holds a non-finite value {vals[at]} at {at} (damaged data?)")
+            top = _TURBO_MAX_NORM if name == "norms" else np.inf  # the residual's norm only scales QJL scores
+            if name in _F32_ARRAYS and vals.size and not 0 <= vals.min() <= vals.max() <= top:
+                raise ValueError(f"arrays[{name!r}] holds a norm outside [0, {top:g}]: "
+                                 f"{vals.min() if vals.min() < 0 else vals.max()} (damaged data?)")
+        return out
 
     def __repr__(self):
         p = ", ".join(f"{k}={v!r}" for k, v in sorted(self.params.items()))
@@ -150,6 +272,9 @@ class QuantizedTensor:
     def from_device(cls, q):
         """A host copy of a quantized tensor on the GPU (the result of :func:`quantize` on a CUDA tensor):
         the same method, shape, params and bytes; serialise it with :meth:`to_bytes`."""
+        if not all(hasattr(q, a) for a in ("method", "shape", "params", "arrays")):
+            raise TypeError(f"q must be a quantized tensor on the GPU (ccomp._kv_gpu.Quantized), "
+                            f"got {type(q).__name__}")
         want = {name: np.dtype(dt) for name, dt, _ in _layout(q.method, q.shape[-2], q.shape[-1], q.params)}
         arrays = {}
         for name, a in q.arrays.items():
@@ -158,9 +283,7 @@ class QuantizedTensor:
             else:
                 host = a.detach().cpu().numpy()  # torch
             arrays[name] = np.ascontiguousarray(host).view(want[name])
-        t = cls(q.method, q.shape, q.params, arrays)
-        t._validate()
-        return t
+        return cls(q.method, q.shape, q.params, arrays)
 
     def _ordered(self):
         return tuple(self.arrays[name] for name, _, _ in _layout(self.method, self.tokens, self.head_dim, self.params))
@@ -168,9 +291,10 @@ class QuantizedTensor:
     def dequantize(self, threads=None, out=None):
         """float32 array of ``shape``: the reconstruction the attention kernels use (written into
         ``out``, a C-contiguous float32 array of that shape, when given)."""
-        if out is not None and (not isinstance(out, np.ndarray) or out.shape != self.shape):
-            raise ValueError(f"out must be a float32 NumPy array of shape {self.shape}, got "
-                             f"{getattr(out, 'shape', type(out).__name__)}")
+        if out is not None and not isinstance(out, np.ndarray):
+            raise TypeError(f"out must be a float32 NumPy array of shape {self.shape}, got {type(out).__name__}")
+        if out is not None and out.shape != self.shape:
+            raise ValueError(f"out must be a float32 NumPy array of shape {self.shape}, got {out.shape}")
         res = _core.kv_dequantize(_CODE[self.method], self.tokens, self.head_dim, _ctuple(self.method, self.params),
                                   self._ordered(), _threads(threads), out)
         return out if out is not None else res.reshape(self.shape)
@@ -200,8 +324,16 @@ class QuantizedTensor:
     @classmethod
     def from_bytes(cls, data):
         """Inverse of :meth:`to_bytes`; raises :class:`ccomp.CorruptStreamError`
-        on damaged, truncated or inconsistent data."""
-        data = bytes(data)
+        on damaged, truncated or inconsistent data (every header field is checked: keys, types,
+        ranges, the arrays' names, dtypes and shapes against the method's layout, the index arrays
+        and the finiteness of the stored scales and norms) and TypeError when ``data`` is not
+        bytes-like."""
+        if isinstance(data, (str, int, float)) or data is None:
+            raise TypeError(f"data must be a bytes-like object, got {type(data).__name__}")
+        try:
+            data = bytes(memoryview(data))
+        except TypeError:
+            raise TypeError(f"data must be a bytes-like object, got {type(data).__name__}") from None
         if len(data) < 13 or data[:4] != _MAGIC:
             raise CorruptStreamError("not a ccomp.kv tensor (bad magic or too short)")
         if zlib.crc32(data[:-4]) != struct.unpack("<I", data[-4:])[0]:
@@ -209,77 +341,91 @@ class QuantizedTensor:
         version, hlen = struct.unpack("<BI", data[4:9])
         if version != _VERSION:
             raise CorruptStreamError(f"unsupported version {version} (this build reads {_VERSION})")
+        if 9 + hlen > len(data) - 4:
+            raise CorruptStreamError(f"header length {hlen} runs past the end ({len(data)} bytes)")
         try:
-            h = json.loads(data[9:9 + hlen])
-            pos = 9 + hlen
-            arrays = {}
-            for name, dt, shape in h["arrays"]:
-                dt = np.dtype(dt)
-                if dt.kind not in "uf" or any(int(d) < 0 for d in shape):
-                    raise CorruptStreamError(f"array {name!r} has an invalid dtype or shape")
-                n = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
+            h = json.loads(data[9:9 + hlen].decode("utf-8"))
+        except RecursionError:
+            raise CorruptStreamError("invalid ccomp.kv header: JSON nested too deeply") from None
+        except (UnicodeDecodeError, ValueError) as e:
+            raise CorruptStreamError(f"invalid ccomp.kv header: not JSON ({e})") from None
+        try:
+            method, shape, params, specs = cls._header(h)
+            pos, arrays = 9 + hlen, {}
+            for name, dt, ashape in specs:
+                n = ashape[0] * ashape[1] * dt.itemsize
                 if pos + n > len(data) - 4:
-                    raise CorruptStreamError("array data runs past the end")
-                arrays[name] = np.frombuffer(data, dtype=dt, count=n // dt.itemsize, offset=pos).reshape(shape)
+                    raise CorruptStreamError(f"array {name!r} runs past the end of the data")
+                arrays[name] = np.frombuffer(data, dtype=dt, count=n // dt.itemsize, offset=pos).reshape(ashape)
                 arrays[name] = arrays[name].astype(dt.newbyteorder("="))
                 pos += n
             if pos != len(data) - 4:
-                raise CorruptStreamError("trailing bytes after the arrays")
-            q = cls(h["method"], h["shape"], h["params"], arrays)
-            q._validate()
+                raise CorruptStreamError(f"{len(data) - 4 - pos} trailing bytes after the arrays")
+            return cls(method, shape, params, arrays)
         except CorruptStreamError:
             raise
-        except (KeyError, TypeError, ValueError, OverflowError) as e:
+        except (TypeError, ValueError) as e:
             raise CorruptStreamError(f"invalid ccomp.kv tensor: {e}") from None
-        return q
 
-    def _validate(self):
-        """Raises ValueError when the arrays do not fit the method, shape and params."""
-        if self.method not in _CODE or self.method == "dense":
-            raise ValueError(f"unknown method {self.method!r}")
-        if len(self.shape) < 2:
-            raise ValueError(f"shape must be (..., tokens, head_dim), got {self.shape}")
-        S = self.slices
-        want = {name: (np.dtype(dt), (S, n)) for name, dt, n in _layout(self.method, self.tokens, self.head_dim,
-                                                                         self.params)}
-        got = {k: (v.dtype, tuple(v.shape)) for k, v in self.arrays.items()}
-        if got != want:
-            raise ValueError(f"arrays {got} do not match {self.method} of shape {self.shape} (expected {want})")
-        if self.method in ("bitmap_sparse", "gear"):
-            self.dequantize()  # the core checks the index arrays (offsets, outlier channels) before any use
-
-
-def _check_int(name, v):
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, got {type(v).__name__}")
-    return int(v)
-
-
-def _check_frac(name, v):
-    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name} must be a number, got {type(v).__name__}")
-    v = float(v)
-    if not 0.0 <= v < 1.0:
-        raise ValueError(f"{name} must be in [0, 1), got {v}")
-    return v
+    @staticmethod
+    def _header(h):
+        """(method, shape, params, [(name, dtype, (rows, cols))]) of a decoded header; TypeError or ValueError
+        naming the field that is wrong."""
+        if not isinstance(h, dict):
+            raise ValueError(f"header must be a JSON object, got {type(h).__name__}")
+        keys = ("arrays", "method", "params", "shape")
+        if tuple(sorted(h)) != keys:
+            raise ValueError(f"header must have exactly the keys {list(keys)}, got {sorted(h)}")
+        method = _check_method(h["method"])
+        if method == "dense":
+            raise ValueError("header method must be a quantization method, got 'dense'")
+        if not isinstance(h["shape"], list):
+            raise TypeError(f"header shape must be a list, got {type(h['shape']).__name__}")
+        shape = _check_shape(h["shape"], "header shape")
+        params = _check_params(method, h["params"])
+        layout = _layout(method, shape[-2], shape[-1], params)
+        S = math.prod(shape[:-2])
+        want = {name: (np.dtype(dt).newbyteorder("<"), (S, n)) for name, dt, n in layout}
+        specs = h["arrays"]
+        if not isinstance(specs, list) or len(specs) != len(want):
+            raise ValueError(f"header arrays must list the {len(want)} arrays {sorted(want)}")
+        out = []
+        for spec in specs:
+            if not (isinstance(spec, list) and len(spec) == 3 and isinstance(spec[0], str) and isinstance(spec[1], str)
+                    and isinstance(spec[2], list)):
+                raise ValueError(f"header arrays entry must be [name, dtype, shape], got {spec!r:.80}")
+            name, dt, ashape = spec
+            if name not in want or any(o[0] == name for o in out):
+                raise ValueError(f"header arrays: unexpected or repeated array {name!r:.40} (expected {sorted(want)})")
+            if dt != want[name][0].str:
+                raise ValueError(f"header arrays: {name!r} must have dtype {want[name][0].str!r}, got {dt!r:.40}")
+            dims = tuple(_args.integer(f"header arrays {name!r} shape", d, 0, _MAX_ELEMENTS) for d in ashape)
+            if dims != want[name][1]:
+                raise ValueError(f"header arrays: {name!r} must have shape {list(want[name][1])}, got {list(dims)}")
+            out.append((name, want[name][0], dims))
+        return method, shape, params, out
 
 
 def _method_params(method, bits, group, axis, sparsity, outliers, rank, iters, seed, qjl):
-    """The params dict a method keeps (validated types; ranges are checked by the core)."""
+    """The params dict a method keeps (types and ranges checked by ccomp._args; the core checks the sets of
+    allowed values)."""
     if method in ("groupwise", "gear"):
+        if not isinstance(axis, str):
+            raise TypeError(f"axis must be 'channel' or 'token', got {type(axis).__name__}")
         if axis not in _AXES:
             raise ValueError(f"axis must be 'channel' or 'token', got {axis!r}")
-        p = {"bits": _check_int("bits", 4 if bits is None else bits), "group": _check_int("group", group),
-             "axis": axis}
+        p = {"bits": _args.integer("bits", 4 if bits is None else bits, 0, 64),
+             "group": _args.integer("group", group, 1, 2 ** 31 - 1), "axis": axis}
         if method == "gear":
-            p.update(outliers=_check_frac("outliers", outliers), rank=_check_int("rank", rank),
-                     iters=_check_int("iters", iters), seed=_check_int("seed", seed) & (2 ** 64 - 1))
+            p.update(outliers=_args.real("outliers", outliers, 0, 1, hi_open=True),
+                     rank=_args.integer("rank", rank, 0, 2 ** 31 - 1), iters=_args.integer("iters", iters, 1, 100),
+                     seed=_args.integer("seed", seed, -2 ** 63, 2 ** 64 - 1) & (2 ** 64 - 1))
         return p
     if method == "turbo":
-        return {"bits": _check_int("bits", 3 if bits is None else bits), "qjl": bool(qjl),
-                "seed": _check_int("seed", seed) & (2 ** 64 - 1)}
+        return {"bits": _args.integer("bits", 3 if bits is None else bits, 0, 64), "qjl": _args.flag("qjl", qjl),
+                "seed": _args.integer("seed", seed, -2 ** 63, 2 ** 64 - 1) & (2 ** 64 - 1)}
     if method == "bitmap_sparse":
-        return {"sparsity": _check_frac("sparsity", sparsity)}
+        return {"sparsity": _args.real("sparsity", sparsity, 0, 1, hi_open=True)}
     if method in _GGML:
         return {}
     raise ValueError(f"method must be one of {tuple(m for m in METHODS if m != 'kivi')} "
@@ -319,6 +465,8 @@ def quantize(x, method="groupwise", *, bits=None, group=32, axis="token", sparsi
     the same bytes as the CPU's, ``.to_host()`` gives a :class:`QuantizedTensor`,
     and :func:`attention` with CUDA queries runs on the GPU.
     """
+    if not isinstance(method, str):
+        raise TypeError(f"method must be a str, one of {METHODS}, got {type(method).__name__}")
     if method == "kivi":
         raise ValueError("KIVI is a streaming cache: use ccomp.kv.KIVICache(bits=..., group=..., residual=...)"
                          ".append(k, v)")
@@ -328,7 +476,7 @@ def quantize(x, method="groupwise", *, bits=None, group=32, axis="token", sparsi
     a, shape = _as_slices(x)
     arrays = _core.kv_quantize(_CODE[method], a, _ctuple(method, p), _threads(threads))
     names = [name for name, _, _ in _layout(method, shape[-2], shape[-1], p)]
-    return QuantizedTensor(method, shape, p, dict(zip(names, arrays)))
+    return QuantizedTensor._trusted(method, shape, p, dict(zip(names, arrays)))
 
 
 def _gpu_quantize(x, method, p):
@@ -346,7 +494,7 @@ def lloyd_max(bits):
     """The Lloyd-Max quantizer of a standard normal with ``bits`` in 1..4:
     ``(centroids, thresholds, mse)`` computed by Lloyd's algorithm on the
     exact Gaussian (mse: E[(X - Q(X))^2], e.g. 0.0345 for 3 bits)."""
-    return _core.kv_lloyd_max(_check_int("bits", bits))
+    return _core.kv_lloyd_max(_args.integer("bits", bits, 1, 4))
 
 
 class _Growing:
@@ -445,7 +593,8 @@ class KIVICache:
     """
 
     def __init__(self, bits=2, group=32, residual=128, threads=None):
-        bits, group, residual = _check_int("bits", bits), _check_int("group", group), _check_int("residual", residual)
+        bits, group = _args.integer("bits", bits, 0, 64), _args.integer("group", group, 1, 2 ** 31 - 1)
+        residual = _args.integer("residual", residual, 1, 2 ** 40)
         if bits not in (2, 3, 4, 8) or group not in (32, 64, 128):
             raise ValueError(f"KIVI needs bits in (2, 3, 4, 8) and group in (32, 64, 128), got {bits} and {group}")
         if residual < group or residual % group:
@@ -453,6 +602,7 @@ class KIVICache:
         self.bits, self.group, self.residual = bits, group, residual
         self.threads = _threads(threads)
         self.k_cache = self.v_cache = None
+        self._lock = threading.Lock()  # appends from several threads are applied one at a time
 
     @property
     def tokens(self):
@@ -468,15 +618,26 @@ class KIVICache:
         return 8.0 * self.nbytes / n if n else 0.0
 
     def append(self, k, v):
+        """Appends ``k`` and ``v`` of shape ``(..., new_tokens, head_dim)``; thread-safe (one append at a time)."""
         ka, kshape = _as_slices(k, "k")
         va, vshape = _as_slices(v, "v")
         if kshape != vshape:
             raise ValueError(f"k and v must have the same shape, got {kshape} and {vshape}")
-        if first_nonfinite(ka) is not None or first_nonfinite(va) is not None:
-            raise ValueError("k or v contains NaN or infinite values")
+        for name, a in (("k", ka), ("v", va)):
+            at = first_nonfinite(a)
+            if at is not None:
+                where = tuple(int(i) for i in np.unravel_index(np.ravel_multi_index(at, a.shape), kshape))
+                raise ValueError(f"{name} contains NaN or infinite values: {a[at]} at index {where}")
+        with self._lock:
+            self._append(ka, va, kshape)
+
+    def _append(self, ka, va, kshape):
         lead, D = kshape[:-2], kshape[-1]
         if self.k_cache is None:
             p = {"bits": self.bits, "group": self.group}
+            # both layouts checked before any state changes: a head dim the values' groups cannot split is refused now
+            _layout("groupwise", 0, D, dict(p, axis="channel"))
+            _layout("groupwise", 0, D, dict(p, axis="token"))
             self.k_cache = _KIVIPart(lead, D, dict(p, axis="channel"))
             self.v_cache = _KIVIPart(lead, D, dict(p, axis="token"))
         elif (lead, D) != (self.k_cache.lead, self.k_cache.D):
@@ -496,7 +657,7 @@ class KIVICache:
 
 
 def _cache_segments(c, b, G, name):
-    """The segments of batch element b of a cache (QuantizedTensor or array)."""
+    """The segments of batch element b of a cache (QuantizedTensor, KIVI side or float32 array [S, T, D])."""
     if isinstance(c, QuantizedTensor):
         if len(c.shape) == 3:
             if b:
@@ -505,11 +666,20 @@ def _cache_segments(c, b, G, name):
         return [c._segment(b * G, G)]
     if hasattr(c, "_segments"):
         return c._segments(b)
-    a = np.asarray(c)
-    if a.dtype != np.float32:
-        a = a.astype(np.float32)
-    a = a if a.ndim == 3 else a[b]
+    a = c if c.ndim == 3 else c[b]
     return [(0, a.shape[1], a.shape[2], _ctuple("dense", {}), (np.ascontiguousarray(a).reshape(a.shape[0], -1),))]
+
+
+def _dense_cache(c, name, ndim):
+    """A float cache given as an array: float32, native, C-contiguous, finite, of q's rank."""
+    if isinstance(c, QuantizedTensor) or hasattr(c, "_segments"):
+        return c
+    a = _args.array(name, c, (np.float32, np.float16), ndim=ndim)
+    if a.shape[-1] == 0:
+        raise ValueError(f"{name} must have a head dim (last axis) of at least 1, got shape {a.shape}")
+    a = np.ascontiguousarray(a, dtype=np.float32)
+    _args.finite(name, a)
+    return a
 
 
 def _cache_shape(c):
@@ -536,15 +706,18 @@ def attention(q, k_cache, v_cache, scale=None, threads=None):
     inside the cache).  ``scale`` defaults to ``1 / sqrt(head_dim)``.
     Returns float32 ``(..., heads, n_query, v_head_dim)``.
     """
+    sc = None if scale is None else _args.real("scale", scale)
+    th = _threads(threads)
     if on_device(q):
         from . import _kv_gpu
 
-        return _kv_gpu.attention(q, _gpu_cache(k_cache), _gpu_cache(v_cache), scale)
-    qa = np.asarray(q)
-    if qa.dtype not in (np.float32, np.float16):
-        raise TypeError(f"q must be float32 or float16, got {qa.dtype}")
+        return _kv_gpu.attention(q, _gpu_cache(k_cache), _gpu_cache(v_cache), sc)
+    qa = _args.array("q", q, (np.float32, np.float16))
     if qa.ndim not in (3, 4):
         raise ValueError(f"q must have shape ([batch,] heads, n_query, head_dim), got {qa.shape}")
+    if qa.shape[-1] == 0:
+        raise ValueError(f"q must have a head dim (last axis) of at least 1, got shape {qa.shape}")
+    k_cache, v_cache = _dense_cache(k_cache, "k_cache", qa.ndim), _dense_cache(v_cache, "v_cache", qa.ndim)
     kshape, vshape = _cache_shape(k_cache), _cache_shape(v_cache)
     if len(kshape) != qa.ndim or len(vshape) != qa.ndim:
         raise ValueError(f"q has shape {qa.shape} but the caches have shapes {kshape} and {vshape} "
@@ -558,15 +731,23 @@ def attention(q, k_cache, v_cache, scale=None, threads=None):
     if batched and kshape[0] != B:
         raise ValueError(f"q has batch {B} but the caches have batch {kshape[0]}")
     H, G = qa.shape[-3], kshape[-3]
+    if G < 1:
+        raise ValueError(f"the caches must hold at least one K/V head, got shape {kshape}")
     if H % G:
         raise ValueError(f"query heads ({H}) must be a multiple of the K/V heads ({G})")
-    if first_nonfinite(qa) is not None:
-        raise ValueError("q contains NaN or infinite values")
-    sc = float(scale) if scale is not None else 1.0 / float(np.sqrt(qa.shape[-1]))
-    th = _threads(threads)
+    at = first_nonfinite(qa)
+    if at is not None:
+        raise ValueError(f"q contains NaN or infinite values: {qa[at]} at index {at}")
+    sc = sc if sc is not None else 1.0 / float(np.sqrt(qa.shape[-1]))
+    if batched and B == 0:
+        return np.zeros(qa.shape[:-1] + (vshape[-1],), np.float32)
     outs = []
     for b in range(B):
         qb = np.ascontiguousarray(qa[b] if batched else qa, dtype=np.float32)
         outs.append(_core.kv_attention(qb, _cache_segments(k_cache, b, G, "k_cache"),
                                        _cache_segments(v_cache, b, G, "v_cache"), G, sc, th))
-    return np.stack(outs) if batched else outs[0]
+    out = np.stack(outs) if batched else outs[0]
+    if first_nonfinite(out) is not None:
+        raise ValueError(f"attention output is not finite: scale * q K^T overflows float32 (|q| up to "
+                         f"{float(np.abs(qa).max()):g}, scale {sc:g}) or a cache holds non-finite values")
+    return out

@@ -422,12 +422,39 @@ static void test_bigmem(void)
     }
 }
 
+/* ccomp_first_nonfinite on misaligned arrays (a view of a byte buffer at an odd offset): the right index and,
+ * under UBSan, no misaligned load */
+static void test_finite_misaligned(void)
+{
+    const size_t n = 70000;
+    unsigned char *buf = calloc(n * 8 + 8, 1);
+    const float nan32 = NAN;
+    const double inf64 = INFINITY;
+    const uint16_t inf16 = 0x7c00;
+    int t;
+    for (t = 1; t <= 2; t++) {
+        CHECK(ccomp_first_nonfinite(buf + 1, CCOMP_FINITE_F32, n, t) == n, "misaligned float32 flagged");
+        CHECK(ccomp_first_nonfinite(buf + 3, CCOMP_FINITE_F64, n, t) == n, "misaligned float64 flagged");
+        CHECK(ccomp_first_nonfinite(buf + 1, CCOMP_FINITE_F16, n, t) == n, "misaligned float16 flagged");
+    }
+    memcpy(buf + 1 + 4 * 65537, &nan32, 4);
+    CHECK(ccomp_first_nonfinite(buf + 1, CCOMP_FINITE_F32, n, 2) == 65537, "misaligned float32: wrong index");
+    memset(buf, 0, n * 8 + 8);
+    memcpy(buf + 3 + 8 * 12345, &inf64, 8);
+    CHECK(ccomp_first_nonfinite(buf + 3, CCOMP_FINITE_F64, n, 2) == 12345, "misaligned float64: wrong index");
+    memset(buf, 0, n * 8 + 8);
+    memcpy(buf + 1 + 2 * 69999, &inf16, 2);
+    CHECK(ccomp_first_nonfinite(buf + 1, CCOMP_FINITE_F16, n, 2) == 69999, "misaligned float16: wrong index");
+    free(buf);
+}
+
 int main(int argc, char **argv)
 {
     int quick = argc > 1 && strcmp(argv[1], "--quick") == 0;
     test_parallel();
     test_pool(quick);
     test_finite();
+    test_finite_misaligned();
     test_cancel();
     test_bigmem();
     test_sizes(quick);

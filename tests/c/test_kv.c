@@ -11,6 +11,7 @@
 #include "ccomp/half.h"
 #include "ccomp/kv.h"
 #include "ccomp/kv_sparse.h"
+#include "ccomp/kv_turbo.h"
 #include "../../csrc/kv/kv_internal.h"
 #include "check.h"
 
@@ -312,6 +313,91 @@ static void test_attention_chain(int quick)
     free(out);
 }
 
+/* Hostile input at the core (issue #13): a chain whose later segment has another head dim is refused (it
+ * overflowed the tile buffer), groupwise head dims beyond the kernels' scratch are refused, q8_0/q4_0 name the
+ * element whose fp16 block scale would overflow, 0-row slices quantize, and turbo QJL keys longer than one
+ * score step give the scores of one pass. */
+static void test_hostile(void)
+{
+    enum { D = 64, T = 4 };
+    float k0[T * D], k1[T * 2 * D], v0[T * D], q[2 * D], out[2 * D], x[2 * 32 * 64];
+    ccomp_kv_slice ks[2], vs[2];
+    ccomp_error err;
+    uint8_t blocks[2 * 2 * 34];
+    size_t i;
+    for (i = 0; i < T * D; i++) k0[i] = v0[i] = gauss();
+    for (i = 0; i < 2 * T * D; i++) k1[i] = gauss();
+    for (i = 0; i < 2 * D; i++) q[i] = gauss();
+    memset(ks, 0, sizeof ks);
+    memset(vs, 0, sizeof vs);
+    ks[0] = (ccomp_kv_slice){CCOMP_KV_M_DENSE, k0, T, D, 0, &ks[1]};
+    ks[1] = (ccomp_kv_slice){CCOMP_KV_M_DENSE, k1, T, 2 * D, 0, NULL};
+    vs[0] = (ccomp_kv_slice){CCOMP_KV_M_DENSE, v0, T, D, 0, &vs[1]};
+    vs[1] = (ccomp_kv_slice){CCOMP_KV_M_DENSE, v0, T, D, 0, NULL};
+    CHECK(ccomp_kv_attention(q, 1, 1, D, ks, vs, 1, 1.0f, out, 1, &err) == CCOMP_ERR_VALUE &&
+              strstr(err.msg, "K segment 1 has head dim 128"), "K chain of two head dims accepted: %s", err.msg);
+    ks[1].cols = D;
+    vs[1] = (ccomp_kv_slice){CCOMP_KV_M_DENSE, k1, T, 2 * D, 0, NULL};
+    CHECK(ccomp_kv_attention(q, 1, 1, D, ks, vs, 1, 1.0f, out, 1, &err) == CCOMP_ERR_VALUE &&
+              strstr(err.msg, "V segment 1 has head dim 128"), "V chain of two head dims accepted: %s", err.msg);
+    CHECK(ccomp_kv_gw_check(32, 2048, 4, 32, 1, &err) == CCOMP_ERR_VALUE && strstr(err.msg, "up to 1024"),
+          "groupwise head dim 2048 accepted");
+    for (i = 0; i < 2 * 32 * 64; i++) x[i] = gauss();
+    x[1 * 64 + 37] = 8.4e6f;
+    CHECK(ccomp_kv_ggml_quantize(x, 2, 64, 64, CCOMP_KV_Q8_0, blocks, &err) == CCOMP_ERR_VALUE &&
+              strstr(err.msg, "token 1, channel 37") && strstr(err.msg, "8.4e+06"), "q8_0 overflow: %s", err.msg);
+    x[1 * 64 + 37] = 8.3e6f;
+    CHECK(ccomp_kv_ggml_quantize(x, 2, 64, 64, CCOMP_KV_Q8_0, blocks, &err) == CCOMP_OK, "q8_0 8.3e6 refused");
+    x[1 * 64 + 37] = -5.3e5f;
+    CHECK(ccomp_kv_ggml_quantize(x, 2, 64, 64, CCOMP_KV_Q4_0, blocks, &err) == CCOMP_ERR_VALUE &&
+              strstr(err.msg, "token 1, channel 37"), "q4_0 overflow: %s", err.msg);
+    {
+        uint64_t bm[1];
+        uint32_t off[1] = {7};
+        uint16_t vals[1];
+        ccomp_kv_sparse sp = {0, 64, 0.5, bm, off, vals, 5};
+        CHECK(ccomp_kv_sparse_quantize(x, 64, &sp, &err) == CCOMP_OK && off[0] == 0 && sp.nnz == 0,
+              "sparse quantize of 0 rows");
+    }
+    {
+        /* turbo keys with QJL, 9000 rows: one pass of ccomp_kv_turbo_scores vs attention's stepped scores */
+        const size_t rows = 9000, d = 16;
+        float *kx = (float *)malloc(rows * d * sizeof(float)), *s1 = (float *)malloc(rows * sizeof(float));
+        float *m = (float *)malloc(d * d * sizeof(float)), o1[16], vone[16];
+        uint8_t *codes = (uint8_t *)malloc(rows * d), *signs = (uint8_t *)malloc(rows * d / 8);
+        float *norms = (float *)malloc(rows * sizeof(float)), *rn = (float *)malloc(rows * sizeof(float));
+        float *ones = (float *)malloc(rows * d * sizeof(float));
+        ccomp_kv_turbo tb = {rows, d, 2, 1, 42, codes, norms, signs, rn, m};
+        ccomp_kv_slice kt = {CCOMP_KV_M_TURBO, &tb, rows, d, 0, NULL}, vd = {CCOMP_KV_M_DENSE, ones, rows, d, 0, NULL};
+        double ref_o = 0.0, z = 0.0, mx = -1e30;
+        size_t t;
+        for (i = 0; i < rows * d; i++) kx[i] = gauss(), ones[i] = 1.0f;
+        for (i = 0; i < d; i++) vone[i] = gauss();
+        ccomp_kv_turbo_qjl_matrix(42, d, m);
+        CHECK(ccomp_kv_turbo_quantize(kx, d, &tb, &err) == CCOMP_OK, "turbo quantize: %s", err.msg);
+        ccomp_kv_turbo_scores(&tb, vone, s1);
+        /* V row t = (t, 1, 1, ...): output[0] is the softmax-weighted mean of t, which every score shapes */
+        for (t = 0; t < rows; t++) mx = s1[t] > mx ? s1[t] : mx;
+        for (t = 0; t < rows; t++) {
+            double e = exp((double)s1[t] - mx);
+            z += e;
+            ref_o += e * (double)t;
+            ones[t * d] = (float)t;
+        }
+        CHECK(ccomp_kv_attention(vone, 1, 1, d, &kt, &vd, 1, 1.0f, o1, 1, &err) == CCOMP_OK, "%s", err.msg);
+        CHECK(fabs(o1[0] - ref_o / z) < 1e-3 * (ref_o / z), "QJL scores past one step: %g vs %g", (double)o1[0],
+              ref_o / z);
+        free(kx);
+        free(s1);
+        free(m);
+        free(codes);
+        free(signs);
+        free(norms);
+        free(rn);
+        free(ones);
+    }
+}
+
 int main(int argc, char **argv)
 {
     int quick = argc > 1 && strcmp(argv[1], "--quick") == 0;
@@ -320,6 +406,7 @@ int main(int argc, char **argv)
     test_softmax();
     test_errors();
     test_attention_chain(quick);
+    test_hostile();
     if (test_failures) {
         fprintf(stderr, "test_kv: %d checks failed\n", test_failures);
         return 1;

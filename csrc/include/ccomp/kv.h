@@ -74,7 +74,11 @@ void ccomp_kv_gw_accum(const ccomp_kv_gw *v, const float *p, float *o);
  *                    first one in the block on ties),
  *                    id = d ? 1 / d : 0, fp16 d, then 16 bytes: low nibble
  *                    min(15, (int8)(x[j] * id + 8.5)), high nibble the same
- *                    for x[j + 16]. */
+ *                    for x[j + 16].
+ * Quantize fails with CCOMP_ERR_VALUE, naming the element (token, channel,
+ * value), on NaN or infinite input and where fp16(d) would be infinite
+ * (|x| >= 65520 * 127 for q8_0, >= 65520 * 8 for q4_0): llama.cpp stores an
+ * infinite scale there, which decodes to inf/NaN. */
 enum { CCOMP_KV_Q8_0 = 0, CCOMP_KV_Q4_0 = 1 };
 size_t ccomp_kv_ggml_bytes(size_t rows, size_t cols, int type);
 ccomp_status ccomp_kv_ggml_quantize(const float *x, size_t rows, size_t cols, size_t ld, int type, uint8_t *blocks,
@@ -118,7 +122,12 @@ void ccomp_kv_slice_accum(const ccomp_kv_slice *v, const float *p, float *o);
 /* out[h][i][:] = softmax(scale * K_g q_hi) V_g for query heads h in [0, H),
  * query tokens i in [0, nq), with g = h / (H / G) the K/V head (H % G == 0).
  * q: [H][nq][D] float32; k[g], v[g]: G compressed slices of T x D (K and V
- * may use different methods); out: [H][nq][Dv].  Parallel over (h, i). */
+ * may use different methods); out: [H][nq][Dv].  Parallel over (h, i).
+ * CCOMP_ERR_VALUE unless every segment of every K chain has cols D and every
+ * segment of every V chain the cols of v[0] (Dv), K and V of each head hold
+ * the same tokens (at least one), and every score is finite (a huge q or
+ * scale would overflow float32); CCOMP_ERR_CANCELLED when the calling
+ * thread's ccomp_cancel token asks to stop (checked between tiles of rows). */
 ccomp_status ccomp_kv_attention(const float *q, size_t H, size_t nq, size_t D, const ccomp_kv_slice *k,
                                 const ccomp_kv_slice *v, size_t G, float scale, float *out, int threads,
                                 ccomp_error *err);

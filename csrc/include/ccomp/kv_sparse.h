@@ -4,8 +4,10 @@
  *
  * Slices are as in ccomp/kv.h: one head, a row-major float32 matrix of `rows`
  * tokens by `cols` channels with a row stride of `ld` elements.  Buffers are
- * owned by the caller (sizes from the functions below); the core never
- * allocates except for the low-rank workspace (freed before returning).
+ * owned by the caller (sizes from the functions below); the core allocates
+ * only workspace freed before returning (the low-rank factors, and a private
+ * copy of the row being selected, so that a caller rewriting x meanwhile can
+ * only change the values, never the counts the buffers are sized for).
  *
  * Selection rule shared by the sparse format and the outliers: in each token
  * row the k entries of largest |x| are chosen, ties (equal |x|, including

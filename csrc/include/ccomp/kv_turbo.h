@@ -56,6 +56,9 @@ extern "C" {
 #define CCOMP_KV_TURBO_MIN_COLS 16
 #define CCOMP_KV_TURBO_MAX_COLS 1024
 #define CCOMP_KV_TURBO_MAX_BITS 4
+/* Largest row norm quantize accepts (FLT_MAX / 4): every reconstructed value, at most norm times the largest
+ * centroid (2.74), stays finite. */
+#define CCOMP_KV_TURBO_MAX_NORM 8.507059173023462e37
 
 typedef struct ccomp_kv_turbo {
     size_t rows, cols;
@@ -84,7 +87,8 @@ size_t ccomp_kv_turbo_bytes(size_t rows, size_t cols, int bits, int qjl);
 /* Fills q's codes and norms (and qjl_signs, res_norms) from x; q's rows, cols,
  * bits, qjl, seed and buffers (and qjl_matrix when qjl) are set by the caller.
  * Fails with CCOMP_ERR_VALUE on bad parameters, a NULL buffer, NaN or infinite
- * input (naming row and column), or a row whose norm overflows float32. */
+ * input (naming row and column), or a row whose norm is above
+ * CCOMP_KV_TURBO_MAX_NORM. */
 ccomp_status ccomp_kv_turbo_quantize(const float *x, size_t ld, ccomp_kv_turbo *q, ccomp_error *err);
 /* out = x' (the MSE part; the QJL residual is not recoverable). */
 void ccomp_kv_turbo_dequantize(const ccomp_kv_turbo *q, float *out, size_t ld);
