@@ -126,7 +126,7 @@ fuzz-run-%: build/fuzz/%
 # The Python tests that reach index-reading and container-parsing code, run against a copy of the
 # package whose extension is built with AddressSanitizer + UBSan (the interpreter is not instrumented:
 # libasan is preloaded; PYTHONMALLOC=malloc lets ASan see Python's allocations).
-ASAN_PY_TESTS ?= tests/test_api_args.py $(sort $(wildcard tests/test_concurrency_*.py) $(wildcard tests/test_hostile_*.py))
+ASAN_PY_TESTS ?= tests/test_api_args.py $(sort $(wildcard tests/test_concurrency_*.py) $(wildcard tests/test_*hostile*.py))
 ASAN_PY_LIB = $(shell $(CC) -print-file-name=libasan.so)
 asan-py: venv
 	@rm -rf build/asan-py/ccomp && mkdir -p build/asan-py && cp -r python/ccomp build/asan-py/ccomp && rm -f build/asan-py/ccomp/*.so
