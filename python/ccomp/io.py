@@ -14,9 +14,12 @@ __all__ = ["iter_jsonl", "iter_jsonl_texts"]
 
 def _path(path):
     try:
-        return os.fspath(path)
+        path = os.fspath(path)
     except TypeError:
         raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}") from None
+    if ("\0" if isinstance(path, str) else b"\0") in path:
+        raise ValueError(f"path must not contain a null character, got {path!r}")
+    return path
 
 
 def _key(key):

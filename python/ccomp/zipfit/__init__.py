@@ -88,6 +88,11 @@ def _resolve(compressor, level, engine_name="auto"):
 def _text(name, value):
     """A text argument: str or a bytes-like object (TypeError naming the argument otherwise)."""
     if isinstance(value, str):
+        if not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise ValueError(f"{name} cannot be encoded as UTF-8: {exc}") from None
         return value
     try:
         memoryview(value)
