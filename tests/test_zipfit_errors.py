@@ -220,6 +220,12 @@ def test_jsonl_hostile_values_name_file_and_line(tmp_path):
     path.write_text('{"text": "ok"}\n{"text": NaN}\n')
     with pytest.raises(ValueError, match=r"h\.jsonl, line 2: not a valid JSON record \(NaN is not valid JSON\)"):
         list(iter_jsonl(path))
+    path.write_text('{"text": "ok", "x": 1e999}\n')
+    with pytest.raises(ValueError, match=r"h\.jsonl, line 1: .*number 1e999 is out of the float range"):
+        list(iter_jsonl(path))
+    path.write_text('{"text": "ok", "x": ' + "7" * 5000 + "}\n")
+    with pytest.raises(ValueError, match=r"h\.jsonl, line 1: not a valid JSON record"):
+        list(iter_jsonl(path))
     path.write_text('{"text": "ok"}\n\n{"text": "bad \\ud800"}\n')
     with pytest.raises(ValueError, match=r"h\.jsonl, line 3: field 'text' is not valid Unicode"):
         zipfit.score_jsonl(path, ["t"])

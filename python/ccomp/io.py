@@ -2,11 +2,12 @@
 
 Every problem of a line is a ``ValueError`` (``TypeError`` for a text field that is not a string)
 whose message starts with ``"<file>, line <n>:"``: invalid UTF-8, invalid JSON, JSON nested too
-deeply for Python's parser, the non-standard constants ``NaN``/``Infinity`` (they would be copied out
-as invalid JSON), a record that is not an object, a missing field, and a text that is not valid
+deeply for Python's parser, the non-standard constants ``NaN``/``Infinity`` and numbers beyond the
+float range (they would be copied out as invalid JSON), integers too long for Python to parse, a record that is not an object, a missing field, and a text that is not valid
 Unicode (a lone surrogate escape such as ``"\\ud800"`` cannot be encoded as UTF-8).
 """
 import json
+import math
 import os
 
 __all__ = ["iter_jsonl", "iter_jsonl_texts"]
@@ -32,9 +33,16 @@ def _no_constant(name):
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _finite_float(text):
+    value = float(text)
+    if not math.isfinite(value):  # 1e999 would be copied out as Infinity, which is not JSON
+        raise ValueError(f"number {text} is out of the float range")
+    return value
+
+
 def _decode(path, lineno, raw):
     try:
-        return json.loads(raw, parse_constant=_no_constant)
+        return json.loads(raw, parse_constant=_no_constant, parse_float=_finite_float)
     except RecursionError:
         raise ValueError(f"{path}, line {lineno}: not a valid JSON record (nested too deeply for the parser)") \
             from None
