@@ -143,6 +143,22 @@ def test_text_arguments_are_named():
         zipfit.ncd("\udcff", "a")
     with pytest.raises(TypeError, match="texts item 1: expected str or a bytes-like object, got list"):
         zipfit.compressed_sizes(["a", ["b"]])
+    # NumPy scalars, 0-d arrays and arrays of wider items are not text (no silent raw-byte sizes)
+    with pytest.raises(TypeError, match="texts item 0: expected str or a bytes-like object of bytes, got a "
+                                        "0-dimensional numpy.float64"):
+        zipfit.compressed_sizes([np.float64("nan")])
+    with pytest.raises(TypeError, match="texts item 1: .* got a 0-dimensional numpy.ndarray"):
+        zipfit.compressed_sizes(["a", np.array(7)])
+    with pytest.raises(TypeError, match=r"sources item 0: .*numpy.ndarray of 4-byte items \(use .tobytes\(\)"):
+        zipfit.alignment_scores([np.zeros(3, np.float32)], ["t"])
+    with pytest.raises(TypeError, match="text must be a str or a bytes-like object of bytes, got a 0-dimensional"):
+        zipfit.compressed_size(np.int8(3))
+    with pytest.raises(TypeError, match="sources must be an ordered iterable of texts .* got set"):
+        zipfit.alignment_scores({"a", "b"}, ["t"])
+    with pytest.raises(TypeError, match="targets must be an ordered iterable of texts .* got dict"):
+        zipfit.alignment_scores(["a"], {"t": 1})
+    assert list(zipfit.compressed_sizes([np.frombuffer(b"abc", np.uint8).reshape(1, 3)])) == \
+        [zipfit.compressed_size(b"abc")]
     # empty inputs are valid
     assert zipfit.compressed_sizes([]).shape == (0,)
     assert zipfit.alignment_scores([], ["t"]).shape == (0,)

@@ -185,6 +185,20 @@ static int text_from_object(PyObject *item, ccomp_text *t, uint8_t **copy, const
                    Py_TYPE(item)->tp_name);
         return -1;
     }
+    if (view.ndim == 0 || view.itemsize != 1) {
+        /* a NumPy scalar or 0-d array, or an array of wider items (floats, ints): not text, refused
+         * rather than sized as raw bytes */
+        char detail[160];
+        if (view.ndim == 0)
+            snprintf(detail, sizeof detail, "a 0-dimensional %s", Py_TYPE(item)->tp_name);
+        else
+            snprintf(detail, sizeof detail, "%s of %zd-byte items (use .tobytes() to size its raw bytes)",
+                     Py_TYPE(item)->tp_name, view.itemsize);
+        PyBuffer_Release(&view);
+        text_error(PyExc_TypeError, what, index, ": expected str or a bytes-like object of bytes, got %s", NULL,
+                   detail);
+        return -1;
+    }
     *copy = PyMem_Malloc(view.len > 0 ? (size_t)view.len : 1);
     if (*copy == NULL) {
         PyBuffer_Release(&view);

@@ -97,9 +97,12 @@ def _text(name, value):
                 raise ValueError(f"{name} cannot be encoded as UTF-8: {exc}") from None
         return value
     try:
-        memoryview(value)
+        view = memoryview(value)
     except TypeError:
         raise TypeError(f"{name} must be a str or a bytes-like object, got {type(value).__name__}") from None
+    if view.ndim == 0 or view.itemsize != 1:
+        what = "a 0-dimensional" if view.ndim == 0 else f"{view.itemsize}-byte items of a"
+        raise TypeError(f"{name} must be a str or a bytes-like object of bytes, got {what} {type(value).__name__}")
     return value
 
 
@@ -148,6 +151,9 @@ def ncd(x, y, compressor="gzip", level=None, engine="auto"):
 def _check_iterable(obj, what):
     if isinstance(obj, (str, bytes, bytearray, memoryview)):
         raise TypeError(f"{what} must be an iterable of texts, not a single {type(obj).__name__}")
+    if isinstance(obj, (set, frozenset, dict)):  # no order (or keys vs values): indices would mean nothing
+        raise TypeError(f"{what} must be an ordered iterable of texts (list, tuple, iterator), "
+                        f"got {type(obj).__name__}")
     try:
         iter(obj)
     except TypeError:
