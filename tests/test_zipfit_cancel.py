@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from ccomp import zipfit
+from ccomp import _core, zipfit
 
 LATENCY = 1.5  # seconds allowed between the signal and the KeyboardInterrupt
 
@@ -30,15 +30,17 @@ def _interrupted(call):
         sent.append(time.monotonic())
         os.kill(os.getpid(), signal.SIGINT)
 
+    finished = []
     timer = threading.Timer(0.5, fire)
     timer.start()
     try:
         with pytest.raises(KeyboardInterrupt):
             call()
-            time.sleep(3)  # finished before the signal: let it arrive here, then report below
-            pytest.fail("the call finished before it was interrupted: the input is too small")
+            finished.append(time.monotonic())
+            time.sleep(3)  # the signal then lands here; reported below
     finally:
         timer.cancel()
+    assert not finished, "the call finished before it was interrupted: the input is too small"
     return time.monotonic() - sent[0]
 
 
@@ -68,10 +70,14 @@ def test_alignment_scores_answers_ctrl_c_with_one_long_source(slow_texts):
 
 
 def test_alignment_scores_answers_ctrl_c_with_many_targets():
-    # one source against many targets: the loop over targets checks for Ctrl-C
-    targets = [f"target {i} " * 40 for i in range(200_000)]
-    late = _interrupted(lambda: zipfit.alignment_scores(["x" * 5000], targets, level=9, threads=1,
-                                                        engine="library"))
+    # one source against many targets (~15 s uninterrupted): the loop over targets checks for Ctrl-C
+    from conftest import corpus_bytes
+
+    source = corpus_bytes("alice29.txt")[:6000]
+    targets = [f"target {i} " * 20 for i in range(300_000)]
+    sizes = zipfit.compressed_sizes(targets, "gzip", 9, engine="library")  # not in the interrupted call
+    late = _interrupted(lambda: _core.alignment_scores([source], targets, sizes, _core.GZIP, 9,
+                                                       _core.ENGINE_LIBRARY, threads=1))
     assert late < LATENCY, f"KeyboardInterrupt came {late:.2f} s after the signal"
 
 
