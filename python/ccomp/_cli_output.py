@@ -37,18 +37,20 @@ def check_input(path, what="input"):
 def check_output(path, force, what="output"):
     """Checks a destination before any work: its folder exists; if it exists, it is a regular file
     (never replaced otherwise) and force allows replacing it."""
+    folder = os.path.dirname(os.path.abspath(path))
     try:
         st = os.lstat(path)
     except FileNotFoundError:
-        folder = os.path.dirname(os.path.abspath(path))
+        st = None
         if not os.path.isdir(folder):
             raise FileNotFoundError(f"{what} {path}: folder {folder} does not exist") from None
-        return
-    if not stat.S_ISREG(st.st_mode):
+    if st is not None and not stat.S_ISREG(st.st_mode):
         raise ValueError(f"{what} {path} is a {_kind(st.st_mode)}, not a regular file; ccomp only replaces "
                          f"regular files (even with --force)")
-    if not force:
+    if st is not None and not force:
         raise FileExistsError(f"{what} {path} exists (use --force to overwrite)")
+    if not os.access(folder, os.W_OK | os.X_OK):  # said now, not after the work
+        raise PermissionError(f"{what} {path}: folder {folder} is not writable")
 
 
 def same_file(a, b):
