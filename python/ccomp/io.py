@@ -3,8 +3,9 @@
 Every problem of a line is a ``ValueError`` (``TypeError`` for a text field that is not a string)
 whose message starts with ``"<file>, line <n>:"``: invalid UTF-8, invalid JSON, JSON nested too
 deeply for Python's parser, the non-standard constants ``NaN``/``Infinity`` and numbers beyond the
-float range (they would be copied out as invalid JSON), integers too long for Python to parse, a record that is not an object, a missing field, and a text that is not valid
-Unicode (a lone surrogate escape such as ``"\\ud800"`` cannot be encoded as UTF-8).
+float range (they would be copied out as invalid JSON), integers too long for Python to parse, a
+record that is not an object, a missing field, and a text that is not valid Unicode (a lone
+surrogate escape such as ``"\\ud800"`` cannot be encoded as UTF-8).
 """
 import json
 import math
