@@ -35,8 +35,18 @@ def test_model_at_the_block_limit(n):
 
     data = (corpus_bytes("lcet10.txt") * 2)[:n]
     expected = len(lz4.frame.compress(data, compression_level=0))
-    assert zipfit.compressed_size(data, "lz4", 0, engine="model") == expected
     half = n // 2
-    got = zipfit.alignment_scores([data[:half]], [data[half:]], "lz4", 0, engine="model")
     ref = zipfit.alignment_scores([data[:half]], [data[half:]], "lz4", 0, engine="library")
-    assert np.array_equal(got, ref)
+    # "auto" uses the model up to one block and the library beyond: exact either way
+    assert zipfit.compressed_size(data, "lz4", 0, engine="auto") == expected
+    assert np.array_equal(zipfit.alignment_scores([data[:half]], [data[half:]], "lz4", 0, engine="auto"), ref)
+    if n <= 65536:
+        assert zipfit.compressed_size(data, "lz4", 0, engine="model") == expected
+        got = zipfit.alignment_scores([data[:half]], [data[half:]], "lz4", 0, engine="model")
+        assert np.array_equal(got, ref)
+    else:
+        # engine="model" insists on the model, which covers one 64 KiB block: no silent library
+        with pytest.raises(ValueError, match=r"engine 'model' covers lz4 inputs up to 65536 bytes .*got %d" % n):
+            zipfit.compressed_size(data, "lz4", 0, engine="model")
+        with pytest.raises(ValueError, match="engine 'model' covers lz4 inputs up to 65536 bytes"):
+            zipfit.alignment_scores([data[:half]], [data[half:]], "lz4", 0, engine="model")

@@ -8,8 +8,10 @@
 #include <lz4.h>
 #include <lz4frame.h>
 #include <zlib.h>
+#define ZSTD_STATIC_LINKING_ONLY /* ZSTD_c_stableInBuffer */
 #include <zstd.h>
 
+#include "ccomp/cancel.h"
 #include "ccomp/deflate_model.h"
 #include "ccomp/lz4_model.h"
 #include "ccomp/zipfit.h"
@@ -21,11 +23,18 @@
 #ifndef ZLIB_PREFIX_COPY_MIN
 #define ZLIB_PREFIX_COPY_MIN 4096
 #endif
+/* Input slice between two checks for Ctrl-C inside one compression: about 0.1 s of zlib level 9
+ * or lz4 HC on the slowest (3-letter) input measured.  zlib's output does not depend on how its
+ * input is split (levels 1-9, Z_NO_FLUSH); lz4 frames are fed whole 64 KB blocks. */
+#define SIZER_SLICE ((size_t)65536)
+/* zstd compresses a stable input buffer only in whole blocks of at most 128 KB */
+#define ZSTD_SLICE ((size_t)131072)
 
 struct ccomp_sizer {
     ccomp_compressor kind;
     int level;
     int use_model;
+    int model_required;   /* engine "model" asked for: no silent fall back to the library */
     /* zlib */
     z_stream zs;
     int zs_ready;
@@ -37,6 +46,7 @@ struct ccomp_sizer {
     int prefix_in_model;  /* the lz4 model holds the prefix (it fitted in one block) */
     /* lz4 / zstd */
     ZSTD_CCtx *zctx;
+    int zstd_stable;      /* zstd reads the input in place (ZSTD_c_stableInBuffer accepted) */
     /* scratch: output space, and the concatenation a||b */
     uint8_t *out;
     size_t out_cap;
@@ -154,6 +164,7 @@ ccomp_status ccomp_sizer_create(ccomp_compressor c, int level, ccomp_gzip_engine
         return ccomp_fail(err, CCOMP_ERR_NOMEM, "cannot allocate a compressor");
     s->kind = c;
     s->level = level;
+    s->model_required = engine == CCOMP_ENGINE_MODEL;
     switch (c) {
     case CCOMP_GZIP:
         if (use_model) {
@@ -183,6 +194,8 @@ ccomp_status ccomp_sizer_create(ccomp_compressor c, int level, ccomp_gzip_engine
             ZSTD_isError(ZSTD_CCtx_setParameter(s->zctx, ZSTD_c_checksumFlag, 0)) ||
             ZSTD_isError(ZSTD_CCtx_setParameter(s->zctx, ZSTD_c_dictIDFlag, 1)))
             st = ccomp_fail(err, CCOMP_ERR_BACKEND, "zstd rejected level %d", level);
+        /* an experimental parameter: a zstd without it compresses in one call (not interruptible) */
+        s->zstd_stable = !ZSTD_isError(ZSTD_CCtx_setParameter(s->zctx, ZSTD_c_stableInBuffer, 1));
         break;
     }
     if (st != CCOMP_OK) {
@@ -235,8 +248,10 @@ static ccomp_status zlib_feed(ccomp_sizer *s, z_stream *strm, const uint8_t *p, 
 {
     strm->next_in = (Bytef *)(uintptr_t)p;
     size_t left = n;
+    /* level 0's stored blocks follow the input split, so it is fed whole (it only copies) */
+    const size_t slice = s->level == 0 ? (size_t)UINT_MAX : SIZER_SLICE;
     for (;;) {
-        uInt chunk = left > UINT_MAX ? UINT_MAX : (uInt)left;
+        uInt chunk = left > slice ? (uInt)slice : (uInt)left;
         strm->avail_in = chunk;
         left -= chunk;
         int mode = left ? Z_NO_FLUSH : flush;
@@ -268,6 +283,9 @@ static ccomp_status zlib_feed(ccomp_sizer *s, z_stream *strm, const uint8_t *p, 
         }
         if (left == 0)
             return CCOMP_OK;
+        ccomp_status st = ccomp_check_cancel(err, "gzip");
+        if (st != CCOMP_OK)
+            return st;
     }
 }
 
@@ -296,18 +314,68 @@ static ccomp_status concat(ccomp_sizer *s, const uint8_t *a, size_t na, const ui
     return CCOMP_OK;
 }
 
-static ccomp_status lz4_size(ccomp_sizer *s, const uint8_t *p, size_t n, size_t *out, ccomp_error *err)
+static void lz4_prefs(const ccomp_sizer *s, size_t n, LZ4F_preferences_t *prefs)
 {
     /* python-lz4's lz4.frame.compress defaults: linked 64 KB blocks, content
      * size stored, no checksums. */
+    memset(prefs, 0, sizeof *prefs);
+    prefs->compressionLevel = s->level;
+    prefs->frameInfo.blockSizeID = LZ4F_default;
+    prefs->frameInfo.blockMode = LZ4F_blockLinked;
+    prefs->frameInfo.contentChecksumFlag = LZ4F_noContentChecksum;
+    prefs->frameInfo.blockChecksumFlag = LZ4F_noBlockChecksum;
+    prefs->frameInfo.contentSize = (unsigned long long)n;
+}
+
+/* Inputs over one block: LZ4F_compressFrame's own calls (auto flush, stable
+ * source, 64 KB blocks, a fresh context: a reused one changes the output of the
+ * fast levels), with the input handed over block by block, so the same blocks
+ * are compressed in the same memory, and Ctrl-C is checked between them. */
+static ccomp_status lz4_size_sliced(ccomp_sizer *s, const uint8_t *p, size_t n, size_t *out, ccomp_error *err)
+{
     LZ4F_preferences_t prefs;
-    memset(&prefs, 0, sizeof prefs);
-    prefs.compressionLevel = s->level;
-    prefs.frameInfo.blockSizeID = LZ4F_default;
-    prefs.frameInfo.blockMode = LZ4F_blockLinked;
-    prefs.frameInfo.contentChecksumFlag = LZ4F_noContentChecksum;
-    prefs.frameInfo.blockChecksumFlag = LZ4F_noBlockChecksum;
-    prefs.frameInfo.contentSize = (unsigned long long)n;
+    lz4_prefs(s, n, &prefs);
+    prefs.autoFlush = 1;
+    prefs.frameInfo.blockSizeID = LZ4F_max64KB;
+    size_t bound = LZ4F_compressBound(SIZER_SLICE, &prefs);
+    if (bound < LZ4F_HEADER_SIZE_MAX)
+        bound = LZ4F_HEADER_SIZE_MAX;
+    ccomp_status st = reserve(&s->out, &s->out_cap, bound, err);
+    if (st != CCOMP_OK)
+        return st;
+    LZ4F_cctx *ctx = NULL;
+    if (LZ4F_isError(LZ4F_createCompressionContext(&ctx, LZ4F_VERSION)))
+        return ccomp_fail(err, CCOMP_ERR_NOMEM, "cannot create an lz4 frame context");
+    LZ4F_compressOptions_t opts;
+    memset(&opts, 0, sizeof opts);
+    opts.stableSrc = 1;
+    size_t r = LZ4F_compressBegin(ctx, s->out, s->out_cap, &prefs);
+    size_t total = 0;
+    for (size_t at = 0; !LZ4F_isError(r) && st == CCOMP_OK; at += SIZER_SLICE) {
+        total += r;
+        if (at >= n) {
+            r = LZ4F_compressEnd(ctx, s->out, s->out_cap, &opts);
+            if (!LZ4F_isError(r))
+                *out = total + r;
+            break;
+        }
+        if (at != 0 && (st = ccomp_check_cancel(err, "lz4")) != CCOMP_OK)
+            break;
+        size_t len = n - at < SIZER_SLICE ? n - at : SIZER_SLICE;
+        r = LZ4F_compressUpdate(ctx, s->out, s->out_cap, p + at, len, &opts);
+    }
+    LZ4F_freeCompressionContext(ctx);
+    if (st == CCOMP_OK && LZ4F_isError(r))
+        st = ccomp_fail(err, CCOMP_ERR_BACKEND, "lz4 frame compression failed: %s", LZ4F_getErrorName(r));
+    return st;
+}
+
+static ccomp_status lz4_size(ccomp_sizer *s, const uint8_t *p, size_t n, size_t *out, ccomp_error *err)
+{
+    if (n > SIZER_SLICE)
+        return lz4_size_sliced(s, p, n, out, err);
+    LZ4F_preferences_t prefs;
+    lz4_prefs(s, n, &prefs);
     size_t bound = LZ4F_compressFrameBound(n, &prefs);
     ccomp_status st = reserve(&s->out, &s->out_cap, bound, err);
     if (st != CCOMP_OK)
@@ -326,11 +394,25 @@ static ccomp_status zstd_size(ccomp_sizer *s, const uint8_t *p, size_t n, size_t
     if (st != CCOMP_OK)
         return st;
     ZSTD_CCtx_reset(s->zctx, ZSTD_reset_session_only);
+    /* The input stays where it is (stable buffer) and is offered 128 KB more at
+     * a time: zstd compresses it in the same whole blocks as one call would, and
+     * Ctrl-C is checked between them; the last call ends the frame. */
+    const int sliced = s->zstd_stable && n > ZSTD_SLICE;
     size_t r = ZSTD_CCtx_setPledgedSrcSize(s->zctx, (unsigned long long)n);
     if (!ZSTD_isError(r)) {
-        ZSTD_inBuffer in = {p, n, 0};
+        ZSTD_inBuffer in = {p, 0, 0};
         ZSTD_outBuffer o = {s->out, s->out_cap, 0};
-        r = ZSTD_compressStream2(s->zctx, &o, &in, ZSTD_e_end);
+        for (;;) {
+            const int last = !sliced || n - in.size <= ZSTD_SLICE;
+            in.size = last ? n : in.size + ZSTD_SLICE;
+            r = ZSTD_compressStream2(s->zctx, &o, &in, last ? ZSTD_e_end : ZSTD_e_continue);
+            if (ZSTD_isError(r) || last)
+                break;
+            if ((st = ccomp_check_cancel(err, "zstd")) != CCOMP_OK) {
+                ZSTD_CCtx_reset(s->zctx, ZSTD_reset_session_only);
+                return st;
+            }
+        }
         if (!ZSTD_isError(r) && r != 0)
             return ccomp_fail(err, CCOMP_ERR_BACKEND, "zstd did not finish the frame");
         *out = o.pos;
@@ -368,6 +450,11 @@ ccomp_status ccomp_sizer_size(ccomp_sizer *s, const uint8_t *a, size_t na, const
     }
     if (s->use_model && na <= ccomp_lz4_model_max_input() && nb <= ccomp_lz4_model_max_input() - na)
         return ccomp_lz4_model_size(s->lz4_model, a, na, b, nb, out, err);
+    if (s->use_model && s->model_required) /* the lz4 model is one block; "model" must not mean "library" */
+        return ccomp_fail(err, CCOMP_ERR_VALUE,
+                          "engine 'model' covers lz4 inputs up to %zu bytes (one 64 KiB block), got %zu bytes; "
+                          "use engine 'auto' or 'library' for longer texts",
+                          ccomp_lz4_model_max_input(), na > SIZE_MAX - nb ? SIZE_MAX : na + nb);
     const uint8_t *p = NULL;
     size_t n = 0;
     ccomp_status st = concat(s, a, na, b, nb, &p, &n, err);
@@ -468,7 +555,9 @@ ccomp_status ccomp_sizer_sizes_with_prefix(ccomp_sizer *s, const uint8_t *const 
         return st;
     }
     for (size_t i = 0; i < count; i++) {
-        ccomp_status st = ccomp_sizer_size_with_prefix(s, bs[i], nbs[i], &out[i], err);
+        ccomp_status st = (i & 15) == 15 ? ccomp_check_cancel(err, "zipfit") : CCOMP_OK;
+        if (st == CCOMP_OK)
+            st = ccomp_sizer_size_with_prefix(s, bs[i], nbs[i], &out[i], err);
         if (st != CCOMP_OK)
             return st;
     }

@@ -1,14 +1,20 @@
 """The ``ccomp compress FILE`` and ``ccomp decompress FILE.ccm`` commands (the built-in CM compressor).
 
 ``add_parsers(sub)`` registers both on an ``argparse`` sub-parser collection.
-Output goes to a temporary file in the destination folder that is renamed into
-place when complete, so an interrupted or failed run leaves no partial file;
-an existing output is kept unless ``--force`` is given.  A one-line summary
-(sizes, bits per byte, speed) goes to stderr.
+Output goes to a uniquely named temporary file in the destination folder that is
+renamed into place when complete, so an interrupted or failed run leaves no
+partial file; an existing output is kept unless ``--force`` is given.  Only
+regular files are read and replaced: an output that is a FIFO, a device node, a
+directory or a symbolic link is refused (exit 2) even with ``--force``, since the
+rename would put a regular file in its place, and writing into a pipe is not
+supported (as stdout is not).  A one-line summary (sizes, bits per byte, speed)
+goes to stderr.
 """
 import os
 import sys
 import time
+
+from ._cli_output import AtomicOutput, check_input, check_output, same_file
 
 __all__ = ["add_parsers", "SUFFIX"]
 
@@ -42,25 +48,23 @@ def add_parsers(sub):
 
 
 def _read(path):
+    check_input(path)
     with open(path, "rb") as f:
         return f.read()
 
 
 def _write_new(path, data, force):
-    """Writes data to path through a temporary file; refuses to replace path unless force."""
-    if os.path.exists(path) and not force:
-        raise FileExistsError(f"{path} exists (use --force to overwrite)")
-    folder = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        if not force and os.path.exists(path):
-            raise FileExistsError(f"{path} appeared while writing (use --force to overwrite)")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    """Writes data to path through a unique temporary file; refuses to replace path unless force, and
+    never replaces anything but a regular file."""
+    with AtomicOutput(path, force) as f:
+        f.write(data)
+
+
+def _check_paths(src, out, force):
+    if same_file(out, src):
+        raise ValueError("the output file must differ from the input file")
+    check_input(src)
+    check_output(out, force)
 
 
 def _summary(verb, src, n_in, n_out, compressed, original, seconds, dst):
@@ -77,10 +81,7 @@ def run_compress(args):
     if args.file == "-" or (args.output is not None and args.output == "-"):
         raise ValueError("reading stdin / writing stdout is not supported; name the files")
     out = args.output if args.output is not None else args.file + SUFFIX
-    if os.path.abspath(out) == os.path.abspath(args.file):
-        raise ValueError("the output file must differ from the input file")
-    if os.path.exists(out) and not args.force:
-        raise FileExistsError(f"{out} exists (use --force to overwrite)")
+    _check_paths(args.file, out, args.force)
     data = _read(args.file)
     t0 = time.perf_counter()
     try:
@@ -105,10 +106,7 @@ def run_decompress(args):
         out = args.file[:-len(SUFFIX)]
     else:
         raise ValueError(f"{args.file} does not end in {SUFFIX}; name the output with -o")
-    if os.path.abspath(out) == os.path.abspath(args.file):
-        raise ValueError("the output file must differ from the input file")
-    if os.path.exists(out) and not args.force:
-        raise FileExistsError(f"{out} exists (use --force to overwrite)")
+    _check_paths(args.file, out, args.force)
     blob = _read(args.file)
     t0 = time.perf_counter()
     try:

@@ -1,36 +1,76 @@
-"""Reading texts and records from JSON Lines files, with errors that name the file and line."""
+"""Reading texts and records from JSON Lines files, with errors that name the file and line.
+
+Every problem of a line is a ``ValueError`` (``TypeError`` for a text field that is not a string)
+whose message starts with ``"<file>, line <n>:"``: invalid UTF-8, invalid JSON, JSON nested too
+deeply for Python's parser, the non-standard constants ``NaN``/``Infinity`` and numbers beyond the
+float range (they would be copied out as invalid JSON), integers too long for Python to parse, a
+record that is not an object, a missing field, and a text that is not valid Unicode (a lone
+surrogate escape such as ``"\\ud800"`` cannot be encoded as UTF-8).
+"""
 import json
+import math
 import os
 
 __all__ = ["iter_jsonl", "iter_jsonl_texts"]
+
+
+def _path(path):
+    try:
+        path = os.fspath(path)
+    except TypeError:
+        raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}") from None
+    if ("\0" if isinstance(path, str) else b"\0") in path:
+        raise ValueError(f"path must not contain a null character, got {path!r}")
+    return path
+
+
+def _key(key):
+    if not isinstance(key, str):
+        raise TypeError(f"key must be a str (JSON field names are strings), got {type(key).__name__}")
+    return key
+
+
+def _no_constant(name):
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _finite_float(text):
+    value = float(text)
+    if not math.isfinite(value):  # 1e999 would be copied out as Infinity, which is not JSON
+        raise ValueError(f"number {text} is out of the float range")
+    return value
+
+
+def _decode(path, lineno, raw):
+    try:
+        return json.loads(raw, parse_constant=_no_constant, parse_float=_finite_float)
+    except RecursionError:
+        raise ValueError(f"{path}, line {lineno}: not a valid JSON record (nested too deeply for the parser)") \
+            from None
+    except (UnicodeDecodeError, ValueError) as exc:  # json.JSONDecodeError is a ValueError
+        raise ValueError(f"{path}, line {lineno}: not a valid JSON record ({exc})") from None
+
+
+def _records(path):
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            if not raw.strip():
+                continue
+            yield lineno, _decode(path, lineno, raw)
 
 
 def iter_jsonl(path):
     """Yield ``(line_number, record)`` for each non-blank line of a JSONL file.
 
     Raises ValueError naming the file and the line when a line is not valid
-    JSON or not valid UTF-8.
+    JSON (nested too deeply included) or not valid UTF-8; TypeError at once when
+    ``path`` is not a path.
     """
-    path = os.fspath(path)
-    with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, 1):
-            if not raw.strip():
-                continue
-            try:
-                record = json.loads(raw)
-            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-                raise ValueError(f"{path}, line {lineno}: not a valid JSON record ({exc})") from None
-            yield lineno, record
+    return _records(_path(path))
 
 
-def iter_jsonl_texts(path, key="text"):
-    """Yield the text under ``key`` of every record of a JSONL file.
-
-    Raises ValueError naming file and line when a line is unreadable, is not a
-    JSON object, or lacks ``key``; TypeError when the field is not a string.
-    """
-    path = os.fspath(path)
-    for lineno, record in iter_jsonl(path):
+def _texts(path, key):
+    for lineno, record in _records(path):
         if not isinstance(record, dict):
             raise ValueError(f"{path}, line {lineno}: expected a JSON object, got {type(record).__name__}")
         if key not in record:
@@ -39,4 +79,21 @@ def iter_jsonl_texts(path, key="text"):
         text = record[key]
         if not isinstance(text, str):
             raise TypeError(f"{path}, line {lineno}: field {key!r} must be a string, got {type(text).__name__}")
+        if not text.isascii():
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise ValueError(f"{path}, line {lineno}: field {key!r} is not valid Unicode "
+                                 f"({exc.reason} at character {exc.start})") from None
         yield text
+
+
+def iter_jsonl_texts(path, key="text"):
+    """Yield the text under ``key`` of every record of a JSONL file.
+
+    Raises ValueError naming file and line when a line is unreadable, is not a
+    JSON object, lacks ``key`` or holds a text that is not valid Unicode;
+    TypeError when the field is not a string.  ``path`` and ``key`` are checked
+    at the call (TypeError), the file as it is read.
+    """
+    return _texts(_path(path), _key(key))

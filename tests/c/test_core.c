@@ -244,6 +244,86 @@ static void test_sizes(int quick)
 
 /* ---- scores -------------------------------------------------------------------------- */
 
+/* Long texts: the sizers feed zlib, lz4 and zstd in slices (with Ctrl-C checks between them); the
+ * sizes must equal the one-shot library calls, also with a sizer reused from text to text. */
+static void test_sliced_sizes(int quick)
+{
+    const size_t lens[] = {65537, 131073, 200000, 262144, (size_t)1 << 20 | 7};
+    const int nlen = quick ? 3 : 5;
+    uint8_t *buf = malloc((size_t)1 << 20 | 7);
+    const ccomp_compressor kinds[] = {CCOMP_GZIP, CCOMP_GZIP, CCOMP_GZIP, CCOMP_LZ4, CCOMP_LZ4, CCOMP_LZ4,
+                                      CCOMP_ZSTD, CCOMP_ZSTD, CCOMP_ZSTD};
+    const int levels[] = {1, 6, 9, 0, 1, 12, 1, 3, 19};
+    for (int k = 0; k < 9; k++) {
+        ccomp_sizer *s = NULL;
+        ccomp_error err;
+        CHECK(ccomp_sizer_create(kinds[k], levels[k], CCOMP_ENGINE_LIBRARY, &s, &err) == CCOMP_OK, "%s", err.msg);
+        for (int li = 0; li < nlen; li++) {
+            for (int kind = 0; kind < 3; kind++) {
+                size_t n = lens[li], got = 0, want;
+                if (quick && levels[k] >= 12 && n > 200000) continue;
+                fill(buf, n, kind);
+                CHECK(ccomp_sizer_size(s, buf, n / 3, buf + n / 3, n - n / 3, &got, &err) == CCOMP_OK, "%s", err.msg);
+                want = kinds[k] == CCOMP_GZIP ? zlib_gzip_size(buf, n, levels[k])
+                       : kinds[k] == CCOMP_LZ4 ? lz4_frame_size(buf, n, levels[k])
+                                               : zstd_frame_size(buf, n, levels[k]);
+                CHECK(got == want, "compressor %d level %d n %zu kind %d: sliced %zu, one-shot %zu", (int)kinds[k],
+                      levels[k], n, kind, got, want);
+            }
+        }
+        ccomp_sizer_free(s);
+    }
+    free(buf);
+}
+
+static int stop_at_second_poll(void *ctx)
+{
+    return ++*(int *)ctx >= 2;
+}
+
+/* One long text is one task: the compression itself must notice the cancellation. */
+static void test_cancel_inside_one_text(void)
+{
+    const size_t n = (size_t)3 << 20;
+    uint8_t *buf = malloc(n);
+    fill(buf, n, 2);
+    const ccomp_compressor kinds[] = {CCOMP_GZIP, CCOMP_GZIP, CCOMP_LZ4, CCOMP_ZSTD};
+    const int levels[] = {9, 9, 12, 19};
+    const ccomp_gzip_engine engines[] = {CCOMP_ENGINE_AUTO, CCOMP_ENGINE_LIBRARY, CCOMP_ENGINE_AUTO,
+                                         CCOMP_ENGINE_AUTO};
+    for (int k = 0; k < 4; k++) {
+        int polls = 0;
+        ccomp_cancel tok = {stop_at_second_poll, &polls, 0, 0};
+        ccomp_text t = {buf, n};
+        size_t size = 0;
+        ccomp_error err;
+        /* the pool polls once before the only task; the stop (second poll, 50 ms later) can only be seen
+         * by checks inside the compression */
+        ccomp_cancel *prev = ccomp_cancel_install(&tok);
+        ccomp_status st = ccomp_compressed_sizes(kinds[k], levels[k], engines[k], &t, 1, 1, &size, &err);
+        ccomp_cancel_install(prev);
+        CHECK(st == CCOMP_ERR_CANCELLED, "compressor %d engine %d: status %d (%s)", (int)kinds[k], (int)engines[k],
+              (int)st, err.msg);
+        /* and the same call without a token finishes */
+        ccomp_text small = {buf, 100000};
+        st = ccomp_compressed_sizes(kinds[k], levels[k], engines[k], &small, 1, 1, &size, &err);
+        CHECK(st == CCOMP_OK && size > 0, "compressor %d: call after a cancel: %d", (int)kinds[k], (int)st);
+    }
+    /* engine "model" never falls back to the library: lz4 over one block is an error */
+    {
+        ccomp_sizer *s = NULL;
+        ccomp_error err;
+        size_t got = 0;
+        CHECK(ccomp_sizer_create(CCOMP_LZ4, 0, CCOMP_ENGINE_MODEL, &s, &err) == CCOMP_OK, "%s", err.msg);
+        CHECK(ccomp_sizer_size(s, buf, 65536, NULL, 0, &got, &err) == CCOMP_OK, "%s", err.msg);
+        CHECK(ccomp_sizer_size(s, buf, 40000, buf, 30000, &got, &err) == CCOMP_ERR_VALUE &&
+                  strstr(err.msg, "up to 65536 bytes") != NULL,
+              "lz4 model over one block: %s", err.msg);
+        ccomp_sizer_free(s);
+    }
+    free(buf);
+}
+
 static void test_scores(int quick)
 {
     const size_t ns = quick ? 12 : 60, nt = quick ? 5 : 23;
@@ -456,8 +536,10 @@ int main(int argc, char **argv)
     test_finite();
     test_finite_misaligned();
     test_cancel();
+    test_cancel_inside_one_text();
     test_bigmem();
     test_sizes(quick);
+    test_sliced_sizes(quick);
     test_scores(quick);
     if (test_failures) {
         fprintf(stderr, "test_core: %d test_failures\n", test_failures);

@@ -32,7 +32,7 @@ typedef enum ccomp_compressor {
 typedef enum ccomp_gzip_engine {
     CCOMP_ENGINE_AUTO = 0,  /* the model where it applies, else zlib */
     CCOMP_ENGINE_LIBRARY = 1,
-    CCOMP_ENGINE_MODEL = 2
+    CCOMP_ENGINE_MODEL = 2  /* the model only: CCOMP_ERR_VALUE where it does not apply (lz4 over one 64 KB block) */
 } ccomp_gzip_engine;
 
 /* Checks compressor and level; fills *lo, *hi with the level range when not NULL. */
@@ -86,7 +86,8 @@ ccomp_status ccomp_zipfit_scores(ccomp_compressor c, int level, ccomp_gzip_engin
                                  const ccomp_text *targets, const size_t *target_sizes, size_t ntargets,
                                  int nthreads, double *scores, size_t *source_sizes, ccomp_error *err);
 
-/* sizes[i] = C(texts[i]) on nthreads threads. */
+/* sizes[i] = C(texts[i]) on nthreads threads.  Like the scores, interruptible through the caller's
+ * cancellation token (ccomp/cancel.h) also inside one long compression: CCOMP_ERR_CANCELLED. */
 ccomp_status ccomp_compressed_sizes(ccomp_compressor c, int level, ccomp_gzip_engine engine,
                                     const ccomp_text *texts, size_t n, int nthreads, size_t *sizes,
                                     ccomp_error *err);

@@ -22,8 +22,10 @@ models of zlib's deflate and of lz4's fast compressor where the linked library
 is one they reproduce (see ``ccomp.build_info()["gzip_engine"]`` and
 ``["lz4_engine"]``); otherwise, and for inputs over one lz4 block, it runs the
 library itself.  Both give the same numbers; ``engine="library"`` forces the
-library.  Texts may be ``str`` (encoded as UTF-8) or bytes-like; empty texts
-are valid.
+library, ``engine="model"`` the model (a ValueError where it does not apply,
+lz4 inputs over 64 KiB included: it never silently runs the library).  Texts
+may be ``str`` (encoded as UTF-8) or bytes-like; empty texts are valid.  Every
+call answers Ctrl-C within about a second, also inside one long compression.
 
 Example::
 
@@ -39,7 +41,7 @@ import sys
 
 import numpy as np
 
-from .. import _core
+from .. import _args, _core
 from ..io import iter_jsonl_texts
 
 __all__ = [
@@ -63,23 +65,45 @@ DEFAULT_CHUNK = 2048
 
 def _resolve(compressor, level, engine_name="auto"):
     if not isinstance(compressor, str):
-        raise TypeError(f"compressor must be a str, got {type(compressor).__name__}")
+        raise TypeError(f"compressor must be a str, one of {', '.join(map(repr, COMPRESSORS))}; "
+                        f"got {type(compressor).__name__}")
     key = compressor.lower()
     if key not in COMPRESSORS:
         raise ValueError(f"unknown compressor {compressor!r}; expected one of {', '.join(COMPRESSORS)}")
     cid, default = COMPRESSORS[key]
     if level is None:
         level = default
-    if isinstance(level, bool) or not isinstance(level, (int, np.integer)):
-        raise TypeError(f"level must be an int, got {type(level).__name__}")
-    if engine_name not in _ENGINES:
-        raise ValueError(f"unknown engine {engine_name!r}; expected one of {', '.join(_ENGINES)}")
+    lo, hi = _core.level_range(cid)
+    if isinstance(level, (bool, np.bool_)) or not isinstance(level, (int, np.integer)):
+        raise TypeError(f"level must be an int, got {type(level).__name__} {level!r}")
+    if not lo <= level <= hi:
+        raise ValueError(f"{key} level must be in [{lo}, {hi}], got {level}")
+    level = _args.integer("level", level, lo, hi)
+    _args.choice("engine", engine_name, tuple(_ENGINES))
     if engine_name == "zlib" and key != "gzip":
         raise ValueError(f"engine='zlib' applies to gzip only, not {key}; use engine='library'")
-    level = int(level)
-    # Validates the level range with the library's own limits.
+    # Checks that the engine applies to this compressor and level with the library's own limits.
     _core.engine_name(cid, level, _ENGINES[engine_name])
     return cid, level, _ENGINES[engine_name]
+
+
+def _text(name, value):
+    """A text argument: str or a bytes-like object (TypeError naming the argument otherwise)."""
+    if isinstance(value, str):
+        if not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise ValueError(f"{name} cannot be encoded as UTF-8: {exc}") from None
+        return value
+    try:
+        view = memoryview(value)
+    except TypeError:
+        raise TypeError(f"{name} must be a str or a bytes-like object, got {type(value).__name__}") from None
+    if view.ndim == 0 or view.itemsize != 1:
+        what = "a 0-dimensional" if view.ndim == 0 else f"{view.itemsize}-byte items of a"
+        raise TypeError(f"{name} must be a str or a bytes-like object of bytes, got {what} {type(value).__name__}")
+    return value
 
 
 def engine(compressor="gzip", level=None):
@@ -94,15 +118,20 @@ def compressed_size(text, compressor="gzip", level=None, engine="auto"):
     ``engine``: "auto" (a size model where one reproduces the library, else the
     library), "library" (the compressor library itself; "zlib" is the same for
     gzip), or "model" (insist on the model: ValueError for levels it does not
-    cover, RuntimeError where it does not reproduce the linked library).
+    cover and for lz4 inputs over 65,536 bytes, one lz4 block; RuntimeError where
+    it does not reproduce the linked library).
     """
     cid, level, eng = _resolve(compressor, level, engine)
-    return _core.pair_size(cid, level, eng, text, None)
+    return _core.pair_size(cid, level, eng, _text("text", text), None)
 
 
 def compressed_sizes(texts, compressor="gzip", level=None, threads=None, engine="auto"):
-    """Compressed lengths of many texts as an int64 array, computed on ``threads`` threads."""
+    """Compressed lengths of many texts as an int64 array, computed on ``threads`` threads.
+
+    Mutable buffers (``bytearray``, NumPy arrays) are copied before the work
+    starts, so another thread rewriting them cannot mix two contents."""
     cid, level, eng = _resolve(compressor, level, engine)
+    threads = _args.threads(threads)
     _check_iterable(texts, "texts")
     return _core.compressed_sizes(texts if isinstance(texts, (list, tuple)) else list(texts), cid, level, eng,
                                   threads=threads)
@@ -111,6 +140,8 @@ def compressed_sizes(texts, compressor="gzip", level=None, threads=None, engine=
 def ncd(x, y, compressor="gzip", level=None, engine="auto"):
     """Normalised compression distance (C(x+y) - min(C(x), C(y))) / max(C(x), C(y))."""
     cid, level, eng = _resolve(compressor, level, engine)
+    x = _text("x", x)
+    y = _text("y", y)
     cx = _core.pair_size(cid, level, eng, x, None)
     cy = _core.pair_size(cid, level, eng, y, None)
     cxy = _core.pair_size(cid, level, eng, x, y)
@@ -120,6 +151,9 @@ def ncd(x, y, compressor="gzip", level=None, engine="auto"):
 def _check_iterable(obj, what):
     if isinstance(obj, (str, bytes, bytearray, memoryview)):
         raise TypeError(f"{what} must be an iterable of texts, not a single {type(obj).__name__}")
+    if isinstance(obj, (set, frozenset, dict)):  # no order (or keys vs values): indices would mean nothing
+        raise TypeError(f"{what} must be an ordered iterable of texts (list, tuple, iterator), "
+                        f"got {type(obj).__name__}")
     try:
         iter(obj)
     except TypeError:
@@ -148,6 +182,7 @@ class _Scorer:
 
     def __init__(self, targets, compressor, level, threads, engine_name="auto"):
         self.cid, self.level, self.engine = _resolve(compressor, level, engine_name)
+        threads = _args.threads(threads)
         _check_iterable(targets, "targets")
         self.targets = tuple(targets)
         if not self.targets:
@@ -162,9 +197,11 @@ class _Scorer:
         return scores
 
 
+def _stream_args(chunk_size, progress):
+    return _args.integer("chunk_size", chunk_size, 1, sys.maxsize), _args.flag("progress", progress)
+
+
 def _score_stream(scorer, sources, chunk_size, progress, total, desc="ZIP-FIT"):
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
     bar = _progress_bar(progress, total, desc)
     parts = []
     offset = 0
@@ -203,22 +240,24 @@ def alignment_scores(sources, targets, compressor="gzip", level=None, threads=No
     ``mean_j (1 - NCD(x, y_j))`` summed over targets in order.
     """
     _check_iterable(sources, "sources")
+    chunk_size, progress = _stream_args(chunk_size, progress)
     scorer = _Scorer(targets, compressor, level, threads, engine)
     total = len(sources) if hasattr(sources, "__len__") else None
     return _score_stream(scorer, sources, chunk_size, progress, total)
 
 
 def top_k_indices(scores, k):
-    """Indices of the k highest scores, highest first, ties broken by the lower index."""
-    scores = np.asarray(scores, dtype=np.float64)
-    if scores.ndim != 1:
-        raise ValueError(f"scores must be one-dimensional, got shape {scores.shape}")
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
-        raise TypeError(f"k must be an int, got {type(k).__name__}")
-    if k < 0:
-        raise ValueError(f"k must be >= 0, got {k}")
-    order = np.argsort(-scores, kind="stable")
-    return order[: int(k)].astype(np.int64)
+    """Indices of the k highest scores, highest first, ties broken by the lower index.
+
+    ``scores``: a 1-D array of real numbers, all finite (a NaN has no rank)."""
+    arr = _args.array("scores", scores, ndim=1)
+    if arr.dtype.kind not in "iuf":
+        raise TypeError(f"scores must be real numbers, got dtype {arr.dtype}")
+    arr = arr.astype(np.float64)
+    _args.finite("scores", arr)
+    k = _args.integer("k", k, 0)
+    order = np.argsort(-arr, kind="stable")
+    return order[:k].astype(np.int64)
 
 
 def select_top_k(sources, targets, k, compressor="gzip", level=None, threads=None, progress=False,
@@ -229,10 +268,7 @@ def select_top_k(sources, targets, k, compressor="gzip", level=None, threads=Non
     descending score (ties broken by the lower index), and their float64 scores.
     ``k`` larger than the number of sources returns them all.
     """
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
-        raise TypeError(f"k must be an int, got {type(k).__name__}")
-    if k < 0:
-        raise ValueError(f"k must be >= 0, got {k}")
+    k = _args.integer("k", k, 0)
     scores = alignment_scores(sources, targets, compressor=compressor, level=level, threads=threads,
                               progress=progress, chunk_size=chunk_size, engine=engine)
     idx = top_k_indices(scores, k)
@@ -243,7 +279,11 @@ def score_jsonl(path, targets, key="text", compressor="gzip", level=None, thread
                 chunk_size=DEFAULT_CHUNK, engine="auto"):
     """Alignment scores of the texts under ``key`` in a JSONL file, read in bounded-memory chunks.
 
-    An unreadable line raises ValueError naming the file and line.
+    A line that is not valid JSON (nested too deeply included), not an object,
+    lacks ``key`` or holds a text that is not valid Unicode raises ValueError
+    naming the file and line; a field that is not a string, TypeError.
     """
+    chunk_size, progress = _stream_args(chunk_size, progress)
     scorer = _Scorer(targets, compressor, level, threads, engine)
-    return _score_stream(scorer, iter_jsonl_texts(path, key), chunk_size, progress, None, desc=str(path))
+    texts = iter_jsonl_texts(path, key)  # checks path and key before the first read
+    return _score_stream(scorer, texts, chunk_size, progress, None, desc=str(path))

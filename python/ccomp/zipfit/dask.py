@@ -11,7 +11,8 @@ Targets are sent to the workers once (as a delayed object)::
 """
 import numpy as np
 
-from . import _Scorer, top_k_indices
+from .. import _args
+from . import _Scorer, _check_iterable, top_k_indices
 
 __all__ = ["alignment_scores", "select_top_k"]
 
@@ -35,6 +36,11 @@ def alignment_scores(collection, targets, key=None, compressor="gzip", level=Non
     import dask.array as da
     import dask.bag as db
 
+    _check_iterable(targets, "targets")
+    if threads is not None:  # None: each worker uses all of its cores
+        _args.threads(threads)
+    if key is not None and not isinstance(key, str):
+        raise TypeError(f"key must be a str (a field or column name), got {type(key).__name__}")
     targets = list(targets)
     if not targets:
         raise ValueError("the target set is empty: ZIP-FIT needs at least one target text")
@@ -63,6 +69,7 @@ def alignment_scores(collection, targets, key=None, compressor="gzip", level=Non
 
 def select_top_k(collection, targets, k, key=None, compressor="gzip", level=None, threads=None, engine="auto"):
     """Scores the collection on the cluster and returns ``(indices, scores)`` of the k best, best first."""
+    k = _args.integer("k", k, 0)
     scores = alignment_scores(collection, targets, key=key, compressor=compressor, level=level, threads=threads,
                               engine=engine).compute()
     idx = top_k_indices(scores, k)
