@@ -67,6 +67,19 @@ def test_out_aliasing_any_input_is_refused(method):
     assert np.array_equal(q.dequantize(out=out), q.dequantize())
 
 
+@pytest.mark.parametrize("method", ["groupwise", "gear", "bitmap_sparse", "turbo", "q8_0"])
+def test_out_misaligned_or_byteswapped_is_refused(method):
+    """out= that the core cannot store floats into as they are (a misaligned view of a byte buffer, big-endian
+    float32) is refused, not written with misaligned stores or native bytes read back as garbage."""
+    q = kv.quantize(normal((2, 32, 64)), method)
+    mis = np.zeros(2 * 32 * 64 * 4 + 1, np.uint8)[1:].view(np.float32).reshape(2, 32, 64)
+    for out in (mis, np.zeros((2, 32, 64), ">f4")):
+        with pytest.raises(ValueError, match="out must be a writeable, aligned, C-contiguous native float32"):
+            q.dequantize(out=out)
+    out = np.empty((2, 32, 64), np.float32)
+    assert np.array_equal(q.dequantize(out=out), q.dequantize())
+
+
 @pytest.mark.parametrize("method,field", [("bitmap_sparse", "offsets"), ("bitmap_sparse", "bitmaps"),
                                           ("gear", "out_idx")])
 def test_core_checks_index_arrays_of_direct_calls(method, field):

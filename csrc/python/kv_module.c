@@ -522,8 +522,10 @@ static PyObject *py_kv_dequantize(PyObject *self, PyObject *args)
             out = (PyArrayObject *)PyArray_SimpleNew(3, dims, NPY_FLOAT32);
         } else if (!PyArray_Check(outo) || PyArray_TYPE((PyArrayObject *)outo) != NPY_FLOAT32 ||
                    !PyArray_IS_C_CONTIGUOUS((PyArrayObject *)outo) || !PyArray_ISWRITEABLE((PyArrayObject *)outo) ||
+                   !PyArray_ISALIGNED((PyArrayObject *)outo) || !PyArray_ISNOTSWAPPED((PyArrayObject *)outo) ||
                    PyArray_SIZE((PyArrayObject *)outo) != dims[0] * dims[1] * dims[2]) {
-            PyErr_Format(PyExc_ValueError, "out must be a writeable C-contiguous float32 array of %zd elements",
+            PyErr_Format(PyExc_ValueError,
+                         "out must be a writeable, aligned, C-contiguous native float32 array of %zd elements",
                          (Py_ssize_t)(dims[0] * dims[1] * dims[2]));
         } else if (check_no_overlap(&L, &j.A, (const char *)PyArray_DATA((PyArrayObject *)outo),
                                     (size_t)PyArray_NBYTES((PyArrayObject *)outo), "dequantize") == 0) {
