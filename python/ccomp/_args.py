@@ -77,6 +77,17 @@ def choice(name, value, options):
     return value
 
 
+def path(name, value):
+    """A file path argument: str, bytes or os.PathLike (an int is not a path: ``open(3)`` would read or write, then
+    close, whatever file descriptor 3 is), without a NUL character."""
+    if isinstance(value, (bool, numbers.Integral)) or not isinstance(value, (str, bytes, os.PathLike)):
+        raise TypeError(f"{name} must be a str or os.PathLike, got {type(value).__name__}")
+    value = os.fspath(value)
+    if ("\0" if isinstance(value, str) else b"\0") in value:
+        raise ValueError(f"{name} must not contain a null character, got {value!r}")
+    return value
+
+
 def _dtype_name(dt):
     return dt.newbyteorder("=").name if dt.byteorder not in ("=", "|") else dt.name
 

@@ -9,19 +9,14 @@ surrogate escape such as ``"\\ud800"`` cannot be encoded as UTF-8).
 """
 import json
 import math
-import os
+
+from . import _args
 
 __all__ = ["iter_jsonl", "iter_jsonl_texts"]
 
 
 def _path(path):
-    try:
-        path = os.fspath(path)
-    except TypeError:
-        raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}") from None
-    if ("\0" if isinstance(path, str) else b"\0") in path:
-        raise ValueError(f"path must not contain a null character, got {path!r}")
-    return path
+    return _args.path("path", path)
 
 
 def _key(key):

@@ -41,6 +41,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._args import flag as _flag
+from ._args import path as _path
 from ._args import integer as _integer
 
 __all__ = ["render_pages", "read_pnm", "sub_images", "patch_tokens", "saliency", "page_tokens", "PageTokens",
@@ -98,7 +99,7 @@ def read_pnm(path_or_bytes):
     if isinstance(data, (bool, int, float)) or data is None:  # an int would be opened as a file descriptor
         raise TypeError(f"path_or_bytes must be a path or bytes, got {type(data).__name__}")
     if not isinstance(data, (bytes, bytearray, memoryview)):
-        with open(path_or_bytes, "rb") as f:
+        with open(_path("path_or_bytes", path_or_bytes), "rb") as f:
             data = f.read()
     data = bytes(data)
     magic, width, height, maxval, offset = _pnm_header(data)
@@ -130,7 +131,7 @@ def render_pages(pdf, pages, dpi=DEFAULT_DPI, gray=False):
         raise ValueError(f"pages must be page numbers counted from 1 (at most 2^31), got {pages[:8]}")
     dpi = _integer("dpi", dpi, 1, 2400)
     gray = _flag("gray", gray)
-    pdf = os.fspath(pdf)
+    pdf = _path("pdf", pdf)
     exe = _pdftoppm()
     if not os.path.isfile(pdf):
         raise FileNotFoundError(f"{pdf}: no such PDF file")

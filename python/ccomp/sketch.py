@@ -56,7 +56,7 @@ import zlib
 
 import numpy as np
 
-from . import _core
+from . import _args, _core
 from ._args import choice as _choice
 from ._args import first_nonfinite
 from ._args import flag as _flag
@@ -805,14 +805,14 @@ def save(path, sketches):
         data = _encode(_layer_names(sketches), kind=1)
     else:
         raise TypeError(f"sketches: save takes a Sketch or a dict of them, got {type(sketches).__name__}")
-    with open(path, "wb") as f:
+    with open(_args.path("path", path), "wb") as f:
         f.write(data)
 
 
 def load(path):
     """Read what :func:`save` wrote: a :class:`Sketch` or a dict ``name -> Sketch``;
     :class:`ccomp.CorruptStreamError` on damaged or truncated files."""
-    with open(path, "rb") as f:
+    with open(_args.path("path", path), "rb") as f:
         kind, entries = _decode(f.read())
     return entries[0][1] if kind == 0 else dict(entries)
 

@@ -23,6 +23,8 @@ CASES = [
     Case("_args.array", "a", lambda: _args.array("x", "abc"), TypeError, "x", "str"),
     Case("_args.array", "a", lambda: _args.array("x", np.zeros(3, np.int32), [np.float32]), TypeError, "x", "dtype"),
     Case("_args.array", "a", lambda: _args.array("x", np.zeros(3, np.float32), ndim=2), ValueError, "x", "rank"),
+    Case("_args.path", "value", lambda: _args.path("path", 3), TypeError, "path", "int (a file descriptor)"),
+    Case("_args.path", "value", lambda: _args.path("path", "a\0b"), ValueError, "path", "NUL"),
     Case("_args.finite", "a", lambda: _args.finite("x", np.array([1.0, np.nan])), ValueError, "x", "NaN"),
 ]
 
@@ -31,4 +33,4 @@ EXEMPT = {f"_args.{f}": {"name": "the caller's argument name", "lo": "a bound", 
                          "lo_open": "a bound", "hi_open": "a bound", "options": "the caller's choices",
                          "dtypes": "the caller's dtypes", "ndim": "the caller's ranks", "value": "above",
                          "a": "above"} for f in ("threads", "optional_integer", "integer", "real", "flag", "choice",
-                                                 "array", "finite", "first_nonfinite")}
+                                                 "array", "finite", "first_nonfinite", "path")}

@@ -136,8 +136,13 @@ CASES = [
     Case("sketch.save", "sketches", lambda: _save("a.ccsk", {(1, 2): _S}), TypeError, "sketches", "tuple key"),
     Case("sketch.save", "sketches", lambda: _save("a.ccsk", [_S]), TypeError, "sketches", "list"),
     Case("sketch.save", "sketches", lambda: _save("a.ccsk", {"a": _W}), TypeError, "Sketch", "array"),
-    Case("sketch.save", "path", lambda: sketch.save(None, _S), TypeError, "", "None"),
-    Case("sketch.load", "path", lambda: sketch.load(None), TypeError, "", "None"),
+    Case("sketch.save", "path", lambda: sketch.save(None, _S), TypeError, "path", "None"),
+    # an int is a file descriptor to open(): save wrote the container into it, load read it, both closed it
+    Case("sketch.save", "path", lambda: sketch.save(2, _S), TypeError, "path", "int (a file descriptor)"),
+    Case("sketch.save", "path", lambda: sketch.save("a\0b", _S), ValueError, "path", "NUL"),
+    Case("sketch.load", "path", lambda: sketch.load(None), TypeError, "path", "None"),
+    Case("sketch.load", "path", lambda: sketch.load(0), TypeError, "path", "int (a file descriptor)"),
+    Case("sketch.load", "path", lambda: sketch.load(True), TypeError, "path", "bool"),
     Case("sketch.load", "path", _load_dup, CorruptStreamError, "duplicate", "duplicate names"),
 ]
 
