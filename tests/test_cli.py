@@ -199,6 +199,25 @@ def test_zipfit_cli_bad_numbers_exit_2(tmp_path, capsys):
     assert info.value.code == 2
 
 
+def test_cli_empty_or_folder_like_output_paths_are_refused_before_the_work(tmp_path, capsys, monkeypatch):
+    # --out "" failed after the scoring with "No such file or directory: '.../..x.tmp' -> ''" naming no flag,
+    # --scores "" was ignored (no scores written, exit 0), and "-o new/" failed after the work
+    src, tgt = _zipfit_files(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    for extra, said in (([], "--out: the path is empty"),
+                        (["--scores", ""], "--scores: the path is empty"),
+                        (["--scores", "nd/"], "--scores nd/ ends with /: name a file, not a folder")):
+        out = "" if not extra else "o.jsonl"
+        assert _zipfit(src, tgt, out, *extra) == 2
+        assert said in capsys.readouterr().err
+    assert _zipfit("", tgt, "o.jsonl") == 2
+    assert "--source: the path is empty" in capsys.readouterr().err
+    for dest, said in (("", "output: the path is empty"), ("nd/", "output nd/ ends with /")):
+        assert _compress(src, "-o", dest) == 2
+        assert said in capsys.readouterr().err
+    assert _listing(tmp_path) == ["s.jsonl", "t.jsonl"]
+
+
 def _compress(*args):
     return main(["compress", "--no-progress", *map(str, args)])
 

@@ -24,8 +24,19 @@ def _kind(mode):
     return "special file"
 
 
+def _named(path, what):
+    """ValueError for a path that cannot name a file: empty, or with a NUL character."""
+    path = os.fspath(path)
+    if not path:
+        raise ValueError(f"{what}: the path is empty")
+    if ("\0" if isinstance(path, str) else b"\0") in path:
+        raise ValueError(f"{what} {path!r}: a path cannot contain a NUL character")
+    return path
+
+
 def check_input(path, what="input"):
     """ValueError unless path names a regular file (symbolic links to one are followed)."""
+    path = _named(path, what)
     try:
         st = os.stat(path)
     except FileNotFoundError:
@@ -37,6 +48,9 @@ def check_input(path, what="input"):
 def check_output(path, force, what="output"):
     """Checks a destination before any work: its folder exists; if it exists, it is a regular file
     (never replaced otherwise) and force allows replacing it."""
+    path = _named(path, what)
+    if path.endswith(os.sep if isinstance(path, str) else os.sep.encode()):
+        raise ValueError(f"{what} {path} ends with {os.sep}: name a file, not a folder")
     folder = os.path.dirname(os.path.abspath(path))
     try:
         st = os.lstat(path)

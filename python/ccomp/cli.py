@@ -78,13 +78,13 @@ def _run_zipfit(args):
         raise ValueError(f"--top-k must be >= 0, got {args.top_k}")
     check_input(args.target, "--target")
     check_input(args.source, "--source")
-    outputs = [("--out", args.out)] + ([("--scores", args.scores)] if args.scores else [])
+    outputs = [("--out", args.out)] + ([("--scores", args.scores)] if args.scores is not None else [])
     for flag, path in outputs:
         for other_flag, other in (("--source", args.source), ("--target", args.target)):
             if same_file(path, other):
                 raise ValueError(f"{flag} {path} is the {other_flag} file; name another output")
         check_output(path, True, flag)
-    if args.scores and same_file(args.scores, args.out):
+    if args.scores is not None and same_file(args.scores, args.out):
         raise ValueError("--scores and --out name the same file")
     targets = list(iter_jsonl_texts(args.target, args.target_key or args.key))
     if not targets:
@@ -95,7 +95,7 @@ def _run_zipfit(args):
     selected = _selected_records(args.source, scores, chosen, args.score_field)
     lines = [_jsonl_line(args.source, lineno, record) for lineno, record in selected]
     with AtomicOutput(args.out, True, "--out") as f:
-        if args.scores:
+        if args.scores is not None:
             with AtomicOutput(args.scores, True, "--scores") as g:
                 np.save(g, scores)
         f.writelines(lines)
