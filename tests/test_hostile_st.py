@@ -306,3 +306,23 @@ def test_no_infinite_tables_or_weights_from_finite_input():
     assert np.isfinite(sketch.fit(W, dtype="float32", method="kmeans").table_values()).all()
     with pytest.raises(ValueError, match="cls"):
         tokens.cls_weights(np.full(4, 1e200), np.full((8, 4), 1e200))
+
+
+def test_output_error_is_a_number_or_a_clear_error():
+    W = np.random.default_rng(1).normal(size=(8, 32))
+    X = np.random.default_rng(2).normal(size=(5, 32))
+    e = sketch.output_error(W, _S, X)
+    # the relative error does not depend on the scale of X: huge and tiny inputs give the same number (they
+    # gave NaN: the squares overflowed or underflowed)
+    for scale in (2.0 ** 900, 2.0 ** -1000):
+        assert sketch.output_error(W, _S, X * scale) == e
+    assert sketch.output_error(W, _S, X.astype(np.float32)) == pytest.approx(e, rel=1e-6)
+    cases = [((W, np.zeros((0, 32))), ValueError, "X must hold at least one input row"),
+             ((W, np.zeros((5, 32))), ValueError, "relative output error is undefined"),
+             ((np.zeros((8, 32)), X), ValueError, "relative output error is undefined"),
+             ((W, np.where(np.eye(5, 32) > 0, np.nan, X)), ValueError, r"X must be finite, got nan at X\[0, 0\]"),
+             ((np.where(np.eye(8, 32) > 0, 1e308, W), X), ValueError, r"W must fit float32.*1e\+308 at W\[0, 0\]"),
+             ((W, X.astype(complex)), TypeError, "X must be a float array")]
+    for (w, x), exc, match in cases:
+        with pytest.raises(exc, match=match):
+            sketch.output_error(w, _S, x)

@@ -461,12 +461,31 @@ def output_error(W, sketch, X):
     W = _weights(W).astype(np.float64)
     if W.shape != sketch.shape:
         raise ValueError(f"W must have the sketch's shape {sketch.shape}, got {W.shape}")
-    X = np.asarray(_numpy(X, "X")[0], dtype=np.float64)
+    x, tag = _numpy(X, "X")
+    if tag == "bfloat16":
+        x = (x.astype(np.uint32) << 16).view(np.float32)
+    if x.dtype.kind not in "fiu" or x.dtype == np.bool_:
+        raise TypeError(f"X must be a float array, got {x.dtype}")
+    X = np.asarray(x, dtype=np.float64)
     if X.ndim < 1 or X.shape[-1] != W.shape[1]:
         raise ValueError(f"X must have shape (..., {W.shape[1]}), got {X.shape}")
     X = X.reshape(-1, W.shape[1])
+    if X.shape[0] == 0:
+        raise ValueError(f"X must hold at least one input row, got shape {np.shape(x)}")
+    for name, a in (("W", W), ("X", X)):
+        at = first_nonfinite(a)
+        if at is not None:
+            raise ValueError(f"{name} must be finite, got {a[at]} at {name}{list(at)}")
+    # the ratio does not depend on the scale of X: a power of two brings it near 1 exactly (no overflow of
+    # the squares for huge inputs, no underflow for tiny ones; the same bits otherwise)
+    top = float(np.abs(X).max())
+    if top > 0:
+        X = np.ldexp(X, -np.frexp(top)[1])
     ref = X @ W.T
-    return float(np.linalg.norm(ref - matmul(X, sketch)) / np.linalg.norm(ref))
+    den = np.linalg.norm(ref)
+    if den == 0:
+        raise ValueError("X @ W.T is zero (X or W is zero): the relative output error is undefined")
+    return float(np.linalg.norm(ref - matmul(X, sketch)) / den)
 
 
 # -------------------------------------------------------------------- fitting
@@ -491,6 +510,11 @@ def _weights(W):
         raise TypeError(f"W must be a float array, got {a.dtype}")
     if a.ndim != 2:
         raise ValueError(f"W must be 2-D (out_features, in_features), got shape {a.shape}")
+    if a.dtype.itemsize > 4 and a.size:
+        big = np.isfinite(a) & (np.abs(a) > np.finfo(np.float32).max)
+        if big.any():
+            at = tuple(int(i) for i in np.argwhere(big)[0])
+            raise ValueError(f"W must fit float32 (sketches are fitted in float32), got {a[at]} at W{list(at)}")
     return np.array(a, dtype=np.float32, order="C")
 
 
