@@ -326,3 +326,20 @@ def test_output_error_is_a_number_or_a_clear_error():
     for (w, x), exc, match in cases:
         with pytest.raises(exc, match=match):
             sketch.output_error(w, _S, x)
+
+
+@pytest.mark.parametrize("name", ["prumerge", "visionzip"])
+def test_merged_tokens_that_overflow_are_an_error(name):
+    """Finite tokens (or attention weights) whose weighted sums leave the float32 range gave inf tokens."""
+    merge = {"prumerge": lambda x, a: tokens.prumerge(x, a)[0][0],
+             "visionzip": lambda x, a: tokens.visionzip(x, a, dominant=5, contextual=3)[0]}[name]
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(2, 50, 16)).astype(np.float32)
+    a = rng.random((2, 50)).astype(np.float32)
+    ok = merge(x, a)
+    bad = [(np.full_like(x, 3e38), a)] + ([(x, np.full_like(a, 3e38))] if name == "prumerge" else [])
+    for xx, aa in bad:  # (visionzip uses the attention only to rank tokens)
+        with pytest.raises(ValueError, match="a merged token overflows float32"):
+            merge(xx, aa)
+    assert np.isfinite(merge(np.full(x.shape, 3e38), a)).all()  # float64 tokens hold the same sums
+    assert np.array_equal(merge(x, a), ok)

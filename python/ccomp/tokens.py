@@ -180,8 +180,14 @@ class _Sums:
             b = r = d = np.zeros(0, dtype=np.int64)
             w = np.zeros(0)
         div = None if div is None else np.ascontiguousarray(div, dtype=np.float64)
-        return _core.tokens_gather_sum(np.ascontiguousarray(x), b, r, d, w, int(n_out), _threads(threads), div,
-                                       _out_dtype(x) == np.float32)
+        out = _core.tokens_gather_sum(np.ascontiguousarray(x), b, r, d, w, int(n_out), _threads(threads), div,
+                                      _out_dtype(x) == np.float32)
+        bad = _first_nonfinite(out)
+        if bad is not None:  # finite tokens and weights whose merged value is beyond the output's range
+            raise ValueError(f"tokens: a merged token overflows {out.dtype} ({out[bad]} at output row {bad[0]}): "
+                             f"the weighted sum of these finite tokens leaves its range; scale the tokens (or the "
+                             f"attention weights) down")
+        return out
 
 
 def _scatter_add(acc, idx, vals):
