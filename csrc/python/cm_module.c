@@ -149,7 +149,7 @@ static PyObject *py_cm_decompress(PyObject *self, PyObject *args, PyObject *kwar
         return NULL;
     if (progress_arg(prog_obj, &ctx) < 0)
         return NULL;
-    if (get_bytes(blob_obj, &view, "blob") < 0)
+    if (get_bytes(blob_obj, &view, "data") < 0)
         return NULL;
     ccomp_error_clear(&err);
     CCOMP_NOGIL_BEGIN
@@ -166,7 +166,7 @@ static PyObject *py_cm_info(PyObject *self, PyObject *arg)
     ccomp_error err;
     ccomp_status st;
     (void)self;
-    if (get_bytes(arg, &view, "blob") < 0)
+    if (get_bytes(arg, &view, "data") < 0)
         return NULL;
     ccomp_error_clear(&err);
     st = ccomp_cm_parse((const uint8_t *)view.buf, (size_t)view.len, &info, &err);

@@ -266,7 +266,7 @@ def _as_bytes(data, name="data"):
     if isinstance(data, str):
         raise TypeError(f"{name} must be bytes-like (a container), got str")
     try:
-        return bytes(memoryview(data).cast("B"))
+        return memoryview(data).tobytes()  # any layout (a strided or Fortran-order view too), in C order
     except TypeError:
         raise TypeError(f"{name} must be bytes-like (a container), got {type(data).__name__}") from None
 

@@ -204,6 +204,9 @@ for _mod in ("ac", "_cm"):
         Case(f"{_mod}.decompress", "data", lambda m=_m: m.decompress(BLOB[:-1]), ccomp.CorruptStreamError, "CRC",
              "truncated"),
         Case(f"{_mod}.decompress", "progress", lambda m=_m: m.decompress(BLOB, progress=1), TypeError, what="int"),
+        # the message named "blob", the core's name for it
+        Case(f"{_mod}.decompress", "data", lambda m=_m: m.decompress(np.frombuffer(BLOB * 2, np.uint8)[::2]),
+             ValueError, "data must be C-contiguous", "strided"),
     ]
 CASES += [
     Case("_cm.info", "data", lambda: _cm.info(5), TypeError, what="int"),
