@@ -169,3 +169,30 @@ def test_kivi_appends_from_many_threads():
     k, v = c.k_cache.dequantize(), c.v_cache.dequantize()
     assert sorted(np.bincount(np.rint(k[0, :, 0]).astype(int), minlength=4)) == [40, 40, 40, 40]
     assert np.allclose(k, v, atol=0.2)
+
+
+def test_kivi_attention_while_another_thread_appends():
+    """attention and dequantize of a KIVI cache that another thread appends to see the cache between appends,
+    never half way through one (they raised "K and V caches disagree" when K had grown and V not yet): each
+    result is the one of some prefix of the appends."""
+    c = kv.KIVICache(bits=4, group=32, residual=32)
+    c.append(normal((2, 40, 64)), normal((2, 40, 64)))
+    q = normal((2, 1, 64))
+    stop = threading.Event()
+    seen = []
+
+    def appender():
+        for _ in range(200):
+            c.append(normal((2, 3, 64)), normal((2, 3, 64)))
+        stop.set()
+
+    def reader():
+        while not stop.is_set():
+            out = kv.attention(q, c.k_cache, c.v_cache)
+            k, v = c.k_cache.dequantize(), c.v_cache.dequantize()
+            assert out.shape == (2, 1, 64) and np.isfinite(out).all()
+            assert k.shape[1] >= 40 and (k.shape[1] - 40) % 3 == 0 and v.shape[1] >= 40
+            seen.append(k.shape[1])
+
+    run_threads([appender, reader, reader])
+    assert c.tokens == 40 + 600 and seen

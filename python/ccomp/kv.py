@@ -27,6 +27,7 @@ per token), ``"gear"`` (groupwise + per-token fp16 outliers + low rank),
 ``"q8_0"`` and ``"q4_0"`` (blocks byte-identical to ggml's, so caches can be
 exchanged with llama.cpp tools), and the streaming :class:`KIVICache`.
 """
+import contextlib
 import json
 import math
 import struct
@@ -525,9 +526,10 @@ class _KIVIPart:
     followed by full-precision ones; usable as ``k_cache``/``v_cache`` of
     :func:`attention`."""
 
-    def __init__(self, lead, D, params):
+    def __init__(self, lead, D, params, lock=None):
         S = int(np.prod(lead, dtype=np.int64))
         self.lead, self.D, self.params = tuple(lead), D, params
+        self._lock = lock if lock is not None else threading.RLock()  # the cache's: held by appends and readers
         self.quantized_tokens = 0
         self.bufs = [_Growing(S, np.dtype(dt)) for _, dt, _ in _layout("groupwise", params["group"], D, params)]
         self.fp = np.zeros((S, 0, D), dtype=np.float32)
@@ -560,6 +562,10 @@ class _KIVIPart:
 
     def dequantize(self, threads=None):
         """float32 ``shape``: the dequantized tokens followed by the full-precision ones."""
+        with self._lock:  # not in the middle of an append from another thread
+            return self._dequantize(threads)
+
+    def _dequantize(self, threads):
         S = self.fp.shape[0]
         parts = []
         if self.quantized_tokens:
@@ -602,7 +608,9 @@ class KIVICache:
         self.bits, self.group, self.residual = bits, group, residual
         self.threads = _threads(threads)
         self.k_cache = self.v_cache = None
-        self._lock = threading.Lock()  # appends from several threads are applied one at a time
+        # appends from several threads are applied one at a time; attention and dequantize of the cache's K and V
+        # sides hold it too, so they never see an append half done (K grown, V not yet)
+        self._lock = threading.RLock()
 
     @property
     def tokens(self):
@@ -638,8 +646,8 @@ class KIVICache:
             # both layouts checked before any state changes: a head dim the values' groups cannot split is refused now
             _layout("groupwise", 0, D, dict(p, axis="channel"))
             _layout("groupwise", 0, D, dict(p, axis="token"))
-            self.k_cache = _KIVIPart(lead, D, dict(p, axis="channel"))
-            self.v_cache = _KIVIPart(lead, D, dict(p, axis="token"))
+            self.k_cache = _KIVIPart(lead, D, dict(p, axis="channel"), self._lock)
+            self.v_cache = _KIVIPart(lead, D, dict(p, axis="token"), self._lock)
         elif (lead, D) != (self.k_cache.lead, self.k_cache.D):
             raise ValueError(f"the cache holds (..., tokens, head_dim) = {self.k_cache.lead + ('T', self.k_cache.D)}, "
                              f"got {kshape}")
@@ -718,6 +726,14 @@ def attention(q, k_cache, v_cache, scale=None, threads=None):
     if qa.shape[-1] == 0:
         raise ValueError(f"q must have a head dim (last axis) of at least 1, got shape {qa.shape}")
     k_cache, v_cache = _dense_cache(k_cache, "k_cache", qa.ndim), _dense_cache(v_cache, "v_cache", qa.ndim)
+    locks = sorted({id(c._lock): c._lock for c in (k_cache, v_cache) if isinstance(c, _KIVIPart)}.items())
+    with contextlib.ExitStack() as held:  # KIVI caches: no append from another thread while they are read
+        for _, lock in locks:
+            held.enter_context(lock)
+        return _attention_host(qa, k_cache, v_cache, sc, th)
+
+
+def _attention_host(qa, k_cache, v_cache, sc, th):
     kshape, vshape = _cache_shape(k_cache), _cache_shape(v_cache)
     if len(kshape) != qa.ndim or len(vshape) != qa.ndim:
         raise ValueError(f"q has shape {qa.shape} but the caches have shapes {kshape} and {vshape} "
