@@ -2,6 +2,7 @@
 rewritten by another thread while a call runs without the GIL.  Every call either finishes correctly
 (what the core indexes with was copied before the GIL was released) or raises a clean exception;
 nothing crashes or reads out of bounds (these tests also run under an ASan build of the extension)."""
+import sys
 import threading
 
 import numpy as np
@@ -220,3 +221,43 @@ def test_compress_from_several_threads_at_once():
 
     run_threads(work)
     assert out == texts
+
+
+def test_shared_range_encoder_from_several_threads():
+    """encode from several threads while others read the stream: every symbol is kept whole (a reader took the
+    cum list and the freq list at different moments: 'cum and freq must have the same length')."""
+    enc = ac.RangeEncoder(precision=12)
+    stop = threading.Event()
+    lengths = []
+
+    def writer():
+        for _ in range(100):
+            for c, f in ((0, 2048), (2048, 1024), (3072, 1024)):
+                enc.encode(c, f)
+
+    failures = []
+
+    def reader():
+        try:
+            while not stop.is_set():
+                lengths.append(len(enc.get_compressed()))
+        except BaseException as e:  # noqa: BLE001 - asserted below
+            failures.append(e)
+
+    readers = [threading.Thread(target=reader) for _ in range(2)]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads take turns often
+    for t in readers:
+        t.start()
+    try:
+        run_threads(lambda i: writer(), n=3)
+    finally:
+        stop.set()
+        for t in readers:
+            t.join()
+        sys.setswitchinterval(interval)
+    assert not failures, failures[0]
+    assert len(enc) == 900 and lengths
+    d = ac.RangeDecoder(enc.get_compressed(), precision=12)
+    cdf = np.array([0, 2048, 3072, 4096], np.uint32)
+    assert np.bincount(d.decode(np.tile(cdf, (2700, 1)))).tolist() == [900, 900, 900]  # (writers interleave)

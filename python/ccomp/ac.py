@@ -43,6 +43,8 @@ tokens.
 Torch and CuPy tensors are accepted through DLPack; on a CUDA device the
 quantization runs on the GPU and only two integers per token come back.
 """
+import threading
+
 import numpy as np
 
 from . import _args, _core
@@ -392,6 +394,7 @@ class RangeEncoder:
         self.precision = _precision(precision)
         self._cum = []
         self._freq = []
+        self._lock = threading.Lock()  # encode and get_compressed from several threads see whole symbols
 
     def encode(self, cum, freq):
         """Append one symbol (ints) or many (equal-length 1-D arrays)."""
@@ -410,17 +413,21 @@ class RangeEncoder:
             i = int(bad[0])
             raise ValueError(f"symbol {len(self) + i}: (cum, freq) = ({int(c[i])}, {int(f[i])}) is not a "
                              f"nonempty interval of [0, 2^{self.precision})")
-        self._cum.append(c.astype(np.uint32))
-        self._freq.append(f.astype(np.uint32))
+        with self._lock:
+            self._cum.append(c.astype(np.uint32))
+            self._freq.append(f.astype(np.uint32))
 
     def __len__(self):
-        return int(sum(len(c) for c in self._cum))
+        with self._lock:
+            return int(sum(len(c) for c in self._cum))
 
     def get_compressed(self):
         """The stream so far (bytes: 32-bit words, little-endian).  More symbols may follow."""
-        if not self._cum:
-            return b""
-        return _core.rc_encode(np.concatenate(self._cum), np.concatenate(self._freq), self.precision)
+        with self._lock:
+            if not self._cum:
+                return b""
+            cum, freq = np.concatenate(self._cum), np.concatenate(self._freq)
+        return _core.rc_encode(cum, freq, self.precision)
 
     def num_bits(self):
         """Size of the stream in bits (a multiple of 32)."""
