@@ -287,6 +287,23 @@ static int accum_interruptible(const ccomp_kv_slice *v, const float *p, float *o
     return 1;
 }
 
+ccomp_status ccomp_kv_slice_dequantize(const ccomp_kv_slice *s, float *out, ccomp_error *err)
+{
+    size_t r0;
+    for (r0 = 0; r0 < s->rows; r0 += KV_SCORE_STEP) {
+        const size_t n = s->rows - r0 < KV_SCORE_STEP ? s->rows - r0 : KV_SCORE_STEP;
+        float *dst = out + r0 * s->cols;
+        const float *rows;
+        slice_storage u;
+        ccomp_kv_slice sub;
+        if (r0 && ccomp_cancelled()) return ccomp_check_cancel(err, "dequantize");
+        sub_slice(s, r0, n, &u, &sub);
+        rows = ops_of(s->method)->rows(&sub, dst);
+        if (rows != dst) memcpy(dst, rows, n * s->cols * sizeof(float));
+    }
+    return CCOMP_OK;
+}
+
 void ccomp_kv_slice_accum(const ccomp_kv_slice *v, const float *p, float *o)
 {
     for (; v != NULL; p += v->rows, v = v->next) ops_of(v->method)->accum(v, p, o);

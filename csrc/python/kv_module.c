@@ -416,18 +416,6 @@ static ccomp_status slice_quantize(const kv_layout *L, const float *x, kv_view *
     }
 }
 
-static void slice_dequantize(const kv_layout *L, const kv_view *v, float *x)
-{
-    switch (L->method) {
-    case CCOMP_KV_M_GROUPWISE: ccomp_kv_gw_dequantize(&v->u.gw, x, L->D); break;
-    case CCOMP_KV_M_GGML: ccomp_kv_ggml_dequantize((const uint8_t *)v->slice.data, L->T, L->D, L->p.type, x, L->D); break;
-    case CCOMP_KV_M_TURBO: ccomp_kv_turbo_dequantize(&v->u.tb, x, L->D); break;
-    case CCOMP_KV_M_SPARSE: ccomp_kv_sparse_dequantize(&v->u.sp, x, L->D); break;
-    case CCOMP_KV_M_GEAR: ccomp_kv_gear_dequantize(&v->u.gear, x, L->D); break;
-    default: memcpy(x, v->slice.data, L->T * L->D * sizeof(float)); break;
-    }
-}
-
 static ccomp_status slice_run(void *vctx, void *state, size_t s, ccomp_error *err)
 {
     slice_job *j = (slice_job *)vctx;
@@ -436,10 +424,7 @@ static ccomp_status slice_run(void *vctx, void *state, size_t s, ccomp_error *er
     ccomp_status st = CCOMP_OK;
     (void)state;
     view_at(j->L, &j->A, s, &v);
-    if (!j->quantize) {
-        slice_dequantize(j->L, &v, x);
-        return CCOMP_OK;
-    }
+    if (!j->quantize) return ccomp_kv_slice_dequantize(&v.slice, x, err); /* in steps that answer Ctrl-C */
     st = slice_quantize(j->L, x, &v, err);
     if (st != CCOMP_OK && err) {
         char msg[CCOMP_ERROR_MSG_LEN];

@@ -119,6 +119,11 @@ enum {
 void ccomp_kv_slice_scores(const ccomp_kv_slice *k, const float *q, float *s);
 void ccomp_kv_slice_accum(const ccomp_kv_slice *v, const float *p, float *o);
 
+/* The rows x cols float32 values of one segment (s->next ignored) into out (row stride cols), in steps of
+ * rows that answer cancellation (the same bits as the method's own dequantize: every method decodes row by
+ * row); CCOMP_ERR_CANCELLED when the call is cancelled, out then incomplete. */
+ccomp_status ccomp_kv_slice_dequantize(const ccomp_kv_slice *s, float *out, ccomp_error *err);
+
 /* out[h][i][:] = softmax(scale * K_g q_hi) V_g for query heads h in [0, H),
  * query tokens i in [0, nq), with g = h / (H / G) the K/V head (H % G == 0).
  * q: [H][nq][D] float32; k[g], v[g]: G compressed slices of T x D (K and V
