@@ -18,8 +18,10 @@ int ccomp_resolve_threads(PyObject *obj, int *threads);
 /* An interruptible stretch without the GIL: ccomp_nogil_begin installs a
  * cancellation token whose poll takes the GIL back for a moment and runs
  * Python's signal handlers (PyErr_CheckSignals), then releases the GIL;
- * ccomp_nogil_end takes the GIL back, removes the token and leaves the
- * handler's exception pending (the core call returned CCOMP_ERR_CANCELLED).
+ * ccomp_nogil_end takes the GIL back, removes the token and keeps the
+ * handler's exception: ccomp_raise raises it when the core call returned
+ * CCOMP_ERR_CANCELLED; a call that finished all the same returns its result
+ * and the exception is raised just after it (a pending call).
  * Every binding releases the GIL through CCOMP_NOGIL_BEGIN / CCOMP_NOGIL_END. */
 typedef struct ccomp_nogil {
     ccomp_cancel token;

@@ -27,10 +27,31 @@
 
 static PyObject *corrupt_stream_error = NULL;
 
+/* The exception a signal handler raised while the GIL was released (KeyboardInterrupt), not raised yet.  A call
+ * that the interrupt stopped raises it through ccomp_raise; a call that finished all the same (the signal came
+ * after its last check, or it had none) returns its result, and the exception is raised just after by a pending
+ * call: a result returned with an exception set is a SystemError.  Signal handlers run on the main thread only,
+ * under the GIL: one slot. */
+static PyObject *pending_type, *pending_value, *pending_tb;
+
+static int take_pending(void)
+{
+    if (pending_type == NULL) return 0;
+    PyErr_Restore(pending_type, pending_value, pending_tb);
+    pending_type = pending_value = pending_tb = NULL;
+    return 1;
+}
+
+static int raise_pending(void *unused)
+{
+    (void)unused;
+    return take_pending() ? -1 : 0;
+}
+
 PyObject *ccomp_raise(const ccomp_error *err, const char *operation)
 {
     PyObject *type;
-    if (err->code == CCOMP_ERR_CANCELLED && PyErr_Occurred())
+    if (err->code == CCOMP_ERR_CANCELLED && (take_pending() || PyErr_Occurred()))
         return NULL;
     switch (err->code) {
     case CCOMP_ERR_VALUE: type = PyExc_ValueError; break;
@@ -76,8 +97,20 @@ void ccomp_nogil_end(ccomp_nogil *g)
     ccomp_cancel_install(g->prev);
     if (g->prev != NULL) /* a nested stretch (a callback that called back into the core) hands the stop on */
         g->prev->stop |= g->token.stop;
-    if (g->exc_type != NULL)
-        PyErr_Restore(g->exc_type, g->exc_value, g->exc_tb);
+    if (g->exc_type == NULL) return;
+    if (pending_type != NULL || Py_AddPendingCall(raise_pending, NULL) < 0) {
+        if (pending_type == NULL) { /* no room for a pending call: raised now, as before */
+            PyErr_Restore(g->exc_type, g->exc_value, g->exc_tb);
+            return;
+        }
+        Py_XDECREF(g->exc_type); /* one interrupt is already on its way */
+        Py_XDECREF(g->exc_value);
+        Py_XDECREF(g->exc_tb);
+        return;
+    }
+    pending_type = g->exc_type;
+    pending_value = g->exc_value;
+    pending_tb = g->exc_tb;
 }
 
 int ccomp_resolve_threads(PyObject *obj, int *threads)

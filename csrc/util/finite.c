@@ -84,12 +84,15 @@ size_t ccomp_first_nonfinite(const void *x, int kind, size_t n, int threads)
     ccomp_parallel_ops ops = {NULL, finite_run, NULL};
     finite_job j;
     ccomp_error err;
+    ccomp_status st;
     if (n == 0 || (kind != CCOMP_FINITE_F32 && kind != CCOMP_FINITE_F64 && kind != CCOMP_FINITE_F16)) return n;
     j.x = x;
     j.kind = kind;
     j.n = n;
     j.first = n;
-    if (ccomp_parallel_for(threads < 1 ? 1 : threads, (n + CHUNK - 1) / CHUNK, &ops, &j, &err) != CCOMP_OK) {
+    st = ccomp_parallel_for(threads < 1 ? 1 : threads, (n + CHUNK - 1) / CHUNK, &ops, &j, &err);
+    if (st == CCOMP_ERR_CANCELLED) return n; /* the caller is being interrupted: no answer is needed */
+    if (st != CCOMP_OK) {
         /* the pool could not start (no memory for threads): the same scan on this thread */
         size_t i;
         for (i = 0; i < n; i++)

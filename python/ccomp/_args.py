@@ -13,6 +13,7 @@ import math
 import numbers
 import os
 import operator
+import threading
 
 import numpy as np
 
@@ -86,6 +87,28 @@ def path(name, value):
     if ("\0" if isinstance(value, str) else b"\0") in value:
         raise ValueError(f"{name} must not contain a null character, got {value!r}")
     return value
+
+
+def interruptible(fn, *args):
+    """fn(*args) run on a helper thread while the caller waits in short joins, so that Ctrl-C raises
+    KeyboardInterrupt in the caller within about 50 ms even while fn is inside one long NumPy or LAPACK call
+    (a Cholesky factorisation, a large einsum) that never returns to the interpreter to check for signals.
+    After an interrupt fn runs on to its end in the background and its result is dropped."""
+    box = {}
+
+    def run():
+        try:
+            box["value"] = fn(*args)
+        except BaseException as e:  # noqa: BLE001 - handed to the caller
+            box["error"] = e
+
+    t = threading.Thread(target=run, name="ccomp-interruptible", daemon=True)
+    t.start()
+    while t.is_alive():
+        t.join(0.05)
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
 
 
 def _dtype_name(dt):

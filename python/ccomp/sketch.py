@@ -540,7 +540,7 @@ def _hessian(calibration, hessian, cols):
         raise ValueError("calibration has no rows")
     if first_nonfinite(X) is not None:
         raise ValueError("calibration inputs have non-finite entries")
-    return 2.0 * (X.T @ X) / X.shape[0]
+    return _args.interruptible(lambda: 2.0 * (X.T @ X) / X.shape[0])
 
 
 def _upper_inverse_cholesky(Hd):
@@ -569,7 +569,7 @@ def _inverse_cholesky(H, damping):
     rel, tried = float(damping), []
     while True:
         try:
-            U = _upper_inverse_cholesky(H + rel * mean_diag * np.eye(H.shape[0]))
+            U = _args.interruptible(_upper_inverse_cholesky, H + rel * mean_diag * np.eye(H.shape[0]))
             if np.all(np.isfinite(U)) and np.all(np.diag(U) > 0):
                 return U, rel, rel * mean_diag
         except np.linalg.LinAlgError:

@@ -35,6 +35,7 @@ from ._args import choice as _choice
 from ._args import first_nonfinite as _first_nonfinite
 from ._args import flag as _flag
 from ._args import integer as _integer
+from ._args import interruptible as _interruptible
 from ._args import real as _real
 from ._args import threads as _threads
 
@@ -260,8 +261,11 @@ def cls_weights(cls, keys):
         raise ValueError(f"cls must have shape [{k.shape[0]}, {k.shape[2]}] (one vector per sub-image, as wide as "
                          f"the keys), got {list(c.shape)}")
     _finite(c, "cls")
-    with np.errstate(over="ignore", invalid="ignore"):
-        logits = np.einsum("bnd,bd->bn", k.astype(np.float64), c) / math.sqrt(k.shape[2])
+    def scores():
+        with np.errstate(over="ignore", invalid="ignore"):
+            return np.einsum("bnd,bd->bn", k.astype(np.float64), c) / math.sqrt(k.shape[2])
+
+    logits = _interruptible(scores)  # one long NumPy call: Ctrl-C is answered while it runs
     if not np.isfinite(logits).all():  # softmax is not scale-invariant: no meaningful weights to give
         raise ValueError("cls: <cls, k_i> / sqrt(Dk) overflows float64 for these keys; scale cls or the keys down")
     logits -= logits.max(axis=1, keepdims=True)

@@ -34,3 +34,4 @@ EXEMPT = {f"_args.{f}": {"name": "the caller's argument name", "lo": "a bound", 
                          "dtypes": "the caller's dtypes", "ndim": "the caller's ranks", "value": "above",
                          "a": "above"} for f in ("threads", "optional_integer", "integer", "real", "flag", "choice",
                                                  "array", "finite", "first_nonfinite", "path")}
+EXEMPT["_args.interruptible"] = {"fn": "the caller's own computation", "args": "passed to fn as they are"}
