@@ -40,6 +40,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._args import finite as _finite
 from ._args import flag as _flag
 from ._args import path as _path
 from ._args import integer as _integer
@@ -85,10 +86,11 @@ def _pnm_header(data):
             raise ValueError("truncated PNM header")
         fields.append(data[start:pos])
     magic = fields[0].decode("ascii", "replace")
-    try:
-        width, height, maxval = (int(f) for f in fields[1:])
-    except ValueError:
-        raise ValueError(f"bad PNM header fields {fields[1:]}") from None
+    # plain decimal digits only: int() also takes "-1", "+5" and "1_0" (a negative width reached NumPy's reshape)
+    if not all(f.isdigit() and len(f) <= 12 for f in fields[1:]):
+        raise ValueError(f"bad PNM header fields {[f[:20] for f in fields[1:]]}: width, height and maxval must be "
+                         f"decimal numbers")
+    width, height, maxval = (int(f) for f in fields[1:])
     return magic, width, height, maxval, pos + 1  # one whitespace byte ends the header
 
 
@@ -212,7 +214,10 @@ def saliency(tokens):
     t = np.asarray(tokens)
     if t.dtype.kind not in "uif":
         raise TypeError(f"tokens must be a numeric array, got dtype {t.dtype}")
+    if t.ndim not in (2, 3) or t.shape[-1] == 0:
+        raise ValueError(f"tokens must have shape [B, N, D] (or [N, D]) with D >= 1, got shape {t.shape}")
     t = t.astype(np.float64)
+    _finite("tokens", t)
     return t.std(axis=-1).astype(np.float32)
 
 

@@ -21,6 +21,15 @@ CASES = [
     Case("pages.render_pages", "pdf", lambda: pages.render_pages(3, 1), TypeError, "pdf", "int (a file descriptor)"),
     Case("pages.render_pages", "pdf", lambda: pages.render_pages("a\0.pdf", 1), ValueError, "pdf", "NUL"),
     Case("pages.read_pnm", "path_or_bytes", lambda: pages.read_pnm(5), TypeError, "path_or_bytes", "int"),
+    # a negative width reached NumPy's reshape ("cannot reshape array of size 10 into shape (5,newaxis,3)")
+    Case("pages.read_pnm", "path_or_bytes", lambda: pages.read_pnm(b"P6\n-1 5\n255\n" + bytes(10)), ValueError,
+         "PNM header", "negative width"),
+    Case("pages.read_pnm", "path_or_bytes", lambda: pages.read_pnm(b"P5\n+2 1_0\n255\n" + bytes(40)), ValueError,
+         "PNM header", "signed or underscored number"),
+    # a 1-D array gave a bare 0.0, NaN tokens NaN weights
+    Case("pages.saliency", "tokens", lambda: pages.saliency(np.zeros(5)), ValueError, "tokens", "1-D"),
+    Case("pages.saliency", "tokens", lambda: pages.saliency(np.zeros((2, 3, 0))), ValueError, "tokens", "D = 0"),
+    Case("pages.saliency", "tokens", lambda: pages.saliency(np.full((1, 4, 6), np.nan)), ValueError, "tokens", "NaN"),
     Case("pages.read_pnm", "path_or_bytes", lambda: pages.read_pnm(b"P6\n2 2\n255\n\x00"), ValueError, "truncated",
          "truncated"),
     Case("pages.sub_images", "page", lambda: pages.sub_images(np.zeros(5, np.uint8)), ValueError, "page", "1-D"),
