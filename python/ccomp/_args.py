@@ -141,18 +141,28 @@ def array(name, a, dtypes=None, ndim=None):
             raise ValueError(f"{name} must have {want} dimension{'s' if ranks != (1,) else ''}, "
                              f"got shape {arr.shape}")
     if not arr.dtype.isnative or not arr.flags.aligned or not arr.flags.c_contiguous:
-        arr = np.array(arr, dtype=arr.dtype.newbyteorder("="), order="C", copy=True)
+        try:
+            arr = np.array(arr, dtype=arr.dtype.newbyteorder("="), order="C", copy=True)
+        except MemoryError:
+            raise too_big(name, arr) from None
     return arr
+
+
+def too_big(name, a):
+    """The MemoryError of a copy of `a` (a view of little memory, e.g. np.broadcast_to, can stand for a huge
+    array), naming the argument."""
+    return MemoryError(f"{name}: this {_dtype_name(a.dtype)} array of shape {a.shape} ({a.size * a.dtype.itemsize:,} "
+                       f"bytes once contiguous) needs more memory than can be allocated")
 
 
 def finite(name, a):
     """ValueError naming `name` and the first NaN or infinity of the float array `a`."""
-    at = first_nonfinite(a)
+    at = first_nonfinite(a, name)
     if at is not None:
         raise ValueError(f"{name} must be finite, found {np.asarray(a)[at]} at index {at}")
 
 
-def first_nonfinite(a):
+def first_nonfinite(a, name="the array"):
     """The index (a tuple) of the first NaN or infinity of the float array a, or None when all are finite:
     one pass over the bits in the C core on all threads for C-contiguous float16/32/64 arrays (NumPy's
     ``isfinite(a).all()`` builds an a-sized temporary on one thread)."""
@@ -163,5 +173,8 @@ def first_nonfinite(a):
         from . import _core
         at = _core.first_nonfinite(a, threads(None))
         return None if at < 0 else tuple(int(i) for i in np.unravel_index(at, a.shape))
-    bad = np.argwhere(~np.isfinite(a))
+    try:
+        bad = np.argwhere(~np.isfinite(a))
+    except MemoryError:
+        raise too_big(name, a) from None
     return tuple(int(i) for i in bad[0]) if len(bad) else None

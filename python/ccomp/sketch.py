@@ -515,7 +515,10 @@ def _weights(W):
         if big.any():
             at = tuple(int(i) for i in np.argwhere(big)[0])
             raise ValueError(f"W must fit float32 (sketches are fitted in float32), got {a[at]} at W{list(at)}")
-    return np.array(a, dtype=np.float32, order="C")
+    try:
+        return np.array(a, dtype=np.float32, order="C")
+    except MemoryError:
+        raise _args.too_big("W", a) from None
 
 
 def _hessian(calibration, hessian, cols):

@@ -71,7 +71,7 @@ def _float_array(a, name):
 
 def _finite(a, name):
     """A clear error at the first NaN or infinity of a."""
-    bad = _first_nonfinite(a)
+    bad = _first_nonfinite(a, name)
     if bad is not None:
         raise ValueError(f"{name} has a NaN or infinite value at index {bad}")
 

@@ -25,6 +25,8 @@ CASES = [
     Case("_args.array", "a", lambda: _args.array("x", np.zeros(3, np.float32), ndim=2), ValueError, "x", "rank"),
     Case("_args.path", "value", lambda: _args.path("path", 3), TypeError, "path", "int (a file descriptor)"),
     Case("_args.path", "value", lambda: _args.path("path", "a\0b"), ValueError, "path", "NUL"),
+    Case("_args.array", "a", lambda: _args.array("x", np.broadcast_to(np.ones(1, np.float32), (2**22, 2**22, 64))),
+         MemoryError, "x: this float32 array of shape", "huge broadcast view"),
     Case("_args.finite", "a", lambda: _args.finite("x", np.array([1.0, np.nan])), ValueError, "x", "NaN"),
 ]
 
@@ -34,4 +36,5 @@ EXEMPT = {f"_args.{f}": {"name": "the caller's argument name", "lo": "a bound", 
                          "dtypes": "the caller's dtypes", "ndim": "the caller's ranks", "value": "above",
                          "a": "above"} for f in ("threads", "optional_integer", "integer", "real", "flag", "choice",
                                                  "array", "finite", "first_nonfinite", "path")}
+EXEMPT["_args.too_big"] = {"name": "the caller's argument name", "a": "the caller's array, already checked"}
 EXEMPT["_args.interruptible"] = {"fn": "the caller's own computation", "args": "passed to fn as they are"}

@@ -87,6 +87,10 @@ CASES = [
     Case("tokens.fastv_select", "ratio", lambda: tokens.fastv_select(_X, _A, ratio=float("nan")), ValueError, "ratio",
          "NaN"),
     Case("tokens.most_similar", "keys", lambda: tokens.most_similar(_NAN), ValueError, "keys", "NaN"),
+    # a broadcast view standing for 4 PiB: NumPy's "Unable to allocate 64.0 TiB ... data type bool" named nothing
+    Case("tokens.most_similar", "keys",
+         lambda: tokens.most_similar(np.broadcast_to(np.ones(1, np.float32), (2**22, 2**22, 64))), MemoryError,
+         "keys: this float32 array", "huge broadcast view"),
     Case("tokens.most_similar", "keys", lambda: tokens.most_similar(np.zeros((2, 8, 0), np.float32)), ValueError,
          "keys", "no channel"),
     Case("tokens.most_similar", "keys", lambda: tokens.most_similar(np.zeros((2, 8, 4), np.complex64)), TypeError,
