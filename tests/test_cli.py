@@ -218,6 +218,16 @@ def test_cli_empty_or_folder_like_output_paths_are_refused_before_the_work(tmp_p
     assert _listing(tmp_path) == ["s.jsonl", "t.jsonl"]
 
 
+def test_zipfit_cli_field_names_that_are_not_utf8(tmp_path, capsys):
+    # a --score-field given as non-UTF-8 bytes failed on the first selected record, blaming the source file
+    src, tgt = _zipfit_files(tmp_path)
+    bad = os.fsdecode(b"\xff")
+    for flag in ("--score-field", "--key", "--target-key"):
+        assert _zipfit(src, tgt, tmp_path / "o.jsonl", flag, bad) == 2
+        assert f"{flag} '\\udcff' is not valid UTF-8 text" in capsys.readouterr().err
+    assert _listing(tmp_path) == ["s.jsonl", "t.jsonl"]
+
+
 def _compress(*args):
     return main(["compress", "--no-progress", *map(str, args)])
 

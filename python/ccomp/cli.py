@@ -76,6 +76,11 @@ def _run_zipfit(args):
 
     if args.top_k < 0:
         raise ValueError(f"--top-k must be >= 0, got {args.top_k}")
+    for flag, name in (("--key", args.key), ("--target-key", args.target_key), ("--score-field", args.score_field)):
+        try:
+            (name or "").encode("utf-8")
+        except UnicodeEncodeError:  # bytes that are not UTF-8 on the command line: no JSON field has that name
+            raise ValueError(f"{flag} {name!r} is not valid UTF-8 text (a JSON field name is)") from None
     check_input(args.target, "--target")
     check_input(args.source, "--source")
     outputs = [("--out", args.out)] + ([("--scores", args.scores)] if args.scores is not None else [])
