@@ -372,3 +372,12 @@ def test_ctrl_c_during_a_scan_for_nan_raises_keyboard_interrupt():
     _interrupted_within(lambda: [_core.first_nonfinite(a, 1) for _ in range(100)])
     a[123] = np.nan
     assert _core.first_nonfinite(a[:1000], 2) == 123
+
+
+def test_iqr_bound_of_huge_values():
+    """Finite weights near the float64 limit gave -inf (the percentile's interpolation overflowed): the bound is
+    computed on exactly rescaled values, inf only when the bound itself is beyond the range."""
+    w = np.random.default_rng(8).random(101)
+    assert tokens.iqr_bound(w * 2.0 ** 1020) == tokens.iqr_bound(w) * 2.0 ** 1020
+    assert tokens.iqr_bound(np.array([1e308, -1e308])) == np.inf
+    assert tokens.iqr_bound(np.array([-1e308, -1e308, -1e308, 0.0])) == pytest.approx(-3.75e307)  # Q3 + 1.5 IQR

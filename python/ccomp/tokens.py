@@ -281,6 +281,12 @@ def iqr_bound(w):
             f"w must be a non-empty 1-D numeric array, got {a.dtype} of shape {a.shape}")
     a = a.astype(np.float64)
     _finite(a, "w")
+    top = float(np.abs(a).max())
+    if top > 2.0 ** 1000:  # the differences of the interpolation and Q3 - Q1 would overflow: exact power-of-two scaling
+        e = int(np.frexp(top)[1])
+        q1, q3 = np.percentile(np.ldexp(a, -e), [25, 75])
+        with np.errstate(over="ignore"):
+            return np.ldexp(q3 + 1.5 * (q3 - q1), e)  # inf when the bound itself is beyond the float range
     q1, q3 = np.percentile(a, [25, 75])
     return q3 + 1.5 * (q3 - q1)
 
