@@ -111,6 +111,17 @@ def interruptible(fn, *args):
     return box["value"]
 
 
+def from_dlpack(name, x):
+    """The NumPy view of a host tensor that exports DLPack (torch's detached); TypeError naming `name` when the
+    export fails (NumPy's own message, e.g. 'PyCapsule_GetPointer called with invalid PyCapsule object', named
+    nothing)."""
+    try:
+        return np.from_dlpack(x.detach() if hasattr(x, "detach") else x)
+    except (TypeError, ValueError, BufferError, AttributeError) as e:
+        raise TypeError(f"{name}: {type(x).__name__} exports DLPack but cannot be read as a host array ({e})") \
+            from None
+
+
 def _dtype_name(dt):
     return dt.newbyteorder("=").name if dt.byteorder not in ("=", "|") else dt.name
 

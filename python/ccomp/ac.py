@@ -84,9 +84,7 @@ def _rows(x, ndim, name="probs"):
     """A float32/float64 NumPy view of x (no copy for native NumPy arrays and CPU tensors; a
     big-endian or misaligned array is copied once into native form)."""
     if hasattr(x, "__dlpack__") and not isinstance(x, np.ndarray):
-        if hasattr(x, "detach"):
-            x = x.detach()
-        x = np.from_dlpack(x)
+        x = _args.from_dlpack(name, x)
     if isinstance(x, (str, bytes, dict, set)) or x is None:
         raise TypeError(f"{name} must be a float32 or float64 array, got {type(x).__name__}")
     try:
@@ -116,7 +114,7 @@ def _symbols(symbols, T=None):
     if hasattr(symbols, "__dlpack__") and not isinstance(symbols, np.ndarray):
         if _on_cuda(symbols):
             raise TypeError("symbols on a GPU go with probabilities on the same GPU")
-        symbols = np.from_dlpack(symbols.detach() if hasattr(symbols, "detach") else symbols)
+        symbols = _args.from_dlpack("symbols", symbols)
     if isinstance(symbols, (str, bytes, dict, set)) or symbols is None:
         raise TypeError(f"symbols must be a 1-D array of integers, got {type(symbols).__name__}")
     try:

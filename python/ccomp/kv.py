@@ -128,7 +128,7 @@ def _check_params(method, params):
 def _as_slices(x, name="x"):
     """(..., T, D) float32/float16 -> (float32 array [S, T, D], original shape)."""
     if hasattr(x, "__dlpack__") and not isinstance(x, np.ndarray):
-        x = np.from_dlpack(x.detach() if hasattr(x, "detach") else x)
+        x = _args.from_dlpack(name, x)
     if isinstance(x, (list, tuple)):
         x = np.asarray(x, dtype=np.float32)
     a = _args.array(name, x, (np.float32, np.float16))

@@ -6,6 +6,7 @@ import ccomp
 from ccomp import _cm
 import ccomp.ac as ac
 from tests.api import Case
+from tests.api.cases_args import _BadDLPack
 
 MODULES = ["ac", "_cm"]
 
@@ -76,6 +77,8 @@ CASES = [
     Case("ac.encode", "symbols", lambda: ac.encode("abc", P), TypeError, what="str"),
     Case("ac.encode", "probs", lambda: ac.encode(S, P[0]), ValueError, what="1-D"),
     Case("ac.encode", "probs", lambda: ac.encode(S, NAN), ValueError, what="NaN"),
+    Case("ac.encode", "probs", lambda: ac.encode(S, _BadDLPack()), TypeError, "probs", "bogus DLPack export"),
+    Case("ac.encode", "symbols", lambda: ac.encode(_BadDLPack(), P), TypeError, "symbols", "bogus DLPack export"),
     Case("ac.encode", "probs", lambda: ac.encode(S, np.zeros((3, 10), np.float32)), ValueError, what="zeros"),
     Case("ac.encode", "probs", lambda: ac.encode(S, P[:, ::2]), ValueError, what="strided"),
     *_model_cases("ac.encode", lambda **kw: ac.encode(S, P, **kw)),

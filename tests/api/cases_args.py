@@ -6,6 +6,16 @@ from tests.api import Case
 
 MODULES = ["_args"]
 
+class _BadDLPack:
+    """An object whose DLPack export is not a DLPack capsule."""
+
+    def __dlpack__(self, *args, **kwargs):
+        return 5
+
+    def __dlpack_device__(self):
+        return (1, 0)
+
+
 CASES = [
     Case("_args.threads", "value", lambda: _args.threads(2.0), TypeError, "threads", "float"),
     Case("_args.threads", "value", lambda: _args.threads(0), ValueError, "threads", "zero"),
@@ -27,6 +37,8 @@ CASES = [
     Case("_args.path", "value", lambda: _args.path("path", "a\0b"), ValueError, "path", "NUL"),
     Case("_args.array", "a", lambda: _args.array("x", np.broadcast_to(np.ones(1, np.float32), (2**22, 2**22, 64))),
          MemoryError, "x: this float32 array of shape", "huge broadcast view"),
+    Case("_args.from_dlpack", "x", lambda: _args.from_dlpack("probs", _BadDLPack()), TypeError, "probs",
+         "bogus DLPack export"),
     Case("_args.finite", "a", lambda: _args.finite("x", np.array([1.0, np.nan])), ValueError, "x", "NaN"),
 ]
 
@@ -37,4 +49,5 @@ EXEMPT = {f"_args.{f}": {"name": "the caller's argument name", "lo": "a bound", 
                          "a": "above"} for f in ("threads", "optional_integer", "integer", "real", "flag", "choice",
                                                  "array", "finite", "first_nonfinite", "path")}
 EXEMPT["_args.too_big"] = {"name": "the caller's argument name", "a": "the caller's array, already checked"}
+EXEMPT["_args.from_dlpack"] = {"name": "the caller's argument name"}
 EXEMPT["_args.interruptible"] = {"fn": "the caller's own computation", "args": "passed to fn as they are"}

@@ -4,6 +4,7 @@ import numpy as np
 import ccomp
 import ccomp.kv as kv
 from tests.api import Case
+from tests.api.cases_args import _BadDLPack
 
 MODULES = ["kv"]
 
@@ -32,6 +33,7 @@ def _kivi(**over):
 CASES = [
     # quantize
     Case("kv.quantize", "x", lambda: kv.quantize("x"), TypeError, "x", "str"),
+    Case("kv.quantize", "x", lambda: kv.quantize(_BadDLPack()), TypeError, "x", "bogus DLPack export"),
     Case("kv.quantize", "x", lambda: kv.quantize(np.zeros((2, 32, 64), np.int32)), TypeError, "x", "int dtype"),
     Case("kv.quantize", "x", lambda: kv.quantize(_nan()), ValueError, "NaN", "NaN"),
     Case("kv.quantize", "x", lambda: kv.quantize(np.zeros(64, np.float32)), ValueError, "x", "1-D"),
