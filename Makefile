@@ -131,7 +131,7 @@ ASAN_PY_LIB = $(shell $(CC) -print-file-name=libasan.so)
 asan-py: venv
 	@rm -rf build/asan-py/ccomp && mkdir -p build/asan-py && cp -r python/ccomp build/asan-py/ccomp && rm -f build/asan-py/ccomp/*.so
 	CCOMP_CUDA=0 CFLAGS="$(SAN)" LDFLAGS="-fsanitize=address,undefined" $(VPY) setup.py -q build_ext --build-lib build/asan-py --build-temp build/asan-py-tmp
-	ASAN_OPTIONS=detect_leaks=0:abort_on_error=0:allocator_may_return_null=1 UBSAN_OPTIONS=print_stacktrace=1 PYTHONMALLOC=malloc LD_PRELOAD=$(ASAN_PY_LIB) \
+	ASAN_OPTIONS=detect_leaks=0:abort_on_error=0:allocator_may_return_null=1 UBSAN_OPTIONS=print_stacktrace=1 CCOMP_TEST_SLOWDOWN=3 PYTHONMALLOC=malloc LD_PRELOAD=$(ASAN_PY_LIB) \
 	  PYTHONPATH=build/asan-py $(VPY) -m pytest -q -p no:cacheprovider $(ASAN_PY_TESTS)
 
 pytest: install
