@@ -22,6 +22,7 @@ True
 >>> datasets.pdf_names()
 ['Artin.pdf', 'Dummit-Foote.pdf', 'Herstein.pdf']
 """
+import codecs
 import json
 import os
 
@@ -64,8 +65,9 @@ def path(*parts):
 
 
 def _listing(folder, keep):
-    return sorted(f for f in os.listdir(path(folder))
-                  if keep(f) and not f.startswith(_LICENCES) and os.path.isfile(os.path.join(path(folder), f)))
+    d = path(folder)
+    return sorted(f for f in os.listdir(d)
+                  if keep(f) and not f.startswith(_LICENCES) and os.path.isfile(os.path.join(d, f)))
 
 
 def _checked(name, folder, names, what):
@@ -95,6 +97,13 @@ def corpus(name):
 def corpus_text(name, encoding="utf-8", errors="replace"):
     """One corpus file as text, read as ``open(..., encoding=encoding, errors=errors)`` reads it
     (universal newlines: ``\\r\\n`` becomes ``\\n``)."""
+    for arg, value, lookup in (("encoding", encoding, codecs.lookup), ("errors", errors, codecs.lookup_error)):
+        if not isinstance(value, str):
+            raise TypeError(f"{arg} must be str, got {type(value).__name__}")
+        try:
+            lookup(value)
+        except LookupError as e:  # open() would raise LookupError, which is no ValueError
+            raise ValueError(f"{arg}: {e}") from None
     with open(_corpus_file(name), encoding=encoding, errors=errors) as f:
         return f.read()
 
