@@ -10,7 +10,7 @@ CTESTS    := $(patsubst tests/c/%.c,%,$(wildcard tests/c/test_*.c))
 CFLAGS_C  := -std=c11 -Wall -Wextra -Wno-missing-field-initializers -Werror -ffp-contract=off -Icsrc/include
 LIBS      := -lz -llz4 -lzstd -lpthread -lm
 SAN       := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
-CORPUS    := $(wildcard data/corpus/*)
+CORPUS    := $(wildcard python/ccomp/data/corpus/*)
 FUZZ_SRC  := $(wildcard csrc/util/*.c) $(wildcard csrc/ac/*.c) $(wildcard csrc/kv/*.c) $(wildcard csrc/sketch/*.c)
 FUZZERS   := $(patsubst tests/fuzz/%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
 # Seconds each libFuzzer target runs in `make test`.
@@ -92,7 +92,7 @@ asan: sysdeps
 	ASAN_OPTIONS=detect_leaks=1 build/asan/test_deflate_model --pairs-per-level 3000 $(CORPUS)
 	ASAN_OPTIONS=detect_leaks=1 build/asan/test_lz4_model --pairs 20000 $(CORPUS)
 	ASAN_OPTIONS=detect_leaks=1 build/asan/test_ac --quick
-	ASAN_OPTIONS=detect_leaks=1 build/asan/test_ac_cm --quick data/corpus/alice29.txt
+	ASAN_OPTIONS=detect_leaks=1 build/asan/test_ac_cm --quick python/ccomp/data/corpus/alice29.txt
 	ASAN_OPTIONS=detect_leaks=1 build/asan/test_kv --quick
 	ASAN_OPTIONS=detect_leaks=1 build/asan/test_kv_turbo --quick
 	ASAN_OPTIONS=detect_leaks=1 build/asan/test_sketch --quick
