@@ -236,16 +236,37 @@ class BuildExt(build_ext):
             sys.exit(missing_message(missing))
 
     def run(self):
+        if self._switches_changed():
+            self.force = True  # a reused build folder (CCOMP_BUILD_DIR) holds objects built with other switches
         super().run()
-        if self.inplace and not any(e.name == "ccomp._cuda" for e in self.extensions):
+        if not any(e.name == "ccomp._cuda" for e in self.extensions):
             self._remove_stale_cuda()
 
+    def _switches_changed(self):
+        """Records the switches of this build in the build folder; True when they differ from the last build's."""
+        keys = ("CCOMP_CUDA", "CCOMP_CUDA_ARCH", "CCOMP_DEBUG", "CCOMP_WERROR", "CUDA_HOME", "CUDA_PATH", "CC",
+                "CFLAGS", "CPPFLAGS", "LDFLAGS")
+        switches = "\n".join([sys.version] + [f"{k}={os.environ.get(k, '')}" for k in keys]) + "\n"
+        stamp = os.path.join(self.build_temp, "ccomp-switches.txt")
+        previous = None
+        if os.path.exists(stamp):
+            with open(stamp) as f:
+                previous = f.read()
+        os.makedirs(self.build_temp, exist_ok=True)
+        with open(stamp, "w") as f:
+            f.write(switches)
+        return previous != switches
+
     def _remove_stale_cuda(self):
-        """An in-place (or editable) build without CUDA removes the _cuda module an earlier build left there."""
-        package_dir = self.get_finalized_command("build_py").get_package_dir("ccomp")
-        for path in glob.glob(os.path.join(package_dir, "_cuda*.so")) + glob.glob(os.path.join(package_dir, "_cuda*.pyd")):
-            print(f"ccomp: removing {path} (built earlier with CUDA; this build has none)", file=sys.stderr)
-            os.remove(path)
+        """A build without CUDA removes the _cuda module an earlier build left in a reused build folder
+        (CCOMP_BUILD_DIR) or, in place (editable), in the package."""
+        folders = [os.path.join(self.build_lib, "ccomp")]
+        if self.inplace:
+            folders.append(self.get_finalized_command("build_py").get_package_dir("ccomp"))
+        for folder in folders:
+            for path in glob.glob(os.path.join(folder, "_cuda.*")):
+                print(f"ccomp: removing {path} (built earlier with CUDA; this build has none)", file=sys.stderr)
+                os.remove(path)
 
     @staticmethod
     def _wait_nvcc(job):

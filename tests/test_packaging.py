@@ -234,8 +234,9 @@ def wheel_modules(wheel):
 
 
 def test_switches_take_effect_and_pip_install_leaves_the_checkout_clean(work):
-    """A CUDA build (stand-in nvcc), then a CCOMP_CUDA=0 `pip install .` of the same tree: the second has no
-    _cuda module (nothing stale is reused), and neither leaves a file in the checkout, ignored or not."""
+    """A CUDA build (stand-in nvcc), then a CCOMP_CUDA=0 `pip install .` of the same tree reusing the same build
+    folder (CCOMP_BUILD_DIR, the case where a stale _cuda module could ship): the second has no _cuda module,
+    and neither leaves a file in the checkout, ignored or not."""
     src = work / "checkout"
     copy_checkout(src)
     before = git_status(src)
@@ -252,7 +253,7 @@ def test_switches_take_effect_and_pip_install_leaves_the_checkout_clean(work):
 
     wheels = work / "wheels-cuda"
     built = run([sys.executable, "-m", "pip", "wheel", "-v", "--no-deps", "--no-build-isolation", "-w", wheels, src],
-                env={"CCOMP_CUDA": "1", "CUDA_HOME": str(cuda_home)})
+                env={"CCOMP_CUDA": "1", "CUDA_HOME": str(cuda_home), "CCOMP_BUILD_DIR": str(work / "build")})
     (cuda_wheel,) = wheels.glob("*.whl")
     assert wheel_modules(cuda_wheel) == ["_core", "_cuda"]
     announced = [line for line in (built.stdout + built.stderr).splitlines() if "compiling the CUDA kernels" in line]
@@ -261,10 +262,11 @@ def test_switches_take_effect_and_pip_install_leaves_the_checkout_clean(work):
 
     venv = make_venv(work / "venv-clean")
     run([venv / "bin" / "python", "-m", "pip", "install", "-q", "--no-build-isolation", "."], cwd=src,
-        env={"CCOMP_CUDA": "0", "CUDA_HOME": str(cuda_home)})
+        env={"CCOMP_CUDA": "0", "CUDA_HOME": str(cuda_home), "CCOMP_BUILD_DIR": str(work / "build")})
     installed = sorted(f.split(".")[0] for f in os.listdir(os.path.join(site_packages(venv), "ccomp"))
                        if f.endswith(".so"))
     assert installed == ["_core"], "CCOMP_CUDA=0 after a CUDA build still installed: " + ", ".join(installed)
+    assert list((work / "build").glob("lib*/ccomp/_cuda*")) == [], "the stale _cuda module stayed in the build folder"
     assert git_status(src) == before, "pip install . wrote into the checkout:\n" + git_status(src)
 
 
