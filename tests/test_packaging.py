@@ -27,8 +27,9 @@ def run(cmd, cwd=None, env=None, timeout=STEP_TIMEOUT, check=True):
     full_env.pop("PYTHONPATH", None)  # the checkout's python/ must not shadow the installed package
     full_env.update({"CCOMP_CUDA": "0", "PIP_DISABLE_PIP_VERSION_CHECK": "1"})
     full_env.update(env or {})
+    # start_new_session: no controlling terminal, so setup.py's CUDA notice cannot reach the user's screen
     proc = subprocess.run([str(c) for c in cmd], cwd=cwd, env=full_env, capture_output=True, text=True,
-                          timeout=timeout)
+                          timeout=timeout, start_new_session=True)
     if check and proc.returncode != 0:
         pytest.fail(f"{' '.join(map(str, cmd))} exited with {proc.returncode}\n"
                     f"--- stdout\n{proc.stdout[-4000:]}\n--- stderr\n{proc.stderr[-4000:]}")
