@@ -23,7 +23,7 @@ PYTEST_WORKERS ?= 2
 # Compile jobs for the C tests' objects and binaries (the tests themselves run one at a time).
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: all demo test sysdeps venv install ctest ctest-build ctest-deflate ctest-rest asan asan-py fuzz pytest bench clean
+.PHONY: all demo test sysdeps venv install dist ctest ctest-build ctest-deflate ctest-rest asan asan-py fuzz pytest bench clean
 
 all: install
 
@@ -42,6 +42,15 @@ venv: sysdeps $(VENV)/.installed
 # The C extension, and the CUDA extension when nvcc is found (CCOMP_CUDA=auto|0|1).
 install: venv
 	CCOMP_WERROR=1 $(VPY) -m pip install -q --no-build-isolation --no-deps -e .
+
+# An sdist and a manylinux wheel in dist/: `python -m build` (the wheel is built from the sdist), then
+# auditwheel copies liblz4 and libzstd into the wheel so it runs where they are not installed.
+dist: venv
+	rm -rf dist
+	$(VPY) -m build --no-isolation --outdir dist .
+	PATH=$(VENV)/bin:$$PATH $(VPY) -m auditwheel repair -w dist dist/*-linux_*.whl
+	rm dist/*-linux_*.whl
+	PATH=$(VENV)/bin:$$PATH $(VPY) -m auditwheel show dist/*manylinux*.whl
 
 # The core is compiled once per flavour (plain, sanitized) and linked into every C test.
 CORE_OBJ_CTEST := $(patsubst csrc/%.c,build/obj/ctest/%.o,$(CORE_SRC))
