@@ -10,7 +10,7 @@ CTESTS    := $(patsubst tests/c/%.c,%,$(wildcard tests/c/test_*.c))
 CFLAGS_C  := -std=c11 -Wall -Wextra -Wno-missing-field-initializers -Werror -ffp-contract=off -Icsrc/include
 LIBS      := -lz -llz4 -lzstd -lpthread -lm
 SAN       := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
-CORPUS    := $(wildcard data/corpus/*)
+CORPUS    := $(wildcard python/ccomp/data/corpus/*)
 FUZZ_SRC  := $(wildcard csrc/util/*.c) $(wildcard csrc/ac/*.c) $(wildcard csrc/kv/*.c) $(wildcard csrc/sketch/*.c)
 FUZZERS   := $(patsubst tests/fuzz/%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
 # Seconds each libFuzzer target runs in `make test`.
@@ -23,7 +23,7 @@ PYTEST_WORKERS ?= 2
 # Compile jobs for the C tests' objects and binaries (the tests themselves run one at a time).
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: all demo test sysdeps venv install ctest ctest-build ctest-deflate ctest-rest asan asan-py fuzz pytest bench clean
+.PHONY: all demo test sysdeps venv install dist ctest ctest-build ctest-deflate ctest-rest asan asan-py fuzz pytest bench clean
 
 all: install
 
@@ -42,6 +42,15 @@ venv: sysdeps $(VENV)/.installed
 # The C extension, and the CUDA extension when nvcc is found (CCOMP_CUDA=auto|0|1).
 install: venv
 	CCOMP_WERROR=1 $(VPY) -m pip install -q --no-build-isolation --no-deps -e .
+
+# An sdist and a manylinux wheel in dist/: `python -m build` (the wheel is built from the sdist), then
+# auditwheel copies liblz4 and libzstd into the wheel so it runs where they are not installed.
+dist: venv
+	rm -rf dist
+	$(VPY) -m build --no-isolation --outdir dist .
+	PATH=$(VENV)/bin:$$PATH $(VPY) -m auditwheel repair -w dist dist/*-linux_*.whl
+	rm dist/*-linux_*.whl
+	PATH=$(VENV)/bin:$$PATH $(VPY) -m auditwheel show dist/*manylinux*.whl
 
 # The core is compiled once per flavour (plain, sanitized) and linked into every C test.
 CORE_OBJ_CTEST := $(patsubst csrc/%.c,build/obj/ctest/%.o,$(CORE_SRC))
@@ -92,7 +101,7 @@ asan: sysdeps
 	ASAN_OPTIONS=detect_leaks=1 build/asan/test_deflate_model --pairs-per-level 3000 $(CORPUS)
 	ASAN_OPTIONS=detect_leaks=1 build/asan/test_lz4_model --pairs 20000 $(CORPUS)
 	ASAN_OPTIONS=detect_leaks=1 build/asan/test_ac --quick
-	ASAN_OPTIONS=detect_leaks=1 build/asan/test_ac_cm --quick data/corpus/alice29.txt
+	ASAN_OPTIONS=detect_leaks=1 build/asan/test_ac_cm --quick python/ccomp/data/corpus/alice29.txt
 	ASAN_OPTIONS=detect_leaks=1 build/asan/test_kv --quick
 	ASAN_OPTIONS=detect_leaks=1 build/asan/test_kv_turbo --quick
 	ASAN_OPTIONS=detect_leaks=1 build/asan/test_sketch --quick
@@ -131,7 +140,7 @@ ASAN_PY_LIB = $(shell $(CC) -print-file-name=libasan.so)
 asan-py: venv
 	@rm -rf build/asan-py/ccomp && mkdir -p build/asan-py && cp -r python/ccomp build/asan-py/ccomp && rm -f build/asan-py/ccomp/*.so
 	CCOMP_CUDA=0 CFLAGS="$(SAN)" LDFLAGS="-fsanitize=address,undefined" $(VPY) setup.py -q build_ext --build-lib build/asan-py --build-temp build/asan-py-tmp
-	ASAN_OPTIONS=detect_leaks=0:abort_on_error=0:allocator_may_return_null=1 UBSAN_OPTIONS=print_stacktrace=1 PYTHONMALLOC=malloc LD_PRELOAD=$(ASAN_PY_LIB) \
+	ASAN_OPTIONS=detect_leaks=0:abort_on_error=0:allocator_may_return_null=1 UBSAN_OPTIONS=print_stacktrace=1 CCOMP_TEST_SLOWDOWN=3 PYTHONMALLOC=malloc LD_PRELOAD=$(ASAN_PY_LIB) \
 	  PYTHONPATH=build/asan-py $(VPY) -m pytest -q -p no:cacheprovider $(ASAN_PY_TESTS)
 
 pytest: install

@@ -5,17 +5,26 @@ Environment switches:
   CCOMP_CUDA_ARCH       nvcc -gencode list (default: sm_80, sm_90 and compute_90 PTX)
   CCOMP_WERROR=1        compile C with -Werror (CI)
   CCOMP_DEBUG=1         -O0 -g
+
+Builds happen in a fresh temporary folder (nothing is written into the checkout and nothing
+stale is reused) unless a build folder is named: `setup.py build --build-base DIR` or CCOMP_BUILD_DIR.
 """
+import atexit
 import concurrent.futures
 import glob
 import os
 import shutil
 import subprocess
 import sys
+import sysconfig
+import tempfile
+import time
 
 import numpy
 from setuptools import Extension, setup
+from setuptools.command.build import build
 from setuptools.command.build_ext import build_ext
+from setuptools.command.egg_info import egg_info
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 VERSION = "0.1.0"
@@ -60,9 +69,14 @@ def cuda_mode():
 core_sources = rel("csrc/util/*.c") + rel("csrc/zipfit/*.c") + rel("csrc/ac/*.c") + rel("csrc/kv/*.c") + rel("csrc/sketch/*.c") + rel("csrc/tokens/*.c")
 binding_sources = [p for p in rel("csrc/python/*.c") if not p.endswith("cuda_module.c")]
 
+# Headers the extensions include: a change to any of them rebuilds the extension.
+core_depends = rel("csrc/include/ccomp/*.h") + rel("csrc/*/*.h")
+cuda_depends = rel("kernels/*.cu") + rel("kernels/*.h") + rel("kernels/*.cuh") + rel("csrc/include/ccomp/*.h")
+
 core = Extension(
     "ccomp._core",
     sources=core_sources + binding_sources,
+    depends=core_depends,
     include_dirs=["csrc/include", "csrc/python", numpy.get_include()],
     libraries=["z", "lz4", "zstd", "pthread"],
     define_macros=[("CCOMP_VERSION", f'"{VERSION}"')],
@@ -72,9 +86,95 @@ core = Extension(
 cuda = Extension(
     "ccomp._cuda",
     sources=["csrc/python/cuda_module.c"],
+    depends=cuda_depends,
     include_dirs=["kernels"],
     extra_compile_args=c_flags(),
 )
+
+
+# (header, what it belongs to); the package names per platform follow
+REQUIRED_HEADERS = [("zlib.h", "zlib"), ("lz4frame.h", "lz4"), ("zstd.h", "zstd"), ("Python.h", "python")]
+PACKAGES = {
+    "Debian/Ubuntu": ("sudo apt-get install", {"zlib": "zlib1g-dev", "lz4": "liblz4-dev", "zstd": "libzstd-dev",
+                                               "python": "python3-dev", "cc": "build-essential"}),
+    "Fedora/RHEL": ("sudo dnf install", {"zlib": "zlib-devel", "lz4": "lz4-devel", "zstd": "libzstd-devel",
+                                         "python": "python3-devel", "cc": "gcc"}),
+    "Homebrew": ("brew install", {"zlib": "zlib", "lz4": "lz4", "zstd": "zstd", "python": "python",
+                                  "cc": None}),
+    "conda": ("conda install -c conda-forge", {"zlib": "zlib", "lz4": "lz4-c", "zstd": "zstd", "python": "python",
+                                               "cc": "c-compiler"}),
+}
+
+
+def missing_headers(cc, include_dirs, headers=REQUIRED_HEADERS):
+    """The (header, owner) pairs that `cc` (a command list, flags included) cannot find with these -I folders.
+
+    Returns [("", "cc")] when the compiler itself does not run."""
+    missing = []
+    for header, owner in headers:
+        cmd = list(cc) + ["-E", "-x", "c", "-"] + ["-I" + d for d in include_dirs]
+        try:
+            proc = subprocess.run(cmd, input=f"#include <{header}>\n", capture_output=True, text=True)
+        except OSError:
+            return [("", "cc")]
+        if proc.returncode != 0:
+            missing.append((header, owner))
+    return missing
+
+
+def missing_message(missing):
+    """One message naming what is missing and the packages that provide it on each platform."""
+    owners = [owner for _header, owner in missing]
+    if owners == ["cc"]:
+        what = "no working C compiler was found"
+    else:
+        what = "these headers were not found: " + ", ".join(f"{h} ({o})" for h, o in missing)
+    lines = [f"ccomp cannot be built: {what}.", "Install the development packages, then build again:"]
+    for platform, (command, names) in PACKAGES.items():
+        pkgs = [names[o] for o in owners if names.get(o)]
+        if pkgs:
+            lines.append(f"  {platform + ':':15s} {command} {' '.join(dict.fromkeys(pkgs))}")
+    if "cc" in owners:
+        lines.append("  macOS:          xcode-select --install")
+    lines.append("Headers installed elsewhere: CFLAGS=-I/their/include LDFLAGS=-L/their/lib pip install ...")
+    return "\n".join(lines)
+
+
+def announce(message):
+    """A line the user sees even under pip, which keeps a build's output to itself unless -v is given."""
+    print(message, file=sys.stderr, flush=True)
+    if sys.stderr.isatty():
+        return
+    try:
+        with open("/dev/tty", "w") as tty:
+            tty.write(message + "\n")
+    except OSError:
+        pass  # no terminal (CI, a pipe): the line stays in the build log
+
+
+def temp_dir(prefix):
+    path = tempfile.mkdtemp(prefix=prefix)
+    atexit.register(shutil.rmtree, path, True)
+    return path
+
+
+class Build(build):
+    """Builds in a fresh temporary folder unless one is named, so the checkout stays clean and no
+    earlier build's files (a _cuda module built before CCOMP_CUDA=0) end up in a wheel."""
+
+    def finalize_options(self):
+        if self.build_base == "build":  # the default, not given on the command line
+            self.build_base = os.environ.get("CCOMP_BUILD_DIR") or temp_dir("ccomp-build-")
+        super().finalize_options()
+
+
+class EggInfo(egg_info):
+    """Writes ccomp.egg-info to a temporary folder, not python/ (the sdist carries PKG-INFO at its root)."""
+
+    def finalize_options(self):
+        if self.egg_base is None:
+            self.egg_base = temp_dir("ccomp-egg-info-")
+        super().finalize_options()
 
 
 def cpu_count():
@@ -106,6 +206,7 @@ class BuildExt(build_ext):
     """Compiles the C sources on every core, and kernels/*.cu with nvcc, linked into ccomp._cuda."""
 
     def build_extensions(self):
+        self._check_headers()
         parallel_compile(self.compiler, min(cpu_count(), 8))
         mode = cuda_mode()
         nvcc = find_nvcc()
@@ -116,8 +217,56 @@ class BuildExt(build_ext):
             if mode == "auto":
                 print("ccomp: nvcc not found, building without CUDA", file=sys.stderr)
         else:
+            announce(f"ccomp: compiling the CUDA kernels with {nvcc}: this takes several minutes "
+                     "(about 5 on 2 cores); set CCOMP_CUDA=0 to build without them")
+            start = time.monotonic()
             self._prepare_cuda(nvcc)
+            announce(f"ccomp: CUDA kernels compiled in {time.monotonic() - start:.0f} s")
         super().build_extensions()
+
+    def _check_headers(self):
+        """Stops with one message naming the packages to install, before the compiler fails on #include."""
+        include_dirs = list(self.include_dirs or [])
+        for ext in self.extensions:
+            if ext.name == "ccomp._core":
+                include_dirs += ext.include_dirs
+        include_dirs.append(sysconfig.get_paths()["include"])
+        missing = missing_headers(self.compiler.compiler_so, include_dirs)
+        if missing:
+            sys.exit(missing_message(missing))
+
+    def run(self):
+        if self._switches_changed():
+            self.force = True  # a reused build folder (CCOMP_BUILD_DIR) holds objects built with other switches
+        super().run()
+        if not any(e.name == "ccomp._cuda" for e in self.extensions):
+            self._remove_stale_cuda()
+
+    def _switches_changed(self):
+        """Records the switches of this build in the build folder; True when they differ from the last build's."""
+        keys = ("CCOMP_CUDA", "CCOMP_CUDA_ARCH", "CCOMP_DEBUG", "CCOMP_WERROR", "CUDA_HOME", "CUDA_PATH", "CC",
+                "CFLAGS", "CPPFLAGS", "LDFLAGS")
+        switches = "\n".join([sys.version] + [f"{k}={os.environ.get(k, '')}" for k in keys]) + "\n"
+        stamp = os.path.join(self.build_temp, "ccomp-switches.txt")
+        previous = None
+        if os.path.exists(stamp):
+            with open(stamp) as f:
+                previous = f.read()
+        os.makedirs(self.build_temp, exist_ok=True)
+        with open(stamp, "w") as f:
+            f.write(switches)
+        return previous != switches
+
+    def _remove_stale_cuda(self):
+        """A build without CUDA removes the _cuda module an earlier build left in a reused build folder
+        (CCOMP_BUILD_DIR) or, in place (editable), in the package."""
+        folders = [os.path.join(self.build_lib, "ccomp")]
+        if self.inplace:
+            folders.append(self.get_finalized_command("build_py").get_package_dir("ccomp"))
+        for folder in folders:
+            for path in glob.glob(os.path.join(folder, "_cuda.*")):
+                print(f"ccomp: removing {path} (built earlier with CUDA; this build has none)", file=sys.stderr)
+                os.remove(path)
 
     @staticmethod
     def _wait_nvcc(job):
@@ -157,8 +306,9 @@ class BuildExt(build_ext):
                 ext.define_macros = [("CCOMP_CUDA_VERSION_BUILD", "1")]
 
 
-setup(
-    version=VERSION,
-    ext_modules=[core, cuda],
-    cmdclass={"build_ext": BuildExt},
-)
+if __name__ == "__main__":  # pip and `python setup.py` run it as __main__; the tests import the helpers above
+    setup(
+        version=VERSION,
+        ext_modules=[core, cuda],
+        cmdclass={"build": Build, "build_ext": BuildExt, "egg_info": EggInfo},
+    )

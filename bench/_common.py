@@ -1,7 +1,7 @@
 """Shared helpers for the ccomp benchmarks: real data, deterministic documents, machine info.
 
-Everything here is deterministic for a given machine: the corpus files come
-from ``data/corpus`` in the repository, the code from this machine's Python
+Everything here is deterministic for a given machine: the corpus files and
+HumanEval come from the data bundled with ccomp (``ccomp.datasets``), the code from this machine's Python
 standard library (``sysconfig.get_paths()["stdlib"]``, ``*.py`` files in
 sorted order), and documents are cut with a seeded ``random.Random``.
 """
@@ -28,41 +28,31 @@ SHORT = (200, 2000)          # characters, uniform
 LONG = (8 * 1024, 32 * 1024)  # characters, uniform
 
 
-def repo_root():
-    """The repository root: the first of ., .., the bench folder's parent holding data/zipfit/HumanEval.jsonl."""
-    here = Path(__file__).resolve().parent
-    for cand in (Path.cwd(), Path.cwd().parent, here.parent):
-        if (cand / "data" / "zipfit" / "HumanEval.jsonl").is_file():
-            return cand
-    raise FileNotFoundError("cannot find data/zipfit/HumanEval.jsonl in ., .. or the bench folder's parent")
+def humaneval_path():
+    """The bundled HumanEval.jsonl (164 problems)."""
+    from ccomp import datasets  # imported on use: the peers' worker processes measure memory without ccomp
+
+    return datasets.humaneval_path()
 
 
-def load_humaneval(root=None, field="prompt"):
+def load_humaneval(field="prompt"):
     """The 164 HumanEval prompts; ``field="prompt+solution"`` appends the canonical solution."""
-    root = Path(root) if root is not None else repo_root()
-    out = []
-    with open(root / "data" / "zipfit" / "HumanEval.jsonl", encoding="utf-8") as f:
-        for line in f:
-            if not line.strip():
-                continue
-            ex = json.loads(line)
-            if field == "prompt":
-                out.append(ex["prompt"])
-            elif field == "prompt+solution":
-                out.append(ex["prompt"] + ex["canonical_solution"])
-            else:
-                raise ValueError(f"unknown HumanEval field {field!r}")
-    return out
+    from ccomp import datasets
+
+    records = datasets.humaneval(field=None)
+    if field == "prompt":
+        return [ex["prompt"] for ex in records]
+    if field == "prompt+solution":
+        return [ex["prompt"] + ex["canonical_solution"] for ex in records]
+    raise ValueError(f"unknown HumanEval field {field!r}")
 
 
-def load_corpus_texts(root=None):
+def load_corpus_texts():
     """[(source_type, name, text)] for the corpus files, in a fixed order."""
-    root = Path(root) if root is not None else repo_root()
-    out = []
-    for name, kind in CORPUS_FILES.items():
-        data = (root / "data" / "corpus" / name).read_bytes()
-        out.append((kind, name, data.decode("utf-8", errors="replace")))
-    return out
+    from ccomp import datasets
+
+    return [(kind, name, datasets.corpus(name).decode("utf-8", errors="replace"))
+            for name, kind in CORPUS_FILES.items()]
 
 
 def stdlib_files():
@@ -144,18 +134,18 @@ def cut_documents(pools, n, lengths, seed=0, weights=None, with_labels=False, ma
 _POOLS = None
 
 
-def default_pools(root=None):
+def default_pools():
     """{"corpus": corpus texts, "code": stdlib sources} (loaded once per process)."""
     global _POOLS
     if _POOLS is None:
-        _POOLS = {"corpus": load_corpus_texts(root), "code": load_stdlib_texts()}
+        _POOLS = {"corpus": load_corpus_texts(), "code": load_stdlib_texts()}
     return _POOLS
 
 
-def make_sources(n, kind="short", seed=1234, root=None):
+def make_sources(n, kind="short", seed=1234):
     """``n`` distinct source documents, 30% cut from the corpus texts, 70% from stdlib code."""
     lengths = {"short": SHORT, "long": LONG}[kind]
-    return cut_documents(default_pools(root), n, lengths, seed=seed, weights={"corpus": 0.3, "code": 0.7})
+    return cut_documents(default_pools(), n, lengths, seed=seed, weights={"corpus": 0.3, "code": 0.7})
 
 
 def write_jsonl(path, texts, key="text", with_id=False):

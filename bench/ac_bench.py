@@ -6,7 +6,7 @@ Sections (each a function returning markdown, run in the order of SECTIONS):
    T = 4,096 float32 rows, end to end against constriction (target >= 5x both
    ways, coded sizes within 0.1%).
 2. ``bench_texts``: the built-in context-mixing compressor (``ccomp.ac.compress``,
-   no LLM) on every file of data/corpus against gzip -9, bzip2 -9, xz -9,
+   no LLM) on every file of ccomp's bundled corpus (ccomp.datasets) against gzip -9, bzip2 -9, xz -9,
    zstd -19 and PPMd (var. I, order 6, 16 MiB; PyPI ``pyppmd``): bits per
    byte, ccomp's compression and decompression speed (one thread), every round
    trip verified, and the targets -- smaller than xz -9 on every Canterbury
@@ -38,20 +38,13 @@ PPMD_ORDER = 6
 PPMD_MEM = 16 << 20
 
 
-def corpus_dir():
-    for cand in (Path.cwd() / "data" / "corpus", HERE.parent / "data" / "corpus"):
-        if cand.is_dir():
-            return cand
-    raise FileNotFoundError("cannot find data/corpus in . or the bench folder's parent")
-
-
 def corpus_files():
     """(name, bytes) for the Canterbury texts first, then the other corpus files (licence files skipped)."""
-    folder = corpus_dir()
-    names = [n for n in TEXT_FILES if (folder / n).is_file()]
-    names += sorted(n for n in os.listdir(folder)
-                    if n not in names and not n.startswith("COPYING") and (folder / n).is_file())
-    return [(n, (folder / n).read_bytes()) for n in names]
+    from ccomp import datasets
+
+    names = datasets.corpus_names()
+    names = [n for n in TEXT_FILES if n in names] + [n for n in names if n not in TEXT_FILES]
+    return [(n, datasets.corpus(n)) for n in names]
 
 
 def peers():
@@ -105,7 +98,7 @@ def best_time(fn, repeat):
 
 
 def bench_texts(quick=False, repeat=3, level=6):
-    """Section 2: the built-in CM compressor against gzip/bzip2/xz/zstd/PPMd on data/corpus; markdown."""
+    """Section 2: the built-in CM compressor against gzip/bzip2/xz/zstd/PPMd on the bundled corpus; markdown."""
     import ccomp.ac as ac
 
     files = corpus_files()
@@ -137,7 +130,7 @@ def bench_texts(quick=False, repeat=3, level=6):
         return 8.0 * size / n
 
     lines = ["## 2. Built-in context-mixing compressor vs gzip, bzip2, xz, zstd, PPMd", ""]
-    lines.append(f"`ccomp.ac.compress(data, level={level})` on each file of data/corpus"
+    lines.append(f"`ccomp.ac.compress(data, level={level})` on each file of the bundled corpus (`ccomp.datasets`)"
                  f"{' (quick: first 60,000 bytes of three files)' if quick else ''}; bits per byte "
                  "(compressed bits / original bytes, lower is better; container overhead included: 24 bytes for "
                  f"ccomp). PPMd is PyPI pyppmd (7-Zip's PPMd var. I), order {PPMD_ORDER}, {PPMD_MEM >> 20} MiB "

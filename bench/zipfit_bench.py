@@ -8,7 +8,7 @@ same run), then writes the table to ``bench/results/zipfit.md``.
 Data
     targets: the 164 HumanEval prompts (``--targets prompt+solution`` appends the
     canonical solutions); sources: distinct documents cut with a fixed seed from the
-    corpus texts in data/corpus (30%) and this machine's Python standard-library
+    corpus texts bundled with ccomp (ccomp.datasets, 30%) and this machine's Python standard-library
     sources (70%): "short" 200..2000 characters, "long" 8..32 KiB.
 
 Usage
@@ -126,7 +126,7 @@ def child_main(mode, src_path, opts):
         from data_selection import HashedNgramDSIR
 
         work = Path(tempfile.mkdtemp(prefix="dsir_", dir=opts["tmp"]))
-        target_path = str(_common.repo_root() / "data" / "zipfit" / "HumanEval.jsonl")
+        target_path = _common.humaneval_path()
         field = opts["targets"]
         if field == "prompt":
             parse = _parse_prompt
@@ -533,7 +533,7 @@ def main(argv=None):
     lines.append(f"- gzip engine: level 1 -> `{ccomp.zipfit.engine('gzip', 1)}`, level 6 -> "
                  f"`{ccomp.zipfit.engine('gzip', 6)}`")
     lines.append(f"- Targets: the {n_t} HumanEval {args.targets.replace('+', ' + ')} texts. Sources: distinct documents "
-                 f"cut with seed {args.seed} (30% from data/corpus alice29/asyoulik/lcet10/plrabn12/html/urls.10K "
+                 f"cut with seed {args.seed} (30% from the bundled corpus alice29/asyoulik/lcet10/plrabn12/html/urls.10K "
                  "decoded as UTF-8 with errors=replace, 70% from this machine's stdlib *.py sources); short = 200..2000 "
                  "characters, long = 8..32 KiB (uniform lengths).")
     lines.append(f"- The reference runs `ZIPFIT.rank_sequences_by_alignment` with k = N (multiprocessing.Pool of "

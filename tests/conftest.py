@@ -1,22 +1,20 @@
-import json
 import os
 import random
 
 import pytest
 
+from ccomp import datasets
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DATA = os.path.join(ROOT, "data")
 
 
 def corpus_bytes(name):
-    with open(os.path.join(DATA, "corpus", name), "rb") as f:
-        return f.read()
+    return datasets.corpus(name)
 
 
 @pytest.fixture(scope="session")
 def humaneval_prompts():
-    with open(os.path.join(DATA, "zipfit", "HumanEval.jsonl"), encoding="utf-8") as f:
-        return [json.loads(line)["prompt"] for line in f if line.strip()]
+    return datasets.humaneval()
 
 
 @pytest.fixture(scope="session")

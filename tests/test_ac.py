@@ -3,6 +3,8 @@ import os
 
 import numpy as np
 import pytest
+
+from tests.interrupt import assert_interrupted
 from hypothesis import given, settings, strategies as st, HealthCheck
 
 import ccomp
@@ -764,23 +766,6 @@ def test_arguments_follow_the_convention():
 
 
 # item 5: Ctrl-C stops long calls within about a second
-def _interrupt_after(seconds):
-    t = threading.Timer(seconds, lambda: os.kill(os.getpid(), signal.SIGINT))
-    t.start()
-    return t
-
-
-def _assert_interrupted(call):
-    timer = _interrupt_after(0.5)
-    start = time.monotonic()
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            call()
-    finally:
-        timer.cancel()
-    assert time.monotonic() - start < 0.5 + 1.5
-
-
 def _long_logits():
     # about 5.5 s of quantization on one thread uninterrupted (1/5 of it took 0.9 s here); zero pages
     # are mapped lazily, so only what is read before the interrupt takes memory
@@ -789,7 +774,7 @@ def _long_logits():
 
 def test_ctrl_c_stops_encode():
     x = _long_logits()
-    _assert_interrupted(lambda: ac.encode(np.zeros(len(x), np.int64), x, logits=True, threads=1))
+    assert_interrupted(lambda: ac.encode(np.zeros(len(x), np.int64), x, logits=True, threads=1))
     assert ac.decode(ac.encode([1, 0], x[:2, :5], logits=True), x[:2, :5]).tolist() == [1, 0]
 
 
@@ -798,21 +783,21 @@ def test_ctrl_c_stops_decode_and_decoder():
     T = len(x)
     # one chunk of random words: it decodes every token before its CRC can be checked
     data = craft_container(2, T, x.shape[1], T, [np.random.default_rng(0).bytes(8 * T)], flags=1)
-    _assert_interrupted(lambda: ac.decode(data, x, threads=1))
-    _assert_interrupted(lambda: ac.Decoder(data).decode_batch(x))
+    assert_interrupted(lambda: ac.decode(data, x, threads=1))
+    assert_interrupted(lambda: ac.Decoder(data).decode_batch(x))
     assert ac.decode(ac.encode([1, 0], x[:2, :5], logits=True), x[:2, :5]).tolist() == [1, 0]
 
 
 def test_ctrl_c_stops_compress_and_decompress():
     data = np.random.default_rng(1).integers(0, 256, 12 << 20, dtype=np.uint8).tobytes()
-    _assert_interrupted(lambda: ac.compress(data))
+    assert_interrupted(lambda: ac.compress(data))
     # with a progress callback (called every MiB with the GIL) the token still stops it between calls
     calls = []
-    _assert_interrupted(lambda: _core.cm_compress(data, 6, lambda done, total: calls.append(done)))
+    assert_interrupted(lambda: _core.cm_compress(data, 6, lambda done, total: calls.append(done)))
     # a stream of zero words that claims 100 MB: it decodes (slowly) to the end before failing its CRC
     body = b"CCCM" + bytes([1, 6, 0, 0]) + struct.pack("<QI", 100 << 20, 0) + bytes(1 << 16)
     blob = body + zlib.crc32(body).to_bytes(4, "little")
-    _assert_interrupted(lambda: ac.decompress(blob))
+    assert_interrupted(lambda: ac.decompress(blob))
     assert ac.decompress(ac.compress(b"after the interrupt")) == b"after the interrupt"
 
 
@@ -857,7 +842,7 @@ def test_golden_hostile_containers():
 
 
 def test_ctrl_c_stops_the_mixer_self_check():
-    _assert_interrupted(lambda: _core.cm_mixer_check(0, 10**9))
+    assert_interrupted(lambda: _core.cm_mixer_check(0, 10**9))
     assert _core.cm_mixer_check(1, 1000) == 0
 
 

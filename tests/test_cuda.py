@@ -31,3 +31,23 @@ def test_gpu_functions_fail_clearly_without_a_gpu():
         cuda.require("the test")
     assert cuda.device_count() == 0
     assert ccomp.build_info()["cuda_reason"]
+
+
+def test_no_usable_device_is_explained_as_no_driver_no_device_or_old_driver():
+    """ccomp info's cuda_reason, from what the driver itself reports (libcuda probed apart from the runtime)."""
+    no_driver = cuda._diagnose("CUDA driver version is insufficient for CUDA runtime version", 13000, None)
+    assert no_driver.startswith("no NVIDIA driver")
+    no_device = cuda._diagnose("no CUDA-capable device is detected", 13000, (13000, 100, 0))
+    assert no_device.startswith("no CUDA device") and "13.0" in no_device
+    assert cuda._diagnose("no CUDA-capable device is detected", 12040, (12080, 0, 0)).startswith("no CUDA device")
+    too_old = cuda._diagnose("CUDA driver version is insufficient for CUDA runtime version", 13000, (12040, 0, 1))
+    assert too_old.startswith("the NVIDIA driver is too old") and "12.4" in too_old and "13.0" in too_old
+    other = cuda._diagnose("unknown error", 12040, (12080, 999, 0))
+    assert other.startswith("unknown error") and "999" in other
+
+
+def test_driver_probe_without_libcuda():
+    def load(name):
+        raise OSError(f"{name}: cannot open shared object file")
+
+    assert cuda._driver_probe(load) is None

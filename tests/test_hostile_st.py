@@ -11,6 +11,8 @@ import zlib
 import numpy as np
 import pytest
 
+from tests.interrupt import assert_interrupted
+
 from ccomp import CorruptStreamError, _core, sketch, tokens
 from tests.reference import tokens_ref as ref
 
@@ -254,25 +256,6 @@ def test_empty_batches():
 
 # ------------------------------------------------------------------ Ctrl-C (item 5)
 
-def _interrupted_within(call, limit=1.5):
-    """Runs call(), sends SIGINT after 0.5 s; the time from the signal to KeyboardInterrupt."""
-    sent = []
-
-    def fire():
-        sent.append(time.monotonic())
-        os.kill(os.getpid(), signal.SIGINT)
-
-    t = threading.Timer(0.5, fire)
-    t.start()
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            call()
-        took = time.monotonic() - sent[0]
-    finally:
-        t.cancel()
-    assert took < limit, f"KeyboardInterrupt {took:.2f} s after the signal"
-
-
 def test_ctrl_c_stops_gptq_fit():
     # the GPTQ pass of LeanQuant (the LAPACK factorisation before it is NumPy's): about 6 s on one thread
     W = np.random.default_rng(5).normal(size=(6144, 4096)).astype(np.float32)
@@ -280,20 +263,20 @@ def test_ctrl_c_stops_gptq_fit():
     tables = np.ascontiguousarray(np.broadcast_to(s.tables[:1], (6144,) + s.tables.shape[1:]))
     U = np.triu(np.full((4096, 4096), 0.01, np.float32))
     np.fill_diagonal(U, 1.0)
-    _interrupted_within(lambda: _core.sketch_gptq(W, U, tables, 0, 32, 4, 4096, 1))
+    assert_interrupted(lambda: _core.sketch_gptq(W, U, tables, 0, 32, 4, 4096, 1))
     small = sketch.fit(W[:4, :64], bits=4, hessian=np.eye(64))       # the next call works
     assert small.shape == (4, 64)
 
 
 def test_ctrl_c_stops_kmeans_fit():
     W = np.random.default_rng(6).normal(size=(1536, 16384)).astype(np.float32)   # about 6 s uninterrupted
-    _interrupted_within(lambda: sketch.fit(W, bits=4, groups=1, method="kmeans", iters=1000, threads=1))
+    assert_interrupted(lambda: sketch.fit(W, bits=4, groups=1, method="kmeans", iters=1000, threads=1))
     assert sketch.fit(W[:2, :64], bits=4, method="kmeans").shape == (2, 64)
 
 
 def test_ctrl_c_stops_token_screen():
     keys = np.random.default_rng(7).standard_normal((1, 50000, 256)).astype(np.float32)   # about 6 s
-    _interrupted_within(lambda: tokens.most_similar(keys, k=4, threads=1))
+    assert_interrupted(lambda: tokens.most_similar(keys, k=4, threads=1))
     i, v = tokens.most_similar(keys[:, :64], k=2)
     assert i.shape == (1, 64, 2)
 

@@ -13,6 +13,8 @@ import zlib
 import numpy as np
 import pytest
 
+from tests.interrupt import assert_interrupted
+
 import ccomp
 import ccomp._core as C
 import ccomp.kv as kv
@@ -449,30 +451,16 @@ def test_quantize_argument_types(kwargs, exc, match):
 
 # ------------------------------------------------ 5. Ctrl-C
 
-def _interrupt(call):
-    """Runs call (which takes >= 5 s uninterrupted) with a SIGINT after 0.5 s: KeyboardInterrupt within 1.5 s."""
-    sent = []
-    timer = threading.Timer(0.5, lambda: (sent.append(time.monotonic()), os.kill(os.getpid(), signal.SIGINT)))
-    timer.start()
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            call()
-        late = time.monotonic() - sent[0]
-    finally:
-        timer.cancel()
-    assert late < 1.5, f"KeyboardInterrupt came {late:.2f} s after the signal"
-
-
 def test_ctrl_c_stops_attention_over_a_long_cache():
     k = kv.quantize(normal((8, 16384, 128)), "q8_0")
     q = normal((8, 1024, 128))
-    _interrupt(lambda: kv.attention(q, k, k, threads=1))
+    assert_interrupted(lambda: kv.attention(q, k, k, threads=1))
     assert kv.attention(q[:, :1], k, k, threads=1).shape == (8, 1, 128)
 
 
 def test_ctrl_c_stops_quantize_of_a_big_slice():
     x = normal((1, 12288, 1024))
-    _interrupt(lambda: kv.quantize(x, "turbo", qjl=True, threads=1))
+    assert_interrupted(lambda: kv.quantize(x, "turbo", qjl=True, threads=1))
     assert kv.quantize(x[:, :16], "turbo", qjl=True, threads=1).shape == (1, 16, 1024)
 
 

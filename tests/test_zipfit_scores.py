@@ -113,3 +113,20 @@ def test_concurrent_calls_from_python_threads(real_documents, humaneval_prompts)
                                      threads=2)) for job in jobs]
         for job, fut in futures:
             assert np.array_equal(fut.result(), expected[job])
+
+
+def test_level_0_reproduces_zip_fit_default_and_measures_length_only(real_documents, humaneval_prompts):
+    from zip_fit import ZIPFIT
+
+    sources, targets = real_documents[:12], humaneval_prompts[:20]
+    ref = dict(ZIPFIT("unused.jsonl", "unused.jsonl", k=len(sources)).rank_sequences_by_alignment(sources, targets))
+    got = zipfit.alignment_scores(sources, targets, "gzip", 0)
+    assert max(abs(got[i] - ref[s]) for i, s in enumerate(sources)) <= 1e-12  # the reference's default level is 0
+    assert not np.allclose(zipfit.alignment_scores(sources, targets), got)  # ccomp's default (gzip 9) is not
+    # stored blocks: C(b) = len(b) + 23 below 64 KB, so NCD = 1 - 23 / max(C(x), C(y)) whatever the content
+    size = [len(t.encode()) + 23 for t in targets]
+    for i, s in enumerate(sources):
+        cs = len(s.encode()) + 23
+        assert got[i] == pytest.approx(np.mean([23 / max(cs, ct) for ct in size]), abs=1e-15)
+    text = max(real_documents, key=len)  # 1 - 23 / (len + 23) is near 1 for any text of a few hundred bytes
+    assert zipfit.ncd(text, text, "gzip", 0) > 0.9 > 0.2 > zipfit.ncd(text, text, "gzip", 1)

@@ -11,7 +11,7 @@ have_header zstd.h || need+=(libzstd-dev)
 # clang with libFuzzer for `make fuzz`
 command -v clang >/dev/null 2>&1 || need+=(clang)
 command -v xz >/dev/null 2>&1 || need+=(xz-utils)
-# pdftoppm renders the real PDF pages of data/docs for ccomp.pages (document tokens)
+# pdftoppm renders the real PDF pages bundled in python/ccomp/data/docs for ccomp.pages (document tokens)
 command -v pdftoppm >/dev/null 2>&1 || need+=(poppler-utils)
 python3 -c "import venv, ensurepip" >/dev/null 2>&1 || need+=(python3-venv)
 python3 -c "import sysconfig, os, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()['include'], 'Python.h')))" || need+=(python3-dev)

@@ -351,7 +351,7 @@ ccomp_status ccomp_kv_turbo_quantize(const float *x, size_t ld, ccomp_kv_turbo *
         const float *xt = x + t * ld;
         double ss = 0.0;
         float norm;
-        if ((t & 255) == 0 && (st = ccomp_check_cancel(err, "turbo quantize")) != CCOMP_OK) return st;
+        if ((t & 15) == 0 && (st = ccomp_check_cancel(err, "turbo quantize")) != CCOMP_OK) return st;
         for (j = 0; j < d; j++) {
             if (!isfinite(xt[j]))
                 return ccomp_fail(err, CCOMP_ERR_VALUE,

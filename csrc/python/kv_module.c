@@ -652,7 +652,10 @@ static PyObject *py_kv_attention(PyObject *self, PyObject *args)
         goto done;
     }
     if (!isfinite(scale)) {
-        PyErr_Format(PyExc_ValueError, "attention: scale must be finite, got %g", (double)scale);
+        /* PyErr_Format has no %g (Python 3.13 raises SystemError on it): the number is formatted first */
+        char num[32];
+        snprintf(num, sizeof num, "%g", (double)scale);
+        PyErr_Format(PyExc_ValueError, "attention: scale must be finite, got %s", num);
         goto done;
     }
     if ((keep = PyList_New(0)) == NULL) goto done;

@@ -624,7 +624,15 @@ PyMODINIT_FUNC PyInit__core(void)
         return NULL;
     corrupt_stream_error = PyErr_NewExceptionWithDoc(
         "ccomp.CorruptStreamError", "Compressed data is damaged or truncated.", PyExc_ValueError, NULL);
-    if (corrupt_stream_error == NULL || PyModule_AddObjectRef(m, "CorruptStreamError", corrupt_stream_error) < 0) {
+    /* PyModule_AddObject steals a reference on success only (PyModule_AddObjectRef is 3.10+): the module
+     * gets its own reference and the static keeps one */
+    if (corrupt_stream_error == NULL) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_INCREF(corrupt_stream_error);
+    if (PyModule_AddObject(m, "CorruptStreamError", corrupt_stream_error) < 0) {
+        Py_DECREF(corrupt_stream_error);
         Py_DECREF(m);
         return NULL;
     }

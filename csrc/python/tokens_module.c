@@ -303,7 +303,10 @@ static PyObject *py_tokens_race_keys(PyObject *self, PyObject *args)
         double *po = (double *)PyArray_DATA(out);
         for (i = 0; i < n; i++) {
             if (!(pu[i] > 0.0 && pu[i] <= 1.0)) {
-                PyErr_Format(PyExc_ValueError, "tokens_race_keys: u[%zd] = %g is outside (0, 1]", (Py_ssize_t)i, pu[i]);
+                /* PyErr_Format has no %g (Python 3.13 raises SystemError on it): the number is formatted first */
+                char num[32];
+                snprintf(num, sizeof num, "%g", pu[i]);
+                PyErr_Format(PyExc_ValueError, "tokens_race_keys: u[%zd] = %s is outside (0, 1]", (Py_ssize_t)i, num);
                 goto done;
             }
             po[i] = pw[i] > 0.0 ? -log(pu[i]) / pw[i] : INFINITY;

@@ -7,6 +7,7 @@ A C (and CUDA) core under a thin Python module.  Areas:
 - :mod:`ccomp.kv` -- KV-cache quantization and attention over the compressed cache.
 - :mod:`ccomp.sketch` -- SketchTune sketches: fine-tunable lookup tables + packed codes, LUT matmul, LeanQuant fitting.
 - :mod:`ccomp.tokens` -- correlation-guided compression of visual/document tokens; ToMe, PruMerge, VisionZip, FastV.
+- :mod:`ccomp.datasets` -- the real sample data bundled with the package (corpus texts, HumanEval, PDFs).
 
 Every heavy call releases the GIL, takes ``threads=`` (default: all cores) and
 gives bit-identical results whatever the thread count.
@@ -15,12 +16,13 @@ from ._core import CorruptStreamError
 from ._core import __version__
 from . import ac
 from . import cuda
+from . import datasets
 from . import kv
 from . import sketch
 from . import tokens
 from . import zipfit
 
-__all__ = ["CorruptStreamError", "ac", "build_info", "cuda", "kv", "sketch", "tokens", "zipfit", "__version__"]
+__all__ = ["CorruptStreamError", "ac", "build_info", "cuda", "datasets", "kv", "sketch", "tokens", "zipfit", "__version__"]
 
 
 def build_info():

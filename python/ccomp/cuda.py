@@ -4,6 +4,8 @@
 (``CCOMP_CUDA=auto|0|1``).  Functions that need a GPU call :func:`require`,
 which raises a clear ``RuntimeError`` when none is usable.
 """
+import ctypes
+
 try:
     from . import _cuda
 except ImportError as exc:  # built without nvcc
@@ -37,19 +39,66 @@ def _version(v):
     return f"{v // 1000}.{(v % 1000) // 10}" if v else None
 
 
+# CUresult codes of the driver API (cuda.h)
+_CUDA_ERROR_NO_DEVICE = 100
+
+
+def _driver_probe(load=ctypes.CDLL):
+    """Ask the NVIDIA driver itself (libcuda), apart from the runtime ccomp links: None when no driver
+    can be loaded, else (driver CUDA version, cuInit's status, device count)."""
+    try:
+        lib = load("libcuda.so.1")
+    except OSError:
+        return None
+    version, count = ctypes.c_int(0), ctypes.c_int(0)
+    lib.cuDriverGetVersion(ctypes.byref(version))
+    status = lib.cuInit(0)
+    if status == 0:
+        lib.cuDeviceGetCount(ctypes.byref(count))
+    return version.value, status, count.value
+
+
+def _diagnose(reason, runtime, probe):
+    """Why the runtime found no usable device, in the user's terms: no driver, no device, or a driver too old."""
+    if probe is None:
+        return ("no NVIDIA driver: libcuda.so.1 cannot be loaded (install the NVIDIA driver; in a container, "
+                "start it with the GPU exposed, e.g. docker run --gpus all)")
+    driver, status, count = probe
+    if status == _CUDA_ERROR_NO_DEVICE or (status == 0 and count == 0):
+        return (f"no CUDA device: the NVIDIA driver (CUDA {_version(driver)}) is installed but sees no GPU "
+                f"(check nvidia-smi and CUDA_VISIBLE_DEVICES)")
+    if runtime and driver and driver < runtime:
+        return (f"the NVIDIA driver is too old: it supports CUDA {_version(driver)}, ccomp's kernels were built "
+                f"with CUDA {_version(runtime)} (update the driver, or rebuild ccomp with a CUDA toolkit no newer "
+                f"than {_version(driver)})")
+    return f"{reason} (driver CUDA {_version(driver)}, runtime CUDA {_version(runtime)}, cuInit status {status})"
+
+
+def _status():
+    """(device count, driver version, reason): the reason is empty when a device is usable."""
+    count, reason = _cuda.device_count()
+    runtime, driver = _cuda.versions()
+    if count:
+        return count, driver, ""
+    probe = _driver_probe()
+    if probe is not None and not driver:
+        driver = probe[0]
+    return 0, driver, _diagnose(reason, runtime, probe)
+
+
 def info():
     """CUDA part of :func:`ccomp.build_info`."""
     if _cuda is None:
         return {"cuda": False, "cuda_runtime": None, "cuda_driver": None, "cuda_devices": [],
                 "cuda_reason": "ccomp was built without CUDA (nvcc not found or CCOMP_CUDA=0)"}
-    count, reason = _cuda.device_count()
-    runtime, driver = _cuda.versions()
+    count, driver, reason = _status()
+    runtime, _driver = _cuda.versions()
     devices = []
     for i in range(count):
         name, major, minor = _cuda.device_name(i)
         devices.append(f"{name} (sm_{major}{minor})")
     return {"cuda": True, "cuda_runtime": _version(runtime), "cuda_driver": _version(driver),
-            "cuda_devices": devices, "cuda_reason": "" if count else reason}
+            "cuda_devices": devices, "cuda_reason": reason}
 
 
 def require(what="this function"):
@@ -57,7 +106,7 @@ def require(what="this function"):
     if _cuda is None:
         raise RuntimeError(f"{what} needs a GPU, but ccomp was built without CUDA "
                            f"(install with nvcc on PATH, or CCOMP_CUDA=1 to insist)")
-    count, reason = _cuda.device_count()
+    count, _driver, reason = _status()
     if count == 0:
         raise RuntimeError(f"{what} needs a GPU, but no CUDA device is usable: {reason}")
 

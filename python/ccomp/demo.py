@@ -1,4 +1,5 @@
-"""``ccomp demo``: ZIP-FIT selection, then the built-in compressor, on the real data bundled with the repository.
+"""``ccomp demo``: ZIP-FIT selection, then the built-in compressor, on the real data bundled with ccomp
+(:mod:`ccomp.datasets`).
 
 Targets are the 164 HumanEval prompts; candidates are documents cut from the
 Canterbury-corpus texts, an HTML page, a URL list and this machine's Python
@@ -10,23 +11,11 @@ import sys
 import sysconfig
 import time
 
-from . import build_info, zipfit
-from .io import iter_jsonl_texts
+from . import build_info, datasets, zipfit
 
-__all__ = ["find_data_dir", "mixed_corpus", "run_demo", "kv_demo", "sketch_demo", "tokens_demo"]
+__all__ = ["mixed_corpus", "run_demo", "kv_demo", "sketch_demo", "tokens_demo"]
 
 PROSE = ["alice29.txt", "asyoulik.txt", "lcet10.txt", "plrabn12.txt"]
-
-
-def find_data_dir():
-    """The repository's data/ folder (or $CCOMP_DATA)."""
-    candidates = [os.environ.get("CCOMP_DATA"), "data",
-                  os.path.join(os.path.dirname(__file__), "..", "..", "data")]
-    for c in candidates:
-        if c and os.path.exists(os.path.join(c, "zipfit", "HumanEval.jsonl")):
-            return os.path.abspath(c)
-    raise FileNotFoundError("cannot find the bundled data (data/zipfit/HumanEval.jsonl); "
-                            "run from the repository root or set CCOMP_DATA")
 
 
 def _cut(text, kind, rng, count, lo=200, hi=2000):
@@ -40,17 +29,14 @@ def _cut(text, kind, rng, count, lo=200, hi=2000):
     return docs
 
 
-def mixed_corpus(data_dir, per_type=120, seed=0):
+def mixed_corpus(per_type=120, seed=0):
     """Labelled documents of 200-2000 characters: prose, html, urls and python code."""
     rng = random.Random(seed)
-    corpus = os.path.join(data_dir, "corpus")
     docs = []
-    prose = "".join(open(os.path.join(corpus, f), encoding="utf-8", errors="replace").read() for f in PROSE)
+    prose = "".join(datasets.corpus_text(f) for f in PROSE)
     docs += _cut(prose, "prose", rng, per_type)
-    docs += _cut(open(os.path.join(corpus, "html"), encoding="utf-8", errors="replace").read(), "html", rng,
-                 per_type)
-    docs += _cut(open(os.path.join(corpus, "urls.10K"), encoding="utf-8", errors="replace").read(), "urls", rng,
-                 per_type)
+    docs += _cut(datasets.corpus_text("html"), "html", rng, per_type)
+    docs += _cut(datasets.corpus_text("urls.10K"), "urls", rng, per_type)
     stdlib = sysconfig.get_paths()["stdlib"]
     code_files = sorted(os.path.join(stdlib, f) for f in os.listdir(stdlib) if f.endswith(".py"))
     code = "".join(open(p, encoding="utf-8", errors="replace").read() for p in code_files[:60])
@@ -60,9 +46,8 @@ def mixed_corpus(data_dir, per_type=120, seed=0):
 
 
 def run_demo(top=10, level=1):
-    data_dir = find_data_dir()
-    targets = list(iter_jsonl_texts(os.path.join(data_dir, "zipfit", "HumanEval.jsonl"), "prompt"))
-    docs = mixed_corpus(data_dir)
+    targets = datasets.humaneval()
+    docs = mixed_corpus()
     info = build_info()
     print(f"ccomp {info['version']}: zlib {info['zlib']}, lz4 {info['lz4']}, zstd {info['zstd']}; "
           f"gzip engine at level {level}: {zipfit.engine('gzip', level)}")
@@ -79,7 +64,7 @@ def run_demo(top=10, level=1):
         print(f"{r:>4}  {s:8.5f}  {docs[i]['type']:<7} {snippet}")
     kinds = [docs[i]["type"] for i in idx]
     print(f"\ntop {len(idx)}: " + ", ".join(f"{k} {kinds.count(k)}" for k in sorted(set(kinds))))
-    compress_demo(data_dir)
+    compress_demo()
     kv_demo()
     sketch_demo()
     tokens_demo()
@@ -87,14 +72,14 @@ def run_demo(top=10, level=1):
     return 0
 
 
-def compress_demo(data_dir, name="alice29.txt"):
+def compress_demo(name="alice29.txt"):
     """The built-in context-mixing compressor on a bundled real text, next to gzip and xz."""
     import lzma
     import zlib
 
     from . import ac
 
-    data = open(os.path.join(data_dir, "corpus", name), "rb").read()
+    data = datasets.corpus(name)
     t0 = time.perf_counter()
     blob = ac.compress(data)
     dt = time.perf_counter() - t0
@@ -185,11 +170,8 @@ def tokens_demo(pdf="Artin.pdf", page=2):
     from . import pages, tokens
 
     try:
-        found = [p for p in pages.bundled_pdfs() if os.path.basename(p) == pdf]
-        if not found:
-            raise FileNotFoundError(f"{pdf} is not among the bundled PDFs")
-        p = pages.page_tokens(found[0], page)
-    except (RuntimeError, FileNotFoundError) as e:  # pdftoppm and the PDFs are optional for a user install
+        p = pages.page_tokens(datasets.pdf(pdf), page)
+    except RuntimeError as e:  # pdftoppm (poppler-utils) is optional for a user install
         print(f"\nccomp.tokens demo skipped: {e}")
         return
     B, N, _ = p.tokens.shape

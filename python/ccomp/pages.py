@@ -13,8 +13,8 @@ This module does the same with real PDFs, in NumPy alone:
 - :func:`saliency` gives each patch a weight (the standard deviation of its
   pixels): a stand-in for the [CLS] attention of a vision encoder, since none
   is bundled. Blank patches get 0, ink-rich patches the most.
-- :func:`page_tokens` does all of it for one page; :func:`bundled_pdfs` finds the
-  real PDFs shipped in data/docs (mathematical exercise documents from ProofNet,
+- :func:`page_tokens` does all of it for one page; :func:`bundled_pdfs` gives the
+  real PDFs bundled with ccomp (:mod:`ccomp.datasets`: mathematical exercise documents from ProofNet,
   MIT licence);
 - :func:`minilm_tokens` gives a second real source: the hidden states of the
   all-MiniLM-L6-v2 text encoder (:mod:`ccomp.minilm`) on real text, [B, N, 384].
@@ -245,29 +245,10 @@ def page_tokens(pdf, page, dpi=DEFAULT_DPI, size=SUB_IMAGE, patch=PATCH, gray=Fa
     return PageTokens(os.fspath(pdf), int(page), int(dpi), image, tiles, grid, tokens, saliency(tokens))
 
 
-def _docs_dirs():
-    here = os.path.dirname(os.path.abspath(__file__))
-    root = os.path.dirname(os.path.dirname(here))
-    dirs = []
-    try:
-        from .demo import find_data_dir
-        dirs.append(os.path.join(find_data_dir(), "docs"))
-    except FileNotFoundError:
-        pass
-    dirs += [os.path.join(root, "data", "docs"), os.path.join(root, "..", "shared", "data", "docs")]
-    return dirs
-
-
 def bundled_pdfs():
-    """Paths of the real PDFs (sorted by name): the repository's data/docs (or
-    $CCOMP_DATA/docs), else ../shared/data/docs next to the repository."""
-    for d in _docs_dirs():
-        if os.path.isdir(d):
-            found = sorted(os.path.join(d, f) for f in os.listdir(d) if f.lower().endswith(".pdf"))
-            if found:
-                return [os.path.abspath(f) for f in found]
-    raise FileNotFoundError("cannot find the bundled PDFs (data/docs/*.pdf); run from the repository root or "
-                            "set CCOMP_DATA")
+    """Paths of the real PDFs bundled with ccomp, sorted by name (:func:`ccomp.datasets.pdfs`)."""
+    from . import datasets
+    return datasets.pdfs()
 
 
 # ---------------------------------------------------------------- text tokens

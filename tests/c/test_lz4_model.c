@@ -32,7 +32,7 @@
  *          tests/c/test_lz4_model.c csrc/zipfit/lz4_model.c csrc/util/status.c -llz4
  * (add -fsanitize=address,undefined -fno-omit-frame-pointer -g for the
  * sanitizer build; the default 20000 random pairs take a few seconds there).
- * Run:   test_lz4_model data/corpus/{alice29.txt,asyoulik.txt,lcet10.txt,...}
+ * Run:   test_lz4_model python/ccomp/data/corpus/{alice29.txt,asyoulik.txt,lcet10.txt,...}
  */
 #define _POSIX_C_SOURCE 200809L
 

@@ -228,7 +228,13 @@ def alignment_scores(sources, targets, compressor="gzip", level=None, threads=No
         so that memory stays bounded (the source x target pair list is never built).
     targets : iterable of str or bytes-like
         The target set (materialised once; must not be empty).
-    compressor, level : see the module table; ``level=None`` is the library's default.
+    compressor, level : see the module table; ``level=None`` is the library's default
+        (gzip: 9).  The reference ``zip-fit`` package defaults to ``compress_level=0``:
+        ``level=0`` reproduces its default scores, and ``level=L`` its run with
+        ``compress_level=L``.  For gzip, level 0 writes stored (uncompressed) blocks: below
+        64 KB, C(b) = len(b) + 23 and NCD(x, y) = 1 - 23 / max(C(x), C(y)) whatever the texts
+        share (about 1, even for a text with itself), so the score ranks by length alone.
+        Use 1-9 to measure shared content (1 is the fastest; see docs/zipfit.md).
     threads : int or None
         Worker threads (default: all cores).  Scores are identical for any count.
     progress : bool
