@@ -336,10 +336,10 @@ def test_ctrl_c_during_the_numpy_and_lapack_parts():
     W = rng.normal(size=(16, 4096)).astype(np.float32)
     X = rng.normal(size=(512, 4096)).astype(np.float32)
     H = 2.0 * (X.T.astype(np.float64) @ X) / 512
-    _interrupted_within(lambda: [sketch.fit(W, bits=2, hessian=H, threads=1) for _ in range(20)])
+    assert_interrupted(lambda: [sketch.fit(W, bits=2, hessian=H, threads=1) for _ in range(20)])
     k = rng.normal(size=(8, 100000, 128)).astype(np.float32)
     c = np.ones((8, 128), np.float32)
-    _interrupted_within(lambda: [tokens.cls_weights(c, k) for _ in range(20)])
+    assert_interrupted(lambda: [tokens.cls_weights(c, k) for _ in range(20)])
     # the same results as before
     w = tokens.cls_weights(c[:1], k[:1, :1000])
     logits = np.einsum("bnd,bd->bn", k[:1, :1000].astype(np.float64), c[:1].astype(np.float64)) / np.sqrt(128)
@@ -352,7 +352,7 @@ def test_ctrl_c_during_a_scan_for_nan_raises_keyboard_interrupt():
     """first_nonfinite, interrupted, returned its index with the KeyboardInterrupt set (SystemError: 'returned a
     result with an exception set'); any binding whose call finishes after the signal raises KeyboardInterrupt."""
     a = np.zeros(150_000_000, np.float32)
-    _interrupted_within(lambda: [_core.first_nonfinite(a, 1) for _ in range(100)])
+    assert_interrupted(lambda: [_core.first_nonfinite(a, 1) for _ in range(100)])
     a[123] = np.nan
     assert _core.first_nonfinite(a[:1000], 2) == 123
 

@@ -473,7 +473,7 @@ def test_ctrl_c_stops_dequantize_of_a_big_slice():
               for n, a in small.arrays.items()}
     q = kv.QuantizedTensor("gear", (1, T, D), small.params, arrays)
     before = small.dequantize(threads=2)
-    _interrupt(lambda: q.dequantize(threads=1))
+    assert_interrupted(lambda: q.dequantize(threads=1))
     assert np.array_equal(small.dequantize(threads=2), before)  # the pool still works, with the same bits
 
 
