@@ -518,18 +518,27 @@ static ccomp_status pack_i8(const job *j, sub *sb, size_t b, int *ok, ccomp_erro
 /* the power of two that brings the largest |x| of a key into [1, 2) when it is outside the window, else 0 */
 static int key_shift_f32(const float *k, size_t D)
 {
-    float m = 0.0f;
+    float m = 0.0f, acc[16] = {0};
     size_t d;
-    for (d = 0; d < D; d++) m = fabsf(k[d]) > m ? fabsf(k[d]) : m;
+    unsigned l;
+    /* 16 independent running maxima (NaN skipped, as in the tail): the compiler keeps them in vector registers */
+    for (d = 0; d + 16 <= D; d += 16)
+        for (l = 0; l < 16; l++) acc[l] = fabsf(k[d + l]) > acc[l] ? fabsf(k[d + l]) : acc[l];
+    for (l = 0; l < 16; l++) m = acc[l] > m ? acc[l] : m;
+    for (; d < D; d++) m = fabsf(k[d]) > m ? fabsf(k[d]) : m;
     if (!(m > 0.0f) || !isfinite(m) || (m >= ldexpf(1.0f, -KEY_EXP) && m < ldexpf(1.0f, KEY_EXP))) return 0;
     return -ilogbf(m);
 }
 
 static int key_shift_f64(const double *k, size_t D)
 {
-    double m = 0.0;
+    double m = 0.0, acc[8] = {0};
     size_t d;
-    for (d = 0; d < D; d++) m = fabs(k[d]) > m ? fabs(k[d]) : m;
+    unsigned l;
+    for (d = 0; d + 8 <= D; d += 8)
+        for (l = 0; l < 8; l++) acc[l] = fabs(k[d + l]) > acc[l] ? fabs(k[d + l]) : acc[l];
+    for (l = 0; l < 8; l++) m = acc[l] > m ? acc[l] : m;
+    for (; d < D; d++) m = fabs(k[d]) > m ? fabs(k[d]) : m;
     if (!(m > 0.0) || !isfinite(m) || (m >= ldexp(1.0, -KEY_EXP) && m < ldexp(1.0, KEY_EXP))) return 0;
     return -ilogb(m);
 }
