@@ -169,7 +169,8 @@ def test_zipfit_cli_interrupted_leaves_no_file(tmp_path, capsys, monkeypatch):
     assert _zipfit(src, tgt, tmp_path / "o.jsonl", "--scores", str(tmp_path / "sc.npy")) == 130
     assert "interrupted; no output written" in capsys.readouterr().err
     assert _listing(tmp_path) == ["s.jsonl", "t.jsonl"]
-    monkeypatch.setattr(zf, "score_jsonl", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+    # Ctrl-C during the scoring (the CLI scores through zipfit._Scorer, with its own progress bar)
+    monkeypatch.setattr(zf._Scorer, "score", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
     assert _zipfit(src, tgt, tmp_path / "o.jsonl") == 130
     assert _listing(tmp_path) == ["s.jsonl", "t.jsonl"]
 
@@ -273,3 +274,198 @@ def test_compress_never_replaces_a_non_regular_file(tmp_path, capsys):
     # the input named again as the output (through another path)
     assert _compress(data, "-o", tmp_path / "folder" / ".." / "d.txt", "--force") == 2
     assert "must differ from the input" in capsys.readouterr().err
+
+
+# ---- issue #14: --version, bare ccomp, compressed/stdin/Parquet/datasets input, --out -, progress total ------
+
+import gzip  # noqa: E402
+import io  # noqa: E402
+import sys as _sys  # noqa: E402
+import types  # noqa: E402
+
+
+def run_cli_bytes(*args, stdin=b""):
+    return subprocess.run([sys.executable, "-m", "ccomp", *args], input=stdin, capture_output=True, timeout=300)
+
+
+def test_version_and_bare_command_prints_help():
+    import ccomp
+
+    r = run_cli("--version")
+    assert r.returncode == 0 and r.stdout.strip() == f"ccomp {ccomp.__version__}"
+    r = run_cli()
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("usage: ccomp") and "zipfit" in r.stdout and "compress" in r.stdout
+    assert r.stderr == ""
+
+
+def _reference_run(tmp_path, src, tgt, *extra):
+    """--out and --scores of a run on the plain JSONL files: what every other input form must reproduce."""
+    out, sc = tmp_path / "ref.jsonl", tmp_path / "ref.npy"
+    assert _zipfit(src, tgt, out, "--scores", str(sc), *extra) == 0
+    return out.read_bytes(), np.load(sc)
+
+
+def _records_with_blank_lines(tmp_path):
+    src, tgt = _zipfit_files(tmp_path, [{"id": i, "text": f"def f{i}(x): return x * {i} + {i % 3}"} for i in range(40)])
+    src.write_text(src.read_text().replace("\n", "\n\n", 3))  # blank lines are skipped, lines still count
+    return src, tgt
+
+
+def test_zipfit_cli_gzip_and_zstd_inputs_match_the_plain_file(tmp_path, capsys):
+    import zstandard
+
+    src, tgt = _records_with_blank_lines(tmp_path)
+    ref_out, ref_scores = _reference_run(tmp_path, src, tgt)
+    gz, zst = tmp_path / "s.jsonl.gz", tmp_path / "s.jsonl.zst"
+    gz.write_bytes(gzip.compress(src.read_bytes()))
+    zst.write_bytes(zstandard.ZstdCompressor().compress(src.read_bytes()))
+    tgt_gz = tmp_path / "t.jsonl.gz"
+    tgt_gz.write_bytes(gzip.compress(tgt.read_bytes()))
+    for source, target in ((gz, tgt), (zst, tgt), (src, tgt_gz), (zst, tgt_gz)):
+        out, sc = tmp_path / "o.jsonl", tmp_path / "o.npy"
+        assert _zipfit(source, target, out, "--scores", str(sc)) == 0, capsys.readouterr().err
+        assert out.read_bytes() == ref_out
+        assert np.array_equal(np.load(sc), ref_scores)
+
+
+def test_zipfit_cli_damaged_compressed_input_names_file_and_line(tmp_path, capsys):
+    src, tgt = _records_with_blank_lines(tmp_path)
+    gz = tmp_path / "s.jsonl.gz"
+    blob = gzip.compress(src.read_bytes())
+    gz.write_bytes(blob[: len(blob) // 2])  # truncated
+    assert _zipfit(gz, tgt, tmp_path / "o.jsonl") == 2
+    err = capsys.readouterr().err
+    assert "s.jsonl.gz, after line" in err and "damaged or truncated" in err
+    gz.write_bytes(b"this is not gzip\n")
+    assert _zipfit(gz, tgt, tmp_path / "o.jsonl") == 2
+    assert "s.jsonl.gz, after line 0: the compressed stream is damaged" in capsys.readouterr().err
+    gz.write_bytes(gzip.compress(b'{"text": "a"}\nnot json\n'))
+    assert _zipfit(gz, tgt, tmp_path / "o.jsonl") == 2
+    assert "s.jsonl.gz, line 2: not a valid JSON record" in capsys.readouterr().err
+    assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_zipfit_cli_zst_without_zstandard_names_the_package(tmp_path, capsys, monkeypatch):
+    src, tgt = _zipfit_files(tmp_path)
+    zst = tmp_path / "s.jsonl.zst"
+    zst.write_bytes(b"\x28\xb5\x2f\xfd")
+    monkeypatch.setitem(_sys.modules, "zstandard", None)  # import zstandard -> ImportError
+    assert _zipfit(zst, tgt, tmp_path / "o.jsonl") == 2
+    assert "reading .zst files needs the zstandard package (pip install zstandard)" in capsys.readouterr().err
+
+
+def test_zipfit_cli_stdin_and_stdout_match_the_file_path(tmp_path):
+    src, tgt = _records_with_blank_lines(tmp_path)
+    ref_out, ref_scores = _reference_run(tmp_path, src, tgt)
+    common = ("--top-k", "3", "--no-progress", "--level", "1")
+    for data in (src.read_bytes(), gzip.compress(src.read_bytes())):  # gzip on stdin is recognised by its magic
+        sc = tmp_path / "stdin.npy"
+        r = run_cli_bytes("zipfit", "--target", str(tgt), "--source", "-", "--out", "-", "--scores", str(sc), *common,
+                          stdin=data)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout == ref_out
+        assert np.array_equal(np.load(sc), ref_scores)
+        assert b"wrote the top 3 to stdout" in r.stderr
+    # the target on stdin
+    r = run_cli_bytes("zipfit", "--target", "-", "--source", str(src), "--out", "-", *common, stdin=tgt.read_bytes())
+    assert r.returncode == 0 and r.stdout == ref_out
+    # errors on stdin name <stdin> and the line; nothing reaches stdout
+    r = run_cli_bytes("zipfit", "--target", str(tgt), "--source", "-", "--out", "-", *common,
+                      stdin=b'{"text": "a"}\n\n{"text": 3}\n')
+    assert r.returncode == 2 and r.stdout == b""
+    assert b"<stdin>, line 3: field 'text' must be a string" in r.stderr
+    r = run_cli_bytes("zipfit", "--target", "-", "--source", "-", "--out", "-", *common)
+    assert r.returncode == 2 and b"cannot both be - (stdin)" in r.stderr
+    r = run_cli_bytes("zipfit", "--target", str(tgt), "--source", str(src), "--out", "-", "--scores", "-", *common)
+    assert r.returncode == 2 and b"--scores - is not supported" in r.stderr and r.stdout == b""
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ref.jsonl", "ref.npy", "s.jsonl", "stdin.npy", "t.jsonl"]
+
+
+def test_zipfit_cli_progress_bar_has_a_total(tmp_path, capsys):
+    src, tgt = _records_with_blank_lines(tmp_path)
+    gz = tmp_path / "s.jsonl.gz"
+    gz.write_bytes(gzip.compress(src.read_bytes()))
+    for source in (src, gz):
+        assert main(["zipfit", "--target", str(tgt), "--source", str(source), "--top-k", "3", "--level", "1",
+                     "--out", str(tmp_path / "o.jsonl"), "--chunk-size", "8"]) == 0
+        err = capsys.readouterr().err
+        assert "/43" in err  # counted before scoring: 40 records + 3 blank lines
+        assert "40/40" in err and "100%" in err  # and closed at the true record count
+
+
+def test_zipfit_cli_top_k_below_1_is_an_error(tmp_path, capsys):
+    src, tgt = _zipfit_files(tmp_path)
+    for k in ("0", "-1"):
+        assert main(["zipfit", "--target", str(tgt), "--source", str(src), "--top-k", k,
+                     "--out", str(tmp_path / "o.jsonl"), "--no-progress"]) == 2
+        assert f"--top-k must be >= 1, got {k}" in capsys.readouterr().err
+    assert _listing(tmp_path) == ["s.jsonl", "t.jsonl"]
+
+
+def test_zipfit_cli_parquet_source_matches_jsonl(tmp_path, capsys):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    src, tgt = _records_with_blank_lines(tmp_path)
+    ref_out, ref_scores = _reference_run(tmp_path, src, tgt)
+    rows = [json.loads(line) for line in src.read_text().splitlines() if line.strip()]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "s.parquet", row_group_size=7)
+    out, sc = tmp_path / "o.jsonl", tmp_path / "o.npy"
+    assert _zipfit(tmp_path / "s.parquet", tgt, out, "--scores", str(sc)) == 0, capsys.readouterr().err
+    assert out.read_bytes() == ref_out and np.array_equal(np.load(sc), ref_scores)
+    assert _zipfit(tmp_path / "s.parquet", tgt, out, "--key", "body", "--target-key", "text") == 2
+    assert "s.parquet: no column 'body' (columns: 'id', 'text')" in capsys.readouterr().err
+    pq.write_table(pa.Table.from_pylist([{"text": "def f(): pass"}, {"text": None}]), tmp_path / "n.parquet")
+    assert _zipfit(tmp_path / "n.parquet", tgt, out) == 2
+    assert "n.parquet, row 2: field 'text' must be a string, got NoneType" in capsys.readouterr().err
+    (tmp_path / "bad.parquet").write_text("not parquet")
+    assert _zipfit(tmp_path / "bad.parquet", tgt, out) == 2
+    assert "bad.parquet: not a readable Parquet file" in capsys.readouterr().err
+
+
+def test_zipfit_cli_parquet_and_datasets_missing_name_the_package(tmp_path, capsys, monkeypatch):
+    src, tgt = _zipfit_files(tmp_path)
+    pqf = tmp_path / "s.parquet"
+    pqf.write_bytes(b"PAR1")
+    for name in ("pyarrow", "pyarrow.parquet", "datasets"):
+        monkeypatch.setitem(_sys.modules, name, None)
+    assert _zipfit(pqf, tgt, tmp_path / "o.jsonl") == 2
+    assert "reading Parquet needs the pyarrow package, which is not installed (pip install pyarrow)" \
+        in capsys.readouterr().err
+    assert _zipfit("hf:openai_humaneval:test", tgt, tmp_path / "o.jsonl") == 2
+    assert "needs the datasets package, which is not installed (pip install datasets)" in capsys.readouterr().err
+
+
+def test_zipfit_cli_hf_source_matches_jsonl(tmp_path, capsys, monkeypatch):
+    # offline here: a stand-in datasets module returns the same rows, so the hf: plumbing is what is tested
+    src, tgt = _records_with_blank_lines(tmp_path)
+    ref_out, ref_scores = _reference_run(tmp_path, src, tgt)
+    rows = [json.loads(line) for line in src.read_text().splitlines() if line.strip()]
+    calls = []
+
+    def load_dataset(name, split):
+        calls.append((name, split))
+        if name == "missing":
+            raise FileNotFoundError("Couldn't find a dataset script")
+        return rows
+
+    monkeypatch.setitem(_sys.modules, "datasets", types.SimpleNamespace(load_dataset=load_dataset))
+    out, sc = tmp_path / "o.jsonl", tmp_path / "o.npy"
+    assert _zipfit("hf:user/code", tgt, out, "--scores", str(sc)) == 0, capsys.readouterr().err
+    assert out.read_bytes() == ref_out and np.array_equal(np.load(sc), ref_scores)
+    assert _zipfit("hf:user/code:validation", tgt, out) == 0
+    assert calls == [("user/code", "train"), ("user/code", "validation")]
+    assert _zipfit("hf:missing", tgt, out) == 2
+    assert "--source hf:missing: cannot load the dataset (FileNotFoundError" in capsys.readouterr().err
+
+
+def test_zipfit_cli_stdout_closed_early_is_quiet(tmp_path):
+    src, tgt = _records_with_blank_lines(tmp_path)
+    cmd = [sys.executable, "-m", "ccomp", "zipfit", "--target", str(tgt), "--source", str(src), "--top-k", "40",
+           "--out", "-", "--no-progress", "--level", "1"]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdout.close()  # the reader is gone before the selection is written
+    err = p.stderr.read()
+    assert p.wait(timeout=300) == 141
+    assert err == b""
