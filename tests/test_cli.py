@@ -469,3 +469,28 @@ def test_zipfit_cli_stdout_closed_early_is_quiet(tmp_path):
     err = p.stderr.read()
     assert p.wait(timeout=300) == 141
     assert err == b""
+
+
+def _sh_blocks_with(doc, needle):
+    text = open(os.path.join(os.path.dirname(__file__), "..", doc)).read()
+    blocks = [b.split("```", 1)[0] for b in text.split("```sh\n")[1:]]
+    return [b for b in blocks if needle in b]
+
+
+@pytest.mark.parametrize("doc", ["README.md", "docs/zipfit.md"])
+def test_zipfit_cli_sh_examples_run_on_bundled_data(doc, tmp_path):
+    # the documented commands, verbatim, from an empty folder; ccomp and python are this interpreter's
+    (block,) = _sh_blocks_with(doc, "ccomp zipfit")
+    prelude = f'set -e\nccomp() {{ "{sys.executable}" -m ccomp "$@"; }}\npython() {{ "{sys.executable}" "$@"; }}\n'
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    r = subprocess.run(["bash", "-c", prelude + block], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                       env=env)
+    assert r.returncode == 0, r.stderr
+    selected = [json.loads(line) for line in (tmp_path / "selected.jsonl").read_text().splitlines()]
+    assert selected and all(row["task_id"].startswith("HumanEval/") and "score" in row for row in selected)
+    assert np.load(tmp_path / "scores.npy").shape == (164,)
+    if doc == "README.md":
+        top3 = [json.loads(line) for line in (tmp_path / "top3.jsonl").read_text().splitlines()]
+        assert top3 == selected[:3]  # stdin (gzip) to stdout selects what the file run selected
+    else:
+        assert "same selection" in r.stdout

@@ -6,7 +6,8 @@ included) leaves neither a partial output nor a temporary file, and concurrent r
 temporary name.  A destination that exists and is not a regular file (a directory, a FIFO, a device
 node, a socket, a symbolic link) is never replaced, with or without ``--force``: the rename would
 put a regular file in its place.  Inputs must be regular files too (a FIFO or ``/dev/zero`` could
-block or never end).
+block or never end).  The one output that is not a file is ``ccomp zipfit --out -`` (stdout, which
+cannot be renamed into place): the CLI writes it only once all the work has succeeded.
 """
 import os
 import stat
