@@ -494,3 +494,32 @@ def test_zipfit_cli_sh_examples_run_on_bundled_data(doc, tmp_path):
         assert top3 == selected[:3]  # stdin (gzip) to stdout selects what the file run selected
     else:
         assert "same selection" in r.stdout
+
+
+def test_python_api_reads_compressed_jsonl_like_the_cli(tmp_path):
+    import zstandard
+
+    from ccomp.io import iter_jsonl
+
+    src, tgt = _records_with_blank_lines(tmp_path)
+    gz, zst = tmp_path / "s.jsonl.gz", tmp_path / "s.jsonl.zst"
+    gz.write_bytes(gzip.compress(src.read_bytes()))
+    zst.write_bytes(zstandard.ZstdCompressor().compress(src.read_bytes()))
+    plain = list(iter_jsonl(src))
+    assert list(iter_jsonl(gz)) == plain and list(iter_jsonl(zst)) == plain  # same line numbers too
+    targets = ["def add(a, b): return a + b"]
+    expected = zipfit.score_jsonl(src, targets, level=1)
+    assert np.array_equal(zipfit.score_jsonl(gz, targets, level=1), expected)
+    assert np.array_equal(zipfit.score_jsonl(zst, targets, level=1), expected)
+
+
+def test_zipfit_cli_interrupted_with_out_stdout_writes_nothing(tmp_path, capsysbinary, monkeypatch):
+    from ccomp import zipfit as zf
+
+    src, tgt = _zipfit_files(tmp_path)
+    monkeypatch.setattr(zf._Scorer, "score", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+    assert main(["zipfit", "--target", str(tgt), "--source", str(src), "--top-k", "2", "--out", "-",
+                 "--scores", str(tmp_path / "sc.npy"), "--no-progress"]) == 130
+    out, err = capsysbinary.readouterr()
+    assert out == b"" and b"interrupted; no output written" in err
+    assert _listing(tmp_path) == ["s.jsonl", "t.jsonl"]

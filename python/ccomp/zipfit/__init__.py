@@ -285,6 +285,8 @@ def score_jsonl(path, targets, key="text", compressor="gzip", level=None, thread
                 chunk_size=DEFAULT_CHUNK, engine="auto"):
     """Alignment scores of the texts under ``key`` in a JSONL file, read in bounded-memory chunks.
 
+    A path ending in ``.gz`` or ``.zst`` is decompressed as it is read (zstd needs the ``zstandard`` package).
+
     A line that is not valid JSON (nested too deeply included), not an object,
     lacks ``key`` or holds a text that is not valid Unicode raises ValueError
     naming the file and line; a field that is not a string, TypeError.
