@@ -348,7 +348,7 @@ static int parse_compressor(PyObject *c_obj, PyObject *level_obj, PyObject *engi
         return -1;
     ccomp_error err;
     ccomp_error_clear(&err);
-    if (ccomp_engine_choice((ccomp_compressor)*compressor, *level, (ccomp_gzip_engine)*engine, use_model, &err) !=
+    if (ccomp_engine_choice((ccomp_compressor)*compressor, *level, (ccomp_size_engine)*engine, use_model, &err) !=
         CCOMP_OK) {
         ccomp_raise(&err, "zipfit");
         return -1;
@@ -379,7 +379,7 @@ static PyObject *py_pair_size(PyObject *self, PyObject *args)
     size_t out = 0;
     ccomp_status st;
     CCOMP_NOGIL_BEGIN
-    st = ccomp_sizer_create((ccomp_compressor)compressor, level, (ccomp_gzip_engine)engine, &s, &err);
+    st = ccomp_sizer_create((ccomp_compressor)compressor, level, (ccomp_size_engine)engine, &s, &err);
     if (st == CCOMP_OK)
         st = ccomp_sizer_size(s, a.data, a.len, b.data, b.len, &out, &err);
     ccomp_sizer_free(s);
@@ -442,7 +442,7 @@ static PyObject *py_compressed_sizes(PyObject *self, PyObject *args, PyObject *k
     ccomp_status st;
     size_t *out = (size_t *)PyArray_DATA(sizes);
     CCOMP_NOGIL_BEGIN
-    st = ccomp_compressed_sizes((ccomp_compressor)compressor, level, (ccomp_gzip_engine)engine, batch.texts,
+    st = ccomp_compressed_sizes((ccomp_compressor)compressor, level, (ccomp_size_engine)engine, batch.texts,
                                 (size_t)batch.n, threads, out, &err);
     CCOMP_NOGIL_END
     if (st != CCOMP_OK) {
@@ -518,7 +518,7 @@ static PyObject *py_alignment_scores(PyObject *self, PyObject *args, PyObject *k
     ccomp_error_clear(&err);
     ccomp_status st;
     CCOMP_NOGIL_BEGIN
-    st = ccomp_zipfit_scores((ccomp_compressor)compressor, level, (ccomp_gzip_engine)engine, sources.texts,
+    st = ccomp_zipfit_scores((ccomp_compressor)compressor, level, (ccomp_size_engine)engine, sources.texts,
                              (size_t)sources.n, targets.texts, (const size_t *)ts, (size_t)targets.n, threads,
                              (double *)PyArray_DATA(scores), (size_t *)PyArray_DATA(ssizes), &err);
     CCOMP_NOGIL_END

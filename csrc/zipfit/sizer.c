@@ -109,7 +109,7 @@ static ccomp_status reserve(uint8_t **buf, size_t *cap, size_t need, ccomp_error
     return CCOMP_OK;
 }
 
-ccomp_status ccomp_engine_choice(ccomp_compressor c, int level, ccomp_gzip_engine engine, int *use_model,
+ccomp_status ccomp_engine_choice(ccomp_compressor c, int level, ccomp_size_engine engine, int *use_model,
                                  ccomp_error *err)
 {
     ccomp_status st = ccomp_check_level(c, level, err);
@@ -150,7 +150,7 @@ const char *ccomp_engine_name(ccomp_compressor c, int use_model)
     return "unknown";
 }
 
-ccomp_status ccomp_sizer_create(ccomp_compressor c, int level, ccomp_gzip_engine engine, ccomp_sizer **out,
+ccomp_status ccomp_sizer_create(ccomp_compressor c, int level, ccomp_size_engine engine, ccomp_sizer **out,
                                 ccomp_error *err)
 {
     int use_model = 0;

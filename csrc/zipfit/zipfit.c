@@ -8,7 +8,7 @@
 typedef struct score_job {
     ccomp_compressor kind;
     int level;
-    ccomp_gzip_engine engine;
+    ccomp_size_engine engine;
     const ccomp_text *sources;
     const uint8_t *const *target_data; /* the targets as two arrays, for the batched sizer call */
     const size_t *target_lens;
@@ -101,7 +101,7 @@ static ccomp_status check_texts(const char *what, const ccomp_text *t, size_t n,
     return CCOMP_OK;
 }
 
-ccomp_status ccomp_zipfit_scores(ccomp_compressor c, int level, ccomp_gzip_engine engine,
+ccomp_status ccomp_zipfit_scores(ccomp_compressor c, int level, ccomp_size_engine engine,
                                  const ccomp_text *sources, size_t nsources,
                                  const ccomp_text *targets, const size_t *target_sizes, size_t ntargets,
                                  int nthreads, double *scores, size_t *source_sizes, ccomp_error *err)
@@ -142,7 +142,7 @@ ccomp_status ccomp_zipfit_scores(ccomp_compressor c, int level, ccomp_gzip_engin
     return st;
 }
 
-ccomp_status ccomp_compressed_sizes(ccomp_compressor c, int level, ccomp_gzip_engine engine,
+ccomp_status ccomp_compressed_sizes(ccomp_compressor c, int level, ccomp_size_engine engine,
                                     const ccomp_text *texts, size_t n, int nthreads, size_t *sizes,
                                     ccomp_error *err)
 {

@@ -201,7 +201,7 @@ static void test_sizes(int quick)
                     ccomp_sizer *s = NULL;
                     ccomp_error err;
                     size_t got = 0;
-                    ccomp_gzip_engine engine = e ? CCOMP_ENGINE_AUTO : CCOMP_ENGINE_LIBRARY;
+                    ccomp_size_engine engine = e ? CCOMP_ENGINE_AUTO : CCOMP_ENGINE_LIBRARY;
                     CHECK(ccomp_sizer_create(CCOMP_GZIP, level, engine, &s, &err) == CCOMP_OK, "%s", err.msg);
                     CHECK(ccomp_sizer_size(s, buf, n / 2, buf + n / 2, n - n / 2, &got, &err) == CCOMP_OK, "%s", err.msg);
                     CHECK(got == zlib_gzip_size(buf, n, level), "gzip level %d engine %d n %zu kind %d: %zu", level, e, n,
@@ -289,7 +289,7 @@ static void test_cancel_inside_one_text(void)
     fill(buf, n, 2);
     const ccomp_compressor kinds[] = {CCOMP_GZIP, CCOMP_GZIP, CCOMP_LZ4, CCOMP_ZSTD};
     const int levels[] = {9, 9, 12, 19};
-    const ccomp_gzip_engine engines[] = {CCOMP_ENGINE_AUTO, CCOMP_ENGINE_LIBRARY, CCOMP_ENGINE_AUTO,
+    const ccomp_size_engine engines[] = {CCOMP_ENGINE_AUTO, CCOMP_ENGINE_LIBRARY, CCOMP_ENGINE_AUTO,
                                          CCOMP_ENGINE_AUTO};
     for (int k = 0; k < 4; k++) {
         int polls = 0;
@@ -341,7 +341,7 @@ static void test_scores(int quick)
         tgt[j].data = pool + next_rand() % (200000 - 400);
     }
     ccomp_compressor kinds[] = {CCOMP_GZIP, CCOMP_GZIP, CCOMP_LZ4, CCOMP_ZSTD};
-    ccomp_gzip_engine engines[] = {CCOMP_ENGINE_LIBRARY, CCOMP_ENGINE_AUTO, CCOMP_ENGINE_AUTO, CCOMP_ENGINE_AUTO};
+    ccomp_size_engine engines[] = {CCOMP_ENGINE_LIBRARY, CCOMP_ENGINE_AUTO, CCOMP_ENGINE_AUTO, CCOMP_ENGINE_AUTO};
     int levels[] = {6, 1, 0, 3};
     for (int k = 0; k < 4; k++) {
         size_t *tsz = calloc(nt, sizeof *tsz);

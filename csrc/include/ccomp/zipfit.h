@@ -27,21 +27,23 @@ typedef enum ccomp_compressor {
     CCOMP_ZSTD = 2
 } ccomp_compressor;
 
-/* How gzip sizes are computed: the library itself, or the size-only deflate
- * model (exact for the zlib versions it supports, levels 1-9). */
-typedef enum ccomp_gzip_engine {
+/* How sizes are computed: the library itself, or a size-only model (the deflate
+ * model for gzip, exact for the zlib versions it supports at levels 1-9; the lz4
+ * model for inputs of one 64 KB block).  zstd sizes always come from the library. */
+typedef enum ccomp_size_engine {
     CCOMP_ENGINE_AUTO = 0,  /* the model where it applies, else zlib */
     CCOMP_ENGINE_LIBRARY = 1,
     CCOMP_ENGINE_MODEL = 2  /* the model only: CCOMP_ERR_VALUE where it does not apply (lz4 over one 64 KB block) */
-} ccomp_gzip_engine;
+} ccomp_size_engine;
 
-/* Checks compressor and level; fills *lo, *hi with the level range when not NULL. */
+/* Checks compressor and level (CCOMP_ERR_VALUE naming the valid range). */
 ccomp_status ccomp_check_level(ccomp_compressor c, int level, ccomp_error *err);
+/* The valid level range of compressor c, in *lo and *hi. */
 void ccomp_level_range(ccomp_compressor c, int *lo, int *hi);
 
 /* Validates compressor, level and engine, and says whether a size model will
  * compute the sizes (*use_model, may be NULL), without allocating anything. */
-ccomp_status ccomp_engine_choice(ccomp_compressor c, int level, ccomp_gzip_engine engine, int *use_model,
+ccomp_status ccomp_engine_choice(ccomp_compressor c, int level, ccomp_size_engine engine, int *use_model,
                                  ccomp_error *err);
 /* "deflate-model", "zlib", "lz4-model", "lz4" or "zstd". */
 const char *ccomp_engine_name(ccomp_compressor c, int use_model);
@@ -49,7 +51,7 @@ const char *ccomp_engine_name(ccomp_compressor c, int use_model);
 /* A reusable per-thread compressor that only reports sizes. */
 typedef struct ccomp_sizer ccomp_sizer;
 
-ccomp_status ccomp_sizer_create(ccomp_compressor c, int level, ccomp_gzip_engine engine, ccomp_sizer **out,
+ccomp_status ccomp_sizer_create(ccomp_compressor c, int level, ccomp_size_engine engine, ccomp_sizer **out,
                                 ccomp_error *err);
 void ccomp_sizer_free(ccomp_sizer *s);
 /* Name of the engine a sizer uses: "zlib", "deflate-model", "lz4", "zstd". */
@@ -81,14 +83,14 @@ typedef struct ccomp_text {
  * Sizes of the sources are written to source_sizes when not NULL.
  * Memory is O(threads); the pair list is never built.  Thread count does not
  * change the result. */
-ccomp_status ccomp_zipfit_scores(ccomp_compressor c, int level, ccomp_gzip_engine engine,
+ccomp_status ccomp_zipfit_scores(ccomp_compressor c, int level, ccomp_size_engine engine,
                                  const ccomp_text *sources, size_t nsources,
                                  const ccomp_text *targets, const size_t *target_sizes, size_t ntargets,
                                  int nthreads, double *scores, size_t *source_sizes, ccomp_error *err);
 
 /* sizes[i] = C(texts[i]) on nthreads threads.  Like the scores, interruptible through the caller's
  * cancellation token (ccomp/cancel.h) also inside one long compression: CCOMP_ERR_CANCELLED. */
-ccomp_status ccomp_compressed_sizes(ccomp_compressor c, int level, ccomp_gzip_engine engine,
+ccomp_status ccomp_compressed_sizes(ccomp_compressor c, int level, ccomp_size_engine engine,
                                     const ccomp_text *texts, size_t n, int nthreads, size_t *sizes,
                                     ccomp_error *err);
 
