@@ -8,6 +8,8 @@ import threading
 import numpy as np
 import pytest
 
+from tests.concurrency import Rewriter
+
 import ccomp
 import ccomp.ac as ac
 from ccomp import _core
@@ -25,30 +27,6 @@ def sample(rng, p):
     q = p.astype(np.float64).cumsum(1)
     u = rng.random(len(q)) * q[:, -1]
     return np.minimum((q < u[:, None]).sum(1), p.shape[1] - 1).astype(np.int64)
-
-
-class Scribbler:
-    """A thread that keeps rewriting `arr` with values from `garbage()` until stopped."""
-
-    def __init__(self, arr, garbage):
-        self.arr, self.garbage = arr, garbage
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self.run)
-        self.writes = 0
-
-    def run(self):
-        rng = np.random.default_rng(0)
-        while not self.stop.is_set():
-            self.arr[...] = self.garbage(rng)
-            self.writes += 1
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        self.thread.join()
 
 
 def run_threads(fn, n=4):
@@ -126,7 +104,7 @@ def test_symbols_rewritten_during_encode():
             return r.integers(-2**40, 2**40, symbols.shape)
         return r.integers(0, 64, symbols.shape)
 
-    with Scribbler(symbols, garbage) as sc:
+    with Rewriter(symbols, garbage) as sc:
         for _ in range(20):
             try:
                 data = ac.encode(symbols, p, chunk_size=1000, threads=2)
@@ -144,7 +122,7 @@ def test_symbols_rewritten_during_lookup():
     rng = np.random.default_rng(4)
     p = softmax_rows(rng, 20000, 64)
     symbols = sample(rng, p)
-    with Scribbler(symbols, lambda r: r.integers(-5, 70, symbols.shape) if r.random() < 0.2
+    with Rewriter(symbols, lambda r: r.integers(-5, 70, symbols.shape) if r.random() < 0.2
                    else r.integers(0, 64, symbols.shape)):
         for _ in range(20):
             try:
@@ -165,7 +143,7 @@ def test_probabilities_rewritten_during_decode(garbage):
     make = {"nan": lambda r: np.where(r.random(rows.shape) < 0.001, np.nan, rows).astype(np.float32),
             "noise": lambda r: r.random(rows.shape, dtype=np.float32),
             "zeros": lambda r: np.zeros(rows.shape, np.float32)}[garbage]
-    with Scribbler(rows, make):
+    with Rewriter(rows, make):
         for _ in range(6):
             for call in (lambda: ac.decode(data, rows, threads=2), lambda: ac.Decoder(data).decode_batch(rows),
                          lambda: ac.RangeDecoder(data[40:], 24).decode_probs(rows[:100]),
@@ -184,7 +162,7 @@ def test_pairs_rewritten_during_pack_and_raw_encode():
     cum = np.zeros(n, np.uint32)
     freq = np.full(n, 1 << 12, np.uint32)
     sym = np.zeros(n, np.int64)
-    with Scribbler(freq, lambda r: r.integers(0, 1 << 25, n).astype(np.uint32)):
+    with Rewriter(freq, lambda r: r.integers(0, 1 << 25, n).astype(np.uint32)):
         for _ in range(10):
             for call in (lambda: _core.ac_pack(sym, cum, freq, 24, 0, False, 1.0, False, 1000, 5000, 2),
                          lambda: _core.rc_encode(cum, freq, 24)):
@@ -201,7 +179,7 @@ def test_container_rewritten_while_decoders_hold_it():
     good = ac.encode(s, p, chunk_size=100)
     buf = bytearray(good)
     arr = np.frombuffer(buf, np.uint8)
-    with Scribbler(arr[:], lambda r: np.where(r.random(arr.shape) < 0.01, r.integers(0, 256, arr.shape),
+    with Rewriter(arr[:], lambda r: np.where(r.random(arr.shape) < 0.01, r.integers(0, 256, arr.shape),
                                                 np.frombuffer(good, np.uint8)).astype(np.uint8)):
         for _ in range(20):
             for call in (lambda: _core.ac_decode(buf, p, False, 1.0, 2), lambda: _core.ac_info(buf),

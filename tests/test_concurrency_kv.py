@@ -7,6 +7,8 @@ import time
 import numpy as np
 import pytest
 
+from tests.concurrency import Rewriter
+
 import ccomp
 import ccomp.kv as kv
 
@@ -34,29 +36,6 @@ def run_threads(fns):
         t.join()
     if errors:
         raise errors[0]
-
-
-class Rewriter:
-    """A thread that keeps writing `garbage` then the original into arr until stopped."""
-
-    def __init__(self, arr, garbage):
-        self.arr, self.orig, self.garbage = arr, arr.copy(), garbage
-        self.stop = threading.Event()
-        self.t = threading.Thread(target=self._loop)
-
-    def _loop(self):
-        while not self.stop.is_set():
-            self.arr[...] = self.garbage
-            self.arr[...] = self.orig
-
-    def __enter__(self):
-        self.t.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        self.t.join()
-        self.arr[...] = self.orig
 
 
 @pytest.mark.parametrize("method", ["groupwise", "gear", "bitmap_sparse", "turbo", "q8_0"])
@@ -102,7 +81,7 @@ def test_index_arrays_rewritten_during_calls(method, field, garbage, call):
     q = normal((4, 1, 128))
     want = kv.attention(q, t, t, threads=1) if call == "attention" else t.dequantize(threads=1)
     done = refused = 0
-    with Rewriter(t.arrays[field], garbage):
+    with Rewriter(t.arrays[field], garbage, restore=True):
         end = time.monotonic() + SECONDS
         while time.monotonic() < end:
             try:
@@ -126,7 +105,7 @@ def test_codes_rewritten_during_attention(method):
     if method == "q8_0":  # keep every block's fp16 scale as it is: garbage quants only
         garbage.reshape(4, -1, 34)[:, :, :2] = t.arrays[name].reshape(4, -1, 34)[:, :, :2]
     q = normal((4, 4, 128))
-    with Rewriter(t.arrays[name], garbage):
+    with Rewriter(t.arrays[name], garbage, restore=True):
         end = time.monotonic() + SECONDS / 2
         while time.monotonic() < end:
             out = kv.attention(q, t, t, threads=2)
@@ -141,7 +120,7 @@ def test_input_rewritten_during_quantize(method):
     garbage = normal((4, 256, 128)) * 100
     garbage[2, 100, 5] = np.nan
     done = refused = 0
-    with Rewriter(x, garbage):
+    with Rewriter(x, garbage, restore=True):
         end = time.monotonic() + SECONDS
         while time.monotonic() < end:
             try:

@@ -126,17 +126,23 @@ def _dtype_name(dt):
     return dt.newbyteorder("=").name if dt.byteorder not in ("=", "|") else dt.name
 
 
+def as_ndarray(name, a, what="an array"):
+    """np.asarray(a), with a TypeError saying `name must be <what>` for strings, bytes, mappings, sets, None
+    and objects NumPy cannot turn into an array (ragged lists)."""
+    if isinstance(a, (str, bytes, dict, set)) or a is None:
+        raise TypeError(f"{name} must be {what}, got {type(a).__name__}")
+    try:
+        return np.asarray(a)
+    except (ValueError, TypeError) as e:
+        raise TypeError(f"{name} must be {what}, got {type(a).__name__} ({e})") from None
+
+
 def array(name, a, dtypes=None, ndim=None):
     """`a` as a NumPy array the core can read: native byte order, aligned and C-contiguous (copied once
     when it is not).  dtypes: allowed dtypes (compared by kind and size, so a big-endian float32 is a
     float32); ndim: an int or a tuple of allowed ranks.  Object arrays and non-array-likes are a
     TypeError naming `name`."""
-    if isinstance(a, (str, bytes, dict, set)) or a is None:
-        raise TypeError(f"{name} must be an array, got {type(a).__name__}")
-    try:
-        arr = np.asarray(a)
-    except (ValueError, TypeError) as e:
-        raise TypeError(f"{name} must be an array, got {type(a).__name__} ({e})") from None
+    arr = as_ndarray(name, a)
     if arr.dtype.kind in "OUSVMm":
         raise TypeError(f"{name} must be a numeric array, got dtype {arr.dtype}")
     if dtypes is not None:

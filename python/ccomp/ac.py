@@ -85,12 +85,7 @@ def _rows(x, ndim, name="probs"):
     big-endian or misaligned array is copied once into native form)."""
     if hasattr(x, "__dlpack__") and not isinstance(x, np.ndarray):
         x = _args.from_dlpack(name, x)
-    if isinstance(x, (str, bytes, dict, set)) or x is None:
-        raise TypeError(f"{name} must be a float32 or float64 array, got {type(x).__name__}")
-    try:
-        a = np.asarray(x)
-    except (ValueError, TypeError) as e:
-        raise TypeError(f"{name} must be a float32 or float64 array, got {type(x).__name__} ({e})") from None
+    a = _args.as_ndarray(name, x, "a float32 or float64 array")
     native = a.dtype.newbyteorder("=") if a.dtype.byteorder not in ("=", "|") else a.dtype
     if native not in (np.float32, np.float64):
         raise TypeError(f"{name} must be float32 or float64, got {native} (convert with .astype(np.float32))")
@@ -115,12 +110,7 @@ def _symbols(symbols, T=None):
         if _on_cuda(symbols):
             raise TypeError("symbols on a GPU go with probabilities on the same GPU")
         symbols = _args.from_dlpack("symbols", symbols)
-    if isinstance(symbols, (str, bytes, dict, set)) or symbols is None:
-        raise TypeError(f"symbols must be a 1-D array of integers, got {type(symbols).__name__}")
-    try:
-        s = np.asarray(symbols)
-    except (ValueError, TypeError) as e:
-        raise TypeError(f"symbols must be a 1-D array of integers ({e})") from None
+    s = _args.as_ndarray("symbols", symbols, "a 1-D array of integers")
     if s.ndim != 1:
         raise ValueError(f"symbols must be 1-D, got shape {s.shape}")
     if s.dtype == np.bool_ or not np.issubdtype(s.dtype, np.integer):

@@ -31,6 +31,8 @@ CASES = [
     Case("_args.choice", "value", lambda: _args.choice("axis", 0, ("token", "channel")), TypeError, "axis", "int"),
     Case("_args.array", "a", lambda: _args.array("x", np.zeros(3, object)), TypeError, "x", "object"),
     Case("_args.array", "a", lambda: _args.array("x", "abc"), TypeError, "x", "str"),
+    Case("_args.as_ndarray", "a", lambda: _args.as_ndarray("probs", [[1.0], [1.0, 2.0]]), TypeError, "probs", "ragged"),
+    Case("_args.as_ndarray", "a", lambda: _args.as_ndarray("probs", None), TypeError, "probs", "None"),
     Case("_args.array", "a", lambda: _args.array("x", np.zeros(3, np.int32), [np.float32]), TypeError, "x", "dtype"),
     Case("_args.array", "a", lambda: _args.array("x", np.zeros(3, np.float32), ndim=2), ValueError, "x", "rank"),
     Case("_args.path", "value", lambda: _args.path("path", 3), TypeError, "path", "int (a file descriptor)"),
@@ -51,3 +53,4 @@ EXEMPT = {f"_args.{f}": {"name": "the caller's argument name", "lo": "a bound", 
 EXEMPT["_args.too_big"] = {"name": "the caller's argument name", "a": "the caller's array, already checked"}
 EXEMPT["_args.from_dlpack"] = {"name": "the caller's argument name"}
 EXEMPT["_args.interruptible"] = {"fn": "the caller's own computation", "args": "passed to fn as they are"}
+EXEMPT["_args.as_ndarray"] = {"name": "the caller's argument name", "what": "the caller's description of it"}
