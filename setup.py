@@ -67,7 +67,8 @@ def cuda_mode():
 
 
 core_sources = rel("csrc/util/*.c") + rel("csrc/zipfit/*.c") + rel("csrc/ac/*.c") + rel("csrc/kv/*.c") + rel("csrc/sketch/*.c") + rel("csrc/tokens/*.c")
-binding_sources = [p for p in rel("csrc/python/*.c") if not p.endswith("cuda_module.c")]
+cuda_binding_sources = rel("csrc/python/cuda_*.c")
+binding_sources = [p for p in rel("csrc/python/*.c") if p not in cuda_binding_sources]
 
 # Headers the extensions include: a change to any of them rebuilds the extension.
 core_depends = rel("csrc/include/ccomp/*.h") + rel("csrc/*/*.h")
@@ -85,9 +86,9 @@ core = Extension(
 
 cuda = Extension(
     "ccomp._cuda",
-    sources=["csrc/python/cuda_module.c"],
-    depends=cuda_depends,
-    include_dirs=["kernels"],
+    sources=cuda_binding_sources,
+    depends=cuda_depends + ["csrc/python/cuda_binding.h"],
+    include_dirs=["kernels", "csrc/python", "csrc/include"],
     extra_compile_args=c_flags(),
 )
 

@@ -33,6 +33,7 @@
 #define CCOMP_DEXP_CUDA
 #include "ccomp/ac_exp.h"
 #include "ccomp_cuda.h"
+#include "launch.cuh"
 
 namespace {
 
@@ -455,7 +456,7 @@ template <bool SCAN>
 void launch_rows(const RowsArgs &a, int dtype, unsigned blocks)
 {
     const dim3 grid(blocks), block(WARPS * 32);
-#define CCOMP_AC_ROWS(In, L, R) rows_kernel<In, L, R, SCAN><<<grid, block>>>(a)
+#define CCOMP_AC_ROWS(In, L, R) CCOMP_LAUNCH(grid, block, 0, 0, rows_kernel<In, L, R, SCAN>)(a)
     const int r = a.m.rule, l = a.m.logits;
     if (dtype == 0) {
         if (r == RULE_CONSTRICTION) {
@@ -476,7 +477,7 @@ void launch_rows(const RowsArgs &a, int dtype, unsigned blocks)
 void launch_find(const FindArgs &a, int dtype, unsigned blocks)
 {
     const dim3 grid(blocks), block(WARPS * 32);
-#define CCOMP_AC_FIND(In, L, R) find_kernel<In, L, R><<<grid, block>>>(a)
+#define CCOMP_AC_FIND(In, L, R) CCOMP_LAUNCH(grid, block, 0, 0, find_kernel<In, L, R>)(a)
     const int r = a.m.rule, l = a.m.logits;
     if (dtype == 0) {
         if (r == RULE_CONSTRICTION) {

@@ -1,5 +1,8 @@
-// Host-side helpers shared by ccomp's CUDA files (kv.cu, sketch.cu, tokens.cu): error messages in the
-// entry points' (code, message) convention and making the data's device current.  Included inside each
+// Host-side helpers shared by ccomp's CUDA files (kv.cu, sketch.cu, tokens.cu): error reports and making
+// the data's device current.  Entry points return a ccomp_status and fill a ccomp_error (ccomp/status.h),
+// like the C core: CCOMP_ERR_VALUE for a rejected argument, CCOMP_ERR_BACKEND for a CUDA failure.
+// (The (int code, char *msg) forms below are the older convention, kept until every entry point uses
+// the status form.)  Included inside each
 // file's anonymous namespace, so every object keeps its own private copy and no symbol is exported.
 #ifndef CCOMP_CUDA_HOST_CUH
 #define CCOMP_CUDA_HOST_CUH
@@ -20,6 +23,32 @@ inline int reject(char *msg, size_t msg_len, const char *fmt, ...)
     vsnprintf(msg, msg_len, fmt, ap);
     va_end(ap);
     return -1;
+}
+
+// The status convention: a CUDA failure names the call and returns CCOMP_ERR_BACKEND (CCOMP_ERR_NOMEM
+// for cudaErrorMemoryAllocation); err may be NULL.
+inline ccomp_status fail(ccomp_error *err, cudaError_t rc, const char *what)
+{
+    ccomp_status code = rc == cudaErrorMemoryAllocation ? CCOMP_ERR_NOMEM : CCOMP_ERR_BACKEND;
+    if (err != NULL) {
+        err->code = code;
+        snprintf(err->msg, sizeof err->msg, "CUDA error in %s: %s", what, cudaGetErrorString(rc));
+    }
+    cudaGetLastError(); // clear a non-sticky error
+    return code;
+}
+
+// A rejected argument: printf-style message, returns CCOMP_ERR_VALUE; err may be NULL.
+inline ccomp_status reject(ccomp_error *err, const char *fmt, ...)
+{
+    if (err != NULL) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+        va_end(ap);
+        err->code = CCOMP_ERR_VALUE;
+    }
+    return CCOMP_ERR_VALUE;
 }
 
 // Makes the data's device current (restored by the destructor).

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "ccomp_cuda.h"
+#include "launch.cuh"
 
 extern "C" int ccomp_cuda_device_count(int *count, char *msg, size_t msg_len)
 {
@@ -64,7 +65,7 @@ extern "C" int ccomp_cuda_iota(int *host_out, int n, int step, char *msg, size_t
     int *dev = NULL;
     cudaError_t rc = cudaMalloc(&dev, (size_t)n * sizeof(int));
     if (rc == cudaSuccess) {
-        iota_kernel<<<(n + 255) / 256, 256>>>(dev, n, step);
+        CCOMP_LAUNCH((n + 255) / 256, 256, 0, 0, iota_kernel)(dev, n, step);
         rc = cudaGetLastError();
         if (rc == cudaSuccess)
             rc = cudaMemcpy(host_out, dev, (size_t)n * sizeof(int), cudaMemcpyDeviceToHost);

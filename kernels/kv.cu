@@ -30,6 +30,7 @@
 #include <string.h>
 
 #include "ccomp_cuda.h"
+#include "launch.cuh"
 
 namespace
 {
@@ -319,7 +320,7 @@ template <class TIn, int BITS, int UG> __global__ void __launch_bounds__(NT) gw_
 // tokens per 8-channel unit, their min/max combined in token order through shared memory.
 template <class TIn, int BITS> __global__ void __launch_bounds__(NT) gw_quantize_channel(Job j, int nsub)
 {
-    extern __shared__ __align__(16) unsigned char kv_smem[];
+    CCOMP_DYNAMIC_SHARED(unsigned char, kv_smem);
     const size_t D = j.D, U = D / 8, G = (size_t)j.group, ng = j.T / G;
     const size_t s = blockIdx.x / ng, g = blockIdx.x - s * ng;
     float *lo_p = reinterpret_cast<float *>(kv_smem), *hi_p = lo_p + (size_t)nsub * D;
@@ -621,7 +622,7 @@ template <> __device__ __forceinline__ float load_one<uint16_t>(const uint16_t *
 // CPU's order), then the warp rotates, codes and packs the rows one after the other.
 template <class TIn, int E> __global__ void __launch_bounds__(128) turbo_quantize(Job j)
 {
-    extern __shared__ __align__(16) unsigned char kv_smem[];
+    CCOMP_DYNAMIC_SHARED(unsigned char, kv_smem);
     const unsigned lane = threadIdx.x & 31u, warp = threadIdx.x >> 5;
     const int D = (int)j.D, b = j.bits, nt = (1 << b) - 1;
     const size_t rows = j.S * j.T, first = ((size_t)blockIdx.x * 4 + warp) * 32;
@@ -947,7 +948,7 @@ __device__ void stage_rows(uint32_t *tile, int pitch, const uint8_t *src, size_t
 // group sums of q [RB][D / G].
 template <int KIND, int BITS, int RB> __global__ void __launch_bounds__(SCORE_T) scores_kernel(Attn a)
 {
-    extern __shared__ __align__(16) unsigned char kv_smem[];
+    CCOMP_DYNAMIC_SHARED(unsigned char, kv_smem);
     const Seg &g = a.g;
     const int tid = threadIdx.x, D = (int)a.D;
     const size_t s = blockIdx.y, tile0 = (size_t)blockIdx.x * SCORE_T, t = tile0 + (size_t)tid;
@@ -1095,7 +1096,7 @@ __device__ __forceinline__ float warp_sum(float v)
 // RB rows.  Shared memory: p [RB][CHUNK], per-thread sums [ACC_T / U][RB][Dv].
 template <int KIND, int BITS, int RB> __global__ void __launch_bounds__(ACC_T) accum_kernel(Attn a)
 {
-    extern __shared__ __align__(16) unsigned char kv_smem[];
+    CCOMP_DYNAMIC_SHARED(unsigned char, kv_smem);
     const Seg &g = a.g;
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
     const size_t s = blockIdx.y, c0 = (size_t)blockIdx.x * CHUNK, gchunk = a.chunk0 + blockIdx.x;
@@ -1255,7 +1256,7 @@ template <int KIND, int BITS, int RB> __global__ void __launch_bounds__(ACC_T) a
 // out = sum_j o_j 2^(m_j - M) / sum_j l_j 2^(m_j - M), M = max_j m_j: a block per query row.
 __global__ void __launch_bounds__(256) combine_kernel(Attn a)
 {
-    extern __shared__ __align__(16) unsigned char kv_smem[];
+    CCOMP_DYNAMIC_SHARED(unsigned char, kv_smem);
     __shared__ float red[32];
     float *wgt = reinterpret_cast<float *>(kv_smem);
     const size_t row = blockIdx.x;
@@ -1300,7 +1301,7 @@ cudaError_t launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cud
         const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
         if (e != cudaSuccess) return e;
     }
-    kernel<<<grid, block, smem, stream>>>(args...);
+    CCOMP_LAUNCH(grid, block, smem, stream, kernel)(args...);
     return cudaGetLastError();
 }
 

@@ -32,6 +32,7 @@
 
 #include "ccomp/sketch.h"
 #include "ccomp_cuda.h"
+#include "launch.cuh"
 
 static_assert((int)CCOMP_CUDA_SKETCH_F32 == (int)CCOMP_SKETCH_F32 &&
                   (int)CCOMP_CUDA_SKETCH_F16 == (int)CCOMP_SKETCH_F16 &&
@@ -442,7 +443,7 @@ template <int TD, int TO> __global__ void dequantize_kernel(const Args a, void *
 template <class... P, class... A>
 cudaError_t launch(void (*kernel)(P...), dim3 grid, dim3 block, cudaStream_t stream, A... args)
 {
-    kernel<<<grid, block, 0, stream>>>(args...);
+    CCOMP_LAUNCH(grid, block, 0, stream, kernel)(args...);
     return cudaGetLastError();
 }
 

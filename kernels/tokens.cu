@@ -41,6 +41,7 @@
 #include <string.h>
 
 #include "ccomp_cuda.h"
+#include "launch.cuh"
 
 namespace
 {
@@ -815,18 +816,18 @@ extern "C" int ccomp_cuda_tokens_topk(const void *keys, int dtype, size_t B, siz
     const int *d_ro = (const int *)(w + L.rows_off), *d_co = (const int *)(w + L.cols_off);
     const size_t BN_tokens = B * N;
 
-    prep_norms<<<blocks_of(BN_tokens, 128), 128, 0, st>>>(K, (int)B, inv, hash, bad);
+    CCOMP_LAUNCH(blocks_of(BN_tokens, 128), 128, 0, st, prep_norms)(K, (int)B, inv, hash, bad);
     if ((e = cudaGetLastError()) != cudaSuccess) return fail(e, "the norm kernel", msg, msg_len);
-    prep_half<<<blocks_of(BN_tokens * 32, 256), 256, 0, st>>>(K, (int)B, inv, kh);
+    CCOMP_LAUNCH(blocks_of(BN_tokens * 32, 256), 256, 0, st, prep_half)(K, (int)B, inv, kh);
     if ((e = cudaGetLastError()) != cudaSuccess) return fail(e, "the fp16 key kernel", msg, msg_len);
 
     const int limit = (int)k + (exclude_self ? 1 : 0);
     const int *rank = NULL;
     if (cols_distinct && C > 0) {
         int *rep = (int *)(w + L.rep), *rk = (int *)(w + L.rank);
-        rep_tokens<<<blocks_of(BN_tokens, 128), 128, 0, st>>>(K, (int)B, hash, rep);
+        CCOMP_LAUNCH(blocks_of(BN_tokens, 128), 128, 0, st, rep_tokens)(K, (int)B, hash, rep);
         if ((e = cudaGetLastError()) != cudaSuccess) return fail(e, "the duplicate-key kernel", msg, msg_len);
-        col_ranks<<<blocks_of(C, 128), 128, 0, st>>>(d_cols, d_co, (int)B, (int)N, (int)C, rep, limit, rk);
+        CCOMP_LAUNCH(blocks_of(C, 128), 128, 0, st, col_ranks)(d_cols, d_co, (int)B, (int)N, (int)C, rep, limit, rk);
         if ((e = cudaGetLastError()) != cudaSuccess) return fail(e, "the group-rank kernel", msg, msg_len);
         rank = rk;
     }
@@ -862,12 +863,12 @@ extern "C" int ccomp_cuda_tokens_topk(const void *keys, int dtype, size_t B, siz
     P.cap = cap_of(k);
 
     if (max_cols > 0) {
-        screen_threshold<<<dim3((unsigned)tiles, (unsigned)splits), SCREEN_T, 0, st>>>(P);
+        CCOMP_LAUNCH(dim3((unsigned)tiles, (unsigned)splits), SCREEN_T, 0, st, screen_threshold)(P);
         if ((e = cudaGetLastError()) != cudaSuccess) return fail(e, "the screening (threshold) kernel", msg, msg_len);
-        threshold_rows<<<blocks_of(R * 32, 256), 256, 0, st>>>(P.topv, (int)R, splits, (int)k, 2.0 * screen_delta(D),
+        CCOMP_LAUNCH(blocks_of(R * 32, 256), 256, 0, st, threshold_rows)(P.topv, (int)R, splits, (int)k, 2.0 * screen_delta(D),
                                                                (float *)(w + L.lo));
         if ((e = cudaGetLastError()) != cudaSuccess) return fail(e, "the threshold kernel", msg, msg_len);
-        screen_collect<<<dim3((unsigned)tiles, (unsigned)col_tiles), SCREEN_T, 0, st>>>(P);
+        CCOMP_LAUNCH(dim3((unsigned)tiles, (unsigned)col_tiles), SCREEN_T, 0, st, screen_collect)(P);
         if ((e = cudaGetLastError()) != cudaSuccess) return fail(e, "the screening (collect) kernel", msg, msg_len);
     }
 
@@ -893,9 +894,9 @@ extern "C" int ccomp_cuda_tokens_topk(const void *keys, int dtype, size_t B, siz
     F.max_cols = (int)max_cols;
     F.out_idx = (long long *)out_idx;
     F.out_val = out_val;
-    recheck_rows<<<blocks_of(R, RECHECK_T / 32), RECHECK_T, 0, st>>>(F);
+    CCOMP_LAUNCH(blocks_of(R, RECHECK_T / 32), RECHECK_T, 0, st, recheck_rows)(F);
     if ((e = cudaGetLastError()) != cudaSuccess) return fail(e, "the recheck kernel", msg, msg_len);
-    fallback_rows<<<FALLBACK_BLOCKS, FALLBACK_T, 0, st>>>(F);
+    CCOMP_LAUNCH(FALLBACK_BLOCKS, FALLBACK_T, 0, st, fallback_rows)(F);
     if ((e = cudaGetLastError()) != cudaSuccess) return fail(e, "the fallback kernel", msg, msg_len);
 
     if (first_bad != NULL || stats != NULL) {
