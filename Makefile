@@ -135,7 +135,8 @@ fuzz-run-%: build/fuzz/%
 # The CUDA kernels compiled for the host and run under the SIMT emulator (kernels/simt/simt_cpu.h),
 # in three builds: plain, AddressSanitizer (out-of-bounds device and shared accesses) and the race
 # build (GCC's -fsanitize=thread instrumentation on the .cu files only, linked against the
-# emulator's own hooks). Needs the toolkit's host headers (cuda_fp16.h ...), not a GPU.
+# emulator's own hooks). Needs the toolkit's host headers (cuda_fp16.h ...), not a GPU. The broken test kernels'
+# AddressSanitizer reports (expected) go to build/simt/asan/asan.log.*.
 CUDA_HOME  ?= /usr/local/cuda
 SIMT_CXX   ?= g++
 SIMT_FLAGS := -std=c++17 -DCCOMP_SIMT -include kernels/simt/simt_cpu.h -Ikernels/simt/include -I$(CUDA_HOME)/include \
@@ -170,7 +171,9 @@ $(foreach m,plain asan race,$(foreach t,$(SIMT_TESTS),$(eval $(call SIMT_BIN,$(m
 simt:
 	@$(MAKE) --no-print-directory -j$(JOBS) $(foreach m,plain asan race,$(addprefix build/simt/$(m)/,$(SIMT_TESTS)))
 	@for t in $(SIMT_TESTS); do build/simt/plain/$$t || exit 1; done
-	@for t in $(SIMT_TESTS); do ASAN_OPTIONS=halt_on_error=0:detect_leaks=1 build/simt/asan/$$t || exit 1; done
+	@rm -f build/simt/asan/asan.log.*
+	@for t in $(SIMT_TESTS); do ASAN_OPTIONS=halt_on_error=0:detect_leaks=1:log_path=build/simt/asan/asan.log \
+	  build/simt/asan/$$t || { cat build/simt/asan/asan.log.* 2>/dev/null | head -60; exit 1; }; done
 	@for t in $(SIMT_TESTS); do build/simt/race/$$t || exit 1; done
 
 # The Python tests that reach index-reading and container-parsing code, run against a copy of the
