@@ -20,21 +20,12 @@ import re
 
 import numpy as np
 
-from . import cuda as _cudamod
+from ._device import DeviceArray, _default_stream_view, _ext, on_device, to_device
 
 __all__ = ["lookup", "scan", "find", "ScanHandle", "DeviceArray", "to_device"]
 
 RULES = {"constriction": 0, "nacrith": 1}
 MIN_PRECISION, MAX_PRECISION = 12, 28
-
-# DLPack device types and dtype codes
-_KDL_CPU, _KDL_CUDA, _KDL_CUDA_HOST, _KDL_CUDA_MANAGED = 1, 2, 3, 13
-_DL_CODES = {0: "int", 1: "uint", 2: "float", 4: "bfloat", 5: "complex", 6: "bool"}
-
-
-def _ext(what):
-    _cudamod.require(what)
-    return _cudamod._cuda
 
 
 def _rule_code(rule):
@@ -71,124 +62,8 @@ def _check_vocab(V, precision):
                          f"(every symbol keeps a frequency of at least 1 out of 2^precision)")
 
 
-# ------------------------------------------------------------------ device arrays
-
-
-class DeviceArray:
-    """A C-contiguous array in GPU memory owned by ccomp (see :func:`to_device`).
-
-    It exposes ``__cuda_array_interface__``, so ccomp's GPU functions (and CuPy,
-    Numba, torch.as_tensor) accept it; ``get()`` copies it back to a NumPy array.
-    """
-
-    def __init__(self, capsule, ptr, shape, dtype):
-        self._capsule = capsule  # frees the memory when the array goes away
-        self.ptr = int(ptr)
-        self.shape = tuple(int(s) for s in shape)
-        self.dtype = np.dtype(dtype)
-
-    @property
-    def nbytes(self):
-        return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
-
-    @property
-    def __cuda_array_interface__(self):
-        return {"shape": self.shape, "typestr": self.dtype.str, "data": (self.ptr, False), "version": 3,
-                "strides": None, "stream": None}
-
-    def get(self):
-        """A NumPy copy of the array."""
-        ext = _ext("DeviceArray.get")
-        raw = ext.to_host(self.ptr, self.nbytes) if self.nbytes else b""
-        return np.frombuffer(raw, dtype=self.dtype).reshape(self.shape).copy()
-
-    def __repr__(self):
-        return f"DeviceArray(shape={self.shape}, dtype={self.dtype})"
-
-
-def to_device(array):
-    """Copy a NumPy array (made C-contiguous) to the current GPU as a :class:`DeviceArray`."""
-    ext = _ext("ccomp._ac_gpu.to_device")
-    arr = np.ascontiguousarray(array)
-    capsule, ptr = ext.upload(arr.reshape(-1).view(np.uint8) if arr.size else b"")
-    return DeviceArray(capsule, ptr, arr.shape, arr.dtype)
-
-
-class _View:
-    """Pointer, shape, strides (in elements) and dtype of an array in GPU memory."""
-
-    __slots__ = ("ptr", "shape", "strides", "dtype", "keep")
-
-    def __init__(self, ptr, shape, strides, dtype, keep):
-        self.ptr, self.shape, self.strides, self.dtype, self.keep = ptr, shape, strides, dtype, keep
-
-
-def cai_layout(obj, what):
-    """(pointer, shape, strides in elements, dtype, stream) of an object's ``__cuda_array_interface__``."""
-    cai = obj.__cuda_array_interface__
-    dtype = np.dtype(cai["typestr"])
-    shape = tuple(int(s) for s in cai["shape"])
-    if cai.get("strides") is None:
-        strides = _c_strides(shape)
-    else:
-        if any(s % dtype.itemsize for s in cai["strides"]):
-            raise ValueError(f"{what} has strides that are not a multiple of its item size: {cai['strides']}")
-        strides = tuple(int(s) // dtype.itemsize for s in cai["strides"])
-    return int(cai["data"][0]), shape, strides, dtype, cai.get("stream")
-
-
-def _c_strides(shape):
-    strides, acc = [], 1
-    for n in reversed(shape):
-        strides.append(acc)
-        acc *= max(int(n), 1)
-    return tuple(reversed(strides))
-
-
-def _dl_dtype(code, bits, lanes):
-    if lanes != 1:
-        return f"{_DL_CODES.get(code, 'code' + str(code))}{bits}x{lanes}"
-    if code in (0, 1, 2) and bits in (8, 16, 32, 64):
-        return np.dtype(f"{'iuf'[code]}{bits // 8}")
-    if code == 6:
-        return np.dtype(bool)
-    return f"{_DL_CODES.get(code, 'code' + str(code))}{bits}"
-
-
-def _device_view(obj, what, ext):
-    """A _View of obj in GPU memory; host arrays are copied to the GPU."""
-    if getattr(obj, "requires_grad", False) and hasattr(obj, "detach"):
-        obj = obj.detach()  # torch refuses to export tensors that require grad
-    if isinstance(obj, DeviceArray):
-        return _View(obj.ptr, obj.shape, _c_strides(obj.shape), obj.dtype, obj)
-    if not isinstance(obj, np.ndarray) and hasattr(obj, "__dlpack_device__") and hasattr(obj, "__dlpack__"):
-        dev_type, _dev_id = obj.__dlpack_device__()
-        dev_type = int(dev_type)
-        if dev_type in (_KDL_CUDA, _KDL_CUDA_MANAGED):
-            try:
-                capsule = obj.__dlpack__(stream=1)  # 1: the legacy default stream, where ccomp runs
-            except TypeError:
-                capsule = obj.__dlpack__()
-            ptr, _dt, _di, shape, strides, code, bits, lanes = ext.dlpack_info(capsule)
-            if strides is None:
-                strides = _c_strides(shape)
-            return _View(ptr, tuple(shape), tuple(strides), _dl_dtype(code, bits, lanes), (obj, capsule))
-        if dev_type not in (_KDL_CPU, _KDL_CUDA_HOST):
-            raise TypeError(f"{what} is on a device ccomp cannot use (DLPack device type {dev_type}); "
-                            f"expected a CUDA tensor or a NumPy array")
-        obj = np.from_dlpack(obj) if hasattr(np, "from_dlpack") else np.asarray(obj)
-    elif not isinstance(obj, np.ndarray) and hasattr(obj, "__cuda_array_interface__"):
-        ptr, shape, strides, dtype, stream = cai_layout(obj, what)
-        if stream is not None:
-            ext.synchronize()  # the producer's stream may still be writing the data
-        return _View(ptr, shape, strides, dtype, obj)
-    arr = np.asarray(obj)
-    dev = to_device(arr)
-    return _View(dev.ptr, dev.shape, _c_strides(dev.shape), dev.dtype, dev)
-
-
 def _rows_view(rows, ext, ndim_ok):
-    v = _device_view(rows, "rows", ext)
+    v = _default_stream_view(rows, "rows", ext)
     if not isinstance(v.dtype, np.dtype) or v.dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
         name = v.dtype.name if isinstance(v.dtype, np.dtype) else v.dtype
         raise TypeError(f"rows must be float32 or float64, got {name}")
@@ -212,12 +87,8 @@ def _host_ints(obj, what, ext):
     """A host int64 copy of an integer vector (on the GPU or the host)."""
     if getattr(obj, "requires_grad", False) and hasattr(obj, "detach"):
         obj = obj.detach()
-    on_device = not isinstance(obj, np.ndarray) and (
-        (hasattr(obj, "__dlpack_device__") and int(obj.__dlpack_device__()[0]) in (_KDL_CUDA, _KDL_CUDA_MANAGED))
-        or (not hasattr(obj, "__dlpack_device__") and hasattr(obj, "__cuda_array_interface__"))
-        or isinstance(obj, DeviceArray))
-    if on_device:
-        v = _device_view(obj, what, ext)
+    if not isinstance(obj, np.ndarray) and on_device(obj):
+        v = _default_stream_view(obj, what, ext)
         if not isinstance(v.dtype, np.dtype) or v.dtype.kind not in "iu":
             raise TypeError(f"{what} must be integers, got {getattr(v.dtype, 'name', v.dtype)}")
         if len(v.shape) != 1:

@@ -48,19 +48,13 @@ Functions:
       reads K/V head ``h // (heads // kv_heads)``.  D and Dv: multiples of 32 up to 256.
   ``Quantized(method, shape, params, arrays)``: a quantized tensor on the GPU.
 """
-import contextlib
 import math
 import re
-import sys
 
 import numpy as np
 
-from . import cuda as _cudamod
 from . import kv as _kv
-from ._ac_gpu import DeviceArray
-from ._ac_gpu import _c_strides
-from ._ac_gpu import cai_layout
-from ._ac_gpu import to_device as _upload
+from ._device import _c_strides, _dtype_name, _empty, _ext, _from_host, _on_stream, _ptr, _same_device, _stream, _view
 
 __all__ = ["quantize", "dequantize", "attention", "Quantized", "QUANTIZE_METHODS", "METHODS", "ATTENTION_METHODS"]
 
@@ -71,18 +65,12 @@ ATTENTION_METHODS = ("groupwise", "q8_0", "q4_0")
 _CODE = {"dense": 0, "groupwise": 1, "q8_0": 2, "q4_0": 3, "turbo": 4, "bitmap_sparse": 5, "gear": 6}
 _AXES = {"channel": 0, "token": 1}
 _F32, _F16 = 0, 1
-_KDL_CPU, _KDL_CUDA, _KDL_CUDA_HOST, _KDL_CUDA_MANAGED = 1, 2, 3, 13
 
 # (item size, accepted dtype kinds) of every array name; uint16 arrays may be fp16 tensors (same bits)
 _ARRAY_TYPES = {"codes": (1, "ui"), "blocks": (1, "ui"), "signs": (1, "ui"), "scale": (2, "uif"),
                 "zero": (2, "uif"), "values": (2, "uif"), "out_idx": (2, "ui"), "out_vals": (2, "uif"),
                 "U": (2, "uif"), "W": (2, "uif"), "norms": (4, "f"), "res_norms": (4, "f"),
                 "bitmaps": (8, "ui"), "offsets": (4, "ui")}
-
-
-def _ext(what):
-    _cudamod.require(what)
-    return _cudamod._cuda
 
 
 class Quantized:
@@ -126,164 +114,6 @@ def _kept(D, sparsity):
 
 
 # ------------------------------------------------------------------ device arrays
-
-
-class _Arr:
-    """Pointer, shape, strides (elements), dtype, kind ("torch", "cupy", "ccomp") and device of a GPU array."""
-
-    __slots__ = ("ptr", "shape", "strides", "dtype", "kind", "device", "obj")
-
-    def __init__(self, ptr, shape, strides, dtype, kind, device, obj):
-        self.ptr, self.shape, self.strides, self.dtype = int(ptr), tuple(shape), tuple(strides), dtype
-        self.kind, self.device, self.obj = kind, device, obj
-
-
-def _is_torch(obj):
-    return type(obj).__module__.split(".")[0] == "torch" and hasattr(obj, "data_ptr")
-
-
-_TORCH_NAMES = {"float32": "f4", "float16": "f2", "float64": "f8", "uint8": "u1", "int8": "i1", "int16": "i2",
-                "int32": "i4", "int64": "i8", "uint16": "u2", "uint32": "u4", "uint64": "u8"}
-
-
-def _torch_np_dtype(tdt):
-    name = str(tdt).replace("torch.", "")
-    return np.dtype(_TORCH_NAMES[name]) if name in _TORCH_NAMES else name
-
-
-def _torch_dtype(torch, dt):
-    dt = np.dtype(dt)
-    names = {"f4": "float32", "f2": "float16", "u1": "uint8", "u2": "uint16", "u4": "uint32", "u8": "uint64"}
-    signed = {"u2": "int16", "u4": "int32", "u8": "int64"}
-    key = dt.str[1:]
-    name = names[key]
-    if not hasattr(torch, name):
-        name = signed[key]
-    return getattr(torch, name)
-
-
-def _dl_dtype(code, bits, lanes):
-    if lanes == 1 and code in (0, 1, 2) and bits in (8, 16, 32, 64):
-        return np.dtype(f"{'iuf'[code]}{bits // 8}")
-    return {4: "bfloat", 5: "complex", 6: "bool"}.get(code, f"code{code}") + str(bits)
-
-
-def _view(obj, what, ext):
-    """An _Arr of obj in GPU memory; host arrays are copied to the current GPU."""
-    if getattr(obj, "requires_grad", False) and hasattr(obj, "detach"):
-        obj = obj.detach()
-    if _is_torch(obj):
-        if obj.device.type == "cuda":
-            return _Arr(obj.data_ptr(), tuple(obj.shape), tuple(obj.stride()), _torch_np_dtype(obj.dtype), "torch",
-                        obj.device.index or 0, obj)
-        if obj.device.type != "cpu":
-            raise TypeError(f"{what} is on a {obj.device.type} device; expected a CUDA tensor")
-        obj = obj.numpy() if _torch_np_dtype(obj.dtype) != "bfloat16" else obj.float().numpy()
-    if isinstance(obj, DeviceArray):
-        return _Arr(obj.ptr, obj.shape, _c_strides(obj.shape), obj.dtype, "ccomp", None, obj)
-    if not isinstance(obj, np.ndarray) and hasattr(obj, "__cuda_array_interface__"):
-        ptr, shape, strides, dtype, cai_stream = cai_layout(obj, what)
-        is_cupy = type(obj).__module__.split(".")[0] == "cupy"
-        if not is_cupy and cai_stream is not None:
-            ext.synchronize()  # an unknown producer's stream may still be writing the data
-        return _Arr(ptr, shape, strides, dtype, "cupy" if is_cupy else "ccomp", obj.device.id if is_cupy else None,
-                    obj)
-    if not isinstance(obj, np.ndarray) and hasattr(obj, "__dlpack__") and hasattr(obj, "__dlpack_device__"):
-        dev_type, dev_id = obj.__dlpack_device__()
-        if int(dev_type) in (_KDL_CUDA, _KDL_CUDA_MANAGED):
-            capsule = obj.__dlpack__()
-            ptr, _dt, _di, shape, strides, code, bits, lanes = ext.dlpack_info(capsule)
-            return _Arr(ptr, tuple(shape), tuple(strides) if strides is not None else _c_strides(shape),
-                        _dl_dtype(code, bits, lanes), "ccomp", int(dev_id), (obj, capsule))
-        if int(dev_type) not in (_KDL_CPU, _KDL_CUDA_HOST):
-            raise TypeError(f"{what} is on a device ccomp cannot use (DLPack device type {int(dev_type)}); "
-                            f"expected a CUDA array")
-        obj = np.from_dlpack(obj)
-    arr = np.asarray(obj)
-    if arr.dtype == object:
-        raise TypeError(f"{what} must be an array, got {type(obj).__name__}")
-    dev = _upload(arr)
-    return _Arr(dev.ptr, dev.shape, _c_strides(dev.shape), dev.dtype, "ccomp", None, dev)
-
-
-def _alloc(shape, dtype, ext):
-    dtype = np.dtype(dtype)
-    n = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    capsule, ptr = ext.alloc(n)
-    return DeviceArray(capsule, ptr, shape, dtype)
-
-
-def _empty(like, shape, dtype, ext):
-    """A new C-contiguous array of like's kind on like's device."""
-    shape = tuple(int(s) for s in shape)
-    if like.kind == "torch":
-        torch = sys.modules["torch"]
-        return torch.empty(shape, dtype=_torch_dtype(torch, dtype), device=like.obj.device)
-    if like.kind == "cupy":
-        cp = sys.modules["cupy"]
-        with cp.cuda.Device(like.device):
-            return cp.empty(shape, dtype=dtype)
-    return _alloc(shape, dtype, ext)
-
-
-def _from_host(like, host, ext):
-    if like.kind == "torch":
-        return sys.modules["torch"].from_numpy(host).to(like.obj.device)
-    if like.kind == "cupy":
-        cp = sys.modules["cupy"]
-        with cp.cuda.Device(like.device):
-            return cp.asarray(host)
-    return _upload(host)
-
-
-def _ptr(arr, ext):
-    return _view(arr, "output", ext).ptr
-
-
-def _stream(like, stream):
-    if stream is not None:
-        if isinstance(stream, (int, np.integer)) and not isinstance(stream, bool):
-            if stream < 0:
-                raise ValueError(f"stream must be a cudaStream_t handle (>= 0), got {stream}")
-            return int(stream)
-        for attr in ("cuda_stream", "ptr"):
-            if hasattr(stream, attr):
-                return int(getattr(stream, attr))
-        raise TypeError(f"stream must be None, an int handle or a torch/CuPy stream, got {type(stream).__name__}")
-    if like.kind == "torch":
-        return int(sys.modules["torch"].cuda.current_stream(like.obj.device).cuda_stream)
-    if like.kind == "cupy":
-        cp = sys.modules["cupy"]
-        with cp.cuda.Device(like.device):
-            return int(cp.cuda.get_current_stream().ptr)
-    return 0
-
-
-def _on_stream(like, handle):
-    """Allocations of like's framework ordered on stream `handle` (its caching allocator then reuses
-    the memory only after the work queued there)."""
-    if like.kind == "torch":
-        torch = sys.modules["torch"]
-        if handle != torch.cuda.current_stream(like.obj.device).cuda_stream:
-            return torch.cuda.stream(torch.cuda.ExternalStream(handle, device=like.obj.device))
-    elif like.kind == "cupy":
-        cp = sys.modules["cupy"]
-        with cp.cuda.Device(like.device):
-            if handle != cp.cuda.get_current_stream().ptr:
-                return cp.cuda.ExternalStream(handle)
-    return contextlib.nullcontext()
-
-
-def _same_device(views, what):
-    """ValueError unless every array whose device is known is on one GPU."""
-    devs = sorted({v.device for v in views if v.device is not None})
-    if len(devs) > 1:
-        raise ValueError(f"{what}: the arrays are on different GPUs ({', '.join(f'cuda:{d}' for d in devs)}); "
-                         f"expected one device")
-
-
-def _dtype_name(dt):
-    return dt.name if isinstance(dt, np.dtype) else str(dt)
 
 
 def _float_view(v, what):

@@ -3,7 +3,7 @@
 Contract (what ccomp.sketch can rely on)
 ----------------------------------------
 Inputs are CUDA arrays: torch tensors, CuPy arrays, anything with ``__cuda_array_interface__`` (such as
-:class:`ccomp._ac_gpu.DeviceArray`) or a CUDA ``__dlpack__``.  ``x`` and ``grad_y`` are float32 or
+:class:`ccomp._device.DeviceArray`) or a CUDA ``__dlpack__``.  ``x`` and ``grad_y`` are float32 or
 float16, shape ``(..., features)``, C-contiguous (a non-contiguous array is rejected, never copied).
 A NumPy input is copied to the GPU first.  Outputs are new float32 arrays of the input's kind on its
 device (torch in -> torch out, CuPy in -> CuPy out, otherwise :class:`DeviceArray`); with a host
@@ -28,37 +28,18 @@ import sys
 
 import numpy as np
 
-from . import cuda as _cudamod
-from ._kv_gpu import _dtype_name, _empty, _on_stream, _ptr, _same_device, _stream, _view
+from ._device import _contiguous, _dtype_name, _empty, _ext, _on_stream, _ptr, _same_device, _stream, _view, on_device
+from ._device import to_device as _upload
+from ._sketch_shape import TABLE_CODES, SketchShape
+from ._sketch_shape import bits_of as _bits_of
 
 __all__ = ["DeviceSketch", "matmul", "grad_tables", "grad_input", "dequantize", "to_device"]
 
-_TD = {"float32": 0, "float16": 1, "bfloat16": 2}
+_TD = {name: code for name, code in TABLE_CODES.items() if name != "float64"}  # the GPU's table types
 _IN = {np.dtype(np.float32): 0, np.dtype(np.float16): 1}
 
 
-def _ext(what):
-    _cudamod.require(what)
-    return _cudamod._cuda
-
-
-def _bits_of(K):
-    if K not in (4, 8, 16):
-        raise ValueError(f"tables must have 4, 8 or 16 entries per group (2, 3 or 4 bits), got {K}")
-    return int(K).bit_length() - 1
-
-
-def _contiguous(v):
-    """True when a view's strides are C-contiguous (axes of length 1 may have any stride)."""
-    expect = 1
-    for n, st in zip(reversed(v.shape), reversed(v.strides)):
-        if n != 1 and st != expect:
-            return False
-        expect *= max(int(n), 1)
-    return True
-
-
-class DeviceSketch:
+class DeviceSketch(SketchShape):
     """A sketch whose ``tables`` ``[out, G, 2**bits]`` and packed ``codes`` ``[out, G, gb]`` (uint8)
     live on a GPU (torch, CuPy or ccomp device arrays, C-contiguous, on one device).
 
@@ -106,20 +87,8 @@ class DeviceSketch:
         self._views = (tv, cv)
 
     @property
-    def out_features(self):
-        return int(self._views[0].shape[0])
-
-    @property
-    def groups(self):
-        return int(self._views[0].shape[1])
-
-    @property
-    def shape(self):
-        return (self.out_features, self.in_features)
-
-    @property
-    def group_size(self):
-        return self.in_features // self.groups
+    def _tables_shape(self):
+        return self._views[0].shape
 
     def __repr__(self):
         return (f"DeviceSketch(out_features={self.out_features}, in_features={self.in_features}, "
@@ -131,12 +100,10 @@ class DeviceSketch:
 
     def to_host(self):
         """The sketch as a host :class:`ccomp.sketch.Sketch` (a copy)."""
-        from .sketch import Sketch
-
         tables = _host(self.tables)
         if self.dtype == "bfloat16":
             tables = tables.view(np.uint16)
-        return Sketch(tables, _host(self.codes), self.in_features, dtype=self.dtype, info=self.info)
+        return SketchShape.host_class()(tables, _host(self.codes), self.in_features, dtype=self.dtype, info=self.info)
 
     def matmul(self, x, stream=None):
         """``x @ W_hat.T`` on the GPU (see :func:`matmul`)."""
@@ -168,15 +135,13 @@ def _host(a):
 def to_device(sketch, like=None):
     """A :class:`DeviceSketch` with the tables and codes of a host sketch, on the device of ``like``
     (a torch tensor or CuPy array: arrays of its kind; None: ccomp's own arrays on the current device)."""
-    from ._ac_gpu import to_device as upload
-
     _ext("ccomp.sketch.Sketch.to_device")
     if sketch.dtype not in _TD:
         raise TypeError(f"tables on the GPU must be float32, float16 or bfloat16, got {sketch.dtype} "
                         f"(sketch.astype('float32') first)")
     tables, codes = sketch.tables, sketch.codes
     kind = None if like is None else type(like).__module__.split(".")[0]
-    if kind in ("torch", "cupy") and not _cudamod.on_device(like):
+    if kind in ("torch", "cupy") and not on_device(like):
         raise TypeError("like must be an array on the GPU (its kind and device are used)")
     if kind == "torch":
         torch = sys.modules["torch"]
@@ -189,7 +154,7 @@ def to_device(sketch, like=None):
         with cp.cuda.Device(like.device.id):
             dt, dc = cp.asarray(tables), cp.asarray(codes)
     elif like is None or hasattr(like, "__cuda_array_interface__"):
-        dt, dc = upload(tables), upload(codes)
+        dt, dc = _upload(tables), _upload(codes)
     else:
         raise TypeError(f"like must be a torch tensor or CuPy array on the GPU, got {type(like).__name__}")
     return DeviceSketch(dt, dc, sketch.in_features, dtype=sketch.dtype, info=sketch.info)
@@ -199,11 +164,9 @@ def _sketch_on(sketch, x):
     """(DeviceSketch, sketch tuple): a host Sketch is copied to the device of x."""
     if getattr(sketch, "_device_sketch", False):
         return sketch, sketch._tuple()
-    from .sketch import Sketch
-
-    if not isinstance(sketch, Sketch):
+    if not isinstance(sketch, SketchShape.host_class()):
         raise TypeError(f"expected a ccomp.sketch.Sketch or DeviceSketch, got {type(sketch).__name__}")
-    like = x if type(x).__module__.split(".")[0] in ("torch", "cupy") and _cudamod.on_device(x) else None
+    like = x if type(x).__module__.split(".")[0] in ("torch", "cupy") and on_device(x) else None
     d = to_device(sketch, like)
     return d, d._tuple()
 
@@ -223,7 +186,7 @@ def _input(x, width, name, ext):
 
 def _like(v, d, x):
     """The view whose kind the outputs take: the input's, or the sketch's for a host input."""
-    return v if _cudamod.on_device(x) else d._views[0]
+    return v if on_device(x) else d._views[0]
 
 
 def _product(what, a, sketch, stream, forward):

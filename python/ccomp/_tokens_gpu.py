@@ -2,7 +2,7 @@
 
 ccomp.tokens sends its similarity top-k here when the keys (or the tokens, when no keys are given)
 are CUDA arrays: torch tensors, CuPy arrays, anything with ``__cuda_array_interface__`` (such as
-:class:`ccomp._ac_gpu.DeviceArray`) or a CUDA ``__dlpack__``; float32, float64 or float16, shape
+:class:`ccomp._device.DeviceArray`) or a CUDA ``__dlpack__``; float32, float64 or float16, shape
 ``[B, N, D]`` or ``[N, D]``, channels contiguous and any token / sub-image stride.
 
 Results are bit-identical to the CPU core (``ccomp._core.tokens_topk``, csrc/tokens/similarity.c):
@@ -32,9 +32,9 @@ import sys
 
 import numpy as np
 
-from . import cuda as _cudamod
-from ._ac_gpu import DeviceArray
-from ._kv_gpu import _dtype_name, _empty, _from_host, _on_stream, _ptr, _same_device, _stream, _view
+from ._args import integer as _integer
+from ._device import DeviceArray, _dtype_name, _empty, _ext, _from_host, _on_stream, _ptr, _same_device, _stream, _view
+from ._device import on_device
 
 __all__ = ["DeviceKeys", "most_similar", "topk", "to_host", "MAX_K", "last_stats"]
 
@@ -45,14 +45,9 @@ _CODES = {np.dtype(np.float32): 0, np.dtype(np.float64): 1, np.dtype(np.float16)
 last_stats = {}
 
 
-def _ext(what):
-    _cudamod.require(what)
-    return _cudamod._cuda
-
-
 def on_gpu(a):
     """True for a CUDA array (never for NumPy or a CPU tensor)."""
-    return a is not None and not isinstance(a, np.ndarray) and _cudamod.on_device(a)
+    return a is not None and not isinstance(a, np.ndarray) and on_device(a)
 
 
 class DeviceKeys:
@@ -109,15 +104,6 @@ def to_host(a, name="array"):
     raw = ext.to_host(v.ptr, span * v.dtype.itemsize) if span else b""
     flat = np.frombuffer(raw, dtype=v.dtype)
     return np.lib.stride_tricks.as_strided(flat, v.shape, tuple(s * v.dtype.itemsize for s in v.strides)).copy()
-
-
-def host_keys(dk):
-    """The keys of a DeviceKeys as the CPU core reads them: [B, N, D] float32/float64, C order."""
-    from . import tokens as _tk
-
-    k = to_host(dk.obj, dk.name).reshape(dk.shape)
-    _tk._finite(k, dk.name)
-    return np.ascontiguousarray(k.astype(np.float32) if k.dtype == np.float16 else k)
 
 
 def _numpy(a):
@@ -182,13 +168,15 @@ def topk_device(dk, rows, cols, exclude_self, k):
     return oi, ov
 
 
-def topk(dk, rows, cols, exclude_self, k):
-    """ccomp.tokens._topk for device keys: per sub-image host (index, similarity) arrays."""
-    from . import tokens as _tk
-
+def _gpu_k(k):
     if k > MAX_K:
-        return _tk._topk(host_keys(dk), rows, cols, exclude_self, k, None)
-    oi, ov = topk_device(dk, rows, cols, exclude_self, k)
+        raise ValueError(f"k = {k} is above the GPU's limit of {MAX_K} (ccomp.tokens runs a larger k on the CPU)")
+    return k
+
+
+def topk(dk, rows, cols, exclude_self, k):
+    """ccomp.tokens._topk for device keys and k up to MAX_K: per sub-image host (index, similarity) arrays."""
+    oi, ov = topk_device(dk, rows, cols, exclude_self, _gpu_k(k))
     idx, val = _numpy(oi), _numpy(ov)
     out_i, out_v, at = [], [], 0
     for rb in rows:
@@ -199,17 +187,12 @@ def topk(dk, rows, cols, exclude_self, k):
 
 
 def most_similar(keys, k=1):
-    """ccomp.tokens.most_similar on CUDA keys: device (index int64, similarity float32) arrays."""
-    from . import tokens as _tk
-
-    dk = DeviceKeys(keys, "keys")
+    """ccomp.tokens.most_similar on CUDA keys (or a DeviceKeys) for k up to MAX_K: device (index int64,
+    similarity float32) arrays."""
+    dk = keys if isinstance(keys, DeviceKeys) else DeviceKeys(keys, "keys")
     B, N, D = dk.shape
-    k = _tk._count(k, "k", 1, N - 1)
+    k = _gpu_k(_integer("k", k, 1, N - 1))
     shape = (N, k) if dk.squeeze else (B, N, k)
-    if k > MAX_K:
-        idx, val = _tk.most_similar(host_keys(dk), k)
-        return (_from_host(dk.v, np.ascontiguousarray(idx.reshape(shape)), dk.ext),
-                _from_host(dk.v, np.ascontiguousarray(val.reshape(shape)), dk.ext))
     allr = [np.arange(N)] * B
     oi, ov = topk_device(dk, allr, allr, True, k)
     return _reshape(oi, shape), _reshape(ov, shape)
@@ -242,17 +225,13 @@ def from_host_like(dk, arr):
     return _from_host(dk.v, np.ascontiguousarray(arr), dk.ext)
 
 
-def check_finite(dk):
-    """The CPU's ValueError when device tokens hold a NaN or infinite value (their top-k did not read them)."""
-    from . import tokens as _tk
-
+def all_finite(dk):
+    """True when torch or CuPy tokens hold no NaN or infinity (checked on their device); False for them
+    otherwise and for other CUDA arrays, whose host copy the caller then checks."""
     obj = dk.obj
     mod = type(obj).__module__.split(".")[0]
     if mod == "torch":
-        ok = bool(sys.modules["torch"].isfinite(obj.detach()).all())
-    elif mod == "cupy":
-        ok = bool(sys.modules["cupy"].isfinite(obj).all())
-    else:
-        ok = False
-    if not ok:
-        _tk._finite(to_host(obj, dk.name).reshape(dk.shape), dk.name)
+        return bool(sys.modules["torch"].isfinite(obj.detach()).all())
+    if mod == "cupy":
+        return bool(sys.modules["cupy"].isfinite(obj).all())
+    return False

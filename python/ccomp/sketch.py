@@ -64,7 +64,10 @@ from ._args import integer as _integer
 from ._args import real as _real
 from ._args import threads as _threads
 from ._core import CorruptStreamError
-from .cuda import on_device
+from ._device import on_device
+from ._sketch_shape import TABLE_CODES as _TD
+from ._sketch_shape import SketchShape
+from ._sketch_shape import bits_of as _bits_of
 
 # SketchedLinear and SketchMatmul (torch) are loaded on first use, so that importing ccomp never needs torch.
 __all__ = ["Sketch", "fit", "fit_model", "matmul", "grad_tables", "grad_input", "output_error", "save", "load",
@@ -72,7 +75,6 @@ __all__ = ["Sketch", "fit", "fit_model", "matmul", "grad_tables", "grad_input", 
 
 METHODS = ("rtn", "kmeans", "leanquant")
 DTYPES = ("float32", "float16", "bfloat16", "float64")
-_TD = {"float32": 0, "float16": 1, "bfloat16": 2, "float64": 3}  # the core's CCOMP_SKETCH_*
 _NP = {"float32": np.float32, "float16": np.float16, "bfloat16": np.uint16, "float64": np.float64}
 _MAGIC = b"CCSK"
 _VERSION = 1
@@ -126,13 +128,7 @@ def _tables(tables, dtype=None):
     return np.ascontiguousarray(a), tag
 
 
-def _bits_of(K):
-    if K not in (4, 8, 16):
-        raise ValueError(f"tables must have 4, 8 or 16 entries per group (2, 3 or 4 bits), got {K}")
-    return int(K).bit_length() - 1
-
-
-class Sketch:
+class Sketch(SketchShape, host=True):
     """A sketched weight matrix: ``tables`` ``[out, G, 2**bits]`` and packed ``codes``.
 
     ``Sketch(tables, codes, in_features=None)``: ``tables`` a float32 /
@@ -171,23 +167,10 @@ class Sketch:
         self.info = dict(info or {})
         _core.sketch_check(self.tables, _TD[self.dtype], self.codes, self.in_features, self.bits)
 
-    # ---------------------------------------------------------------- shape
+    # ---------------------------------------------------------------- shape (its properties: SketchShape)
     @property
-    def out_features(self):
-        return self.tables.shape[0]
-
-    @property
-    def groups(self):
-        return self.tables.shape[1]
-
-    @property
-    def shape(self):
-        """``(out_features, in_features)`` of the sketched matrix."""
-        return (self.out_features, self.in_features)
-
-    @property
-    def group_size(self):
-        return self.in_features // self.groups
+    def _tables_shape(self):
+        return self.tables.shape
 
     @property
     def nbytes(self):

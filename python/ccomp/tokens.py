@@ -30,7 +30,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _core
-from . import cuda as _cuda
 from ._args import choice as _choice
 from ._args import first_nonfinite as _first_nonfinite
 from ._args import flag as _flag
@@ -38,6 +37,7 @@ from ._args import integer as _integer
 from ._args import interruptible as _interruptible
 from ._args import real as _real
 from ._args import threads as _threads
+from ._device import on_device as _on_device
 
 __all__ = ["correlation_compress", "Compressed", "tome_merge", "prumerge", "visionzip", "fastv_select",
            "most_similar", "cls_weights", "iqr_bound", "uniforms", "kernel_name"]
@@ -54,7 +54,7 @@ def kernel_name():
 # ------------------------------------------------------------------ argument checks
 
 def _on_gpu(a):
-    return a is not None and not isinstance(a, np.ndarray) and _cuda.on_device(a)
+    return a is not None and not isinstance(a, np.ndarray) and _on_device(a)
 
 
 def _float_array(a, name):
@@ -146,8 +146,11 @@ def _out_dtype(x):
 
 
 def _host_keys(kk):
+    """The keys of a _tokens_gpu.DeviceKeys as the CPU core reads them: [B, N, D] float32/float64, C order."""
     from . import _tokens_gpu
-    return _tokens_gpu.host_keys(kk)
+    k = _tokens_gpu.to_host(kk.obj, kk.name).reshape(kk.shape)
+    _finite(k, kk.name)
+    return np.ascontiguousarray(k.astype(np.float32) if k.dtype == np.float16 else k)
 
 
 def _gather_rows(x, sel, threads):
@@ -211,7 +214,9 @@ def _topk(keys, rows, cols, exclude_self, k, threads):
     """Per sub-image b: for each token in rows[b], its k most similar tokens among cols[b]."""
     if not isinstance(keys, np.ndarray):  # _tokens_gpu.DeviceKeys
         from . import _tokens_gpu
-        return _tokens_gpu.topk(keys, rows, cols, exclude_self, k)
+        if k <= _tokens_gpu.MAX_K:
+            return _tokens_gpu.topk(keys, rows, cols, exclude_self, k)
+        keys = _host_keys(keys)  # the GPU's candidate lists hold up to MAX_K: a larger k runs here
     ro = np.zeros(len(rows) + 1, dtype=np.uint64)
     co = np.zeros(len(cols) + 1, dtype=np.uint64)
     ro[1:] = np.cumsum([len(r) for r in rows])
@@ -235,7 +240,14 @@ def most_similar(keys, k=1, threads=None):
     """
     if _on_gpu(keys):
         from . import _tokens_gpu
-        return _tokens_gpu.most_similar(keys, k)
+        dk = _tokens_gpu.DeviceKeys(keys, "keys")
+        k = _count(k, "k", 1, dk.shape[1] - 1)
+        if k <= _tokens_gpu.MAX_K:
+            return _tokens_gpu.most_similar(dk, k)
+        idx, val = most_similar(_host_keys(dk), k, threads)  # a larger k runs here, on a host copy
+        if dk.squeeze:
+            idx, val = idx[0], val[0]
+        return _tokens_gpu.from_host_like(dk, idx), _tokens_gpu.from_host_like(dk, val)
     x, squeeze = _tokens3(keys, "keys")
     B, N = x.shape[:2]
     k = _count(k, "k", 1, N - 1)
@@ -376,7 +388,8 @@ def correlation_compress(tokens, cls_attention=None, cls=None, keys=None, thresh
     merge = _flag("merge", merge)
     kk = _keys3(keys, x if xd is None else np.empty((B, N, 0)), src=tokens)
     if xd is not None and keys is not None:
-        _tokens_gpu.check_finite(xd)  # the GPU top-k reads the keys only
+        if not _tokens_gpu.all_finite(xd):  # the GPU top-k reads the keys only
+            _finite(_tokens_gpu.to_host(xd.obj, xd.name).reshape(xd.shape), xd.name)
     if cls_attention is not None and cls is not None:
         raise ValueError("give cls_attention [B, N] or cls [B, Dk], not both")
     if cls is not None:
