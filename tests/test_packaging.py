@@ -114,8 +114,8 @@ def test_sdist_carries_what_the_build_needs(dist):
     sdist, _wheel = dist
     with tarfile.open(sdist) as tar:
         names = {n.split("/", 1)[1] for n in tar.getnames() if "/" in n}
-    for required in ["setup.py", "pyproject.toml", "MANIFEST.in", "LICENSE", "README.md", "PKG-INFO",
-                     "csrc/include/ccomp/parallel.h", "csrc/kv/kv_internal.h", "csrc/python/binding.h",
+    for required in ["setup.py", "tools/buildinfo.py", "pyproject.toml", "MANIFEST.in", "LICENSE", "README.md",
+                     "PKG-INFO", "csrc/include/ccomp/parallel.h", "csrc/kv/kv_internal.h", "csrc/python/binding.h",
                      "kernels/ccomp_cuda.h", "kernels/device.cu", "python/ccomp/py.typed", "python/ccomp/__init__.py"]:
         assert required in names, f"{required} missing from the sdist"
     tracked = subprocess.run(["git", "ls-files", "csrc", "kernels", "python/ccomp"], cwd=ROOT, capture_output=True,
