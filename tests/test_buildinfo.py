@@ -40,7 +40,7 @@ def test_every_c_file_has_one_place():
                    for f in fs if f.endswith(".c"))
     assert sorted(core + binding + cuda) == every
     assert "csrc/python/module.c" in binding and "csrc/python/cuda_module.c" in cuda
-    assert "csrc/util/status.c" in core and not any(p.startswith("csrc/python/") for p in core)
+    assert "csrc/util/frame.c" in core and not any(p.startswith("csrc/python/") for p in core)
 
 
 def test_new_files_are_picked_up(tmp_path):
