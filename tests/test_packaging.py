@@ -85,11 +85,13 @@ def work(tmp_path_factory):
 @pytest.fixture(scope="module")
 def dist(tmp_path_factory):
     """`python -m build`: the sdist, then the wheel built from the unpacked sdist; built once per run even
-    when pytest-xdist spreads these tests over several workers (they share the base temp folder's parent)."""
+    when pytest-xdist spreads these tests over several workers (they share the base temp folder's parent).
+    Without xdist that parent is shared by every run on the machine: the run's own base temp folder is used."""
     import fcntl
 
     pytest.importorskip("build", reason="needs the `build` package (requirements-dev.txt)")
-    shared = tmp_path_factory.getbasetemp().parent
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
     out = shared / "ccomp-dist"
     with open(shared / "ccomp-dist.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
