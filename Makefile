@@ -4,14 +4,24 @@ VENV   ?= .venv
 VPY    := $(VENV)/bin/python
 CC     ?= cc
 
-CORE_SRC  := $(wildcard csrc/util/*.c) $(wildcard csrc/zipfit/*.c) $(wildcard csrc/ac/*.c) $(wildcard csrc/kv/*.c) $(wildcard csrc/sketch/*.c) $(wildcard csrc/tokens/*.c)
-CORE_HDR  := $(wildcard csrc/include/ccomp/*.h)
+# The sources and flags come from tools/buildinfo.py, which setup.py reads too: CORE_SRC, CORE_DEPS (headers),
+# CFLAGS_C (C tests, sanitizer objects), CFLAGS_FUZZ, LIBS, CUDA_SRC, CUDA_DEPS, NVCC_FLAGS.  Its globs pick
+# up new files; it runs once per `make` (the recursive makes take its answer from the environment).
+define NEWLINE
+
+
+endef
+ifeq ($(origin CCOMP_BUILDINFO),undefined)
+CCOMP_BUILDINFO := $(shell $(PYTHON) tools/buildinfo.py make)
+export CCOMP_BUILDINFO
+endif
+$(eval $(subst ^,$(NEWLINE),$(CCOMP_BUILDINFO)))
+ifeq ($(strip $(CORE_SRC)),)
+$(error $(PYTHON) tools/buildinfo.py make gave no core sources (set PYTHON= to a Python 3 interpreter))
+endif
 CTESTS    := $(patsubst tests/c/%.c,%,$(wildcard tests/c/test_*.c))
-CFLAGS_C  := -std=c11 -Wall -Wextra -Wno-missing-field-initializers -Werror -ffp-contract=off -Icsrc/include
-LIBS      := -lz -llz4 -lzstd -lpthread -lm
 SAN       := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 CORPUS    := $(wildcard python/ccomp/data/corpus/*)
-FUZZ_SRC  := $(wildcard csrc/util/*.c) $(wildcard csrc/ac/*.c) $(wildcard csrc/kv/*.c) $(wildcard csrc/sketch/*.c)
 FUZZERS   := $(patsubst tests/fuzz/%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
 # Seconds each libFuzzer target runs in `make test`.
 FUZZ_SECONDS ?= 15
@@ -55,7 +65,6 @@ dist: venv
 # The core is compiled once per flavour (plain, sanitized) and linked into every C test.
 CORE_OBJ_CTEST := $(patsubst csrc/%.c,build/obj/ctest/%.o,$(CORE_SRC))
 CORE_OBJ_ASAN  := $(patsubst csrc/%.c,build/obj/asan/%.o,$(CORE_SRC))
-CORE_DEPS      := $(CORE_HDR) $(wildcard csrc/*/*.h)
 .SECONDARY: $(CORE_OBJ_CTEST) $(CORE_OBJ_ASAN)
 
 build/obj/ctest/%.o: csrc/%.c $(CORE_DEPS) | sysdeps
@@ -74,7 +83,20 @@ build/asan/%: tests/c/%.c $(CORE_OBJ_ASAN) | sysdeps
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_C) -O1 -g $(SAN) -o $@ $< $(CORE_OBJ_ASAN) $(LIBS)
 
-# C-level tests of the core at full size: the deflate exactness check (minutes, two threads) and the rest.
+# The C tests: every tests/c/test_*.c, run one at a time.  By convention a test takes no arguments at full
+# size and --quick under the sanitizers; a test that needs others says so here (full size: ARGS_<test>,
+# sanitizers: QUICK_<test>).  ctest-deflate runs the deflate exactness check (minutes, two threads) on its
+# own; ctest-rest runs the others.
+ARGS_test_deflate_model  = --pairs-per-level $(DEFLATE_PAIRS) $(CORPUS)
+QUICK_test_deflate_model = --pairs-per-level 3000 $(CORPUS)
+ARGS_test_lz4_model      = --pairs $(LZ4_PAIRS) $(CORPUS)
+QUICK_test_lz4_model     = --pairs 20000 $(CORPUS)
+ARGS_test_ac_cm          = $(CORPUS)
+QUICK_test_ac_cm         = --quick python/ccomp/data/corpus/alice29.txt
+ctest_args  = $(ARGS_$(1))
+ctest_quick = $(if $(filter undefined,$(origin QUICK_$(1))),--quick,$(QUICK_$(1)))
+CTESTS_REST := $(filter-out test_deflate_model,$(CTESTS))
+
 # (sysdeps first: `make test` runs stages side by side, and two apt-get runs would collide)
 ctest: ctest-deflate ctest-rest
 
@@ -82,44 +104,29 @@ ctest-build: sysdeps
 	@$(MAKE) --no-print-directory -j$(JOBS) $(addprefix build/ctest/,$(CTESTS))
 
 ctest-deflate: ctest-build
-	build/ctest/test_deflate_model --pairs-per-level $(DEFLATE_PAIRS) $(CORPUS)
+	build/ctest/test_deflate_model $(call ctest_args,test_deflate_model)
 
 ctest-rest: ctest-build
-	build/ctest/test_core
-	build/ctest/test_lz4_model --pairs $(LZ4_PAIRS) $(CORPUS)
-	build/ctest/test_ac
-	build/ctest/test_ac_cm $(CORPUS)
-	build/ctest/test_kv
-	build/ctest/test_kv_turbo
-	build/ctest/test_sketch
-	build/ctest/test_tokens
+	$(foreach t,$(CTESTS_REST),build/ctest/$(t) $(call ctest_args,$(t))$(NEWLINE))
 
 # The same C tests under AddressSanitizer + UBSan, at sizes that keep them quick.
 asan: sysdeps
 	@$(MAKE) --no-print-directory -j$(JOBS) $(addprefix build/asan/,$(CTESTS))
-	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 build/asan/test_core --quick
-	ASAN_OPTIONS=detect_leaks=1 build/asan/test_deflate_model --pairs-per-level 3000 $(CORPUS)
-	ASAN_OPTIONS=detect_leaks=1 build/asan/test_lz4_model --pairs 20000 $(CORPUS)
-	ASAN_OPTIONS=detect_leaks=1 build/asan/test_ac --quick
-	ASAN_OPTIONS=detect_leaks=1 build/asan/test_ac_cm --quick python/ccomp/data/corpus/alice29.txt
-	ASAN_OPTIONS=detect_leaks=1 build/asan/test_kv --quick
-	ASAN_OPTIONS=detect_leaks=1 build/asan/test_kv_turbo --quick
-	ASAN_OPTIONS=detect_leaks=1 build/asan/test_sketch --quick
-	ASAN_OPTIONS=detect_leaks=1 build/asan/test_tokens --quick
+	$(foreach t,$(CTESTS),ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 build/asan/$(t) $(call ctest_quick,$(t))$(NEWLINE))
 
 # The decoders under libFuzzer (clang; AddressSanitizer + UBSan), each for a
 # bounded time, starting from the golden fixtures (copied: libFuzzer writes
 # new inputs into its corpus folder).
-# The core sources they read are compiled once (coverage-instrumented) and linked into each target.
-FUZZ_OBJ := $(patsubst csrc/%.c,build/obj/fuzz/%.o,$(FUZZ_SRC))
+# The core is compiled once (coverage-instrumented) and linked into each target.
+FUZZ_OBJ := $(patsubst csrc/%.c,build/obj/fuzz/%.o,$(CORE_SRC))
 .SECONDARY: $(FUZZ_OBJ)
 build/obj/fuzz/%.o: csrc/%.c $(CORE_DEPS) | sysdeps
 	@mkdir -p $(dir $@)
-	clang -std=c11 -O1 -g -ffp-contract=off -fsanitize=fuzzer-no-link,address,undefined -Icsrc/include -c -o $@ $<
+	clang $(CFLAGS_FUZZ) -O1 -g -fsanitize=fuzzer-no-link,address,undefined -c -o $@ $<
 
-build/fuzz/%: tests/fuzz/%.c $(FUZZ_OBJ) $(CORE_HDR) | sysdeps
+build/fuzz/%: tests/fuzz/%.c $(FUZZ_OBJ) $(CORE_DEPS) | sysdeps
 	@mkdir -p $(dir $@)
-	clang -std=c11 -O1 -g -ffp-contract=off -fsanitize=fuzzer,address,undefined -Icsrc/include -o $@ $< $(FUZZ_OBJ) -lz -lm -lpthread
+	clang $(CFLAGS_FUZZ) -O1 -g -fsanitize=fuzzer,address,undefined -o $@ $< $(FUZZ_OBJ) $(LIBS)
 
 fuzz: sysdeps
 	@$(MAKE) --no-print-directory -j$(JOBS) $(addprefix build/fuzz/,$(FUZZERS))
@@ -198,9 +205,11 @@ test:
 demo: install
 	$(VPY) -m ccomp demo
 
+# Every benchmark: bench/<area>_bench.py and bench/<area>_quality.py, each writing bench/results/<name>.md
+# (BENCH_ARGS=--quick for a smoke run; `make -n bench` lists them).
+BENCHES := $(sort $(wildcard bench/*_bench.py bench/*_quality.py))
 bench: install
-	$(VPY) bench/zipfit_bench.py
-	$(VPY) bench/ac_bench.py
+	$(foreach b,$(BENCHES),$(VPY) $(b) $(BENCH_ARGS)$(NEWLINE))
 
 clean:
 	rm -rf build *.egg-info python/*.egg-info python/ccomp/*.so

@@ -12,6 +12,7 @@ stale is reused) unless a build folder is named: `setup.py build --build-base DI
 import atexit
 import concurrent.futures
 import glob
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -27,6 +28,17 @@ from setuptools.command.build_ext import build_ext
 from setuptools.command.egg_info import egg_info
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def load_buildinfo():
+    """tools/buildinfo.py, the one list of sources and flags (the Makefile reads it too), loaded by path."""
+    spec = importlib.util.spec_from_file_location("ccomp_buildinfo", os.path.join(HERE, "tools", "buildinfo.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+buildinfo = load_buildinfo()
 VERSION = "0.1.0"
 DEFAULT_ARCH = [
     "-gencode=arch=compute_80,code=sm_80",
@@ -35,17 +47,8 @@ DEFAULT_ARCH = [
 ]
 
 
-def rel(pattern):
-    return sorted(os.path.relpath(p, HERE) for p in glob.glob(os.path.join(HERE, pattern)))
-
-
 def c_flags():
-    flags = ["-std=c11", "-Wall", "-Wextra", "-Wno-missing-field-initializers", "-fvisibility=hidden",
-             "-ffp-contract=off"]
-    flags += ["-O0", "-g"] if os.environ.get("CCOMP_DEBUG") == "1" else ["-O2"]
-    if os.environ.get("CCOMP_WERROR") == "1":
-        flags.append("-Werror")
-    return flags
+    return buildinfo.c_flags(debug=os.environ.get("CCOMP_DEBUG") == "1", werror=os.environ.get("CCOMP_WERROR") == "1")
 
 
 def find_nvcc():
@@ -66,29 +69,21 @@ def cuda_mode():
     return mode
 
 
-core_sources = rel("csrc/util/*.c") + rel("csrc/zipfit/*.c") + rel("csrc/ac/*.c") + rel("csrc/kv/*.c") + rel("csrc/sketch/*.c") + rel("csrc/tokens/*.c")
-cuda_binding_sources = rel("csrc/python/cuda_*.c")
-binding_sources = [p for p in rel("csrc/python/*.c") if p not in cuda_binding_sources]
-
-# Headers the extensions include: a change to any of them rebuilds the extension.
-core_depends = rel("csrc/include/ccomp/*.h") + rel("csrc/*/*.h")
-cuda_depends = rel("kernels/*.cu") + rel("kernels/*.h") + rel("kernels/*.cuh") + rel("csrc/include/ccomp/*.h")
-
 core = Extension(
     "ccomp._core",
-    sources=core_sources + binding_sources,
-    depends=core_depends,
-    include_dirs=["csrc/include", "csrc/python", numpy.get_include()],
-    libraries=["z", "lz4", "zstd", "pthread"],
+    sources=buildinfo.core_sources(HERE) + buildinfo.binding_sources(HERE),
+    depends=buildinfo.core_headers(HERE),
+    include_dirs=buildinfo.C_INCLUDE + ["csrc/python", numpy.get_include()],
+    libraries=list(buildinfo.LIBRARIES),
     define_macros=[("CCOMP_VERSION", f'"{VERSION}"')],
     extra_compile_args=c_flags(),
 )
 
 cuda = Extension(
     "ccomp._cuda",
-    sources=cuda_binding_sources,
-    depends=cuda_depends + ["csrc/python/cuda_binding.h"],
-    include_dirs=["kernels", "csrc/python", "csrc/include"],
+    sources=buildinfo.cuda_binding_sources(HERE),
+    depends=buildinfo.cuda_sources(HERE) + buildinfo.cuda_headers(HERE) + ["csrc/python/cuda_binding.h"],
+    include_dirs=["kernels", "csrc/python"] + buildinfo.C_INCLUDE,
     extra_compile_args=c_flags(),
 )
 
@@ -283,10 +278,10 @@ class BuildExt(build_ext):
         objects, jobs = [], []
         # one nvcc per CPU (at most): the CUDA files are independent and each compile is single-threaded
         parallel = max(1, min(cpu_count(), 4))
-        for src in rel("kernels/*.cu"):
+        for src in buildinfo.cuda_sources(HERE):
             obj = os.path.join(out_dir, os.path.basename(src) + ".o")
-            cmd = [nvcc, "-c", src, "-o", obj, "-O2", "-std=c++17", "-Ikernels", "-Icsrc/include",
-                   "-Xcompiler", "-fPIC", "-Xcompiler", "-fvisibility=hidden"] + arch
+            cmd = [nvcc, "-c", src, "-o", obj] + buildinfo.NVCC_FLAGS + [
+                "-Xcompiler", "-fPIC", "-Xcompiler", "-fvisibility=hidden"] + arch
             print(" ".join(cmd), file=sys.stderr)
             while len(jobs) >= parallel:
                 self._wait_nvcc(jobs.pop(0))

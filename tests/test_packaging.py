@@ -85,11 +85,13 @@ def work(tmp_path_factory):
 @pytest.fixture(scope="module")
 def dist(tmp_path_factory):
     """`python -m build`: the sdist, then the wheel built from the unpacked sdist; built once per run even
-    when pytest-xdist spreads these tests over several workers (they share the base temp folder's parent)."""
+    when pytest-xdist spreads these tests over several workers (they share the base temp folder's parent).
+    Without xdist that parent is shared by every run on the machine: the run's own base temp folder is used."""
     import fcntl
 
     pytest.importorskip("build", reason="needs the `build` package (requirements-dev.txt)")
-    shared = tmp_path_factory.getbasetemp().parent
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
     out = shared / "ccomp-dist"
     with open(shared / "ccomp-dist.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -114,8 +116,8 @@ def test_sdist_carries_what_the_build_needs(dist):
     sdist, _wheel = dist
     with tarfile.open(sdist) as tar:
         names = {n.split("/", 1)[1] for n in tar.getnames() if "/" in n}
-    for required in ["setup.py", "pyproject.toml", "MANIFEST.in", "LICENSE", "README.md", "PKG-INFO",
-                     "csrc/include/ccomp/parallel.h", "csrc/kv/kv_internal.h", "csrc/python/binding.h",
+    for required in ["setup.py", "tools/buildinfo.py", "pyproject.toml", "MANIFEST.in", "LICENSE", "README.md",
+                     "PKG-INFO", "csrc/include/ccomp/parallel.h", "csrc/kv/kv_internal.h", "csrc/python/binding.h",
                      "kernels/ccomp_cuda.h", "kernels/device.cu", "python/ccomp/py.typed", "python/ccomp/__init__.py"]:
         assert required in names, f"{required} missing from the sdist"
     tracked = subprocess.run(["git", "ls-files", "csrc", "kernels", "python/ccomp"], cwd=ROOT, capture_output=True,

@@ -1,8 +1,8 @@
 /* The CCSK container reader (ccomp/sketch.h): every field checked before it is used, one pass. */
 #include <stdlib.h>
 #include <string.h>
-#include <zlib.h>
 
+#include "ccomp/frame.h"
 #include "sketch_internal.h"
 
 #define HEAD 10   /* magic, version, kind, count */
@@ -101,22 +101,10 @@ ccomp_status ccomp_sketch_container_parse(const uint8_t *data, size_t n, int *ki
     ccomp_status st = CCOMP_OK;
     *entries = NULL;
     *count = 0;
-    if (n < HEAD + 4 || memcmp(data, "CCSK", 4) != 0)
-        return ccomp_fail(err, CCOMP_ERR_CORRUPT, "not a ccomp.sketch container (bad magic or too short: %zu bytes)", n);
-    end = n - 4;
-    {
-        uLong c = crc32(0L, Z_NULL, 0);
-        size_t at = 0;
-        while (at < end) { /* zlib takes at most 4 GiB at a time */
-            uInt chunk = end - at > 0x40000000u ? 0x40000000u : (uInt)(end - at);
-            c = crc32(c, data + at, chunk);
-            at += chunk;
-        }
-        if ((uint32_t)c != (uint32_t)le(data + end, 4))
-            return ccomp_fail(err, CCOMP_ERR_CORRUPT, "CRC-32 mismatch: the sketch file is damaged or truncated");
-    }
-    if (data[4] != 1)
-        return ccomp_fail(err, CCOMP_ERR_CORRUPT, "unsupported sketch format version %d (this build reads 1)", data[4]);
+    if ((st = ccomp_frame_check(data, n, "CCSK", 1, HEAD - CCOMP_FRAME_PREFIX, "ccomp.sketch container", err)) !=
+        CCOMP_OK)
+        return st;
+    end = n - CCOMP_FRAME_CRC;
     *kind = data[5];
     want = (size_t)le(data + 6, 4);
     if (*kind > 1 || (*kind == 0 && want != 1))

@@ -32,11 +32,11 @@ import json
 import math
 import struct
 import threading
-import zlib
 
 import numpy as np
 
 from . import _args
+from . import _container
 from . import _core
 from ._args import first_nonfinite
 from ._args import threads as _threads
@@ -316,11 +316,10 @@ class QuantizedTensor:
         header = json.dumps({"method": self.method, "shape": list(self.shape), "params": self.params,
                              "arrays": [[n, self.arrays[n].dtype.newbyteorder("<").str, list(self.arrays[n].shape)]
                                         for n in names]}, sort_keys=True).encode()
-        parts = [_MAGIC, struct.pack("<BI", _VERSION, len(header)), header]
+        parts = [struct.pack("<I", len(header)), header]
         parts += [np.ascontiguousarray(self.arrays[n]).astype(self.arrays[n].dtype.newbyteorder("<")).tobytes()
                   for n in names]
-        body = b"".join(parts)
-        return body + struct.pack("<I", zlib.crc32(body))
+        return _container.frame(_MAGIC, _VERSION, parts)
 
     @classmethod
     def from_bytes(cls, data):
@@ -335,13 +334,8 @@ class QuantizedTensor:
             data = bytes(memoryview(data))
         except TypeError:
             raise TypeError(f"data must be a bytes-like object, got {type(data).__name__}") from None
-        if len(data) < 13 or data[:4] != _MAGIC:
-            raise CorruptStreamError("not a ccomp.kv tensor (bad magic or too short)")
-        if zlib.crc32(data[:-4]) != struct.unpack("<I", data[-4:])[0]:
-            raise CorruptStreamError("CRC-32 mismatch: the tensor is damaged or truncated")
-        version, hlen = struct.unpack("<BI", data[4:9])
-        if version != _VERSION:
-            raise CorruptStreamError(f"unsupported version {version} (this build reads {_VERSION})")
+        _container.unframe(data, _MAGIC, _VERSION, "ccomp.kv tensor", head=4)  # then the header length
+        (hlen,) = struct.unpack("<I", data[5:9])
         if 9 + hlen > len(data) - 4:
             raise CorruptStreamError(f"header length {hlen} runs past the end ({len(data)} bytes)")
         try:

@@ -52,11 +52,10 @@ import math
 import os
 import struct
 import warnings
-import zlib
 
 import numpy as np
 
-from . import _args, _core
+from . import _args, _container, _core
 from ._args import choice as _choice
 from ._args import first_nonfinite
 from ._args import flag as _flag
@@ -754,7 +753,7 @@ def _layer_names(sketches):
 
 
 def _encode(entries, kind):
-    parts = [_MAGIC, struct.pack("<BBI", _VERSION, kind, len(entries))]
+    parts = [struct.pack("<BI", kind, len(entries))]
     for name, s in entries:
         if not isinstance(s, Sketch):
             raise TypeError(f"sketches: expected a Sketch for {name!r}, got {type(s).__name__}")
@@ -763,8 +762,7 @@ def _encode(entries, kind):
         parts.append(struct.pack("<QQQBBH", s.out_features, s.in_features, s.groups, s.bits, _TD[s.dtype], 0))
         parts.append(s.tables.astype(s.tables.dtype.newbyteorder("<")).tobytes())
         parts.append(s.codes.tobytes())
-    body = b"".join(parts)
-    return body + struct.pack("<I", zlib.crc32(body))
+    return _container.frame(_MAGIC, _VERSION, parts)
 
 
 def _decode(data):
