@@ -228,35 +228,35 @@ def kernel_names(mangled):
 
 # ------------------------------------------------------------------ the table
 
-def _int(text, what, lineno):
+def _int(text, what, at):
     try:
         v = int(text)
     except ValueError:
-        raise BudgetError(f"kernels/budgets.md line {lineno}: {what} must be a whole number, got {text!r}") from None
+        raise BudgetError(f"{at}: {what} must be a whole number, got {text!r}") from None
     if v < 0:
-        raise BudgetError(f"kernels/budgets.md line {lineno}: {what} must not be negative, got {v}")
+        raise BudgetError(f"{at}: {what} must not be negative, got {v}")
     return v
 
 
-def _flag(text, what, lineno):
+def _flag(text, what, at):
     if text in ("yes", "no"):
         return text == "yes"
-    raise BudgetError(f"kernels/budgets.md line {lineno}: {what} must be yes or no, got {text!r}")
+    raise BudgetError(f"{at}: {what} must be yes or no, got {text!r}")
 
 
-def _figure_cell(text, what, lineno):
+def _figure_cell(text, what, at):
     """'52' (every arch) or '52/54' (one value per arch, in ARCHES order; '-' where the kernel is absent)."""
     parts = [p.strip() for p in text.split("/")]
     if len(parts) == 1:
         parts = parts * len(ARCHES)
     if len(parts) != len(ARCHES):
-        raise BudgetError(f"kernels/budgets.md line {lineno}: {what} must be one value or {len(ARCHES)} "
+        raise BudgetError(f"{at}: {what} must be one value or {len(ARCHES)} "
                           f"separated by / ({'/'.join(ARCHES)}), got {text!r}")
-    return {arch: None if p == "-" else _int(p, what, lineno) for arch, p in zip(ARCHES, parts)}
+    return {arch: None if p == "-" else _int(p, what, at) for arch, p in zip(ARCHES, parts)}
 
 
-def read_table(text):
-    """The table's text -> (lines before the table, rows, lines after it)."""
+def read_table(text, name="kernels/budgets.md"):
+    """The table's text -> (lines before the table, rows, lines after it); name is for the messages."""
     lines = text.splitlines()
     header = [h for h, _ in COLUMNS]
     start = None
@@ -265,24 +265,25 @@ def read_table(text):
             start = i
             break
     if start is None:
-        raise BudgetError("kernels/budgets.md has no table with the columns " + " | ".join(header))
+        raise BudgetError(f"{name} has no table with the columns " + " | ".join(header))
     rows, seen = [], {}
     end = start + 2
     while end < len(lines) and lines[end].startswith("|"):
         lineno = end + 1
+        at = f"{name} line {lineno}"
         cells = [c.strip() for c in lines[end].strip().strip("|").split("|")]
         if len(cells) != len(COLUMNS):
-            raise BudgetError(f"kernels/budgets.md line {lineno}: {len(cells)} cells, expected {len(COLUMNS)}")
+            raise BudgetError(f"{at}: {len(cells)} cells, expected {len(COLUMNS)}")
         v = dict(zip((f for _, f in COLUMNS), cells))
         if v["kernel"] in seen:
-            raise BudgetError(f"kernels/budgets.md line {lineno}: a second row for {v['kernel']} "
+            raise BudgetError(f"{at}: a second row for {v['kernel']} "
                               f"(the first is on line {seen[v['kernel']]})")
         seen[v["kernel"]] = lineno
-        per_figure = {f: _figure_cell(v[f], FIGURE[f], lineno) for f in MEASURED}
+        per_figure = {f: _figure_cell(v[f], FIGURE[f], at) for f in MEASURED}
         rows.append(Row(kernel=v["kernel"], file=v["file"],
-                        threads=None if v["threads"] == "?" else _int(v["threads"], "threads", lineno),
-                        dyn_smem=_int(v["dyn_smem"], "dyn smem", lineno), opt_in=_flag(v["opt_in"], "opt-in", lineno),
-                        hot=_flag(v["hot"], "hot", lineno),
+                        threads=None if v["threads"] == "?" else _int(v["threads"], "threads", at),
+                        dyn_smem=_int(v["dyn_smem"], "dyn smem", at), opt_in=_flag(v["opt_in"], "opt-in", at),
+                        hot=_flag(v["hot"], "hot", at),
                         budget={arch: None if any(per_figure[f][arch] is None for f in MEASURED)
                                 else {f: per_figure[f][arch] for f in MEASURED} for arch in ARCHES}))
         end += 1
@@ -481,7 +482,7 @@ def main(argv=None):
         if not sources:
             raise BudgetError("no kernels/*.cu to compile")
         with open(args.table, encoding="utf-8") as f:
-            before, rows, after = read_table(f.read())
+            before, rows, after = read_table(f.read(), os.path.relpath(args.table))
         version = nvcc_version(nvcc)
         measured = measure(nvcc, sources, max(1, args.jobs), args.log_dir)
     except BudgetError as e:
@@ -494,8 +495,7 @@ def main(argv=None):
             f.write(format_table(before, rows, after))
         for m in messages:
             print(m)
-        print(f"ptxas_budget: wrote {len(rows)} rows for {len(measured)} kernels x arches to "
-              f"{os.path.relpath(args.table)}")
+        print(f"ptxas_budget: wrote {len(rows)} rows to {args.table}")
     failures, notes = check(measured, rows)
     if args.verbose:
         for n in notes:
