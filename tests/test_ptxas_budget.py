@@ -338,6 +338,9 @@ if "broken" in src:
     sys.stderr.write(src + "(3): error: expected a ';'\\n")
     sys.exit(1)
 ptxas, ptx = replay[arch]
+if "copy" in src:  # another file: another anonymous namespace, the same length of mangled name
+    for a, b in (("2d728676", "3e839787"), ("a4df2993", "b5e03aa4")):
+        ptxas, ptx = ptxas.replace(a, b), ptx.replace(a, b)
 with open(os.path.join(keep, os.path.basename(src)[:-3] + ".ptx"), "w") as f:
     f.write(ptx)
 sys.stderr.write(ptxas)
@@ -412,7 +415,8 @@ def test_main_update_then_check_then_fail(fake_nvcc, tmp_path, capsys):
     table.write_text(table.read_text().replace("Measured with nvcc V13.0.88.", "Measured with nvcc V12.4.131."))
     assert pb.main(args) == 1
     assert capsys.readouterr().err.splitlines()[-2:] == [
-        "(the table was measured with nvcc V12.4.131; this is nvcc V13.0.88)", "ptxas_budget: 4 failures over 4 kernels"]
+        "(the table was measured with nvcc V12.4.131; this is nvcc V13.0.88)",
+        "ptxas_budget: 4 failures over 4 kernels"]
 
 
 def test_main_reports_a_failed_compile(fake_nvcc, tmp_path, capsys):
@@ -424,3 +428,17 @@ def test_main_reports_a_failed_compile(fake_nvcc, tmp_path, capsys):
     assert pb.main(["--nvcc", nvcc, "--table", str(table), str(broken)]) == 2
     err = capsys.readouterr().err
     assert "nvcc failed on" in err and "broken.cu(3): error: expected a ';'" in err
+
+
+@needs_cxxfilt
+def test_main_rejects_one_kernel_name_in_two_files(fake_nvcc, tmp_path, capsys):
+    nvcc, src = fake_nvcc
+    twin = tmp_path / "tokens_copy.cu"
+    twin.write_text("// replayed\n")
+    table = tmp_path / "budgets.md"
+    table.write_text(TABLE)
+    # tokens.cu's kernels again under another anonymous namespace: demangled, the names are the same
+    assert pb.main(["--nvcc", nvcc, "--table", str(table), src, str(twin)]) == 2
+    err = capsys.readouterr().err
+    assert "ptxas_budget: two kernels are named " in err and "the table needs one name per kernel" in err
+    assert "tokens.cu" in err and "tokens_copy.cu" in err

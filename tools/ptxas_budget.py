@@ -436,31 +436,45 @@ def compile_one(nvcc, src, arch, workdir):
         return res.stdout + res.stderr, f.read()
 
 
+def _collect(raw, outputs, file, arch, log_dir):
+    """Adds one compile's kernels to raw: {(mangled, arch): (file, Measure)}."""
+    text, ptx = outputs
+    if log_dir:
+        os.makedirs(log_dir, exist_ok=True)
+        with open(os.path.join(log_dir, f"{file}.{arch}.txt"), "w", encoding="utf-8") as f:
+            f.write(text)
+    bounds = parse_ptx_bounds(ptx)
+    for (name, got_arch), m in parse_ptxas(text).items():
+        if got_arch != arch:
+            raise BudgetError(f"ptxas compiled {name} for {got_arch} when asked for {arch}")
+        m.max_threads, m.min_blocks = bounds.get(name, (0, 0))
+        if (name, arch) in raw:
+            raise BudgetError(f"kernel {name} is defined in both {raw[(name, arch)][0]} and {file}")
+        raw[(name, arch)] = (file, m)
+
+
 def measure(nvcc, sources, jobs, log_dir=None):
     """Compiles every source for every arch (jobs at a time) -> {(kernel, arch): (file, Measure)}."""
     raw = {}  # (mangled, arch) -> (file, Measure)
-    with tempfile.TemporaryDirectory(prefix="ptxas_budget_") as work, \
-            concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
-        futures = {pool.submit(compile_one, nvcc, src, arch, work): (src, arch)
-                   for src in sources for arch in ARCHES}
-        for fut in concurrent.futures.as_completed(futures):
-            src, arch = futures[fut]
-            text, ptx = fut.result()
-            file = os.path.basename(src)
-            if log_dir:
-                os.makedirs(log_dir, exist_ok=True)
-                with open(os.path.join(log_dir, f"{file}.{arch}.txt"), "w", encoding="utf-8") as f:
-                    f.write(text)
-            bounds = parse_ptx_bounds(ptx)
-            for (name, got_arch), m in parse_ptxas(text).items():
-                if got_arch != arch:
-                    raise BudgetError(f"ptxas compiled {name} for {got_arch} when asked for {arch}")
-                m.max_threads, m.min_blocks = bounds.get(name, (0, 0))
-                if (name, arch) in raw:
-                    raise BudgetError(f"kernel {name} is defined in both {raw[(name, arch)][0]} and {file}")
-                raw[(name, arch)] = (file, m)
+    with tempfile.TemporaryDirectory(prefix="ptxas_budget_") as work:
+        pool = concurrent.futures.ThreadPoolExecutor(max_workers=jobs)
+        try:
+            futures = {pool.submit(compile_one, nvcc, src, arch, work): (src, arch)
+                       for src in sources for arch in ARCHES}
+            for fut in concurrent.futures.as_completed(futures):
+                src, arch = futures[fut]
+                _collect(raw, fut.result(), os.path.basename(src), arch, log_dir)
+        finally:
+            pool.shutdown(cancel_futures=True)  # after a failure, the compiles not yet started are dropped
     names = kernel_names({n for n, _ in raw})
-    return {(names[n], arch): v for (n, arch), v in raw.items()}
+    out = {}
+    for (n, arch), (file, m) in raw.items():
+        key = (names[n], arch)
+        if key in out:  # the same kernel in two files' anonymous namespaces
+            raise BudgetError(f"two kernels are named {names[n]}, in {out[key][0]} and {file}; the table needs "
+                              "one name per kernel")
+        out[key] = (file, m)
+    return out
 
 
 def main(argv=None):
