@@ -33,7 +33,7 @@ PYTEST_WORKERS ?= 2
 # Compile jobs for the C tests' objects and binaries (the tests themselves run one at a time).
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: all demo test sysdeps venv install dist ctest ctest-build ctest-deflate ctest-rest asan asan-py fuzz simt pytest bench clean
+.PHONY: all demo test sysdeps venv install dist ctest ctest-build ctest-deflate ctest-rest asan asan-py fuzz simt pytest ptxas-budget bench clean
 
 all: install
 
@@ -194,13 +194,20 @@ asan-py: venv
 	ASAN_OPTIONS=detect_leaks=0:abort_on_error=0:allocator_may_return_null=1 UBSAN_OPTIONS=print_stacktrace=1 CCOMP_TEST_SLOWDOWN=3 PYTHONMALLOC=malloc LD_PRELOAD=$(ASAN_PY_LIB) \
 	  PYTHONPATH=build/asan-py $(VPY) -m pytest -q -p no:cacheprovider $(ASAN_PY_TESTS)
 
+# Registers, spills, shared memory, stack and constant memory of every kernel (nvcc -Xptxas -v for sm_80 and
+# sm_90, the files compiled side by side) against the committed table kernels/budgets.md and each launch.
+ptxas-budget:
+	@if [ "$$CCOMP_CUDA" = 0 ]; then echo "ptxas-budget: skipped (CCOMP_CUDA=0)"; \
+	else $(PYTHON) tools/ptxas_budget.py --jobs $(JOBS); fi
+
 pytest: install
 	PYTHONDEVMODE=1 $(VPY) -m pytest -q -p no:cacheprovider -n $(PYTEST_WORKERS) tests --doctest-modules python/ccomp
 
 # The stages share the cores, two at a time (their output interleaves): the long deflate exactness check
-# (two threads) runs alongside installing, the other C tests, the sanitizer runs, the fuzzers and pytest.
+# (two threads) runs alongside installing, the other C tests, the sanitizer runs, the fuzzers, the kernels'
+# resource budgets and pytest.
 test:
-	@$(MAKE) --no-print-directory -j2 ctest-deflate install ctest-rest asan asan-py fuzz simt pytest
+	@$(MAKE) --no-print-directory -j2 ctest-deflate install ctest-rest asan asan-py fuzz simt ptxas-budget pytest
 
 demo: install
 	$(VPY) -m ccomp demo
