@@ -221,8 +221,8 @@ static void test_eiw_pack(int quick)
             continue;
         }
         CHECK(nw == golden[g].windows, "eiw_pack golden %zu: %zu windows, expected %zu", g, nw, golden[g].windows);
-        CHECK(rc_crc32(win, nw * ((golden[g].bits + 7u) / 8u)) == golden[g].win_crc, "eiw_pack golden %zu: window bytes",
-              g);
+        CHECK(rc_crc32(win, nw * ((golden[g].bits + 7u) / 8u)) == golden[g].win_crc,
+              "eiw_pack golden %zu: window bytes", g);
         CHECK(counts_crc(counts, nw) == golden[g].counts_crc, "eiw_pack golden %zu: counts", g);
         if (g == 0 && nw == 8) {
             CHECK(memcmp(win, golden11, sizeof golden11) == 0, "eiw_pack golden bytes");
@@ -312,14 +312,16 @@ static void test_raw_rows(int quick)
         double *rows = (double *)malloc((T * V + 1) * sizeof(double));
         uint32_t *cum = (uint32_t *)malloc((T + 1) * 4), *freq = (uint32_t *)malloc((T + 1) * 4);
         uint32_t *cdfs = (uint32_t *)malloc((T * (V + 1) + 1) * 4);
-        int64_t *sym = (int64_t *)malloc((T + 1) * sizeof(int64_t)), *out = (int64_t *)malloc((T + 1) * sizeof(int64_t));
+        int64_t *sym = (int64_t *)malloc((T + 1) * sizeof(int64_t));
+        int64_t *out = (int64_t *)malloc((T + 1) * sizeof(int64_t));
         uint8_t *buf;
         void *scratch = NULL;
         ccomp_rc_enc e;
         ccomp_rc_dec d, d0;
         ccomp_error err;
         for (i = 0; i < T; i++) {
-            for (j = 0; j < V; j++) rows[i * V + j] = logits ? (double)rnd(&r, 2000) * 0.01 - 10.0 : rnd_prob(&r) + 1e-6;
+            for (j = 0; j < V; j++)
+                rows[i * V + j] = logits ? (double)rnd(&r, 2000) * 0.01 - 10.0 : rnd_prob(&r) + 1e-6;
             sym[i] = (int64_t)rnd(&r, V);
         }
         CHECK(ccomp_ac_lookup(&m, rows, T, V, V, sym, cum, freq, 1, &err) == CCOMP_OK, "lookup: %s", err.msg);
@@ -362,7 +364,8 @@ static void test_raw_rows(int quick)
         CHECK(ccomp_rc_dec_cdfs(&d, cdfs, T, 1, m.precision, out, &err) == CCOMP_ERR_VALUE, "rc_dec_cdfs: W = 1");
         CHECK(ccomp_rc_dec_cdfs(&d, cdfs, T, V + 1, 40, out, &err) == CCOMP_ERR_VALUE, "rc_dec_cdfs: precision");
         m.precision = 40;
-        CHECK(ccomp_rc_dec_rows(&d, &m, rows, T, V, V, out, &scratch, &err) == CCOMP_ERR_VALUE, "rc_dec_rows: precision");
+        CHECK(ccomp_rc_dec_rows(&d, &m, rows, T, V, V, out, &scratch, &err) == CCOMP_ERR_VALUE,
+              "rc_dec_rows: precision");
         ccomp_rc_rows_scratch_free(&scratch);
         CHECK(scratch == NULL, "scratch not released");
         ccomp_rc_enc_free(&e);
