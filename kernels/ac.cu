@@ -25,6 +25,7 @@
 #include <cuda_runtime.h>
 #include <float.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -497,32 +498,21 @@ void launch_find(const FindArgs &a, int dtype, unsigned blocks)
 
 // ------------------------------------------------------------ host side
 
-int fail(cudaError_t rc, const char *what, char *msg, size_t msg_len)
-{
-    snprintf(msg, msg_len, "CUDA error in %s: %s", what, cudaGetErrorString(rc));
-    cudaGetLastError(); // clear a non-sticky error
-    return rc == cudaSuccess ? -1 : (int)rc;
-}
-
-int fail_msg(const char *text, char *msg, size_t msg_len)
-{
-    snprintf(msg, msg_len, "%s", text);
-    return -1;
-}
+#include "cuda_host.cuh"
 
 // Checks the model (the caller validates with the CPU's messages first; this
 // only keeps bad values from reaching a kernel).
-int check_model(int dtype, size_t V, size_t stride, int rule, int precision, double temperature, char *msg,
-                size_t msg_len)
+ccomp_status check_model(int dtype, size_t V, size_t stride, int rule, int precision, double temperature,
+                         ccomp_error *err)
 {
-    if (dtype != 0 && dtype != 1) return fail_msg("rows must be float32 or float64", msg, msg_len);
-    if (rule != RULE_CONSTRICTION && rule != RULE_NACRITH) return fail_msg("unknown quantization rule", msg, msg_len);
-    if (precision < 12 || precision > 28) return fail_msg("precision must be between 12 and 28 bits", msg, msg_len);
+    if (dtype != 0 && dtype != 1) return reject(err, "rows must be float32 or float64");
+    if (rule != RULE_CONSTRICTION && rule != RULE_NACRITH) return reject(err, "unknown quantization rule");
+    if (precision < 12 || precision > 28) return reject(err, "precision must be between 12 and 28 bits");
     if (V < 2 || V >= ((size_t)1 << precision) - 1u)
-        return fail_msg("the vocabulary size does not fit the precision", msg, msg_len);
-    if (stride < V) return fail_msg("the row stride is below the vocabulary size", msg, msg_len);
-    if (!(temperature > 0.0) || !(temperature <= DBL_MAX)) return fail_msg("temperature must be positive", msg, msg_len);
-    return 0;
+        return reject(err, "the vocabulary size does not fit the precision");
+    if (stride < V) return reject(err, "the row stride is below the vocabulary size");
+    if (!(temperature > 0.0) || !(temperature <= DBL_MAX)) return reject(err, "temperature must be positive");
+    return CCOMP_OK;
 }
 
 Model make_model(size_t V, int rule, int precision, int logits, double temperature)
@@ -537,33 +527,25 @@ Model make_model(size_t V, int rule, int precision, int logits, double temperatu
     return m;
 }
 
-// Makes the rows' device current (restored by DeviceGuard's destructor).
-struct DeviceGuard {
-    int old = -1;
-    ~DeviceGuard()
-    {
-        if (old >= 0) cudaSetDevice(old);
-    }
-};
-
-int enter_device(const void *rows, DeviceGuard &g, int *device, char *msg, size_t msg_len)
+// Makes the rows' device current (restored by DeviceGuard's destructor) and gives its number.
+ccomp_status enter_rows_device(const void *rows, DeviceGuard &g, int *device, ccomp_error *err)
 {
     cudaError_t rc = cudaGetDevice(&g.old);
     if (rc != cudaSuccess) {
         g.old = -1;
-        return fail(rc, "cudaGetDevice (no usable CUDA device?)", msg, msg_len);
+        return fail(err, rc, "cudaGetDevice (no usable CUDA device?)");
     }
     cudaPointerAttributes attr;
     rc = cudaPointerGetAttributes(&attr, rows);
-    if (rc != cudaSuccess) return fail(rc, "cudaPointerGetAttributes", msg, msg_len);
+    if (rc != cudaSuccess) return fail(err, rc, "cudaPointerGetAttributes");
     if (attr.type != cudaMemoryTypeDevice && attr.type != cudaMemoryTypeManaged)
-        return fail_msg("rows are not in GPU memory (expected a CUDA tensor or array)", msg, msg_len);
+        return reject(err, "rows are not in GPU memory (expected a CUDA tensor or array)");
     *device = attr.device;
     if (attr.device != g.old) {
         rc = cudaSetDevice(attr.device);
-        if (rc != cudaSuccess) return fail(rc, "cudaSetDevice", msg, msg_len);
+        if (rc != cudaSuccess) return fail(err, rc, "cudaSetDevice");
     }
-    return 0;
+    return CCOMP_OK;
 }
 
 unsigned blocks_for(size_t n)
@@ -583,25 +565,26 @@ struct ccomp_cuda_ac_scan {
     unsigned long long *ick;
 };
 
-extern "C" int ccomp_cuda_ac_lookup(const void *rows, int dtype, size_t T, size_t V, size_t row_stride, int rule,
-                                    int precision, int logits, double temperature, const int64_t *symbols,
-                                    uint32_t *cum, uint32_t *freq, int64_t *first_bad, char *msg, size_t msg_len)
+extern "C" ccomp_status ccomp_cuda_ac_lookup(const void *rows, int dtype, size_t T, size_t V, size_t row_stride,
+                                             int rule, int precision, int logits, double temperature,
+                                             const int64_t *symbols, uint32_t *cum, uint32_t *freq, int64_t *first_bad,
+                                             ccomp_error *err)
 {
     *first_bad = -1;
-    int rc = check_model(dtype, V, row_stride, rule, precision, temperature, msg, msg_len);
-    if (rc) return rc;
-    if (T == 0) return 0;
-    if (T > ((size_t)1 << 40)) return fail_msg("too many rows", msg, msg_len);
+    ccomp_status rc = check_model(dtype, V, row_stride, rule, precision, temperature, err);
+    if (rc != CCOMP_OK) return rc;
+    if (T == 0) return CCOMP_OK;
+    if (T > ((size_t)1 << 40)) return reject(err, "too many rows");
     for (size_t t = 0; t < T; t++)
-        if (symbols[t] < 0 || (uint64_t)symbols[t] >= V) return fail_msg("symbol out of range", msg, msg_len);
+        if (symbols[t] < 0 || (uint64_t)symbols[t] >= V) return reject(err, "symbol out of range");
     DeviceGuard guard;
     int device;
-    if ((rc = enter_device(rows, guard, &device, msg, msg_len)) != 0) return rc;
+    if ((rc = enter_rows_device(rows, guard, &device, err)) != CCOMP_OK) return rc;
 
     // one allocation: symbols (int64), cum, freq, status (32-bit each)
     char *buf = NULL;
     cudaError_t e = cudaMalloc(&buf, T * (sizeof(int64_t) + 3 * sizeof(uint32_t)));
-    if (e != cudaSuccess) return fail(e, "cudaMalloc", msg, msg_len);
+    if (e != cudaSuccess) return fail(err, e, "cudaMalloc");
     int64_t *d_sym = (int64_t *)buf;
     uint32_t *d_cum = (uint32_t *)(buf + T * sizeof(int64_t));
     uint32_t *d_freq = d_cum + T;
@@ -610,7 +593,7 @@ extern "C" int ccomp_cuda_ac_lookup(const void *rows, int dtype, size_t T, size_
     const char *where = "cudaMemcpy (symbols)";
     if (h_status == NULL) {
         cudaFree(buf);
-        return fail_msg("out of memory", msg, msg_len);
+        return out_of_memory(err, "out of memory");
     }
     e = cudaMemcpy(d_sym, symbols, T * sizeof(int64_t), cudaMemcpyHostToDevice);
     if (e == cudaSuccess) {
@@ -645,24 +628,24 @@ extern "C" int ccomp_cuda_ac_lookup(const void *rows, int dtype, size_t T, size_
     }
     free(h_status);
     cudaFree(buf);
-    if (e != cudaSuccess) return fail(e, where, msg, msg_len);
-    return 0;
+    if (e != cudaSuccess) return fail(err, e, where);
+    return CCOMP_OK;
 }
 
-extern "C" int ccomp_cuda_ac_scan_rows(const void *rows, int dtype, size_t T, size_t V, size_t row_stride, int rule,
-                                       int precision, int logits, double temperature, ccomp_cuda_ac_scan **out,
-                                       int64_t *first_bad, char *msg, size_t msg_len)
+extern "C" ccomp_status ccomp_cuda_ac_scan_rows(const void *rows, int dtype, size_t T, size_t V, size_t row_stride,
+                                                int rule, int precision, int logits, double temperature,
+                                                ccomp_cuda_ac_scan **out, int64_t *first_bad, ccomp_error *err)
 {
     *out = NULL;
     *first_bad = -1;
-    int rc = check_model(dtype, V, row_stride, rule, precision, temperature, msg, msg_len);
-    if (rc) return rc;
-    if (T == 0 || T > ((size_t)1 << 40)) return fail_msg("the number of rows must be positive", msg, msg_len);
+    ccomp_status rc = check_model(dtype, V, row_stride, rule, precision, temperature, err);
+    if (rc != CCOMP_OK) return rc;
+    if (T == 0 || T > ((size_t)1 << 40)) return reject(err, "the number of rows must be positive");
     DeviceGuard guard;
     int device;
-    if ((rc = enter_device(rows, guard, &device, msg, msg_len)) != 0) return rc;
+    if ((rc = enter_rows_device(rows, guard, &device, err)) != CCOMP_OK) return rc;
     ccomp_cuda_ac_scan *h = (ccomp_cuda_ac_scan *)calloc(1, sizeof *h);
-    if (h == NULL) return fail_msg("out of memory", msg, msg_len);
+    if (h == NULL) return out_of_memory(err, "out of memory");
     h->rows = rows;
     h->dtype = dtype;
     h->device = device;
@@ -700,7 +683,7 @@ extern "C" int ccomp_cuda_ac_scan_rows(const void *rows, int dtype, size_t T, si
         int *h_status = (int *)malloc(T * sizeof(int));
         if (h_status == NULL) {
             ccomp_cuda_ac_scan_free(h);
-            return fail_msg("out of memory", msg, msg_len);
+            return out_of_memory(err, "out of memory");
         }
         where = "cudaMemcpy2D (row status)";
         e = cudaMemcpy2D(h_status, sizeof(int), (const char *)h->sums + offsetof(RowSum, status), sizeof(RowSum),
@@ -715,34 +698,34 @@ extern "C" int ccomp_cuda_ac_scan_rows(const void *rows, int dtype, size_t T, si
     }
     if (e != cudaSuccess) {
         ccomp_cuda_ac_scan_free(h);
-        return fail(e, where, msg, msg_len);
+        return fail(err, e, where);
     }
     *out = h;
-    return 0;
+    return CCOMP_OK;
 }
 
-extern "C" int ccomp_cuda_ac_scan_find(const ccomp_cuda_ac_scan *h, const int64_t *rows_t, const uint32_t *targets,
-                                       size_t n, uint32_t *symbol, uint32_t *cum, uint32_t *freq, char *msg,
-                                       size_t msg_len)
+extern "C" ccomp_status ccomp_cuda_ac_scan_find(const ccomp_cuda_ac_scan *h, const int64_t *rows_t,
+                                                const uint32_t *targets, size_t n, uint32_t *symbol, uint32_t *cum,
+                                                uint32_t *freq, ccomp_error *err)
 {
-    if (n == 0) return 0;
+    if (n == 0) return CCOMP_OK;
     for (size_t i = 0; i < n; i++) {
-        if (rows_t[i] < 0 || (uint64_t)rows_t[i] >= h->T) return fail_msg("row index out of range", msg, msg_len);
-        if ((uint64_t)targets[i] >= h->m.total) return fail_msg("target out of range", msg, msg_len);
+        if (rows_t[i] < 0 || (uint64_t)rows_t[i] >= h->T) return reject(err, "row index out of range");
+        if ((uint64_t)targets[i] >= h->m.total) return reject(err, "target out of range");
     }
     DeviceGuard guard;
     cudaError_t e = cudaGetDevice(&guard.old);
     if (e != cudaSuccess) {
         guard.old = -1;
-        return fail(e, "cudaGetDevice", msg, msg_len);
+        return fail(err, e, "cudaGetDevice");
     }
     if (guard.old != h->device && (e = cudaSetDevice(h->device)) != cudaSuccess)
-        return fail(e, "cudaSetDevice", msg, msg_len);
+        return fail(err, e, "cudaSetDevice");
     // one allocation: query rows (int64), targets, symbol, cum, freq, status (32-bit each)
     char *buf = NULL;
     const char *where = "cudaMalloc";
     e = cudaMalloc(&buf, n * (sizeof(int64_t) + 5 * sizeof(uint32_t)));
-    if (e != cudaSuccess) return fail(e, where, msg, msg_len);
+    if (e != cudaSuccess) return fail(err, e, where);
     int64_t *d_t = (int64_t *)buf;
     uint32_t *d_target = (uint32_t *)(buf + n * sizeof(int64_t));
     uint32_t *d_sym = d_target + n, *d_cum = d_sym + n, *d_freq = d_cum + n;
@@ -750,7 +733,7 @@ extern "C" int ccomp_cuda_ac_scan_find(const ccomp_cuda_ac_scan *h, const int64_
     int *h_status = (int *)malloc(n * sizeof(int));
     if (h_status == NULL) {
         cudaFree(buf);
-        return fail_msg("out of memory", msg, msg_len);
+        return out_of_memory(err, "out of memory");
     }
     where = "cudaMemcpy (queries)";
     e = cudaMemcpy(d_t, rows_t, n * sizeof(int64_t), cudaMemcpyHostToDevice);
@@ -791,9 +774,9 @@ extern "C" int ccomp_cuda_ac_scan_find(const ccomp_cuda_ac_scan *h, const int64_
         for (size_t i = 0; i < n; i++) rejected |= h_status[i];
     free(h_status);
     cudaFree(buf);
-    if (e != cudaSuccess) return fail(e, where, msg, msg_len);
-    if (rejected) return fail_msg("a queried row was rejected by the scan", msg, msg_len);
-    return 0;
+    if (e != cudaSuccess) return fail(err, e, where);
+    if (rejected) return reject(err, "a queried row was rejected by the scan");
+    return CCOMP_OK;
 }
 
 extern "C" void ccomp_cuda_ac_scan_free(ccomp_cuda_ac_scan *h)
@@ -816,23 +799,24 @@ extern "C" size_t ccomp_cuda_ac_scan_rows_count(const ccomp_cuda_ac_scan *h)
 
 // ---------------------------------------------------- memory helpers
 
-extern "C" int ccomp_cuda_upload(const void *host, size_t n, void **dev, char *msg, size_t msg_len)
+extern "C" ccomp_status ccomp_cuda_upload(const void *host, size_t n, void **dev, ccomp_error *err)
 {
     *dev = NULL;
     int count = 0;
     cudaError_t e = cudaGetDeviceCount(&count);
-    if (e != cudaSuccess || count == 0) return fail(e == cudaSuccess ? cudaErrorNoDevice : e, "cudaGetDeviceCount", msg, msg_len);
+    if (e != cudaSuccess || count == 0)
+        return fail(err, e == cudaSuccess ? cudaErrorNoDevice : e, "cudaGetDeviceCount");
     e = cudaMalloc(dev, n ? n : 1);
     if (e != cudaSuccess) {
         *dev = NULL;
-        return fail(e, "cudaMalloc", msg, msg_len);
+        return fail(err, e, "cudaMalloc");
     }
     if (n && (e = cudaMemcpy(*dev, host, n, cudaMemcpyHostToDevice)) != cudaSuccess) {
         cudaFree(*dev);
         *dev = NULL;
-        return fail(e, "cudaMemcpy", msg, msg_len);
+        return fail(err, e, "cudaMemcpy");
     }
-    return 0;
+    return CCOMP_OK;
 }
 
 extern "C" void ccomp_cuda_free(void *dev)
@@ -841,19 +825,20 @@ extern "C" void ccomp_cuda_free(void *dev)
     cudaGetLastError();
 }
 
-extern "C" int ccomp_cuda_to_host(void *host, const void *dev, size_t n, char *msg, size_t msg_len)
+extern "C" ccomp_status ccomp_cuda_to_host(void *host, const void *dev, size_t n, ccomp_error *err)
 {
     DeviceGuard guard;
-    int device, rc;
-    if ((rc = enter_device(dev, guard, &device, msg, msg_len)) != 0) return rc;
+    int device;
+    ccomp_status rc;
+    if ((rc = enter_rows_device(dev, guard, &device, err)) != CCOMP_OK) return rc;
     cudaError_t e = cudaMemcpy(host, dev, n, cudaMemcpyDeviceToHost);
-    if (e != cudaSuccess) return fail(e, "cudaMemcpy", msg, msg_len);
-    return 0;
+    if (e != cudaSuccess) return fail(err, e, "cudaMemcpy");
+    return CCOMP_OK;
 }
 
-extern "C" int ccomp_cuda_synchronize(char *msg, size_t msg_len)
+extern "C" ccomp_status ccomp_cuda_synchronize(ccomp_error *err)
 {
     cudaError_t e = cudaDeviceSynchronize();
-    if (e != cudaSuccess) return fail(e, "cudaDeviceSynchronize", msg, msg_len);
-    return 0;
+    if (e != cudaSuccess) return fail(err, e, "cudaDeviceSynchronize");
+    return CCOMP_OK;
 }

@@ -1,5 +1,9 @@
 /* extern "C" entry points of ccomp's CUDA objects, callable from the C binding.
- * Each returns 0 on success or a nonzero CUDA error code with a message. */
+ * Like the C core, each returns a ccomp_status and fills a ccomp_error (ccomp/status.h; err may be
+ * NULL): CCOMP_OK, CCOMP_ERR_VALUE for a rejected argument, CCOMP_ERR_BACKEND for a CUDA failure (no
+ * device or driver included), CCOMP_ERR_NOMEM when device or host memory runs out.  (The kv entry
+ * points and ccomp_cuda_alloc still return 0, -1 with a message for rejected arguments, or a CUDA
+ * error code with a message.) */
 #ifndef CCOMP_CUDA_H
 #define CCOMP_CUDA_H
 
@@ -12,11 +16,13 @@
 extern "C" {
 #endif
 
-int ccomp_cuda_device_count(int *count, char *msg, size_t msg_len);
-int ccomp_cuda_runtime_version(int *version);
-int ccomp_cuda_driver_version(int *version);
-int ccomp_cuda_device_name(int device, char *name, size_t name_len, int *major, int *minor);
-int ccomp_cuda_iota(int *host_out, int n, int step, char *msg, size_t msg_len);
+/* Device discovery: the message of a failure is the CUDA runtime's reason alone. */
+ccomp_status ccomp_cuda_device_count(int *count, ccomp_error *err);
+ccomp_status ccomp_cuda_runtime_version(int *version, ccomp_error *err);
+ccomp_status ccomp_cuda_driver_version(int *version, ccomp_error *err);
+ccomp_status ccomp_cuda_device_name(int device, char *name, size_t name_len, int *major, int *minor,
+                                    ccomp_error *err);
+ccomp_status ccomp_cuda_iota(int *host_out, int n, int step, ccomp_error *err);
 
 /* ---- ccomp.ac: CDF quantization on the GPU (kernels/ac.cu; csrc/ac/quantize.c is the specification).
  * rows: device pointer to T rows of V float32 (dtype 0) or float64 (dtype 1) values, row_stride elements
@@ -24,27 +30,27 @@ int ccomp_cuda_iota(int *host_out, int n, int step, char *msg, size_t msg_len);
  * current for the call.  *first_bad is the first row the CPU reference would reject (-1: none); the
  * caller asks the CPU for the exact message.  Work runs on the legacy default stream and is finished
  * when the call returns. */
-int ccomp_cuda_ac_lookup(const void *rows, int dtype, size_t T, size_t V, size_t row_stride, int rule,
-                         int precision, int logits, double temperature, const int64_t *symbols_host,
-                         uint32_t *cum_host, uint32_t *freq_host, int64_t *first_bad, char *msg, size_t msg_len);
+ccomp_status ccomp_cuda_ac_lookup(const void *rows, int dtype, size_t T, size_t V, size_t row_stride, int rule,
+                                  int precision, int logits, double temperature, const int64_t *symbols_host,
+                                  uint32_t *cum_host, uint32_t *freq_host, int64_t *first_bad, ccomp_error *err);
 
 /* Row summaries and checkpoints of every row, kept on the device for decoding.  The rows must stay
  * alive (and unchanged) until ccomp_cuda_ac_scan_free. */
 typedef struct ccomp_cuda_ac_scan ccomp_cuda_ac_scan;
-int ccomp_cuda_ac_scan_rows(const void *rows, int dtype, size_t T, size_t V, size_t row_stride, int rule,
-                            int precision, int logits, double temperature, ccomp_cuda_ac_scan **out,
-                            int64_t *first_bad, char *msg, size_t msg_len);
+ccomp_status ccomp_cuda_ac_scan_rows(const void *rows, int dtype, size_t T, size_t V, size_t row_stride, int rule,
+                                     int precision, int logits, double temperature, ccomp_cuda_ac_scan **out,
+                                     int64_t *first_bad, ccomp_error *err);
 /* For each query i: the symbol of row rows_t[i] whose [cum, cum + freq) contains targets[i] (< 2^P). */
-int ccomp_cuda_ac_scan_find(const ccomp_cuda_ac_scan *h, const int64_t *rows_t, const uint32_t *targets, size_t n,
-                            uint32_t *symbol, uint32_t *cum, uint32_t *freq, char *msg, size_t msg_len);
+ccomp_status ccomp_cuda_ac_scan_find(const ccomp_cuda_ac_scan *h, const int64_t *rows_t, const uint32_t *targets,
+                                     size_t n, uint32_t *symbol, uint32_t *cum, uint32_t *freq, ccomp_error *err);
 size_t ccomp_cuda_ac_scan_rows_count(const ccomp_cuda_ac_scan *h);
 void ccomp_cuda_ac_scan_free(ccomp_cuda_ac_scan *h);
 
 /* Device memory helpers (current device). */
-int ccomp_cuda_upload(const void *host, size_t n, void **dev, char *msg, size_t msg_len);
+ccomp_status ccomp_cuda_upload(const void *host, size_t n, void **dev, ccomp_error *err);
 void ccomp_cuda_free(void *dev);
-int ccomp_cuda_to_host(void *host, const void *dev, size_t n, char *msg, size_t msg_len);
-int ccomp_cuda_synchronize(char *msg, size_t msg_len);
+ccomp_status ccomp_cuda_to_host(void *host, const void *dev, size_t n, ccomp_error *err);
+ccomp_status ccomp_cuda_synchronize(ccomp_error *err);
 
 /* ---- ccomp.kv: KV-cache (de)quantization and decode attention on the GPU (kernels/kv.cu).  The C core in
  * csrc/kv and the ccomp/kv headers are the specification: codes, scales and dequantized values are
@@ -125,8 +131,7 @@ int ccomp_cuda_alloc(size_t n, void **dev, char *msg, size_t msg_len);
  * gy [n][rows]) are contiguous float32 or float16 rows; outputs are contiguous float32.  Arithmetic is
  * float32 in a fixed order (the same bits on every run; the CPU's results within float32 rounding).
  * Work is queued on `stream` (a cudaStream_t; NULL: the legacy default stream) on the device that holds
- * the codes, made current for the call; nothing waits for the GPU.  Return: 0, -1 with a message for
- * rejected arguments, or a CUDA error code with a message. */
+ * the codes, made current for the call; nothing waits for the GPU.  Errors as above (ccomp_status). */
 enum { CCOMP_CUDA_SKETCH_F32 = 0, CCOMP_CUDA_SKETCH_F16 = 1, CCOMP_CUDA_SKETCH_BF16 = 2 };
 
 typedef struct ccomp_cuda_sketch {
@@ -138,21 +143,21 @@ typedef struct ccomp_cuda_sketch {
 } ccomp_cuda_sketch;
 
 /* y [n][rows] = x W_hat^T: a lookup-table GEMV for n <= 8, a tiled GEMM above. */
-int ccomp_cuda_sketch_matmul(const ccomp_cuda_sketch *s, const void *x, int x_dtype, size_t n, float *y,
-                             void *stream, char *msg, size_t msg_len);
+ccomp_status ccomp_cuda_sketch_matmul(const ccomp_cuda_sketch *s, const void *x, int x_dtype, size_t n, float *y,
+                                      void *stream, ccomp_error *err);
 /* gt [rows][groups][2^bits]: per table entry the sum over the columns with that code of (gy^T x)[r][c], without
  * the dense gradient.  ws: device workspace of ccomp_cuda_sketch_grad_tables_workspace bytes (NULL when 0). */
 size_t ccomp_cuda_sketch_grad_tables_workspace(size_t rows, size_t cols, size_t groups, int bits);
-int ccomp_cuda_sketch_grad_tables(const ccomp_cuda_sketch *s, const void *x, int x_dtype, const void *gy,
-                                  int gy_dtype, size_t n, float *gt, void *ws, size_t ws_bytes, void *stream,
-                                  char *msg, size_t msg_len);
+ccomp_status ccomp_cuda_sketch_grad_tables(const ccomp_cuda_sketch *s, const void *x, int x_dtype, const void *gy,
+                                           int gy_dtype, size_t n, float *gt, void *ws, size_t ws_bytes,
+                                           void *stream, ccomp_error *err);
 /* gx [n][cols] = gy W_hat. */
-int ccomp_cuda_sketch_grad_input(const ccomp_cuda_sketch *s, const void *gy, int gy_dtype, size_t n, float *gx,
-                                 void *stream, char *msg, size_t msg_len);
+ccomp_status ccomp_cuda_sketch_grad_input(const ccomp_cuda_sketch *s, const void *gy, int gy_dtype, size_t n,
+                                          float *gx, void *stream, ccomp_error *err);
 /* out [rows][cols] = W_hat as float32, float16 or bfloat16 (out_dtype: CCOMP_CUDA_SKETCH_*; rounded to nearest
  * even). */
-int ccomp_cuda_sketch_dequantize(const ccomp_cuda_sketch *s, void *out, int out_dtype, void *stream, char *msg,
-                                 size_t msg_len);
+ccomp_status ccomp_cuda_sketch_dequantize(const ccomp_cuda_sketch *s, void *out, int out_dtype, void *stream,
+                                          ccomp_error *err);
 
 /* ---- ccomp.tokens: cosine-similarity top-k on the GPU (kernels/tokens.cu; csrc/tokens/similarity.c is the
  * specification, and the results equal it bit for bit).
@@ -169,8 +174,7 @@ int ccomp_cuda_sketch_dequantize(const ccomp_cuda_sketch *s, void *out, int out_
  * call.  With first_bad or stats non-NULL the call waits for the stream: *first_bad is the flat index
  * (b N + t) D + d of the first NaN or infinite key element (-1: none); stats[0] = rows whose candidate
  * list overflowed (recomputed exactly over all candidates), stats[1] = workspace bytes, stats[2] =
- * candidate slices of the threshold pass.  Return: 0, -1 with a message for rejected arguments, or a
- * CUDA error code with a message. */
+ * candidate slices of the threshold pass.  Errors as above (ccomp_status). */
 enum { CCOMP_CUDA_TOKENS_F32 = 0, CCOMP_CUDA_TOKENS_F64 = 1, CCOMP_CUDA_TOKENS_F16 = 2 };
 #define CCOMP_CUDA_TOKENS_MAX_K 64
 
@@ -178,11 +182,11 @@ size_t ccomp_cuda_tokens_workspace(size_t B, size_t N, size_t D, const size_t *r
                                    size_t k);
 /* The bound on |fp16 tensor-core screen - exact similarity| the GPU path uses for D channels. */
 double ccomp_cuda_tokens_delta(size_t D);
-int ccomp_cuda_tokens_topk(const void *keys, int dtype, size_t B, size_t N, size_t D, size_t stride_b,
-                           size_t stride_n, const int64_t *rows, const size_t *rows_off, const int64_t *cols,
-                           const size_t *cols_off, int exclude_self, size_t k, int cols_distinct, int64_t *out_idx,
-                           float *out_val, void *ws, size_t ws_bytes, void *stream, int64_t *first_bad,
-                           int64_t *stats, char *msg, size_t msg_len);
+ccomp_status ccomp_cuda_tokens_topk(const void *keys, int dtype, size_t B, size_t N, size_t D, size_t stride_b,
+                                    size_t stride_n, const int64_t *rows, const size_t *rows_off, const int64_t *cols,
+                                    const size_t *cols_off, int exclude_self, size_t k, int cols_distinct,
+                                    int64_t *out_idx, float *out_val, void *ws, size_t ws_bytes, void *stream,
+                                    int64_t *first_bad, int64_t *stats, ccomp_error *err);
 
 #ifdef __cplusplus
 }

@@ -1,6 +1,7 @@
 // Device discovery for ccomp's CUDA extension.  Every entry point returns a
-// status (0 = ok) and never aborts: a machine without a GPU or driver is a
-// normal case that Python reports as "no CUDA device".
+// ccomp_status (CCOMP_OK, or CCOMP_ERR_BACKEND with the CUDA runtime's reason)
+// and never aborts: a machine without a GPU or driver is a normal case that
+// Python reports as "no CUDA device".
 #include <cuda_runtime.h>
 #include <stdio.h>
 #include <string.h>
@@ -8,43 +9,56 @@
 #include "ccomp_cuda.h"
 #include "launch.cuh"
 
-extern "C" int ccomp_cuda_device_count(int *count, char *msg, size_t msg_len)
+namespace {
+
+// A failed CUDA call: CCOMP_ERR_BACKEND with the runtime's own words (the reason Python shows when no
+// device is usable); the sticky error is cleared so later calls start clean.
+ccomp_status cuda_failed(ccomp_error *err, cudaError_t rc)
+{
+    if (err != NULL) {
+        err->code = CCOMP_ERR_BACKEND;
+        snprintf(err->msg, sizeof err->msg, "%s", cudaGetErrorString(rc));
+    }
+    cudaGetLastError();
+    return CCOMP_ERR_BACKEND;
+}
+
+} // namespace
+
+extern "C" ccomp_status ccomp_cuda_device_count(int *count, ccomp_error *err)
 {
     int n = 0;
     cudaError_t rc = cudaGetDeviceCount(&n);
     if (rc != cudaSuccess) {
         *count = 0;
-        snprintf(msg, msg_len, "%s", cudaGetErrorString(rc));
-        cudaGetLastError(); // clear the sticky error so later calls start clean
-        return (int)rc;
+        return cuda_failed(err, rc);
     }
     *count = n;
-    return 0;
+    return CCOMP_OK;
 }
 
-extern "C" int ccomp_cuda_runtime_version(int *version)
+extern "C" ccomp_status ccomp_cuda_runtime_version(int *version, ccomp_error *err)
 {
-    return (int)cudaRuntimeGetVersion(version);
+    cudaError_t rc = cudaRuntimeGetVersion(version);
+    return rc == cudaSuccess ? CCOMP_OK : cuda_failed(err, rc);
 }
 
-extern "C" int ccomp_cuda_driver_version(int *version)
+extern "C" ccomp_status ccomp_cuda_driver_version(int *version, ccomp_error *err)
 {
-    return (int)cudaDriverGetVersion(version);
+    cudaError_t rc = cudaDriverGetVersion(version);
+    return rc == cudaSuccess ? CCOMP_OK : cuda_failed(err, rc);
 }
 
-extern "C" int ccomp_cuda_device_name(int device, char *name, size_t name_len, int *major, int *minor)
+extern "C" ccomp_status ccomp_cuda_device_name(int device, char *name, size_t name_len, int *major, int *minor,
+                                               ccomp_error *err)
 {
     cudaDeviceProp prop;
     cudaError_t rc = cudaGetDeviceProperties(&prop, device);
-    if (rc != cudaSuccess) {
-        snprintf(name, name_len, "%s", cudaGetErrorString(rc));
-        cudaGetLastError();
-        return (int)rc;
-    }
+    if (rc != cudaSuccess) return cuda_failed(err, rc);
     snprintf(name, name_len, "%s", prop.name);
     *major = prop.major;
     *minor = prop.minor;
-    return 0;
+    return CCOMP_OK;
 }
 
 // Fills out[i] = i * step on the device: the smallest real kernel, used by
@@ -56,11 +70,14 @@ __global__ static void iota_kernel(int *out, int n, int step)
         out[i] = i * step;
 }
 
-extern "C" int ccomp_cuda_iota(int *host_out, int n, int step, char *msg, size_t msg_len)
+extern "C" ccomp_status ccomp_cuda_iota(int *host_out, int n, int step, ccomp_error *err)
 {
     if (n <= 0) {
-        snprintf(msg, msg_len, "n must be positive, got %d", n);
-        return -1;
+        if (err != NULL) {
+            err->code = CCOMP_ERR_VALUE;
+            snprintf(err->msg, sizeof err->msg, "n must be positive, got %d", n);
+        }
+        return CCOMP_ERR_VALUE;
     }
     int *dev = NULL;
     cudaError_t rc = cudaMalloc(&dev, (size_t)n * sizeof(int));
@@ -71,10 +88,6 @@ extern "C" int ccomp_cuda_iota(int *host_out, int n, int step, char *msg, size_t
             rc = cudaMemcpy(host_out, dev, (size_t)n * sizeof(int), cudaMemcpyDeviceToHost);
         cudaFree(dev);
     }
-    if (rc != cudaSuccess) {
-        snprintf(msg, msg_len, "%s", cudaGetErrorString(rc));
-        cudaGetLastError();
-        return (int)rc;
-    }
-    return 0;
+    if (rc != cudaSuccess) return cuda_failed(err, rc);
+    return CCOMP_OK;
 }

@@ -463,38 +463,38 @@ size_t tab_size(int dtype)
 }
 
 // Checks the sketch and fills the shared arguments (the Python layer checks first with its own messages).
-int check_sketch(const ccomp_cuda_sketch *s, Args &a, char *msg, size_t msg_len)
+ccomp_status check_sketch(const ccomp_cuda_sketch *s, Args &a, ccomp_error *err)
 {
     memset(&a, 0, sizeof a);
-    if (s == NULL) return reject(msg, msg_len, "no sketch");
-    if (s->bits < 2 || s->bits > 4) return reject(msg, msg_len, "bits must be 2, 3 or 4, got %d", s->bits);
+    if (s == NULL) return reject(err, "no sketch");
+    if (s->bits < 2 || s->bits > 4) return reject(err, "bits must be 2, 3 or 4, got %d", s->bits);
     if (s->dtype != CCOMP_CUDA_SKETCH_F32 && s->dtype != CCOMP_CUDA_SKETCH_F16 && s->dtype != CCOMP_CUDA_SKETCH_BF16)
-        return reject(msg, msg_len, "the GPU reads float32, float16 or bfloat16 tables (types 0, 1, 2), got type %d",
+        return reject(err, "the GPU reads float32, float16 or bfloat16 tables (types 0, 1, 2), got type %d",
                       s->dtype);
     if (s->rows == 0 || s->cols == 0 || s->groups == 0 || s->cols % s->groups != 0)
-        return reject(msg, msg_len, "bad sketch shape: %zu rows, %zu columns, %zu groups (columns must be a positive "
+        return reject(err, "bad sketch shape: %zu rows, %zu columns, %zu groups (columns must be a positive "
                       "multiple of the groups)", s->rows, s->cols, s->groups);
     if (s->rows > ((size_t)1 << 31) || s->cols > ((size_t)1 << 31))
-        return reject(msg, msg_len, "the GPU kernels take up to 2^31 rows and columns, got %zu x %zu", s->rows,
+        return reject(err, "the GPU kernels take up to 2^31 rows and columns, got %zu x %zu", s->rows,
                       s->cols);
     if (s->tables == NULL || s->codes == NULL)
-        return reject(msg, msg_len, "the sketch's tables and codes are required");
+        return reject(err, "the sketch's tables and codes are required");
     a.tables = s->tables;
     a.codes = s->codes;
     a.rows = s->rows, a.cols = s->cols, a.groups = s->groups, a.bits = s->bits;
     a.gn = s->cols / s->groups;
     a.gb = (a.gn * (size_t)s->bits + 7) / 8;
     a.tab_vec = aligned16(s->tables) && (((size_t)1 << s->bits) * tab_size(s->dtype)) % 16 == 0;
-    return 0;
+    return CCOMP_OK;
 }
 
-int check_input(const void *p, int dtype, size_t n, size_t width, const char *name, char *msg, size_t msg_len)
+ccomp_status check_input(const void *p, int dtype, size_t n, size_t width, const char *name, ccomp_error *err)
 {
     if (dtype != CCOMP_CUDA_SKETCH_F32 && dtype != CCOMP_CUDA_SKETCH_F16)
-        return reject(msg, msg_len, "%s must be float32 or float16 (types 0, 1), got type %d", name, dtype);
-    if (n > ((size_t)1 << 40) / width) return reject(msg, msg_len, "%s is too large (%zu x %zu)", name, n, width);
-    if (n > 0 && p == NULL) return reject(msg, msg_len, "%s is required", name);
-    return 0;
+        return reject(err, "%s must be float32 or float16 (types 0, 1), got type %d", name, dtype);
+    if (n > ((size_t)1 << 40) / width) return reject(err, "%s is too large (%zu x %zu)", name, n, width);
+    if (n > 0 && p == NULL) return reject(err, "%s is required", name);
+    return CCOMP_OK;
 }
 
 // --- matmul
@@ -608,17 +608,17 @@ template <int TD> cudaError_t dequantize_td(const Args &a, void *out, int out_dt
 
 // ------------------------------------------------------------------ entry points
 
-extern "C" int ccomp_cuda_sketch_matmul(const ccomp_cuda_sketch *s, const void *x, int x_dtype, size_t n, float *y,
-                                        void *stream, char *msg, size_t msg_len)
+extern "C" ccomp_status ccomp_cuda_sketch_matmul(const ccomp_cuda_sketch *s, const void *x, int x_dtype, size_t n,
+                                                 float *y, void *stream, ccomp_error *err)
 {
     Args a;
-    int rc;
-    if ((rc = check_sketch(s, a, msg, msg_len)) != 0) return rc;
-    if ((rc = check_input(x, x_dtype, n, a.cols, "x", msg, msg_len)) != 0) return rc;
-    if (n > 0 && y == NULL) return reject(msg, msg_len, "the output is required");
-    if (n == 0) return 0;
+    ccomp_status rc;
+    if ((rc = check_sketch(s, a, err)) != CCOMP_OK) return rc;
+    if ((rc = check_input(x, x_dtype, n, a.cols, "x", err)) != CCOMP_OK) return rc;
+    if (n > 0 && y == NULL) return reject(err, "the output is required");
+    if (n == 0) return CCOMP_OK;
     DeviceGuard guard;
-    if ((rc = enter_device(s->codes, guard, msg, msg_len, "the sketch codes are")) != 0) return rc;
+    if ((rc = enter_device(s->codes, guard, err, "the sketch codes are")) != CCOMP_OK) return rc;
     a.x = x, a.out = y, a.n = n;
     const cudaStream_t st = (cudaStream_t)stream;
     cudaError_t e;
@@ -627,21 +627,21 @@ extern "C" int ccomp_cuda_sketch_matmul(const ccomp_cuda_sketch *s, const void *
     case CCOMP_CUDA_SKETCH_F16: e = matmul_td<CCOMP_CUDA_SKETCH_F16>(a, x_dtype, st); break;
     default: e = matmul_td<CCOMP_CUDA_SKETCH_BF16>(a, x_dtype, st); break;
     }
-    if (e != cudaSuccess) return fail(e, "the sketch matmul kernel", msg, msg_len);
-    return 0;
+    if (e != cudaSuccess) return fail(err, e, "the sketch matmul kernel");
+    return CCOMP_OK;
 }
 
-extern "C" int ccomp_cuda_sketch_grad_input(const ccomp_cuda_sketch *s, const void *gy, int gy_dtype, size_t n,
-                                            float *gx, void *stream, char *msg, size_t msg_len)
+extern "C" ccomp_status ccomp_cuda_sketch_grad_input(const ccomp_cuda_sketch *s, const void *gy, int gy_dtype,
+                                                     size_t n, float *gx, void *stream, ccomp_error *err)
 {
     Args a;
-    int rc;
-    if ((rc = check_sketch(s, a, msg, msg_len)) != 0) return rc;
-    if ((rc = check_input(gy, gy_dtype, n, a.rows, "grad_y", msg, msg_len)) != 0) return rc;
-    if (n > 0 && gx == NULL) return reject(msg, msg_len, "the output is required");
-    if (n == 0) return 0;
+    ccomp_status rc;
+    if ((rc = check_sketch(s, a, err)) != CCOMP_OK) return rc;
+    if ((rc = check_input(gy, gy_dtype, n, a.rows, "grad_y", err)) != CCOMP_OK) return rc;
+    if (n > 0 && gx == NULL) return reject(err, "the output is required");
+    if (n == 0) return CCOMP_OK;
     DeviceGuard guard;
-    if ((rc = enter_device(s->codes, guard, msg, msg_len, "the sketch codes are")) != 0) return rc;
+    if ((rc = enter_device(s->codes, guard, err, "the sketch codes are")) != CCOMP_OK) return rc;
     a.gy = gy, a.out = gx, a.n = n;
     const cudaStream_t st = (cudaStream_t)stream;
     cudaError_t e;
@@ -650,8 +650,8 @@ extern "C" int ccomp_cuda_sketch_grad_input(const ccomp_cuda_sketch *s, const vo
     case CCOMP_CUDA_SKETCH_F16: e = grad_input_td<CCOMP_CUDA_SKETCH_F16>(a, gy_dtype, st); break;
     default: e = grad_input_td<CCOMP_CUDA_SKETCH_BF16>(a, gy_dtype, st); break;
     }
-    if (e != cudaSuccess) return fail(e, "the sketch grad_input kernel", msg, msg_len);
-    return 0;
+    if (e != cudaSuccess) return fail(err, e, "the sketch grad_input kernel");
+    return CCOMP_OK;
 }
 
 extern "C" size_t ccomp_cuda_sketch_grad_tables_workspace(size_t rows, size_t cols, size_t groups, int bits)
@@ -662,31 +662,31 @@ extern "C" size_t ccomp_cuda_sketch_grad_tables_workspace(size_t rows, size_t co
     return spg > 1 ? rows * groups * spg * ((size_t)1 << bits) * sizeof(float) : 0;
 }
 
-extern "C" int ccomp_cuda_sketch_grad_tables(const ccomp_cuda_sketch *s, const void *x, int x_dtype, const void *gy,
-                                             int gy_dtype, size_t n, float *gt, void *ws, size_t ws_bytes,
-                                             void *stream, char *msg, size_t msg_len)
+extern "C" ccomp_status ccomp_cuda_sketch_grad_tables(const ccomp_cuda_sketch *s, const void *x, int x_dtype,
+                                                      const void *gy, int gy_dtype, size_t n, float *gt, void *ws,
+                                                      size_t ws_bytes, void *stream, ccomp_error *err)
 {
     Args a;
-    int rc;
-    if ((rc = check_sketch(s, a, msg, msg_len)) != 0) return rc;
-    if ((rc = check_input(x, x_dtype, n, a.cols, "x", msg, msg_len)) != 0) return rc;
-    if ((rc = check_input(gy, gy_dtype, n, a.rows, "grad_y", msg, msg_len)) != 0) return rc;
-    if (gt == NULL) return reject(msg, msg_len, "the output is required");
+    ccomp_status rc;
+    if ((rc = check_sketch(s, a, err)) != CCOMP_OK) return rc;
+    if ((rc = check_input(x, x_dtype, n, a.cols, "x", err)) != CCOMP_OK) return rc;
+    if ((rc = check_input(gy, gy_dtype, n, a.rows, "grad_y", err)) != CCOMP_OK) return rc;
+    if (gt == NULL) return reject(err, "the output is required");
     if (a.rows > (size_t)65535 * GT_ROWS)
-        return reject(msg, msg_len, "grad_tables on the GPU takes up to %zu rows, got %zu", (size_t)65535 * GT_ROWS,
+        return reject(err, "grad_tables on the GPU takes up to %zu rows, got %zu", (size_t)65535 * GT_ROWS,
                       a.rows);
     gt_plan(a.rows, a.cols, a.groups, &a.seg, &a.spg);
-    if (a.groups * a.spg > 0x7fffffffu) return reject(msg, msg_len, "too many groups (%zu)", a.groups);
+    if (a.groups * a.spg > 0x7fffffffu) return reject(err, "too many groups (%zu)", a.groups);
     const size_t need = ccomp_cuda_sketch_grad_tables_workspace(a.rows, a.cols, a.groups, a.bits);
     if (need > 0 && (ws == NULL || ws_bytes < need))
-        return reject(msg, msg_len, "the workspace holds %zu bytes, expected at least %zu", ws_bytes, need);
+        return reject(err, "the workspace holds %zu bytes, expected at least %zu", ws_bytes, need);
     DeviceGuard guard;
-    if ((rc = enter_device(s->codes, guard, msg, msg_len, "the sketch codes are")) != 0) return rc;
+    if ((rc = enter_device(s->codes, guard, err, "the sketch codes are")) != CCOMP_OK) return rc;
     const cudaStream_t st = (cudaStream_t)stream;
     cudaError_t e;
     if (n == 0) {
         e = cudaMemsetAsync(gt, 0, a.rows * a.groups * ((size_t)1 << a.bits) * sizeof(float), st);
-        return e == cudaSuccess ? 0 : fail(e, "cudaMemsetAsync", msg, msg_len);
+        return e == cudaSuccess ? CCOMP_OK : fail(err, e, "cudaMemsetAsync");
     }
     a.x = x, a.gy = gy, a.out = gt, a.ws = ws, a.n = n;
     const bool xh = x_dtype == CCOMP_CUDA_SKETCH_F16, gh = gy_dtype == CCOMP_CUDA_SKETCH_F16;
@@ -694,23 +694,23 @@ extern "C" int ccomp_cuda_sketch_grad_tables(const ccomp_cuda_sketch *s, const v
         e = gh ? grad_tables_typed<uint16_t, uint16_t>(a, st) : grad_tables_typed<uint16_t, float>(a, st);
     else
         e = gh ? grad_tables_typed<float, uint16_t>(a, st) : grad_tables_typed<float, float>(a, st);
-    if (e != cudaSuccess) return fail(e, "the sketch grad_tables kernel", msg, msg_len);
-    return 0;
+    if (e != cudaSuccess) return fail(err, e, "the sketch grad_tables kernel");
+    return CCOMP_OK;
 }
 
-extern "C" int ccomp_cuda_sketch_dequantize(const ccomp_cuda_sketch *s, void *out, int out_dtype, void *stream,
-                                            char *msg, size_t msg_len)
+extern "C" ccomp_status ccomp_cuda_sketch_dequantize(const ccomp_cuda_sketch *s, void *out, int out_dtype,
+                                                     void *stream, ccomp_error *err)
 {
     Args a;
-    int rc;
-    if ((rc = check_sketch(s, a, msg, msg_len)) != 0) return rc;
+    ccomp_status rc;
+    if ((rc = check_sketch(s, a, err)) != CCOMP_OK) return rc;
     if (out_dtype != CCOMP_CUDA_SKETCH_F32 && out_dtype != CCOMP_CUDA_SKETCH_F16 &&
         out_dtype != CCOMP_CUDA_SKETCH_BF16)
-        return reject(msg, msg_len, "the output must be float32, float16 or bfloat16 (types 0, 1, 2), got type %d",
+        return reject(err, "the output must be float32, float16 or bfloat16 (types 0, 1, 2), got type %d",
                       out_dtype);
-    if (out == NULL) return reject(msg, msg_len, "the output is required");
+    if (out == NULL) return reject(err, "the output is required");
     DeviceGuard guard;
-    if ((rc = enter_device(s->codes, guard, msg, msg_len, "the sketch codes are")) != 0) return rc;
+    if ((rc = enter_device(s->codes, guard, err, "the sketch codes are")) != CCOMP_OK) return rc;
     const cudaStream_t st = (cudaStream_t)stream;
     const size_t nb = (a.rows * a.cols + 255) / 256;
     const dim3 grid((unsigned)(nb < (1u << 20) ? nb : (1u << 20)));
@@ -720,6 +720,6 @@ extern "C" int ccomp_cuda_sketch_dequantize(const ccomp_cuda_sketch *s, void *ou
     case CCOMP_CUDA_SKETCH_F16: e = dequantize_td<CCOMP_CUDA_SKETCH_F16>(a, out, out_dtype, grid, st); break;
     default: e = dequantize_td<CCOMP_CUDA_SKETCH_BF16>(a, out, out_dtype, grid, st); break;
     }
-    if (e != cudaSuccess) return fail(e, "the sketch dequantize kernel", msg, msg_len);
-    return 0;
+    if (e != cudaSuccess) return fail(err, e, "the sketch dequantize kernel");
+    return CCOMP_OK;
 }

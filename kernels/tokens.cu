@@ -655,35 +655,35 @@ size_t row_tiles(size_t B, const size_t *rows_off)
 }
 
 // Host-side argument checks shared by the workspace size and the run.
-int check_args(int dtype, size_t B, size_t N, size_t D, const int64_t *rows, const size_t *rows_off, const int64_t *cols,
-               const size_t *cols_off, size_t k, size_t *max_cols, char *msg, size_t msg_len)
+ccomp_status check_args(int dtype, size_t B, size_t N, size_t D, const int64_t *rows, const size_t *rows_off,
+                        const int64_t *cols, const size_t *cols_off, size_t k, size_t *max_cols, ccomp_error *err)
 {
     if (dtype != CCOMP_CUDA_TOKENS_F32 && dtype != CCOMP_CUDA_TOKENS_F64 && dtype != CCOMP_CUDA_TOKENS_F16)
-        return reject(msg, msg_len, "keys must be float32, float64 or float16 (type code %d)", dtype);
-    if (B < 1 || N < 1 || D < 1) return reject(msg, msg_len, "need at least one sub-image of one token of one channel");
+        return reject(err, "keys must be float32, float64 or float16 (type code %d)", dtype);
+    if (B < 1 || N < 1 || D < 1) return reject(err, "need at least one sub-image of one token of one channel");
     if (N > (size_t)INT32_MAX / 2 || D > (size_t)INT32_MAX / 2 || B > (size_t)INT32_MAX / 2)
-        return reject(msg, msg_len, "too many tokens or channels for the GPU path (B %zu, N %zu, D %zu)", B, N, D);
-    if (k < 1 || k > KMAX) return reject(msg, msg_len, "the GPU path takes k in [1, %d], got %zu", KMAX, k);
+        return reject(err, "too many tokens or channels for the GPU path (B %zu, N %zu, D %zu)", B, N, D);
+    if (k < 1 || k > KMAX) return reject(err, "the GPU path takes k in [1, %d], got %zu", KMAX, k);
     if (rows_off == NULL || cols_off == NULL || (rows_off[B] && rows == NULL) || (cols_off[B] && cols == NULL))
-        return reject(msg, msg_len, "row and candidate lists are required");
-    if (rows_off[0] != 0 || cols_off[0] != 0) return reject(msg, msg_len, "row and column offsets must start at 0");
+        return reject(err, "row and candidate lists are required");
+    if (rows_off[0] != 0 || cols_off[0] != 0) return reject(err, "row and column offsets must start at 0");
     *max_cols = 0;
     for (size_t b = 0; b < B; b++) {
         if (rows_off[b + 1] < rows_off[b] || cols_off[b + 1] < cols_off[b])
-            return reject(msg, msg_len, "offsets of sub-image %zu decrease", b);
+            return reject(err, "offsets of sub-image %zu decrease", b);
         const size_t nc = cols_off[b + 1] - cols_off[b];
         if (nc > *max_cols) *max_cols = nc;
     }
     if (rows_off[B] > (size_t)INT32_MAX / 2 || cols_off[B] > (size_t)INT32_MAX / 2)
-        return reject(msg, msg_len, "too many rows or candidates for one GPU call");
-    if (*max_cols > (size_t)65535 * BN) return reject(msg, msg_len, "too many candidates per sub-image (%zu)", *max_cols);
+        return reject(err, "too many rows or candidates for one GPU call");
+    if (*max_cols > (size_t)65535 * BN) return reject(err, "too many candidates per sub-image (%zu)", *max_cols);
     for (size_t t = 0; t < rows_off[B]; t++)
         if (rows[t] < 0 || (size_t)rows[t] >= N)
-            return reject(msg, msg_len, "row token %lld is outside [0, %zu)", (long long)rows[t], N);
+            return reject(err, "row token %lld is outside [0, %zu)", (long long)rows[t], N);
     for (size_t t = 0; t < cols_off[B]; t++)
         if (cols[t] < 0 || (size_t)cols[t] >= N)
-            return reject(msg, msg_len, "candidate token %lld is outside [0, %zu)", (long long)cols[t], N);
-    return 0;
+            return reject(err, "candidate token %lld is outside [0, %zu)", (long long)cols[t], N);
+    return CCOMP_OK;
 }
 
 // |fp16 tensor-core screen - S| for normalized keys of D channels: fp16 rounding of both operands
@@ -714,33 +714,34 @@ extern "C" double ccomp_cuda_tokens_delta(size_t D)
     return screen_delta(D);
 }
 
-extern "C" int ccomp_cuda_tokens_topk(const void *keys, int dtype, size_t B, size_t N, size_t D, size_t stride_b,
-                                      size_t stride_n, const int64_t *rows, const size_t *rows_off, const int64_t *cols,
-                                      const size_t *cols_off, int exclude_self, size_t k, int cols_distinct,
-                                      int64_t *out_idx, float *out_val, void *ws, size_t ws_bytes, void *stream,
-                                      int64_t *first_bad, int64_t *stats, char *msg, size_t msg_len)
+extern "C" ccomp_status ccomp_cuda_tokens_topk(const void *keys, int dtype, size_t B, size_t N, size_t D,
+                                               size_t stride_b, size_t stride_n, const int64_t *rows,
+                                               const size_t *rows_off, const int64_t *cols, const size_t *cols_off,
+                                               int exclude_self, size_t k, int cols_distinct, int64_t *out_idx,
+                                               float *out_val, void *ws, size_t ws_bytes, void *stream,
+                                               int64_t *first_bad, int64_t *stats, ccomp_error *err)
 {
     size_t max_cols = 0;
-    int rc = check_args(dtype, B, N, D, rows, rows_off, cols, cols_off, k, &max_cols, msg, msg_len);
-    if (rc != 0) return rc;
-    if (keys == NULL) return reject(msg, msg_len, "the keys pointer is null");
+    ccomp_status rc = check_args(dtype, B, N, D, rows, rows_off, cols, cols_off, k, &max_cols, err);
+    if (rc != CCOMP_OK) return rc;
+    if (keys == NULL) return reject(err, "the keys pointer is null");
     const size_t R = rows_off[B], C = cols_off[B];
-    if (R > 0 && (out_idx == NULL || out_val == NULL)) return reject(msg, msg_len, "the outputs are required");
+    if (R > 0 && (out_idx == NULL || out_val == NULL)) return reject(err, "the outputs are required");
     if (stride_n < D || (B > 1 && stride_b < (N - 1) * stride_n + D))
-        return reject(msg, msg_len, "key strides (%zu, %zu) overlap for %zu tokens of %zu channels", stride_b,
+        return reject(err, "key strides (%zu, %zu) overlap for %zu tokens of %zu channels", stride_b,
                       stride_n, N, D);
     const size_t item = dtype == CCOMP_CUDA_TOKENS_F64 ? 8 : dtype == CCOMP_CUDA_TOKENS_F32 ? 4 : 2;
-    if (reinterpret_cast<uintptr_t>(keys) % item != 0) return reject(msg, msg_len, "the keys are misaligned");
+    if (reinterpret_cast<uintptr_t>(keys) % item != 0) return reject(err, "the keys are misaligned");
     const size_t tiles = row_tiles(B, rows_off);
     const Layout L = layout(B, N, D, R, C, max_cols, k, tiles);
     if (ws == NULL || ws_bytes < L.total)
-        return reject(msg, msg_len, "the workspace holds %zu bytes, expected at least %zu", ws_bytes, L.total);
-    if (reinterpret_cast<uintptr_t>(ws) % 256 != 0) return reject(msg, msg_len, "the workspace is misaligned");
+        return reject(err, "the workspace holds %zu bytes, expected at least %zu", ws_bytes, L.total);
+    if (reinterpret_cast<uintptr_t>(ws) % 256 != 0) return reject(err, "the workspace is misaligned");
     if (first_bad) *first_bad = -1;
     if (stats) stats[0] = stats[1] = stats[2] = 0;
-    if (R == 0) return 0;
+    if (R == 0) return CCOMP_OK;
     DeviceGuard guard;
-    if ((rc = enter_device(keys, guard, msg, msg_len, "the keys are")) != 0) return rc;
+    if ((rc = enter_device(keys, guard, err, "the keys are")) != CCOMP_OK) return rc;
     cudaStream_t st = (cudaStream_t)stream;
     unsigned char *w = (unsigned char *)ws;
     const int Dp = (int)((D + KC - 1) / KC * KC);
@@ -748,7 +749,7 @@ extern "C" int ccomp_cuda_tokens_topk(const void *keys, int dtype, size_t B, siz
     // small host tables: int32 token lists, offsets and the row tiles
     const size_t n_host = R + C + 2 * (B + 1) + 2 * tiles;
     int *h = (int *)malloc(n_host * sizeof(int));
-    if (h == NULL) return reject(msg, msg_len, "cannot allocate %zu host ints", n_host);
+    if (h == NULL) return out_of_memory(err, "cannot allocate %zu host ints", n_host);
     int *h_rows = h, *h_cols = h_rows + R, *h_ro = h_cols + C, *h_co = h_ro + B + 1, *h_tb = h_co + B + 1,
         *h_tr = h_tb + tiles;
     for (size_t i = 0; i < R; i++) h_rows[i] = (int)rows[i];
@@ -773,11 +774,11 @@ extern "C" int ccomp_cuda_tokens_topk(const void *keys, int dtype, size_t B, siz
     for (size_t i = 0; i < sizeof ups / sizeof ups[0] && e == cudaSuccess; i++)
         if (ups[i].n) e = cudaMemcpyAsync(w + ups[i].off, ups[i].src, ups[i].n * 4, cudaMemcpyHostToDevice, st);
     free(h); // a copy from pageable memory has read the host buffer when cudaMemcpyAsync returns
-    if (e != cudaSuccess) return fail(e, "copying the token lists to the GPU", msg, msg_len);
+    if (e != cudaSuccess) return fail(err, e, "copying the token lists to the GPU");
     if ((e = cudaMemsetAsync(w + L.cnt, 0, R * 4, st)) != cudaSuccess ||
         (e = cudaMemsetAsync(w + L.ov_n, 0, 4, st)) != cudaSuccess ||
         (e = cudaMemsetAsync(w + L.bad, 0xff, 8, st)) != cudaSuccess)
-        return fail(e, "cudaMemsetAsync", msg, msg_len);
+        return fail(err, e, "cudaMemsetAsync");
 
     Keys K;
     K.p = keys;
@@ -795,18 +796,18 @@ extern "C" int ccomp_cuda_tokens_topk(const void *keys, int dtype, size_t B, siz
     const size_t BN_tokens = B * N;
 
     CCOMP_LAUNCH(blocks_of(BN_tokens, 128), 128, 0, st, prep_norms)(K, (int)B, inv, hash, bad);
-    if ((e = cudaGetLastError()) != cudaSuccess) return fail(e, "the norm kernel", msg, msg_len);
+    if ((e = cudaGetLastError()) != cudaSuccess) return fail(err, e, "the norm kernel");
     CCOMP_LAUNCH(blocks_of(BN_tokens * 32, 256), 256, 0, st, prep_half)(K, (int)B, inv, kh);
-    if ((e = cudaGetLastError()) != cudaSuccess) return fail(e, "the fp16 key kernel", msg, msg_len);
+    if ((e = cudaGetLastError()) != cudaSuccess) return fail(err, e, "the fp16 key kernel");
 
     const int limit = (int)k + (exclude_self ? 1 : 0);
     const int *rank = NULL;
     if (cols_distinct && C > 0) {
         int *rep = (int *)(w + L.rep), *rk = (int *)(w + L.rank);
         CCOMP_LAUNCH(blocks_of(BN_tokens, 128), 128, 0, st, rep_tokens)(K, (int)B, hash, rep);
-        if ((e = cudaGetLastError()) != cudaSuccess) return fail(e, "the duplicate-key kernel", msg, msg_len);
+        if ((e = cudaGetLastError()) != cudaSuccess) return fail(err, e, "the duplicate-key kernel");
         CCOMP_LAUNCH(blocks_of(C, 128), 128, 0, st, col_ranks)(d_cols, d_co, (int)B, (int)N, (int)C, rep, limit, rk);
-        if ((e = cudaGetLastError()) != cudaSuccess) return fail(e, "the group-rank kernel", msg, msg_len);
+        if ((e = cudaGetLastError()) != cudaSuccess) return fail(err, e, "the group-rank kernel");
         rank = rk;
     }
 
@@ -842,12 +843,12 @@ extern "C" int ccomp_cuda_tokens_topk(const void *keys, int dtype, size_t B, siz
 
     if (max_cols > 0) {
         CCOMP_LAUNCH(dim3((unsigned)tiles, (unsigned)splits), SCREEN_T, 0, st, screen_threshold)(P);
-        if ((e = cudaGetLastError()) != cudaSuccess) return fail(e, "the screening (threshold) kernel", msg, msg_len);
+        if ((e = cudaGetLastError()) != cudaSuccess) return fail(err, e, "the screening (threshold) kernel");
         CCOMP_LAUNCH(blocks_of(R * 32, 256), 256, 0, st, threshold_rows)(P.topv, (int)R, splits, (int)k, 2.0 * screen_delta(D),
                                                                (float *)(w + L.lo));
-        if ((e = cudaGetLastError()) != cudaSuccess) return fail(e, "the threshold kernel", msg, msg_len);
+        if ((e = cudaGetLastError()) != cudaSuccess) return fail(err, e, "the threshold kernel");
         CCOMP_LAUNCH(dim3((unsigned)tiles, (unsigned)col_tiles), SCREEN_T, 0, st, screen_collect)(P);
-        if ((e = cudaGetLastError()) != cudaSuccess) return fail(e, "the screening (collect) kernel", msg, msg_len);
+        if ((e = cudaGetLastError()) != cudaSuccess) return fail(err, e, "the screening (collect) kernel");
     }
 
     Finish F;
@@ -873,9 +874,9 @@ extern "C" int ccomp_cuda_tokens_topk(const void *keys, int dtype, size_t B, siz
     F.out_idx = (long long *)out_idx;
     F.out_val = out_val;
     CCOMP_LAUNCH(blocks_of(R, RECHECK_T / 32), RECHECK_T, 0, st, recheck_rows)(F);
-    if ((e = cudaGetLastError()) != cudaSuccess) return fail(e, "the recheck kernel", msg, msg_len);
+    if ((e = cudaGetLastError()) != cudaSuccess) return fail(err, e, "the recheck kernel");
     CCOMP_LAUNCH(FALLBACK_BLOCKS, FALLBACK_T, 0, st, fallback_rows)(F);
-    if ((e = cudaGetLastError()) != cudaSuccess) return fail(e, "the fallback kernel", msg, msg_len);
+    if ((e = cudaGetLastError()) != cudaSuccess) return fail(err, e, "the fallback kernel");
 
     if (first_bad != NULL || stats != NULL) {
         unsigned long long hb = 0;
@@ -883,7 +884,7 @@ extern "C" int ccomp_cuda_tokens_topk(const void *keys, int dtype, size_t B, siz
         if ((e = cudaMemcpyAsync(&hb, bad, 8, cudaMemcpyDeviceToHost, st)) != cudaSuccess ||
             (e = cudaMemcpyAsync(&ov, w + L.ov_n, 4, cudaMemcpyDeviceToHost, st)) != cudaSuccess ||
             (e = cudaStreamSynchronize(st)) != cudaSuccess)
-            return fail(e, "reading the result flags", msg, msg_len);
+            return fail(err, e, "reading the result flags");
         if (first_bad != NULL) *first_bad = hb == ~0ull ? -1 : (int64_t)hb;
         if (stats != NULL) {
             stats[0] = ov;
@@ -891,5 +892,5 @@ extern "C" int ccomp_cuda_tokens_topk(const void *keys, int dtype, size_t B, siz
             stats[2] = splits;
         }
     }
-    return 0;
+    return CCOMP_OK;
 }

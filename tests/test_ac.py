@@ -393,6 +393,29 @@ def test_equal_info_windows_round_trip(bits):
             assert info_bits[a:a + n + 1].sum() > bits - 2 - n * 0.01
 
 
+@pytest.mark.parametrize("bits", [13, 40, 256])
+def test_equal_info_windows_packed_in_one_call_match_the_symbol_by_symbol_coder(bits):
+    """An array model's windows are packed by one core call; a callable model that returns the same
+    rows (it ignores the window's tokens) goes through the symbol-by-symbol coder: the same windows."""
+    rng = np.random.default_rng(100 + bits)
+    T, V = 700, 50
+    p = softmax_rows(rng, T, V, np.float64, spread=2.0)
+    s = sample(rng, p)
+    state = {"start": 0, "last": 0}
+
+    def model(window_tokens):
+        # an empty window after a call with k tokens: that window closed with k symbols
+        if len(window_tokens) == 0:
+            state["start"] += state["last"]
+        state["last"] = len(window_tokens)
+        return p[state["start"] + len(window_tokens)]
+
+    windows, counts = ac.equal_info_windows(s, p, bits=bits, precision=16)
+    ref_windows, ref_counts = ac.equal_info_windows(s, model, bits=bits, precision=16)
+    assert counts.sum() == T and len(windows) > 1
+    assert np.array_equal(counts, ref_counts) and windows == ref_windows
+
+
 def test_equal_info_windows_with_a_model_reset_per_window():
     V = 8
 

@@ -1,6 +1,7 @@
 /* The range coder and the Equal-Info-Windows bit coder (ccomp/ac.h). */
-#include "rc_impl.h"
 #include "ccomp/cancel.h"
+#include "quantize.h"
+#include "rc_impl.h"
 
 void ccomp_rc_enc_init(ccomp_rc_enc *e)
 {
@@ -131,6 +132,99 @@ int ccomp_rc_dec_exhausted(const ccomp_rc_dec *d)
     return d->pos >= d->nwords && (d->range == UINT64_MAX || d->point - d->lower < max_difference);
 }
 
+/* ------------------------------------------ raw streams under a model */
+
+ccomp_status ccomp_rc_dec_rows(ccomp_rc_dec *d, const ccomp_ac_model *m, const void *rows, size_t n, size_t V,
+                               size_t row_stride, int64_t *symbols, void **scratch, ccomp_error *err)
+{
+    size_t done = 0, j;
+    uint64_t total;
+    qgroup *g;
+    ccomp_status st = ccomp_ac_model_check(m, V, err);
+    if (st != CCOMP_OK) return st;
+    if (n > 1 && row_stride < V)
+        return ccomp_fail(err, CCOMP_ERR_VALUE, "row stride %zu is below V = %zu", row_stride, V);
+    if (*scratch == NULL && (*scratch = calloc(1, sizeof(qgroup))) == NULL)
+        return ccomp_fail(err, CCOMP_ERR_NOMEM, "out of memory");
+    g = (qgroup *)*scratch;
+    total = (uint64_t)1 << m->precision;
+    while (st == CCOMP_OK && done < n) {
+        size_t g_n = n - done < SCAN_GROUP ? n - done : SCAN_GROUP;
+        st = ccomp_ac_group_prepare(m, rows, V, row_stride, done, g_n, g, err);
+        for (j = 0; st == CCOMP_OK && j < g_n; j++) {
+            uint32_t target = rc_dec_target_raw(d, m->precision), sym, cum, freq;
+            if (target == UINT32_MAX) {
+                st = ccomp_fail(err, CCOMP_ERR_CORRUPT, "row %zu: the stream is not valid for these probabilities",
+                                done + j);
+                break;
+            }
+            ccomp_ac_row_find(m, g->p[j], V, &g->rows[j], target, &sym, &cum, &freq);
+            /* rows rewritten while being read can point at no symbol's interval */
+            if (sym >= V || freq == 0 || target < cum || target - cum >= freq || (uint64_t)cum + freq > total) {
+                st = ccomp_fail(err, CCOMP_ERR_CORRUPT, "row %zu: the stream's target %u falls in no symbol's interval",
+                                done + j, target);
+                break;
+            }
+            rc_dec_advance_raw(d, cum, freq, m->precision);
+            symbols[done + j] = sym;
+        }
+        done += g_n;
+        if (st == CCOMP_OK && ccomp_cancelled()) st = ccomp_check_cancel(err, "decode");
+    }
+    return st;
+}
+
+void ccomp_rc_rows_scratch_free(void **scratch)
+{
+    if (*scratch != NULL) ccomp_ac_group_free((qgroup *)*scratch);
+    free(*scratch);
+    *scratch = NULL;
+}
+
+ccomp_status ccomp_rc_dec_cdfs(ccomp_rc_dec *d, const uint32_t *cdfs, size_t n, size_t W, int precision,
+                               int64_t *symbols, ccomp_error *err)
+{
+    size_t t, i;
+    uint64_t total;
+    ccomp_status st = check_precision(precision, err);
+    if (st != CCOMP_OK) return st;
+    if (W < 2) return ccomp_fail(err, CCOMP_ERR_VALUE, "a CDF row has V + 1 >= 2 entries, got %zu", W);
+    total = (uint64_t)1 << precision;
+    for (t = 0; t < n; t++) {
+        const uint32_t *c = cdfs + t * W;
+        if ((t & 0x3ffu) == 0x3ffu && ccomp_cancelled()) return ccomp_check_cancel(err, "decode");
+        if (c[0] != 0 || c[W - 1] != total)
+            return ccomp_fail(err, CCOMP_ERR_VALUE, "cdfs[%zu] must start at 0 and end at 2^%d", t, precision);
+        for (i = 1; i < W; i++)
+            if (c[i] <= c[i - 1])
+                return ccomp_fail(err, CCOMP_ERR_VALUE, "cdfs[%zu] is not strictly increasing at position %zu", t,
+                                  i);
+    }
+    for (t = 0; t < n; t++) {
+        const uint32_t *c = cdfs + t * W;
+        uint32_t target = rc_dec_target_raw(d, precision), lo_c, hi_c;
+        size_t lo = 0, hi = W - 1;
+        if (target == UINT32_MAX)
+            return ccomp_fail(err, CCOMP_ERR_CORRUPT, "symbol %zu: the stream is not valid for these CDFs", t);
+        while (hi - lo > 1) { /* last i with c[i] <= target */
+            size_t mid = lo + (hi - lo) / 2;
+            if (c[mid] <= target)
+                lo = mid;
+            else
+                hi = mid;
+        }
+        lo_c = c[lo];
+        hi_c = c[lo + 1];
+        /* read once and checked again: another thread may have rewritten the row since it was checked */
+        if (hi_c <= lo_c || hi_c > total || target < lo_c || target >= hi_c)
+            return ccomp_fail(err, CCOMP_ERR_VALUE, "cdfs[%zu] changed while it was being decoded", t);
+        rc_dec_advance_raw(d, lo_c, hi_c - lo_c, precision);
+        symbols[t] = (int64_t)lo;
+        if ((t & 0x3ffu) == 0x3ffu && ccomp_cancelled()) return ccomp_check_cancel(err, "decode");
+    }
+    return CCOMP_OK;
+}
+
 /* ------------------------------------------------ Equal-Info Windows */
 
 #define EIW_BITS 62
@@ -207,6 +301,79 @@ void ccomp_eiw_finish(ccomp_eiw *w, unsigned budget, uint8_t *out)
         eiw_put_follow(w, w->low >= EIW_Q1);
     }
     memcpy(out, w->bits, (budget + 7u) / 8u);
+}
+
+/* Grows the window and count arrays of ccomp_eiw_pack to hold `cap` windows. */
+static int eiw_grow(uint8_t **win, int64_t **counts, size_t cap, size_t wbytes)
+{
+    uint8_t *w2;
+    int64_t *c2;
+    if (cap > SIZE_MAX / CCOMP_EIW_MAX_BITS) return 0;
+    if ((w2 = (uint8_t *)realloc(*win, cap * wbytes)) == NULL) return 0;
+    *win = w2;
+    if ((c2 = (int64_t *)realloc(*counts, cap * sizeof *c2)) == NULL) return 0;
+    *counts = c2;
+    return 1;
+}
+
+ccomp_status ccomp_eiw_pack(const uint32_t *cum, const uint32_t *freq, size_t n, int precision, unsigned bits,
+                            uint8_t **windows, int64_t **counts, size_t *nwindows, ccomp_error *err)
+{
+    size_t wbytes = (bits + 7u) / 8u, cap = 16, nw = 0, t;
+    uint8_t *win = NULL;
+    int64_t *cnt = NULL;
+    ccomp_eiw w;
+    ccomp_status st = check_precision(precision, err);
+    *windows = NULL;
+    *counts = NULL;
+    *nwindows = 0;
+    if (st != CCOMP_OK) return st;
+    if (bits < 1 || bits > CCOMP_EIW_MAX_BITS)
+        return ccomp_fail(err, CCOMP_ERR_VALUE, "window bits must be between 1 and %d, got %u", CCOMP_EIW_MAX_BITS,
+                          bits);
+    if (!eiw_grow(&win, &cnt, cap, wbytes)) {
+        free(win);
+        return ccomp_fail(err, CCOMP_ERR_NOMEM, "out of memory");
+    }
+    ccomp_eiw_reset(&w);
+    cnt[0] = 0; /* cnt[nw]: symbols in the open window */
+    for (t = 0; t < n; t++) {
+        uint32_t c = cum[t], f = freq[t]; /* read once: what is checked is what is coded */
+        if ((t & 0xffffu) == 0xffffu && ccomp_cancelled()) {
+            st = ccomp_check_cancel(err, "encode");
+            break;
+        }
+        if ((st = check_pair(c, f, precision, t, err)) != CCOMP_OK) break;
+        if (ccomp_eiw_try_encode(&w, c, f, precision, bits)) {
+            cnt[nw]++;
+            continue;
+        }
+        if (cnt[nw] > 0) { /* the window is full: close it and retry the symbol in a fresh one */
+            if (nw + 1 >= cap && !eiw_grow(&win, &cnt, cap *= 2, wbytes)) {
+                st = ccomp_fail(err, CCOMP_ERR_NOMEM, "out of memory");
+                break;
+            }
+            ccomp_eiw_finish(&w, bits, win + nw * wbytes);
+            cnt[++nw] = 0;
+            ccomp_eiw_reset(&w);
+            if (ccomp_eiw_try_encode(&w, c, f, precision, bits)) {
+                cnt[nw]++;
+                continue;
+            }
+        }
+        st = ccomp_fail(err, CCOMP_ERR_VALUE, "symbol %zu alone needs more than %u bits; use larger windows", t, bits);
+        break;
+    }
+    if (st == CCOMP_OK && cnt[nw] > 0) ccomp_eiw_finish(&w, bits, win + nw++ * wbytes);
+    if (st != CCOMP_OK) {
+        free(win);
+        free(cnt);
+        return st;
+    }
+    *windows = win;
+    *counts = cnt;
+    *nwindows = nw;
+    return CCOMP_OK;
 }
 
 static int eiw_bit(const ccomp_eiw_dec *d, unsigned i)

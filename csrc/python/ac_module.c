@@ -18,8 +18,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../ac/quantize.h"
-#include "../ac/rc_impl.h"
 #include "binding.h"
 #include "ccomp/ac.h"
 
@@ -510,8 +508,8 @@ done:
 typedef struct dec_state {
     ccomp_rc_dec d;
     Py_buffer view;
-    int busy; /* set while a call that released the GIL runs */
-    qgroup g;
+    int busy;      /* set while a call that released the GIL runs */
+    void *scratch; /* row summaries of ccomp_rc_dec_rows */
 } dec_state;
 
 static const char *DEC_CAPSULE = "ccomp.ac.decoder";
@@ -521,7 +519,7 @@ static void dec_destroy(PyObject *cap)
     dec_state *s = (dec_state *)PyCapsule_GetPointer(cap, DEC_CAPSULE);
     if (s == NULL) return;
     PyBuffer_Release(&s->view);
-    ccomp_ac_group_free(&s->g);
+    ccomp_rc_rows_scratch_free(&s->scratch);
     free(s);
 }
 
@@ -634,7 +632,7 @@ static PyObject *py_rc_dec_rows(PyObject *self, PyObject *args)
     rows_view rv;
     ccomp_ac_model m;
     ccomp_error err;
-    ccomp_status st = CCOMP_OK;
+    ccomp_status st;
     PyArrayObject *out = NULL;
     npy_intp dim;
     (void)self;
@@ -651,37 +649,14 @@ static PyObject *py_rc_dec_rows(PyObject *self, PyObject *args)
     if (out == NULL) goto done;
     model_from(precision, rule, logits, temperature, rv.dtype, &m);
     ccomp_error_clear(&err);
-    if ((st = ccomp_ac_model_check(&m, rv.V, &err)) != CCOMP_OK) {
-        ccomp_raise(&err, "decode");
-        goto done;
-    }
     if (s->busy) { /* converting probs may have run Python code, and another thread with it */
         PyErr_SetString(PyExc_RuntimeError, "this decoder is in use by another thread");
         goto done;
     }
     s->busy = 1;
     CCOMP_NOGIL_BEGIN
-    {
-        int64_t *o = (int64_t *)PyArray_DATA(out);
-        size_t done_rows = 0, j;
-        while (st == CCOMP_OK && done_rows < rv.T) {
-            size_t n = rv.T - done_rows < SCAN_GROUP ? rv.T - done_rows : SCAN_GROUP;
-            st = ccomp_ac_group_prepare(&m, rv.data, rv.V, rv.stride, done_rows, n, &s->g, &err);
-            for (j = 0; st == CCOMP_OK && j < n; j++) {
-                uint32_t target = rc_dec_target_raw(&s->d, precision), sym, cum, freq;
-                if (target == UINT32_MAX) {
-                    st = ccomp_fail(&err, CCOMP_ERR_CORRUPT, "row %zu: the stream is not valid for these probabilities",
-                                    done_rows + j);
-                    break;
-                }
-                ccomp_ac_row_find(&m, s->g.p[j], rv.V, &s->g.rows[j], target, &sym, &cum, &freq);
-                rc_dec_advance_raw(&s->d, cum, freq, precision);
-                o[done_rows + j] = sym;
-            }
-            done_rows += n;
-            if (st == CCOMP_OK && ccomp_cancelled()) st = ccomp_check_cancel(&err, "decode");
-        }
-    }
+    st = ccomp_rc_dec_rows(&s->d, &m, rv.data, rv.T, rv.V, rv.stride, (int64_t *)PyArray_DATA(out), &s->scratch,
+                           &err);
     CCOMP_NOGIL_END
     s->busy = 0;
     if (st != CCOMP_OK) {
@@ -703,8 +678,9 @@ static PyObject *py_rc_dec_cdfs(PyObject *self, PyObject *args)
     int precision;
     dec_state *s;
     PyArrayObject *cdf = NULL, *out = NULL;
-    npy_intp n, W, t;
-    uint64_t total;
+    ccomp_error err;
+    ccomp_status st;
+    npy_intp n;
     (void)self;
     if (!PyArg_ParseTuple(args, "OOi", &cap, &cdf_obj, &precision)) return NULL;
     if ((s = dec_get(cap)) == NULL || check_precision(precision) < 0) return NULL;
@@ -716,55 +692,29 @@ static PyObject *py_rc_dec_cdfs(PyObject *self, PyObject *args)
         return NULL;
     }
     n = PyArray_DIM(cdf, 0);
-    W = PyArray_DIM(cdf, 1);
-    total = (uint64_t)1 << precision;
-    /* every row must start at 0, end at 2^P and increase strictly */
-    for (t = 0; t < n; t++) {
-        const uint32_t *c = (const uint32_t *)PyArray_DATA(cdf) + t * W;
-        npy_intp i;
-        if ((t & 0x3ff) == 0x3ff && PyErr_CheckSignals() < 0) { /* Ctrl-C (the GIL is held) */
-            Py_DECREF(cdf);
-            return NULL;
-        }
-        if (c[0] != 0 || c[W - 1] != total) {
-            PyErr_Format(PyExc_ValueError, "cdfs[%zd] must start at 0 and end at 2^%d", t, precision);
-            Py_DECREF(cdf);
-            return NULL;
-        }
-        for (i = 1; i < W; i++)
-            if (c[i] <= c[i - 1]) {
-                PyErr_Format(PyExc_ValueError, "cdfs[%zd] is not strictly increasing at position %zd", t, i);
-                Py_DECREF(cdf);
-                return NULL;
-            }
-    }
     out = (PyArrayObject *)PyArray_SimpleNew(1, &n, NPY_INT64);
     if (out == NULL) {
         Py_DECREF(cdf);
         return NULL;
     }
-    for (t = 0; t < n; t++) {
-        const uint32_t *c = (const uint32_t *)PyArray_DATA(cdf) + t * W;
-        uint32_t target = rc_dec_target_raw(&s->d, precision);
-        npy_intp lo = 0, hi = W - 1;
-        ccomp_error err;
-        if (target == UINT32_MAX) {
-            ccomp_fail(&err, CCOMP_ERR_CORRUPT, "symbol %zd: the stream is not valid for these CDFs", t);
-            Py_DECREF(cdf);
-            Py_DECREF(out);
-            return ccomp_raise(&err, "decode");
-        }
-        while (hi - lo > 1) { /* last i with c[i] <= target */
-            npy_intp mid = (lo + hi) / 2;
-            if (c[mid] <= target)
-                lo = mid;
-            else
-                hi = mid;
-        }
-        rc_dec_advance_raw(&s->d, c[lo], c[lo + 1] - c[lo], precision);
-        ((int64_t *)PyArray_DATA(out))[t] = lo;
+    if (s->busy) { /* converting cdfs may have run Python code, and another thread with it */
+        PyErr_SetString(PyExc_RuntimeError, "this decoder is in use by another thread");
+        Py_DECREF(cdf);
+        Py_DECREF(out);
+        return NULL;
     }
+    ccomp_error_clear(&err);
+    s->busy = 1;
+    CCOMP_NOGIL_BEGIN
+    st = ccomp_rc_dec_cdfs(&s->d, (const uint32_t *)PyArray_DATA(cdf), (size_t)n, (size_t)PyArray_DIM(cdf, 1),
+                           precision, (int64_t *)PyArray_DATA(out), &err);
+    CCOMP_NOGIL_END
+    s->busy = 0;
     Py_DECREF(cdf);
+    if (st != CCOMP_OK) {
+        Py_DECREF(out);
+        return ccomp_raise(&err, "decode");
+    }
     return (PyObject *)out;
 }
 
@@ -928,7 +878,13 @@ static PyObject *py_eiw_encode(PyObject *self, PyObject *args)
     PyObject *cum_obj, *freq_obj, *result = NULL;
     int precision;
     unsigned bits;
-    PyArrayObject *cum = NULL, *freq = NULL;
+    PyArrayObject *cum = NULL, *freq = NULL, *ca = NULL;
+    uint8_t *win = NULL;
+    int64_t *counts = NULL;
+    size_t nw = 0;
+    ccomp_error err;
+    ccomp_status st;
+    npy_intp dn;
     (void)self;
     if (!PyArg_ParseTuple(args, "OOiI", &cum_obj, &freq_obj, &precision, &bits)) return NULL;
     if (check_precision(precision) < 0) return NULL;
@@ -938,80 +894,27 @@ static PyObject *py_eiw_encode(PyObject *self, PyObject *args)
     }
     if ((cum = get_vec(cum_obj, NPY_UINT32, "cum")) == NULL) goto done;
     if ((freq = get_vec(freq_obj, NPY_UINT32, "freq")) == NULL) goto done;
-    {
-        npy_intp n = PyArray_DIM(cum, 0), t;
-        const uint32_t *c = (const uint32_t *)PyArray_DATA(cum), *f = (const uint32_t *)PyArray_DATA(freq);
-        size_t wbytes = (bits + 7u) / 8u, nw = 0, cap = 16;
-        uint8_t *win = (uint8_t *)malloc(cap * wbytes);
-        int64_t *counts = (int64_t *)malloc(cap * sizeof *counts);
-        ccomp_eiw w;
-        uint64_t total = (uint64_t)1 << precision;
-        if (PyArray_DIM(freq, 0) != n) {
-            PyErr_SetString(PyExc_ValueError, "cum and freq must have the same length");
-            free(win);
-            free(counts);
-            goto done;
-        }
-        if (win == NULL || counts == NULL) {
-            free(win);
-            free(counts);
-            PyErr_NoMemory();
-            goto done;
-        }
-        ccomp_eiw_reset(&w);
-        counts[0] = 0;
-        for (t = 0; t <= n; t++) {
-            if ((t & 0xffff) == 0xffff && PyErr_CheckSignals() < 0) break; /* Ctrl-C (the GIL is held) */
-            if (t < n && (f[t] == 0 || (uint64_t)c[t] + f[t] > total)) {
-                PyErr_Format(PyExc_ValueError, "symbol %zd: (cum, freq) = (%u, %u) is not a nonempty interval of [0, 2^%d)",
-                             t, c[t], f[t], precision);
-                break;
-            }
-            if (t < n && ccomp_eiw_try_encode(&w, c[t], f[t], precision, bits)) {
-                counts[nw]++;
-                continue;
-            }
-            if (t < n && counts[nw] == 0) {
-                PyErr_Format(PyExc_ValueError, "symbol %zd alone needs more than %u bits; use larger windows", t, bits);
-                break;
-            }
-            if (counts[nw] > 0) { /* close the window */
-                if (nw + 1 >= cap) {
-                    uint8_t *w2;
-                    int64_t *c2;
-                    cap *= 2;
-                    w2 = (uint8_t *)realloc(win, cap * wbytes);
-                    if (w2) win = w2;
-                    c2 = (int64_t *)realloc(counts, cap * sizeof *counts);
-                    if (c2) counts = c2;
-                    if (!w2 || !c2) {
-                        PyErr_NoMemory();
-                        break;
-                    }
-                }
-                ccomp_eiw_finish(&w, bits, win + nw * wbytes);
-                nw++;
-                counts[nw] = 0;
-                ccomp_eiw_reset(&w);
-            }
-            if (t < n) t--; /* retry the symbol in the new window */
-        }
-        if (!PyErr_Occurred()) {
-            npy_intp dn = (npy_intp)nw;
-            PyArrayObject *ca = (PyArrayObject *)PyArray_SimpleNew(1, &dn, NPY_INT64);
-            PyObject *wb = PyBytes_FromStringAndSize((const char *)win, (Py_ssize_t)(nw * wbytes));
-            if (ca && wb) {
-                memcpy(PyArray_DATA(ca), counts, nw * sizeof *counts);
-                result = Py_BuildValue("NN", wb, ca);
-            } else {
-                Py_XDECREF(ca);
-                Py_XDECREF(wb);
-            }
-        }
-        free(win);
-        free(counts);
+    if (PyArray_DIM(freq, 0) != PyArray_DIM(cum, 0)) {
+        PyErr_SetString(PyExc_ValueError, "cum and freq must have the same length");
+        goto done;
     }
+    ccomp_error_clear(&err);
+    CCOMP_NOGIL_BEGIN
+    st = ccomp_eiw_pack((const uint32_t *)PyArray_DATA(cum), (const uint32_t *)PyArray_DATA(freq),
+                        (size_t)PyArray_DIM(cum, 0), precision, bits, &win, &counts, &nw, &err);
+    CCOMP_NOGIL_END
+    if (st != CCOMP_OK) {
+        ccomp_raise(&err, "encode");
+        goto done;
+    }
+    dn = (npy_intp)nw;
+    if ((ca = (PyArrayObject *)PyArray_SimpleNew(1, &dn, NPY_INT64)) == NULL) goto done;
+    if (nw) memcpy(PyArray_DATA(ca), counts, nw * sizeof *counts);
+    result = Py_BuildValue("y#O", (const char *)win, (Py_ssize_t)(nw * ((bits + 7u) / 8u)), ca);
 done:
+    free(win);
+    free(counts);
+    Py_XDECREF(ca);
     Py_XDECREF(cum);
     Py_XDECREF(freq);
     return result;

@@ -42,10 +42,14 @@ void ccomp_nogil_end(ccomp_nogil *g);
     }
 
 /* Method tables of the binding files, added to ccomp._core at import. */
+extern PyMethodDef ccomp_zipfit_methods[]; /* zipfit_module.c: compressed sizes, ZIP-FIT scores */
 extern PyMethodDef ccomp_ac_methods[]; /* ac_module.c: range coder, quantization, containers */
 extern PyMethodDef ccomp_cm_methods[]; /* cm_module.c: the built-in context-mixing compressor */
 extern PyMethodDef ccomp_kv_methods[]; /* kv_module.c: KV-cache quantization and attention */
 extern PyMethodDef ccomp_sketch_methods[]; /* sketch_module.c: SketchTune sketches, LUT matmul, fitting */
 extern PyMethodDef ccomp_tokens_methods[]; /* tokens_module.c: token similarity top-k */
+
+/* Adds zipfit's constants (GZIP, LZ4, ZSTD, ENGINE_*) to the module; -1 with an exception set on failure. */
+int ccomp_zipfit_add_constants(PyObject *m);
 
 #endif

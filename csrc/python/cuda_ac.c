@@ -36,20 +36,20 @@ static PyObject *py_ac_lookup(PyObject *self, PyObject *args)
         PyBuffer_Release(&sb);
         return NULL;
     }
-    char msg[256] = "";
+    ccomp_error err = {CCOMP_OK, ""};
     int64_t first_bad = -1;
-    int rc;
+    ccomp_status rc;
     Py_BEGIN_ALLOW_THREADS
     rc = ccomp_cuda_ac_lookup((const void *)(uintptr_t)ptr, dtype, (size_t)T, (size_t)V, (size_t)stride, rule,
                               precision, logits, temperature, (const int64_t *)sb.buf,
-                              (uint32_t *)PyBytes_AS_STRING(cum), (uint32_t *)PyBytes_AS_STRING(freq), &first_bad, msg,
-                              sizeof msg);
+                              (uint32_t *)PyBytes_AS_STRING(cum), (uint32_t *)PyBytes_AS_STRING(freq), &first_bad,
+                              &err);
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&sb);
-    if (rc != 0) {
+    if (rc != CCOMP_OK) {
         Py_DECREF(cum);
         Py_DECREF(freq);
-        return cuda_error(rc, "ccomp.ac GPU lookup", msg);
+        return cuda_status_error(rc, &err, "ccomp.ac GPU lookup");
     }
     return Py_BuildValue("(NNL)", cum, freq, (long long)first_bad);
 }
@@ -79,16 +79,16 @@ static PyObject *py_ac_scan(PyObject *self, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "ac_scan: bad rows pointer or shape");
         return NULL;
     }
-    char msg[256] = "";
+    ccomp_error err = {CCOMP_OK, ""};
     int64_t first_bad = -1;
     ccomp_cuda_ac_scan *h = NULL;
-    int rc;
+    ccomp_status rc;
     Py_BEGIN_ALLOW_THREADS
     rc = ccomp_cuda_ac_scan_rows((const void *)(uintptr_t)ptr, dtype, (size_t)T, (size_t)V, (size_t)stride, rule,
-                                 precision, logits, temperature, &h, &first_bad, msg, sizeof msg);
+                                 precision, logits, temperature, &h, &first_bad, &err);
     Py_END_ALLOW_THREADS
-    if (rc != 0)
-        return cuda_error(rc, "ccomp.ac GPU scan", msg);
+    if (rc != CCOMP_OK)
+        return cuda_status_error(rc, &err, "ccomp.ac GPU scan");
     PyObject *cap = PyCapsule_New(h, SCAN_CAPSULE, scan_destructor);
     if (cap == NULL) {
         ccomp_cuda_ac_scan_free(h);
@@ -126,20 +126,20 @@ static PyObject *py_ac_find(PyObject *self, PyObject *args)
         PyBuffer_Release(&gb);
         return NULL;
     }
-    char msg[256] = "";
-    int rc;
+    ccomp_error err = {CCOMP_OK, ""};
+    ccomp_status rc;
     Py_BEGIN_ALLOW_THREADS
     rc = ccomp_cuda_ac_scan_find(h, (const int64_t *)tb.buf, (const uint32_t *)gb.buf, (size_t)n,
                                  (uint32_t *)PyBytes_AS_STRING(sym), (uint32_t *)PyBytes_AS_STRING(cum),
-                                 (uint32_t *)PyBytes_AS_STRING(freq), msg, sizeof msg);
+                                 (uint32_t *)PyBytes_AS_STRING(freq), &err);
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&tb);
     PyBuffer_Release(&gb);
-    if (rc != 0) {
+    if (rc != CCOMP_OK) {
         Py_DECREF(sym);
         Py_DECREF(cum);
         Py_DECREF(freq);
-        return cuda_error(rc, "ccomp.ac GPU find", msg);
+        return cuda_status_error(rc, &err, "ccomp.ac GPU find");
     }
     return Py_BuildValue("(NNN)", sym, cum, freq);
 }

@@ -16,9 +16,9 @@ static PyObject *py_device_count(PyObject *self, PyObject *noargs)
     (void)self;
     (void)noargs;
     int n = 0;
-    char msg[256] = "";
-    int rc = ccomp_cuda_device_count(&n, msg, sizeof msg);
-    return Py_BuildValue("(is)", rc == 0 ? n : 0, rc == 0 ? "" : msg);
+    ccomp_error err = {CCOMP_OK, ""};
+    ccomp_status rc = ccomp_cuda_device_count(&n, &err);
+    return Py_BuildValue("(is)", rc == CCOMP_OK ? n : 0, rc == CCOMP_OK ? "" : err.msg);
 }
 
 static PyObject *py_versions(PyObject *self, PyObject *noargs)
@@ -26,8 +26,8 @@ static PyObject *py_versions(PyObject *self, PyObject *noargs)
     (void)self;
     (void)noargs;
     int rt = 0, drv = 0;
-    ccomp_cuda_runtime_version(&rt);
-    if (ccomp_cuda_driver_version(&drv) != 0)
+    ccomp_cuda_runtime_version(&rt, NULL);
+    if (ccomp_cuda_driver_version(&drv, NULL) != CCOMP_OK)
         drv = 0;
     return Py_BuildValue("(ii)", rt, drv);
 }
@@ -40,9 +40,12 @@ static PyObject *py_device_name(PyObject *self, PyObject *args)
         return NULL;
     char name[256];
     int major = 0, minor = 0;
-    if (ccomp_cuda_device_name(dev, name, sizeof name, &major, &minor) != 0) {
-        PyErr_Format(PyExc_RuntimeError, "CUDA device %d: %s", dev, name);
-        return NULL;
+    ccomp_error err = {CCOMP_OK, ""};
+    ccomp_status rc = ccomp_cuda_device_name(dev, name, sizeof name, &major, &minor, &err);
+    if (rc != CCOMP_OK) {
+        char what[64];
+        snprintf(what, sizeof what, "CUDA device %d", dev);
+        return cuda_status_error(rc, &err, what);
     }
     return Py_BuildValue("(sii)", name, major, minor);
 }
@@ -60,15 +63,14 @@ static PyObject *py_iota(PyObject *self, PyObject *args)
     PyObject *out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)n * (Py_ssize_t)sizeof(int));
     if (out == NULL)
         return NULL;
-    char msg[256] = "";
-    int rc;
+    ccomp_error err = {CCOMP_OK, ""};
+    ccomp_status rc;
     Py_BEGIN_ALLOW_THREADS
-    rc = ccomp_cuda_iota((int *)PyBytes_AS_STRING(out), n, step, msg, sizeof msg);
+    rc = ccomp_cuda_iota((int *)PyBytes_AS_STRING(out), n, step, &err);
     Py_END_ALLOW_THREADS
-    if (rc != 0) {
+    if (rc != CCOMP_OK) {
         Py_DECREF(out);
-        PyErr_Format(PyExc_RuntimeError, "CUDA kernel launch failed: %s", msg);
-        return NULL;
+        return cuda_status_error(rc, &err, "CUDA kernel launch failed");
     }
     return out;
 }
@@ -123,14 +125,14 @@ static PyObject *py_upload(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "y*:upload", &b))
         return NULL;
     void *dev = NULL;
-    char msg[256] = "";
-    int rc;
+    ccomp_error err = {CCOMP_OK, ""};
+    ccomp_status rc;
     Py_BEGIN_ALLOW_THREADS
-    rc = ccomp_cuda_upload(b.buf, (size_t)b.len, &dev, msg, sizeof msg);
+    rc = ccomp_cuda_upload(b.buf, (size_t)b.len, &dev, &err);
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&b);
-    if (rc != 0)
-        return cuda_error(rc, "copying to the GPU failed", msg);
+    if (rc != CCOMP_OK)
+        return cuda_status_error(rc, &err, "copying to the GPU failed");
     PyObject *cap = PyCapsule_New(dev, BUFFER_CAPSULE, buffer_destructor);
     if (cap == NULL) {
         ccomp_cuda_free(dev);
@@ -155,14 +157,14 @@ static PyObject *py_to_host(PyObject *self, PyObject *args)
         return NULL;
     if (n == 0)
         return out;
-    char msg[256] = "";
-    int rc;
+    ccomp_error err = {CCOMP_OK, ""};
+    ccomp_status rc;
     Py_BEGIN_ALLOW_THREADS
-    rc = ccomp_cuda_to_host(PyBytes_AS_STRING(out), (const void *)(uintptr_t)ptr, (size_t)n, msg, sizeof msg);
+    rc = ccomp_cuda_to_host(PyBytes_AS_STRING(out), (const void *)(uintptr_t)ptr, (size_t)n, &err);
     Py_END_ALLOW_THREADS
-    if (rc != 0) {
+    if (rc != CCOMP_OK) {
         Py_DECREF(out);
-        return cuda_error(rc, "copying from the GPU failed", msg);
+        return cuda_status_error(rc, &err, "copying from the GPU failed");
     }
     return out;
 }
@@ -171,13 +173,13 @@ static PyObject *py_synchronize(PyObject *self, PyObject *noargs)
 {
     (void)self;
     (void)noargs;
-    char msg[256] = "";
-    int rc;
+    ccomp_error err = {CCOMP_OK, ""};
+    ccomp_status rc;
     Py_BEGIN_ALLOW_THREADS
-    rc = ccomp_cuda_synchronize(msg, sizeof msg);
+    rc = ccomp_cuda_synchronize(&err);
     Py_END_ALLOW_THREADS
-    if (rc != 0)
-        return cuda_error(rc, "synchronize", msg);
+    if (rc != CCOMP_OK)
+        return cuda_status_error(rc, &err, "synchronize");
     Py_RETURN_NONE;
 }
 

@@ -51,14 +51,14 @@ static PyObject *py_sketch_matmul(PyObject *self, PyObject *args)
         PyErr_Format(PyExc_ValueError, "sketch_matmul: n must be non-negative, got %zd", n);
         return NULL;
     }
-    char msg[256] = "";
-    int rc;
+    ccomp_error err = {CCOMP_OK, ""};
+    ccomp_status rc;
     Py_BEGIN_ALLOW_THREADS
     rc = ccomp_cuda_sketch_matmul(&s, (const void *)(uintptr_t)x, x_dtype, (size_t)n, (float *)(uintptr_t)y,
-                                  (void *)(uintptr_t)stream, msg, sizeof msg);
+                                  (void *)(uintptr_t)stream, &err);
     Py_END_ALLOW_THREADS
-    if (rc != 0)
-        return cuda_error(rc, "ccomp.sketch GPU matmul", msg);
+    if (rc != CCOMP_OK)
+        return cuda_status_error(rc, &err, "ccomp.sketch GPU matmul");
     Py_RETURN_NONE;
 }
 
@@ -78,14 +78,14 @@ static PyObject *py_sketch_grad_input(PyObject *self, PyObject *args)
         PyErr_Format(PyExc_ValueError, "sketch_grad_input: n must be non-negative, got %zd", n);
         return NULL;
     }
-    char msg[256] = "";
-    int rc;
+    ccomp_error err = {CCOMP_OK, ""};
+    ccomp_status rc;
     Py_BEGIN_ALLOW_THREADS
     rc = ccomp_cuda_sketch_grad_input(&s, (const void *)(uintptr_t)gy, gy_dtype, (size_t)n, (float *)(uintptr_t)gx,
-                                      (void *)(uintptr_t)stream, msg, sizeof msg);
+                                      (void *)(uintptr_t)stream, &err);
     Py_END_ALLOW_THREADS
-    if (rc != 0)
-        return cuda_error(rc, "ccomp.sketch GPU grad_input", msg);
+    if (rc != CCOMP_OK)
+        return cuda_status_error(rc, &err, "ccomp.sketch GPU grad_input");
     Py_RETURN_NONE;
 }
 
@@ -120,15 +120,15 @@ static PyObject *py_sketch_grad_tables(PyObject *self, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "sketch_grad_tables: n and the workspace size must be non-negative");
         return NULL;
     }
-    char msg[256] = "";
-    int rc;
+    ccomp_error err = {CCOMP_OK, ""};
+    ccomp_status rc;
     Py_BEGIN_ALLOW_THREADS
     rc = ccomp_cuda_sketch_grad_tables(&s, (const void *)(uintptr_t)x, x_dtype, (const void *)(uintptr_t)gy, gy_dtype,
                                        (size_t)n, (float *)(uintptr_t)gt, (void *)(uintptr_t)ws, (size_t)ws_bytes,
-                                       (void *)(uintptr_t)stream, msg, sizeof msg);
+                                       (void *)(uintptr_t)stream, &err);
     Py_END_ALLOW_THREADS
-    if (rc != 0)
-        return cuda_error(rc, "ccomp.sketch GPU grad_tables", msg);
+    if (rc != CCOMP_OK)
+        return cuda_status_error(rc, &err, "ccomp.sketch GPU grad_tables");
     Py_RETURN_NONE;
 }
 
@@ -143,14 +143,13 @@ static PyObject *py_sketch_dequantize(PyObject *self, PyObject *args)
     ccomp_cuda_sketch s;
     if (sketch_from(sobj, &s) != 0)
         return NULL;
-    char msg[256] = "";
-    int rc;
+    ccomp_error err = {CCOMP_OK, ""};
+    ccomp_status rc;
     Py_BEGIN_ALLOW_THREADS
-    rc = ccomp_cuda_sketch_dequantize(&s, (void *)(uintptr_t)out, out_dtype, (void *)(uintptr_t)stream, msg,
-                                      sizeof msg);
+    rc = ccomp_cuda_sketch_dequantize(&s, (void *)(uintptr_t)out, out_dtype, (void *)(uintptr_t)stream, &err);
     Py_END_ALLOW_THREADS
-    if (rc != 0)
-        return cuda_error(rc, "ccomp.sketch GPU dequantize", msg);
+    if (rc != CCOMP_OK)
+        return cuda_status_error(rc, &err, "ccomp.sketch GPU dequantize");
     Py_RETURN_NONE;
 }
 

@@ -98,23 +98,23 @@ static PyObject *py_tokens_topk(PyObject *self, PyObject *args)
         PyBuffer_Release(&rob);
         return NULL;
     }
-    char msg[256] = "";
+    ccomp_error err = {CCOMP_OK, ""};
     int64_t first_bad = -1, stats[3] = {0, 0, 0};
-    int rc;
+    ccomp_status rc;
     Py_BEGIN_ALLOW_THREADS
     rc = ccomp_cuda_tokens_topk((const void *)(uintptr_t)keys, dtype, (size_t)B, (size_t)N, (size_t)D, (size_t)sb,
                                 (size_t)sn, (const int64_t *)rb.buf, (const size_t *)rob.buf, (const int64_t *)cb.buf,
                                 (const size_t *)cob.buf, exclude_self, (size_t)k, cols_distinct,
                                 (int64_t *)(uintptr_t)oi, (float *)(uintptr_t)ov, (void *)(uintptr_t)ws,
                                 (size_t)ws_bytes, (void *)(uintptr_t)stream, check ? &first_bad : NULL,
-                                check ? stats : NULL, msg, sizeof msg);
+                                check ? stats : NULL, &err);
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&rb);
     PyBuffer_Release(&rob);
     PyBuffer_Release(&cb);
     PyBuffer_Release(&cob);
-    if (rc != 0)
-        return cuda_error(rc, "ccomp.tokens GPU top-k", msg);
+    if (rc != CCOMP_OK)
+        return cuda_status_error(rc, &err, "ccomp.tokens GPU top-k");
     return Py_BuildValue("(LLLL)", (long long)first_bad, (long long)stats[0], (long long)stats[1],
                          (long long)stats[2]);
 }

@@ -140,6 +140,246 @@ static void test_eiw(int quick)
     printf("eiw: %zu windows round-trip\n", trials);
 }
 
+/* (cum, freq) pairs of a skewed model: mostly likely symbols, some rare ones
+ * (the generator of the golden windows below, written the same way in Python). */
+static void eiw_pairs(uint64_t seed, size_t n, int P, uint32_t *cum, uint32_t *freq)
+{
+    uint64_t r = seed, total = (uint64_t)1 << P;
+    size_t i;
+    for (i = 0; i < n; i++) {
+        size_t k = rnd(&r, 8);
+        uint64_t f = 1 + rnd(&r, total >> (1 + 3 * (k == 0) + 9 * (k == 1)));
+        freq[i] = (uint32_t)f;
+        cum[i] = (uint32_t)rnd(&r, total - f + 1);
+    }
+}
+
+/* The windows of the one-symbol-at-a-time coder: try, close when full, retry in a fresh window. */
+static int eiw_pack_stepwise(const uint32_t *cum, const uint32_t *freq, size_t n, int P, unsigned bits,
+                             uint8_t *win, int64_t *counts, size_t *nw)
+{
+    size_t wb = (bits + 7u) / 8u, t;
+    ccomp_eiw w;
+    *nw = 0;
+    counts[0] = 0;
+    ccomp_eiw_reset(&w);
+    for (t = 0; t < n; t++) {
+        if (ccomp_eiw_try_encode(&w, cum[t], freq[t], P, bits)) {
+            counts[*nw]++;
+            continue;
+        }
+        if (counts[*nw] == 0) return -1;
+        ccomp_eiw_finish(&w, bits, win + *nw * wb);
+        counts[++*nw] = 0;
+        ccomp_eiw_reset(&w);
+        t--;
+    }
+    if (counts[*nw] > 0) ccomp_eiw_finish(&w, bits, win + (*nw)++ * wb);
+    return 0;
+}
+
+static uint32_t counts_crc(const int64_t *counts, size_t n)
+{
+    uLong c = crc32(0L, Z_NULL, 0);
+    size_t i;
+    for (i = 0; i < n; i++) {
+        uint8_t b[8];
+        rc_store_le64(b, (uint64_t)counts[i]);
+        c = crc32(c, b, 8);
+    }
+    return (uint32_t)c;
+}
+
+/* ccomp_eiw_pack: the windows ccomp.ac.equal_info_windows returned before the packing moved into the core
+ * (golden bytes and CRCs), the same windows as the stepwise coder, a round trip, and its errors. */
+static void test_eiw_pack(int quick)
+{
+    static const struct {
+        uint64_t seed;
+        size_t n;
+        int P;
+        unsigned bits;
+        size_t windows;
+        uint32_t win_crc, counts_crc;
+    } golden[] = {{11, 48, 16, 24, 8, 0x48010b9cu, 0x087a4174u},
+                  {12, 5000, 20, 64, 326, 0xefe4d03cu, 0x8a4e0c6du},
+                  {13, 3000, 24, 256, 48, 0x240223ccu, 0x0330b83au}};
+    static const uint8_t golden11[24] = {0x07, 0x45, 0x26, 0xa0, 0xdd, 0x52, 0x1c, 0xfb, 0x94, 0xe5, 0x23, 0x00,
+                                         0xe1, 0xd2, 0x46, 0x98, 0xf3, 0x00, 0xa8, 0xc9, 0xf0, 0xa7, 0xf8, 0x00};
+    static const int64_t counts11[8] = {7, 6, 7, 6, 5, 8, 4, 5};
+    size_t nmax = 5000, g, t, trials = quick ? 40 : 400;
+    uint32_t *cum = (uint32_t *)malloc(nmax * 4), *freq = (uint32_t *)malloc(nmax * 4);
+    uint8_t *ref = (uint8_t *)malloc(nmax * 32), *win = NULL;
+    int64_t *rcounts = (int64_t *)malloc((nmax + 1) * sizeof(int64_t)), *counts = NULL;
+    size_t nw = 0, rnw;
+    uint64_t r = 5;
+    ccomp_error err;
+    for (g = 0; g < sizeof golden / sizeof golden[0]; g++) {
+        eiw_pairs(golden[g].seed, golden[g].n, golden[g].P, cum, freq);
+        if (ccomp_eiw_pack(cum, freq, golden[g].n, golden[g].P, golden[g].bits, &win, &counts, &nw, &err) != CCOMP_OK) {
+            CHECK(0, "eiw_pack golden %zu: %s", g, err.msg);
+            continue;
+        }
+        CHECK(nw == golden[g].windows, "eiw_pack golden %zu: %zu windows, expected %zu", g, nw, golden[g].windows);
+        CHECK(rc_crc32(win, nw * ((golden[g].bits + 7u) / 8u)) == golden[g].win_crc,
+              "eiw_pack golden %zu: window bytes", g);
+        CHECK(counts_crc(counts, nw) == golden[g].counts_crc, "eiw_pack golden %zu: counts", g);
+        if (g == 0 && nw == 8) {
+            CHECK(memcmp(win, golden11, sizeof golden11) == 0, "eiw_pack golden bytes");
+            CHECK(memcmp(counts, counts11, sizeof counts11) == 0, "eiw_pack golden counts");
+        }
+        free(win);
+        free(counts);
+    }
+    /* random models: the stepwise coder's windows, and each window decodes to its symbols */
+    for (t = 0; t < trials; t++) {
+        int P = (int)rnd_range(&r, CCOMP_AC_MIN_PRECISION, CCOMP_AC_MAX_PRECISION);
+        unsigned bits = (unsigned)rnd_range(&r, 24, CCOMP_EIW_MAX_BITS);
+        size_t n = rnd(&r, 2000), wb = (bits + 7u) / 8u, k, pos = 0, i;
+        eiw_pairs(splitmix(&r), n, P, cum, freq);
+        if (eiw_pack_stepwise(cum, freq, n, P, bits, ref, rcounts, &rnw) < 0) {
+            CHECK(ccomp_eiw_pack(cum, freq, n, P, bits, &win, &counts, &nw, &err) == CCOMP_ERR_VALUE,
+                  "eiw_pack accepted a symbol too large for %u bits", bits);
+            CHECK(win == NULL && counts == NULL && nw == 0, "eiw_pack failed but returned windows");
+            continue;
+        }
+        if (ccomp_eiw_pack(cum, freq, n, P, bits, &win, &counts, &nw, &err) != CCOMP_OK) {
+            CHECK(0, "eiw_pack P=%d bits=%u n=%zu: %s", P, bits, n, err.msg);
+            continue;
+        }
+        CHECK(nw == rnw && memcmp(win, ref, nw * wb) == 0 && memcmp(counts, rcounts, nw * sizeof *counts) == 0,
+              "eiw_pack differs from the stepwise coder (P=%d bits=%u n=%zu)", P, bits, n);
+        for (k = 0; k < nw; k++) {
+            ccomp_eiw_dec d;
+            ccomp_eiw_dec_init(&d, win + k * wb, bits);
+            for (i = 0; i < (size_t)counts[k]; i++, pos++) {
+                uint32_t tg = ccomp_eiw_dec_target(&d, P);
+                if (tg < cum[pos] || tg - cum[pos] >= freq[pos]) {
+                    CHECK(0, "eiw_pack round trip P=%d bits=%u symbol %zu", P, bits, pos);
+                    k = nw;
+                    break;
+                }
+                ccomp_eiw_dec_advance(&d, cum[pos], freq[pos], P);
+            }
+        }
+        CHECK(pos == n || test_failures, "eiw_pack windows hold %zu of %zu symbols", pos, n);
+        free(win);
+        free(counts);
+    }
+    /* errors name the symbol; nothing is returned */
+    eiw_pairs(14, 2000, 12, cum, freq);
+    CHECK(ccomp_eiw_pack(cum, freq, 2000, 12, 13, &win, &counts, &nw, &err) == CCOMP_ERR_VALUE &&
+              strstr(err.msg, "symbol 8 alone needs more than 13 bits") != NULL,
+          "eiw_pack: symbol too large: %s", err.msg);
+    CHECK(win == NULL && counts == NULL && nw == 0, "eiw_pack failed but returned windows");
+    eiw_pairs(15, 100, 16, cum, freq);
+    freq[37] = 0;
+    CHECK(ccomp_eiw_pack(cum, freq, 100, 16, 64, &win, &counts, &nw, &err) == CCOMP_ERR_VALUE &&
+              strstr(err.msg, "symbol 37:") != NULL,
+          "eiw_pack: empty interval: %s", err.msg);
+    freq[37] = 1;
+    cum[37] = 65535;
+    freq[38] = 2;
+    cum[38] = 65535;
+    CHECK(ccomp_eiw_pack(cum, freq, 100, 16, 64, &win, &counts, &nw, &err) == CCOMP_ERR_VALUE &&
+              strstr(err.msg, "symbol 38:") != NULL,
+          "eiw_pack: interval past 2^P: %s", err.msg);
+    CHECK(ccomp_eiw_pack(cum, freq, 10, 16, 0, &win, &counts, &nw, &err) == CCOMP_ERR_VALUE, "eiw_pack: 0 bits");
+    CHECK(ccomp_eiw_pack(cum, freq, 10, 16, CCOMP_EIW_MAX_BITS + 1, &win, &counts, &nw, &err) == CCOMP_ERR_VALUE,
+          "eiw_pack: too many bits");
+    CHECK(ccomp_eiw_pack(cum, freq, 10, 40, 64, &win, &counts, &nw, &err) == CCOMP_ERR_VALUE, "eiw_pack: precision");
+    CHECK(ccomp_eiw_pack(cum, freq, 0, 16, 64, &win, &counts, &nw, &err) == CCOMP_OK && nw == 0, "eiw_pack: empty");
+    free(win);
+    free(counts);
+    printf("eiw_pack: golden windows, %zu random models as the stepwise coder, round trips and errors\n", trials);
+    free(cum);
+    free(freq);
+    free(ref);
+    free(rcounts);
+}
+
+/* A raw stream of symbols coded under rows, decoded back by ccomp_rc_dec_rows (a few rows at a time, one
+ * scratch for all calls) and by ccomp_rc_dec_cdfs from the same rows' CDFs. */
+static void test_raw_rows(int quick)
+{
+    uint64_t r = 6;
+    size_t trials = quick ? 10 : 60, t;
+    for (t = 0; t < trials; t++) {
+        size_t T = rnd_range(&r, 0, 200), V = rnd_range(&r, 2, 300), i, j, done = 0;
+        int logits = (int)rnd(&r, 2);
+        /* float64 rows: float32 under the constriction rule leaves tiny symbols empty at high precision */
+        ccomp_ac_model m = {(int)rnd(&r, 2), (int)rnd_range(&r, 16, 28), CCOMP_AC_F64, logits, logits ? 0.7 : 1.0};
+        double *rows = (double *)malloc((T * V + 1) * sizeof(double));
+        uint32_t *cum = (uint32_t *)malloc((T + 1) * 4), *freq = (uint32_t *)malloc((T + 1) * 4);
+        uint32_t *cdfs = (uint32_t *)malloc((T * (V + 1) + 1) * 4);
+        int64_t *sym = (int64_t *)malloc((T + 1) * sizeof(int64_t));
+        int64_t *out = (int64_t *)malloc((T + 1) * sizeof(int64_t));
+        uint8_t *buf;
+        void *scratch = NULL;
+        ccomp_rc_enc e;
+        ccomp_rc_dec d, d0;
+        ccomp_error err;
+        for (i = 0; i < T; i++) {
+            for (j = 0; j < V; j++)
+                rows[i * V + j] = logits ? (double)rnd(&r, 2000) * 0.01 - 10.0 : rnd_prob(&r) + 1e-6;
+            sym[i] = (int64_t)rnd(&r, V);
+        }
+        CHECK(ccomp_ac_lookup(&m, rows, T, V, V, sym, cum, freq, 1, &err) == CCOMP_OK, "lookup: %s", err.msg);
+        for (i = 0; i < T; i++)
+            CHECK(ccomp_ac_cdf(&m, rows + i * V, V, cdfs + i * (V + 1), i, &err) == CCOMP_OK, "cdf: %s", err.msg);
+        ccomp_rc_enc_init(&e);
+        CHECK(ccomp_rc_encode_many(&e, cum, freq, T, m.precision, &err) == CCOMP_OK, "encode: %s", err.msg);
+        buf = (uint8_t *)malloc(4 * ccomp_rc_enc_sealed_words(&e) + 4);
+        ccomp_rc_enc_seal_to(&e, buf);
+        CHECK(ccomp_rc_dec_init(&d, buf, 4 * ccomp_rc_enc_sealed_words(&e), &err) == CCOMP_OK, "dec init");
+        d0 = d;
+        memset(out, 0xff, (T + 1) * sizeof *out);
+        while (done < T) {
+            size_t k = rnd_range(&r, 1, 20);
+            if (k > T - done) k = T - done;
+            if (ccomp_rc_dec_rows(&d, &m, rows + done * V, k, V, V, out + done, &scratch, &err) != CCOMP_OK) {
+                CHECK(0, "rc_dec_rows: %s", err.msg);
+                break;
+            }
+            done += k;
+        }
+        CHECK(memcmp(out, sym, T * sizeof *sym) == 0, "rc_dec_rows round trip (T=%zu V=%zu)", T, V);
+        CHECK(ccomp_rc_dec_exhausted(&d), "rc_dec_rows: stream not used up");
+        d = d0;
+        memset(out, 0xff, (T + 1) * sizeof *out);
+        CHECK(ccomp_rc_dec_cdfs(&d, cdfs, T, V + 1, m.precision, out, &err) == CCOMP_OK, "rc_dec_cdfs: %s", err.msg);
+        CHECK(memcmp(out, sym, T * sizeof *sym) == 0, "rc_dec_cdfs round trip (T=%zu V=%zu)", T, V);
+        if (T > 0) {
+            /* a CDF that does not increase is refused before anything is decoded */
+            size_t bad = rnd(&r, T);
+            d = d0;
+            cdfs[bad * (V + 1) + 1] = 0;
+            CHECK(ccomp_rc_dec_cdfs(&d, cdfs, T, V + 1, m.precision, out, &err) == CCOMP_ERR_VALUE &&
+                      memcmp(&d, &d0, sizeof d) == 0,
+                  "rc_dec_cdfs accepted a flat CDF");
+            cdfs[bad * (V + 1) + V] = 5;
+            CHECK(ccomp_rc_dec_cdfs(&d, cdfs, T, V + 1, m.precision, out, &err) == CCOMP_ERR_VALUE,
+                  "rc_dec_cdfs accepted a CDF that does not end at 2^P");
+        }
+        CHECK(ccomp_rc_dec_cdfs(&d, cdfs, T, 1, m.precision, out, &err) == CCOMP_ERR_VALUE, "rc_dec_cdfs: W = 1");
+        CHECK(ccomp_rc_dec_cdfs(&d, cdfs, T, V + 1, 40, out, &err) == CCOMP_ERR_VALUE, "rc_dec_cdfs: precision");
+        m.precision = 40;
+        CHECK(ccomp_rc_dec_rows(&d, &m, rows, T, V, V, out, &scratch, &err) == CCOMP_ERR_VALUE,
+              "rc_dec_rows: precision");
+        ccomp_rc_rows_scratch_free(&scratch);
+        CHECK(scratch == NULL, "scratch not released");
+        ccomp_rc_enc_free(&e);
+        free(buf);
+        free(rows);
+        free(cum);
+        free(freq);
+        free(cdfs);
+        free(sym);
+        free(out);
+    }
+    printf("raw rows: %zu streams decoded from rows and from CDFs\n", trials);
+}
+
 /* A container of real-looking rows, then damaged copies of it. */
 static void test_damaged(int quick)
 {
@@ -241,6 +481,8 @@ int main(int argc, char **argv)
     test_scan8(quick);
     test_coder(quick);
     test_eiw(quick);
+    test_eiw_pack(quick);
+    test_raw_rows(quick);
     test_damaged(quick);
     if (test_failures) {
         fprintf(stderr, "test_ac: %d failure(s)\n", test_failures);

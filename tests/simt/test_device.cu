@@ -8,13 +8,13 @@
 int main()
 {
     int count = -1;
-    char msg[256] = "";
-    CHECK(ccomp_cuda_device_count(&count, msg, sizeof msg) == 0 && count == 1);
+    ccomp_error err = {CCOMP_OK, ""};
+    CHECK(ccomp_cuda_device_count(&count, &err) == CCOMP_OK && count == 1);
     char name[256];
     int major = 0, minor = 0;
-    CHECK(ccomp_cuda_device_name(0, name, sizeof name, &major, &minor) == 0);
+    CHECK(ccomp_cuda_device_name(0, name, sizeof name, &major, &minor, &err) == CCOMP_OK);
     CHECK(strstr(name, "SIMT") != NULL && major == 9 && minor == 0);
-    CHECK(ccomp_cuda_device_name(1, name, sizeof name, &major, &minor) != 0); // one device only
+    CHECK(ccomp_cuda_device_name(1, name, sizeof name, &major, &minor, &err) == CCOMP_ERR_BACKEND); // one device only
 
     for (const char *order : kOrders) {
         CHECK(ccomp_simt_set_schedule(order) == 0);
@@ -22,12 +22,13 @@ int main()
             int out[1000];
             memset(out, 0xff, sizeof out);
             const unsigned long long before = ccomp_simt_launch_count();
-            CHECK(ccomp_cuda_iota(out, n, 3, msg, sizeof msg) == 0);
+            CHECK(ccomp_cuda_iota(out, n, 3, &err) == CCOMP_OK);
             CHECK(ccomp_simt_launch_count() == before + 1);
             for (int i = 0; i < n; i++) CHECK_EQ(out[i], i * 3);
             CHECK_EQ(out[n < 1000 ? n : 999], n < 1000 ? -1 : 999 * 3); // nothing written past n
         }
     }
-    CHECK(ccomp_cuda_iota(NULL, 0, 1, msg, sizeof msg) == -1 && strstr(msg, "positive") != NULL);
+    CHECK(ccomp_cuda_iota(NULL, 0, 1, &err) == CCOMP_ERR_VALUE && err.code == CCOMP_ERR_VALUE &&
+          strstr(err.msg, "positive") != NULL);
     return simt_test_done("test_device");
 }

@@ -129,6 +129,24 @@ ccomp_status ccomp_ac_lookup(const ccomp_ac_model *m, const void *rows, size_t T
 ccomp_status ccomp_ac_find(const ccomp_ac_model *m, const void *row, size_t V, uint32_t target, uint32_t *symbol,
                            uint32_t *cum, uint32_t *freq, size_t row_index, ccomp_error *err);
 
+/* ------------------------------------------ raw streams under a model */
+
+/* Decodes n symbols from a raw stream, symbol t under row t (rows n x V,
+ * row_stride elements apart) of model m.  *scratch holds row summaries kept
+ * from call to call (NULL at first; release with ccomp_rc_rows_scratch_free).
+ * A target outside every symbol's interval is CCOMP_ERR_CORRUPT; the symbols
+ * decoded before an error have consumed the stream. */
+ccomp_status ccomp_rc_dec_rows(ccomp_rc_dec *d, const ccomp_ac_model *m, const void *rows, size_t n, size_t V,
+                               size_t row_stride, int64_t *symbols, void **scratch, ccomp_error *err);
+void ccomp_rc_rows_scratch_free(void **scratch);
+
+/* Decodes n symbols from a raw stream, symbol t under the explicit CDF
+ * cdfs[t * W .. t * W + W - 1] (W = V + 1 >= 2): every row must start at 0, end
+ * at 2^precision and increase strictly; all rows are checked before the first
+ * symbol is decoded. */
+ccomp_status ccomp_rc_dec_cdfs(ccomp_rc_dec *d, const uint32_t *cdfs, size_t n, size_t W, int precision,
+                               int64_t *symbols, ccomp_error *err);
+
 /* ------------------------------------------------------- containers */
 
 /* Container "CCAC" (all integers little-endian).  Version 2 (written):
@@ -247,6 +265,15 @@ uint64_t ccomp_eiw_terminated_bits(const ccomp_eiw *w);
 int ccomp_eiw_try_encode(ccomp_eiw *w, uint32_t cum, uint32_t freq, int precision, unsigned budget);
 /* Terminates the window and writes ceil(budget / 8) bytes (zero padded). */
 void ccomp_eiw_finish(ccomp_eiw *w, unsigned budget, uint8_t *out);
+
+/* Packs n symbols, given as (cum, freq) pairs under a model that does not
+ * depend on the window, into windows of `bits` bits: each window takes the
+ * symbols that fit with its code terminated, then the coder restarts.  On
+ * success *windows (*nwindows x ceil(bits / 8) bytes) and *counts (the symbols
+ * in each window) are malloc'ed (free with free()); a symbol that alone needs
+ * more than `bits` bits, or an invalid pair, is CCOMP_ERR_VALUE naming it. */
+ccomp_status ccomp_eiw_pack(const uint32_t *cum, const uint32_t *freq, size_t n, int precision, unsigned bits,
+                            uint8_t **windows, int64_t **counts, size_t *nwindows, ccomp_error *err);
 
 typedef struct ccomp_eiw_dec {
     uint64_t low, high, value;
