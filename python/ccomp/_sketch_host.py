@@ -7,8 +7,6 @@ not on ccomp.sketch, and this module imports neither of them, so the three form 
 GPU module (ccomp._sketch_gpu) sits below this one too: it is imported inside the functions that hand
 it work and never imports this module (it reaches Sketch through ``SketchShape.host_class()``).
 """
-import math
-import os
 import struct
 import warnings
 
