@@ -172,11 +172,7 @@ ALLOWED_PUBLIC = {"ccomp.cuda"}  # GPU availability: below the device layer
 
 # kv<->_kv_gpu: removed by the kv table change
 KV_CYCLE = pytest.mark.xfail(strict=True, reason="kv<->_kv_gpu: removed by the kv table change")
-# sketch<->_sketch_torch: ccomp.sketch re-exports SketchedLinear lazily and _sketch_torch calls sketch.fit and
-# builds sketch.Sketch; breaking it needs Sketch and fit below both (not part of the device layer change)
-TORCH_CYCLE = pytest.mark.xfail(strict=True, reason="sketch<->_sketch_torch: the lazy torch re-export")
-KNOWN_CYCLES = {"ccomp.kv": KV_CYCLE, "ccomp._kv_gpu": KV_CYCLE,
-                "ccomp.sketch": TORCH_CYCLE, "ccomp._sketch_torch": TORCH_CYCLE}
+KNOWN_CYCLES = {"ccomp.kv": KV_CYCLE, "ccomp._kv_gpu": KV_CYCLE}
 
 
 def _known(modules, marks):

@@ -12,7 +12,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from . import _core
-from . import sketch as _sketch
+from . import _sketch_host as _host
+from ._args import threads as _threads
 
 __all__ = ["SketchMatmul", "SketchedLinear"]
 
@@ -57,8 +58,7 @@ class SketchMatmul(torch.autograd.Function):
         (xn,) = _inputs_np(f64, x)
         tn, td = _tables_np(tables)
         bits = int(tables.shape[-1]).bit_length() - 1
-        y = _core.sketch_matmul(xn, tn, td, codes.contiguous().numpy(), int(in_features), bits,
-                                _sketch._threads(threads))
+        y = _core.sketch_matmul(xn, tn, td, codes.contiguous().numpy(), int(in_features), bits, _threads(threads))
         ctx.save_for_backward(x, tables, codes)
         ctx.meta = (int(in_features), bits, threads, f64)
         return torch.from_numpy(y).to(torch.promote_types(x.dtype, tables.dtype))
@@ -69,7 +69,7 @@ class SketchMatmul(torch.autograd.Function):
         in_features, bits, threads, f64 = ctx.meta
         tn, td = _tables_np(tables)
         cn = codes.contiguous().numpy()
-        nt = _sketch._threads(threads)
+        nt = _threads(threads)
         f64 = f64 or grad_y.dtype == torch.float64
         gx = gt = None
         if ctx.needs_input_grad[0]:
@@ -106,7 +106,7 @@ class SketchedLinear(nn.Module):
 
     def __init__(self, sketch, bias=None, threads=None):
         super().__init__()
-        if not isinstance(sketch, _sketch.Sketch):
+        if not isinstance(sketch, _host.Sketch):
             raise TypeError(f"expected a ccomp.sketch.Sketch, got {type(sketch).__name__}")
         t = sketch.tables.copy()
         tables = torch.from_numpy(t.view(np.int16)).view(torch.bfloat16) if sketch.dtype == "bfloat16" \
@@ -131,8 +131,8 @@ class SketchedLinear(nn.Module):
         inputs for LeanQuant) and keep ``linear.bias`` as a frozen buffer."""
         if calibration is not None and isinstance(calibration, torch.Tensor):
             calibration = calibration.detach().cpu().float().numpy()
-        s = _sketch.fit(linear.weight.detach().cpu().float().numpy(), bits, groups, method, calibration=calibration,
-                        threads=threads, **kw)
+        s = _host.fit(linear.weight.detach().cpu().float().numpy(), bits, groups, method, calibration=calibration,
+                      threads=threads, **kw)
         bias = None if linear.bias is None else linear.bias.detach().cpu()
         return cls(s, bias, threads)
 
@@ -163,6 +163,6 @@ class SketchedLinear(nn.Module):
         """The current (e.g. fine-tuned) tables with the codes, as a :class:`ccomp.sketch.Sketch`."""
         t = self.tables.detach().cpu()
         if t.dtype == torch.bfloat16:
-            return _sketch.Sketch(t.view(torch.int16).numpy().view(np.uint16).copy(), self.codes.cpu().numpy(),
-                                  self.in_features, dtype="bfloat16")
-        return _sketch.Sketch(t.numpy().copy(), self.codes.cpu().numpy(), self.in_features)
+            return _host.Sketch(t.view(torch.int16).numpy().view(np.uint16).copy(), self.codes.cpu().numpy(),
+                                self.in_features, dtype="bfloat16")
+        return _host.Sketch(t.numpy().copy(), self.codes.cpu().numpy(), self.in_features)
