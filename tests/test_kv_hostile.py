@@ -20,7 +20,9 @@ import ccomp._core as C
 import ccomp.kv as kv
 
 RNG = np.random.default_rng(13)
-DENSE = (0, 0, 0, 0, 0, 0, 1, 0.0, 0)
+DENSE = {}  # the dense method's params (it has none)
+GW4 = {"axis": "token", "bits": 4, "group": 32}
+M = kv._CODE  # the core's method ids
 
 
 def normal(shape, dtype=np.float32):
@@ -92,7 +94,7 @@ def test_core_checks_index_arrays_of_direct_calls(method, field):
     arrays[field] = arrays[field].copy()
     arrays[field].reshape(-1)[3] = np.iinfo(arrays[field].dtype).max
     ordered = tuple(arrays[n] for n, _, _ in kv._layout(method, 64, 128, q.params))
-    ct = kv._ctuple(method, q.params)
+    ct = q.params
     with pytest.raises(ccomp.CorruptStreamError, match="inconsistent"):
         C.kv_dequantize(kv._CODE[method], 64, 128, ct, ordered, 1)
     with pytest.raises(ccomp.CorruptStreamError, match="inconsistent"):
@@ -109,8 +111,8 @@ def test_core_checks_index_arrays_of_direct_calls(method, field):
 def test_attention_segments_of_different_head_dims():
     """Two segments of different head dims (only the first was checked: a heap overflow)."""
     q = normal((1, 1, 64))
-    small = (0, 4, 64, DENSE, (normal((1, 4 * 64)),))
-    big = (0, 4, 512, DENSE, (normal((1, 4 * 512)),))
+    small = (M["dense"], 4, 64, DENSE, (normal((1, 4 * 64)),))
+    big = (M["dense"], 4, 512, DENSE, (normal((1, 4 * 512)),))
     with pytest.raises(ValueError, match="K segment 1 has 512"):
         C.kv_attention(q, [small, big], [small, small], 1, 1.0, 1)
     with pytest.raises(ValueError, match="V segment 1 has head dim 512"):
@@ -122,36 +124,40 @@ def test_attention_segments_of_different_head_dims():
 
 
 @pytest.mark.parametrize("call,exc,match", [
-    (lambda: C.kv_attention(normal((2, 1, 64)), [(0, 4, 64, DENSE, (normal((1, 256)),))],
-                            [(0, 4, 64, DENSE, (normal((1, 256)),))], 0, 1.0, 1), ValueError, "K/V head"),
-    (lambda: C.kv_attention(normal((3, 1, 64)), [(0, 4, 64, DENSE, (normal((2, 256)),))],
-                            [(0, 4, 64, DENSE, (normal((2, 256)),))], 2, 1.0, 1), ValueError, "multiple"),
-    (lambda: C.kv_attention(normal((2, 1, 64)), [(0, 4, 64, DENSE, (normal((1, 256)),))],
-                            [(0, 4, 64, DENSE, (normal((1, 256)),))], 2, 1.0, 1), ValueError, "heads"),
-    (lambda: C.kv_attention(normal((2, 1, 64)), [(0, 4, 64, DENSE, (normal((2, 255)),))],
-                            [(0, 4, 64, DENSE, (normal((2, 256)),))], 2, 1.0, 1), ValueError, "at least 256"),
-    (lambda: C.kv_attention(normal((2, 1, 64)), [(0, 4, 64, DENSE, (normal((2, 256)),))],
-                            [(0, 5, 64, DENSE, (normal((2, 320)),))], 2, 1.0, 1), ValueError, "token counts"),
-    (lambda: C.kv_attention(normal((2, 1, 64)), [(0, 4, 64, DENSE, (normal((2, 256)),))],
-                            [(0, 4, 64, DENSE, (normal((2, 256)),))], 2, float("nan"), 1), ValueError, "scale"),
+    (lambda: C.kv_attention(normal((2, 1, 64)), [(M["dense"], 4, 64, DENSE, (normal((1, 256)),))],
+                            [(M["dense"], 4, 64, DENSE, (normal((1, 256)),))], 0, 1.0, 1), ValueError, "K/V head"),
+    (lambda: C.kv_attention(normal((3, 1, 64)), [(M["dense"], 4, 64, DENSE, (normal((2, 256)),))],
+                            [(M["dense"], 4, 64, DENSE, (normal((2, 256)),))], 2, 1.0, 1), ValueError, "multiple"),
+    (lambda: C.kv_attention(normal((2, 1, 64)), [(M["dense"], 4, 64, DENSE, (normal((1, 256)),))],
+                            [(M["dense"], 4, 64, DENSE, (normal((1, 256)),))], 2, 1.0, 1), ValueError, "heads"),
+    (lambda: C.kv_attention(normal((2, 1, 64)), [(M["dense"], 4, 64, DENSE, (normal((2, 255)),))],
+                            [(M["dense"], 4, 64, DENSE, (normal((2, 256)),))], 2, 1.0, 1), ValueError, "at least 256"),
+    (lambda: C.kv_attention(normal((2, 1, 64)), [(M["dense"], 4, 64, DENSE, (normal((2, 256)),))],
+                            [(M["dense"], 5, 64, DENSE, (normal((2, 320)),))], 2, 1.0, 1), ValueError, "token counts"),
+    (lambda: C.kv_attention(normal((2, 1, 64)), [(M["dense"], 4, 64, DENSE, (normal((2, 256)),))],
+                            [(M["dense"], 4, 64, DENSE, (normal((2, 256)),))], 2, float("nan"), 1), ValueError, "scale"),
     (lambda: C.kv_attention(normal((2, 1, 64)), [], [], 2, 1.0, 1), TypeError, "segments"),
     (lambda: C.kv_attention(normal((2, 64)), [], [], 2, 1.0, 1), TypeError, "3-D"),
-    (lambda: C.kv_attention(normal((2, 1, 64)), [(0, 4, 64, DENSE, (normal((2, 256)).astype(np.float64),))],
-                            [(0, 4, 64, DENSE, (normal((2, 256)),))], 2, 1.0, 1), ValueError, "'dense'"),
-    (lambda: C.kv_attention(normal((2, 1, 64)), [(9, 4, 64, DENSE, ())], [(0, 4, 64, DENSE, ())], 2, 1.0, 1),
+    (lambda: C.kv_attention(normal((2, 1, 64)), [(M["dense"], 4, 64, DENSE, (normal((2, 256)).astype(np.float64),))],
+                            [(M["dense"], 4, 64, DENSE, (normal((2, 256)),))], 2, 1.0, 1), ValueError, "'dense'"),
+    (lambda: C.kv_attention(normal((2, 1, 64)), [(9, 4, 64, DENSE, ())], [(M["dense"], 4, 64, DENSE, ())], 2, 1.0, 1),
      ValueError, "unknown method 9"),
-    (lambda: C.kv_dequantize(0, 2 ** 62, 64, DENSE, (np.zeros((1, 4), np.float32),), 1), ValueError, r"at most 2\^40"),
-    (lambda: C.kv_dequantize(0, -1, 64, DENSE, (np.zeros((1, 4), np.float32),), 1), ValueError, "slice shape"),
-    (lambda: C.kv_dequantize(1, 32, 2048, (4, 32, 1, 0, 0, 0, 1, 0.0, 0), (np.zeros((1, 32768), np.uint8),
+    (lambda: C.kv_dequantize(M["dense"], 2 ** 62, 64, DENSE, (np.zeros((1, 4), np.float32),), 1), ValueError, r"at most 2\^40"),
+    (lambda: C.kv_dequantize(M["dense"], -1, 64, DENSE, (np.zeros((1, 4), np.float32),), 1), ValueError, "slice shape"),
+    (lambda: C.kv_dequantize(M["groupwise"], 32, 2048, GW4, (np.zeros((1, 32768), np.uint8),
                              np.zeros((1, 2048), np.uint16), np.zeros((1, 2048), np.uint16)), 1), ValueError, "1024"),
-    (lambda: C.kv_dequantize(3, 4, 64, (3, 0, 0, 0, 2, 0, 1, 0.0, 0), (), 1), ValueError, "qjl"),
-    (lambda: C.kv_dequantize(4, 4, 64, (0, 0, 0, 0, 0, 0, 1, float("nan"), 0), (), 1), ValueError, "sparsity"),
-    (lambda: C.kv_dequantize(2, 4, 64, (0, 0, 0, 7, 0, 0, 1, 0.0, 0), (), 1), ValueError, "ggml type"),
-    (lambda: C.kv_dequantize(1, 32, 64, (4, 32, 1, 0, 0, 0, 1, 0.0, 0), (1, 2, 3), 1), ValueError, "array 'codes'"),
-    (lambda: C.kv_dequantize(1, 32, 64, "params", (), 1), TypeError, "params"),
-    (lambda: C.kv_quantize(1, normal((2, 64)), (4, 32, 1, 0, 0, 0, 1, 0.0, 0), 1), TypeError, "3-D"),
-    (lambda: C.kv_quantize(0, normal((1, 2, 64)), DENSE, 1), ValueError, "dense"),
-    (lambda: C.kv_layout(5, 32, 64, (2, 32, 1, 0, 0, 5000, 1, 0.0, 0)), ValueError, "rank"),
+    (lambda: C.kv_dequantize(M["turbo"], 4, 64, {"bits": 3, "qjl": 2, "seed": 0}, (), 1), ValueError, "qjl"),
+    (lambda: C.kv_dequantize(M["bitmap_sparse"], 4, 64, {"sparsity": float("nan")}, (), 1), ValueError, "sparsity"),
+    (lambda: C.kv_dequantize(M["q8_0"], 4, 64, {"type": 7}, (), 1), ValueError, "exactly the keys"),
+    (lambda: C.kv_dequantize(M["groupwise"], 32, 64, {"bits": 4, "group": 32}, (), 1), ValueError, "key 'axis'"),
+    (lambda: C.kv_dequantize(M["groupwise"], 32, 64, dict(GW4, axis="rows"), (), 1), ValueError, "'channel' or"),
+    (lambda: C.kv_dequantize(M["groupwise"], 32, 64, dict(GW4, bits="4"), (), 1), TypeError, r"params\['bits'\]"),
+    (lambda: C.kv_dequantize(M["turbo"], 32, 64, {"bits": 3, "qjl": False, "seed": -1}, (), 1), ValueError, "seed"),
+    (lambda: C.kv_dequantize(M["groupwise"], 32, 64, GW4, (1, 2, 3), 1), ValueError, "array 'codes'"),
+    (lambda: C.kv_dequantize(M["groupwise"], 32, 64, "params", (), 1), TypeError, "params"),
+    (lambda: C.kv_quantize(M["groupwise"], normal((2, 64)), GW4, 1), TypeError, "3-D"),
+    (lambda: C.kv_quantize(M["dense"], normal((1, 2, 64)), DENSE, 1), ValueError, "dense"),
+    (lambda: C.kv_layout(M["gear"], 32, 64, {"axis": "token", "bits": 2, "group": 32, "iters": 1, "outliers": 0.0, "rank": 5000, "seed": 0}), ValueError, "rank"),
     (lambda: C.kv_turbo_rotate(0, normal((2, 48)), False), ValueError, "power of two"),
     (lambda: C.kv_turbo_qjl_matrix(0, 0), ValueError, "head dim"),
     (lambda: C.kv_lloyd_max(9), ValueError, "bits"),

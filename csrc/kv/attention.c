@@ -5,8 +5,6 @@
 
 #include "ccomp/cancel.h"
 #include "ccomp/kv.h"
-#include "ccomp/kv_sparse.h"
-#include "ccomp/kv_turbo.h"
 #include "ccomp/parallel.h"
 #include "kv_internal.h"
 
@@ -17,215 +15,11 @@ size_t ccomp_kv_slice_rows(const ccomp_kv_slice *k)
     return n;
 }
 
-static void dense_scores(const float *m, size_t rows, size_t cols, const float *q, float *s)
+/* The method row of a slice; anything unknown reads as dense float32. */
+static const ccomp_kv_method *ops_of(int method)
 {
-    size_t r, c;
-    if (kv_avx2_ok()) {
-        kv_dense_scores_avx2(m, rows, cols, q, s);
-        return;
-    }
-    for (r = 0; r < rows; r++) {
-        const float *row = m + r * cols;
-        float part[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-        for (c = 0; c < cols; c++) part[c & 7] += q[c] * row[c];
-        s[r] = ((part[0] + part[4]) + (part[1] + part[5])) + ((part[2] + part[6]) + (part[3] + part[7]));
-    }
-}
-
-static void dense_accum(const float *m, size_t rows, size_t cols, const float *p, float *o)
-{
-    size_t r, c;
-    if (kv_avx2_ok()) {
-        kv_dense_accum_avx2(m, rows, cols, p, o);
-        return;
-    }
-    for (r = 0; r < rows; r++)
-        for (c = 0; c < cols; c++) o[c] += p[r] * m[r * cols + c];
-}
-
-/* ------------------------------------------------ the methods' operations */
-
-/* Storage for a sub-range of a segment's rows (the method's descriptor with shifted pointers). */
-typedef union slice_storage {
-    ccomp_kv_gw gw;
-    ccomp_kv_turbo tb;
-    ccomp_kv_sparse sp;
-    ccomp_kv_gear gear;
-} slice_storage;
-
-/* What attention needs of one method: scores and accumulation over a segment, rows [r0, r0 + n) as a
- * segment of its own (out is a copy of s with rows = n; r0 and n multiples of any per-channel group),
- * and a segment's rows as float32 (dense data in place). */
-typedef struct kv_method_ops {
-    void (*scores)(const ccomp_kv_slice *k, const float *q, float *s);
-    void (*accum)(const ccomp_kv_slice *v, const float *p, float *o);
-    void (*sub)(const ccomp_kv_slice *s, size_t r0, size_t n, slice_storage *u, ccomp_kv_slice *out);
-    const float *(*rows)(const ccomp_kv_slice *t, float *buf);
-} kv_method_ops;
-
-/* dense float32 rows */
-static void de_scores(const ccomp_kv_slice *k, const float *q, float *s)
-{
-    dense_scores((const float *)k->data, k->rows, k->cols, q, s);
-}
-static void de_accum(const ccomp_kv_slice *v, const float *p, float *o)
-{
-    dense_accum((const float *)v->data, v->rows, v->cols, p, o);
-}
-static void de_sub(const ccomp_kv_slice *s, size_t r0, size_t n, slice_storage *u, ccomp_kv_slice *out)
-{
-    (void)n, (void)u;
-    out->data = (const float *)s->data + r0 * s->cols;
-}
-static const float *de_rows(const ccomp_kv_slice *t, float *buf)
-{
-    (void)buf;
-    return (const float *)t->data;
-}
-
-/* groupwise */
-static void gw_scores(const ccomp_kv_slice *k, const float *q, float *s)
-{
-    ccomp_kv_gw_scores((const ccomp_kv_gw *)k->data, q, s);
-}
-static void gw_accum(const ccomp_kv_slice *v, const float *p, float *o)
-{
-    ccomp_kv_gw_accum((const ccomp_kv_gw *)v->data, p, o);
-}
-static void gw_shift(const ccomp_kv_gw *g, size_t r0, size_t n, ccomp_kv_gw *d)
-{
-    const size_t cols = g->cols;
-    *d = *g;
-    d->rows = n;
-    d->codes += r0 * (cols / 8u) * (size_t)g->bits;
-    if (g->axis == CCOMP_KV_PER_CHANNEL) {
-        d->scale += r0 / (size_t)g->group * cols;
-        d->zero += r0 / (size_t)g->group * cols;
-    } else {
-        d->scale += r0 * (cols / (size_t)g->group);
-        d->zero += r0 * (cols / (size_t)g->group);
-    }
-}
-static void gw_sub(const ccomp_kv_slice *s, size_t r0, size_t n, slice_storage *u, ccomp_kv_slice *out)
-{
-    gw_shift((const ccomp_kv_gw *)s->data, r0, n, &u->gw);
-    out->data = &u->gw;
-}
-static const float *gw_rows(const ccomp_kv_slice *t, float *buf)
-{
-    ccomp_kv_gw_dequantize((const ccomp_kv_gw *)t->data, buf, t->cols);
-    return buf;
-}
-
-/* GEAR: a groupwise backbone, outliers per row and a low-rank term */
-static void ge_scores(const ccomp_kv_slice *k, const float *q, float *s)
-{
-    ccomp_kv_gear_scores((const ccomp_kv_gear *)k->data, q, s);
-}
-static void ge_accum(const ccomp_kv_slice *v, const float *p, float *o)
-{
-    ccomp_kv_gear_accum((const ccomp_kv_gear *)v->data, p, o);
-}
-static void ge_sub(const ccomp_kv_slice *s, size_t r0, size_t n, slice_storage *u, ccomp_kv_slice *out)
-{
-    const ccomp_kv_gear *ge = (const ccomp_kv_gear *)s->data;
-    const size_t r = ge->rank > 0 ? (size_t)ge->rank : 0;
-    u->gear = *ge;
-    u->gear.outliers.rows = n;
-    u->gear.outliers.idx += r0 * ge->outliers.per_row;
-    u->gear.outliers.vals += r0 * ge->outliers.per_row;
-    u->gear.U += r0 * r;
-    gw_shift(&ge->backbone, r0, n, &u->gear.backbone);
-    out->data = &u->gear;
-}
-static const float *ge_rows(const ccomp_kv_slice *t, float *buf)
-{
-    ccomp_kv_gear_dequantize((const ccomp_kv_gear *)t->data, buf, t->cols);
-    return buf;
-}
-
-/* ggml q8_0 / q4_0 blocks */
-static void gg_scores(const ccomp_kv_slice *k, const float *q, float *s)
-{
-    ccomp_kv_ggml_scores((const uint8_t *)k->data, k->rows, k->cols, k->type, q, s);
-}
-static void gg_accum(const ccomp_kv_slice *v, const float *p, float *o)
-{
-    ccomp_kv_ggml_accum((const uint8_t *)v->data, v->rows, v->cols, v->type, p, o);
-}
-static void gg_sub(const ccomp_kv_slice *s, size_t r0, size_t n, slice_storage *u, ccomp_kv_slice *out)
-{
-    (void)n, (void)u;
-    out->data = (const uint8_t *)s->data + ccomp_kv_ggml_bytes(r0, s->cols, s->type);
-}
-static const float *gg_rows(const ccomp_kv_slice *t, float *buf)
-{
-    ccomp_kv_ggml_dequantize((const uint8_t *)t->data, t->rows, t->cols, t->type, buf, t->cols);
-    return buf;
-}
-
-/* turbo */
-static void tb_scores(const ccomp_kv_slice *k, const float *q, float *s)
-{
-    ccomp_kv_turbo_scores((const ccomp_kv_turbo *)k->data, q, s);
-}
-static void tb_accum(const ccomp_kv_slice *v, const float *p, float *o)
-{
-    ccomp_kv_turbo_accum((const ccomp_kv_turbo *)v->data, p, o);
-}
-static void tb_sub(const ccomp_kv_slice *s, size_t r0, size_t n, slice_storage *u, ccomp_kv_slice *out)
-{
-    u->tb = *(const ccomp_kv_turbo *)s->data;
-    u->tb.rows = n;
-    u->tb.codes += r0 * (s->cols / 8u) * (size_t)u->tb.bits;
-    u->tb.norms += r0;
-    if (u->tb.qjl) { /* the residual's sign bits and norms follow the rows too */
-        u->tb.qjl_signs += r0 * (s->cols / 8u);
-        u->tb.res_norms += r0;
-    }
-    out->data = &u->tb;
-}
-static const float *tb_rows(const ccomp_kv_slice *t, float *buf)
-{
-    ccomp_kv_turbo_dequantize((const ccomp_kv_turbo *)t->data, buf, t->cols);
-    return buf;
-}
-
-/* bitmap_sparse */
-static void sp_scores(const ccomp_kv_slice *k, const float *q, float *s)
-{
-    ccomp_kv_sparse_scores((const ccomp_kv_sparse *)k->data, q, s);
-}
-static void sp_accum(const ccomp_kv_slice *v, const float *p, float *o)
-{
-    ccomp_kv_sparse_accum((const ccomp_kv_sparse *)v->data, p, o);
-}
-static void sp_sub(const ccomp_kv_slice *s, size_t r0, size_t n, slice_storage *u, ccomp_kv_slice *out)
-{
-    u->sp = *(const ccomp_kv_sparse *)s->data;
-    u->sp.rows = n;
-    u->sp.bitmaps += r0 * (s->cols / CCOMP_KV_SPARSE_TILE);
-    u->sp.offsets += r0 * (s->cols / CCOMP_KV_SPARSE_TILE); /* offsets index the whole values array */
-    out->data = &u->sp;
-}
-static const float *sp_rows(const ccomp_kv_slice *t, float *buf)
-{
-    ccomp_kv_sparse_dequantize((const ccomp_kv_sparse *)t->data, buf, t->cols);
-    return buf;
-}
-
-/* indexed by CCOMP_KV_M_*; anything else reads as dense float32 */
-static const kv_method_ops *ops_of(int method)
-{
-    static const kv_method_ops table[] = {
-        [CCOMP_KV_M_DENSE] = {de_scores, de_accum, de_sub, de_rows},
-        [CCOMP_KV_M_GROUPWISE] = {gw_scores, gw_accum, gw_sub, gw_rows},
-        [CCOMP_KV_M_GGML] = {gg_scores, gg_accum, gg_sub, gg_rows},
-        [CCOMP_KV_M_TURBO] = {tb_scores, tb_accum, tb_sub, tb_rows},
-        [CCOMP_KV_M_SPARSE] = {sp_scores, sp_accum, sp_sub, sp_rows},
-        [CCOMP_KV_M_GEAR] = {ge_scores, ge_accum, ge_sub, ge_rows},
-    };
-    return method >= 0 && (size_t)method < sizeof table / sizeof table[0] ? &table[method] : &table[CCOMP_KV_M_DENSE];
+    const ccomp_kv_method *m = ccomp_kv_method_get(method);
+    return m != NULL ? m : ccomp_kv_method_get(CCOMP_KV_M_DENSE);
 }
 
 void ccomp_kv_slice_scores(const ccomp_kv_slice *k, const float *q, float *s)
@@ -233,7 +27,7 @@ void ccomp_kv_slice_scores(const ccomp_kv_slice *k, const float *q, float *s)
     for (; k != NULL; s += k->rows, k = k->next) ops_of(k->method)->scores(k, q, s);
 }
 
-static void sub_slice(const ccomp_kv_slice *s, size_t r0, size_t n, slice_storage *u, ccomp_kv_slice *out);
+static void sub_slice(const ccomp_kv_slice *s, size_t r0, size_t n, ccomp_kv_storage *u, ccomp_kv_slice *out);
 
 /* Rows scored per step of the single-query path, between checks for Ctrl-C (a multiple of every group size;
  * scores are per row, so the steps give the same bits as one pass). */
@@ -246,7 +40,7 @@ static int scores_interruptible(const ccomp_kv_slice *k, const float *q, float *
         size_t r0;
         for (r0 = 0; r0 < k->rows; r0 += KV_SCORE_STEP) {
             const size_t n = k->rows - r0 < KV_SCORE_STEP ? k->rows - r0 : KV_SCORE_STEP;
-            slice_storage u;
+            ccomp_kv_storage u;
             ccomp_kv_slice sub;
             if (ccomp_cancelled()) return 0;
             sub_slice(k, r0, n, &u, &sub);
@@ -260,8 +54,7 @@ static int scores_interruptible(const ccomp_kv_slice *k, const float *q, float *
  * every per-channel group) straight into o.  The others (per-token groupwise, turbo, GEAR) sum privately first. */
 static int accum_steps_exact(const ccomp_kv_slice *v)
 {
-    return v->method == CCOMP_KV_M_DENSE || v->method == CCOMP_KV_M_GGML || v->method == CCOMP_KV_M_SPARSE ||
-           (v->method == CCOMP_KV_M_GROUPWISE && ((const ccomp_kv_gw *)v->data)->axis == CCOMP_KV_PER_CHANNEL);
+    return ops_of(v->method)->accum_steps_exact(v);
 }
 
 /* ccomp_kv_slice_accum in steps that answer cancellation where that leaves the result unchanged; 0 when
@@ -277,7 +70,7 @@ static int accum_interruptible(const ccomp_kv_slice *v, const float *p, float *o
         }
         for (r0 = 0; r0 < v->rows; r0 += KV_SCORE_STEP) {
             const size_t n = v->rows - r0 < KV_SCORE_STEP ? v->rows - r0 : KV_SCORE_STEP;
-            slice_storage u;
+            ccomp_kv_storage u;
             ccomp_kv_slice sub;
             if (r0 && ccomp_cancelled()) return 0;
             sub_slice(v, r0, n, &u, &sub);
@@ -294,7 +87,7 @@ ccomp_status ccomp_kv_slice_dequantize(const ccomp_kv_slice *s, float *out, ccom
         const size_t n = s->rows - r0 < KV_SCORE_STEP ? s->rows - r0 : KV_SCORE_STEP;
         float *dst = out + r0 * s->cols;
         const float *rows;
-        slice_storage u;
+        ccomp_kv_storage u;
         ccomp_kv_slice sub;
         if (r0 && ccomp_cancelled()) return ccomp_check_cancel(err, "dequantize");
         sub_slice(s, r0, n, &u, &sub);
@@ -323,7 +116,7 @@ void ccomp_kv_slice_accum(const ccomp_kv_slice *v, const float *p, float *o)
 
 /* Rows [r0, r0 + n) of one segment as a slice of its own (r0 and n multiples
  * of the per-channel group where there is one; KV_TILE is). */
-static void sub_slice(const ccomp_kv_slice *s, size_t r0, size_t n, slice_storage *u, ccomp_kv_slice *out)
+static void sub_slice(const ccomp_kv_slice *s, size_t r0, size_t n, ccomp_kv_storage *u, ccomp_kv_slice *out)
 {
     *out = *s;
     out->rows = n;
@@ -337,11 +130,12 @@ static const float *tile_rows(const ccomp_kv_slice *t, float *buf)
     return ops_of(t->method)->rows(t, buf);
 }
 
-static int chain_has_qjl(const ccomp_kv_slice *k)
+/* 1 when every segment's scores are dot products with its decoded rows (turbo keys with QJL are not) */
+static int chain_scores_are_dots(const ccomp_kv_slice *k)
 {
     for (; k != NULL; k = k->next)
-        if (k->method == CCOMP_KV_M_TURBO && ((const ccomp_kv_turbo *)k->data)->qjl) return 1;
-    return 0;
+        if (!ops_of(k->method)->scores_are_dots(k)) return 0;
+    return 1;
 }
 
 /* s[j][t] = <q_j, k_t> for nqb queries over the chain, a tile at a time */
@@ -353,14 +147,14 @@ static void multi_scores(const ccomp_kv_slice *k, const float *const *qs, size_t
         size_t r0;
         for (r0 = 0; r0 < k->rows; r0 += KV_TILE) {
             const size_t n = k->rows - r0 < KV_TILE ? k->rows - r0 : KV_TILE;
-            slice_storage u;
+            ccomp_kv_storage u;
             ccomp_kv_slice sub;
             const float *rows;
             size_t j;
             if (ccomp_cancelled()) return;
             sub_slice(k, r0, n, &u, &sub);
             rows = tile_rows(&sub, buf);
-            for (j = 0; j < nqb; j++) dense_scores(rows, n, k->cols, qs[j], s + j * T + t0 + r0);
+            for (j = 0; j < nqb; j++) kv_dense_scores(rows, n, k->cols, qs[j], s + j * T + t0 + r0);
         }
     }
 }
@@ -373,14 +167,14 @@ static void multi_accum(const ccomp_kv_slice *v, const float *p, size_t nqb, siz
         size_t r0;
         for (r0 = 0; r0 < v->rows; r0 += KV_TILE) {
             const size_t n = v->rows - r0 < KV_TILE ? v->rows - r0 : KV_TILE, d = v->cols;
-            slice_storage u;
+            ccomp_kv_storage u;
             ccomp_kv_slice sub;
             const float *rows;
             size_t j;
             if (ccomp_cancelled()) return;
             sub_slice(v, r0, n, &u, &sub);
             rows = tile_rows(&sub, buf);
-            for (j = 0; j < nqb; j++) dense_accum(rows, n, d, p + j * T + t0 + r0, os[j]);
+            for (j = 0; j < nqb; j++) kv_dense_accum(rows, n, d, p + j * T + t0 + r0, os[j]);
         }
     }
 }
@@ -533,6 +327,6 @@ ccomp_status ccomp_kv_attention(const float *q, size_t H, size_t nq, size_t D, c
     c.per_group = H / G * nq;
     c.blocks = (c.per_group + KV_QBLOCK - 1) / KV_QBLOCK;
     c.multi = c.per_group >= 4;
-    for (g = 0; g < G && c.multi; g++) c.multi = !chain_has_qjl(&k[g]);
+    for (g = 0; g < G && c.multi; g++) c.multi = chain_scores_are_dots(&k[g]);
     return ccomp_parallel_for(threads, c.multi ? G * c.blocks : H * nq, &ops, &c, err);
 }

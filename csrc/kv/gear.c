@@ -130,3 +130,90 @@ void ccomp_kv_gear_accum(const ccomp_kv_gear *g, const float *p, float *o)
         o[j] += acc;
     }
 }
+
+/* ------------------------------------------------------------ the method row */
+
+KV_FITS_STORAGE(ccomp_kv_gear);
+
+static ccomp_status ge_layout(size_t rows, size_t cols, const ccomp_kv_params *p, ccomp_kv_layout *L,
+                              ccomp_error *err)
+{
+    size_t per_row, r;
+    ccomp_status st = ccomp_kv_gear_check(rows, cols, p->bits, p->group, p->axis, p->frac, p->rank, p->iters, err);
+    if (st != CCOMP_OK) return st;
+    per_row = ccomp_kv_outliers_per_row(cols, p->frac);
+    r = (size_t)p->rank;
+    kv_gw_layout_arrays(L);
+    kv_layout_add(L, "out_idx", "u2", rows * per_row);
+    kv_layout_add(L, "out_vals", "u2", rows * per_row);
+    kv_layout_add(L, "U", "u2", rows * r);
+    kv_layout_add(L, "W", "u2", cols * r);
+    L->index_mask = 1u << 3;
+    return CCOMP_OK;
+}
+static void ge_view(const ccomp_kv_layout *L, void *const *arrays, const float *aux, ccomp_kv_view *v)
+{
+    ccomp_kv_gear *g = (ccomp_kv_gear *)&v->u;
+    (void)aux;
+    kv_gw_view(L, arrays, &g->backbone);
+    g->outliers.rows = L->rows;
+    g->outliers.cols = L->cols;
+    g->outliers.per_row = ccomp_kv_outliers_per_row(L->cols, L->p.frac);
+    g->outliers.idx = (uint16_t *)arrays[3];
+    g->outliers.vals = (uint16_t *)arrays[4];
+    g->rank = L->p.rank;
+    g->U = (uint16_t *)arrays[5];
+    g->W = (uint16_t *)arrays[6];
+    v->slice.data = g;
+}
+static ccomp_status ge_validate(const ccomp_kv_layout *L, const ccomp_kv_slice *s, ccomp_error *err)
+{
+    (void)L;
+    return ccomp_kv_outliers_validate(&((const ccomp_kv_gear *)s->data)->outliers, err);
+}
+static ccomp_status ge_quantize(const ccomp_kv_layout *L, const float *x, size_t ld, const ccomp_kv_slice *s,
+                                ccomp_error *err)
+{
+    return ccomp_kv_gear_quantize(x, ld, (ccomp_kv_gear *)s->data, L->p.iters, L->p.seed, err);
+}
+static void ge_scores(const ccomp_kv_slice *k, const float *q, float *s)
+{
+    ccomp_kv_gear_scores((const ccomp_kv_gear *)k->data, q, s);
+}
+static void ge_accum(const ccomp_kv_slice *v, const float *p, float *o)
+{
+    ccomp_kv_gear_accum((const ccomp_kv_gear *)v->data, p, o);
+}
+static void ge_sub(const ccomp_kv_slice *s, size_t r0, size_t n, ccomp_kv_storage *u, ccomp_kv_slice *out)
+{
+    const ccomp_kv_gear *ge = (const ccomp_kv_gear *)s->data;
+    ccomp_kv_gear *d = (ccomp_kv_gear *)u;
+    const size_t r = ge->rank > 0 ? (size_t)ge->rank : 0;
+    *d = *ge;
+    d->outliers.rows = n;
+    d->outliers.idx += r0 * ge->outliers.per_row;
+    d->outliers.vals += r0 * ge->outliers.per_row;
+    d->U += r0 * r;
+    kv_gw_shift(&ge->backbone, r0, n, &d->backbone);
+    out->data = d;
+}
+static const float *ge_rows(const ccomp_kv_slice *t, float *buf)
+{
+    ccomp_kv_gear_dequantize((const ccomp_kv_gear *)t->data, buf, t->cols);
+    return buf;
+}
+
+const ccomp_kv_method ccomp_kv_method_gear = {
+    .name = "gear",
+    .params = "axis bits group iters outliers rank seed",
+    .layout = ge_layout,
+    .view = ge_view,
+    .validate = ge_validate,
+    .quantize = ge_quantize,
+    .scores = ge_scores,
+    .accum = ge_accum,
+    .sub = ge_sub,
+    .rows = ge_rows,
+    .accum_steps_exact = kv_never,
+    .scores_are_dots = kv_always,
+};

@@ -8,11 +8,16 @@
 #include "ccomp/kv.h"
 #include "kv_internal.h"
 
-#define QK 32
+#include <stddef.h>
+
+#define QK CCOMP_KV_QK
+/* where a block's values start, after its fp16 scale (the same for both types) */
+#define QS offsetof(ccomp_kv_block_q8_0, qs)
+_Static_assert(offsetof(ccomp_kv_block_q8_0, qs) == offsetof(ccomp_kv_block_q4_0, qs), "q8_0 and q4_0 values start together");
 
 static size_t block_bytes(int type)
 {
-    return type == CCOMP_KV_Q8_0 ? 2u + QK : 2u + QK / 2u;
+    return CCOMP_KV_GGML_BLOCK_BYTES(type);
 }
 
 size_t ccomp_kv_ggml_bytes(size_t rows, size_t cols, int type)
@@ -50,7 +55,7 @@ static int q8_0_block(const float *x, uint8_t *b)
     if (f16_overflows(d)) return at;
     id = d != 0.0f ? 1.0f / d : 0.0f;
     put_f16(b, ccomp_f32_to_f16(d));
-    for (j = 0; j < QK; j++) b[2 + j] = (uint8_t)(int8_t)roundf(x[j] * id);
+    for (j = 0; j < QK; j++) b[QS + j] = (uint8_t)(int8_t)roundf(x[j] * id);
     return -1;
 }
 
@@ -75,7 +80,7 @@ static int q4_0_block(const float *x, uint8_t *b)
         int xi0 = (int8_t)(x0 + 8.5f), xi1 = (int8_t)(x1 + 8.5f);
         xi0 = xi0 < 15 ? xi0 : 15;
         xi1 = xi1 < 15 ? xi1 : 15;
-        b[2 + j] = (uint8_t)(xi0 | (xi1 << 4));
+        b[QS + j] = (uint8_t)(xi0 | (xi1 << 4));
     }
     return -1;
 }
@@ -124,11 +129,11 @@ static void block_values(const uint8_t *b, int type, float *v)
     float d = get_f16(b);
     int j;
     if (type == CCOMP_KV_Q8_0) {
-        for (j = 0; j < QK; j++) v[j] = d * (float)(int8_t)b[2 + j];
+        for (j = 0; j < QK; j++) v[j] = d * (float)(int8_t)b[QS + j];
     } else {
         for (j = 0; j < QK / 2; j++) {
-            v[j] = d * (float)((b[2 + j] & 15) - 8);
-            v[QK / 2 + j] = d * (float)((b[2 + j] >> 4) - 8);
+            v[j] = d * (float)((b[QS + j] & 15) - 8);
+            v[QK / 2 + j] = d * (float)((b[QS + j] >> 4) - 8);
         }
     }
 }
@@ -176,3 +181,75 @@ void ccomp_kv_ggml_accum(const uint8_t *blocks, size_t rows, size_t cols, int ty
             for (j = 0; j < QK; j++) o[c + (size_t)j] += p[r] * v[j];
         }
 }
+
+/* ------------------------------------------------------------ the method rows (q8_0, q4_0) */
+
+static int type_of(int method)
+{
+    return method == CCOMP_KV_M_Q8_0 ? CCOMP_KV_Q8_0 : CCOMP_KV_Q4_0;
+}
+static ccomp_status gg_layout(size_t rows, size_t cols, const ccomp_kv_params *p, ccomp_kv_layout *L,
+                              ccomp_error *err)
+{
+    (void)p;
+    if (cols % QK != 0)
+        return ccomp_fail(err, CCOMP_ERR_VALUE, "ggml blocks need a head dim that is a multiple of 32, got %zu", cols);
+    kv_layout_add(L, "blocks", "u1", ccomp_kv_ggml_bytes(rows, cols, type_of(L->method)));
+    return CCOMP_OK;
+}
+static void gg_view(const ccomp_kv_layout *L, void *const *arrays, const float *aux, ccomp_kv_view *v)
+{
+    (void)L, (void)aux;
+    v->slice.data = arrays[0];
+}
+static ccomp_status gg_quantize(const ccomp_kv_layout *L, const float *x, size_t ld, const ccomp_kv_slice *s,
+                                ccomp_error *err)
+{
+    return ccomp_kv_ggml_quantize(x, s->rows, s->cols, ld, type_of(L->method), (uint8_t *)s->data, err);
+}
+static void gg_scores(const ccomp_kv_slice *k, const float *q, float *s)
+{
+    ccomp_kv_ggml_scores((const uint8_t *)k->data, k->rows, k->cols, type_of(k->method), q, s);
+}
+static void gg_accum(const ccomp_kv_slice *v, const float *p, float *o)
+{
+    ccomp_kv_ggml_accum((const uint8_t *)v->data, v->rows, v->cols, type_of(v->method), p, o);
+}
+static void gg_sub(const ccomp_kv_slice *s, size_t r0, size_t n, ccomp_kv_storage *u, ccomp_kv_slice *out)
+{
+    (void)n, (void)u;
+    out->data = (const uint8_t *)s->data + ccomp_kv_ggml_bytes(r0, s->cols, type_of(s->method));
+}
+static const float *gg_rows(const ccomp_kv_slice *t, float *buf)
+{
+    ccomp_kv_ggml_dequantize((const uint8_t *)t->data, t->rows, t->cols, type_of(t->method), buf, t->cols);
+    return buf;
+}
+
+const ccomp_kv_method ccomp_kv_method_q8_0 = {
+    .name = "q8_0",
+    .params = "",
+    .layout = gg_layout,
+    .view = gg_view,
+    .quantize = gg_quantize,
+    .scores = gg_scores,
+    .accum = gg_accum,
+    .sub = gg_sub,
+    .rows = gg_rows,
+    .accum_steps_exact = kv_always,
+    .scores_are_dots = kv_always,
+};
+
+const ccomp_kv_method ccomp_kv_method_q4_0 = {
+    .name = "q4_0",
+    .params = "",
+    .layout = gg_layout,
+    .view = gg_view,
+    .quantize = gg_quantize,
+    .scores = gg_scores,
+    .accum = gg_accum,
+    .sub = gg_sub,
+    .rows = gg_rows,
+    .accum_steps_exact = kv_always,
+    .scores_are_dots = kv_always,
+};

@@ -156,13 +156,13 @@ ccomp_status ccomp_kv_gw_quantize(const float *x, size_t ld, ccomp_kv_gw *q, cco
             sub.scale += (q->axis == CCOMP_KV_PER_TOKEN ? r0 : r0 / (size_t)q->group) * gpr;
             sub.zero += (q->axis == CCOMP_KV_PER_TOKEN ? r0 : r0 / (size_t)q->group) * gpr;
             if ((st = ccomp_check_cancel(err, "groupwise quantize")) != CCOMP_OK) return st;
-            bad = kv_avx2_ok() ? kv_gw_quantize_avx2(x + r0 * ld, ld, &sub) : kv_gw_quantize_scalar(x + r0 * ld, ld, &sub);
+            bad = kv_avx2_ok() ? kv_gw_quantize_avx2(x + r0 * ld, ld, &sub) : kv_gw_quantize_ref(x + r0 * ld, ld, &sub);
         }
     }
     return bad ? bad_element(x, ld, q, err) : CCOMP_OK;
 }
 
-int kv_gw_quantize_scalar(const float *x, size_t ld, ccomp_kv_gw *q)
+int kv_gw_quantize_ref(const float *x, size_t ld, ccomp_kv_gw *q)
 {
     size_t rows = q->rows, cols = q->cols, G = (size_t)q->group, r, c, g;
     const int bits = q->bits;
@@ -224,10 +224,10 @@ void ccomp_kv_gw_dequantize(const ccomp_kv_gw *q, float *out, size_t ld)
     if (kv_avx2_ok())
         kv_gw_dequantize_avx2(q, out, ld);
     else
-        kv_gw_dequantize_scalar(q, out, ld);
+        kv_gw_dequantize_ref(q, out, ld);
 }
 
-void kv_gw_dequantize_scalar(const ccomp_kv_gw *q, float *out, size_t ld)
+void kv_gw_dequantize_ref(const ccomp_kv_gw *q, float *out, size_t ld)
 {
     size_t rows = q->rows, cols = q->cols, G = (size_t)q->group, r, c;
     const size_t rb = cols / 8u * (size_t)q->bits;
@@ -341,3 +341,100 @@ void ccomp_kv_gw_accum(const ccomp_kv_gw *v, const float *p, float *o)
         }
     }
 }
+
+/* ------------------------------------------------------------ the method row */
+
+void kv_gw_layout_arrays(ccomp_kv_layout *L)
+{
+    const size_t ng = ccomp_kv_gw_groups(L->rows, L->cols, L->p.group, L->p.axis);
+    kv_layout_add(L, "codes", "u1", ccomp_kv_gw_code_bytes(L->rows, L->cols, L->p.bits));
+    kv_layout_add(L, "scale", "u2", ng);
+    kv_layout_add(L, "zero", "u2", ng);
+}
+
+void kv_gw_view(const ccomp_kv_layout *L, void *const *arrays, ccomp_kv_gw *g)
+{
+    g->rows = L->rows;
+    g->cols = L->cols;
+    g->bits = L->p.bits;
+    g->group = L->p.group;
+    g->axis = L->p.axis;
+    g->codes = (uint8_t *)arrays[0];
+    g->scale = (uint16_t *)arrays[1];
+    g->zero = (uint16_t *)arrays[2];
+}
+
+void kv_gw_shift(const ccomp_kv_gw *g, size_t r0, size_t n, ccomp_kv_gw *d)
+{
+    const size_t cols = g->cols;
+    *d = *g;
+    d->rows = n;
+    d->codes += r0 * (cols / 8u) * (size_t)g->bits;
+    if (g->axis == CCOMP_KV_PER_CHANNEL) {
+        d->scale += r0 / (size_t)g->group * cols;
+        d->zero += r0 / (size_t)g->group * cols;
+    } else {
+        d->scale += r0 * (cols / (size_t)g->group);
+        d->zero += r0 * (cols / (size_t)g->group);
+    }
+}
+
+KV_FITS_STORAGE(ccomp_kv_gw);
+
+static ccomp_status gw_layout(size_t rows, size_t cols, const ccomp_kv_params *p, ccomp_kv_layout *L,
+                              ccomp_error *err)
+{
+    ccomp_status st = ccomp_kv_gw_check(rows, cols, p->bits, p->group, p->axis, err);
+    if (st == CCOMP_OK) kv_gw_layout_arrays(L);
+    return st;
+}
+static void gw_view(const ccomp_kv_layout *L, void *const *arrays, const float *aux, ccomp_kv_view *v)
+{
+    ccomp_kv_gw *g = (ccomp_kv_gw *)&v->u;
+    (void)aux;
+    kv_gw_view(L, arrays, g);
+    v->slice.data = g;
+}
+static ccomp_status gw_quantize(const ccomp_kv_layout *L, const float *x, size_t ld, const ccomp_kv_slice *s,
+                                ccomp_error *err)
+{
+    (void)L;
+    return ccomp_kv_gw_quantize(x, ld, (ccomp_kv_gw *)s->data, err);
+}
+static void gw_scores(const ccomp_kv_slice *k, const float *q, float *s)
+{
+    ccomp_kv_gw_scores((const ccomp_kv_gw *)k->data, q, s);
+}
+static void gw_accum(const ccomp_kv_slice *v, const float *p, float *o)
+{
+    ccomp_kv_gw_accum((const ccomp_kv_gw *)v->data, p, o);
+}
+static void gw_sub(const ccomp_kv_slice *s, size_t r0, size_t n, ccomp_kv_storage *u, ccomp_kv_slice *out)
+{
+    kv_gw_shift((const ccomp_kv_gw *)s->data, r0, n, (ccomp_kv_gw *)u);
+    out->data = u;
+}
+static const float *gw_rows(const ccomp_kv_slice *t, float *buf)
+{
+    ccomp_kv_gw_dequantize((const ccomp_kv_gw *)t->data, buf, t->cols);
+    return buf;
+}
+/* per-channel groups add every group straight into o; per-token ones sum privately first */
+static int gw_steps_exact(const ccomp_kv_slice *v)
+{
+    return ((const ccomp_kv_gw *)v->data)->axis == CCOMP_KV_PER_CHANNEL;
+}
+
+const ccomp_kv_method ccomp_kv_method_groupwise = {
+    .name = "groupwise",
+    .params = "axis bits group",
+    .layout = gw_layout,
+    .view = gw_view,
+    .quantize = gw_quantize,
+    .scores = gw_scores,
+    .accum = gw_accum,
+    .sub = gw_sub,
+    .rows = gw_rows,
+    .accum_steps_exact = gw_steps_exact,
+    .scores_are_dots = kv_always,
+};

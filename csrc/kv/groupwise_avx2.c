@@ -6,7 +6,7 @@
  * add), and the group parameters follow kv_group_params with the F16C
  * instructions (round to nearest even, the same bits as the portable
  * conversion), so the
- * bytes and values are identical to the scalar path.  The attention kernels
+ * bytes and values are identical to the reference (_ref) path.  The attention kernels
  * (scores, accum) use the same algebra as the scalar ones with a different
  * summation order and fused multiply-adds: equal within float32 rounding.
  *
@@ -375,11 +375,11 @@ TAI void ggml_codes(const uint8_t *b, int q8, __m256 *v)
     int k;
     if (q8) {
         for (k = 0; k < 4; k++)
-            v[k] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(b + 2 + 8 * k))));
+            v[k] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(b + offsetof(ccomp_kv_block_q8_0, qs) + 8 * k))));
     } else {
         const __m256i m = _mm256_set1_epi32(15), eight = _mm256_set1_epi32(8);
         for (k = 0; k < 2; k++) {
-            const __m256i bytes = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(b + 2 + 8 * k)));
+            const __m256i bytes = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(b + offsetof(ccomp_kv_block_q8_0, qs) + 8 * k)));
             v[k] = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_and_si256(bytes, m), eight));
             v[k + 2] = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_srli_epi32(bytes, 4), eight));
         }
@@ -388,7 +388,7 @@ TAI void ggml_codes(const uint8_t *b, int q8, __m256 *v)
 
 TA void kv_ggml_scores_avx2(const uint8_t *blocks, size_t rows, size_t cols, int q8, const float *q, float *s)
 {
-    const size_t bb = q8 ? 34u : 18u;
+    const size_t bb = CCOMP_KV_GGML_BLOCK_BYTES(q8 ? CCOMP_KV_Q8_0 : CCOMP_KV_Q4_0);
     size_t r, c;
     for (r = 0; r < rows; r++) {
         __m256 acc = _mm256_setzero_ps();
@@ -407,7 +407,7 @@ TA void kv_ggml_scores_avx2(const uint8_t *blocks, size_t rows, size_t cols, int
 
 TA void kv_ggml_accum_avx2(const uint8_t *blocks, size_t rows, size_t cols, int q8, const float *p, float *o)
 {
-    const size_t bb = q8 ? 34u : 18u;
+    const size_t bb = CCOMP_KV_GGML_BLOCK_BYTES(q8 ? CCOMP_KV_Q8_0 : CCOMP_KV_Q4_0);
     size_t r, c;
     int k;
     for (r = 0; r < rows; r++)
@@ -507,7 +507,7 @@ TA float kv_softmax_avx2(float *s, size_t n, float scale)
     return zt;
 }
 
-#else /* not x86-64: the scalar path only */
+#else /* not x86-64: the reference path only */
 
 int kv_avx2_ok(void)
 {

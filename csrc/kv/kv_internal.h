@@ -21,12 +21,12 @@ int kv_group_params(float mn, float mx, int bits, uint16_t *s16, uint16_t *z16, 
 
 /* The CPU runs the kv AVX2 + FMA + F16C kernels (groupwise, ggml, dense and
  * softmax; groupwise_avx2.c).  The groupwise ones: quantize returns -1 on a non-finite value or an fp16
- * overflow (the caller reports it) and writes the same bytes as the scalar
+ * overflow (the caller reports it) and writes the same bytes as the reference
  * path otherwise. */
 int kv_avx2_ok(void);
 /* the portable paths, with the same contracts and results */
-int kv_gw_quantize_scalar(const float *x, size_t ld, ccomp_kv_gw *q);
-void kv_gw_dequantize_scalar(const ccomp_kv_gw *q, float *out, size_t ld);
+int kv_gw_quantize_ref(const float *x, size_t ld, ccomp_kv_gw *q);
+void kv_gw_dequantize_ref(const ccomp_kv_gw *q, float *out, size_t ld);
 int kv_gw_quantize_avx2(const float *x, size_t ld, ccomp_kv_gw *q);
 void kv_gw_dequantize_avx2(const ccomp_kv_gw *q, float *out, size_t ld);
 void kv_gw_scores_avx2(const ccomp_kv_gw *k, const float *q, float *s);
@@ -39,5 +39,24 @@ void kv_dense_scores_avx2(const float *m, size_t rows, size_t cols, const float 
 void kv_dense_accum_avx2(const float *m, size_t rows, size_t cols, const float *p, float *o);
 /* s = exp(scale * s - max) in place (relative error below 2e-7 per value); returns the sum */
 float kv_softmax_avx2(float *s, size_t n, float scale);
+
+/* --- pieces of the method rows (ccomp_kv_method) that several methods share */
+
+/* Appends an array to a layout. */
+void kv_layout_add(ccomp_kv_layout *L, const char *name, const char *dtype, size_t count);
+/* The groupwise arrays (codes, scale, zero) of L's shape and parameters, and a ccomp_kv_gw over them. */
+void kv_gw_layout_arrays(ccomp_kv_layout *L);
+void kv_gw_view(const ccomp_kv_layout *L, void *const *arrays, ccomp_kv_gw *g);
+/* g's rows [r0, r0 + n) as d */
+void kv_gw_shift(const ccomp_kv_gw *g, size_t r0, size_t n, ccomp_kv_gw *d);
+/* float32 rows: s[r] = q . row r; o += sum_r p[r] row r (the AVX2 kernels where the CPU has them) */
+void kv_dense_scores(const float *m, size_t rows, size_t cols, const float *q, float *s);
+void kv_dense_accum(const float *m, size_t rows, size_t cols, const float *p, float *o);
+/* method rows that accumulate every row straight into o, or whose scores are dot products with their rows */
+int kv_always(const ccomp_kv_slice *s);
+int kv_never(const ccomp_kv_slice *s);
+
+/* a method struct fits the view's storage */
+#define KV_FITS_STORAGE(type) _Static_assert(sizeof(type) <= sizeof(ccomp_kv_storage), #type " outgrows ccomp_kv_storage")
 
 #endif

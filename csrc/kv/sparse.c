@@ -9,6 +9,7 @@
 #include "ccomp/cancel.h"
 #include "ccomp/half.h"
 #include "ccomp/kv_sparse.h"
+#include "kv_internal.h"
 
 /* |x| >= this rounds to infinity in fp16 (65504 + half an ulp, ties to even) */
 #define F16_OVERFLOW 65520.0f
@@ -368,3 +369,79 @@ void ccomp_kv_outliers_accum(const ccomp_kv_outliers *o, const float *p, float *
         for (m = 0; m < o->per_row; m++) out[idx[m]] += pr * ccomp_f16_to_f32(val[m]);
     }
 }
+
+/* ------------------------------------------------------------ the method row (bitmap_sparse) */
+
+KV_FITS_STORAGE(ccomp_kv_sparse);
+
+static ccomp_status sp_layout(size_t rows, size_t cols, const ccomp_kv_params *p, ccomp_kv_layout *L,
+                              ccomp_error *err)
+{
+    ccomp_status st = ccomp_kv_sparse_check(rows, cols, p->frac, err);
+    if (st != CCOMP_OK) return st;
+    kv_layout_add(L, "bitmaps", "u8", ccomp_kv_sparse_tiles(rows, cols));
+    kv_layout_add(L, "offsets", "u4", ccomp_kv_sparse_tiles(rows, cols) + 1);
+    kv_layout_add(L, "values", "u2", ccomp_kv_sparse_nnz(rows, cols, p->frac));
+    L->index_mask = 1u << 0 | 1u << 1;
+    return CCOMP_OK;
+}
+static void sp_view(const ccomp_kv_layout *L, void *const *arrays, const float *aux, ccomp_kv_view *v)
+{
+    ccomp_kv_sparse *q = (ccomp_kv_sparse *)&v->u;
+    (void)aux;
+    q->rows = L->rows;
+    q->cols = L->cols;
+    q->sparsity = L->p.frac;
+    q->bitmaps = (uint64_t *)arrays[0];
+    q->offsets = (uint32_t *)arrays[1];
+    q->values = (uint16_t *)arrays[2];
+    q->nnz = L->count[2];
+    v->slice.data = q;
+}
+static ccomp_status sp_validate(const ccomp_kv_layout *L, const ccomp_kv_slice *s, ccomp_error *err)
+{
+    return ccomp_kv_sparse_validate((const ccomp_kv_sparse *)s->data, L->count[2], err);
+}
+static ccomp_status sp_quantize(const ccomp_kv_layout *L, const float *x, size_t ld, const ccomp_kv_slice *s,
+                                ccomp_error *err)
+{
+    (void)L;
+    return ccomp_kv_sparse_quantize(x, ld, (ccomp_kv_sparse *)s->data, err);
+}
+static void sp_scores(const ccomp_kv_slice *k, const float *q, float *s)
+{
+    ccomp_kv_sparse_scores((const ccomp_kv_sparse *)k->data, q, s);
+}
+static void sp_accum(const ccomp_kv_slice *v, const float *p, float *o)
+{
+    ccomp_kv_sparse_accum((const ccomp_kv_sparse *)v->data, p, o);
+}
+static void sp_sub(const ccomp_kv_slice *s, size_t r0, size_t n, ccomp_kv_storage *u, ccomp_kv_slice *out)
+{
+    ccomp_kv_sparse *q = (ccomp_kv_sparse *)u;
+    *q = *(const ccomp_kv_sparse *)s->data;
+    q->rows = n;
+    q->bitmaps += r0 * (s->cols / CCOMP_KV_SPARSE_TILE);
+    q->offsets += r0 * (s->cols / CCOMP_KV_SPARSE_TILE); /* offsets index the whole values array */
+    out->data = q;
+}
+static const float *sp_rows(const ccomp_kv_slice *t, float *buf)
+{
+    ccomp_kv_sparse_dequantize((const ccomp_kv_sparse *)t->data, buf, t->cols);
+    return buf;
+}
+
+const ccomp_kv_method ccomp_kv_method_bitmap_sparse = {
+    .name = "bitmap_sparse",
+    .params = "sparsity",
+    .layout = sp_layout,
+    .view = sp_view,
+    .validate = sp_validate,
+    .quantize = sp_quantize,
+    .scores = sp_scores,
+    .accum = sp_accum,
+    .sub = sp_sub,
+    .rows = sp_rows,
+    .accum_steps_exact = kv_always,
+    .scores_are_dots = kv_always,
+};

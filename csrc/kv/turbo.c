@@ -2,6 +2,7 @@
  * Lloyd-Max scalar codes for N(0, 1/D), optional QJL residual sign bits.
  * The format and the generators are specified in ccomp/kv_turbo.h. */
 #include "ccomp/kv_turbo.h"
+#include "kv_internal.h"
 
 #include "ccomp/cancel.h"
 
@@ -526,3 +527,95 @@ void ccomp_kv_turbo_accum(const ccomp_kv_turbo *v, const float *p, float *o)
     for (j = 0; j < d; j++)
         o[j] += sg[j] * (orot[j] / (float)d);
 }
+
+/* ------------------------------------------------------------ the method row */
+
+KV_FITS_STORAGE(ccomp_kv_turbo);
+
+static ccomp_status tb_layout(size_t rows, size_t cols, const ccomp_kv_params *p, ccomp_kv_layout *L,
+                              ccomp_error *err)
+{
+    ccomp_status st = ccomp_kv_turbo_check(rows, cols, p->bits, p->qjl, err);
+    if (st != CCOMP_OK) return st;
+    kv_layout_add(L, "codes", "u1", ccomp_kv_turbo_code_bytes(rows, cols, p->bits));
+    kv_layout_add(L, "norms", "f4", rows);
+    if (p->qjl) {
+        kv_layout_add(L, "signs", "u1", ccomp_kv_turbo_sign_bytes(rows, cols));
+        kv_layout_add(L, "res_norms", "f4", rows);
+        L->aux_floats = cols * cols; /* the QJL matrix, shared by every slice */
+    }
+    return CCOMP_OK;
+}
+static void tb_prepare(const ccomp_kv_layout *L, float *aux)
+{
+    if (L->p.qjl) ccomp_kv_turbo_qjl_matrix(L->p.seed, L->cols, aux);
+}
+static void tb_view(const ccomp_kv_layout *L, void *const *arrays, const float *aux, ccomp_kv_view *v)
+{
+    ccomp_kv_turbo *t = (ccomp_kv_turbo *)&v->u;
+    t->rows = L->rows;
+    t->cols = L->cols;
+    t->bits = L->p.bits;
+    t->qjl = L->p.qjl;
+    t->seed = L->p.seed;
+    t->codes = (uint8_t *)arrays[0];
+    t->norms = (float *)arrays[1];
+    if (L->p.qjl) {
+        t->qjl_signs = (uint8_t *)arrays[2];
+        t->res_norms = (float *)arrays[3];
+        t->qjl_matrix = aux;
+    }
+    v->slice.data = t;
+}
+static ccomp_status tb_quantize(const ccomp_kv_layout *L, const float *x, size_t ld, const ccomp_kv_slice *s,
+                                ccomp_error *err)
+{
+    (void)L;
+    return ccomp_kv_turbo_quantize(x, ld, (ccomp_kv_turbo *)s->data, err);
+}
+static void tb_scores(const ccomp_kv_slice *k, const float *q, float *s)
+{
+    ccomp_kv_turbo_scores((const ccomp_kv_turbo *)k->data, q, s);
+}
+static void tb_accum(const ccomp_kv_slice *v, const float *p, float *o)
+{
+    ccomp_kv_turbo_accum((const ccomp_kv_turbo *)v->data, p, o);
+}
+static void tb_sub(const ccomp_kv_slice *s, size_t r0, size_t n, ccomp_kv_storage *u, ccomp_kv_slice *out)
+{
+    ccomp_kv_turbo *t = (ccomp_kv_turbo *)u;
+    *t = *(const ccomp_kv_turbo *)s->data;
+    t->rows = n;
+    t->codes += r0 * (s->cols / 8u) * (size_t)t->bits;
+    t->norms += r0;
+    if (t->qjl) { /* the residual's sign bits and norms follow the rows too */
+        t->qjl_signs += r0 * (s->cols / 8u);
+        t->res_norms += r0;
+    }
+    out->data = t;
+}
+static const float *tb_rows(const ccomp_kv_slice *t, float *buf)
+{
+    ccomp_kv_turbo_dequantize((const ccomp_kv_turbo *)t->data, buf, t->cols);
+    return buf;
+}
+/* with QJL, a score adds the residual's sketch estimate: not a dot product with the dequantized row */
+static int tb_scores_are_dots(const ccomp_kv_slice *k)
+{
+    return !((const ccomp_kv_turbo *)k->data)->qjl;
+}
+
+const ccomp_kv_method ccomp_kv_method_turbo = {
+    .name = "turbo",
+    .params = "bits qjl seed",
+    .layout = tb_layout,
+    .prepare = tb_prepare,
+    .view = tb_view,
+    .quantize = tb_quantize,
+    .scores = tb_scores,
+    .accum = tb_accum,
+    .sub = tb_sub,
+    .rows = tb_rows,
+    .accum_steps_exact = kv_never,
+    .scores_are_dots = tb_scores_are_dots,
+};

@@ -1,14 +1,14 @@
 /* Binding of the KV-cache core (ccomp.kv).
  *
- * One table-driven path serves every method.  python/ccomp/kv.py describes a
- * compressed tensor as (method, T, D, params, arrays):
- *   method: KVM_* below (the core's CCOMP_KV_M_*);
- *   params: (bits, group, axis, type, qjl, rank, iters, frac, seed), the
- *           fields a method does not use are ignored;
+ * One table-driven path serves every method: the core's method table (ccomp_kv_method_get) gives the
+ * parameter check, the arrays, the slice view and the kernels.  python/ccomp/kv.py describes a compressed
+ * tensor as (method, T, D, params, arrays):
+ *   method: the core's id (CCOMP_KV_M_*; kv_methods() lists them with their names);
+ *   params: a dict of exactly the method's parameter keys (QuantizedTensor.params: "axis" is "channel" or
+ *           "token"; "sparsity" and "outliers" are the core's frac), read into a ccomp_kv_params;
  *   arrays: a tuple of C-contiguous 2-D arrays [S, n], one row per slice
- *           (batch x heads); a method's arrays and element types are listed in
- *           layout_init.  A row may be longer than the slice needs (a growing
- *           cache keeps spare capacity): the prefix is used.
+ *           (batch x heads), in the order of the method's layout.  A row may be longer than the slice
+ *           needs (a growing cache keeps spare capacity): the prefix is used.
  * Slices are processed in parallel; every slice writes only its own outputs. */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -28,79 +28,132 @@
 #include "ccomp/kv_turbo.h"
 #include "ccomp/parallel.h"
 
-#define KV_MAX_ARRAYS 7
+#define KV_MAX_ARRAYS CCOMP_KV_MAX_ARRAYS
 /* Largest tokens x head dim of one slice: every per-slice count below fits a size_t with room to spare. */
 #define KV_MAX_ELEMENTS ((size_t)1 << 40)
 
-typedef struct kv_params {
-    int bits, group, axis, type, qjl, rank, iters;
-    double frac;
-    unsigned long long seed;
-} kv_params;
-
-/* A method, its slice shape and parameters, and the arrays one slice needs. */
+/* A method, its slice shape and parameters (the core's layout), and the NumPy types of its arrays. */
 typedef struct kv_layout {
-    int method;
-    size_t T, D;
-    kv_params p;
-    int n;                        /* number of arrays */
-    int dtype[KV_MAX_ARRAYS];     /* NumPy type of each */
-    size_t count[KV_MAX_ARRAYS];  /* elements per slice */
-    const char *name[KV_MAX_ARRAYS];
-    float *qjl_matrix;            /* turbo with QJL: D x D, owned */
+    ccomp_kv_layout c;
+    const ccomp_kv_method *m;
+    int dtype[KV_MAX_ARRAYS];
+    float *aux; /* the call's scratch (c.aux_floats), owned */
 } kv_layout;
 
-/* One slice of one method: the core's struct and the ccomp_kv_slice on it. */
-typedef struct kv_view {
-    union {
-        ccomp_kv_gw gw;
-        ccomp_kv_turbo tb;
-        ccomp_kv_sparse sp;
-        ccomp_kv_gear gear;
-    } u;
-    ccomp_kv_slice slice;
-} kv_view;
+typedef ccomp_kv_view kv_view;
 
-/* The element size and kind of the types the layouts use. */
-static int dtype_size(int t)
+/* NumPy's type of a layout dtype code ("u1", "u2", "u4", "u8", "f4") */
+static int npy_type(const char *code)
 {
-    return t == NPY_UINT8 ? 1 : t == NPY_UINT16 ? 2 : t == NPY_UINT64 ? 8 : 4;
-}
-
-static char dtype_kind(int t)
-{
-    return t == NPY_FLOAT32 ? 'f' : 'u';
-}
-
-static void layout_add(kv_layout *L, const char *name, int dtype, size_t count)
-{
-    L->name[L->n] = name;
-    L->dtype[L->n] = dtype;
-    L->count[L->n] = count;
-    L->n++;
+    return strcmp(code, "u1") == 0   ? NPY_UINT8
+           : strcmp(code, "u2") == 0 ? NPY_UINT16
+           : strcmp(code, "u4") == 0 ? NPY_UINT32
+           : strcmp(code, "u8") == 0 ? NPY_UINT64
+                                     : NPY_FLOAT32;
 }
 
 static void layout_free(kv_layout *L)
 {
-    free(L->qjl_matrix);
-    L->qjl_matrix = NULL;
+    free(L->aux);
+    L->aux = NULL;
+}
+
+/* One parameter of a params dict: -1 with a Python exception when missing or of the wrong kind. */
+static PyObject *param_item(PyObject *params, const char *key, const char *method, const char *what)
+{
+    PyObject *v = PyDict_GetItemString(params, key);
+    if (v == NULL && !PyErr_Occurred())
+        PyErr_Format(PyExc_ValueError, "%s: params of %s need the key '%s'", what, method, key);
+    return v;
+}
+
+static int param_int(PyObject *v, const char *key, const char *what, long lo, long hi, long *out)
+{
+    long x;
+    if (!PyLong_Check(v)) {
+        PyErr_Format(PyExc_TypeError, "%s: params['%s'] must be an int, got %s", what, key, Py_TYPE(v)->tp_name);
+        return -1;
+    }
+    x = PyLong_AsLong(v);
+    if ((x == -1 && PyErr_Occurred()) || x < lo || x > hi) {
+        PyErr_Clear();
+        PyErr_Format(PyExc_ValueError, "%s: params['%s'] must be in [%ld, %ld]", what, key, lo, hi);
+        return -1;
+    }
+    *out = x;
+    return 0;
+}
+
+/* params (a dict of exactly the method's keys, ccomp_kv_method.params) -> ccomp_kv_params */
+static int params_from(const ccomp_kv_method *m, PyObject *params, ccomp_kv_params *p, const char *what)
+{
+    const char *k = m->params;
+    Py_ssize_t nkeys = 0;
+    memset(p, 0, sizeof *p);
+    p->iters = 1;
+    if (!PyDict_Check(params)) {
+        PyErr_Format(PyExc_TypeError, "%s: params must be a dict of the method's parameters, got %s", what,
+                     Py_TYPE(params)->tp_name);
+        return -1;
+    }
+    while (*k) {
+        char key[32];
+        size_t n = strcspn(k, " ");
+        PyObject *v;
+        long x;
+        memcpy(key, k, n < sizeof key ? n : sizeof key - 1);
+        key[n < sizeof key ? n : sizeof key - 1] = 0;
+        k += n + (k[n] == ' ');
+        nkeys++;
+        if ((v = param_item(params, key, m->name, what)) == NULL) return -1;
+        if (strcmp(key, "axis") == 0) {
+            const char *a = PyUnicode_Check(v) ? PyUnicode_AsUTF8(v) : NULL;
+            if (a == NULL || (strcmp(a, "channel") != 0 && strcmp(a, "token") != 0)) {
+                PyErr_Clear();
+                PyErr_Format(PyExc_ValueError, "%s: params['axis'] must be 'channel' or 'token'", what);
+                return -1;
+            }
+            p->axis = strcmp(a, "channel") == 0 ? CCOMP_KV_PER_CHANNEL : CCOMP_KV_PER_TOKEN;
+        } else if (strcmp(key, "sparsity") == 0 || strcmp(key, "outliers") == 0) {
+            p->frac = PyFloat_AsDouble(v);
+            if (p->frac == -1.0 && PyErr_Occurred()) return -1;
+        } else if (strcmp(key, "seed") == 0) {
+            unsigned long long u;
+            if (!PyLong_Check(v) || ((u = PyLong_AsUnsignedLongLong(v)) == (unsigned long long)-1 && PyErr_Occurred())) {
+                PyErr_Clear();
+                PyErr_Format(PyExc_ValueError, "%s: params['seed'] must be an int in [0, 2^64)", what);
+                return -1;
+            }
+            p->seed = (uint64_t)u;
+        } else {
+            if (param_int(v, key, what, -(1L << 30), 1L << 30, &x) < 0) return -1;
+            if (strcmp(key, "bits") == 0) p->bits = (int)x;
+            else if (strcmp(key, "group") == 0) p->group = (int)x;
+            else if (strcmp(key, "qjl") == 0) p->qjl = (int)x;
+            else if (strcmp(key, "rank") == 0) p->rank = (int)x;
+            else if (strcmp(key, "iters") == 0) p->iters = (int)x;
+        }
+    }
+    if (PyDict_GET_SIZE(params) != nkeys) {
+        PyErr_Format(PyExc_ValueError, "%s: params of %s must have exactly the keys '%s'", what, m->name, m->params);
+        return -1;
+    }
+    return 0;
 }
 
 /* Checks the parameters with the core and lists the arrays; -1 with a Python exception on error. */
 static int layout_init(kv_layout *L, int method, Py_ssize_t T, Py_ssize_t D, PyObject *params, const char *what)
 {
     ccomp_error err;
-    ccomp_status st = CCOMP_OK;
-    kv_params *p = &L->p;
+    ccomp_kv_params p;
+    int i;
     memset(L, 0, sizeof *L);
-    if (!PyTuple_Check(params)) {
-        PyErr_Format(PyExc_TypeError,
-                     "%s: params must be a tuple (bits, group, axis, type, qjl, rank, iters, frac, seed)", what);
+    L->m = ccomp_kv_method_get(method);
+    if (L->m == NULL) {
+        PyErr_Format(PyExc_ValueError, "%s: unknown method %d", what, method);
         return -1;
     }
-    if (!PyArg_ParseTuple(params, "iiiiiiidK;params must be (bits, group, axis, type, qjl, rank, iters, frac, seed)",
-                          &p->bits, &p->group, &p->axis, &p->type, &p->qjl, &p->rank, &p->iters, &p->frac, &p->seed))
-        return -1;
+    if (params_from(L->m, params, &p, what) < 0) return -1;
     if (T < 0 || D <= 0 || (size_t)T > KV_MAX_ELEMENTS / (size_t)D) {
         PyErr_Format(PyExc_ValueError,
                      "%s: invalid slice shape (%zd tokens, head dim %zd): expected tokens >= 0, head dim >= 1 and "
@@ -108,70 +161,19 @@ static int layout_init(kv_layout *L, int method, Py_ssize_t T, Py_ssize_t D, PyO
                      what, T, D);
         return -1;
     }
-    L->method = method;
-    L->T = (size_t)T;
-    L->D = (size_t)D;
     ccomp_error_clear(&err);
-    switch (method) {
-    case CCOMP_KV_M_DENSE: layout_add(L, "dense", NPY_FLOAT32, L->T * L->D); break;
-    case CCOMP_KV_M_GROUPWISE:
-    case CCOMP_KV_M_GEAR: {
-        size_t ng;
-        st = method == CCOMP_KV_M_GEAR ? ccomp_kv_gear_check(L->T, L->D, p->bits, p->group, p->axis, p->frac,
-                                                             p->rank, p->iters, &err)
-                                       : ccomp_kv_gw_check(L->T, L->D, p->bits, p->group, p->axis, &err);
-        if (st != CCOMP_OK) break;
-        ng = ccomp_kv_gw_groups(L->T, L->D, p->group, p->axis);
-        layout_add(L, "codes", NPY_UINT8, ccomp_kv_gw_code_bytes(L->T, L->D, p->bits));
-        layout_add(L, "scale", NPY_UINT16, ng);
-        layout_add(L, "zero", NPY_UINT16, ng);
-        if (method == CCOMP_KV_M_GEAR) {
-            size_t per_row = ccomp_kv_outliers_per_row(L->D, p->frac), r = (size_t)p->rank;
-            layout_add(L, "out_idx", NPY_UINT16, L->T * per_row);
-            layout_add(L, "out_vals", NPY_UINT16, L->T * per_row);
-            layout_add(L, "U", NPY_UINT16, L->T * r);
-            layout_add(L, "W", NPY_UINT16, L->D * r);
-        }
-        break;
-    }
-    case CCOMP_KV_M_GGML:
-        if (p->type != CCOMP_KV_Q8_0 && p->type != CCOMP_KV_Q4_0)
-            st = ccomp_fail(&err, CCOMP_ERR_VALUE, "ggml type must be q8_0 (0) or q4_0 (1), got %d", p->type);
-        else if (L->D % 32 != 0)
-            st = ccomp_fail(&err, CCOMP_ERR_VALUE, "ggml blocks need a head dim that is a multiple of 32, got %zu",
-                            L->D);
-        else
-            layout_add(L, "blocks", NPY_UINT8, ccomp_kv_ggml_bytes(L->T, L->D, p->type));
-        break;
-    case CCOMP_KV_M_TURBO:
-        st = ccomp_kv_turbo_check(L->T, L->D, p->bits, p->qjl, &err);
-        if (st != CCOMP_OK) break;
-        layout_add(L, "codes", NPY_UINT8, ccomp_kv_turbo_code_bytes(L->T, L->D, p->bits));
-        layout_add(L, "norms", NPY_FLOAT32, L->T);
-        if (p->qjl) {
-            layout_add(L, "signs", NPY_UINT8, ccomp_kv_turbo_sign_bytes(L->T, L->D));
-            layout_add(L, "res_norms", NPY_FLOAT32, L->T);
-            L->qjl_matrix = (float *)malloc(L->D * L->D * sizeof(float));
-            if (L->qjl_matrix == NULL) {
-                PyErr_NoMemory();
-                return -1;
-            }
-            ccomp_kv_turbo_qjl_matrix(p->seed, L->D, L->qjl_matrix);
-        }
-        break;
-    case CCOMP_KV_M_SPARSE:
-        st = ccomp_kv_sparse_check(L->T, L->D, p->frac, &err);
-        if (st != CCOMP_OK) break;
-        layout_add(L, "bitmaps", NPY_UINT64, ccomp_kv_sparse_tiles(L->T, L->D));
-        layout_add(L, "offsets", NPY_UINT32, ccomp_kv_sparse_tiles(L->T, L->D) + 1);
-        layout_add(L, "values", NPY_UINT16, ccomp_kv_sparse_nnz(L->T, L->D, p->frac));
-        break;
-    default: st = ccomp_fail(&err, CCOMP_ERR_VALUE, "unknown method %d", method); break;
-    }
-    if (st != CCOMP_OK) {
-        layout_free(L);
+    if (ccomp_kv_layout_init(method, (size_t)T, (size_t)D, &p, &L->c, &err) != CCOMP_OK) {
         ccomp_raise(&err, what);
         return -1;
+    }
+    for (i = 0; i < L->c.n; i++) L->dtype[i] = npy_type(L->c.dtype[i]);
+    if (L->c.aux_floats) {
+        L->aux = (float *)malloc(L->c.aux_floats * sizeof(float));
+        if (L->aux == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        L->m->prepare(&L->c, L->aux);
     }
     return 0;
 }
@@ -195,14 +197,6 @@ static void arrays_free(kv_arrays *A)
     }
 }
 
-/* Whether array i of a method holds indices the kernels address memory with (bitmaps and offsets of
- * bitmap_sparse, GEAR's outlier channels): those are copied before validation, so that a caller's thread
- * rewriting them while the GIL is released cannot invalidate what was checked. */
-static int is_index_array(const kv_layout *L, int i)
-{
-    return (L->method == CCOMP_KV_M_SPARSE && (i == 0 || i == 1)) || (L->method == CCOMP_KV_M_GEAR && i == 3);
-}
-
 #define ARR(A, i, s, type) ((type *)((A)->base[i] + (s) * (A)->stride[i]))
 
 static void view_at(const kv_layout *L, const kv_arrays *A, size_t s, kv_view *v);
@@ -214,12 +208,10 @@ static int indices_valid(const kv_layout *L, const kv_arrays *A, size_t s, const
 {
     kv_view v;
     ccomp_error err;
-    ccomp_status st = CCOMP_OK;
+    if (L->m->validate == NULL) return 0;
     view_at(L, A, s, &v);
     ccomp_error_clear(&err);
-    if (L->method == CCOMP_KV_M_SPARSE) st = ccomp_kv_sparse_validate(&v.u.sp, L->count[2], &err);
-    if (L->method == CCOMP_KV_M_GEAR) st = ccomp_kv_outliers_validate(&v.u.gear.outliers, &err);
-    if (st != CCOMP_OK) {
+    if (L->m->validate(&L->c, &v.slice, &err) != CCOMP_OK) {
         char msg[CCOMP_ERROR_MSG_LEN];
         snprintf(msg, sizeof msg, "slice %zu: %.200s", s, err.msg);
         memcpy(err.msg, msg, sizeof msg);
@@ -234,11 +226,11 @@ static int indices_valid(const kv_layout *L, const kv_arrays *A, size_t s, const
 static int arrays_from(const kv_layout *L, PyObject *tuple, PyObject *keep, kv_arrays *A, const char *what)
 {
     int i;
-    if (!PyTuple_Check(tuple) || PyTuple_GET_SIZE(tuple) != L->n) {
-        PyErr_Format(PyExc_TypeError, "%s: expected a tuple of %d arrays", what, L->n);
+    if (!PyTuple_Check(tuple) || PyTuple_GET_SIZE(tuple) != L->c.n) {
+        PyErr_Format(PyExc_TypeError, "%s: expected a tuple of %d arrays", what, L->c.n);
         return -1;
     }
-    for (i = 0; i < L->n; i++) {
+    for (i = 0; i < L->c.n; i++) {
         PyArrayObject *a = (PyArrayObject *)PyArray_FROM_OF(PyTuple_GET_ITEM(tuple, i),
                                                             NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED);
         int bad;
@@ -250,10 +242,10 @@ static int arrays_from(const kv_layout *L, PyObject *tuple, PyObject *keep, kv_a
         Py_DECREF(a);
         bad = PyArray_TYPE(a) != L->dtype[i] || PyArray_NDIM(a) != 2;
         if (!bad && i == 0) A->S = (size_t)PyArray_DIM(a, 0);
-        if (bad || (size_t)PyArray_DIM(a, 0) != A->S || (size_t)PyArray_DIM(a, 1) < L->count[i]) {
-            PyErr_Format(PyExc_ValueError, "%s: array '%s' must be a 2-D %c%d array of %zu rows and at least %zu "
+        if (bad || (size_t)PyArray_DIM(a, 0) != A->S || (size_t)PyArray_DIM(a, 1) < L->c.count[i]) {
+            PyErr_Format(PyExc_ValueError, "%s: array '%s' must be a 2-D %s array of %zu rows and at least %zu "
                          "columns, got %d-D dtype %c%d shape (%zd, %zd)",
-                         what, L->name[i], dtype_kind(L->dtype[i]), dtype_size(L->dtype[i]), A->S, L->count[i], PyArray_NDIM(a),
+                         what, L->c.name[i], L->c.dtype[i], A->S, L->c.count[i], PyArray_NDIM(a),
                          PyArray_DESCR(a)->kind, (int)PyArray_ITEMSIZE(a),
                          PyArray_NDIM(a) > 0 ? PyArray_DIM(a, 0) : (npy_intp)-1,
                          PyArray_NDIM(a) > 1 ? PyArray_DIM(a, 1) : (npy_intp)-1);
@@ -263,9 +255,9 @@ static int arrays_from(const kv_layout *L, PyObject *tuple, PyObject *keep, kv_a
         A->stride[i] = (size_t)PyArray_DIM(a, 1) * (size_t)PyArray_ITEMSIZE(a);
         A->span[i] = A->base[i];
         A->span_len[i] = A->stride[i] * A->S;
-        if (is_index_array(L, i)) {
+        if ((L->c.index_mask >> i & 1u)) {
             /* the prefix each row needs, into memory the binding owns */
-            const size_t row = L->count[i] * (size_t)PyArray_ITEMSIZE(a);
+            const size_t row = L->c.count[i] * (size_t)PyArray_ITEMSIZE(a);
             size_t s;
             char *copy = (char *)malloc(row * A->S > 0 ? row * A->S : 1);
             if (copy == NULL) {
@@ -291,10 +283,10 @@ static int arrays_from(const kv_layout *L, PyObject *tuple, PyObject *keep, kv_a
 static int check_no_overlap(const kv_layout *L, const kv_arrays *A, const char *p, size_t n, const char *what)
 {
     int i;
-    for (i = 0; i < L->n; i++)
+    for (i = 0; i < L->c.n; i++)
         if (n && A->span_len[i] && p < A->span[i] + A->span_len[i] && A->span[i] < p + n) {
             PyErr_Format(PyExc_ValueError, "%s: out must not share memory with the input array '%s'", what,
-                         L->name[i]);
+                         L->c.name[i]);
             return -1;
         }
     return 0;
@@ -303,12 +295,12 @@ static int check_no_overlap(const kv_layout *L, const kv_arrays *A, const char *
 /* Fresh arrays of exactly the layout's sizes for S slices; returned as a tuple. */
 static PyObject *arrays_new(const kv_layout *L, size_t S, kv_arrays *A)
 {
-    PyObject *t = PyTuple_New(L->n);
+    PyObject *t = PyTuple_New(L->c.n);
     int i;
     if (t == NULL) return NULL;
     A->S = S;
-    for (i = 0; i < L->n; i++) {
-        npy_intp dims[2] = {(npy_intp)S, (npy_intp)L->count[i]};
+    for (i = 0; i < L->c.n; i++) {
+        npy_intp dims[2] = {(npy_intp)S, (npy_intp)L->c.count[i]};
         PyArrayObject *a = (PyArrayObject *)PyArray_ZEROS(2, dims, L->dtype[i], 0);
         if (a == NULL) {
             Py_DECREF(t);
@@ -316,7 +308,7 @@ static PyObject *arrays_new(const kv_layout *L, size_t S, kv_arrays *A)
         }
         PyTuple_SET_ITEM(t, i, (PyObject *)a);
         A->base[i] = (char *)PyArray_DATA(a);
-        A->stride[i] = (size_t)L->count[i] * (size_t)PyArray_ITEMSIZE(a);
+        A->stride[i] = (size_t)L->c.count[i] * (size_t)PyArray_ITEMSIZE(a);
     }
     return t;
 }
@@ -324,74 +316,14 @@ static PyObject *arrays_new(const kv_layout *L, size_t S, kv_arrays *A)
 /* Slice s of the tensor as the core's struct. */
 static void view_at(const kv_layout *L, const kv_arrays *A, size_t s, kv_view *v)
 {
-    const kv_params *p = &L->p;
-    ccomp_kv_slice *sl = &v->slice;
+    void *arrays[KV_MAX_ARRAYS];
+    int i;
     memset(v, 0, sizeof *v);
-    sl->method = L->method;
-    sl->rows = L->T;
-    sl->cols = L->D;
-    switch (L->method) {
-    case CCOMP_KV_M_DENSE: sl->data = ARR(A, 0, s, float); break;
-    case CCOMP_KV_M_GROUPWISE:
-    case CCOMP_KV_M_GEAR: {
-        ccomp_kv_gw *g = L->method == CCOMP_KV_M_GEAR ? &v->u.gear.backbone : &v->u.gw;
-        g->rows = L->T;
-        g->cols = L->D;
-        g->bits = p->bits;
-        g->group = p->group;
-        g->axis = p->axis;
-        g->codes = ARR(A, 0, s, uint8_t);
-        g->scale = ARR(A, 1, s, uint16_t);
-        g->zero = ARR(A, 2, s, uint16_t);
-        if (L->method == CCOMP_KV_M_GEAR) {
-            ccomp_kv_outliers *o = &v->u.gear.outliers;
-            o->rows = L->T;
-            o->cols = L->D;
-            o->per_row = ccomp_kv_outliers_per_row(L->D, p->frac);
-            o->idx = ARR(A, 3, s, uint16_t);
-            o->vals = ARR(A, 4, s, uint16_t);
-            v->u.gear.rank = p->rank;
-            v->u.gear.U = ARR(A, 5, s, uint16_t);
-            v->u.gear.W = ARR(A, 6, s, uint16_t);
-        }
-        sl->data = &v->u;
-        break;
-    }
-    case CCOMP_KV_M_GGML:
-        sl->type = p->type;
-        sl->data = ARR(A, 0, s, uint8_t);
-        break;
-    case CCOMP_KV_M_TURBO: {
-        ccomp_kv_turbo *t = &v->u.tb;
-        t->rows = L->T;
-        t->cols = L->D;
-        t->bits = p->bits;
-        t->qjl = p->qjl;
-        t->seed = p->seed;
-        t->codes = ARR(A, 0, s, uint8_t);
-        t->norms = ARR(A, 1, s, float);
-        if (p->qjl) {
-            t->qjl_signs = ARR(A, 2, s, uint8_t);
-            t->res_norms = ARR(A, 3, s, float);
-            t->qjl_matrix = L->qjl_matrix;
-        }
-        sl->data = t;
-        break;
-    }
-    case CCOMP_KV_M_SPARSE: {
-        ccomp_kv_sparse *q = &v->u.sp;
-        q->rows = L->T;
-        q->cols = L->D;
-        q->sparsity = p->frac;
-        q->bitmaps = ARR(A, 0, s, uint64_t);
-        q->offsets = ARR(A, 1, s, uint32_t);
-        q->values = ARR(A, 2, s, uint16_t);
-        q->nnz = L->count[2];
-        sl->data = q;
-        break;
-    }
-    default: break;
-    }
+    for (i = 0; i < L->c.n; i++) arrays[i] = A->base[i] + s * A->stride[i];
+    v->slice.method = L->c.method;
+    v->slice.rows = L->c.rows;
+    v->slice.cols = L->c.cols;
+    L->m->view(&L->c, arrays, L->aux, v);
 }
 
 /* ------------------------------------------------- quantize / dequantize */
@@ -403,29 +335,16 @@ typedef struct slice_job {
     int quantize;
 } slice_job;
 
-static ccomp_status slice_quantize(const kv_layout *L, const float *x, kv_view *v, ccomp_error *err)
-{
-    switch (L->method) {
-    case CCOMP_KV_M_GROUPWISE: return ccomp_kv_gw_quantize(x, L->D, &v->u.gw, err);
-    case CCOMP_KV_M_GGML:
-        return ccomp_kv_ggml_quantize(x, L->T, L->D, L->D, L->p.type, (uint8_t *)v->slice.data, err);
-    case CCOMP_KV_M_TURBO: return ccomp_kv_turbo_quantize(x, L->D, &v->u.tb, err);
-    case CCOMP_KV_M_SPARSE: return ccomp_kv_sparse_quantize(x, L->D, &v->u.sp, err);
-    case CCOMP_KV_M_GEAR: return ccomp_kv_gear_quantize(x, L->D, &v->u.gear, L->p.iters, L->p.seed, err);
-    default: return ccomp_fail(err, CCOMP_ERR_VALUE, "method %d has no quantizer", L->method);
-    }
-}
-
 static ccomp_status slice_run(void *vctx, void *state, size_t s, ccomp_error *err)
 {
     slice_job *j = (slice_job *)vctx;
-    float *x = j->x + s * j->L->T * j->L->D;
+    float *x = j->x + s * j->L->c.rows * j->L->c.cols;
     kv_view v;
     ccomp_status st = CCOMP_OK;
     (void)state;
     view_at(j->L, &j->A, s, &v);
     if (!j->quantize) return ccomp_kv_slice_dequantize(&v.slice, x, err); /* in steps that answer Ctrl-C */
-    st = slice_quantize(j->L, x, &v, err);
+    st = j->L->m->quantize(&j->L->c, x, j->L->c.cols, &v.slice, err);
     if (st != CCOMP_OK && err) {
         char msg[CCOMP_ERROR_MSG_LEN];
         snprintf(msg, sizeof msg, "slice %zu: %.200s", s, err->msg);
@@ -467,8 +386,8 @@ static PyObject *py_kv_quantize(PyObject *self, PyObject *args)
         Py_DECREF(x);
         return NULL;
     }
-    if (method == CCOMP_KV_M_DENSE) {
-        PyErr_SetString(PyExc_ValueError, "quantize: 'dense' is not a quantization method");
+    if (ccomp_kv_method_get(method) != NULL && ccomp_kv_method_get(method)->quantize == NULL) {
+        PyErr_Format(PyExc_ValueError, "quantize: '%s' is not a quantization method", ccomp_kv_method_get(method)->name);
         Py_DECREF(x);
         return NULL;
     }
@@ -670,15 +589,15 @@ static PyObject *py_kv_attention(PyObject *self, PyObject *args)
         /* every segment of K has q's head dim, every segment of V the first one's (the output's) */
         size_t i;
         for (i = 0; i < kc.nseg; i++)
-            if (kc.layouts[i].D != (size_t)PyArray_DIM(q, 2)) {
+            if (kc.layouts[i].c.cols != (size_t)PyArray_DIM(q, 2)) {
                 PyErr_Format(PyExc_ValueError, "attention: q has head dim %zd but K segment %zu has %zu",
-                             (Py_ssize_t)PyArray_DIM(q, 2), i, kc.layouts[i].D);
+                             (Py_ssize_t)PyArray_DIM(q, 2), i, kc.layouts[i].c.cols);
                 goto done;
             }
         for (i = 1; i < vc.nseg; i++)
-            if (vc.layouts[i].D != vc.layouts[0].D) {
+            if (vc.layouts[i].c.cols != vc.layouts[0].c.cols) {
                 PyErr_Format(PyExc_ValueError, "attention: V segment %zu has head dim %zu, segment 0 has %zu", i,
-                             vc.layouts[i].D, vc.layouts[0].D);
+                             vc.layouts[i].c.cols, vc.layouts[0].c.cols);
                 goto done;
             }
     }
@@ -829,12 +748,9 @@ static PyObject *py_kv_layout(PyObject *self, PyObject *args)
     (void)self;
     if (!PyArg_ParseTuple(args, "innO", &method, &T, &D, &params)) return NULL;
     if (layout_init(&L, method, T, D, params, "layout") < 0) return NULL;
-    list = PyList_New(L.n);
-    for (i = 0; list != NULL && i < L.n; i++) {
-        char dt[16];
-        PyObject *t;
-        snprintf(dt, sizeof dt, "%c%d", dtype_kind(L.dtype[i]), dtype_size(L.dtype[i]));
-        t = Py_BuildValue("(ssn)", L.name[i], dt, (Py_ssize_t)L.count[i]);
+    list = PyList_New(L.c.n);
+    for (i = 0; list != NULL && i < L.c.n; i++) {
+        PyObject *t = Py_BuildValue("(ssn)", L.c.name[i], L.c.dtype[i], (Py_ssize_t)L.c.count[i]);
         if (t == NULL) {
             Py_CLEAR(list);
             break;
@@ -845,7 +761,65 @@ static PyObject *py_kv_layout(PyObject *self, PyObject *args)
     return list;
 }
 
+/* kv_methods() -> [(id, name, parameter keys, quantizes)] in id order: the core's method table */
+static PyObject *py_kv_methods(PyObject *self, PyObject *args)
+{
+    PyObject *list = PyList_New(0);
+    int id;
+    (void)self, (void)args;
+    for (id = 0; list != NULL && id < CCOMP_KV_M_COUNT; id++) {
+        const ccomp_kv_method *m = ccomp_kv_method_get(id);
+        PyObject *keys = PyUnicode_FromString(m->params), *split, *t;
+        split = keys ? PyUnicode_Split(keys, NULL, -1) : NULL;
+        Py_XDECREF(keys);
+        t = split ? Py_BuildValue("(isNO)", id, m->name, PyList_AsTuple(split), m->quantize ? Py_True : Py_False)
+                  : NULL;
+        Py_XDECREF(split);
+        if (t == NULL || PyList_Append(list, t) < 0) Py_CLEAR(list);
+        Py_XDECREF(t);
+    }
+    return list;
+}
+
+/* A head dim and a fraction in [0, 1) from args; -1 with a ValueError otherwise. */
+static int dim_frac(PyObject *args, const char *fmt, Py_ssize_t *D, double *frac, const char *what)
+{
+    if (!PyArg_ParseTuple(args, fmt, D, frac)) return -1;
+    if (*D < 1 || *D > 65536 || !(*frac >= 0.0 && *frac < 1.0)) {
+        char num[32];
+        snprintf(num, sizeof num, "%g", *frac);
+        PyErr_Format(PyExc_ValueError, "%s: expected a head dim in [1, 65536] and a fraction in [0, 1), got %zd and %s",
+                     what, *D, num);
+        return -1;
+    }
+    return 0;
+}
+
+/* kv_sparse_kept(D, sparsity) -> values bitmap_sparse keeps per token */
+static PyObject *py_kv_sparse_kept(PyObject *self, PyObject *args)
+{
+    Py_ssize_t D;
+    double f;
+    (void)self;
+    if (dim_frac(args, "nd:kv_sparse_kept", &D, &f, "kv_sparse_kept") < 0) return NULL;
+    return PyLong_FromSize_t(ccomp_kv_sparse_kept((size_t)D, f));
+}
+
+/* kv_outliers_per_row(D, frac) -> outliers gear keeps per token */
+static PyObject *py_kv_outliers_per_row(PyObject *self, PyObject *args)
+{
+    Py_ssize_t D;
+    double f;
+    (void)self;
+    if (dim_frac(args, "nd:kv_outliers_per_row", &D, &f, "kv_outliers_per_row") < 0) return NULL;
+    return PyLong_FromSize_t(ccomp_kv_outliers_per_row((size_t)D, f));
+}
+
 PyMethodDef ccomp_kv_methods[] = {
+    {"kv_methods", py_kv_methods, METH_NOARGS, "kv_methods() -> [(id, name, parameter keys, quantizes)]."},
+    {"kv_sparse_kept", py_kv_sparse_kept, METH_VARARGS, "kv_sparse_kept(D, sparsity) -> values kept per token."},
+    {"kv_outliers_per_row", py_kv_outliers_per_row, METH_VARARGS,
+     "kv_outliers_per_row(D, frac) -> outliers kept per token."},
     {"kv_layout", py_kv_layout, METH_VARARGS, "kv_layout(method, T, D, params) -> [(name, dtype, count)]."},
     {"kv_quantize", py_kv_quantize, METH_VARARGS, "kv_quantize(method, x[S,T,D] f32, params, threads) -> arrays."},
     {"kv_dequantize", py_kv_dequantize, METH_VARARGS,

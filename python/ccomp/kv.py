@@ -38,6 +38,7 @@ import numpy as np
 from . import _args
 from . import _container
 from . import _core
+from . import _kv_params
 from ._args import first_nonfinite
 from ._args import threads as _threads
 from ._core import CorruptStreamError
@@ -45,33 +46,26 @@ from .cuda import on_device
 
 __all__ = ["QuantizedTensor", "KIVICache", "quantize", "attention", "lloyd_max", "METHODS"]
 
-METHODS = ("groupwise", "kivi", "gear", "bitmap_sparse", "turbo", "q8_0", "q4_0")
+# the core's quantization methods (its method table), and the streaming KIVI cache
+METHODS = _kv_params.QUANTIZERS + ("kivi",)
 # the core's method numbers (CCOMP_KV_M_*)
-_CODE = {"dense": 0, "groupwise": 1, "q8_0": 2, "q4_0": 2, "turbo": 3, "bitmap_sparse": 4, "gear": 5}
-_AXES = {"channel": 0, "token": 1}
-_GGML = {"q8_0": 0, "q4_0": 1}
+_CODE = _kv_params.CODE
 _MAGIC = b"CCKV"
 _VERSION = 1
 # bounds on a tensor's shape (the core's: tokens x head dim of a slice at most 2^40; all elements at most 2^48)
 _MAX_SLICE = 2 ** 40
 _MAX_ELEMENTS = 2 ** 48
 _MAX_RANK = 32
-# the params each method keeps (exactly these keys)
-_PARAM_KEYS = {"groupwise": ("axis", "bits", "group"),
-               "gear": ("axis", "bits", "group", "iters", "outliers", "rank", "seed"),
-               "turbo": ("bits", "qjl", "seed"), "bitmap_sparse": ("sparsity",), "q8_0": (), "q4_0": ()}
 # arrays holding float16 (as uint16) or float32 values that must be finite
 _F16_ARRAYS = ("scale", "zero", "values", "out_vals", "U", "W")
 _F32_ARRAYS = ("norms", "res_norms")
 _TURBO_MAX_NORM = 8.507059173023462e37  # CCOMP_KV_TURBO_MAX_NORM: larger norms would reconstruct to inf
 
 
-def _check_method(method):
-    if not isinstance(method, str):
-        raise TypeError(f"method must be a str, got {type(method).__name__}")
-    if method not in _PARAM_KEYS:
-        raise ValueError(f"method must be one of {tuple(_PARAM_KEYS)}, got {method!r}")
-    return method
+_check_method = _kv_params.check_method
+_check_params = _kv_params.check_params
+_method_params = _kv_params.method_params
+_layout = _kv_params.layout
 
 
 def _check_shape(shape, name="shape"):
@@ -91,40 +85,6 @@ def _check_shape(shape, name="shape"):
     return dims
 
 
-def _check_params(method, params):
-    """The params dict of a method, strictly: exactly its keys, each of the right type and range."""
-    if not isinstance(params, dict):
-        raise TypeError(f"params must be a dict, got {type(params).__name__}")
-    want = _PARAM_KEYS[method]
-    if tuple(sorted(params)) != want:
-        raise ValueError(f"params of {method} must have exactly the keys {list(want)}, got {sorted(map(str, params))}")
-    p = {}
-    for k in want:
-        v, name = params[k], f"params[{k!r}]"
-        if k == "bits":
-            ok = (2, 3, 4, 8) if method in ("groupwise", "gear") else (1, 2, 3, 4)
-            p[k] = _args.integer(name, v, min(ok), max(ok))
-            if p[k] not in ok:
-                raise ValueError(f"{name} must be one of {ok}, got {p[k]}")
-        elif k == "group":
-            p[k] = _args.integer(name, v, 32, 128)
-            if p[k] not in (32, 64, 128):
-                raise ValueError(f"{name} must be 32, 64 or 128, got {p[k]}")
-        elif k == "axis":
-            p[k] = _args.choice(name, v, tuple(_AXES))
-        elif k in ("outliers", "sparsity"):
-            p[k] = _args.real(name, v, 0, 1, hi_open=True)
-        elif k == "rank":
-            p[k] = _args.integer(name, v, 0, 1024)
-        elif k == "iters":
-            p[k] = _args.integer(name, v, 1, 100)
-        elif k == "seed":
-            p[k] = _args.integer(name, v, 0, 2 ** 64 - 1)
-        else:
-            p[k] = _args.flag(name, v)
-    return p
-
-
 def _as_slices(x, name="x"):
     """(..., T, D) float32/float16 -> (float32 array [S, T, D], original shape)."""
     if hasattr(x, "__dlpack__") and not isinstance(x, np.ndarray):
@@ -139,19 +99,6 @@ def _as_slices(x, name="x"):
     shape = _check_shape(a.shape, f"{name}.shape")
     a = np.ascontiguousarray(a, dtype=np.float32).reshape(math.prod(shape[:-2]), shape[-2], shape[-1])
     return a, shape
-
-
-def _ctuple(method, p):
-    """The core's parameter tuple (bits, group, axis, type, qjl, rank, iters, frac, seed)."""
-    frac = p.get("sparsity", p.get("outliers", 0.0))
-    return (int(p.get("bits", 0)), int(p.get("group", 0)), _AXES.get(p.get("axis"), 0), _GGML.get(method, 0),
-            int(bool(p.get("qjl", False))), int(p.get("rank", 0)), int(p.get("iters", 1)), float(frac),
-            int(p.get("seed", 0)))
-
-
-def _layout(method, T, D, params):
-    """[(name, dtype, count per slice)] of a method's arrays, from the core."""
-    return _core.kv_layout(_CODE[method], T, D, _ctuple(method, params))
 
 
 class QuantizedTensor:
@@ -202,12 +149,13 @@ class QuantizedTensor:
                 raise ValueError(f"arrays[{name!r}] must have shape {(S, n)} for {self.method} of shape {self.shape}, "
                                  f"got {a.shape}")
             out[name] = a
-        _core.kv_validate(_CODE[self.method], self.tokens, self.head_dim, _ctuple(self.method, self.params),
+        _core.kv_validate(_CODE[self.method], self.tokens, self.head_dim, self.params,
                           tuple(out[name] for name in names))
         for name, a in out.items():
             vals = a.view(np.float16) if name in _F16_ARRAYS else a if name in _F32_ARRAYS else None
             if name == "blocks":  # each ggml block starts with its fp16 scale
-                size = 34 if self.method == "q8_0" else 18
+                nblocks = self.tokens * (self.head_dim // 32)  # blocks of 32 values; the core sized the array
+                size = a.shape[1] // nblocks if nblocks else 2
                 vals = np.ascontiguousarray(a.reshape(S, a.shape[1] // size, size)[:, :, :2]).view(np.float16)
             if vals is None:
                 continue
@@ -296,14 +244,14 @@ class QuantizedTensor:
             raise TypeError(f"out must be a float32 NumPy array of shape {self.shape}, got {type(out).__name__}")
         if out is not None and out.shape != self.shape:
             raise ValueError(f"out must be a float32 NumPy array of shape {self.shape}, got {out.shape}")
-        res = _core.kv_dequantize(_CODE[self.method], self.tokens, self.head_dim, _ctuple(self.method, self.params),
+        res = _core.kv_dequantize(_CODE[self.method], self.tokens, self.head_dim, self.params,
                                   self._ordered(), _threads(threads), out)
         return out if out is not None else res.reshape(self.shape)
 
     def _segment(self, first, count):
         """Slices [first, first + count) as a cache segment for the core's attention."""
         sl = slice(first, first + count)
-        return (_CODE[self.method], self.tokens, self.head_dim, _ctuple(self.method, self.params),
+        return (_CODE[self.method], self.tokens, self.head_dim, self.params,
                 tuple(a[sl] for a in self._ordered()))
 
     # ------------------------------------------------------------ format
@@ -401,32 +349,6 @@ class QuantizedTensor:
         return method, shape, params, out
 
 
-def _method_params(method, bits, group, axis, sparsity, outliers, rank, iters, seed, qjl):
-    """The params dict a method keeps (types and ranges checked by ccomp._args; the core checks the sets of
-    allowed values)."""
-    if method in ("groupwise", "gear"):
-        if not isinstance(axis, str):
-            raise TypeError(f"axis must be 'channel' or 'token', got {type(axis).__name__}")
-        if axis not in _AXES:
-            raise ValueError(f"axis must be 'channel' or 'token', got {axis!r}")
-        p = {"bits": _args.integer("bits", 4 if bits is None else bits, 0, 64),
-             "group": _args.integer("group", group, 1, 2 ** 31 - 1), "axis": axis}
-        if method == "gear":
-            p.update(outliers=_args.real("outliers", outliers, 0, 1, hi_open=True),
-                     rank=_args.integer("rank", rank, 0, 2 ** 31 - 1), iters=_args.integer("iters", iters, 1, 100),
-                     seed=_args.integer("seed", seed, -2 ** 63, 2 ** 64 - 1) & (2 ** 64 - 1))
-        return p
-    if method == "turbo":
-        return {"bits": _args.integer("bits", 3 if bits is None else bits, 0, 64), "qjl": _args.flag("qjl", qjl),
-                "seed": _args.integer("seed", seed, -2 ** 63, 2 ** 64 - 1) & (2 ** 64 - 1)}
-    if method == "bitmap_sparse":
-        return {"sparsity": _args.real("sparsity", sparsity, 0, 1, hi_open=True)}
-    if method in _GGML:
-        return {}
-    raise ValueError(f"method must be one of {tuple(m for m in METHODS if m != 'kivi')} "
-                     f"(KIVI is the streaming KIVICache), got {method!r}")
-
-
 def quantize(x, method="groupwise", *, bits=None, group=32, axis="token", sparsity=0.5, outliers=0.02, rank=4,
              iters=2, seed=0, qjl=False, threads=None):
     """Quantize ``x`` of shape ``(..., tokens, head_dim)`` (float32/float16) with ``method``.
@@ -469,7 +391,7 @@ def quantize(x, method="groupwise", *, bits=None, group=32, axis="token", sparsi
     if on_device(x):
         return _gpu_quantize(x, method, p)
     a, shape = _as_slices(x)
-    arrays = _core.kv_quantize(_CODE[method], a, _ctuple(method, p), _threads(threads))
+    arrays = _core.kv_quantize(_CODE[method], a, p, _threads(threads))
     names = [name for name, _, _ in _layout(method, shape[-2], shape[-1], p)]
     return QuantizedTensor._trusted(method, shape, p, dict(zip(names, arrays)))
 
@@ -533,7 +455,7 @@ class _KIVIPart:
         return self.lead + (self.quantized_tokens + self.fp.shape[1], self.D)
 
     def add_quantized(self, block, threads):
-        arrays = _core.kv_quantize(1, block, _ctuple("groupwise", self.params), threads)
+        arrays = _core.kv_quantize(_CODE["groupwise"], block, self.params, threads)
         for b, a in zip(self.bufs, arrays):
             b.append(a)
         self.quantized_tokens += block.shape[1]
@@ -547,10 +469,10 @@ class _KIVIPart:
         rows = slice(b * G, (b + 1) * G)
         segs = []
         if self.quantized_tokens:
-            segs.append((1, self.quantized_tokens, self.D, _ctuple("groupwise", self.params),
+            segs.append((_CODE["groupwise"], self.quantized_tokens, self.D, self.params,
                          tuple(buf.full[rows] for buf in self.bufs)))
         if self.fp.shape[1] or not segs:
-            segs.append((0, self.fp.shape[1], self.D, _ctuple("dense", {}),
+            segs.append((_CODE["dense"], self.fp.shape[1], self.D, {},
                          (np.ascontiguousarray(self.fp[rows]).reshape(G, -1),)))
         return segs
 
@@ -563,7 +485,7 @@ class _KIVIPart:
         S = self.fp.shape[0]
         parts = []
         if self.quantized_tokens:
-            parts.append(_core.kv_dequantize(1, self.quantized_tokens, self.D, _ctuple("groupwise", self.params),
+            parts.append(_core.kv_dequantize(_CODE["groupwise"], self.quantized_tokens, self.D, self.params,
                                              tuple(b.full for b in self.bufs), _threads(threads)))
         parts.append(self.fp)
         return np.concatenate(parts, axis=1).reshape(self.shape) if S else np.zeros(self.shape, np.float32)
@@ -669,7 +591,7 @@ def _cache_segments(c, b, G, name):
     if hasattr(c, "_segments"):
         return c._segments(b)
     a = c if c.ndim == 3 else c[b]
-    return [(0, a.shape[1], a.shape[2], _ctuple("dense", {}), (np.ascontiguousarray(a).reshape(a.shape[0], -1),))]
+    return [(_CODE["dense"], a.shape[1], a.shape[2], {}, (np.ascontiguousarray(a).reshape(a.shape[0], -1),))]
 
 
 def _dense_cache(c, name, ndim):

@@ -79,9 +79,9 @@ static void test_groupwise(void)
     free(d);
 }
 
-/* The AVX2 path writes the scalar path's bytes and values, on data with
+/* The AVX2 path writes the reference (_ref) bytes and values, on data with
  * signed zeros, constant groups and extreme ranges. */
-static void test_simd_equals_scalar(void)
+static void test_simd_equals_ref(void)
 {
     static const int bits[] = {2, 3, 4, 8}, groups[] = {32, 64, 128};
     const size_t rows = 128, cols = 128, ld = 136;
@@ -107,11 +107,11 @@ static void test_simd_equals_scalar(void)
                 uint16_t *p1 = (uint16_t *)malloc(4 * ng), *p2 = (uint16_t *)malloc(4 * ng);
                 ccomp_kv_gw a = {rows, cols, bits[bi], groups[gi], axis, c1, p1, p1 + ng};
                 ccomp_kv_gw b = {rows, cols, bits[bi], groups[gi], axis, c2, p2, p2 + ng};
-                int r1 = kv_gw_quantize_scalar(x, ld, &a), r2 = kv_gw_quantize_avx2(x, ld, &b);
+                int r1 = kv_gw_quantize_ref(x, ld, &a), r2 = kv_gw_quantize_avx2(x, ld, &b);
                 CHECK(r1 == 0 && r2 == 0, "quantize failed (%d, %d)", r1, r2);
                 CHECK(memcmp(c1, c2, nb) == 0 && memcmp(p1, p2, 4 * ng) == 0,
-                      "bits %d group %d axis %d: SIMD bytes differ from scalar", bits[bi], groups[gi], axis);
-                kv_gw_dequantize_scalar(&a, d1, cols);
+                      "bits %d group %d axis %d: SIMD bytes differ from the reference", bits[bi], groups[gi], axis);
+                kv_gw_dequantize_ref(&a, d1, cols);
                 kv_gw_dequantize_avx2(&a, d2, cols);
                 CHECK(memcmp(d1, d2, rows * cols * 4) == 0, "bits %d group %d axis %d: SIMD dequantize differs",
                       bits[bi], groups[gi], axis);
@@ -250,9 +250,9 @@ static void test_attention_chain(int quick)
         CHECK(ccomp_kv_gear_quantize(K[g] + T1 * D, D, &kgear[g], 2, 99, &err) == CCOMP_OK, "%s", err.msg);
         ccomp_kv_gear_dequantize(&kgear[g], Kd[g] + T1 * D, D);
         memcpy(Kd[g] + (T1 + T2) * D, K[g] + (T1 + T2) * D, T3 * D * sizeof(float));
-        ks[g][0] = (ccomp_kv_slice){CCOMP_KV_M_GROUPWISE, &kgw[g], T1, D, 0, &ks[g][1]};
-        ks[g][1] = (ccomp_kv_slice){CCOMP_KV_M_GEAR, &kgear[g], T2, D, 0, &ks[g][2]};
-        ks[g][2] = (ccomp_kv_slice){CCOMP_KV_M_DENSE, K[g] + (T1 + T2) * D, T3, D, 0, NULL};
+        ks[g][0] = (ccomp_kv_slice){CCOMP_KV_M_GROUPWISE, &kgw[g], T1, D, &ks[g][1]};
+        ks[g][1] = (ccomp_kv_slice){CCOMP_KV_M_GEAR, &kgear[g], T2, D, &ks[g][2]};
+        ks[g][2] = (ccomp_kv_slice){CCOMP_KV_M_DENSE, K[g] + (T1 + T2) * D, T3, D, NULL};
         /* values [0, vsplit): q4_0; [vsplit, T - 2): bitmap sparse 70%; then dense */
         {
             uint8_t *blocks = (uint8_t *)malloc(ccomp_kv_ggml_bytes(vsplit, D, CCOMP_KV_Q4_0));
@@ -268,9 +268,9 @@ static void test_attention_chain(int quick)
         CHECK(ccomp_kv_sparse_quantize(V[g] + vsplit * D, D, &vsp[g], &err) == CCOMP_OK, "%s", err.msg);
         ccomp_kv_sparse_dequantize(&vsp[g], Vd[g] + vsplit * D, D);
         memcpy(Vd[g] + (T - 2) * D, V[g] + (T - 2) * D, 2 * D * sizeof(float));
-        vs[g][0] = (ccomp_kv_slice){CCOMP_KV_M_GGML, vs[g][0].data, vsplit, D, CCOMP_KV_Q4_0, &vs[g][1]};
-        vs[g][1] = (ccomp_kv_slice){CCOMP_KV_M_SPARSE, &vsp[g], vsp[g].rows, D, 0, &vs[g][2]};
-        vs[g][2] = (ccomp_kv_slice){CCOMP_KV_M_DENSE, V[g] + (T - 2) * D, 2, D, 0, NULL};
+        vs[g][0] = (ccomp_kv_slice){CCOMP_KV_M_Q4_0, vs[g][0].data, vsplit, D, &vs[g][1]};
+        vs[g][1] = (ccomp_kv_slice){CCOMP_KV_M_SPARSE, &vsp[g], vsp[g].rows, D, &vs[g][2]};
+        vs[g][2] = (ccomp_kv_slice){CCOMP_KV_M_DENSE, V[g] + (T - 2) * D, 2, D, NULL};
         CHECK(rel_err(Kd[g], K[g], T, D, D) < 0.05, "keys: relative error %g", rel_err(Kd[g], K[g], T, D, D));
         CHECK(rel_err(Vd[g], V[g], T, D, D) < 0.1, "values: relative error %g", rel_err(Vd[g], V[g], T, D, D));
     }
@@ -330,14 +330,14 @@ static void test_hostile(void)
     for (i = 0; i < 2 * D; i++) q[i] = gauss();
     memset(ks, 0, sizeof ks);
     memset(vs, 0, sizeof vs);
-    ks[0] = (ccomp_kv_slice){CCOMP_KV_M_DENSE, k0, T, D, 0, &ks[1]};
-    ks[1] = (ccomp_kv_slice){CCOMP_KV_M_DENSE, k1, T, 2 * D, 0, NULL};
-    vs[0] = (ccomp_kv_slice){CCOMP_KV_M_DENSE, v0, T, D, 0, &vs[1]};
-    vs[1] = (ccomp_kv_slice){CCOMP_KV_M_DENSE, v0, T, D, 0, NULL};
+    ks[0] = (ccomp_kv_slice){CCOMP_KV_M_DENSE, k0, T, D, &ks[1]};
+    ks[1] = (ccomp_kv_slice){CCOMP_KV_M_DENSE, k1, T, 2 * D, NULL};
+    vs[0] = (ccomp_kv_slice){CCOMP_KV_M_DENSE, v0, T, D, &vs[1]};
+    vs[1] = (ccomp_kv_slice){CCOMP_KV_M_DENSE, v0, T, D, NULL};
     CHECK(ccomp_kv_attention(q, 1, 1, D, ks, vs, 1, 1.0f, out, 1, &err) == CCOMP_ERR_VALUE &&
               strstr(err.msg, "K segment 1 has head dim 128"), "K chain of two head dims accepted: %s", err.msg);
     ks[1].cols = D;
-    vs[1] = (ccomp_kv_slice){CCOMP_KV_M_DENSE, k1, T, 2 * D, 0, NULL};
+    vs[1] = (ccomp_kv_slice){CCOMP_KV_M_DENSE, k1, T, 2 * D, NULL};
     CHECK(ccomp_kv_attention(q, 1, 1, D, ks, vs, 1, 1.0f, out, 1, &err) == CCOMP_ERR_VALUE &&
               strstr(err.msg, "V segment 1 has head dim 128"), "V chain of two head dims accepted: %s", err.msg);
     CHECK(ccomp_kv_gw_check(32, 2048, 4, 32, 1, &err) == CCOMP_ERR_VALUE && strstr(err.msg, "up to 1024"),
@@ -368,7 +368,7 @@ static void test_hostile(void)
         float *norms = (float *)malloc(rows * sizeof(float)), *rn = (float *)malloc(rows * sizeof(float));
         float *ones = (float *)malloc(rows * d * sizeof(float));
         ccomp_kv_turbo tb = {rows, d, 2, 1, 42, codes, norms, signs, rn, m};
-        ccomp_kv_slice kt = {CCOMP_KV_M_TURBO, &tb, rows, d, 0, NULL}, vd = {CCOMP_KV_M_DENSE, ones, rows, d, 0, NULL};
+        ccomp_kv_slice kt = {CCOMP_KV_M_TURBO, &tb, rows, d, NULL}, vd = {CCOMP_KV_M_DENSE, ones, rows, d, NULL};
         double ref_o = 0.0, z = 0.0, mx = -1e30;
         size_t t;
         for (i = 0; i < rows * d; i++) kx[i] = gauss(), ones[i] = 1.0f;
@@ -398,11 +398,62 @@ static void test_hostile(void)
     }
 }
 
+/* The method table: a row per id with its name and kernels; quantizing through a row gives the bytes of the
+ * method's own function; the ggml blocks are the sizes ggml declares. */
+static void test_method_table(void)
+{
+    static const char *const names[] = {"dense", "groupwise", "q8_0", "q4_0", "turbo", "bitmap_sparse", "gear"};
+    const size_t T = 4, D = 64;
+    float x[4 * 64];
+    uint8_t direct[4 * 2 * 34];
+    void *arrays[CCOMP_KV_MAX_ARRAYS];
+    ccomp_kv_params p;
+    ccomp_kv_layout L;
+    ccomp_kv_view v;
+    ccomp_error err;
+    size_t i;
+    int id;
+    CHECK(CCOMP_KV_M_COUNT == 7, "7 methods, got %d", CCOMP_KV_M_COUNT);
+    CHECK(sizeof(ccomp_kv_block_q8_0) == 34 && sizeof(ccomp_kv_block_q4_0) == 18, "ggml block sizes");
+    CHECK(ccomp_kv_method_get(-1) == NULL && ccomp_kv_method_get(CCOMP_KV_M_COUNT) == NULL, "ids out of range");
+    for (id = 0; id < CCOMP_KV_M_COUNT; id++) {
+        const ccomp_kv_method *m = ccomp_kv_method_get(id);
+        CHECK(m != NULL && strcmp(m->name, names[id]) == 0, "method %d is %s", id, m ? m->name : "missing");
+        CHECK(m && m->layout && m->view && m->scores && m->accum && m->sub && m->rows && m->accum_steps_exact &&
+                  m->scores_are_dots,
+              "method %d lacks a kernel", id);
+        CHECK(m && (id == CCOMP_KV_M_DENSE) == (m->quantize == NULL), "method %d: only dense has no quantizer", id);
+    }
+    memset(&p, 0, sizeof p);
+    CHECK(ccomp_kv_layout_init(42, T, D, &p, &L, &err) == CCOMP_ERR_VALUE && strstr(err.msg, "unknown method"),
+          "unknown id: %s", err.msg);
+    CHECK(ccomp_kv_layout_init(CCOMP_KV_M_Q8_0, T, 48, &p, &L, &err) == CCOMP_ERR_VALUE && strstr(err.msg, "32"),
+          "q8_0 with head dim 48: %s", err.msg);
+    for (i = 0; i < T * D; i++) x[i] = gauss();
+    for (id = CCOMP_KV_M_Q8_0; id <= CCOMP_KV_M_Q4_0; id++) {
+        const ccomp_kv_method *m = ccomp_kv_method_get(id);
+        const int type = id == CCOMP_KV_M_Q8_0 ? CCOMP_KV_Q8_0 : CCOMP_KV_Q4_0;
+        CHECK(ccomp_kv_layout_init(id, T, D, &p, &L, &err) == CCOMP_OK && L.n == 1 &&
+                  L.count[0] == T * (D / 32) * CCOMP_KV_GGML_BLOCK_BYTES(type),
+              "%s layout", m->name);
+        arrays[0] = calloc(L.count[0], 1);
+        memset(&v, 0, sizeof v);
+        v.slice.method = id, v.slice.rows = T, v.slice.cols = D;
+        m->view(&L, arrays, NULL, &v);
+        CHECK(m->quantize(&L, x, D, &v.slice, &err) == CCOMP_OK, "%s quantize: %s", m->name, err.msg);
+        CHECK(ccomp_kv_ggml_quantize(x, T, D, D, type, direct, &err) == CCOMP_OK &&
+                  memcmp(direct, arrays[0], L.count[0]) == 0,
+              "%s: the table's bytes differ from ccomp_kv_ggml_quantize's", m->name);
+        free(arrays[0]);
+    }
+}
+
 int main(int argc, char **argv)
 {
     int quick = argc > 1 && strcmp(argv[1], "--quick") == 0;
+    test_method_table();
     test_groupwise();
-    test_simd_equals_scalar();
+    test_simd_equals_ref();
     test_softmax();
     test_errors();
     test_attention_chain(quick);

@@ -120,72 +120,44 @@ static void fuzz_quantize(const uint8_t *data, size_t size)
 
 /* ------------------------------------------------ the CRC-framed record */
 
-/* Record: [0] selector (this path), [1] method, [2..3] T, [4..5] D (little-endian), [6] bits, [7] group,
- * [8] axis, [9] ggml type, [10] qjl, [11] rank, [12] frac * 200, then the arrays, then CRC-32 of all before. */
+/* Record: [0] selector (this path), [1] method (CCOMP_KV_M_*), [2..3] T, [4..5] D (little-endian), [6] bits,
+ * [7] group, [8] axis, [9] reserved, [10] qjl, [11] rank, [12] frac * 200, then the arrays, then CRC-32 of all
+ * before. */
 enum { REC_HEAD = 13, REC_MAX_T = 256, REC_MAX_D = 1024 };
 
 typedef struct rec_arrays {
-    size_t n, size[7];
-    uint8_t *a[7];
+    ccomp_kv_layout c; /* the core's layout, as the binding's layout_init gets it */
+    size_t n, size[CCOMP_KV_MAX_ARRAYS];
+    uint8_t *a[CCOMP_KV_MAX_ARRAYS];
 } rec_arrays;
 
-/* The byte size of each array of the method (as the binding's layout), 0 when the header is refused. */
-static int rec_layout(int method, size_t T, size_t D, int bits, int group, int axis, int type, int qjl, int rank,
+/* The byte size of each array of the method (the core's method table), 0 when the header is refused. */
+static int rec_layout(int method, size_t T, size_t D, int bits, int group, int axis, int qjl, int rank,
                       double frac, rec_arrays *L)
 {
     ccomp_error err;
+    ccomp_kv_params p;
+    int i;
     memset(L, 0, sizeof *L);
-    switch (method) {
-    case CCOMP_KV_M_DENSE: L->n = 1, L->size[0] = T * D * 4; return 1;
-    case CCOMP_KV_M_GROUPWISE:
-    case CCOMP_KV_M_GEAR: {
-        size_t ng;
-        if (method == CCOMP_KV_M_GEAR ? ccomp_kv_gear_check(T, D, bits, group, axis, frac, rank, 1, &err) != CCOMP_OK
-                                      : ccomp_kv_gw_check(T, D, bits, group, axis, &err) != CCOMP_OK)
-            return 0;
-        ng = ccomp_kv_gw_groups(T, D, group, axis);
-        L->n = 3, L->size[0] = ccomp_kv_gw_code_bytes(T, D, bits), L->size[1] = L->size[2] = ng * 2;
-        if (method == CCOMP_KV_M_GEAR) {
-            size_t per = ccomp_kv_outliers_per_row(D, frac);
-            L->n = 7, L->size[3] = L->size[4] = T * per * 2, L->size[5] = T * (size_t)rank * 2,
-            L->size[6] = D * (size_t)rank * 2;
-        }
-        return 1;
-    }
-    case CCOMP_KV_M_GGML:
-        if ((type != CCOMP_KV_Q8_0 && type != CCOMP_KV_Q4_0) || D % 32 != 0) return 0;
-        L->n = 1, L->size[0] = ccomp_kv_ggml_bytes(T, D, type);
-        return 1;
-    case CCOMP_KV_M_TURBO:
-        if (ccomp_kv_turbo_check(T, D, bits, qjl, &err) != CCOMP_OK) return 0;
-        L->n = qjl ? 4 : 2, L->size[0] = ccomp_kv_turbo_code_bytes(T, D, bits), L->size[1] = T * 4;
-        if (qjl) L->size[2] = ccomp_kv_turbo_sign_bytes(T, D), L->size[3] = T * 4;
-        return 1;
-    case CCOMP_KV_M_SPARSE:
-        if (ccomp_kv_sparse_check(T, D, frac, &err) != CCOMP_OK) return 0;
-        L->n = 3, L->size[0] = ccomp_kv_sparse_tiles(T, D) * 8, L->size[1] = (ccomp_kv_sparse_tiles(T, D) + 1) * 4,
-        L->size[2] = ccomp_kv_sparse_nnz(T, D, frac) * 2;
-        return 1;
-    default: return 0;
-    }
+    memset(&p, 0, sizeof p);
+    p.bits = bits, p.group = group, p.axis = axis, p.qjl = qjl, p.rank = rank, p.iters = 1, p.frac = frac, p.seed = 7;
+    if (ccomp_kv_layout_init(method, T, D, &p, &L->c, &err) != CCOMP_OK) return 0;
+    L->n = (size_t)L->c.n;
+    for (i = 0; i < L->c.n; i++) L->size[i] = L->c.count[i] * (size_t)(L->c.dtype[i][1] - '0');
+    return 1;
 }
 
 static void fuzz_record(const uint8_t *in, size_t size, int fix_crc)
 {
     uint8_t *data;
     size_t T, D, pos, i, need = 0;
-    int method, bits, group, axis, type, qjl, rank, ok;
+    int method, bits, group, axis, qjl, rank, ok;
     double frac;
     rec_arrays L;
-    union {
-        ccomp_kv_gw gw;
-        ccomp_kv_turbo tb;
-        ccomp_kv_sparse sp;
-        ccomp_kv_gear ge;
-    } u;
-    ccomp_kv_slice sl;
+    const ccomp_kv_method *m;
+    ccomp_kv_view v;
     ccomp_error err;
-    float *m = NULL;
+    float *aux = NULL;
     if (size < REC_HEAD + 4) return;
     data = (uint8_t *)malloc(size);
     memcpy(data, in, size);
@@ -201,60 +173,36 @@ static void fuzz_record(const uint8_t *in, size_t size, int fix_crc)
     method = data[1];
     T = (size_t)data[2] | (size_t)data[3] << 8;
     D = (size_t)data[4] | (size_t)data[5] << 8;
-    bits = (int8_t)data[6], group = data[7], axis = data[8], type = data[9], qjl = data[10], rank = data[11];
+    bits = (int8_t)data[6], group = data[7], axis = data[8], qjl = data[10], rank = data[11];
     frac = data[12] / 200.0;
     if (T > REC_MAX_T || D == 0 || D > REC_MAX_D) goto done; /* the record's own bounds (the binding: 2^40) */
-    if (!rec_layout(method, T, D, bits, group, axis, type, qjl, rank, frac, &L)) goto done;
+    if (!rec_layout(method, T, D, bits, group, axis, qjl, rank, frac, &L)) goto done;
     for (i = 0; i < L.n; i++) need += L.size[i];
     if (REC_HEAD + need + 4 != size) goto done; /* the body must be exactly the arrays */
     for (i = 0, pos = REC_HEAD; i < L.n; pos += L.size[i], i++) {
         L.a[i] = (uint8_t *)malloc(L.size[i] ? L.size[i] : 1); /* own, aligned copies (the binding snapshots) */
         memcpy(L.a[i], data + pos, L.size[i]);
     }
-    memset(&u, 0, sizeof u);
-    memset(&sl, 0, sizeof sl);
-    sl.method = method, sl.rows = T, sl.cols = D, sl.type = type;
-    ok = 1;
-    switch (method) {
-    case CCOMP_KV_M_DENSE: sl.data = L.a[0]; break;
-    case CCOMP_KV_M_GGML: sl.data = L.a[0]; break;
-    case CCOMP_KV_M_GROUPWISE:
-    case CCOMP_KV_M_GEAR: {
-        ccomp_kv_gw *g = method == CCOMP_KV_M_GEAR ? &u.ge.backbone : &u.gw;
-        *g = (ccomp_kv_gw){T, D, bits, group, axis, L.a[0], (uint16_t *)L.a[1], (uint16_t *)L.a[2]};
-        if (method == CCOMP_KV_M_GEAR) {
-            u.ge.outliers = (ccomp_kv_outliers){T, D, ccomp_kv_outliers_per_row(D, frac), (uint16_t *)L.a[3],
-                                                (uint16_t *)L.a[4]};
-            u.ge.rank = rank, u.ge.U = (uint16_t *)L.a[5], u.ge.W = (uint16_t *)L.a[6];
-            ok = ccomp_kv_outliers_validate(&u.ge.outliers, &err) == CCOMP_OK;
-        }
-        sl.data = &u;
-        break;
+    m = ccomp_kv_method_get(method);
+    if (L.c.aux_floats) {
+        aux = (float *)malloc(L.c.aux_floats * sizeof(float));
+        m->prepare(&L.c, aux);
     }
-    case CCOMP_KV_M_TURBO:
-        if (qjl) {
-            m = (float *)malloc(D * D * sizeof(float));
-            ccomp_kv_turbo_qjl_matrix(7, D, m);
-        }
-        u.tb = (ccomp_kv_turbo){T, D, bits, qjl, 7, L.a[0], (float *)L.a[1], qjl ? L.a[2] : NULL,
-                                qjl ? (float *)L.a[3] : NULL, m};
-        sl.data = &u;
-        break;
-    case CCOMP_KV_M_SPARSE:
-        u.sp = (ccomp_kv_sparse){T, D, frac, (uint64_t *)L.a[0], (uint32_t *)L.a[1], (uint16_t *)L.a[2],
-                                 ccomp_kv_sparse_nnz(T, D, frac)};
-        ok = ccomp_kv_sparse_validate(&u.sp, u.sp.nnz, &err) == CCOMP_OK;
-        sl.data = &u;
-        break;
-    default: ok = 0; break;
+    memset(&v, 0, sizeof v);
+    v.slice.method = method, v.slice.rows = T, v.slice.cols = D;
+    {
+        void *arrays[CCOMP_KV_MAX_ARRAYS];
+        for (i = 0; i < L.n; i++) arrays[i] = L.a[i];
+        m->view(&L.c, arrays, aux, &v);
     }
+    ok = m->validate == NULL || m->validate(&L.c, &v.slice, &err) == CCOMP_OK;
     if (ok) {
         /* every reader: dequantize (through one attention tile), per-query and multi-query attention */
         float *q = (float *)calloc(4 * D, sizeof(float)), *o = (float *)malloc(4 * D * sizeof(float));
         for (i = 0; i < 4 * D; i++) q[i] = (float)((i * 2654435761u) % 1000) / 1000.0f - 0.5f;
         if (T > 0) {
-            ccomp_status st1 = ccomp_kv_attention(q, 1, 1, D, &sl, &sl, 1, 0.1f, o, 1, &err);
-            ccomp_status st4 = ccomp_kv_attention(q, 1, 4, D, &sl, &sl, 1, 0.1f, o, 1, &err);
+            ccomp_status st1 = ccomp_kv_attention(q, 1, 1, D, &v.slice, &v.slice, 1, 0.1f, o, 1, &err);
+            ccomp_status st4 = ccomp_kv_attention(q, 1, 4, D, &v.slice, &v.slice, 1, 0.1f, o, 1, &err);
             if ((st1 != CCOMP_OK && st1 != CCOMP_ERR_VALUE) || (st4 != CCOMP_OK && st4 != CCOMP_ERR_VALUE)) abort();
         }
         free(q);
@@ -262,7 +210,7 @@ static void fuzz_record(const uint8_t *in, size_t size, int fix_crc)
     }
     for (i = 0; i < L.n; i++) free(L.a[i]);
 done:
-    free(m);
+    free(aux);
     free(data);
 }
 
@@ -277,8 +225,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         size_t need = 0, i, n;
         uint8_t *rec;
         const size_t T = data[2], D = (size_t)data[4] | (size_t)(data[5] & 3) << 8; /* T < 256, D < 1024 */
-        if (rec_layout(data[1], T, D, (int8_t)data[6], data[7], data[8], data[9], data[10], data[11], data[12] / 200.0,
-                       &L)) {
+        if (rec_layout(data[1], T, D, (int8_t)data[6], data[7], data[8], data[10], data[11], data[12] / 200.0, &L)) {
             for (i = 0; i < L.n; i++) need += L.size[i];
             n = REC_HEAD + need + 4;
             rec = (uint8_t *)malloc(n);

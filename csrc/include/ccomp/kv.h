@@ -80,12 +80,69 @@ void ccomp_kv_gw_accum(const ccomp_kv_gw *v, const float *p, float *o);
  * (|x| >= 65520 * 127 for q8_0, >= 65520 * 8 for q4_0): llama.cpp stores an
  * infinite scale there, which decodes to inf/NaN. */
 enum { CCOMP_KV_Q8_0 = 0, CCOMP_KV_Q4_0 = 1 };
+
+/* The blocks, declared once for the C core and the CUDA kernels (ggml-common.h's block_q8_0 / block_q4_0):
+ * d is the little-endian fp16 scale.  Arrays of blocks are byte arrays (a row may start at any byte), so
+ * the C core reads d byte by byte and uses these structs for sizes and offsets. */
+#define CCOMP_KV_QK 32
+typedef struct ccomp_kv_block_q8_0 {
+    uint16_t d;
+    int8_t qs[CCOMP_KV_QK];
+} ccomp_kv_block_q8_0;
+typedef struct ccomp_kv_block_q4_0 {
+    uint16_t d;
+    uint8_t qs[CCOMP_KV_QK / 2];
+} ccomp_kv_block_q4_0;
+#ifdef __cplusplus
+static_assert(sizeof(ccomp_kv_block_q8_0) == 2 + CCOMP_KV_QK, "wrong q8_0 block size/padding");
+static_assert(sizeof(ccomp_kv_block_q4_0) == 2 + CCOMP_KV_QK / 2, "wrong q4_0 block size/padding");
+#else
+_Static_assert(sizeof(ccomp_kv_block_q8_0) == 2 + CCOMP_KV_QK, "wrong q8_0 block size/padding");
+_Static_assert(sizeof(ccomp_kv_block_q4_0) == 2 + CCOMP_KV_QK / 2, "wrong q4_0 block size/padding");
+#endif
+/* bytes of one block of a ggml type */
+#define CCOMP_KV_GGML_BLOCK_BYTES(type) \
+    ((type) == CCOMP_KV_Q8_0 ? sizeof(ccomp_kv_block_q8_0) : sizeof(ccomp_kv_block_q4_0))
 size_t ccomp_kv_ggml_bytes(size_t rows, size_t cols, int type);
 ccomp_status ccomp_kv_ggml_quantize(const float *x, size_t rows, size_t cols, size_t ld, int type, uint8_t *blocks,
                                     ccomp_error *err);
 void ccomp_kv_ggml_dequantize(const uint8_t *blocks, size_t rows, size_t cols, int type, float *out, size_t ld);
 void ccomp_kv_ggml_scores(const uint8_t *blocks, size_t rows, size_t cols, int type, const float *q, float *s);
 void ccomp_kv_ggml_accum(const uint8_t *blocks, size_t rows, size_t cols, int type, const float *p, float *o);
+
+/* --------------------------------------------------------- methods */
+
+/* One id per method name, shared by the C core, the Python binding and the CUDA kernels: each line is the
+ * method's row of the table (csrc/kv/methods.c builds it from this list; the method's file defines
+ * `const ccomp_kv_method ccomp_kv_method_<name>`).  Ids are positions in this list; they never travel in
+ * a container (ccomp.kv's format stores the name). */
+#define CCOMP_KV_METHODS(X)                                                                                            \
+    X(DENSE, dense)                                                                                                    \
+    X(GROUPWISE, groupwise)                                                                                            \
+    X(Q8_0, q8_0)                                                                                                      \
+    X(Q4_0, q4_0)                                                                                                      \
+    X(TURBO, turbo)                                                                                                    \
+    X(SPARSE, bitmap_sparse)                                                                                           \
+    X(GEAR, gear)
+
+enum {
+#define CCOMP_KV_METHOD_ID_(ID, name) CCOMP_KV_M_##ID,
+    CCOMP_KV_METHODS(CCOMP_KV_METHOD_ID_)
+#undef CCOMP_KV_METHOD_ID_
+        CCOMP_KV_M_COUNT
+};
+
+/* The parameters of every method; a method reads only its own (ccomp_kv_method.params names them). */
+typedef struct ccomp_kv_params {
+    int bits;      /* groupwise, gear: 2, 3, 4 or 8; turbo: 1 to 4 */
+    int group;     /* groupwise, gear: 32, 64 or 128 */
+    int axis;      /* groupwise, gear: CCOMP_KV_PER_CHANNEL or CCOMP_KV_PER_TOKEN */
+    int qjl;       /* turbo: 1 with the QJL residual sketch */
+    int rank;      /* gear: rank of the low-rank term (0: none) */
+    int iters;     /* gear: power iterations */
+    double frac;   /* bitmap_sparse: the sparsity; gear: the outlier fraction */
+    uint64_t seed; /* turbo: rotation and QJL; gear: the low-rank fit */
+} ccomp_kv_params;
 
 /* --------------------------------------------------------- attention */
 
@@ -94,27 +151,88 @@ void ccomp_kv_ggml_accum(const uint8_t *blocks, size_t rows, size_t cols, int ty
  * recent tokens in full precision): `next` chains them, rows add up. */
 typedef struct ccomp_kv_slice {
     int method;       /* CCOMP_KV_M_* */
-    const void *data; /* the method's struct (e.g. ccomp_kv_gw), the blocks for ggml,
+    const void *data; /* the method's struct (e.g. ccomp_kv_gw), the blocks for q8_0 / q4_0,
                          a float32 rows x cols matrix for dense */
     size_t rows, cols;
-    int type; /* ggml type */
     const struct ccomp_kv_slice *next;
 } ccomp_kv_slice;
 
 /* Total tokens of a chain of segments. */
 size_t ccomp_kv_slice_rows(const ccomp_kv_slice *k);
 
-/* data: DENSE float32 rows x cols; GROUPWISE ccomp_kv_gw; GGML the blocks
- * (type set); TURBO ccomp_kv_turbo (ccomp/kv_turbo.h); SPARSE
- * ccomp_kv_sparse and GEAR ccomp_kv_gear (ccomp/kv_sparse.h). */
-enum {
-    CCOMP_KV_M_DENSE = 0,
-    CCOMP_KV_M_GROUPWISE = 1,
-    CCOMP_KV_M_GGML = 2,
-    CCOMP_KV_M_TURBO = 3,
-    CCOMP_KV_M_SPARSE = 4,
-    CCOMP_KV_M_GEAR = 5
-};
+/* data: DENSE float32 rows x cols; GROUPWISE ccomp_kv_gw; Q8_0 / Q4_0 the blocks; TURBO ccomp_kv_turbo
+ * (ccomp/kv_turbo.h); SPARSE ccomp_kv_sparse and GEAR ccomp_kv_gear (ccomp/kv_sparse.h). */
+
+/* ------------------------------------------------------ the method table */
+
+/* The arrays one slice of a method needs (ccomp.kv's QuantizedTensor.arrays, in this order). */
+#define CCOMP_KV_MAX_ARRAYS 7
+typedef struct ccomp_kv_layout {
+    int method;
+    size_t rows, cols;
+    ccomp_kv_params p;
+    int n;                                  /* number of arrays */
+    const char *name[CCOMP_KV_MAX_ARRAYS];  /* e.g. "codes" */
+    const char *dtype[CCOMP_KV_MAX_ARRAYS]; /* "u1", "u2", "u4", "u8" or "f4" (NumPy's codes) */
+    size_t count[CCOMP_KV_MAX_ARRAYS];      /* elements per slice */
+    unsigned index_mask; /* bit i: array i holds indices the kernels address memory with (snapshot them
+                            before ccomp_kv_method.validate when another thread may rewrite them) */
+    size_t aux_floats;   /* float32 scratch shared by every slice of a call (turbo QJL: its D x D matrix) */
+} ccomp_kv_layout;
+
+/* Room for a slice's method struct (every method's fits: checked where it is defined). */
+typedef union ccomp_kv_storage {
+    void *align_p;
+    double align_d;
+    uint64_t align_u;
+    unsigned char bytes[256];
+} ccomp_kv_storage;
+
+/* One slice's method struct and the ccomp_kv_slice on it. */
+typedef struct ccomp_kv_view {
+    ccomp_kv_storage u;
+    ccomp_kv_slice slice;
+} ccomp_kv_view;
+
+/* A method: what the binding, attention and the dequantizer switch on (ggml's type_traits, zstd's
+ * blockCompressor table).  Every function gets a slice built by `view`. */
+typedef struct ccomp_kv_method {
+    const char *name;   /* ccomp.kv's method name */
+    const char *params; /* the ccomp.kv parameter keys it keeps, sorted, space-separated ("axis bits group") */
+    /* checks rows x cols and the parameters (CCOMP_ERR_VALUE saying which), fills L */
+    ccomp_status (*layout)(size_t rows, size_t cols, const ccomp_kv_params *p, ccomp_kv_layout *L,
+                           ccomp_error *err);
+    /* fills the call's scratch (L->aux_floats floats); NULL when it needs none */
+    void (*prepare)(const ccomp_kv_layout *L, float *aux);
+    /* slice over its arrays (arrays[i]: L->count[i] elements of L->dtype[i]) */
+    void (*view)(const ccomp_kv_layout *L, void *const *arrays, const float *aux, ccomp_kv_view *v);
+    /* the index arrays refer only to stored values (CCOMP_ERR_CORRUPT otherwise); NULL: nothing to check */
+    ccomp_status (*validate)(const ccomp_kv_layout *L, const ccomp_kv_slice *s, ccomp_error *err);
+    /* rows x cols float32 (row stride ld) into the slice's arrays; NULL: not a quantizer (dense) */
+    ccomp_status (*quantize)(const ccomp_kv_layout *L, const float *x, size_t ld, const ccomp_kv_slice *s,
+                             ccomp_error *err);
+    void (*scores)(const ccomp_kv_slice *k, const float *q, float *s);
+    void (*accum)(const ccomp_kv_slice *v, const float *p, float *o);
+    /* rows [r0, r0 + n) as a slice of its own (out is a copy of s with rows = n; r0 and n multiples of any
+     * per-channel group); its struct lives in u */
+    void (*sub)(const ccomp_kv_slice *s, size_t r0, size_t n, ccomp_kv_storage *u, ccomp_kv_slice *out);
+    /* the slice's rows as float32 (into buf, rows x cols, or in place for dense data) */
+    const float *(*rows)(const ccomp_kv_slice *t, float *buf);
+    /* 1 when accumulating in row steps gives the bits of one pass (the method adds every row straight
+     * into o), 0 when it sums privately first */
+    int (*accum_steps_exact)(const ccomp_kv_slice *v);
+    /* 1 when the scores are the dot products of q with `rows` (attention's multi-query path decodes tiles
+     * once for many queries); 0 when they are not (turbo's QJL estimate) */
+    int (*scores_are_dots)(const ccomp_kv_slice *k);
+} ccomp_kv_method;
+
+/* The method with this id (CCOMP_KV_M_*), NULL when there is none. */
+const ccomp_kv_method *ccomp_kv_method_get(int id);
+
+/* ccomp_kv_method_get(id)->layout, with the shape bounded (rows x cols at most 2^40, cols >= 1) and an
+ * unknown id rejected, each with CCOMP_ERR_VALUE. */
+ccomp_status ccomp_kv_layout_init(int id, size_t rows, size_t cols, const ccomp_kv_params *p, ccomp_kv_layout *L,
+                                  ccomp_error *err);
 
 void ccomp_kv_slice_scores(const ccomp_kv_slice *k, const float *q, float *s);
 void ccomp_kv_slice_accum(const ccomp_kv_slice *v, const float *p, float *o);
