@@ -1,5 +1,7 @@
 """ccomp.kv: round trips, error bounds, attention over the compressed cache,
 KIVI streaming semantics, serialization and bad input."""
+import math
+
 import numpy as np
 import pytest
 
@@ -423,3 +425,28 @@ def test_dequantize_into_out():
                 np.zeros(x.shape, np.float32)[..., ::2], np.zeros(x.shape, np.float32, order="F")):
         with pytest.raises(ValueError, match="out must be"):
             q.dequantize(out=bad)
+
+
+def test_methods_and_counts_come_from_the_core():
+    """kv.METHODS and each method's parameter keys are the core's table; the binding's kept / outlier counts
+    are the ones the core's layout sizes its arrays with."""
+    import ccomp._core as C
+
+    table = C.kv_methods()
+    assert [mid for mid, *_ in table] == list(range(len(table)))
+    assert {name: mid for mid, name, _, _ in table} == kv._CODE
+    assert set(kv.METHODS) == {name for _, name, _, quantizes in table if quantizes} | {"kivi"}
+    for method in set(kv.METHODS) - {"kivi"}:
+        q = kv.quantize(np.random.default_rng(1).normal(size=(1, 32, 64)).astype(np.float32), method)
+        assert tuple(sorted(q.params)) == dict((n, k) for _, n, k, _ in table)[method]
+    for D, frac in ((64, 0.5), (128, 0.3), (1024, 0.999), (64, 0.0)):
+        kept = C.kv_sparse_kept(D, frac)
+        assert kept == D - math.floor(frac * D + 0.5)
+        assert dict((n, c) for n, _, c in kv._layout("bitmap_sparse", 8, D, {"sparsity": frac}))["values"] == 8 * kept
+        per_row = C.kv_outliers_per_row(D, frac)
+        gear = {"axis": "token", "bits": 4, "group": 32, "iters": 1, "outliers": frac, "rank": 0, "seed": 0}
+        assert dict((n, c) for n, _, c in kv._layout("gear", 8, D, gear))["out_idx"] == 8 * per_row
+    for call in (lambda: C.kv_sparse_kept(0, 0.5), lambda: C.kv_sparse_kept(64, 1.0),
+                 lambda: C.kv_outliers_per_row(64, float("nan")), lambda: C.kv_outliers_per_row(2 ** 20, 0.1)):
+        with pytest.raises(ValueError, match="head dim in"):
+            call()

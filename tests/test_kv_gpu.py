@@ -519,3 +519,53 @@ def test_public_api_on_the_gpu_equals_the_cpu(method, params):
         q = np.random.default_rng(5).normal(size=(2, 8, 1, 128)).astype(np.float32)
         out = host(kv.attention(to_device(q), dev, dev))
         assert rel_err(out, kv.attention(q, cpu, cpu)) < 1e-5
+
+
+ALL_METHODS = [("groupwise", dict(bits=4, group=32, axis="channel")), ("gear", dict(rank=2, outliers=0.05)),
+               ("q8_0", {}), ("q4_0", {}), ("turbo", dict(bits=3)), ("turbo", dict(bits=2, qjl=True)),
+               ("bitmap_sparse", dict(sparsity=0.75))]
+
+
+@pytest.mark.parametrize("method,params", ALL_METHODS)
+def test_gpu_tensor_counts_bytes_like_the_host_tensor(method, params):
+    """Quantized.nbytes and bits_per_element come from the core's layout: the host tensor's values (the arrays
+    may be anywhere; host arrays stand in for device ones here)."""
+    ref = kv.quantize(np.random.default_rng(8).normal(size=(2, 3, 64, 128)).astype(np.float32), method, **params)
+    t = _kv_gpu.Quantized(ref.method, ref.shape, ref.params, ref.arrays)
+    assert t.nbytes == ref.nbytes
+    assert t.bits_per_element == ref.bits_per_element
+    empty = _kv_gpu.Quantized(ref.method, (0, 64, 128), ref.params, {})
+    assert empty.nbytes == (8 if method == "turbo" else 0) and empty.bits_per_element == 0.0
+
+
+def test_gpu_module_does_not_import_ccomp_kv():
+    """_kv_gpu imports only downward (the core, the device layer, _kv_params): never ccomp.kv."""
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(_kv_gpu))
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            names.add(node.module or "")
+            names.update(f"{node.module or ''}.{a.name}".lstrip(".") for a in node.names)
+        elif isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+    assert not {n for n in names if n in ("kv", "ccomp.kv") or n.endswith(".kv")}, sorted(names)
+
+
+@gpu
+@pytest.mark.parametrize("method,params", ALL_METHODS)
+def test_gpu_tensor_to_host_nbytes_and_bits_per_element(method, params):
+    """to_host() of a tensor on the GPU is the host tensor, bit for bit; nbytes and bits_per_element agree."""
+    x = np.random.default_rng(9).normal(size=(2, 3, 64, 128)).astype(np.float32)
+    cpu = kv.quantize(x, method, **params)
+    for dev in (cpu.to_device(),) + ((kv.quantize(to_device(x), method, **params),) if method != "gear" else ()):
+        assert isinstance(dev, _kv_gpu.Quantized)
+        back = dev.to_host()
+        assert isinstance(back, kv.QuantizedTensor)
+        assert (back.method, back.shape, back.params) == (cpu.method, cpu.shape, cpu.params)
+        assert_arrays_equal(back.arrays, cpu.arrays, f"{method} to_host")
+        assert bits_equal(back.dequantize(), cpu.dequantize())
+        assert dev.nbytes == cpu.nbytes == back.nbytes
+        assert dev.bits_per_element == cpu.bits_per_element

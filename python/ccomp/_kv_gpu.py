@@ -53,16 +53,20 @@ import re
 
 import numpy as np
 
-from . import kv as _kv
+from . import _core
+from . import _kv_params
 from ._device import _c_strides, _dtype_name, _empty, _ext, _from_host, _on_stream, _ptr, _same_device, _stream, _view
 
 __all__ = ["quantize", "dequantize", "attention", "Quantized", "QUANTIZE_METHODS", "METHODS", "ATTENTION_METHODS"]
 
-METHODS = ("groupwise", "gear", "bitmap_sparse", "turbo", "q8_0", "q4_0")
-QUANTIZE_METHODS = ("groupwise", "bitmap_sparse", "turbo", "q8_0", "q4_0")
+# the core's quantization methods; the GPU dequantizes them all, quantizes all but gear (its low-rank fit runs on
+# the CPU) and attends over groupwise and ggml caches
+METHODS = _kv_params.QUANTIZERS
+QUANTIZE_METHODS = tuple(m for m in METHODS if m != "gear")
 ATTENTION_METHODS = ("groupwise", "q8_0", "q4_0")
 
-_CODE = {"dense": 0, "groupwise": 1, "q8_0": 2, "q4_0": 3, "turbo": 4, "bitmap_sparse": 5, "gear": 6}
+# the core's method ids (CCOMP_KV_M_*), which the CUDA kernels share
+_CODE = _kv_params.CODE
 _AXES = {"channel": 0, "token": 1}
 _F32, _F16 = 0, 1
 
@@ -75,7 +79,8 @@ _ARRAY_TYPES = {"codes": (1, "ui"), "blocks": (1, "ui"), "signs": (1, "ui"), "sc
 
 class Quantized:
     """A quantized tensor on the GPU: ``method``, ``shape``, ``params`` and ``arrays`` (device
-    arrays ``[S, n]``), the attributes of :class:`ccomp.kv.QuantizedTensor`."""
+    arrays ``[S, n]``), the attributes of :class:`ccomp.kv.QuantizedTensor`; ``nbytes`` and
+    ``bits_per_element`` mean what they mean there, and ``to_host()`` gives that host tensor."""
 
     def __init__(self, method, shape, params, arrays):
         self.method = method
@@ -85,6 +90,20 @@ class Quantized:
 
     def dequantize(self, dtype="float32", stream=None):
         return dequantize(self, dtype=dtype, stream=stream)
+
+    @property
+    def nbytes(self):
+        """Bytes of every array (codes and all metadata), plus the 8-byte seed a turbo tensor needs to decode."""
+        return _kv_params.nbytes(self.method, self.shape, self.params)
+
+    @property
+    def bits_per_element(self):
+        n = int(np.prod(self.shape, dtype=np.int64))
+        return 8.0 * self.nbytes / n if n else 0.0
+
+    def to_host(self):
+        """A :class:`ccomp.kv.QuantizedTensor` with the same method, shape, params and bytes (waits for the GPU)."""
+        return _kv_params.host_tensor().from_device(self)
 
     def __repr__(self):
         p = ", ".join(f"{k}={v!r}" for k, v in sorted(self.params.items()))
@@ -97,7 +116,7 @@ class Quantized:
 def _params(method, bits=None, group=32, axis="token", sparsity=0.5, outliers=0.02, rank=4, iters=2, seed=0,
             qjl=False, **unused):
     """The checked parameters of a method (the keys of QuantizedTensor.params), as ccomp.kv checks them."""
-    return _kv._method_params(method, bits, group, axis, sparsity, outliers, rank, iters, seed, qjl)
+    return _kv_params.method_params(method, bits, group, axis, sparsity, outliers, rank, iters, seed, qjl)
 
 
 def _layout(method, T, D, p):
@@ -106,11 +125,7 @@ def _layout(method, T, D, p):
     if method == "bitmap_sparse" and D not in (64, 128, 192, 256, 384, 512, 768, 1024):
         raise ValueError(f"bitmap_sparse on the GPU needs a head dim of 64, 128, 192, 256, 384, 512, 768 or "
                          f"1024, got {D}")
-    return [(name, np.dtype(dt).type, n) for name, dt, n in _kv._layout(method, T, D, p)]
-
-
-def _kept(D, sparsity):
-    return D - int(math.floor(sparsity * D + 0.5))
+    return [(name, np.dtype(dt).type, n) for name, dt, n in _kv_params.layout(method, T, D, p)]
 
 
 # ------------------------------------------------------------------ device arrays
@@ -179,15 +194,13 @@ def _desc(method, S, T, D, p):
     if method in ("groupwise", "gear"):
         d.update(bits=p["bits"], group=p["group"], axis=_AXES[p["axis"]])
         if method == "gear":
-            d.update(per_row=int(math.floor(p["outliers"] * D + 0.5)), rank=p["rank"])
+            d.update(per_row=_core.kv_outliers_per_row(D, p["outliers"]), rank=p["rank"])
     elif method == "turbo":
-        from . import _core
-
         cent, thr = _core.kv_turbo_codebook(p["bits"])
         d.update(bits=p["bits"], qjl=int(p["qjl"]), seed=p["seed"], centroids=[float(c) for c in cent],
                  thresholds=[float(t) for t in thr])
     elif method == "bitmap_sparse":
-        d.update(kept=_kept(D, p["sparsity"]))
+        d.update(kept=_core.kv_sparse_kept(D, p["sparsity"]))
     return d
 
 
@@ -199,8 +212,6 @@ def _qjl_matrix_t(seed, D, like, ext):
     key = (seed, D, like.kind, like.device)
     m = _QJL_CACHE.get(key)
     if m is None:
-        from . import _core
-
         host = np.ascontiguousarray(np.asarray(_core.kv_turbo_qjl_matrix(seed, D), dtype=np.float32).T)
         m = _from_host(like, host, ext)
         if len(_QJL_CACHE) >= 8:
@@ -219,12 +230,9 @@ def _host_slice(v, s, T, D, ss, ld, ext):
 
 def _raise_cpu_error(v, s, T, D, ss, ld, method, p, ext):
     """The CPU's ValueError for slice s (which the GPU rejected), naming slice s."""
-    from . import kv as _kv
-
-    host = _host_slice(v, s, T, D, ss, ld, ext)
-    kw = {k: p[k] for k in ("bits", "group", "axis", "sparsity", "seed", "qjl") if k in p}
+    host = np.ascontiguousarray(_host_slice(v, s, T, D, ss, ld, ext)[None], dtype=np.float32)
     try:
-        _kv.quantize(host[None], method, threads=1, **kw)
+        _core.kv_quantize(_CODE[method], host, p, 1)
     except ValueError as exc:
         raise ValueError(re.sub(r"\bslice 0\b", f"slice {s}", str(exc), count=1)) from None
     raise RuntimeError(f"ccomp.kv GPU quantize: slice {s} was rejected on the GPU but the CPU accepts it; "

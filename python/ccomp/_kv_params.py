@@ -108,3 +108,18 @@ def nbytes(method, shape, params):
     S = int(np.prod(shape[:-2], dtype=np.int64))
     return sum(S * n * np.dtype(dt).itemsize for _, dt, n in layout(method, shape[-2], shape[-1], params)) + (
         8 if method == "turbo" else 0)
+
+
+# ccomp.kv registers its QuantizedTensor here (the GPU tensor's to_host builds one without importing ccomp.kv)
+_HOST_TENSOR = []
+
+
+def register_host_tensor(cls):
+    _HOST_TENSOR[:] = [cls]
+
+
+def host_tensor():
+    """ccomp.kv.QuantizedTensor (registered when ccomp.kv is imported, which importing ccomp does)."""
+    if not _HOST_TENSOR:
+        raise RuntimeError("ccomp.kv is not loaded: import ccomp.kv first")
+    return _HOST_TENSOR[0]

@@ -349,6 +349,9 @@ class QuantizedTensor:
         return method, shape, params, out
 
 
+_kv_params.register_host_tensor(QuantizedTensor)
+
+
 def quantize(x, method="groupwise", *, bits=None, group=32, axis="token", sparsity=0.5, outliers=0.02, rank=4,
              iters=2, seed=0, qjl=False, threads=None):
     """Quantize ``x`` of shape ``(..., tokens, head_dim)`` (float32/float16) with ``method``.
