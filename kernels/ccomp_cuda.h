@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "ccomp/kv.h"
 #include "ccomp/status.h"
 
 #ifdef __cplusplus
@@ -63,17 +64,9 @@ ccomp_status ccomp_cuda_synchronize(ccomp_error *err);
  * holds the tensor, which is made current for the call.  Calls that take `check` return at once when it
  * is 0; with check = 1 they wait for the stream and set *first_bad to the first slice whose data the CPU
  * would reject (a NaN or infinite value, a group range beyond fp16, inconsistent sparse offsets or
- * outlier channels; -1: none), and the caller asks the CPU for the exact message.  Return: 0, -1 with
- * a message for rejected arguments, or a CUDA error code with a message. */
-enum {
-    CCOMP_CUDA_KV_DENSE = 0,
-    CCOMP_CUDA_KV_GROUPWISE = 1,
-    CCOMP_CUDA_KV_Q8_0 = 2,
-    CCOMP_CUDA_KV_Q4_0 = 3,
-    CCOMP_CUDA_KV_TURBO = 4,
-    CCOMP_CUDA_KV_SPARSE = 5,
-    CCOMP_CUDA_KV_GEAR = 6
-};
+ * outlier channels; -1: none), and the caller asks the CPU for the exact message.  Return: CCOMP_OK, or a
+ * ccomp_status with err filled like the core's (CCOMP_ERR_VALUE for rejected arguments, CCOMP_ERR_BACKEND
+ * or CCOMP_ERR_NOMEM for a CUDA failure).  Methods are the core's ids (CCOMP_KV_M_*, ccomp/kv.h). */
 enum { CCOMP_CUDA_KV_FLOAT32 = 0, CCOMP_CUDA_KV_FLOAT16 = 1 };
 
 typedef struct ccomp_cuda_kv_array {
@@ -83,7 +76,7 @@ typedef struct ccomp_cuda_kv_array {
 } ccomp_cuda_kv_array;
 
 typedef struct ccomp_cuda_kv_desc {
-    int method;        /* CCOMP_CUDA_KV_* */
+    int method;        /* CCOMP_KV_M_* (ccomp/kv.h) */
     size_t S, T, D;    /* slices, tokens, head dim */
     int bits, group;   /* groupwise and GEAR's backbone; turbo bits (1..4) */
     int axis;          /* 0: per channel (groups of tokens), 1: per token (groups of channels) */
@@ -105,10 +98,10 @@ typedef struct ccomp_cuda_kv_desc {
     uint32_t *flag;    /* 4 bytes of device memory for the data check (quantize; sparse and gear dequantize) */
 } ccomp_cuda_kv_desc;
 
-int ccomp_cuda_kv_quantize(const ccomp_cuda_kv_desc *d, void *stream, int check, int64_t *first_bad, char *msg,
-                           size_t msg_len);
-int ccomp_cuda_kv_dequantize(const ccomp_cuda_kv_desc *d, void *stream, int check, int64_t *first_bad, char *msg,
-                             size_t msg_len);
+ccomp_status ccomp_cuda_kv_quantize(const ccomp_cuda_kv_desc *d, void *stream, int check, int64_t *first_bad,
+                                    ccomp_error *err);
+ccomp_status ccomp_cuda_kv_dequantize(const ccomp_cuda_kv_desc *d, void *stream, int check, int64_t *first_bad,
+                                      ccomp_error *err);
 
 /* Decode attention: out[s * R + r] = softmax(scale * K_s q_{s R + r}) V_s for the S K/V slices and their R
  * query rows each (R = query heads per K/V head x query tokens; q: [S * R, D] float32 or float16 rows,
@@ -116,9 +109,9 @@ int ccomp_cuda_kv_dequantize(const ccomp_cuda_kv_desc *d, void *stream, int chec
  * (groupwise, q8_0, q4_0 or dense; the token counts add up to the same T on both sides).  ws: device
  * workspace of ccomp_cuda_kv_attention_workspace bytes.  Asynchronous on `stream`. */
 size_t ccomp_cuda_kv_attention_workspace(size_t S, size_t R, size_t Dv, const ccomp_cuda_kv_desc *v, size_t nv);
-int ccomp_cuda_kv_attention(const void *q, int q_dtype, size_t S, size_t R, size_t D, float scale,
-                            const ccomp_cuda_kv_desc *k, size_t nk, const ccomp_cuda_kv_desc *v, size_t nv, float *out,
-                            void *ws, size_t ws_bytes, void *stream, char *msg, size_t msg_len);
+ccomp_status ccomp_cuda_kv_attention(const void *q, int q_dtype, size_t S, size_t R, size_t D, float scale,
+                                     const ccomp_cuda_kv_desc *k, size_t nk, const ccomp_cuda_kv_desc *v, size_t nv,
+                                     float *out, void *ws, size_t ws_bytes, void *stream, ccomp_error *err);
 
 /* Device memory without a copy (current device); freed with ccomp_cuda_free. */
 int ccomp_cuda_alloc(size_t n, void **dev, char *msg, size_t msg_len);

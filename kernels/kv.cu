@@ -172,7 +172,16 @@ template <int BITS> __device__ __forceinline__ void store_unit(uint8_t *p, uint6
     }
 }
 
-// 8 bytes at a 2-byte aligned address (ggml blocks are 34 or 18 bytes long).
+// ggml blocks (ccomp/kv.h: ccomp_kv_block_q8_0 / _q4_0, declared once for C and CUDA): their size, and where
+// their values start after the fp16 scale.
+__host__ __device__ constexpr size_t ggml_block_bytes(bool q8)
+{
+    return q8 ? sizeof(ccomp_kv_block_q8_0) : sizeof(ccomp_kv_block_q4_0);
+}
+constexpr size_t QS = offsetof(ccomp_kv_block_q8_0, qs);
+static_assert(offsetof(ccomp_kv_block_q4_0, qs) == QS, "q8_0 and q4_0 values start together");
+
+// 8 bytes at a 2-byte aligned address (ggml blocks have an even size).
 __device__ __forceinline__ void store8_bytes_a2(uint8_t *p, uint64_t v)
 {
     unsigned short *q = reinterpret_cast<unsigned short *>(p);
@@ -472,7 +481,7 @@ constexpr int Q4_0 = 1;
 // One thread per 8 values, 4 lanes per block of 32 (ggml's quantize_row_q8_0_ref / _q4_0_ref).
 template <class TIn, int TYPE> __global__ void __launch_bounds__(NT) ggml_quantize(Job j)
 {
-    constexpr size_t BB = TYPE == Q8_0 ? 34 : 18;
+    constexpr size_t BB = ggml_block_bytes(TYPE == Q8_0);
     const size_t U = j.D / 8, units = j.S * j.T * U;
     const size_t u0 = (size_t)blockIdx.x * NT + threadIdx.x;
     const bool live = u0 < units;
@@ -503,7 +512,7 @@ template <class TIn, int TYPE> __global__ void __launch_bounds__(NT) ggml_quanti
 #pragma unroll
         for (int k = 0; k < 8; k++) bytes |= (uint64_t)(uint8_t)(int8_t)(int)roundf(__fmul_rn(v[k], id)) << (8 * k);
         if (q == 0) *reinterpret_cast<unsigned short *>(blk) = (unsigned short)f32_to_f16(d);
-        store8_bytes_a2(blk + 2 + 8 * q, bytes);
+        store8_bytes_a2(blk + QS + 8 * q, bytes);
     } else {
         float amax = 0.0f, mx = 0.0f; // the first value of largest magnitude
 #pragma unroll
@@ -538,7 +547,7 @@ template <class TIn, int TYPE> __global__ void __launch_bounds__(NT) ggml_quanti
             for (int k = 0; k < 8; k++)
                 bytes |= (uint64_t)(((nib >> (4 * k)) & 15u) | ((high >> (4 * k)) & 15u) << 4) << (8 * k);
             if (q == 0) *reinterpret_cast<unsigned short *>(blk) = (unsigned short)f32_to_f16(d);
-            store8_bytes_a2(blk + 2 + 8 * q, bytes);
+            store8_bytes_a2(blk + QS + 8 * q, bytes);
         }
     }
     if (!ok) report(j.flag, s);
@@ -550,18 +559,18 @@ template <int TYPE> __device__ __forceinline__ void ggml_unit(const uint8_t *blk
     const float d = f16_to_f32(ld_u16(blk));
     if constexpr (TYPE == Q8_0) {
 #pragma unroll
-        for (int k = 0; k < 8; k++) v[k] = __fmul_rn(d, (float)(int8_t)__ldg(blk + 2 + 8 * q + k));
+        for (int k = 0; k < 8; k++) v[k] = __fmul_rn(d, (float)(int8_t)__ldg(blk + QS + 8 * q + k));
     } else {
         const unsigned sh = q >= 2 ? 4 : 0;
 #pragma unroll
         for (int k = 0; k < 8; k++)
-            v[k] = __fmul_rn(d, (float)((int)((__ldg(blk + 2 + 8 * (q & 1u) + k) >> sh) & 15u) - 8));
+            v[k] = __fmul_rn(d, (float)((int)((__ldg(blk + QS + 8 * (q & 1u) + k) >> sh) & 15u) - 8));
     }
 }
 
 template <int TYPE, class TOut> __global__ void __launch_bounds__(NT) ggml_dequantize(Job j)
 {
-    constexpr size_t BB = TYPE == Q8_0 ? 34 : 18;
+    constexpr size_t BB = ggml_block_bytes(TYPE == Q8_0);
     const size_t U = j.D / 8, units = j.S * j.T * U;
     const size_t u = (size_t)blockIdx.x * NT + threadIdx.x;
     if (u >= units) return;
@@ -1044,7 +1053,7 @@ template <int KIND, int BITS, int RB> __global__ void __launch_bounds__(SCORE_T)
             }
         } else if constexpr (KIND == K_Q8_0 || KIND == K_Q4_0) {
             const uint8_t *rw = reinterpret_cast<const uint8_t *>(tile + (size_t)tid * a.pitch);
-            const int bb = KIND == K_Q8_0 ? 34 : 18;
+            const int bb = (int)ggml_block_bytes(KIND == K_Q8_0);
             for (int blk = 0; blk < D / 32; blk++) {
                 const uint8_t *p = rw + blk * bb;
                 const float d = in_f16((uint16_t)(p[0] | p[1] << 8));
@@ -1053,8 +1062,8 @@ template <int KIND, int BITS, int RB> __global__ void __launch_bounds__(SCORE_T)
                 for (int r = 0; r < RB; r++) part[r] = 0.0f;
 #pragma unroll 8
                 for (int k = 0; k < 32; k++) {
-                    const float f = KIND == K_Q8_0 ? (float)(int8_t)p[2 + k]
-                                                   : (float)((int)((p[2 + (k & 15)] >> (k < 16 ? 0 : 4)) & 15u) - 8);
+                    const float f = KIND == K_Q8_0 ? (float)(int8_t)p[QS + k]
+                                                   : (float)((int)((p[QS + (k & 15)] >> (k < 16 ? 0 : 4)) & 15u) - 8);
 #pragma unroll
                     for (int r = 0; r < RB; r++) part[r] = fmaf(qsh[r * D + blk * 32 + k], f, part[r]);
                 }
@@ -1207,7 +1216,7 @@ template <int KIND, int BITS, int RB> __global__ void __launch_bounds__(ACC_T) a
                     }
                 }
             } else if constexpr (KIND == K_Q8_0 || KIND == K_Q4_0) {
-                const size_t bb = KIND == K_Q8_0 ? 34 : 18;
+                const size_t bb = ggml_block_bytes(KIND == K_Q8_0);
                 for (int i = tl; i < n; i += ntl) {
                     const size_t t = c0 + (size_t)i;
                     float f[8];
@@ -1293,6 +1302,22 @@ __global__ void __launch_bounds__(256) combine_kernel(Attn a)
 
 #include "cuda_host.cuh"
 
+// enter_device in the status convention: makes the device holding p current, or says why not.
+ccomp_status kv_enter_device(const void *p, DeviceGuard &g, ccomp_error *err)
+{
+    char msg[CCOMP_ERROR_MSG_LEN] = "";
+    const int rc = enter_device(p, g, msg, sizeof msg);
+    if (rc == 0) return CCOMP_OK;
+    const ccomp_status code = rc == -1                         ? CCOMP_ERR_VALUE
+                              : rc == cudaErrorMemoryAllocation ? CCOMP_ERR_NOMEM
+                                                                : CCOMP_ERR_BACKEND;
+    if (err != NULL) {
+        err->code = code;
+        snprintf(err->msg, sizeof err->msg, "%s", msg);
+    }
+    return code;
+}
+
 // Every launch goes through here: the dynamic shared memory limit is raised when needed.
 template <class... P, class... A>
 cudaError_t launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream, A... args)
@@ -1319,20 +1344,19 @@ bool aligned16(const void *p, size_t ss, size_t ld, size_t S, size_t T, size_t e
 // --- argument checks (the Python layer checks first with friendlier messages; these keep bad values
 // from reaching a kernel)
 
-int check_array(const ccomp_cuda_kv_array &a, size_t need, size_t S, size_t es, const char *name, char *msg,
-                size_t msg_len)
+ccomp_status check_array(const ccomp_cuda_kv_array &a, size_t need, size_t S, size_t es, const char *name, ccomp_error *err)
 {
-    if (need == 0) return 0;
-    if (a.ptr == NULL) return reject(msg, msg_len, "array '%s' is missing", name);
+    if (need == 0) return CCOMP_OK;
+    if (a.ptr == NULL) return reject(err, "array '%s' is missing", name);
     if (reinterpret_cast<uintptr_t>(a.ptr) % es != 0)
-        return reject(msg, msg_len, "array '%s' is not aligned to its %zu-byte elements", name, es);
+        return reject(err, "array '%s' is not aligned to its %zu-byte elements", name, es);
     if (a.count < need)
-        return reject(msg, msg_len, "array '%s' holds %zu elements per slice, expected at least %zu", name, a.count,
+        return reject(err, "array '%s' holds %zu elements per slice, expected at least %zu", name, a.count,
                       need);
     if (S > 1 && a.stride < need)
-        return reject(msg, msg_len, "array '%s' has a slice stride of %zu elements, below the %zu it needs", name,
+        return reject(err, "array '%s' has a slice stride of %zu elements, below the %zu it needs", name,
                       a.stride, need);
-    return 0;
+    return CCOMP_OK;
 }
 
 bool is_pow2(size_t x)
@@ -1340,99 +1364,96 @@ bool is_pow2(size_t x)
     return x != 0 && (x & (x - 1)) == 0;
 }
 
-int check_x(const ccomp_cuda_kv_desc *d, char *msg, size_t msg_len)
+ccomp_status check_x(const ccomp_cuda_kv_desc *d, ccomp_error *err)
 {
-    if (d->x == NULL) return reject(msg, msg_len, "the dense tensor is missing");
+    if (d->x == NULL) return reject(err, "the dense tensor is missing");
     if (d->x_dtype != CCOMP_CUDA_KV_FLOAT32 && d->x_dtype != CCOMP_CUDA_KV_FLOAT16)
-        return reject(msg, msg_len, "the dense tensor must be float32 or float16, got dtype code %d", d->x_dtype);
+        return reject(err, "the dense tensor must be float32 or float16, got dtype code %d", d->x_dtype);
     const size_t es = d->x_dtype == CCOMP_CUDA_KV_FLOAT32 ? 4 : 2;
-    if (reinterpret_cast<uintptr_t>(d->x) % es != 0) return reject(msg, msg_len, "the dense tensor is misaligned");
+    if (reinterpret_cast<uintptr_t>(d->x) % es != 0) return reject(err, "the dense tensor is misaligned");
     if ((d->T > 1 && d->x_ld < d->D) || (d->S > 1 && d->x_ss < (d->T ? (d->T - 1) * d->x_ld + d->D : 0)))
-        return reject(msg, msg_len, "the dense tensor's strides (%zu, %zu) overlap its %zu x %zu slices", d->x_ss,
+        return reject(err, "the dense tensor's strides (%zu, %zu) overlap its %zu x %zu slices", d->x_ss,
                       d->x_ld, d->T, d->D);
-    return 0;
+    return CCOMP_OK;
 }
 
 // The shape and parameters of a tensor, and its arrays for the method.
-int check_desc(const ccomp_cuda_kv_desc *d, char *msg, size_t msg_len)
+ccomp_status check_desc(const ccomp_cuda_kv_desc *d, ccomp_error *err)
 {
     const size_t S = d->S, T = d->T, D = d->D;
-    int rc;
-    if (S >= 0xffffffffu) return reject(msg, msg_len, "too many slices (%zu)", S);
-    if (D == 0 || D % 8 != 0) return reject(msg, msg_len, "head dim must be a positive multiple of 8, got %zu", D);
+    ccomp_status rc;
+    if (S >= 0xffffffffu) return reject(err, "too many slices (%zu)", S);
+    if (D == 0 || D % 8 != 0) return reject(err, "head dim must be a positive multiple of 8, got %zu", D);
     switch (d->method) {
-    case CCOMP_CUDA_KV_GROUPWISE:
-    case CCOMP_CUDA_KV_GEAR: {
+    case CCOMP_KV_M_GROUPWISE:
+    case CCOMP_KV_M_GEAR: {
         const int b = d->bits, G = d->group;
-        if (b != 2 && b != 3 && b != 4 && b != 8) return reject(msg, msg_len, "bits must be 2, 3, 4 or 8, got %d", b);
-        if (G != 32 && G != 64 && G != 128) return reject(msg, msg_len, "group size must be 32, 64 or 128, got %d", G);
+        if (b != 2 && b != 3 && b != 4 && b != 8) return reject(err, "bits must be 2, 3, 4 or 8, got %d", b);
+        if (G != 32 && G != 64 && G != 128) return reject(err, "group size must be 32, 64 or 128, got %d", G);
         if (d->axis != AXIS_CHANNEL && d->axis != AXIS_TOKEN)
-            return reject(msg, msg_len, "axis must be 0 (per channel) or 1 (per token), got %d", d->axis);
-        if (D > 1024) return reject(msg, msg_len, "head dim must be at most 1024, got %zu", D);
+            return reject(err, "axis must be 0 (per channel) or 1 (per token), got %d", d->axis);
+        if (D > 1024) return reject(err, "head dim must be at most 1024, got %zu", D);
         if (d->axis == AXIS_TOKEN && D % (size_t)G != 0)
-            return reject(msg, msg_len, "head dim must be a multiple of the group size %d, got %zu", G, D);
+            return reject(err, "head dim must be a multiple of the group size %d, got %zu", G, D);
         if (d->axis == AXIS_CHANNEL && T % (size_t)G != 0)
-            return reject(msg, msg_len,
-                          "per-channel groups need a token count that is a multiple of the group size %d, got %zu", G,
+            return reject(err, "per-channel groups need a token count that is a multiple of the group size %d, got %zu", G,
                           T);
         const size_t ng = d->axis == AXIS_CHANNEL ? T / (size_t)G * D : T * (D / (size_t)G);
-        if ((rc = check_array(d->codes, T * D / 8 * (size_t)b, S, 1, "codes", msg, msg_len)) ||
-            (rc = check_array(d->scale, ng, S, 2, "scale", msg, msg_len)) ||
-            (rc = check_array(d->zero, ng, S, 2, "zero", msg, msg_len)))
+        if ((rc = check_array(d->codes, T * D / 8 * (size_t)b, S, 1, "codes", err)) ||
+            (rc = check_array(d->scale, ng, S, 2, "scale", err)) ||
+            (rc = check_array(d->zero, ng, S, 2, "zero", err)))
             return rc;
-        if (d->method == CCOMP_CUDA_KV_GEAR) {
+        if (d->method == CCOMP_KV_M_GEAR) {
             if (d->per_row > D)
-                return reject(msg, msg_len, "outliers per row (%zu) exceed the head dim %zu", d->per_row, D);
+                return reject(err, "outliers per row (%zu) exceed the head dim %zu", d->per_row, D);
             if (d->rank < 0 || (size_t)d->rank > D)
-                return reject(msg, msg_len, "rank must be in [0, %zu], got %d", D, d->rank);
+                return reject(err, "rank must be in [0, %zu], got %d", D, d->rank);
             const size_t r = (size_t)d->rank;
-            if ((rc = check_array(d->out_idx, T * d->per_row, S, 2, "out_idx", msg, msg_len)) ||
-                (rc = check_array(d->out_vals, T * d->per_row, S, 2, "out_vals", msg, msg_len)) ||
-                (rc = check_array(d->U, T * r, S, 2, "U", msg, msg_len)) ||
-                (rc = check_array(d->W, D * r, S, 2, "W", msg, msg_len)))
+            if ((rc = check_array(d->out_idx, T * d->per_row, S, 2, "out_idx", err)) ||
+                (rc = check_array(d->out_vals, T * d->per_row, S, 2, "out_vals", err)) ||
+                (rc = check_array(d->U, T * r, S, 2, "U", err)) ||
+                (rc = check_array(d->W, D * r, S, 2, "W", err)))
                 return rc;
         }
-        return 0;
+        return CCOMP_OK;
     }
-    case CCOMP_CUDA_KV_Q8_0:
-    case CCOMP_CUDA_KV_Q4_0:
+    case CCOMP_KV_M_Q8_0:
+    case CCOMP_KV_M_Q4_0:
         if (D % 32 != 0)
-            return reject(msg, msg_len, "ggml blocks need a head dim that is a multiple of 32, got %zu", D);
-        return check_array(d->blocks, T * (D / 32) * (d->method == CCOMP_CUDA_KV_Q8_0 ? 34u : 18u), S, 1, "blocks", msg,
-                           msg_len);
-    case CCOMP_CUDA_KV_TURBO:
+            return reject(err, "ggml blocks need a head dim that is a multiple of 32, got %zu", D);
+        return check_array(d->blocks, T * (D / 32) * ggml_block_bytes(d->method == CCOMP_KV_M_Q8_0), S, 1, "blocks", err);
+    case CCOMP_KV_M_TURBO:
         if (d->bits < 1 || d->bits > 4)
-            return reject(msg, msg_len, "turbo: bits must be 1, 2, 3 or 4, got %d", d->bits);
+            return reject(err, "turbo: bits must be 1, 2, 3 or 4, got %d", d->bits);
         if (!is_pow2(D) || D < 16 || D > 1024)
-            return reject(msg, msg_len, "turbo: head dim must be a power of two in [16, 1024], got %zu", D);
-        if (d->qjl != 0 && d->qjl != 1) return reject(msg, msg_len, "turbo: qjl must be 0 or 1, got %d", d->qjl);
-        if ((rc = check_array(d->codes, T * D * (size_t)d->bits / 8, S, 1, "codes", msg, msg_len)) ||
-            (rc = check_array(d->norms, T, S, 4, "norms", msg, msg_len)))
+            return reject(err, "turbo: head dim must be a power of two in [16, 1024], got %zu", D);
+        if (d->qjl != 0 && d->qjl != 1) return reject(err, "turbo: qjl must be 0 or 1, got %d", d->qjl);
+        if ((rc = check_array(d->codes, T * D * (size_t)d->bits / 8, S, 1, "codes", err)) ||
+            (rc = check_array(d->norms, T, S, 4, "norms", err)))
             return rc;
         if (d->qjl) {
-            if ((rc = check_array(d->signs, T * D / 8, S, 1, "signs", msg, msg_len)) ||
-                (rc = check_array(d->res_norms, T, S, 4, "res_norms", msg, msg_len)))
+            if ((rc = check_array(d->signs, T * D / 8, S, 1, "signs", err)) ||
+                (rc = check_array(d->res_norms, T, S, 4, "res_norms", err)))
                 return rc;
         }
-        return 0;
-    case CCOMP_CUDA_KV_SPARSE: {
+        return CCOMP_OK;
+    case CCOMP_KV_M_SPARSE: {
         if (D != 64 && D != 128 && D != 192 && D != 256 && D != 384 && D != 512 && D != 768 && D != 1024)
-            return reject(msg, msg_len,
-                          "bitmap_sparse on the GPU: head dim must be 64, 128, 192, 256, 384, 512, 768 "
+            return reject(err, "bitmap_sparse on the GPU: head dim must be 64, 128, 192, 256, 384, 512, 768 "
                           "or 1024, got %zu",
                           D);
         if (T * D >= ((size_t)1 << 32))
-            return reject(msg, msg_len, "bitmap_sparse: tokens x head dim must be below 2^32, got %zu x %zu", T, D);
-        if (d->kept > D) return reject(msg, msg_len, "bitmap_sparse: kept (%zu) exceeds the head dim %zu", d->kept, D);
+            return reject(err, "bitmap_sparse: tokens x head dim must be below 2^32, got %zu x %zu", T, D);
+        if (d->kept > D) return reject(err, "bitmap_sparse: kept (%zu) exceeds the head dim %zu", d->kept, D);
         const size_t tiles = T * (D / 64);
-        if ((rc = check_array(d->bitmaps, tiles, S, 8, "bitmaps", msg, msg_len)) ||
-            (rc = check_array(d->offsets, tiles + 1, S, 4, "offsets", msg, msg_len)) ||
-            (rc = check_array(d->values, T * d->kept, S, 2, "values", msg, msg_len)))
+        if ((rc = check_array(d->bitmaps, tiles, S, 8, "bitmaps", err)) ||
+            (rc = check_array(d->offsets, tiles + 1, S, 4, "offsets", err)) ||
+            (rc = check_array(d->values, T * d->kept, S, 2, "values", err)))
             return rc;
-        return 0;
+        return CCOMP_OK;
     }
-    case CCOMP_CUDA_KV_DENSE: return S * T > 0 ? check_x(d, msg, msg_len) : 0;
-    default: return reject(msg, msg_len, "unknown method %d", d->method);
+    case CCOMP_KV_M_DENSE: return S * T > 0 ? check_x(d, err) : CCOMP_OK;
+    default: return reject(err, "unknown method %d", d->method);
     }
 }
 
@@ -1462,7 +1483,7 @@ Job make_job(const ccomp_cuda_kv_desc *d)
     j.qjl = d->qjl;
     j.st = d->qjl_matrix_t;
     for (int i = 0; i < 16; i++) j.cent[i] = d->centroids[i], j.thr[i] = d->thresholds[i];
-    if (d->method == CCOMP_CUDA_KV_TURBO) { // the splitmix64 signs of kv_turbo.h, one per channel
+    if (d->method == CCOMP_KV_M_TURBO) { // the splitmix64 signs of kv_turbo.h, one per channel
         uint64_t st = d->seed;
         for (size_t c = 0; c < d->D && c < 1024; c++) {
             uint64_t z = (st += 0x9e3779b97f4a7c15ull);
@@ -1487,7 +1508,7 @@ template <class TIn> cudaError_t launch_quantize(const ccomp_cuda_kv_desc *d, co
 {
     const size_t units = d->S * d->T * (d->D / 8);
     switch (d->method) {
-    case CCOMP_CUDA_KV_GROUPWISE:
+    case CCOMP_KV_M_GROUPWISE:
         if (d->axis == AXIS_TOKEN) {
 #define GW_TOKEN(B, UGV) launch(gw_quantize_token<TIn, B, UGV>, dim3(blocks_of(units, NT)), dim3(NT), 0, st, j)
 #define GW_TOKEN_G(B) (d->group == 32 ? GW_TOKEN(B, 4) : d->group == 64 ? GW_TOKEN(B, 8) : GW_TOKEN(B, 16))
@@ -1515,9 +1536,9 @@ template <class TIn> cudaError_t launch_quantize(const ccomp_cuda_kv_desc *d, co
             }
 #undef GW_CH
         }
-    case CCOMP_CUDA_KV_Q8_0: return launch(ggml_quantize<TIn, Q8_0>, dim3(blocks_of(units, NT)), dim3(NT), 0, st, j);
-    case CCOMP_CUDA_KV_Q4_0: return launch(ggml_quantize<TIn, Q4_0>, dim3(blocks_of(units, NT)), dim3(NT), 0, st, j);
-    case CCOMP_CUDA_KV_TURBO: {
+    case CCOMP_KV_M_Q8_0: return launch(ggml_quantize<TIn, Q8_0>, dim3(blocks_of(units, NT)), dim3(NT), 0, st, j);
+    case CCOMP_KV_M_Q4_0: return launch(ggml_quantize<TIn, Q4_0>, dim3(blocks_of(units, NT)), dim3(NT), 0, st, j);
+    case CCOMP_KV_M_TURBO: {
         const dim3 grid(blocks_of(d->S * d->T, 128));
         const size_t smem = d->qjl ? 4 * d->D * sizeof(float) : 0;
         switch (e_of(d->D)) {
@@ -1529,7 +1550,7 @@ template <class TIn> cudaError_t launch_quantize(const ccomp_cuda_kv_desc *d, co
         default: return launch(turbo_quantize<TIn, 32>, grid, dim3(128), smem, st, j);
         }
     }
-    case CCOMP_CUDA_KV_SPARSE: {
+    case CCOMP_KV_M_SPARSE: {
         const dim3 grid(blocks_of(d->S * d->T, 4));
         switch (d->D / 32) {
         case 2: return launch(sparse_quantize<TIn, 2>, grid, dim3(128), 0, st, j);
@@ -1552,9 +1573,9 @@ template <class TOut> cudaError_t launch_dequantize(const ccomp_cuda_kv_desc *d,
     const size_t units = d->S * d->T * (d->D / 8);
     const dim3 grid(blocks_of(units, NT)), block(NT);
     switch (d->method) {
-    case CCOMP_CUDA_KV_GROUPWISE:
-    case CCOMP_CUDA_KV_GEAR: {
-        const bool gear = d->method == CCOMP_CUDA_KV_GEAR;
+    case CCOMP_KV_M_GROUPWISE:
+    case CCOMP_KV_M_GEAR: {
+        const bool gear = d->method == CCOMP_KV_M_GEAR;
 #define GW_DQ(B)                                                                                                       \
     (d->axis == AXIS_TOKEN                                                                                             \
          ? launch(gear ? gear_dequantize<B, AXIS_TOKEN, TOut> : gw_dequantize<B, AXIS_TOKEN, TOut>, grid, block, 0,    \
@@ -1569,9 +1590,9 @@ template <class TOut> cudaError_t launch_dequantize(const ccomp_cuda_kv_desc *d,
         }
 #undef GW_DQ
     }
-    case CCOMP_CUDA_KV_Q8_0: return launch(ggml_dequantize<Q8_0, TOut>, grid, block, 0, st, j);
-    case CCOMP_CUDA_KV_Q4_0: return launch(ggml_dequantize<Q4_0, TOut>, grid, block, 0, st, j);
-    case CCOMP_CUDA_KV_TURBO: {
+    case CCOMP_KV_M_Q8_0: return launch(ggml_dequantize<Q8_0, TOut>, grid, block, 0, st, j);
+    case CCOMP_KV_M_Q4_0: return launch(ggml_dequantize<Q4_0, TOut>, grid, block, 0, st, j);
+    case CCOMP_KV_M_TURBO: {
         const dim3 g4(blocks_of(d->S * d->T, 4));
         switch (e_of(d->D)) {
         case 1: return launch(turbo_dequantize<1, TOut>, g4, dim3(128), 0, st, j);
@@ -1582,7 +1603,7 @@ template <class TOut> cudaError_t launch_dequantize(const ccomp_cuda_kv_desc *d,
         default: return launch(turbo_dequantize<32, TOut>, g4, dim3(128), 0, st, j);
         }
     }
-    case CCOMP_CUDA_KV_SPARSE: {
+    case CCOMP_KV_M_SPARSE: {
         const dim3 g4(blocks_of(d->S * d->T, 4));
         switch (d->D / 32) {
         case 2: return launch(sparse_dequantize<2, TOut>, g4, dim3(128), 0, st, j);
@@ -1601,24 +1622,24 @@ template <class TOut> cudaError_t launch_dequantize(const ccomp_cuda_kv_desc *d,
 }
 
 // Queues the flag reset, the kernels and (check) the read-back of the first bad slice.
-template <class F> int run_checked(const ccomp_cuda_kv_desc *d, cudaStream_t st, int check, int64_t *first_bad,
-                                   F kernels, const char *what, char *msg, size_t msg_len)
+template <class F> ccomp_status run_checked(const ccomp_cuda_kv_desc *d, cudaStream_t st, int check, int64_t *first_bad,
+                                   F kernels, const char *what, ccomp_error *err)
 {
     *first_bad = -1;
     cudaError_t e = cudaSuccess;
     const bool flagged = d->flag != NULL;
-    if (check && !flagged) return reject(msg, msg_len, "%s: a data check needs the flag buffer", what);
+    if (check && !flagged) return reject(err, "%s: a data check needs the flag buffer", what);
     if (flagged && (e = cudaMemsetAsync(d->flag, 0xff, sizeof(uint32_t), st)) != cudaSuccess)
-        return fail(e, "cudaMemsetAsync", msg, msg_len);
-    if ((e = kernels()) != cudaSuccess) return fail(e, what, msg, msg_len);
+        return fail(err, e, "cudaMemsetAsync");
+    if ((e = kernels()) != cudaSuccess) return fail(err, e, what);
     if (check) {
         uint32_t h = 0xffffffffu;
         if ((e = cudaMemcpyAsync(&h, d->flag, sizeof h, cudaMemcpyDeviceToHost, st)) != cudaSuccess)
-            return fail(e, "cudaMemcpyAsync (data check)", msg, msg_len);
-        if ((e = cudaStreamSynchronize(st)) != cudaSuccess) return fail(e, what, msg, msg_len);
+            return fail(err, e, "cudaMemcpyAsync (data check)");
+        if ((e = cudaStreamSynchronize(st)) != cudaSuccess) return fail(err, e, what);
         *first_bad = h == 0xffffffffu ? -1 : (int64_t)h;
     }
-    return 0;
+    return CCOMP_OK;
 }
 
 // --- attention
@@ -1626,10 +1647,10 @@ template <class F> int run_checked(const ccomp_cuda_kv_desc *d, cudaStream_t st,
 int kind_of(const ccomp_cuda_kv_desc *d)
 {
     switch (d->method) {
-    case CCOMP_CUDA_KV_DENSE: return d->x_dtype == CCOMP_CUDA_KV_FLOAT16 ? K_DENSE_F16 : K_DENSE_F32;
-    case CCOMP_CUDA_KV_GROUPWISE: return d->axis == AXIS_TOKEN ? K_GW_TOKEN : K_GW_CHANNEL;
-    case CCOMP_CUDA_KV_Q8_0: return K_Q8_0;
-    case CCOMP_CUDA_KV_Q4_0: return K_Q4_0;
+    case CCOMP_KV_M_DENSE: return d->x_dtype == CCOMP_CUDA_KV_FLOAT16 ? K_DENSE_F16 : K_DENSE_F32;
+    case CCOMP_KV_M_GROUPWISE: return d->axis == AXIS_TOKEN ? K_GW_TOKEN : K_GW_CHANNEL;
+    case CCOMP_KV_M_Q8_0: return K_Q8_0;
+    case CCOMP_KV_M_Q4_0: return K_Q4_0;
     default: return -1;
     }
 }
@@ -1641,15 +1662,15 @@ Seg make_seg(const ccomp_cuda_kv_desc *d, size_t t0)
     g.kind = kind_of(d);
     g.bits = d->bits, g.group = d->group, g.tokens = d->T, g.t0 = t0;
     switch (d->method) {
-    case CCOMP_CUDA_KV_DENSE: g.data = (const uint8_t *)d->x, g.data_ss = d->x_ss, g.ld = d->x_ld; break;
-    case CCOMP_CUDA_KV_GROUPWISE:
+    case CCOMP_KV_M_DENSE: g.data = (const uint8_t *)d->x, g.data_ss = d->x_ss, g.ld = d->x_ld; break;
+    case CCOMP_KV_M_GROUPWISE:
         g.data = (const uint8_t *)d->codes.ptr, g.data_ss = d->codes.stride, g.row_bytes = d->D / 8 * (size_t)d->bits;
         g.scale = (const uint16_t *)d->scale.ptr, g.zero = (const uint16_t *)d->zero.ptr;
         g.scale_ss = d->scale.stride, g.zero_ss = d->zero.stride;
         break;
     default: // ggml
         g.data = (const uint8_t *)d->blocks.ptr, g.data_ss = d->blocks.stride;
-        g.row_bytes = d->D / 32 * (d->method == CCOMP_CUDA_KV_Q8_0 ? 34u : 18u);
+        g.row_bytes = d->D / 32 * ggml_block_bytes(d->method == CCOMP_KV_M_Q8_0);
         break;
     }
     return g;
@@ -1720,52 +1741,51 @@ cudaError_t launch_accum(const Attn &a, dim3 grid, size_t smem, cudaStream_t st)
 
 #undef KV_DISPATCH_KIND
 
-int check_segments(const ccomp_cuda_kv_desc *segs, size_t n, size_t S, size_t D, const char *side, size_t *T, char *msg,
-                   size_t msg_len)
+ccomp_status check_segments(const ccomp_cuda_kv_desc *segs, size_t n, size_t S, size_t D, const char *side, size_t *T, ccomp_error *err)
 {
     *T = 0;
-    if (n == 0 || segs == NULL) return reject(msg, msg_len, "the %s cache has no segments", side);
+    if (n == 0 || segs == NULL) return reject(err, "the %s cache has no segments", side);
     for (size_t i = 0; i < n; i++) {
         const ccomp_cuda_kv_desc *d = &segs[i];
-        char inner[200];
+        ccomp_error inner;
         if (kind_of(d) < 0)
-            return reject(msg, msg_len, "%s segment %zu: attention takes groupwise, q8_0, q4_0 or dense segments", side,
+            return reject(err, "%s segment %zu: attention takes groupwise, q8_0, q4_0 or dense segments", side,
                           i);
-        if (d->S != S) return reject(msg, msg_len, "%s segment %zu has %zu slices, expected %zu", side, i, d->S, S);
-        if (d->D != D) return reject(msg, msg_len, "%s segment %zu has head dim %zu, expected %zu", side, i, d->D, D);
-        if (check_desc(d, inner, sizeof inner) != 0) return reject(msg, msg_len, "%s segment %zu: %s", side, i, inner);
-        if (d->method == CCOMP_CUDA_KV_DENSE && d->T > 0 && d->S * d->T > 0) {
+        if (d->S != S) return reject(err, "%s segment %zu has %zu slices, expected %zu", side, i, d->S, S);
+        if (d->D != D) return reject(err, "%s segment %zu has head dim %zu, expected %zu", side, i, d->D, D);
+        if (check_desc(d, &inner) != CCOMP_OK) return reject(err, "%s segment %zu: %s", side, i, inner.msg);
+        if (d->method == CCOMP_KV_M_DENSE && d->T > 0 && d->S * d->T > 0) {
             const size_t es = d->x_dtype == CCOMP_CUDA_KV_FLOAT32 ? 4 : 2;
             if (reinterpret_cast<uintptr_t>(d->x) % es != 0)
-                return reject(msg, msg_len, "%s segment %zu: dense data is misaligned", side, i);
+                return reject(err, "%s segment %zu: dense data is misaligned", side, i);
         }
         *T += d->T;
     }
-    return 0;
+    return CCOMP_OK;
 }
 
 } // namespace
 
 // ====================================================================== entry points
 
-extern "C" int ccomp_cuda_kv_quantize(const ccomp_cuda_kv_desc *d, void *stream, int check, int64_t *first_bad,
-                                      char *msg, size_t msg_len)
+extern "C" ccomp_status ccomp_cuda_kv_quantize(const ccomp_cuda_kv_desc *d, void *stream, int check, int64_t *first_bad,
+                                      ccomp_error *err)
 {
     *first_bad = -1;
-    int rc = check_desc(d, msg, msg_len);
+    ccomp_status rc = check_desc(d, err);
     if (rc) return rc;
-    if (d->method == CCOMP_CUDA_KV_DENSE || d->method == CCOMP_CUDA_KV_GEAR)
-        return reject(msg, msg_len, "the GPU quantizes groupwise, q8_0, q4_0, turbo and bitmap_sparse");
-    if ((rc = check_x(d, msg, msg_len)) != 0) return rc;
-    if (d->flag == NULL) return reject(msg, msg_len, "quantize needs the flag buffer");
-    if (d->method == CCOMP_CUDA_KV_TURBO && d->qjl && d->qjl_matrix_t == NULL)
-        return reject(msg, msg_len, "turbo with qjl needs the QJL matrix");
-    if ((d->method == CCOMP_CUDA_KV_Q8_0 || d->method == CCOMP_CUDA_KV_Q4_0) &&
+    if (d->method == CCOMP_KV_M_DENSE || d->method == CCOMP_KV_M_GEAR)
+        return reject(err, "the GPU quantizes groupwise, q8_0, q4_0, turbo and bitmap_sparse");
+    if ((rc = check_x(d, err)) != CCOMP_OK) return rc;
+    if (d->flag == NULL) return reject(err, "quantize needs the flag buffer");
+    if (d->method == CCOMP_KV_M_TURBO && d->qjl && d->qjl_matrix_t == NULL)
+        return reject(err, "turbo with qjl needs the QJL matrix");
+    if ((d->method == CCOMP_KV_M_Q8_0 || d->method == CCOMP_KV_M_Q4_0) &&
         ((reinterpret_cast<uintptr_t>(d->blocks.ptr) & 1u) || (d->S > 1 && (d->blocks.stride & 1u))))
-        return reject(msg, msg_len, "the blocks array must be 2-byte aligned with an even slice stride");
-    if (d->S * d->T == 0) return 0;
+        return reject(err, "the blocks array must be 2-byte aligned with an even slice stride");
+    if (d->S * d->T == 0) return CCOMP_OK;
     DeviceGuard guard;
-    if ((rc = enter_device(d->x, guard, msg, msg_len)) != 0) return rc;
+    if ((rc = kv_enter_device(d->x, guard, err)) != CCOMP_OK) return rc;
     const Job j = make_job(d);
     cudaStream_t st = (cudaStream_t)stream;
     return run_checked(
@@ -1774,22 +1794,22 @@ extern "C" int ccomp_cuda_kv_quantize(const ccomp_cuda_kv_desc *d, void *stream,
             return d->x_dtype == CCOMP_CUDA_KV_FLOAT32 ? launch_quantize<float>(d, j, st)
                                                        : launch_quantize<uint16_t>(d, j, st);
         },
-        "the quantize kernel", msg, msg_len);
+        "the quantize kernel", err);
 }
 
-extern "C" int ccomp_cuda_kv_dequantize(const ccomp_cuda_kv_desc *d, void *stream, int check, int64_t *first_bad,
-                                        char *msg, size_t msg_len)
+extern "C" ccomp_status ccomp_cuda_kv_dequantize(const ccomp_cuda_kv_desc *d, void *stream, int check, int64_t *first_bad,
+                                        ccomp_error *err)
 {
     *first_bad = -1;
-    int rc = check_desc(d, msg, msg_len);
+    ccomp_status rc = check_desc(d, err);
     if (rc) return rc;
-    if (d->method == CCOMP_CUDA_KV_DENSE) return reject(msg, msg_len, "nothing to dequantize for a dense tensor");
-    if ((rc = check_x(d, msg, msg_len)) != 0) return rc;
-    const bool checked = d->method == CCOMP_CUDA_KV_SPARSE || d->method == CCOMP_CUDA_KV_GEAR;
-    if (checked && d->flag == NULL) return reject(msg, msg_len, "dequantize of this method needs the flag buffer");
-    if (d->S * d->T == 0) return 0;
+    if (d->method == CCOMP_KV_M_DENSE) return reject(err, "nothing to dequantize for a dense tensor");
+    if ((rc = check_x(d, err)) != CCOMP_OK) return rc;
+    const bool checked = d->method == CCOMP_KV_M_SPARSE || d->method == CCOMP_KV_M_GEAR;
+    if (checked && d->flag == NULL) return reject(err, "dequantize of this method needs the flag buffer");
+    if (d->S * d->T == 0) return CCOMP_OK;
     DeviceGuard guard;
-    if ((rc = enter_device(d->x, guard, msg, msg_len)) != 0) return rc;
+    if ((rc = kv_enter_device(d->x, guard, err)) != CCOMP_OK) return rc;
     const Job j = make_job(d);
     cudaStream_t st = (cudaStream_t)stream;
     ccomp_cuda_kv_desc dd = *d;
@@ -1800,7 +1820,7 @@ extern "C" int ccomp_cuda_kv_dequantize(const ccomp_cuda_kv_desc *d, void *strea
             return d->x_dtype == CCOMP_CUDA_KV_FLOAT32 ? launch_dequantize<float>(d, j, st)
                                                        : launch_dequantize<uint16_t>(d, j, st);
         },
-        "the dequantize kernel", msg, msg_len);
+        "the dequantize kernel", err);
 }
 
 extern "C" size_t ccomp_cuda_kv_attention_workspace(size_t S, size_t R, size_t Dv, const ccomp_cuda_kv_desc *v,
@@ -1812,40 +1832,38 @@ extern "C" size_t ccomp_cuda_kv_attention_workspace(size_t S, size_t R, size_t D
     return S * R * (T + 2 * NC + NC * Dv) * sizeof(float);
 }
 
-extern "C" int ccomp_cuda_kv_attention(const void *q, int q_dtype, size_t S, size_t R, size_t D, float scale,
+extern "C" ccomp_status ccomp_cuda_kv_attention(const void *q, int q_dtype, size_t S, size_t R, size_t D, float scale,
                                        const ccomp_cuda_kv_desc *k, size_t nk, const ccomp_cuda_kv_desc *v, size_t nv,
-                                       float *out, void *ws, size_t ws_bytes, void *stream, char *msg, size_t msg_len)
+                                       float *out, void *ws, size_t ws_bytes, void *stream, ccomp_error *err)
 {
-    if (q == NULL || out == NULL) return reject(msg, msg_len, "q and out are required");
+    if (q == NULL || out == NULL) return reject(err, "q and out are required");
     if (q_dtype != CCOMP_CUDA_KV_FLOAT32 && q_dtype != CCOMP_CUDA_KV_FLOAT16)
-        return reject(msg, msg_len, "q must be float32 or float16");
+        return reject(err, "q must be float32 or float16");
     if (S == 0 || S > 65535)
-        return reject(msg, msg_len, "K/V slices (batch x kv heads) must be in [1, 65535], got %zu", S);
-    if (R == 0 || R > 4096) return reject(msg, msg_len, "query rows per K/V head must be in [1, 4096], got %zu", R);
+        return reject(err, "K/V slices (batch x kv heads) must be in [1, 65535], got %zu", S);
+    if (R == 0 || R > 4096) return reject(err, "query rows per K/V head must be in [1, 4096], got %zu", R);
     if (D == 0 || D % 32 != 0 || D > 256)
-        return reject(msg, msg_len,
-                      "the GPU attention needs a key head dim that is a multiple of 32 up to 256, got %zu", D);
-    if (nv == 0 || v == NULL) return reject(msg, msg_len, "the V cache has no segments");
+        return reject(err, "the GPU attention needs a key head dim that is a multiple of 32 up to 256, got %zu", D);
+    if (nv == 0 || v == NULL) return reject(err, "the V cache has no segments");
     const size_t Dv = v[0].D;
     if (Dv == 0 || Dv % 32 != 0 || Dv > 256)
-        return reject(msg, msg_len,
-                      "the GPU attention needs a value head dim that is a multiple of 32 up to 256, got %zu", Dv);
-    if (!(scale == scale) || isinf(scale)) return reject(msg, msg_len, "scale must be finite");
+        return reject(err, "the GPU attention needs a value head dim that is a multiple of 32 up to 256, got %zu", Dv);
+    if (!(scale == scale) || isinf(scale)) return reject(err, "scale must be finite");
     size_t Tk, Tv;
-    int rc;
-    if ((rc = check_segments(k, nk, S, D, "K", &Tk, msg, msg_len)) != 0) return rc;
-    if ((rc = check_segments(v, nv, S, Dv, "V", &Tv, msg, msg_len)) != 0) return rc;
-    if (Tk != Tv) return reject(msg, msg_len, "K and V hold different token counts (%zu and %zu)", Tk, Tv);
-    if (Tk == 0) return reject(msg, msg_len, "the cache holds no tokens");
-    if (Tk > ((size_t)1 << 31)) return reject(msg, msg_len, "too many tokens (%zu)", Tk);
+    ccomp_status rc;
+    if ((rc = check_segments(k, nk, S, D, "K", &Tk, err)) != CCOMP_OK) return rc;
+    if ((rc = check_segments(v, nv, S, Dv, "V", &Tv, err)) != CCOMP_OK) return rc;
+    if (Tk != Tv) return reject(err, "K and V hold different token counts (%zu and %zu)", Tk, Tv);
+    if (Tk == 0) return reject(err, "the cache holds no tokens");
+    if (Tk > ((size_t)1 << 31)) return reject(err, "too many tokens (%zu)", Tk);
     const size_t NC = chunks_of(v, nv);
-    if (NC > 8192) return reject(msg, msg_len, "too many tokens for one call (%zu chunks of %d)", NC, CHUNK);
+    if (NC > 8192) return reject(err, "too many tokens for one call (%zu chunks of %d)", NC, CHUNK);
     const size_t need = ccomp_cuda_kv_attention_workspace(S, R, Dv, v, nv);
     if (ws == NULL || ws_bytes < need)
-        return reject(msg, msg_len, "the workspace holds %zu bytes, expected at least %zu", ws_bytes, need);
-    if (reinterpret_cast<uintptr_t>(ws) % 16 != 0) return reject(msg, msg_len, "the workspace is misaligned");
+        return reject(err, "the workspace holds %zu bytes, expected at least %zu", ws_bytes, need);
+    if (reinterpret_cast<uintptr_t>(ws) % 16 != 0) return reject(err, "the workspace is misaligned");
     DeviceGuard guard;
-    if ((rc = enter_device(q, guard, msg, msg_len)) != 0) return rc;
+    if ((rc = kv_enter_device(q, guard, err)) != CCOMP_OK) return rc;
     cudaStream_t st = (cudaStream_t)stream;
     Attn a;
     memset(&a, 0, sizeof a);
@@ -1869,7 +1887,7 @@ extern "C" int ccomp_cuda_kv_attention(const void *q, int q_dtype, size_t S, siz
         e = launch_scores(a, dim3(blocks_of(k[i].T, SCORE_T), (unsigned)S), smem, st);
         t0 += k[i].T;
     }
-    if (e != cudaSuccess) return fail(e, "the attention scores kernel", msg, msg_len);
+    if (e != cudaSuccess) return fail(err, e, "the attention scores kernel");
     t0 = 0;
     for (size_t i = 0; i < nv && e == cudaSuccess; i++) {
         if (v[i].T == 0) continue;
@@ -1879,10 +1897,10 @@ extern "C" int ccomp_cuda_kv_attention(const void *q, int q_dtype, size_t S, siz
         a.chunk0 += (v[i].T + CHUNK - 1) / CHUNK;
         t0 += v[i].T;
     }
-    if (e != cudaSuccess) return fail(e, "the attention accumulation kernel", msg, msg_len);
+    if (e != cudaSuccess) return fail(err, e, "the attention accumulation kernel");
     e = launch(combine_kernel, dim3((unsigned)(S * R)), dim3(256), NC * sizeof(float), st, a);
-    if (e != cudaSuccess) return fail(e, "the attention combine kernel", msg, msg_len);
-    return 0;
+    if (e != cudaSuccess) return fail(err, e, "the attention combine kernel");
+    return CCOMP_OK;
 }
 
 extern "C" int ccomp_cuda_alloc(size_t n, void **dev, char *msg, size_t msg_len)

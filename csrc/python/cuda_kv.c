@@ -159,7 +159,7 @@ static ccomp_cuda_kv_desc *descs_from(PyObject *tuple, size_t *n, const char *wh
     return d;
 }
 
-typedef int (*kv_run_fn)(const ccomp_cuda_kv_desc *, void *, int, int64_t *, char *, size_t);
+typedef ccomp_status (*kv_run_fn)(const ccomp_cuda_kv_desc *, void *, int, int64_t *, ccomp_error *);
 
 static PyObject *kv_run(PyObject *args, kv_run_fn fn, const char *fmt, const char *what)
 {
@@ -171,14 +171,14 @@ static PyObject *kv_run(PyObject *args, kv_run_fn fn, const char *fmt, const cha
     ccomp_cuda_kv_desc d;
     if (desc_from(dobj, &d) != 0)
         return NULL;
-    char msg[256] = "";
+    ccomp_error err = {CCOMP_OK, ""};
     int64_t first_bad = -1;
-    int rc;
+    ccomp_status st;
     Py_BEGIN_ALLOW_THREADS
-    rc = fn(&d, (void *)(uintptr_t)stream, check, &first_bad, msg, sizeof msg);
+    st = fn(&d, (void *)(uintptr_t)stream, check, &first_bad, &err);
     Py_END_ALLOW_THREADS
-    if (rc != 0)
-        return cuda_error(rc, what, msg);
+    if (st != CCOMP_OK)
+        return cuda_status_error(st, &err, what);
     return PyLong_FromLongLong((long long)first_bad);
 }
 
@@ -238,17 +238,17 @@ static PyObject *py_kv_attention(PyObject *self, PyObject *args)
         PyMem_Free(k);
         return NULL;
     }
-    char msg[256] = "";
-    int rc;
+    ccomp_error err = {CCOMP_OK, ""};
+    ccomp_status st;
     Py_BEGIN_ALLOW_THREADS
-    rc = ccomp_cuda_kv_attention((const void *)(uintptr_t)q, q_dtype, (size_t)S, (size_t)R, (size_t)D, (float)scale, k,
+    st = ccomp_cuda_kv_attention((const void *)(uintptr_t)q, q_dtype, (size_t)S, (size_t)R, (size_t)D, (float)scale, k,
                                  nk, v, nv, (float *)(uintptr_t)out, (void *)(uintptr_t)ws, (size_t)ws_bytes,
-                                 (void *)(uintptr_t)stream, msg, sizeof msg);
+                                 (void *)(uintptr_t)stream, &err);
     Py_END_ALLOW_THREADS
     PyMem_Free(k);
     PyMem_Free(v);
-    if (rc != 0)
-        return cuda_error(rc, "ccomp.kv GPU attention", msg);
+    if (st != CCOMP_OK)
+        return cuda_status_error(st, &err, "ccomp.kv GPU attention");
     Py_RETURN_NONE;
 }
 
