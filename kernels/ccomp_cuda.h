@@ -1,9 +1,8 @@
 /* extern "C" entry points of ccomp's CUDA objects, callable from the C binding.
  * Like the C core, each returns a ccomp_status and fills a ccomp_error (ccomp/status.h; err may be
  * NULL): CCOMP_OK, CCOMP_ERR_VALUE for a rejected argument, CCOMP_ERR_BACKEND for a CUDA failure (no
- * device or driver included), CCOMP_ERR_NOMEM when device or host memory runs out.  (The kv entry
- * points and ccomp_cuda_alloc still return 0, -1 with a message for rejected arguments, or a CUDA
- * error code with a message.) */
+ * device or driver included), CCOMP_ERR_NOMEM when device or host memory runs out.  (ccomp_cuda_alloc
+ * still returns 0, -1 with a message for rejected arguments, or a CUDA error code with a message.) */
 #ifndef CCOMP_CUDA_H
 #define CCOMP_CUDA_H
 
@@ -53,8 +52,9 @@ void ccomp_cuda_free(void *dev);
 ccomp_status ccomp_cuda_to_host(void *host, const void *dev, size_t n, ccomp_error *err);
 ccomp_status ccomp_cuda_synchronize(ccomp_error *err);
 
-/* ---- ccomp.kv: KV-cache (de)quantization and decode attention on the GPU (kernels/kv.cu).  The C core in
- * csrc/kv and the ccomp/kv headers are the specification: codes, scales and dequantized values are
+/* ---- ccomp.kv: KV-cache (de)quantization and decode attention on the GPU (kernels/kv_*.cu: kv_codec.cu
+ * dispatches through kv_table.cuh's method table to each method's kernel file; kv_attention.cu).  The C core
+ * in csrc/kv and the ccomp/kv headers are the specification: codes, scales and dequantized values are
  * bit-identical to it.
  *
  * A tensor is S slices (batch x heads) of T tokens x D channels.  Its method's arrays are 2-D [S, n]

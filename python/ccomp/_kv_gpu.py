@@ -1,4 +1,4 @@
-"""GPU path of ccomp.kv (kernels/kv.cu): quantize, dequantize and decode attention on CUDA arrays.
+"""GPU path of ccomp.kv (kernels/kv_*.cu): quantize, dequantize and decode attention on CUDA arrays.
 
 Contract (what ccomp.kv can rely on)
 ------------------------------------
@@ -190,17 +190,21 @@ def _array_desc(arrays, name, S, count, ext, what, keep):
 
 
 def _desc(method, S, T, D, p):
+    """The kernels' descriptor of a tensor: the core's method id, the shape, and the parameters by key (with the
+    core's counts derived from them)."""
     d = {"method": _CODE[method], "S": S, "T": T, "D": D}
-    if method in ("groupwise", "gear"):
-        d.update(bits=p["bits"], group=p["group"], axis=_AXES[p["axis"]])
-        if method == "gear":
-            d.update(per_row=_core.kv_outliers_per_row(D, p["outliers"]), rank=p["rank"])
-    elif method == "turbo":
+    d.update({k: p[k] for k in ("bits", "group", "rank", "seed") if k in p})
+    if "axis" in p:
+        d["axis"] = _AXES[p["axis"]]
+    if "qjl" in p:
+        d["qjl"] = int(p["qjl"])
+    if "outliers" in p:
+        d["per_row"] = _core.kv_outliers_per_row(D, p["outliers"])
+    if "sparsity" in p:
+        d["kept"] = _core.kv_sparse_kept(D, p["sparsity"])
+    if method == "turbo":
         cent, thr = _core.kv_turbo_codebook(p["bits"])
-        d.update(bits=p["bits"], qjl=int(p["qjl"]), seed=p["seed"], centroids=[float(c) for c in cent],
-                 thresholds=[float(t) for t in thr])
-    elif method == "bitmap_sparse":
-        d.update(kept=_core.kv_sparse_kept(D, p["sparsity"]))
+        d.update(centroids=[float(c) for c in cent], thresholds=[float(t) for t in thr])
     return d
 
 
