@@ -170,9 +170,8 @@ GPU_MODULES = [m for m in MODULES if is_gpu_module(m)]
 ALLOWED_PUBLIC = {"ccomp.cuda"}  # GPU availability: below the device layer
 
 
-# kv<->_kv_gpu: removed by the kv table change
-KV_CYCLE = pytest.mark.xfail(strict=True, reason="kv<->_kv_gpu: removed by the kv table change")
-KNOWN_CYCLES = {"ccomp.kv": KV_CYCLE, "ccomp._kv_gpu": KV_CYCLE}
+# cycles known and marked as expected failures (none left)
+KNOWN_CYCLES = {}
 
 
 def _known(modules, marks):
@@ -187,7 +186,7 @@ def test_module_is_on_no_import_cycle(module):
                         f"(modules on cycles with it: {', '.join(comp)})")
 
 
-@pytest.mark.parametrize("module", _known(GPU_MODULES, {"ccomp._kv_gpu": KV_CYCLE}))
+@pytest.mark.parametrize("module", GPU_MODULES)
 def test_gpu_module_imports_only_downward(module):
     above = sorted(m for m in reachable(GRAPH, module)
                    if (is_public(m) and m not in ALLOWED_PUBLIC) or (is_gpu_module(m) and m != module))

@@ -1,4 +1,4 @@
-"""ccomp.kv on the GPU (kernels/kv.cu via ccomp._kv_gpu).
+"""ccomp.kv on the GPU (kernels/kv_*.cu via ccomp._kv_gpu).
 
 Without a GPU: every GPU function raises a clear RuntimeError and the raw bindings reject bad
 arguments with ValueError (never a crash).
