@@ -32,14 +32,14 @@ const ccomp_kv_cuda_method *ccomp_kv_cuda_method_get(int id)
 
 const char *ccomp_kv_cuda_quantizers(void)
 {
-    static char list[256];
-    if (list[0] == 0) {
-        char buf[256] = "";
+    // built once (a function-local static's initialisation is thread-safe)
+    static const char *const list = [] {
+        static char buf[256];
         for (int id = 0; id < CCOMP_KV_M_COUNT; id++)
             if (kv_cuda_table[id]->quantize != NULL)
                 snprintf(buf + strlen(buf), sizeof buf - strlen(buf), "%s%s", buf[0] ? ", " : "", kv_cuda_names[id]);
-        memcpy(list, buf, sizeof list);
-    }
+        return (const char *)buf;
+    }();
     return list;
 }
 
