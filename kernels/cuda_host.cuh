@@ -1,9 +1,10 @@
-// Host-side helpers shared by ccomp's CUDA files (ac.cu, kv_*.cu, sketch.cu, tokens.cu): error reports and
-// making the data's device current.  Entry points return a ccomp_status and fill a ccomp_error
+// Host-side helpers shared by ccomp's CUDA files (ac.cu, kv_*.cu, sketch.cu, tokens.cu): error reports
+// and making the data's device current.  Entry points return a ccomp_status and fill a ccomp_error
 // (ccomp/status.h), like the C core: CCOMP_ERR_VALUE for a rejected argument, CCOMP_ERR_BACKEND for a
 // CUDA failure, CCOMP_ERR_NOMEM when memory runs out.  (The (int code, char *msg) forms are the older
-// convention, used by ccomp_cuda_alloc in kv_attention.cu until it moves to the status form.)  Included inside each file's anonymous
-// namespace, so every object keeps its own private copy and no symbol is exported.
+// convention, used by ccomp_cuda_alloc in kv_attention.cu until it moves to the status form.)  Included
+// inside each file's anonymous namespace, so every object keeps its own private copy and no symbol is
+// exported.
 #ifndef CCOMP_CUDA_HOST_CUH
 #define CCOMP_CUDA_HOST_CUH
 

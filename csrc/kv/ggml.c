@@ -13,7 +13,8 @@
 #define QK CCOMP_KV_QK
 /* where a block's values start, after its fp16 scale (the same for both types) */
 #define QS offsetof(ccomp_kv_block_q8_0, qs)
-_Static_assert(offsetof(ccomp_kv_block_q8_0, qs) == offsetof(ccomp_kv_block_q4_0, qs), "q8_0 and q4_0 values start together");
+_Static_assert(offsetof(ccomp_kv_block_q8_0, qs) == offsetof(ccomp_kv_block_q4_0, qs),
+               "q8_0 and q4_0 values start together");
 
 static size_t block_bytes(int type)
 {

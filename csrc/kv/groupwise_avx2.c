@@ -22,6 +22,9 @@
 #include "ccomp/half.h"
 #include "kv_internal.h"
 
+/* where a ggml block's values start, after its fp16 scale */
+#define QS offsetof(ccomp_kv_block_q8_0, qs)
+
 #if defined(__x86_64__) && defined(__GNUC__)
 #include "../util/avx2_util.h"
 
@@ -375,11 +378,11 @@ TAI void ggml_codes(const uint8_t *b, int q8, __m256 *v)
     int k;
     if (q8) {
         for (k = 0; k < 4; k++)
-            v[k] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(b + offsetof(ccomp_kv_block_q8_0, qs) + 8 * k))));
+            v[k] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(b + QS + 8 * k))));
     } else {
         const __m256i m = _mm256_set1_epi32(15), eight = _mm256_set1_epi32(8);
         for (k = 0; k < 2; k++) {
-            const __m256i bytes = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(b + offsetof(ccomp_kv_block_q8_0, qs) + 8 * k)));
+            const __m256i bytes = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(b + QS + 8 * k)));
             v[k] = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_and_si256(bytes, m), eight));
             v[k + 2] = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_srli_epi32(bytes, 4), eight));
         }

@@ -57,6 +57,7 @@ int kv_always(const ccomp_kv_slice *s);
 int kv_never(const ccomp_kv_slice *s);
 
 /* a method struct fits the view's storage */
-#define KV_FITS_STORAGE(type) _Static_assert(sizeof(type) <= sizeof(ccomp_kv_storage), #type " outgrows ccomp_kv_storage")
+#define KV_FITS_STORAGE(type)                                                                                          \
+    _Static_assert(sizeof(type) <= sizeof(ccomp_kv_storage), #type " outgrows ccomp_kv_storage")
 
 #endif

@@ -118,8 +118,8 @@ static int params_from(const ccomp_kv_method *m, PyObject *params, ccomp_kv_para
             p->frac = PyFloat_AsDouble(v);
             if (p->frac == -1.0 && PyErr_Occurred()) return -1;
         } else if (strcmp(key, "seed") == 0) {
-            unsigned long long u;
-            if (!PyLong_Check(v) || ((u = PyLong_AsUnsignedLongLong(v)) == (unsigned long long)-1 && PyErr_Occurred())) {
+            const unsigned long long u = PyLong_Check(v) ? PyLong_AsUnsignedLongLong(v) : (unsigned long long)-1;
+            if (!PyLong_Check(v) || (u == (unsigned long long)-1 && PyErr_Occurred())) {
                 PyErr_Clear();
                 PyErr_Format(PyExc_ValueError, "%s: params['seed'] must be an int in [0, 2^64)", what);
                 return -1;
@@ -387,7 +387,8 @@ static PyObject *py_kv_quantize(PyObject *self, PyObject *args)
         return NULL;
     }
     if (ccomp_kv_method_get(method) != NULL && ccomp_kv_method_get(method)->quantize == NULL) {
-        PyErr_Format(PyExc_ValueError, "quantize: '%s' is not a quantization method", ccomp_kv_method_get(method)->name);
+        PyErr_Format(PyExc_ValueError, "quantize: '%s' is not a quantization method",
+                     ccomp_kv_method_get(method)->name);
         Py_DECREF(x);
         return NULL;
     }
