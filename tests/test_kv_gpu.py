@@ -16,8 +16,8 @@ import ccomp.kv as kv
 from ccomp import _kv_gpu, cuda
 from ccomp._ac_gpu import DeviceArray, to_device
 
-gpu = pytest.mark.skipif(not cuda.is_available(), reason="no usable CUDA device")
-no_gpu = pytest.mark.skipif(cuda.is_available(), reason="a GPU is usable here")
+from gpu_suite import gpu, no_gpu, pick
+
 
 
 class FakeCudaTensor:

@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 
 from ccomp import _tokens_gpu, cuda, tokens
+
+from gpu_suite import gpu, no_gpu, pick
 from reference import tokens_ref as ref
 
-gpu = pytest.mark.skipif(not cuda.is_available(), reason="no usable CUDA device")
-no_gpu = pytest.mark.skipif(cuda.is_available(), reason="a GPU is usable here")
 built = pytest.mark.skipif(not cuda.built(), reason="ccomp was built without CUDA")
 
 
