@@ -23,7 +23,7 @@ PYTEST_WORKERS ?= 2
 # Compile jobs for the C tests' objects and binaries (the tests themselves run one at a time).
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: all demo test sysdeps venv install dist ctest ctest-build ctest-deflate ctest-rest asan asan-py fuzz pytest bench clean
+.PHONY: all demo test sysdeps venv install dist ctest ctest-build ctest-deflate ctest-rest asan asan-py fuzz simt pytest bench clean
 
 all: install
 
@@ -132,6 +132,50 @@ fuzz-run-%: build/fuzz/%
 	@if ! build/fuzz/$* -max_total_time=$(FUZZ_SECONDS) -seed=1 build/fuzz/corpus_$* > build/fuzz/$*.log 2>&1; \
 	then tail -40 build/fuzz/$*.log; exit 1; fi; tail -1 build/fuzz/$*.log
 
+# The CUDA kernels compiled for the host and run under the SIMT emulator (kernels/simt/simt_cpu.h),
+# in three builds: plain, AddressSanitizer (out-of-bounds device and shared accesses) and the race
+# build (GCC's -fsanitize=thread instrumentation on the .cu files only, linked against the
+# emulator's own hooks). Needs the toolkit's host headers (cuda_fp16.h ...), not a GPU. The broken test kernels'
+# AddressSanitizer reports (expected) go to build/simt/asan/asan.log.*.
+CUDA_HOME  ?= /usr/local/cuda
+SIMT_CXX   ?= g++
+SIMT_FLAGS := -std=c++17 -DCCOMP_SIMT -include kernels/simt/simt_cpu.h -Ikernels/simt/include -I$(CUDA_HOME)/include \
+              -Ikernels -Icsrc/include -ffp-contract=off -Wall -Wextra -Werror -Wno-unknown-pragmas
+SIMT_DEPS  := $(wildcard kernels/simt/*.h kernels/simt/include/*.h kernels/*.cuh kernels/*.h tests/simt/*.h)
+SIMT_TESTS := $(patsubst tests/simt/%.cu,%,$(wildcard tests/simt/test_*.cu))
+SIMT_MODE_plain := -O2
+SIMT_MODE_asan  := -O1 -g -fsanitize=address -fsanitize-recover=address -fno-omit-frame-pointer
+SIMT_MODE_race  := -O1 -g
+SIMT_KERN_race  := -DCCOMP_SIMT_RACECHECK -fsanitize=thread
+# The kernels each test links (the test's own kernels are in its .cu).
+SIMT_LINK_test_device := kernels/device.cu
+
+build/simt/%/simt_runtime.o: kernels/simt/simt_runtime.cpp $(SIMT_DEPS)
+	@mkdir -p $(dir $@)
+	$(SIMT_CXX) $(SIMT_FLAGS) $(SIMT_MODE_$*) -c -o $@ $<
+
+# build/simt/MODE/NAME.o from kernels/NAME.cu or tests/simt/NAME.cu
+define SIMT_OBJ
+build/simt/$(1)/%.o: $(2)/%.cu $$(SIMT_DEPS)
+	@mkdir -p $$(dir $$@)
+	$$(SIMT_CXX) $$(SIMT_FLAGS) $$(SIMT_MODE_$(1)) $$(SIMT_KERN_$(1)) -x c++ -c -o $$@ $$<
+endef
+$(foreach m,plain asan race,$(foreach d,kernels tests/simt,$(eval $(call SIMT_OBJ,$(m),$(d)))))
+
+define SIMT_BIN
+build/simt/$(1)/$(2): build/simt/$(1)/$(2).o build/simt/$(1)/simt_runtime.o $$(patsubst %.cu,build/simt/$(1)/%.o,$$(notdir $$(SIMT_LINK_$(2))))
+	$$(SIMT_CXX) $$(SIMT_MODE_$(1)) -o $$@ $$^ -lm -ldl
+endef
+$(foreach m,plain asan race,$(foreach t,$(SIMT_TESTS),$(eval $(call SIMT_BIN,$(m),$(t)))))
+
+simt:
+	@$(MAKE) --no-print-directory -j$(JOBS) $(foreach m,plain asan race,$(addprefix build/simt/$(m)/,$(SIMT_TESTS)))
+	@for t in $(SIMT_TESTS); do build/simt/plain/$$t || exit 1; done
+	@rm -f build/simt/asan/asan.log.*
+	@for t in $(SIMT_TESTS); do ASAN_OPTIONS=halt_on_error=0:detect_leaks=1:log_path=build/simt/asan/asan.log \
+	  build/simt/asan/$$t || { cat build/simt/asan/asan.log.* 2>/dev/null | head -60; exit 1; }; done
+	@for t in $(SIMT_TESTS); do build/simt/race/$$t || exit 1; done
+
 # The Python tests that reach index-reading and container-parsing code, run against a copy of the
 # package whose extension is built with AddressSanitizer + UBSan (the interpreter is not instrumented:
 # libasan is preloaded; PYTHONMALLOC=malloc lets ASan see Python's allocations).
@@ -149,7 +193,7 @@ pytest: install
 # The stages share the cores, two at a time (their output interleaves): the long deflate exactness check
 # (two threads) runs alongside installing, the other C tests, the sanitizer runs, the fuzzers and pytest.
 test:
-	@$(MAKE) --no-print-directory -j2 ctest-deflate install ctest-rest asan asan-py fuzz pytest
+	@$(MAKE) --no-print-directory -j2 ctest-deflate install ctest-rest asan asan-py fuzz simt pytest
 
 demo: install
 	$(VPY) -m ccomp demo

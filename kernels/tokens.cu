@@ -42,6 +42,7 @@
 
 #include "ccomp_cuda.h"
 #include "launch.cuh"
+#include "ptx.cuh"
 
 namespace
 {
@@ -185,30 +186,7 @@ __global__ void col_ranks(const int *cols, const int *cols_off, int B, int N, in
 
 // ------------------------------------------------------------------ stages 2 and 3: fp16 tensor-core tiles
 
-__device__ __forceinline__ void cp_async16(void *smem, const void *gmem)
-{
-    const unsigned s = (unsigned)__cvta_generic_to_shared(smem);
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(gmem));
-}
-
-__device__ __forceinline__ void cp_async_commit()
-{
-    asm volatile("cp.async.commit_group;\n" ::);
-}
-
-template <int N>
-__device__ __forceinline__ void cp_async_wait()
-{
-    asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
-}
-
-__device__ __forceinline__ void mma16816(float c[4], const uint32_t a[4], const uint32_t b[2])
-{
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-                 "{%0,%1,%2,%3};\n"
-                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-}
+// cp_async16, cp_async_commit, cp_async_wait and mma16816: kernels/ptx.cuh
 
 struct Stage {
     __half a[2][BM][LDS];
