@@ -275,10 +275,10 @@ def assert_same(gi, gv, ci, cv, what):
 # (B, N, D) per case: several 64-row screening blocks and 64-candidate tiles with a partial last one,
 # channels in whole and partial chunks of 32; the small shapes keep that
 GPU_CASES = {
-    "random": lambda s: random_tokens(*pick((3, 300, 64), (2, 150, 64)), seed=s),
-    "page-like": lambda s: page_like(*pick((4, 512, 48), (3, 200, 48)), seed=s),
-    "page-like-dense-near": lambda s: page_like(*pick((2, 400, 32), (2, 160, 32)), seed=s, near=0.5),
-    "float16": lambda s: page_like(*pick((2, 256, 40), (2, 130, 40)), seed=s).astype(np.float16),
+    "random": lambda s: random_tokens(*pick((3, 300, 64), (2, 100, 64)), seed=s),
+    "page-like": lambda s: page_like(*pick((4, 512, 48), (3, 130, 48)), seed=s),
+    "page-like-dense-near": lambda s: page_like(*pick((2, 400, 32), (2, 100, 32)), seed=s, near=0.5),
+    "float16": lambda s: page_like(*pick((2, 256, 40), (2, 100, 40)), seed=s).astype(np.float16),
     "float64": lambda s: random_tokens(*pick((2, 200, 33), (2, 100, 33)), seed=s, dtype=np.float64),
     "odd-sizes": lambda s: random_tokens(3, 77, 5, seed=s),
     "wide": lambda s: random_tokens(*pick((2, 130, 1030), (1, 70, 1030)), seed=s),
@@ -289,7 +289,7 @@ GPU_CASES = {
 @pytest.mark.parametrize("name", list(GPU_CASES))
 @pytest.mark.parametrize("k", [1, 4, 64])
 def test_most_similar_equals_cpu(name, k):
-    for seed in (0, 1):
+    for seed in pick((0, 1), (0,)):
         x = GPU_CASES[name](seed)
         k_ = min(k, x.shape[1] - 1)
         ci, cv = tokens.most_similar(cpu_keys(x), k=k_, threads=2)
@@ -300,7 +300,7 @@ def test_most_similar_equals_cpu(name, k):
 
 @gpu
 def test_subsets_and_overflow_and_large_k():
-    x = page_like(*pick((3, 600, 24), (2, 300, 24)), seed=5, near=0.6)
+    x = page_like(*pick((3, 600, 24), (1, 300, 24)), seed=5, near=0.6)
     B, N = x.shape[:2]
     rng = np.random.default_rng(0)
     dk = _tokens_gpu.DeviceKeys(to_dev(x, "ccomp"))
