@@ -36,6 +36,14 @@
 // copies complete before the call returns), the GPU's exact approximations and its tensor-core
 // accumulation order, textures, cooperative groups, dynamic parallelism.
 //
+// Interface (stable): CCOMP_LAUNCH / CCOMP_DYNAMIC_SHARED (kernels/launch.cuh) run a kernel here;
+// the CUDA runtime subset of kernels/simt/include/cuda_runtime.h (one device, 0; "device memory" is
+// exact-size malloc blocks, cudaPointerGetAttributes says device only for those); the C functions
+// ccomp_simt_set_schedule, ccomp_simt_report, ccomp_simt_reset, ccomp_simt_launch_count below.
+// Environment: CCOMP_SIMT_SCHEDULE (read at the first launch unless set by the API),
+// CCOMP_SIMT_ABORT=1, CCOMP_SIMT_SMS (the multiprocessor count reported, default 4, so that grids
+// sized by it stay small).
+//
 // Checks: a check that fails marks the launch failed: the sticky error cudaErrorLaunchFailure (until
 // cudaDeviceReset), cudaGetErrorString of it and ccomp_simt_report() return a message naming the
 // kernel, the block, the check and the threads. CCOMP_SIMT_ABORT=1 prints it and aborts instead.

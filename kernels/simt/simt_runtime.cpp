@@ -1208,6 +1208,32 @@ cudaError_t cudaMemcpy(void *dst, const void *src, size_t count, enum cudaMemcpy
     return cudaSuccess;
 }
 
+cudaError_t cudaMemcpy2D(void *dst, size_t dpitch, const void *src, size_t spitch, size_t width, size_t height,
+                         enum cudaMemcpyKind kind)
+{
+    const cudaError_t s = sticky();
+    if (s != cudaSuccess) return s;
+    if (width == 0 || height == 0) return cudaSuccess;
+    if (dst == nullptr || src == nullptr || width > dpitch || width > spitch) return simt::set_last(cudaErrorInvalidValue);
+    {
+        std::lock_guard<std::mutex> lk(g_state_mutex);
+        const bool dst_dev = kind == cudaMemcpyHostToDevice || kind == cudaMemcpyDeviceToDevice;
+        const bool src_dev = kind == cudaMemcpyDeviceToHost || kind == cudaMemcpyDeviceToDevice;
+        if (kind > cudaMemcpyDefault) return simt::set_last(cudaErrorInvalidMemcpyDirection);
+        if ((dst_dev && !simt::is_device(dst, (height - 1) * dpitch + width)) ||
+            (src_dev && !simt::is_device(src, (height - 1) * spitch + width)))
+            return simt::set_last(cudaErrorInvalidValue);
+    }
+    for (size_t r = 0; r < height; r++) memmove((char *)dst + r * dpitch, (const char *)src + r * spitch, width);
+    return cudaSuccess;
+}
+
+cudaError_t cudaMemcpy2DAsync(void *dst, size_t dpitch, const void *src, size_t spitch, size_t width, size_t height,
+                              enum cudaMemcpyKind kind, cudaStream_t)
+{
+    return cudaMemcpy2D(dst, dpitch, src, spitch, width, height, kind);
+}
+
 cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t count, enum cudaMemcpyKind kind, cudaStream_t)
 {
     return cudaMemcpy(dst, src, count, kind);

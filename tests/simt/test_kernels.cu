@@ -607,6 +607,15 @@ static void test_runtime_api()
     int back[4];
     CHECK(cudaMemcpy(back, d, sizeof back, cudaMemcpyDeviceToHost) == cudaSuccess);
     CHECK(back[0] == 0 && back[1] == 2 && back[3] == 4);
+    int h2[6] = {0, 0, 0, 0, 0, 0}, *d2 = nullptr; // two rows of 2 ints, pitches 3 (host) and 2 (device)
+    CHECK(cudaMalloc(&d2, 4 * sizeof(int)) == cudaSuccess);
+    const int src2[6] = {1, 2, -1, 3, 4, -1};
+    CHECK(cudaMemcpy2D(d2, 8, src2, 12, 8, 2, cudaMemcpyHostToDevice) == cudaSuccess);
+    CHECK(cudaMemcpy2D(h2, 12, d2, 8, 8, 2, cudaMemcpyDeviceToHost) == cudaSuccess);
+    CHECK(h2[0] == 1 && h2[1] == 2 && h2[2] == 0 && h2[3] == 3 && h2[4] == 4 && h2[5] == 0);
+    CHECK(cudaMemcpy2D(d2, 8, src2, 12, 8, 3, cudaMemcpyHostToDevice) == cudaErrorInvalidValue); // past the end
+    cudaGetLastError();
+    CHECK(cudaFree(d2) == cudaSuccess);
     CHECK(cudaStreamDestroy(st) == cudaSuccess);
     CHECK(cudaFree(d) == cudaSuccess);
     CHECK(cudaFree(h) == cudaErrorInvalidValue);
