@@ -118,7 +118,9 @@ def main(argv=None):
                       "-c", src, "-o", obj], src, obj))
     for src in runtime:
         obj = os.path.join(obj_dir, os.path.basename(src) + ".o")
-        jobs.append(([cxx, *CXXFLAGS, *runtime_san, *includes, "-c", src, "-o", obj], src, obj))
+        # default visibility: ccomp_simt_report and the other control functions stay reachable (ctypes)
+        flags = [f for f in CXXFLAGS if f != "-fvisibility=hidden"]
+        jobs.append(([cxx, *flags, *runtime_san, *includes, "-c", src, "-o", obj], src, obj))
     for src in bindings:
         obj = os.path.join(obj_dir, os.path.basename(src) + ".o")
         jobs.append(([os.environ.get("CC", "gcc"), *CFLAGS, *binding_san, "-Ikernels", "-Icsrc/python",
