@@ -33,7 +33,7 @@ PYTEST_WORKERS ?= 2
 # Compile jobs for the C tests' objects and binaries (the tests themselves run one at a time).
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: all demo test sysdeps venv install dist ctest ctest-build ctest-deflate ctest-rest asan asan-py fuzz simt pytest ptxas-budget bench clean
+.PHONY: all demo test sysdeps venv install dist ctest ctest-build ctest-deflate ctest-rest asan asan-py fuzz simt simt-py simt-race pytest ptxas-budget bench clean
 
 all: install
 
@@ -200,14 +200,39 @@ ptxas-budget:
 	@if [ "$$CCOMP_CUDA" = 0 ]; then echo "ptxas-budget: skipped (CCOMP_CUDA=0)"; \
 	else $(PYTHON) tools/ptxas_budget.py --jobs $(JOBS); fi
 
+# The GPU tests (pytest -m gpu) on the SIMT emulator: every CUDA kernel compiled for the host as C++
+# with AddressSanitizer + UBSan (tools/simt_build.py), linked into the _cuda module of a copy of the
+# package in build/simt-py, run like asan-py (libasan preloaded, PYTHONMALLOC=malloc) at small shapes,
+# in the forward, the reverse and a seeded random thread order: each run compares with the same CPU
+# reference, so a result that depends on the order fails. An ASan report fails the launch (a test
+# error) and is also written to build/simt-py/asan.*, which fails the target.
+SIMT_PY_TESTS ?= tests/test_cuda.py tests/test_ac_gpu.py tests/test_kv_gpu.py tests/test_sketch_gpu.py tests/test_tokens_gpu.py
+SIMT_ORDERS ?= forward reverse random:$(or $(SIMT_SEED),1)
+SIMT_WORKERS ?= 2
+SIMT_PY_RUN = UBSAN_OPTIONS=print_stacktrace=1 PYTHONMALLOC=malloc $(VPY) -m pytest -q -p no:cacheprovider \
+  -n $(SIMT_WORKERS) -m gpu $(SIMT_PY_TESTS)
+simt-py: install
+	$(VPY) tools/simt_build.py --out build/simt-py --check asan
+	@rm -f build/simt-py/asan.*
+	@set -e; for order in $(SIMT_ORDERS); do echo "simt-py: thread order $$order"; \
+	  CCOMP_SIMT_SCHEDULE=$$order PYTHONPATH=build/simt-py LD_PRELOAD=$(ASAN_PY_LIB) \
+	  ASAN_OPTIONS=detect_leaks=0:halt_on_error=0:allocator_may_return_null=1:log_path=$(CURDIR)/build/simt-py/asan \
+	  $(SIMT_PY_RUN); done
+	@if ls build/simt-py/asan.* >/dev/null 2>&1; then head -60 build/simt-py/asan.*; exit 1; fi
+
+# The same tests once more against the race-checking build (forward order; no ASan there).
+simt-race: install
+	$(VPY) tools/simt_build.py --out build/simt-race --check race
+	CCOMP_SIMT_SCHEDULE=forward PYTHONPATH=build/simt-race $(SIMT_PY_RUN)
+
 pytest: install
 	PYTHONDEVMODE=1 $(VPY) -m pytest -q -p no:cacheprovider -n $(PYTEST_WORKERS) tests --doctest-modules python/ccomp
 
 # The stages share the cores, two at a time (their output interleaves): the long deflate exactness check
-# (two threads) runs alongside installing, the other C tests, the sanitizer runs, the fuzzers, the kernels'
-# resource budgets and pytest.
+# (two threads) runs alongside installing, the other C tests, the sanitizer runs, the fuzzers, the
+# emulated GPU tests, the kernels' resource budgets and pytest.
 test:
-	@$(MAKE) --no-print-directory -j2 ctest-deflate install ctest-rest asan asan-py fuzz simt ptxas-budget pytest
+	@$(MAKE) --no-print-directory -j2 ctest-deflate install ctest-rest asan asan-py fuzz simt simt-py simt-race ptxas-budget pytest
 
 demo: install
 	$(VPY) -m ccomp demo

@@ -1,27 +1,29 @@
 #!/usr/bin/env python3
-"""GPU check for ccomp: build, compare every kernel with the CPU reference, time against torch.
+"""GPU check for ccomp: build, run the GPU test suite on the device, its sanitizers, and time against torch.
 
 Run on a machine with an NVIDIA GPU from the repository root:
 
-    python3 kernels/gpu_check.py            # full log under $OUT (or ./gpu_check_out), table last
-    python3 kernels/gpu_check.py ac --quick # one section (iota, ac, kv), smaller sizes
-    python3 kernels/gpu_check.py kv --quick # ccomp.kv: every kernel vs the CPU, quantize vs memcpy, attention vs SDPA
-    python3 kernels/gpu_check.py sketch --quick  # ccomp.sketch: every kernel vs the CPU (float64), GEMV vs torch.mv,
-                                                 # GEMM vs F.linear, grad_tables vs the dense route (time, peak memory)
-    python3 kernels/gpu_check.py tokens --quick # ccomp.tokens: top-k vs the CPU core, time and memory vs torch
+    python3 kernels/gpu_check.py                 # everything; full log under $OUT (or ./gpu_check_out), table last
+    python3 kernels/gpu_check.py --quick         # smaller timing shapes
+    python3 kernels/gpu_check.py kv sketch       # some areas only (iota, ac, kv, sketch, tokens)
+    python3 kernels/gpu_check.py --no-tests --no-sanitizer kv   # the kv timings alone
 
-Steps: (1) build ccomp with CCOMP_CUDA=1 (pip install -e .; if the core cannot be built there, e.g.
-missing lz4/zstd headers, the CUDA extension alone is compiled with nvcc and gcc); (2) report the device;
-(3) for every kernel, compare with the CPU reference; (4) time against the torch baseline; (5) print a table.
-Exit status is nonzero when any comparison fails.
+Steps: (1) build ccomp with its CUDA extension (`pip install --no-build-isolation --no-deps -e .`, for this
+GPU's architecture); (2) report the device; (3) correctness: `pytest -m gpu` over tests/test_cuda.py and
+the areas' tests/test_*_gpu.py at their real shapes, every kernel against the CPU reference with the
+rules the tests state (bit equality where the docs promise it, float32 bounds for attention and the
+LUT matmul); (4) compute-sanitizer's memcheck, racecheck and synccheck over the same tests at the small
+shapes the SIMT emulator runs (CCOMP_GPU_SMALL=1), where the toolkit has compute-sanitizer; (5) time every
+kernel against its torch baseline (outputs checked against the CPU at the timed sizes); (6) print a table.
+Exit status is nonzero when a test, a sanitizer or a timed comparison fails.
 """
-import importlib.util
+import argparse
 import os
+import shutil
 import subprocess
 import sys
-import sysconfig
-import tempfile
 import time
+import xml.etree.ElementTree as ET
 
 if __name__ == "__main__" and ("--help" in sys.argv or "-h" in sys.argv):
     print(__doc__)
@@ -31,6 +33,12 @@ OUT = os.environ.get("OUT") or os.path.join(ROOT, "gpu_check_out")
 os.makedirs(OUT, exist_ok=True)
 LOG = open(os.path.join(OUT, "gpu_check.log"), "w")
 ROWS = []
+SUITE = []  # (suite, verdict, seconds): pytest -m gpu and the sanitizer runs
+AREAS = ["iota", "ac", "kv", "sketch", "tokens"]
+TEST_FILES = {"iota": "tests/test_cuda.py", "ac": "tests/test_ac_gpu.py", "kv": "tests/test_kv_gpu.py",
+              "sketch": "tests/test_sketch_gpu.py", "tokens": "tests/test_tokens_gpu.py"}
+SANITIZER_TOOLS = ("memcheck", "racecheck", "synccheck")
+SANITIZER_ERROR = 86  # compute-sanitizer's exit status when it reported an error
 
 
 def log(*parts):
@@ -39,12 +47,23 @@ def log(*parts):
     print(line, file=sys.stderr, flush=True)
 
 
-def run(cmd, **kw):
+def run(cmd, log_name=None, timeout=None, **kw):
+    """Runs cmd in the repository root; its output goes to the log (or to $OUT/log_name). Returns
+    (exit status, seconds); 124 when it ran past `timeout` seconds."""
     log("$", " ".join(cmd))
-    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, **kw)
-    LOG.write(r.stdout + r.stderr)
-    LOG.flush()
-    return r.returncode
+    t = time.time()
+    out = open(os.path.join(OUT, log_name), "w") if log_name else LOG
+    try:
+        rc = subprocess.run(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, text=True, timeout=timeout,
+                            **kw).returncode
+    except subprocess.TimeoutExpired:
+        rc = 124
+        log(f"timed out after {timeout} s")
+    finally:
+        if log_name:
+            out.close()
+        LOG.flush()
+    return rc, time.time() - t
 
 
 def _local_arch():
@@ -59,40 +78,78 @@ def _local_arch():
 
 
 def build():
+    """pip install -e . with CCOMP_CUDA=1 (for this GPU only: a third of nvcc's time); exits when it fails."""
     env = dict(os.environ, CCOMP_CUDA="1")
     if "CCOMP_CUDA_ARCH" not in env and _local_arch():
-        env["CCOMP_CUDA_ARCH"] = _local_arch()  # compile for this GPU only: a third of nvcc's time
+        env["CCOMP_CUDA_ARCH"] = _local_arch()
         log("building for", env["CCOMP_CUDA_ARCH"])
-    t = time.time()
-    rc = run([sys.executable, "-m", "pip", "install", "--no-build-isolation", "--no-deps", "-e", "."], env=env)
-    if rc == 0:
-        log(f"built ccomp (core + CUDA) in {time.time() - t:.1f}s")
-        sys.path.insert(0, os.path.join(ROOT, "python"))  # the editable install is seen by new interpreters only
-        import ccomp.cuda as cuda
+    rc, seconds = run([sys.executable, "-m", "pip", "install", "--no-build-isolation", "--no-deps", "-e", "."], env=env)
+    if rc != 0:
+        log(f"the build failed (exit status {rc}): see {LOG.name}")
+        raise SystemExit(1)
+    log(f"built ccomp (core + CUDA) in {seconds:.1f}s")
+    sys.path.insert(0, os.path.join(ROOT, "python"))  # the editable install is seen by new interpreters only
+    import ccomp.cuda as cuda
 
-        return cuda._cuda, "ccomp (pip install -e .)"
-    log("full build failed (see log); building the CUDA extension alone")
-    tmp = tempfile.mkdtemp()
-    nvcc = os.environ.get("NVCC", "nvcc")
-    objs = []
-    for src in sorted(f for f in os.listdir(os.path.join(ROOT, "kernels")) if f.endswith(".cu")):
-        obj = os.path.join(tmp, src + ".o")
-        if run([nvcc, "-c", "kernels/" + src, "-o", obj, "-O2", "-std=c++17", "-Ikernels", "-Icsrc/include",
-                "-Xcompiler", "-fPIC", "-gencode=arch=compute_90,code=sm_90"]) != 0:
-            raise SystemExit("nvcc failed: see " + LOG.name)
-        objs.append(obj)
-    suffix = sysconfig.get_config_var("EXT_SUFFIX")
-    so = os.path.join(tmp, "_cuda" + suffix)
-    cuda_home = os.path.dirname(os.path.dirname(os.path.realpath(subprocess.check_output(["which", nvcc],
-                                                                                         text=True).strip())))
-    if run(["gcc", "-shared", "-fPIC", "-O2", "-Ikernels", "-I" + sysconfig.get_paths()["include"],
-            "csrc/python/cuda_module.c", *objs, "-o", so, "-L" + os.path.join(cuda_home, "lib64"),
-            "-lcudart_static", "-ldl", "-lrt", "-lpthread", "-lstdc++"]) != 0:
-        raise SystemExit("linking the CUDA extension failed: see " + LOG.name)
-    spec = importlib.util.spec_from_file_location("_cuda", so)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod, "CUDA extension alone"
+    return cuda
+
+
+def _junit_counts(path):
+    """(tests, failed, skipped) from pytest's JUnit XML (None when pytest wrote none)."""
+    try:
+        suite = ET.parse(path).getroot()
+    except (OSError, ET.ParseError):
+        return None
+    suite = suite if suite.tag == "testsuite" else suite.find("testsuite")
+    n = int(suite.get("tests", 0))
+    return n, int(suite.get("failures", 0)) + int(suite.get("errors", 0)), int(suite.get("skipped", 0))
+
+
+def run_tests(files, name, log_name, env=None, prefix=(), timeout=None):
+    """pytest -m gpu over `files` (under `prefix`, a sanitizer); a SUITE row; True when every test passed."""
+    xml = os.path.join(OUT, log_name.replace(".log", ".xml"))
+    cmd = [*prefix, sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "gpu", f"--junitxml={xml}",
+           *files]
+    rc, seconds = run(cmd, log_name, timeout=timeout, env=dict(os.environ, **(env or {})))
+    counts = _junit_counts(xml)
+    verdict = "no result" if counts is None else f"{counts[0] - counts[1] - counts[2]} passed, {counts[1]} failed, " \
+        f"{counts[2]} skipped"
+    if rc == SANITIZER_ERROR and prefix:
+        verdict += "; SANITIZER ERRORS"
+    elif rc == 124:
+        verdict += "; TIMED OUT"
+    ok = rc == 0 and counts is not None and counts[1] == 0 and counts[0] > counts[2]  # some ran, none failed
+    if not ok:
+        verdict += f" FAIL (exit status {rc}, see {log_name})"
+    log(f"{name}: {verdict} in {seconds:.0f}s")
+    SUITE.append((name, verdict, seconds))
+    return ok
+
+
+def _sanitizer():
+    found = shutil.which("compute-sanitizer")
+    for home in (os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda"):
+        path = os.path.join(home, "bin", "compute-sanitizer") if home else None
+        if found is None and path and os.path.exists(path):
+            found = path
+    return found
+
+
+def run_sanitizers(files, timeout):
+    """memcheck, racecheck and synccheck over the small-shape GPU tests; True when all are clean."""
+    tool_path = _sanitizer()
+    if tool_path is None:
+        log("compute-sanitizer not found: the sanitizer runs are skipped")
+        SUITE.append(("compute-sanitizer", "SKIPPED (not in this CUDA toolkit)", 0.0))
+        return True
+    ok = True
+    for tool in SANITIZER_TOOLS:
+        prefix = [tool_path, "--tool", tool, "--error-exitcode", str(SANITIZER_ERROR), "--print-limit", "20"]
+        if tool == "memcheck":
+            prefix += ["--leak-check", "no"]
+        ok &= run_tests(files, f"compute-sanitizer {tool}, pytest -m gpu (small shapes)", f"sanitizer_{tool}.log",
+                        env={"CCOMP_GPU_SMALL": "1"}, prefix=prefix, timeout=timeout)
+    return ok
 
 
 def check_iota(mod):
@@ -403,137 +460,6 @@ def _kv_rel(a, b):
     return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-300))
 
 
-def _kv_data(rng, shape):
-    """K/V-like float32 data: outlier channels, per-token scales, a zero row, +0/-0, equal magnitudes."""
-    import numpy as np
-
-    *lead, T, D = shape
-    ch = np.exp(rng.normal(0, 0.7, size=D)).astype(np.float32)
-    ch[rng.integers(0, D, 2)] *= 8
-    x = rng.standard_normal(shape, dtype=np.float32) * ch * np.exp(rng.normal(0, 0.3, size=(*lead, T, 1))).astype(
-        np.float32)
-    f = x.reshape(-1, T, D)
-    f[0, 0] = 0.0
-    f[0, 1, ::2] = -0.0
-    f[0, 2] = 1.25
-    f[0, 3] = np.where(np.arange(D) % 2, 2.0, -2.0)
-    return x
-
-
-def _kv_correctness(kv, g, torch, dev, rng, quick):
-    """Every GPU kernel against the CPU: bit for bit for (de)quantize, relative error for attention."""
-    import numpy as np
-
-    ok = True
-    shape = (1, 4, 512, 128) if quick else (2, 8, 1024, 128)
-    x32 = _kv_data(rng, shape)
-    cases = []
-    for axis in ("token", "channel"):
-        for bits in (2, 3, 4, 8):
-            for group in ((32,) if quick else (32, 128)):
-                cases.append(("groupwise", {"bits": bits, "group": group, "axis": axis}))
-    cases += [("q8_0", {}), ("q4_0", {})]
-    for bits in (1, 2, 3, 4):
-        cases.append(("turbo", {"bits": bits, "qjl": False, "seed": 11 + bits}))
-    cases.append(("turbo", {"bits": 3, "qjl": True, "seed": 5}))
-    cases += [("bitmap_sparse", {"sparsity": s}) for s in (0.5, 0.9)]
-    for method, p in cases:
-        for dt in (np.float32, np.float16):
-            if quick and dt == np.float16 and method != "groupwise":
-                continue
-            x = x32.astype(dt)
-            xs = x[:, :2, :256] if method == "turbo" and p.get("qjl") else x
-            name = f"kv {method} {' '.join(f'{k}={v}' for k, v in p.items() if k != 'seed')} {np.dtype(dt).name} " \
-                   f"{list(xs.shape)}"
-            try:
-                t0 = time.perf_counter()
-                ref = kv.quantize(xs, method, **p)
-                cpu_s = time.perf_counter() - t0
-                got = g.quantize(dev(xs), method, **p)
-                torch.cuda.synchronize()
-                bad = [n for n in ref.arrays if not _kv_bits_equal(_kv_host(got[n]), ref.arrays[n])]
-                want = ref.dequantize()
-                out = g.dequantize(got, method, xs.shape, **p)
-                bad += ["dequantize"] if not _kv_bits_equal(_kv_host(out), want) else []
-                out16 = g.dequantize(got, method, xs.shape, dtype="float16", **p)
-                bad += ["dequantize fp16"] if not _kv_bits_equal(_kv_host(out16), want.astype(np.float16)) else []
-                verdict = "bit-exact" if not bad else "MISMATCH " + ",".join(bad)
-            except Exception as exc:
-                import traceback
-
-                log(f"{name}: exception\n{traceback.format_exc()}")
-                verdict, cpu_s = f"ERROR {type(exc).__name__}", None
-            ok &= verdict == "bit-exact"
-            log(f"{name}: {verdict}")
-            KV_RESULTS.append((name, verdict, None, None, f"CPU {cpu_s * 1e3:.0f} ms" if cpu_s else ""))
-    # gear: the CPU quantizes (a low-rank fit), the GPU dequantizes
-    for axis in ("token", "channel"):
-        xs = x32[:, :2, :256]
-        p = {"bits": 2, "group": 32, "axis": axis, "outliers": 0.02, "rank": 4}
-        name = f"kv gear dequantize axis={axis} {list(xs.shape)}"
-        try:
-            ref = kv.quantize(xs, "gear", **p)
-            t = g.Quantized("gear", ref.shape, ref.params, {k: dev(v) for k, v in ref.arrays.items()})
-            verdict = "bit-exact" if _kv_bits_equal(_kv_host(g.dequantize(t)), ref.dequantize()) else "MISMATCH"
-        except Exception as exc:
-            log(f"{name}: {exc!r}")
-            verdict = f"ERROR {type(exc).__name__}"
-        ok &= verdict == "bit-exact"
-        KV_RESULTS.append((name, verdict, None, None, ""))
-    # bad data: the CPU's message
-    bad = x32[:, :2].copy()
-    bad[0, 1, 17, 3] = np.nan
-    for method in ("groupwise", "q4_0", "turbo", "bitmap_sparse"):
-        try:
-            kv.quantize(bad, method)
-            want = None
-        except ValueError as exc:
-            want = str(exc)
-        try:
-            g.quantize(dev(bad), method)
-            got = None
-        except ValueError as exc:
-            got = str(exc)
-        verdict = "same message" if got == want and want else f"MISMATCH {got!r} vs {want!r}"
-        ok &= verdict == "same message"
-        KV_RESULTS.append((f"kv {method} NaN input", verdict, None, None, ""))
-    # attention: (B, H, G, nq, T, D, K, V)
-    att = [(1, 8, 8, 1, 2048, 128, ("groupwise", 4, "channel"), ("groupwise", 4, "token")),
-           (2, 8, 2, 3, 992 if quick else 4000, 128, ("groupwise", 2, "channel"), ("groupwise", 2, "token")),
-           (1, 32, 8, 1, 4096, 128, ("groupwise", 3, "channel"), ("groupwise", 8, "token")),
-           (1, 4, 4, 2, 1536, 64, ("q8_0",), ("q4_0",)),
-           (1, 8, 2, 1, 1024, 128, ("dense",), ("dense",))]
-    if quick:
-        att = att[:2] + att[3:]
-    for B, H, G, nq, T, D, km, vm in att:
-        name = f"kv attention B={B} H={H} G={G} nq={nq} T={T} D={D} K={'/'.join(map(str, km))} " \
-               f"V={'/'.join(map(str, vm))}"
-        try:
-            q = rng.standard_normal((B, H, nq, D), dtype=np.float32)
-            caches = []
-            for m, data in ((km, _kv_data(rng, (B, G, T, D))), (vm, _kv_data(rng, (B, G, T, D)))):
-                if m[0] == "dense":
-                    caches.append((data.astype(np.float16).astype(np.float32), dev(data.astype(np.float16))))
-                    continue
-                p = {"bits": m[1], "group": 32, "axis": m[2]} if m[0] == "groupwise" else {}
-                qt = kv.quantize(data, m[0], **p)
-                caches.append((qt, g.Quantized(m[0], qt.shape, qt.params, {k: dev(v) for k, v in qt.arrays.items()})))
-            want = kv.attention(q, caches[0][0], caches[1][0])
-            got = _kv_host(g.attention(dev(q), caches[0][1], caches[1][1]))
-            err = _kv_rel(got, want)
-            verdict = f"rel err {err:.1e}" + ("" if err < 1e-4 else " FAIL")
-            ok &= err < 1e-4
-        except Exception as exc:
-            import traceback
-
-            log(f"{name}: exception\n{traceback.format_exc()}")
-            verdict = f"ERROR {type(exc).__name__}"
-            ok = False
-        log(f"{name}: {verdict}")
-        KV_RESULTS.append((name, verdict, None, None, ""))
-    return ok
-
-
 def _kv_speed(kv, g, torch, rng, quick):
     """Quantize against a device copy; 4- and 2-bit attention against torch SDPA over the fp16 cache."""
     import numpy as np
@@ -639,65 +565,9 @@ def _kv_speed(kv, g, torch, rng, quick):
     return ok
 
 
-def _torch_cuda(section):
-    """(torch, dev, host): torch when it can use the GPU, with dev (host array -> torch CUDA tensor) and host
-    (back to NumPy); without it (logged) None and ccomp's own device arrays: the section then checks
-    correctness only."""
-    import numpy as np
-
-    try:
-        import torch
-
-        if not torch.cuda.is_available():
-            raise RuntimeError("torch sees no GPU")
-        torch.zeros(1, device="cuda")
-        return torch, lambda a: torch.from_numpy(np.ascontiguousarray(a)).cuda(), lambda a: a.cpu().numpy()
-    except Exception as exc:
-        log(f"{section}: torch with CUDA unavailable; correctness only, with ccomp device arrays:", exc)
-        from ccomp._ac_gpu import to_device
-
-        return None, to_device, lambda a: a.get()
-
-
-def check_kv():
-    """ccomp.kv on the GPU: every kernel bit for bit against the CPU, speed against memcpy and torch SDPA."""
-    import numpy as np
-
-    t_section = time.time()
-    try:
-        import ccomp.kv as kv
-        from ccomp import _kv_gpu as g
-    except Exception as exc:
-        log("kv: ccomp is not importable (the full build failed?):", exc)
-        KV_RESULTS.append(("kv (not run: ccomp not importable)", "FAILED", None, None, ""))
-        return False
-    torch, dev, _ = _torch_cuda("kv")
-    rng = np.random.default_rng(2024)
-    ok = True
-    try:
-        ok &= _kv_correctness(kv, g, torch if torch is not None else _NoTorch(), dev, rng, QUICK)
-    except Exception:
-        import traceback
-
-        log(f"kv correctness: exception\n{traceback.format_exc()}")
-        ok = False
-    log(f"kv: correctness took {time.time() - t_section:.1f}s")
-    if torch is not None:
-        try:
-            ok &= _kv_speed(kv, g, torch, rng, QUICK)
-        except Exception:
-            import traceback
-
-            log(f"kv speed: exception\n{traceback.format_exc()}")
-            ok = False
-    log(f"kv: section took {time.time() - t_section:.1f}s")
-    return ok
-
-
 # ---------------------------------------------------------------- ccomp.sketch
 
 SK_RESULTS = []  # (case, verdict, ours_s, baseline_s, note)
-SK_TOL = 1e-4  # |gpu - cpu float64| <= SK_TOL * (the same sum over absolute values), elementwise
 
 
 def _sk_random(sketch, rng, out, cols, groups, bits, dtype):
@@ -705,96 +575,6 @@ def _sk_random(sketch, rng, out, cols, groups, bits, dtype):
     tables = rng.normal(size=(out, groups, 1 << bits)).astype("float32")
     codes = rng.integers(0, 1 << bits, size=(out, cols), dtype="uint8")
     return sketch.Sketch.from_codes(tables, codes).astype(dtype)
-
-
-def _sk_real(sketch, rng, out, cols, groups, bits):
-    """A real-shaped layer: W ~ N(0, 1/cols) with heavy-tailed columns, fitted by rtn (float16 tables)."""
-    import numpy as np
-
-    W = (rng.standard_normal((out, cols), dtype=np.float32) / np.sqrt(cols)).astype(np.float32)
-    W *= np.exp(rng.normal(0, 0.5, size=cols)).astype(np.float32)
-    return sketch.fit(W, bits=bits, groups=groups, method="rtn", dtype="float16")
-
-
-def _sk_abs(sketch, s):
-    import numpy as np
-
-    if s.dtype == "bfloat16":
-        return sketch.Sketch(s.tables & np.uint16(0x7FFF), s.codes, s.in_features, dtype="bfloat16")
-    return s.with_tables(np.abs(s.tables))
-
-
-def _sk_err(got, ref, bound):
-    """max |got - ref| / bound (inf on NaN or a shape mismatch)."""
-    import numpy as np
-
-    got = np.asarray(got, np.float64)
-    if got.shape != ref.shape or not np.all(np.isfinite(got)):
-        return float("inf")
-    return float(np.max(np.abs(got - ref) / np.maximum(bound, 1e-30)))
-
-
-def _sk_check(name, fn, ref, bound, host):
-    """Runs fn twice: (verdict, ok) from the error against the float64 reference and determinism."""
-    import numpy as np
-
-    a, b = host(fn()), host(fn())
-    err = _sk_err(a, ref, bound)
-    same = a.shape == b.shape and np.array_equal(np.asarray(a).view(np.uint32), np.asarray(b).view(np.uint32))
-    ok = err <= SK_TOL and same
-    verdict = f"err/bound {err:.1e}" + ("" if same else " NOT DETERMINISTIC") + ("" if ok else " FAIL")
-    log(f"{name}: {verdict}")
-    SK_RESULTS.append((name, verdict, None, None, ""))
-    return ok
-
-
-def _sk_correctness(sketch, g, torch, dev, host, rng, quick):
-    """Every kernel against the CPU (ccomp.sketch in float64) on random and real-shaped layers."""
-    import numpy as np
-
-    ok = True
-    cases = []  # (label, sketch, batches)
-    for cols, groups in ((512, 1), (512, 4), (96, 3), (264, 2), (120, 5)):  # fast and generic GEMV layouts
-        for bits in (2, 3, 4):
-            for dtype in (("float16", "bfloat16") if quick else ("float32", "float16", "bfloat16")):
-                s = _sk_random(sketch, rng, 72, cols, groups, bits, dtype)
-                cases.append((f"random {dtype} b{bits} {72}x{cols} G={groups}", s, (1, 5, 9, 70)))
-    real = [(4096, 4096, bits, G) for bits in (4, 2) for G in (1, 32)] + [(11008, 4096, 4, 32)]
-    if not quick:
-        real += [(11008, 4096, 2, 1), (4096, 11008, 4, 1), (4096, 11008, 4, 32)]
-    for out, cols, bits, G in real:
-        cases.append((f"real-shaped {out}x{cols} b{bits} G={G} fp16 tables", _sk_real(sketch, rng, out, cols, G, bits),
-                      (1, 16)))
-    for label, s, batches in cases:
-        try:
-            d = g.to_device(s, torch.zeros(1, device="cuda") if torch is not None else None)
-            sa = _sk_abs(sketch, s)
-            want = s.dequantize()
-            got = host(g.dequantize(d))
-            exact = got.shape == want.shape and np.array_equal(got.view(np.uint32), want.view(np.uint32))
-            ok &= exact
-            SK_RESULTS.append((f"sketch dequantize {label}", "bit-exact" if exact else "MISMATCH FAIL", None, None, ""))
-            for n in batches:
-                x = rng.standard_normal((n, s.in_features), dtype=np.float32)
-                gy = rng.standard_normal((n, s.out_features), dtype=np.float32)
-                xdt = np.float16 if n % 2 else np.float32  # both input types
-                xh, gh = x.astype(xdt), gy.astype(xdt)
-                x64, g64 = xh.astype(np.float64), gh.astype(np.float64)
-                xd, gd = dev(xh), dev(gh)
-                tag = f"{label} n={n} {np.dtype(xdt).name}"
-                ok &= _sk_check(f"sketch matmul {tag}", lambda: g.matmul(xd, d), sketch.matmul(x64, s),
-                                sketch.matmul(np.abs(x64), sa), host)
-                ok &= _sk_check(f"sketch grad_tables {tag}", lambda: g.grad_tables(xd, gd, d),
-                                sketch.grad_tables(x64, g64, s), sketch.grad_tables(np.abs(x64), np.abs(g64), s), host)
-                ok &= _sk_check(f"sketch grad_input {tag}", lambda: g.grad_input(gd, d), sketch.grad_input(g64, s),
-                                sketch.grad_input(np.abs(g64), sa), host)
-        except Exception as exc:
-            import traceback
-
-            log(f"sketch {label}: exception\n{traceback.format_exc()}")
-            SK_RESULTS.append((f"sketch {label}", f"ERROR {type(exc).__name__}", None, None, ""))
-            ok = False
-    return ok
 
 
 def _sk_graph_time(fn, torch, calls=20):
@@ -944,52 +724,6 @@ def _sk_speed(sketch, g, torch, rng, quick):
     return ok
 
 
-def check_sketch():
-    """ccomp.sketch on the GPU: every kernel against the CPU in float64, then speed against torch."""
-    import numpy as np
-
-    t_section = time.time()
-    try:
-        import ccomp.sketch as sketch
-        from ccomp import _sketch_gpu as g
-    except Exception as exc:
-        log("sketch: ccomp is not importable (the full build failed?):", exc)
-        SK_RESULTS.append(("sketch (not run: ccomp not importable)", "FAILED", None, None, ""))
-        return False
-    torch, dev, host = _torch_cuda("sketch")
-    rng = np.random.default_rng(2025)
-    ok = True
-    try:
-        ok &= _sk_correctness(sketch, g, torch, dev, host, rng, QUICK)
-    except Exception:
-        import traceback
-
-        log(f"sketch correctness: exception\n{traceback.format_exc()}")
-        ok = False
-    log(f"sketch: correctness took {time.time() - t_section:.1f}s")
-    if torch is not None:
-        try:
-            ok &= _sk_speed(sketch, g, torch, rng, QUICK)
-        except Exception:
-            import traceback
-
-            log(f"sketch speed: exception\n{traceback.format_exc()}")
-            ok = False
-    log(f"sketch: section took {time.time() - t_section:.1f}s")
-    return ok
-
-
-class _NoTorch:
-    """torch.cuda.synchronize stand-in when torch is absent (ccomp calls synchronize themselves)."""
-
-    class cuda:
-        @staticmethod
-        def synchronize():
-            import ccomp.cuda
-
-            ccomp.cuda._cuda.synchronize()
-
-
 # ------------------------------------------------------------------ tokens
 
 TOKENS_RESULTS = []
@@ -1018,48 +752,6 @@ def _tokens_torch(torch, x, k):
         return i[..., None], v[..., None]
     v, i = s.topk(k, dim=-1)
     return i, v
-
-
-def _tokens_correctness(tk, g, dev, rng, quick):
-    """GPU top-k against the CPU core, bit for bit (indices and float32 values)."""
-    import numpy as np
-
-    ok = True
-    B, N, D = 9, 1024, 1024
-    cases = [("random", lambda: rng.standard_normal((B, N, D), dtype=np.float32), (1, 32)),
-             ("page-like", lambda: _tokens_page(rng, B, N, D), (1, 8)),
-             ("page-like fp16", lambda: _tokens_page(rng, B, N, D).astype(np.float16), (1,)),
-             ("random fp64", lambda: rng.standard_normal((3, 512, 256)), (1, 64)),
-             ("page-like dense near-copies", lambda: _tokens_page(rng, 4, 512, 64, near=0.5), (1, 4))]
-    if quick:
-        cases = [cases[0], cases[1], cases[2], cases[3]]
-    for name, make, ks in cases:
-        x = make()
-        host = np.ascontiguousarray(x.astype(np.float32) if x.dtype == np.float16 else x)
-        xd = dev(x)
-        for k in ks:
-            label = f"tokens top-{k} {name} {list(x.shape)} {x.dtype}"
-            try:
-                t = time.time()
-                ci, cv = tk.most_similar(host, k=k)
-                cpu_s = time.time() - t
-                gi, gv = tk.most_similar(xd, k=k)
-                stats = dict(g.last_stats)
-                gi, gv = _kv_host(gi), _kv_host(gv)
-                diff = int(np.sum((gi != ci) | (gv.view(np.uint32) != cv.view(np.uint32))))
-                verdict = "bit-exact" if diff == 0 else f"MISMATCH ({diff} entries)"
-                ok &= diff == 0
-                log(f"{label}: {verdict}; overflowed rows {stats.get('overflow_rows')}/{stats.get('rows')}, "
-                    f"workspace {stats.get('workspace_bytes', 0) / 2**20:.1f} MiB, slices {stats.get('slices')}, "
-                    f"CPU {cpu_s:.2f}s")
-                TOKENS_RESULTS.append((label, verdict, None, None, f"overflow rows {stats.get('overflow_rows')}", ""))
-            except Exception:
-                import traceback
-
-                log(f"{label}: exception\n{traceback.format_exc()}")
-                TOKENS_RESULTS.append((label, "FAILED", None, None, "", ""))
-                ok = False
-    return ok
 
 
 def _tokens_speed(tk, g, torch, rng, quick):
@@ -1110,41 +802,6 @@ def _tokens_speed(tk, g, torch, rng, quick):
     return ok
 
 
-def check_tokens():
-    """ccomp.tokens on the GPU: the similarity top-k bit for bit against the CPU core, time and memory vs torch."""
-    import numpy as np
-
-    t_section = time.time()
-    try:
-        import ccomp.tokens as tk
-        from ccomp import _tokens_gpu as g
-    except Exception as exc:
-        log("tokens: ccomp is not importable (the full build failed?):", exc)
-        TOKENS_RESULTS.append(("tokens (not run: ccomp not importable)", "FAILED", None, None, "", ""))
-        return False
-    torch, dev, _ = _torch_cuda("tokens")
-    rng = np.random.default_rng(7)
-    ok = True
-    try:
-        ok &= _tokens_correctness(tk, g, dev, rng, QUICK)
-    except Exception:
-        import traceback
-
-        log(f"tokens correctness: exception\n{traceback.format_exc()}")
-        ok = False
-    log(f"tokens: correctness took {time.time() - t_section:.1f}s")
-    if torch is not None:
-        try:
-            ok &= _tokens_speed(tk, g, torch, rng, QUICK)
-        except Exception:
-            import traceback
-
-            log(f"tokens speed: exception\n{traceback.format_exc()}")
-            ok = False
-    log(f"tokens: section took {time.time() - t_section:.1f}s")
-    return ok
-
-
 def _tokens_table():
     if not TOKENS_RESULTS:
         return []
@@ -1159,29 +816,73 @@ def _tokens_table():
     return lines
 
 
-def main():
-    sections = [a for a in sys.argv[1:] if not a.startswith("--")] or ["iota", "ac", "kv", "sketch", "tokens"]
-    mod, how = build()
-    count, reason = mod.device_count()
-    runtime, driver = mod.versions()
-    log(f"build: {how}; CUDA runtime {runtime}, driver {driver}; devices: {count} {reason}")
-    if count == 0:
-        log("no usable CUDA device:", reason)
-        return 1
-    for i in range(count):
-        log("device", i, mod.device_name(i))
-    ok = True
-    if "iota" in sections:
-        ok &= check_iota(mod)
-    if "ac" in sections:
-        ok &= check_ac()
-    if "kv" in sections:
-        ok &= check_kv()
-    if "sketch" in sections:
-        ok &= check_sketch()
-    if "tokens" in sections:
-        ok &= check_tokens()
-    lines = ["", "| kernel | vs CPU reference | ccomp s | torch s | ratio |", "|---|---|---|---|---|"]
+# ------------------------------------------------------------------ timing against torch
+
+
+def _torch():
+    """torch when it can use the GPU, else None (logged): the timings against torch are then skipped."""
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.zeros(1, device="cuda")
+            return torch
+        log("torch sees no GPU: the timings against torch are skipped")
+    except Exception as exc:
+        log("torch with CUDA unavailable: the timings against torch are skipped:", exc)
+    return None
+
+
+def _timed(section, fn, results, error_row):
+    """Runs one area's timing (fn() -> ok); an exception is logged and becomes a failed row."""
+    import traceback
+
+    t = time.time()
+    try:
+        ok = fn()
+    except Exception:
+        log(f"{section} timing: exception\n{traceback.format_exc()}")
+        results.append(error_row)
+        ok = False
+    log(f"{section}: timing took {time.time() - t:.1f}s")
+    return ok
+
+
+def time_kv(torch):
+    import numpy as np
+
+    import ccomp.kv as kv
+    from ccomp import _kv_gpu as g
+
+    return _timed("kv", lambda: _kv_speed(kv, g, torch, np.random.default_rng(2024), QUICK), KV_RESULTS,
+                  ("kv timing", "ERROR (see log)", None, None, ""))
+
+
+def time_sketch(torch):
+    import numpy as np
+
+    import ccomp.sketch as sketch
+    from ccomp import _sketch_gpu as g
+
+    return _timed("sketch", lambda: _sk_speed(sketch, g, torch, np.random.default_rng(2025), QUICK), SK_RESULTS,
+                  ("sketch timing", "ERROR (see log)", None, None, ""))
+
+
+def time_tokens(torch):
+    import numpy as np
+
+    import ccomp.tokens as tk
+    from ccomp import _tokens_gpu as g
+
+    return _timed("tokens", lambda: _tokens_speed(tk, g, torch, np.random.default_rng(7), QUICK), TOKENS_RESULTS,
+                  ("tokens timing", "ERROR (see log)", None, None, "", ""))
+
+
+def table():
+    lines = ["", "| suite | result | seconds |", "|---|---|---|"]
+    lines += [f"| {name} | {verdict} | {seconds:.0f} |" for name, verdict, seconds in SUITE]
+    if ROWS:
+        lines += ["", "| kernel | vs CPU reference | ccomp s | torch s | ratio |", "|---|---|---|---|---|"]
     for name, verdict, ours, theirs in ROWS:
         ratio = f"{theirs / ours:.2f}x" if theirs else "-"
         lines.append(f"| {name} | {verdict} | {ours:.6f} | {theirs if theirs is None else f'{theirs:.6f}'} | {ratio} |")
@@ -1201,20 +902,58 @@ def main():
             lines.append(f"| {name} | {verdict} | {'-' if ours is None else f'{ours * 1e3:.3f}'} | "
                          f"{'-' if theirs is None else f'{theirs * 1e3:.3f}'} | {ratio} | {note} |")
     if SK_RESULTS:
-        lines += ["", "ccomp.sketch: correctness = max |gpu - cpu float64| / (the same sum over absolute values), "
-                  "bound 1e-4, two runs bit-identical; speed: ratio = baseline / ccomp, times per call (CUDA graph "
-                  "replay where it works); GEMV time = the raw kernel call",
+        lines += ["", "ccomp.sketch: ratio = baseline / ccomp, times per call (CUDA graph replay where it works); "
+                  "GEMV time = the raw kernel call",
                   "| case | verdict | ccomp ms | baseline ms | ratio | note |", "|---|---|---|---|---|---|"]
         for name, verdict, ours, theirs, note in SK_RESULTS:
-            if ours is None and verdict.startswith(("err/bound", "bit-exact")) and "FAIL" not in verdict:
-                continue  # passing correctness cases: in the log; the table keeps failures and timings
             ratio = f"{theirs / ours:.2f}x" if theirs and ours else "-"
             lines.append(f"| {name} | {verdict} | {'-' if ours is None else f'{ours * 1e3:.4f}'} | "
                          f"{'-' if theirs is None else f'{theirs * 1e3:.4f}'} | {ratio} | {note} |")
-        passed = sum(1 for r in SK_RESULTS if r[2] is None and "FAIL" not in r[1] and not r[1].startswith("ERROR"))
-        lines.append(f"ccomp.sketch correctness: {passed} cases passed (see the log), "
-                     f"{sum(1 for r in SK_RESULTS if 'FAIL' in r[1] or r[1].startswith('ERROR'))} failed or errored")
-    lines += _tokens_table()
+    return lines + _tokens_table()
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description="build ccomp, run pytest -m gpu, compute-sanitizer and the timings")
+    ap.add_argument("areas", nargs="*", help=f"some of {', '.join(AREAS)} (default: all)")
+    ap.add_argument("--quick", action="store_true", help="smaller timing shapes")
+    ap.add_argument("--no-tests", action="store_true", help="skip pytest -m gpu")
+    ap.add_argument("--no-sanitizer", action="store_true", help="skip the compute-sanitizer runs")
+    ap.add_argument("--no-timing", action="store_true", help="skip the timings against torch")
+    ap.add_argument("--timeout", type=int, default=1200, help="seconds for each pytest or sanitizer run")
+    args = ap.parse_args(argv)
+    unknown = [a for a in args.areas if a not in AREAS]
+    if unknown:
+        ap.error(f"unknown area {unknown[0]!r} (expected some of {', '.join(AREAS)})")
+    areas = args.areas or AREAS
+    cuda = build()
+    mod = cuda._cuda
+    count, reason = mod.device_count()
+    runtime, driver = mod.versions()
+    log(f"CUDA runtime {runtime}, driver {driver}; devices: {count} {reason}")
+    if count == 0:
+        log("no usable CUDA device:", reason)
+        return 1
+    for i in range(count):
+        log("device", i, mod.device_name(i))
+    if cuda.emulated():
+        log("the device is ccomp's SIMT emulator: timings mean nothing here (make simt-py runs the tests)")
+    files = [TEST_FILES[a] for a in areas]
+    ok = True
+    if not args.no_tests:
+        ok &= run_tests(files, "pytest -m gpu (real shapes)", "pytest_gpu.log", timeout=args.timeout)
+    if not args.no_sanitizer:
+        ok &= run_sanitizers(files, args.timeout)
+    if not args.no_timing:
+        if "iota" in areas:
+            ok &= check_iota(mod)
+        if "ac" in areas:
+            ok &= check_ac()
+        torch = _torch() if {"kv", "sketch", "tokens"} & set(areas) else None
+        if torch is not None:
+            for area, fn in (("kv", time_kv), ("sketch", time_sketch), ("tokens", time_tokens)):
+                if area in areas:
+                    ok &= fn(torch)
+    lines = table()
     lines.append(f"\nOVERALL: {'PASS' if ok else 'FAIL'}")
     print("\n".join(lines), file=LOG, flush=True)
     print("\n".join(lines))

@@ -12,7 +12,8 @@ import ccomp
 from ccomp import _ac_gpu, cuda
 from ccomp import _core
 
-gpu = pytest.mark.skipif(not cuda.is_available(), reason="no usable CUDA device")
+from gpu_suite import gpu, no_gpu, pick
+
 RULES = ("constriction", "nacrith")
 
 
@@ -31,7 +32,7 @@ class FakeCudaTensor:
 # ------------------------------------------------------------------ without a GPU
 
 
-@pytest.mark.skipif(cuda.is_available(), reason="a GPU is usable here")
+@no_gpu
 @pytest.mark.parametrize("call", [
     lambda: _ac_gpu.lookup(np.ones((2, 8), np.float32), np.zeros(2, np.int64)),
     lambda: _ac_gpu.lookup(FakeCudaTensor(), np.zeros(2, np.int64), 16, "nacrith", True, 0.7),
@@ -45,7 +46,7 @@ def test_gpu_functions_raise_runtime_error_without_gpu(call):
         call()
 
 
-@pytest.mark.skipif(cuda.is_available(), reason="a GPU is usable here")
+@no_gpu
 def test_raw_bindings_fail_cleanly_without_gpu():
     if not cuda.built():
         pytest.skip("ccomp was built without CUDA")

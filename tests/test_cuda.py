@@ -6,6 +6,7 @@ import pytest
 
 import ccomp
 from ccomp import cuda
+from gpu_suite import EMULATED, gpu, no_gpu
 
 
 def nvcc_present():
@@ -22,15 +23,33 @@ def test_cuda_extension_built_where_nvcc_exists():
     assert info["cuda"] is True and info["cuda_runtime"]
 
 
+@no_gpu
 def test_gpu_functions_fail_clearly_without_a_gpu():
-    if cuda.is_available():
-        out = np.frombuffer(cuda._cuda.iota(1000, 3), dtype=np.int32)
-        assert np.array_equal(out, np.arange(1000, dtype=np.int32) * 3)
-        return
     with pytest.raises(RuntimeError, match="needs a GPU"):
         cuda.require("the test")
     assert cuda.device_count() == 0
-    assert ccomp.build_info()["cuda_reason"]
+    assert not cuda.emulated()
+    info = ccomp.build_info()
+    assert info["cuda_reason"] and info["cuda_emulated"] is False
+
+
+@gpu
+def test_iota_runs_on_the_device():
+    cuda.require("the test")
+    for n in (1, 255, 256, 1000):  # one partial block, one full block, several blocks
+        out = np.frombuffer(cuda._cuda.iota(n, 3), dtype=np.int32)
+        assert np.array_equal(out, np.arange(n, dtype=np.int32) * 3)
+    with pytest.raises(ValueError, match="iota"):
+        cuda._cuda.iota(0, 1)
+
+
+@gpu
+def test_info_names_the_device_and_says_whether_it_is_emulated():
+    info = ccomp.build_info()
+    assert info["cuda"] is True and info["cuda_reason"] == ""
+    assert len(info["cuda_devices"]) == cuda.device_count() >= 1
+    assert info["cuda_emulated"] is EMULATED is cuda.emulated()
+    assert info["cuda_devices"][0].startswith(cuda.EMULATOR_NAME) is EMULATED
 
 
 def test_no_usable_device_is_explained_as_no_driver_no_device_or_old_driver():

@@ -16,8 +16,8 @@ import ccomp.kv as kv
 from ccomp import _kv_gpu, cuda
 from ccomp._ac_gpu import DeviceArray, to_device
 
-gpu = pytest.mark.skipif(not cuda.is_available(), reason="no usable CUDA device")
-no_gpu = pytest.mark.skipif(cuda.is_available(), reason="a GPU is usable here")
+from gpu_suite import gpu, no_gpu, pick
+
 
 
 class FakeCudaTensor:
@@ -209,7 +209,7 @@ def test_groupwise_quantize_and_dequantize_bit_exact(axis, bits):
     rng = np.random.default_rng(100 + bits)
     for group in (32, 64, 128):
         for dtype in (np.float32, np.float16):
-            x = edge_rows(kv_like(rng, (2, 3, 128, 128))).astype(dtype)
+            x = edge_rows(kv_like(rng, pick((2, 3, 128, 128), (1, 2, 128, 128)))).astype(dtype)
             ref = kv.quantize(x, "groupwise", bits=bits, group=group, axis=axis)
             got = _kv_gpu.quantize(to_device(x), "groupwise", bits=bits, group=group, axis=axis)
             assert_arrays_equal(got, ref.arrays, f"groupwise {axis} b{bits} G{group} {np.dtype(dtype).name}")
@@ -228,13 +228,14 @@ def test_groupwise_head_dims_and_strided_input():
         for axis, group in (("channel", 32), ("token", 32 if D % 32 == 0 else None)):
             if group is None:
                 continue
-            x = kv_like(rng, (3, 64, D))
+            x = kv_like(rng, pick((3, 64, D), (2, 32, D)))
             ref = kv.quantize(x, "groupwise", bits=3, group=group, axis=axis)
             got = _kv_gpu.quantize(to_device(x), "groupwise", bits=3, group=group, axis=axis)
             assert_arrays_equal(got, ref.arrays, f"D={D} {axis}")
-    # a view of the first 96 of 160 tokens of a preallocated [2, 3, 160, 64] fp16 cache
-    big = kv_like(rng, (2, 3, 160, 64), np.float16)
-    view = Strided(to_device(big), (2, 3, 96, 64), (3 * 160 * 64, 160 * 64, 64, 1))
+    # a view of the first 96 of 160 tokens of a preallocated [B, H, 160, 64] fp16 cache
+    B, H = pick((2, 3), (1, 2))
+    big = kv_like(rng, (B, H, 160, 64), np.float16)
+    view = Strided(to_device(big), (B, H, 96, 64), (H * 160 * 64, 160 * 64, 64, 1))
     for axis in ("token", "channel"):
         ref = kv.quantize(big[:, :, :96], "groupwise", bits=4, group=32, axis=axis)
         got = _kv_gpu.quantize(view, "groupwise", bits=4, group=32, axis=axis)
@@ -377,8 +378,12 @@ def rel_err(a, b):
 @pytest.mark.parametrize("kbits,vbits", [(2, 2), (4, 4), (3, 8), (8, 2)])
 def test_attention_groupwise_matches_cpu(kbits, vbits):
     rng = np.random.default_rng(kbits * 10 + vbits)
-    for (B, H, G, nq, T, D) in ((0, 4, 2, 1, 256, 64), (2, 8, 2, 3, 384, 128), (1, 6, 6, 1, 128, 128),
-                                (0, 8, 1, 2, 640, 64)):
+    # R = (H / G) nq query rows per K/V head: 2, 12 (three groups of RB_MAX), 1, 16; T: one to three
+    # accumulation chunks of 256 tokens, the last one partial
+    for (B, H, G, nq, T, D) in pick(((0, 4, 2, 1, 256, 64), (2, 8, 2, 3, 384, 128), (1, 6, 6, 1, 128, 128),
+                                     (0, 8, 1, 2, 640, 64)),
+                                    ((0, 4, 2, 1, 256, 64), (1, 8, 2, 3, 288, 128), (1, 2, 2, 1, 128, 128),
+                                     (0, 8, 1, 2, 544, 64))):
         lead = (B, G) if B else (G,)
         qshape = (B, H, nq, D) if B else (H, nq, D)
         q = rng.standard_normal(qshape).astype(np.float32)
@@ -507,7 +512,7 @@ def test_public_api_routes_cuda_tensors_to_the_gpu_and_fails_cleanly():
 @pytest.mark.parametrize("method,params", [("groupwise", dict(bits=4, group=32, axis="channel")),
                                            ("q4_0", {}), ("turbo", dict(bits=3)), ("bitmap_sparse", {})])
 def test_public_api_on_the_gpu_equals_the_cpu(method, params):
-    x = np.random.default_rng(4).normal(size=(2, 4, 128, 128)).astype(np.float32)
+    x = np.random.default_rng(4).normal(size=pick((2, 4, 128, 128), (1, 2, 128, 128))).astype(np.float32)
     cpu = kv.quantize(x, method, **params)
     dev = kv.quantize(to_device(x), method, **params)
     back = kv.QuantizedTensor.from_device(dev)
@@ -516,7 +521,7 @@ def test_public_api_on_the_gpu_equals_the_cpu(method, params):
     again = kv.QuantizedTensor.from_device(cpu.to_device())
     assert_arrays_equal(again.arrays, cpu.arrays, method + " round trip")
     if method in ("groupwise", "q4_0"):
-        q = np.random.default_rng(5).normal(size=(2, 8, 1, 128)).astype(np.float32)
+        q = np.random.default_rng(5).normal(size=(x.shape[0], 2 * x.shape[1], 1, 128)).astype(np.float32)
         out = host(kv.attention(to_device(q), dev, dev))
         assert rel_err(out, kv.attention(q, cpu, cpu)) < 1e-5
 

@@ -14,8 +14,8 @@ import pytest
 from ccomp import _sketch_gpu, cuda, sketch
 from ccomp._ac_gpu import DeviceArray, to_device
 
-gpu = pytest.mark.skipif(not cuda.is_available(), reason="no usable CUDA device")
-no_gpu = pytest.mark.skipif(cuda.is_available(), reason="a GPU is usable here")
+from gpu_suite import gpu, no_gpu, pick
+
 
 
 class FakeCudaTensor:
@@ -202,6 +202,10 @@ def assert_within_rounding(got, ref, bound, what, tol=1e-4):
 
 
 LAYOUTS = [(512, 1), (512, 4), (96, 3), (264, 2), (120, 5)]  # gn 512, 128, 32 (fast GEMV); 132, 24 (generic)
+# input rows: GEMV with 1, up to 4 and up to 8 rows; the GEMM with 16-row (n <= 32) and 64-row tiles
+MATMUL_BATCHES = pick((1, 3, 8, 9, 40, 70), (1, 3, 8, 9, 40))
+# grad_input's GEMM tiles (16 and 64 rows), grad_tables' input-row steps of 32 (one partial, several)
+GRAD_BATCHES = pick((1, 5, 33, 100), (1, 5, 33))
 
 
 @gpu
@@ -210,10 +214,10 @@ LAYOUTS = [(512, 1), (512, 4), (96, 3), (264, 2), (120, 5)]  # gn 512, 128, 32 (
 def test_matmul_matches_cpu(dtype, bits):
     rng = np.random.default_rng(10 * bits + len(dtype))
     for cols, groups in LAYOUTS:
-        s = random_sketch(rng, 72, cols, groups, bits, dtype)
+        s = random_sketch(rng, pick(72, 40), cols, groups, bits, dtype)  # a partial block of GEMV and GEMM rows
         d = s.to_device(like=dev(np.zeros(1, np.float32)) if _torch_cuda() else None)
         sa = abs_sketch(s)
-        for batch in (1, 3, 8, 9, 40, 70):
+        for batch in MATMUL_BATCHES:
             for xdt in (np.float32, np.float16):
                 x = rng.normal(size=(batch, cols)).astype(xdt)
                 x64 = x.astype(np.float64)
@@ -234,12 +238,12 @@ def test_matmul_matches_cpu(dtype, bits):
 @pytest.mark.parametrize("bits", [2, 3, 4])
 def test_grads_match_cpu(dtype, bits):
     rng = np.random.default_rng(100 + 10 * bits + len(dtype))
-    for cols, groups in LAYOUTS + [(4096, 1)]:
-        out = 130 if cols < 4096 else 64
+    for cols, groups in LAYOUTS + [(pick(4096, 2048), 1)]:  # one group split into many column segments
+        out = pick(130, 70) if cols < 2048 else 64  # two 64-row tiles of grad_tables, the second partial
         s = random_sketch(rng, out, cols, groups, bits, dtype)
         d = s.to_device()
         sa = abs_sketch(s)
-        for batch in (1, 5, 33, 100):
+        for batch in GRAD_BATCHES:
             x = rng.normal(size=(batch, cols)).astype(np.float32)
             gy = rng.normal(size=(batch, out)).astype(np.float32)
             x64, gy64 = x.astype(np.float64), gy.astype(np.float64)
@@ -350,7 +354,7 @@ def test_gpu_argument_errors():
 @gpu
 def test_real_shaped_layer_gemv():
     rng = np.random.default_rng(7)
-    s = random_sketch(rng, 4096, 4096, 32, 4, "float16")
+    s = random_sketch(rng, pick(4096, 64), 4096, 32, 4, "float16")
     d = s.to_device()
     x = rng.normal(size=(1, 4096)).astype(np.float16)
     x64 = x.astype(np.float64)

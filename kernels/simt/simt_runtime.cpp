@@ -1157,10 +1157,10 @@ cudaError_t cudaMalloc(void **ptr, size_t size)
 {
     if (ptr == nullptr) return simt::set_last(cudaErrorInvalidValue);
     if (sticky() != cudaSuccess) return sticky();
-    void *p = malloc(size); // exact size, so that AddressSanitizer sees overruns
-    if (p == nullptr && size > 0) return simt::set_last(cudaErrorMemoryAllocation);
-    if (p == nullptr) p = malloc(1); // cudaMalloc of 0 bytes still gives a distinct pointer
-    if (p == nullptr) return simt::set_last(cudaErrorMemoryAllocation);
+    // exact size, so that AddressSanitizer sees overruns; 256-byte aligned as cudaMalloc guarantees (kernels
+    // check it); a request of 0 bytes still gives a distinct pointer
+    void *p = nullptr;
+    if (posix_memalign(&p, 256, size > 0 ? size : 1) != 0) return simt::set_last(cudaErrorMemoryAllocation);
     std::lock_guard<std::mutex> lk(g_state_mutex);
     simt::g_allocs[(uintptr_t)p] = size;
     *ptr = p;

@@ -33,7 +33,8 @@ def build_info():
     ``gzip_engine`` (whether gzip sizes come from the exact deflate model or from
     zlib itself); ``cpu_features`` detected at run time and ``cpu_count``;
     ``cuda`` (True when the CUDA extension was built) with ``cuda_runtime``
-    (e.g. "13.0"), ``cuda_devices`` and ``cuda_reason`` (why no device is usable).
+    (e.g. "13.0"), ``cuda_devices``, ``cuda_emulated`` (True when the device is
+    ccomp's SIMT emulator, a test build) and ``cuda_reason`` (why no device is usable).
     """
     from . import _core
 

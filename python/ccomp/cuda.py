@@ -3,6 +3,10 @@
 ``ccomp._cuda`` is built when nvcc is present at install time
 (``CCOMP_CUDA=auto|0|1``).  Functions that need a GPU call :func:`require`,
 which raises a clear ``RuntimeError`` when none is usable.
+
+The same module can be built against ccomp's SIMT emulator (``make simt-py``, docs/gpu.md): its
+one device runs the kernels on the host and reports the name :data:`EMULATOR_NAME`;
+:func:`emulated` says so and ``info()["cuda_emulated"]`` is True.
 """
 import ctypes
 
@@ -14,7 +18,10 @@ except ImportError as exc:  # built without nvcc
 else:
     _import_error = ""
 
-__all__ = ["built", "is_available", "device_count", "info", "require"]
+__all__ = ["built", "is_available", "device_count", "emulated", "info", "require"]
+
+#: the device name of ccomp's SIMT emulator (kernels/simt), which runs the CUDA kernels on the host
+EMULATOR_NAME = "ccomp SIMT emulator"
 
 
 def built():
@@ -33,6 +40,14 @@ def device_count():
 def is_available():
     """True when ccomp's CUDA kernels can run here."""
     return device_count() > 0
+
+
+def emulated():
+    """True when the CUDA device is ccomp's SIMT emulator, not a GPU (a test build; see docs/gpu.md)."""
+    if device_count() == 0:
+        return False
+    name, _major, _minor = _cuda.device_name(0)
+    return name.startswith(EMULATOR_NAME)
 
 
 def _version(v):
@@ -90,7 +105,7 @@ def info():
     """CUDA part of :func:`ccomp.build_info`."""
     if _cuda is None:
         return {"cuda": False, "cuda_runtime": None, "cuda_driver": None, "cuda_devices": [],
-                "cuda_reason": "ccomp was built without CUDA (nvcc not found or CCOMP_CUDA=0)"}
+                "cuda_emulated": False, "cuda_reason": "ccomp was built without CUDA (nvcc not found or CCOMP_CUDA=0)"}
     count, driver, reason = _status()
     runtime, _driver = _cuda.versions()
     devices = []
@@ -98,7 +113,7 @@ def info():
         name, major, minor = _cuda.device_name(i)
         devices.append(f"{name} (sm_{major}{minor})")
     return {"cuda": True, "cuda_runtime": _version(runtime), "cuda_driver": _version(driver),
-            "cuda_devices": devices, "cuda_reason": reason}
+            "cuda_devices": devices, "cuda_emulated": emulated(), "cuda_reason": reason}
 
 
 def require(what="this function"):

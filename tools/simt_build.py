@@ -1,0 +1,148 @@
+#!/usr/bin/env python3
+"""Builds a copy of the ccomp package whose CUDA extension runs on the SIMT emulator (docs/gpu.md).
+
+    python tools/simt_build.py [--out build/simt-py] [--check asan|race] [--jobs N]
+
+Every kernels/*.cu is compiled by g++ as C++ against the emulator (kernels/simt/simt_cpu.h is
+force-included; kernels/simt/include/cuda_runtime.h stands in for CUDA's, the toolkit's headers give
+__half and __nv_bfloat16) and linked with the emulator's runtime (kernels/simt/*.cpp) and the _cuda
+binding (csrc/python/cuda_*.c, the same files as the CUDA build) into OUT/ccomp/_cuda.  OUT/ccomp is
+a copy of python/ccomp with the _core extension built in place (`make install`), or built here when
+there is none.
+  --check asan (default): AddressSanitizer + UBSan everywhere: out-of-bounds device and shared
+    accesses.  Run the tests with libasan preloaded (the interpreter is not instrumented) and
+    PYTHONMALLOC=malloc, as `make simt-py` does.
+  --check race: the kernels with -fsanitize=thread -DCCOMP_SIMT_RACECHECK, linked without TSan's
+    runtime: the emulator's own hooks report shared-memory races between barriers (no ASan there).
+Objects are kept in OUT-obj/CHECK and rebuilt when a source or header changes.
+"""
+import argparse
+import concurrent.futures
+import glob
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SIMT = os.path.join("kernels", "simt")
+SAN = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-fno-sanitize-recover=undefined"]
+# the kernels and the runtime continue after an ASan report (with halt_on_error=0): the emulator turns
+# it into a failed launch, which the test sees as a RuntimeError naming the thread
+SAN_RECOVER = SAN + ["-fsanitize-recover=address"]
+UBSAN = ["-fsanitize=undefined", "-fno-omit-frame-pointer", "-fno-sanitize-recover=undefined"]
+RACE = ["-fsanitize=thread", "-DCCOMP_SIMT_RACECHECK"]  # the kernels only: the runtime supplies the hooks
+CXXFLAGS = ["-std=c++17", "-O1", "-g", "-fPIC", "-fvisibility=hidden", "-ffp-contract=off", "-Wall", "-Wextra",
+            "-Werror", "-Wno-unknown-pragmas", "-DCCOMP_SIMT"]
+CFLAGS = ["-std=c11", "-O1", "-g", "-fPIC", "-fvisibility=hidden", "-ffp-contract=off", "-Wall", "-Wextra",
+          "-Werror", "-Wno-missing-field-initializers"]
+
+
+def rel(pattern):
+    return sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, pattern)))
+
+
+def newest(paths):
+    return max((os.path.getmtime(os.path.join(ROOT, p)) for p in paths), default=0.0)
+
+
+def compile_one(cmd, src, obj, deps_time):
+    """Runs cmd (compiling src into obj) unless obj is newer than src and every header; returns (src, log)."""
+    if os.path.exists(obj) and os.path.getmtime(obj) > max(deps_time, os.path.getmtime(os.path.join(ROOT, src))):
+        return src, None
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"compiling {src} failed:\n$ {' '.join(cmd)}\n{proc.stdout}{proc.stderr}")
+    return src, proc.stderr
+
+
+def cuda_include():
+    """The CUDA toolkit's include folder (cuda_fp16.h, cuda_bf16.h, vector_types.h: host-capable headers)."""
+    sys.path.insert(0, ROOT)
+    from setup import find_nvcc  # the build's own search: CUDA_HOME, CUDA_PATH, PATH, /usr/local/cuda
+
+    nvcc = find_nvcc()
+    if nvcc is None:
+        sys.exit("simt: the CUDA toolkit's headers are needed (cuda_fp16.h): set CUDA_HOME or put nvcc on PATH")
+    return os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(nvcc))), "include")
+
+
+def copy_package(out):
+    """OUT/ccomp: python/ccomp without its extension modules, plus the _core built in place (or built here)."""
+    dst = os.path.join(out, "ccomp")
+    shutil.rmtree(dst, ignore_errors=True)
+    shutil.copytree(os.path.join(ROOT, "python", "ccomp"), dst,
+                    ignore=shutil.ignore_patterns("*.so", "__pycache__"))
+    suffix = sysconfig.get_config_var("EXT_SUFFIX")
+    core = os.path.join(ROOT, "python", "ccomp", "_core" + suffix)
+    if os.path.exists(core):
+        shutil.copy2(core, dst)
+        return
+    print("simt: no in-place _core (make install builds it); building one", file=sys.stderr)
+    env = dict(os.environ, CCOMP_CUDA="0")
+    subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--build-lib", out, "--build-temp",
+                    out + "-core-tmp"], cwd=ROOT, env=env, check=True)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", default="build/simt-py", help="the package copy goes to OUT/ccomp (default build/simt-py)")
+    ap.add_argument("--check", choices=("asan", "race"), default="asan",
+                    help="asan: ASan + UBSan (out of bounds); race: the shared-memory race checker")
+    ap.add_argument("--jobs", type=int, default=len(os.sched_getaffinity(0)))
+    args = ap.parse_args(argv)
+    out = os.path.join(ROOT, args.out) if not os.path.isabs(args.out) else args.out
+    if not os.path.exists(os.path.join(ROOT, SIMT, "simt_cpu.h")):
+        sys.exit(f"simt: {SIMT}/simt_cpu.h is missing: the emulator is not in this checkout")
+    obj_dir = os.path.join(out + "-obj", args.check)
+    os.makedirs(obj_dir, exist_ok=True)
+    if args.check == "asan":
+        kernel_san, runtime_san, binding_san, link_san = SAN_RECOVER, SAN_RECOVER, SAN, SAN
+    else:
+        kernel_san, runtime_san, binding_san, link_san = RACE + UBSAN, UBSAN, UBSAN, UBSAN
+
+    kernels = rel("kernels/*.cu")
+    runtime = rel(f"{SIMT}/*.cpp")
+    bindings = rel("csrc/python/cuda_*.c")
+    headers = rel("kernels/*.h") + rel("kernels/*.cuh") + rel(f"{SIMT}/*.h") + rel(f"{SIMT}/include/*.h") + \
+        rel("csrc/include/ccomp/*.h") + rel("csrc/python/*.h")
+    deps_time = max(newest(headers), os.path.getmtime(os.path.abspath(__file__)))
+    py_inc = sysconfig.get_paths()["include"]
+    includes = ["-I" + os.path.join(SIMT, "include"), "-I" + cuda_include(), "-Ikernels", "-Icsrc/include"]
+    cxx = os.environ.get("CXX", "g++")
+    jobs = []
+    for src in kernels:
+        obj = os.path.join(obj_dir, os.path.basename(src) + ".o")
+        jobs.append(([cxx, "-x", "c++", *CXXFLAGS, *kernel_san, *includes, "-include", os.path.join(SIMT, "simt_cpu.h"),
+                      "-c", src, "-o", obj], src, obj))
+    for src in runtime:
+        obj = os.path.join(obj_dir, os.path.basename(src) + ".o")
+        # default visibility: ccomp_simt_report and the other control functions stay reachable (ctypes)
+        flags = [f for f in CXXFLAGS if f != "-fvisibility=hidden"]
+        jobs.append(([cxx, *flags, *runtime_san, *includes, "-c", src, "-o", obj], src, obj))
+    for src in bindings:
+        obj = os.path.join(obj_dir, os.path.basename(src) + ".o")
+        jobs.append(([os.environ.get("CC", "gcc"), *CFLAGS, *binding_san, "-Ikernels", "-Icsrc/python",
+                      "-Icsrc/include", "-I" + py_inc, "-c", src, "-o", obj], src, obj))
+    # the largest files first, so that the slowest compile does not start last
+    jobs.sort(key=lambda j: -os.path.getsize(os.path.join(ROOT, j[1])))
+    with concurrent.futures.ThreadPoolExecutor(max(1, args.jobs)) as pool:
+        futures = [pool.submit(compile_one, cmd, src, obj, deps_time) for cmd, src, obj in jobs]
+        for fut in concurrent.futures.as_completed(futures):
+            src, log = fut.result()
+            if log:
+                sys.stderr.write(log)
+            print(f"simt: {src} {'compiled' if log is not None else 'up to date'}", file=sys.stderr)
+
+    copy_package(out)
+    so = os.path.join(out, "ccomp", "_cuda" + sysconfig.get_config_var("EXT_SUFFIX"))
+    link = [cxx, "-shared", *link_san, "-o", so, *[j[2] for j in jobs], "-lpthread"]
+    subprocess.run(link, cwd=ROOT, check=True)
+    what = "ASan + UBSan" if args.check == "asan" else "the race checker + UBSan"
+    print(f"simt: {os.path.relpath(so, ROOT)} (kernels on the SIMT emulator, {what})", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
