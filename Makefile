@@ -209,7 +209,7 @@ ptxas-budget:
 SIMT_PY_TESTS ?= tests/test_cuda.py tests/test_ac_gpu.py tests/test_kv_gpu.py tests/test_sketch_gpu.py tests/test_tokens_gpu.py
 SIMT_ORDERS ?= forward reverse random:$(or $(SIMT_SEED),1)
 SIMT_WORKERS ?= 2
-SIMT_PY_RUN = UBSAN_OPTIONS=print_stacktrace=1 PYTHONMALLOC=malloc $(VPY) -m pytest -q -p no:cacheprovider \
+SIMT_PY_RUN = CCOMP_REQUIRE_GPU=1 UBSAN_OPTIONS=print_stacktrace=1 PYTHONMALLOC=malloc $(VPY) -m pytest -q -p no:cacheprovider \
   -n $(SIMT_WORKERS) -m gpu $(SIMT_PY_TESTS)
 simt-py: install
 	$(VPY) tools/simt_build.py --out build/simt-py --check asan

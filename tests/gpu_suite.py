@@ -6,6 +6,10 @@ skipped where ccomp.cuda.is_available() is False.  The device is a real GPU or c
 of times slower: there, and wherever CCOMP_GPU_SMALL=1 is set (compute-sanitizer runs on a real GPU),
 `pick(real, small)` gives the small shapes, chosen to reach every kernel, template instance and code
 path the real shapes reach (both dtypes, each method and bit width, the GEMV and the tiled paths).
+
+CCOMP_REQUIRE_GPU=1 (set by `make simt-py`, `make simt-race` and kernels/gpu_check.py) turns a
+missing device into an error at collection instead of skipped tests, so a build whose _cuda module
+does not load can never pass as "everything skipped".
 """
 import os
 
@@ -14,6 +18,9 @@ import pytest
 from ccomp import cuda
 
 AVAILABLE = cuda.is_available()
+if os.environ.get("CCOMP_REQUIRE_GPU") == "1" and not AVAILABLE:
+    info = cuda.info()
+    raise RuntimeError(f"CCOMP_REQUIRE_GPU=1 but no CUDA device is usable: {info['cuda_reason']}")
 EMULATED = AVAILABLE and cuda.emulated()
 SMALL = EMULATED or os.environ.get("CCOMP_GPU_SMALL") == "1"
 

@@ -70,3 +70,39 @@ def test_driver_probe_without_libcuda():
         raise OSError(f"{name}: cannot open shared object file")
 
     assert cuda._driver_probe(load) is None
+
+
+_BROKEN_LOAD = """
+import importlib.abc, importlib.machinery, sys
+class Loader(importlib.abc.Loader):
+    def create_module(self, spec):
+        raise ImportError('libcudart.so.13: cannot open shared object file')
+    def exec_module(self, module):
+        pass
+class Finder(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "ccomp._cuda":
+            if {broken}:
+                return importlib.machinery.ModuleSpec(name, Loader())
+            raise ModuleNotFoundError("No module named 'ccomp._cuda'", name=name)
+sys.meta_path.insert(0, Finder())
+import ccomp.cuda as c
+print(c.built(), c.info()["cuda_reason"])
+try:
+    c.require("the test")
+except RuntimeError as e:
+    print(e)
+"""
+
+
+@pytest.mark.parametrize("broken, expect", [
+    (True, "CUDA extension is installed but cannot be loaded: libcudart.so.13: cannot open shared object file"),
+    (False, "built without CUDA"),
+])
+def test_a_cuda_extension_that_cannot_load_is_not_called_unbuilt(broken, expect):
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-c", _BROKEN_LOAD.format(broken=broken)], capture_output=True, text=True,
+                         check=True).stdout.splitlines()
+    assert out[0].startswith("False ") and expect in out[0], out
+    assert out[1].startswith("the test needs a GPU, but") and expect in out[1], out

@@ -12,9 +12,15 @@ import ctypes
 
 try:
     from . import _cuda
-except ImportError as exc:  # built without nvcc
+except ImportError as exc:
     _cuda = None
-    _import_error = str(exc)
+    # not built (no nvcc, CCOMP_CUDA=0), or built but not loadable (a missing libcudart, a broken build)
+    import importlib.util
+    try:
+        _present = importlib.util.find_spec(f"{__package__}._cuda") is not None
+    except (ImportError, ValueError):
+        _present = False
+    _import_error = str(exc) if _present else ""
 else:
     _import_error = ""
 
@@ -101,11 +107,18 @@ def _status():
     return 0, driver, _diagnose(reason, runtime, probe)
 
 
+def _unbuilt_reason():
+    """Why there is no CUDA extension: not built, or built but not loadable."""
+    if _import_error:
+        return f"ccomp's CUDA extension is installed but cannot be loaded: {_import_error}"
+    return "ccomp was built without CUDA (nvcc not found or CCOMP_CUDA=0)"
+
+
 def info():
     """CUDA part of :func:`ccomp.build_info`."""
     if _cuda is None:
         return {"cuda": False, "cuda_runtime": None, "cuda_driver": None, "cuda_devices": [],
-                "cuda_emulated": False, "cuda_reason": "ccomp was built without CUDA (nvcc not found or CCOMP_CUDA=0)"}
+                "cuda_emulated": False, "cuda_reason": _unbuilt_reason()}
     count, driver, reason = _status()
     runtime, _driver = _cuda.versions()
     devices = []
@@ -119,6 +132,8 @@ def info():
 def require(what="this function"):
     """Raise RuntimeError unless a CUDA device is usable."""
     if _cuda is None:
+        if _import_error:
+            raise RuntimeError(f"{what} needs a GPU, but {_unbuilt_reason()}")
         raise RuntimeError(f"{what} needs a GPU, but ccomp was built without CUDA "
                            f"(install with nvcc on PATH, or CCOMP_CUDA=1 to insist)")
     count, _driver, reason = _status()
