@@ -110,7 +110,7 @@ def run_tests(files, name, log_name, env=None, prefix=(), timeout=None):
     xml = os.path.join(OUT, log_name.replace(".log", ".xml"))
     cmd = [*prefix, sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "gpu", f"--junitxml={xml}",
            *files]
-    rc, seconds = run(cmd, log_name, timeout=timeout, env=dict(os.environ, **(env or {})))
+    rc, seconds = run(cmd, log_name, timeout=timeout, env=dict(os.environ, CCOMP_REQUIRE_GPU="1", **(env or {})))
     counts = _junit_counts(xml)
     verdict = "no result" if counts is None else f"{counts[0] - counts[1] - counts[2]} passed, {counts[1]} failed, " \
         f"{counts[2]} skipped"
