@@ -1,5 +1,5 @@
 // ccomp.kv on the GPU: decode attention computed on the compressed cache (groupwise, q8_0, q4_0 and dense
-// float32 / float16 segments), the dense method's row of the CUDA method table, and device allocation.
+// float32 / float16 segments) and the dense method's row of the CUDA method table.
 //
 // Attention is float32 arithmetic in another order than the CPU's (relative
 // differences ~1e-6): scores s = K q per K segment into a workspace, then per
@@ -656,20 +656,5 @@ extern "C" ccomp_status ccomp_cuda_kv_attention(const void *q, int q_dtype, size
     e = launch(combine_kernel, dim3((unsigned)(S * R)), dim3(256), NC * sizeof(float), st, a);
     if (e != cudaSuccess) return fail(err, e, "the attention combine kernel");
     return CCOMP_OK;
-}
-
-extern "C" int ccomp_cuda_alloc(size_t n, void **dev, char *msg, size_t msg_len)
-{
-    *dev = NULL;
-    int count = 0;
-    cudaError_t e = cudaGetDeviceCount(&count);
-    if (e != cudaSuccess || count == 0)
-        return fail(e == cudaSuccess ? cudaErrorNoDevice : e, "cudaGetDeviceCount", msg, msg_len);
-    e = cudaMalloc(dev, n ? n : 1);
-    if (e != cudaSuccess) {
-        *dev = NULL;
-        return fail(e, "cudaMalloc", msg, msg_len);
-    }
-    return 0;
 }
 
