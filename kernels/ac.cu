@@ -154,8 +154,18 @@ struct RowsArgs {
 //
 // SCAN = false: (cum, freq) of symbols[t] under row t.
 // SCAN = true : the row summary and checkpoints, for decoding.
+//
+// Blocks per SM the launch bound asks for: 4 (32 of 64 warps, at most 64 registers), but 3 (24 warps,
+// at most 80 registers) for logits summed in float64 (float64 rows, or the nacrith rule): the float64
+// exp beside the float64 chunk of weights spilled to local memory at 64 registers.
+template <class In, bool LOGITS, int RULE>
+constexpr int rows_min_blocks()
+{
+    return LOGITS && sizeof(typename AccOf<In, RULE>::type) == 8 ? 3 : 4;
+}
+
 template <class In, bool LOGITS, int RULE, bool SCAN>
-__global__ void __launch_bounds__(WARPS * 32, 4) rows_kernel(RowsArgs a)
+__global__ void __launch_bounds__(WARPS * 32, (rows_min_blocks<In, LOGITS, RULE>())) rows_kernel(RowsArgs a)
 {
     typedef typename AccOf<In, RULE>::type Acc;
     __shared__ __align__(16) Acc sbuf[WARPS][CKN];

@@ -103,7 +103,16 @@ __device__ void stage_rows(uint32_t *tile, int pitch, const uint8_t *src, size_t
 // decodes its token once per RB rows.  Shared memory: q rows [RB][D]; staged rows [SCORE_T][pitch];
 // per-channel groups: q * scale [groups][RB][D] and q . zero [groups][RB]; per-token groups: the
 // group sums of q [RB][D / G].
-template <int KIND, int BITS, int RB> __global__ void __launch_bounds__(SCORE_T) scores_kernel(Attn a)
+// Blocks per SM the launch bound asks for: 12 for dense rows (at most 40 registers, as ptxas chose alone),
+// 8 for quantized rows (32 of 64 warps, at most 64 registers).  Left to pick its own target, ptxas took 56
+// registers for those (9 blocks) and spilled around the calls of 64-bit divisions.
+template <int KIND> constexpr int scores_min_blocks()
+{
+    return KIND == K_DENSE_F32 || KIND == K_DENSE_F16 ? 12 : 8;
+}
+
+template <int KIND, int BITS, int RB>
+__global__ void __launch_bounds__(SCORE_T, (scores_min_blocks<KIND>())) scores_kernel(Attn a)
 {
     CCOMP_DYNAMIC_SHARED(unsigned char, kv_smem);
     const Seg &g = a.g;

@@ -194,8 +194,18 @@ __device__ __forceinline__ float warp_sum(float v)
 // lane keeps the table of its chunk's group in its own column of a shared
 // [K][32] array (lane l reads bank l: no conflicts), reloaded when the group
 // changes.
+//
+// Blocks per SM the launch bound asks for: none (ptxas picks its register target), but 6 (at most 40
+// registers) for float16 inputs in batches of up to 4: the 40 registers ptxas picked on its own there, yet
+// given as a bound, which it then meets without the spill it made for lut_gemv<3, 2, unsigned short, 4>.
+template <class TX, int NB>
+constexpr int gemv_min_blocks()
+{
+    return sizeof(TX) == 2 && NB == 4 ? 6 : 0;
+}
+
 template <int BITS, int TD, class TX, int NB>
-__global__ void __launch_bounds__(GEMV_WARPS * 32) lut_gemv(const Args a)
+__global__ void __launch_bounds__(GEMV_WARPS * 32, (gemv_min_blocks<TX, NB>())) lut_gemv(const Args a)
 {
     constexpr int K = 1 << BITS;
     __shared__ float lut[GEMV_WARPS][K * 32];

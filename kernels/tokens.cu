@@ -459,8 +459,10 @@ struct Finish {
     float *out_val;
 };
 
-// One warp per row: exact values of the listed candidates, ranked, the best k written.
-__global__ void __launch_bounds__(RECHECK_T) recheck_rows(Finish F)
+// One warp per row: exact values of the listed candidates, ranked, the best k written.  The launch bound
+// names the 3 blocks per SM (80 registers) ptxas picked on its own: given as a bound, it keeps the hoisted
+// addresses of the float64 dot products in registers instead of spilling some of them.
+__global__ void __launch_bounds__(RECHECK_T, 3) recheck_rows(Finish F)
 {
     __shared__ float sv[RECHECK_T / 32][CAP_MAX];
     __shared__ int stok[RECHECK_T / 32][CAP_MAX], spos[RECHECK_T / 32][CAP_MAX];
