@@ -66,9 +66,11 @@ extern "C" ccomp_status ccomp_cuda_device_name(int device, char *name, size_t na
     return CCOMP_OK;
 }
 
+constexpr int IOTA_T = 256; // threads of an iota block
+
 // Fills out[i] = i * step on the device: the smallest real kernel, used by
 // gpu_check.py to prove that code compiled here runs there.
-__global__ static void iota_kernel(int *out, int n, int step)
+__global__ static void __launch_bounds__(IOTA_T) iota_kernel(int *out, int n, int step)
 {
     int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n)
@@ -87,7 +89,7 @@ extern "C" ccomp_status ccomp_cuda_iota(int *host_out, int n, int step, ccomp_er
     int *dev = NULL;
     cudaError_t rc = cudaMalloc(&dev, (size_t)n * sizeof(int));
     if (rc == cudaSuccess) {
-        CCOMP_LAUNCH((n + 255) / 256, 256, 0, 0, iota_kernel)(dev, n, step);
+        CCOMP_LAUNCH((n + IOTA_T - 1) / IOTA_T, IOTA_T, 0, 0, iota_kernel)(dev, n, step);
         rc = cudaGetLastError();
         if (rc == cudaSuccess)
             rc = cudaMemcpy(host_out, dev, (size_t)n * sizeof(int), cudaMemcpyDeviceToHost);
