@@ -154,8 +154,18 @@ struct RowsArgs {
 //
 // SCAN = false: (cum, freq) of symbols[t] under row t.
 // SCAN = true : the row summary and checkpoints, for decoding.
+//
+// Blocks per SM the launch bound asks for: 4 (32 of 64 warps, at most 64 registers), but 3 (24 warps,
+// at most 80 registers) for logits summed in float64 (float64 rows, or the nacrith rule): the float64
+// exp beside the float64 chunk of weights spilled to local memory at 64 registers.
+template <class In, bool LOGITS, int RULE>
+constexpr int rows_min_blocks()
+{
+    return LOGITS && sizeof(typename AccOf<In, RULE>::type) == 8 ? 3 : 4;
+}
+
 template <class In, bool LOGITS, int RULE, bool SCAN>
-__global__ void __launch_bounds__(WARPS * 32, 4) rows_kernel(RowsArgs a)
+__global__ void __launch_bounds__(WARPS * 32, (rows_min_blocks<In, LOGITS, RULE>())) rows_kernel(RowsArgs a)
 {
     typedef typename AccOf<In, RULE>::type Acc;
     __shared__ __align__(16) Acc sbuf[WARPS][CKN];
@@ -795,50 +805,4 @@ extern "C" void ccomp_cuda_ac_scan_free(ccomp_cuda_ac_scan *h)
 extern "C" size_t ccomp_cuda_ac_scan_rows_count(const ccomp_cuda_ac_scan *h)
 {
     return h->T;
-}
-
-// ---------------------------------------------------- memory helpers
-
-extern "C" ccomp_status ccomp_cuda_upload(const void *host, size_t n, void **dev, ccomp_error *err)
-{
-    *dev = NULL;
-    int count = 0;
-    cudaError_t e = cudaGetDeviceCount(&count);
-    if (e != cudaSuccess || count == 0)
-        return fail(err, e == cudaSuccess ? cudaErrorNoDevice : e, "cudaGetDeviceCount");
-    e = cudaMalloc(dev, n ? n : 1);
-    if (e != cudaSuccess) {
-        *dev = NULL;
-        return fail(err, e, "cudaMalloc");
-    }
-    if (n && (e = cudaMemcpy(*dev, host, n, cudaMemcpyHostToDevice)) != cudaSuccess) {
-        cudaFree(*dev);
-        *dev = NULL;
-        return fail(err, e, "cudaMemcpy");
-    }
-    return CCOMP_OK;
-}
-
-extern "C" void ccomp_cuda_free(void *dev)
-{
-    if (dev) cudaFree(dev);
-    cudaGetLastError();
-}
-
-extern "C" ccomp_status ccomp_cuda_to_host(void *host, const void *dev, size_t n, ccomp_error *err)
-{
-    DeviceGuard guard;
-    int device;
-    ccomp_status rc;
-    if ((rc = enter_rows_device(dev, guard, &device, err)) != CCOMP_OK) return rc;
-    cudaError_t e = cudaMemcpy(host, dev, n, cudaMemcpyDeviceToHost);
-    if (e != cudaSuccess) return fail(err, e, "cudaMemcpy");
-    return CCOMP_OK;
-}
-
-extern "C" ccomp_status ccomp_cuda_synchronize(ccomp_error *err)
-{
-    cudaError_t e = cudaDeviceSynchronize();
-    if (e != cudaSuccess) return fail(err, e, "cudaDeviceSynchronize");
-    return CCOMP_OK;
 }

@@ -1,8 +1,7 @@
 /* extern "C" entry points of ccomp's CUDA objects, callable from the C binding.
  * Like the C core, each returns a ccomp_status and fills a ccomp_error (ccomp/status.h; err may be
  * NULL): CCOMP_OK, CCOMP_ERR_VALUE for a rejected argument, CCOMP_ERR_BACKEND for a CUDA failure (no
- * device or driver included), CCOMP_ERR_NOMEM when device or host memory runs out.  (ccomp_cuda_alloc
- * still returns 0, -1 with a message for rejected arguments, or a CUDA error code with a message.) */
+ * device or driver included), CCOMP_ERR_NOMEM when device or host memory runs out. */
 #ifndef CCOMP_CUDA_H
 #define CCOMP_CUDA_H
 
@@ -23,6 +22,15 @@ ccomp_status ccomp_cuda_driver_version(int *version, ccomp_error *err);
 ccomp_status ccomp_cuda_device_name(int device, char *name, size_t name_len, int *major, int *minor,
                                     ccomp_error *err);
 ccomp_status ccomp_cuda_iota(int *host_out, int n, int step, ccomp_error *err);
+
+/* Device memory (kernels/device.cu; the current device): alloc gives n bytes without a copy (a distinct pointer
+ * for n = 0), upload a copy of n host bytes, both freed with ccomp_cuda_free; to_host copies n bytes back on the
+ * device that holds dev. */
+ccomp_status ccomp_cuda_alloc(size_t n, void **dev, ccomp_error *err);
+ccomp_status ccomp_cuda_upload(const void *host, size_t n, void **dev, ccomp_error *err);
+void ccomp_cuda_free(void *dev);
+ccomp_status ccomp_cuda_to_host(void *host, const void *dev, size_t n, ccomp_error *err);
+ccomp_status ccomp_cuda_synchronize(ccomp_error *err);
 
 /* ---- ccomp.ac: CDF quantization on the GPU (kernels/ac.cu; csrc/ac/quantize.c is the specification).
  * rows: device pointer to T rows of V float32 (dtype 0) or float64 (dtype 1) values, row_stride elements
@@ -45,12 +53,6 @@ ccomp_status ccomp_cuda_ac_scan_find(const ccomp_cuda_ac_scan *h, const int64_t 
                                      size_t n, uint32_t *symbol, uint32_t *cum, uint32_t *freq, ccomp_error *err);
 size_t ccomp_cuda_ac_scan_rows_count(const ccomp_cuda_ac_scan *h);
 void ccomp_cuda_ac_scan_free(ccomp_cuda_ac_scan *h);
-
-/* Device memory helpers (current device). */
-ccomp_status ccomp_cuda_upload(const void *host, size_t n, void **dev, ccomp_error *err);
-void ccomp_cuda_free(void *dev);
-ccomp_status ccomp_cuda_to_host(void *host, const void *dev, size_t n, ccomp_error *err);
-ccomp_status ccomp_cuda_synchronize(ccomp_error *err);
 
 /* ---- ccomp.kv: KV-cache (de)quantization and decode attention on the GPU (kernels/kv_*.cu: kv_codec.cu
  * dispatches through kv_table.cuh's method table to each method's kernel file; kv_attention.cu).  The C core
@@ -112,9 +114,6 @@ size_t ccomp_cuda_kv_attention_workspace(size_t S, size_t R, size_t Dv, const cc
 ccomp_status ccomp_cuda_kv_attention(const void *q, int q_dtype, size_t S, size_t R, size_t D, float scale,
                                      const ccomp_cuda_kv_desc *k, size_t nk, const ccomp_cuda_kv_desc *v, size_t nv,
                                      float *out, void *ws, size_t ws_bytes, void *stream, ccomp_error *err);
-
-/* Device memory without a copy (current device); freed with ccomp_cuda_free. */
-int ccomp_cuda_alloc(size_t n, void **dev, char *msg, size_t msg_len);
 
 
 /* ---- ccomp.sketch: SketchTune sketches on the GPU (kernels/sketch.cu; csrc/sketch/kernels.c and ccomp/sketch.h

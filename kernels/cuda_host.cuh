@@ -1,33 +1,13 @@
-// Host-side helpers shared by ccomp's CUDA files (ac.cu, kv_*.cu, sketch.cu, tokens.cu): error reports
-// and making the data's device current.  Entry points return a ccomp_status and fill a ccomp_error
-// (ccomp/status.h), like the C core: CCOMP_ERR_VALUE for a rejected argument, CCOMP_ERR_BACKEND for a
-// CUDA failure, CCOMP_ERR_NOMEM when memory runs out.  (The (int code, char *msg) forms are the older
-// convention, used by ccomp_cuda_alloc in kv_attention.cu until it moves to the status form.)  Included
-// inside each file's anonymous namespace, so every object keeps its own private copy and no symbol is
-// exported.
+// Host-side helpers shared by ccomp's CUDA files (device.cu, ac.cu, kv_*.cu, sketch.cu, tokens.cu): error
+// reports and making the data's device current.  Entry points return a ccomp_status and fill a ccomp_error
+// (ccomp/status.h), like the C core: CCOMP_ERR_VALUE for a rejected argument, CCOMP_ERR_BACKEND for a CUDA
+// failure, CCOMP_ERR_NOMEM when memory runs out.  Included inside each file's anonymous namespace, so every
+// object keeps its own private copy and no symbol is exported.
 #ifndef CCOMP_CUDA_HOST_CUH
 #define CCOMP_CUDA_HOST_CUH
 
-// A CUDA failure: the message names the call; returns the CUDA error code (-1 if rc is cudaSuccess).
-inline int fail(cudaError_t rc, const char *what, char *msg, size_t msg_len)
-{
-    snprintf(msg, msg_len, "CUDA error in %s: %s", what, cudaGetErrorString(rc));
-    cudaGetLastError(); // clear a non-sticky error
-    return rc == cudaSuccess ? -1 : (int)rc;
-}
-
-// A rejected argument: printf-style message, returns -1.
-inline int reject(char *msg, size_t msg_len, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, msg_len, fmt, ap);
-    va_end(ap);
-    return -1;
-}
-
-// The status convention: a CUDA failure names the call and returns CCOMP_ERR_BACKEND (CCOMP_ERR_NOMEM
-// for cudaErrorMemoryAllocation); err may be NULL.
+// A CUDA failure names the call and returns CCOMP_ERR_BACKEND (CCOMP_ERR_NOMEM for cudaErrorMemoryAllocation);
+// err may be NULL.
 inline ccomp_status fail(ccomp_error *err, cudaError_t rc, const char *what)
 {
     ccomp_status code = rc == cudaErrorMemoryAllocation ? CCOMP_ERR_NOMEM : CCOMP_ERR_BACKEND;
@@ -74,25 +54,8 @@ struct DeviceGuard {
     }
 };
 
-// Makes the device holding p current; `what` ("the keys are") starts the message when p is not in GPU memory.
-inline int enter_device(const void *p, DeviceGuard &g, char *msg, size_t msg_len, const char *what = "the data is")
-{
-    cudaError_t rc = cudaGetDevice(&g.old);
-    if (rc != cudaSuccess) {
-        g.old = -1;
-        return fail(rc, "cudaGetDevice (no usable CUDA device?)", msg, msg_len);
-    }
-    cudaPointerAttributes attr;
-    rc = cudaPointerGetAttributes(&attr, p);
-    if (rc != cudaSuccess) return fail(rc, "cudaPointerGetAttributes", msg, msg_len);
-    if (attr.type != cudaMemoryTypeDevice && attr.type != cudaMemoryTypeManaged)
-        return reject(msg, msg_len, "%s not in GPU memory (expected CUDA tensors or arrays)", what);
-    if (attr.device != g.old && (rc = cudaSetDevice(attr.device)) != cudaSuccess)
-        return fail(rc, "cudaSetDevice", msg, msg_len);
-    return 0;
-}
-
-// The status form of enter_device: CCOMP_ERR_VALUE when p is not in GPU memory, a CUDA failure otherwise.
+// Makes the device holding p current (CCOMP_ERR_VALUE when p is not in GPU memory, a CUDA failure
+// otherwise); `what` ("the keys are") starts the message when p is not in GPU memory.
 inline ccomp_status enter_device(const void *p, DeviceGuard &g, ccomp_error *err, const char *what = "the data is")
 {
     cudaError_t rc = cudaGetDevice(&g.old);

@@ -1,5 +1,5 @@
 // ccomp.kv on the GPU: decode attention computed on the compressed cache (groupwise, q8_0, q4_0 and dense
-// float32 / float16 segments), the dense method's row of the CUDA method table, and device allocation.
+// float32 / float16 segments) and the dense method's row of the CUDA method table.
 //
 // Attention is float32 arithmetic in another order than the CPU's (relative
 // differences ~1e-6): scores s = K q per K segment into a workspace, then per
@@ -103,7 +103,16 @@ __device__ void stage_rows(uint32_t *tile, int pitch, const uint8_t *src, size_t
 // decodes its token once per RB rows.  Shared memory: q rows [RB][D]; staged rows [SCORE_T][pitch];
 // per-channel groups: q * scale [groups][RB][D] and q . zero [groups][RB]; per-token groups: the
 // group sums of q [RB][D / G].
-template <int KIND, int BITS, int RB> __global__ void __launch_bounds__(SCORE_T) scores_kernel(Attn a)
+// Blocks per SM the launch bound asks for: 12 for dense rows (at most 40 registers, as ptxas chose alone),
+// 8 for quantized rows (32 of 64 warps, at most 64 registers).  Left to pick its own target, ptxas took 56
+// registers for those (9 blocks) and spilled around the calls of 64-bit divisions.
+template <int KIND> constexpr int scores_min_blocks()
+{
+    return KIND == K_DENSE_F32 || KIND == K_DENSE_F16 ? 12 : 8;
+}
+
+template <int KIND, int BITS, int RB>
+__global__ void __launch_bounds__(SCORE_T, (scores_min_blocks<KIND>())) scores_kernel(Attn a)
 {
     CCOMP_DYNAMIC_SHARED(unsigned char, kv_smem);
     const Seg &g = a.g;
@@ -656,20 +665,5 @@ extern "C" ccomp_status ccomp_cuda_kv_attention(const void *q, int q_dtype, size
     e = launch(combine_kernel, dim3((unsigned)(S * R)), dim3(256), NC * sizeof(float), st, a);
     if (e != cudaSuccess) return fail(err, e, "the attention combine kernel");
     return CCOMP_OK;
-}
-
-extern "C" int ccomp_cuda_alloc(size_t n, void **dev, char *msg, size_t msg_len)
-{
-    *dev = NULL;
-    int count = 0;
-    cudaError_t e = cudaGetDeviceCount(&count);
-    if (e != cudaSuccess || count == 0)
-        return fail(e == cudaSuccess ? cudaErrorNoDevice : e, "cudaGetDeviceCount", msg, msg_len);
-    e = cudaMalloc(dev, n ? n : 1);
-    if (e != cudaSuccess) {
-        *dev = NULL;
-        return fail(e, "cudaMalloc", msg, msg_len);
-    }
-    return 0;
 }
 

@@ -55,6 +55,8 @@ constexpr int LDS = KC + 8;      // shared row pitch in halves: 80 bytes, confli
 constexpr int SCREEN_T = 128;    // 4 warps, 2 x 2, each 32 rows x 32 candidates
 constexpr int KMAX = CCOMP_CUDA_TOKENS_MAX_K;
 constexpr int MAX_SPLITS = 8;    // candidate slices of the threshold pass
+constexpr int PREP_T = 128;      // one thread per token: prep_norms, rep_tokens, col_ranks (one per candidate)
+constexpr int WARP_ROWS_T = 256; // one warp per token or row: prep_half, threshold_rows
 constexpr int RECHECK_T = 256;   // 8 warps, one row each
 constexpr int FALLBACK_T = 256;  // 32 groups of 8 lanes
 constexpr int FALLBACK_BLOCKS = 264;
@@ -102,7 +104,8 @@ __device__ __forceinline__ int find_b(const int *off, int B, int pos)
 
 // One thread per token: inverse norm in the CPU's order (csrc/tokens/similarity.c inv_norm), fingerprint, first
 // non-finite element.
-__global__ void prep_norms(Keys K, int B, double *inv, unsigned long long *hash, unsigned long long *bad)
+__global__ void __launch_bounds__(PREP_T)
+    prep_norms(Keys K, int B, double *inv, unsigned long long *hash, unsigned long long *bad)
 {
     const long long g = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (g >= (long long)B * K.N) return;
@@ -128,7 +131,7 @@ __global__ void prep_norms(Keys K, int B, double *inv, unsigned long long *hash,
 }
 
 // One warp per token: the normalized key in fp16, zero padded to Dp.
-__global__ void prep_half(Keys K, int B, const double *inv, __half *kh)
+__global__ void __launch_bounds__(WARP_ROWS_T) prep_half(Keys K, int B, const double *inv, __half *kh)
 {
     const long long g = ((long long)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
     const int lane = threadIdx.x & 31;
@@ -151,7 +154,7 @@ __device__ bool same_key(const Keys &K, int b, int s, int t)
 }
 
 // rep[b N + t] = the lowest token of sub-image b whose key has the same bits as token t.
-__global__ void rep_tokens(Keys K, int B, const unsigned long long *hash, int *rep)
+__global__ void __launch_bounds__(PREP_T) rep_tokens(Keys K, int B, const unsigned long long *hash, int *rep)
 {
     const long long g = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (g >= (long long)B * K.N) return;
@@ -168,8 +171,8 @@ __global__ void rep_tokens(Keys K, int B, const unsigned long long *hash, int *r
 
 // rank[q] = min(limit, candidates of q's group listed before it by token index); positions hold
 // distinct tokens (the caller checks), so the token index alone orders a group.
-__global__ void col_ranks(const int *cols, const int *cols_off, int B, int N, int C, const int *rep, int limit,
-                          int *rank)
+__global__ void __launch_bounds__(PREP_T) col_ranks(const int *cols, const int *cols_off, int B, int N, int C,
+                                                    const int *rep, int limit, int *rank)
 {
     const int q = blockIdx.x * blockDim.x + threadIdx.x;
     if (q >= C) return;
@@ -340,7 +343,8 @@ __global__ void __launch_bounds__(SCREEN_T) screen_threshold(Screen P)
 }
 
 // One warp per row: t = the k-th largest of the slices' values (at most 64), lo = t - 2 delta rounded down.
-__global__ void threshold_rows(const float *topv, int R, int splits, int k, double two_delta, float *lo)
+__global__ void __launch_bounds__(WARP_ROWS_T)
+    threshold_rows(const float *topv, int R, int splits, int k, double two_delta, float *lo)
 {
     const int row = (int)(((long long)blockIdx.x * blockDim.x + threadIdx.x) >> 5), lane = threadIdx.x & 31;
     if (row >= R) return;
@@ -459,8 +463,10 @@ struct Finish {
     float *out_val;
 };
 
-// One warp per row: exact values of the listed candidates, ranked, the best k written.
-__global__ void __launch_bounds__(RECHECK_T) recheck_rows(Finish F)
+// One warp per row: exact values of the listed candidates, ranked, the best k written.  The launch bound
+// names the 3 blocks per SM (80 registers) ptxas picked on its own: given as a bound, it keeps the hoisted
+// addresses of the float64 dot products in registers instead of spilling some of them.
+__global__ void __launch_bounds__(RECHECK_T, 3) recheck_rows(Finish F)
 {
     __shared__ float sv[RECHECK_T / 32][CAP_MAX];
     __shared__ int stok[RECHECK_T / 32][CAP_MAX], spos[RECHECK_T / 32][CAP_MAX];
@@ -795,18 +801,19 @@ extern "C" ccomp_status ccomp_cuda_tokens_topk(const void *keys, int dtype, size
     const int *d_ro = (const int *)(w + L.rows_off), *d_co = (const int *)(w + L.cols_off);
     const size_t BN_tokens = B * N;
 
-    CCOMP_LAUNCH(blocks_of(BN_tokens, 128), 128, 0, st, prep_norms)(K, (int)B, inv, hash, bad);
+    CCOMP_LAUNCH(blocks_of(BN_tokens, PREP_T), PREP_T, 0, st, prep_norms)(K, (int)B, inv, hash, bad);
     if ((e = cudaGetLastError()) != cudaSuccess) return fail(err, e, "the norm kernel");
-    CCOMP_LAUNCH(blocks_of(BN_tokens * 32, 256), 256, 0, st, prep_half)(K, (int)B, inv, kh);
+    CCOMP_LAUNCH(blocks_of(BN_tokens * 32, WARP_ROWS_T), WARP_ROWS_T, 0, st, prep_half)(K, (int)B, inv, kh);
     if ((e = cudaGetLastError()) != cudaSuccess) return fail(err, e, "the fp16 key kernel");
 
     const int limit = (int)k + (exclude_self ? 1 : 0);
     const int *rank = NULL;
     if (cols_distinct && C > 0) {
         int *rep = (int *)(w + L.rep), *rk = (int *)(w + L.rank);
-        CCOMP_LAUNCH(blocks_of(BN_tokens, 128), 128, 0, st, rep_tokens)(K, (int)B, hash, rep);
+        CCOMP_LAUNCH(blocks_of(BN_tokens, PREP_T), PREP_T, 0, st, rep_tokens)(K, (int)B, hash, rep);
         if ((e = cudaGetLastError()) != cudaSuccess) return fail(err, e, "the duplicate-key kernel");
-        CCOMP_LAUNCH(blocks_of(C, 128), 128, 0, st, col_ranks)(d_cols, d_co, (int)B, (int)N, (int)C, rep, limit, rk);
+        CCOMP_LAUNCH(blocks_of(C, PREP_T), PREP_T, 0, st, col_ranks)(d_cols, d_co, (int)B, (int)N, (int)C, rep,
+                                                                     limit, rk);
         if ((e = cudaGetLastError()) != cudaSuccess) return fail(err, e, "the group-rank kernel");
         rank = rk;
     }
@@ -844,8 +851,9 @@ extern "C" ccomp_status ccomp_cuda_tokens_topk(const void *keys, int dtype, size
     if (max_cols > 0) {
         CCOMP_LAUNCH(dim3((unsigned)tiles, (unsigned)splits), SCREEN_T, 0, st, screen_threshold)(P);
         if ((e = cudaGetLastError()) != cudaSuccess) return fail(err, e, "the screening (threshold) kernel");
-        CCOMP_LAUNCH(blocks_of(R * 32, 256), 256, 0, st, threshold_rows)(P.topv, (int)R, splits, (int)k, 2.0 * screen_delta(D),
-                                                               (float *)(w + L.lo));
+        CCOMP_LAUNCH(blocks_of(R * 32, WARP_ROWS_T), WARP_ROWS_T, 0, st, threshold_rows)(P.topv, (int)R, splits, (int)k,
+                                                                                        2.0 * screen_delta(D),
+                                                                                        (float *)(w + L.lo));
         if ((e = cudaGetLastError()) != cudaSuccess) return fail(err, e, "the threshold kernel");
         CCOMP_LAUNCH(dim3((unsigned)tiles, (unsigned)col_tiles), SCREEN_T, 0, st, screen_collect)(P);
         if ((e = cudaGetLastError()) != cudaSuccess) return fail(err, e, "the screening (collect) kernel");

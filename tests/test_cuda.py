@@ -1,4 +1,5 @@
 """The CUDA build path: ccomp._cuda is compiled wherever nvcc is, and GPU use fails clearly without a GPU."""
+import os
 import shutil
 
 import numpy as np
@@ -10,8 +11,6 @@ from gpu_suite import EMULATED, gpu, no_gpu
 
 
 def nvcc_present():
-    import os
-
     return shutil.which("nvcc") is not None or os.path.exists("/usr/local/cuda/bin/nvcc")
 
 
@@ -41,6 +40,28 @@ def test_iota_runs_on_the_device():
         assert np.array_equal(out, np.arange(n, dtype=np.int32) * 3)
     with pytest.raises(ValueError, match="iota"):
         cuda._cuda.iota(0, 1)
+
+
+@gpu
+def test_alloc_gives_device_memory_and_refuses_bad_sizes():
+    cuda.require("the test")
+    capsule, ptr = cuda._cuda.alloc(768)
+    assert ptr != 0 and ptr % 256 == 0
+    assert len(cuda._cuda.to_host(ptr, 768)) == 768  # the whole buffer is device memory that can be read back
+    empty, empty_ptr = cuda._cuda.alloc(0)  # a distinct pointer even for no bytes
+    assert empty_ptr not in (0, ptr)
+    with pytest.raises(ValueError, match="^alloc: the size must be non-negative, got -1"):
+        cuda._cuda.alloc(-1)
+    del capsule, empty
+
+
+@gpu
+@pytest.mark.skipif("libasan" in os.environ.get("LD_PRELOAD", ""),
+                    reason="AddressSanitizer reports the refused host allocation behind the emulator's cudaMalloc")
+def test_alloc_beyond_device_memory_is_a_memory_error():
+    cuda.require("the test")
+    with pytest.raises(MemoryError, match="^allocating GPU memory failed: CUDA error in cudaMalloc: "):
+        cuda._cuda.alloc(1 << 60)
 
 
 @gpu

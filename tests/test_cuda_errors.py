@@ -68,6 +68,7 @@ FAILING_WITHOUT_A_DEVICE = [
     ("tokens_topk", lambda e: _topk(),
      r"ccomp.tokens GPU top-k: CUDA error in cudaGetDevice \(no usable CUDA device\?\): "),
     ("upload", lambda e: e.upload(b"abcd"), "copying to the GPU failed: CUDA error in cudaGetDeviceCount: "),
+    ("alloc", lambda e: e.alloc(16), "allocating GPU memory failed: CUDA error in cudaGetDeviceCount: "),
     ("to_host", lambda e: e.to_host(P, 8), r"copying from the GPU failed: CUDA error in cudaGetDevice \(no usable"),
     ("synchronize", lambda e: e.synchronize(), "synchronize: CUDA error in cudaDeviceSynchronize: "),
     ("iota", lambda e: e.iota(10, 1), "CUDA kernel launch failed: "),

@@ -7,10 +7,6 @@
 
 #include "ccomp/status.h"
 
-/* Errors from the CUDA objects: -1 is a rejected argument (ValueError); any other code is a CUDA
- * error (RuntimeError).  Returns NULL with the exception set. */
-PyObject *cuda_error(int rc, const char *what, const char *msg);
-
 /* The status convention of the CUDA entry points (ccomp/status.h, as in the C core): NULL with
  * ValueError, TypeError, MemoryError, RuntimeError (CUDA failed, no device) or KeyboardInterrupt set,
  * the message prefixed by `what`. */

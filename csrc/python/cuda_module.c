@@ -77,14 +77,6 @@ static PyObject *py_iota(PyObject *self, PyObject *args)
 
 /* ------------------------------------------------------------ device memory */
 
-/* Errors from the CUDA objects: -1 is a rejected argument (ValueError); any
- * other code is a CUDA error (RuntimeError). */
-PyObject *cuda_error(int rc, const char *what, const char *msg)
-{
-    PyErr_Format(rc == -1 ? PyExc_ValueError : PyExc_RuntimeError, "%s: %s", what, msg);
-    return NULL;
-}
-
 PyObject *cuda_status_error(ccomp_status code, const ccomp_error *err, const char *what)
 {
     PyObject *type = PyExc_RuntimeError;
@@ -271,13 +263,13 @@ static PyObject *py_alloc(PyObject *self, PyObject *args)
         return NULL;
     }
     void *dev = NULL;
-    char msg[256] = "";
-    int rc;
+    ccomp_error err = {CCOMP_OK, ""};
+    ccomp_status rc;
     Py_BEGIN_ALLOW_THREADS
-    rc = ccomp_cuda_alloc((size_t)n, &dev, msg, sizeof msg);
+    rc = ccomp_cuda_alloc((size_t)n, &dev, &err);
     Py_END_ALLOW_THREADS
-    if (rc != 0)
-        return cuda_error(rc, "allocating GPU memory failed", msg);
+    if (rc != CCOMP_OK)
+        return cuda_status_error(rc, &err, "allocating GPU memory failed");
     PyObject *cap = PyCapsule_New(dev, BUFFER_CAPSULE, buffer_destructor);
     if (cap == NULL) {
         ccomp_cuda_free(dev);
