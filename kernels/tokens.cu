@@ -883,7 +883,9 @@ extern "C" ccomp_status ccomp_cuda_tokens_topk(const void *keys, int dtype, size
     F.out_val = out_val;
     CCOMP_LAUNCH(blocks_of(R, RECHECK_T / 32), RECHECK_T, 0, st, recheck_rows)(F);
     if ((e = cudaGetLastError()) != cudaSuccess) return fail(err, e, "the recheck kernel");
-    CCOMP_LAUNCH(FALLBACK_BLOCKS, FALLBACK_T, 0, st, fallback_rows)(F);
+    // one block per overflowed row at most (their count is on the device; R bounds it)
+    const unsigned fallback_blocks = R < (size_t)FALLBACK_BLOCKS ? (unsigned)(R > 0 ? R : 1) : FALLBACK_BLOCKS;
+    CCOMP_LAUNCH(fallback_blocks, FALLBACK_T, 0, st, fallback_rows)(F);
     if ((e = cudaGetLastError()) != cudaSuccess) return fail(err, e, "the fallback kernel");
 
     if (first_bad != NULL || stats != NULL) {
