@@ -68,6 +68,15 @@ def cuda_include():
     return os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(nvcc))), "include")
 
 
+def undefined_tsan_hooks(so):
+    """The -fsanitize=thread hooks the module calls and nothing in it defines (TSan's runtime is not linked)."""
+    proc = subprocess.run(["nm", "-D", "--undefined-only", so], capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.exit(f"simt: nm could not list the undefined symbols of {so}:\n{proc.stderr}")
+    names = (line.split()[-1] for line in proc.stdout.splitlines() if line.strip())
+    return sorted({n for n in names if n.startswith("__tsan_")})
+
+
 def copy_package(out):
     """OUT/ccomp: python/ccomp without its extension modules, plus the _core built in place (or built here)."""
     dst = os.path.join(out, "ccomp")
@@ -139,6 +148,11 @@ def main(argv=None):
     so = os.path.join(out, "ccomp", "_cuda" + sysconfig.get_config_var("EXT_SUFFIX"))
     link = [cxx, "-shared", *link_san, "-o", so, *[j[2] for j in jobs], "-lpthread"]
     subprocess.run(link, cwd=ROOT, check=True)
+    if args.check == "race":
+        missing = undefined_tsan_hooks(so)
+        if missing:
+            sys.exit(f"simt: the race build's runtime (kernels/simt/simt_runtime.cpp) lacks {', '.join(missing)}, "
+                     f"which the instrumented kernels call: {os.path.relpath(so, ROOT)} would not load")
     what = "ASan + UBSan" if args.check == "asan" else "the race checker + UBSan"
     print(f"simt: {os.path.relpath(so, ROOT)} (kernels on the SIMT emulator, {what})", file=sys.stderr)
     return 0

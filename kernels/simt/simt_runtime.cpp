@@ -921,6 +921,39 @@ void __tsan_func_entry(void *) {}
 void __tsan_func_exit(void) {}
 void __tsan_vptr_update(void **, void *) {}
 void __tsan_vptr_read(void **) {}
+
+// Atomic operations of instrumented code (a function-local static's guard, std::atomic in host code of
+// the .cu files): performed for real, sequentially consistent whatever order was asked, and not checked.
+#define SIMT_ATOMICS(n, T)                                                                                            \
+    T __tsan_atomic##n##_load(const volatile T *a, int) { return __atomic_load_n(a, __ATOMIC_SEQ_CST); }              \
+    void __tsan_atomic##n##_store(volatile T *a, T v, int) { __atomic_store_n(a, v, __ATOMIC_SEQ_CST); }              \
+    T __tsan_atomic##n##_exchange(volatile T *a, T v, int) { return __atomic_exchange_n(a, v, __ATOMIC_SEQ_CST); }    \
+    T __tsan_atomic##n##_fetch_add(volatile T *a, T v, int) { return __atomic_fetch_add(a, v, __ATOMIC_SEQ_CST); }    \
+    T __tsan_atomic##n##_fetch_sub(volatile T *a, T v, int) { return __atomic_fetch_sub(a, v, __ATOMIC_SEQ_CST); }    \
+    T __tsan_atomic##n##_fetch_and(volatile T *a, T v, int) { return __atomic_fetch_and(a, v, __ATOMIC_SEQ_CST); }    \
+    T __tsan_atomic##n##_fetch_or(volatile T *a, T v, int) { return __atomic_fetch_or(a, v, __ATOMIC_SEQ_CST); }      \
+    T __tsan_atomic##n##_fetch_xor(volatile T *a, T v, int) { return __atomic_fetch_xor(a, v, __ATOMIC_SEQ_CST); }    \
+    T __tsan_atomic##n##_fetch_nand(volatile T *a, T v, int) { return __atomic_fetch_nand(a, v, __ATOMIC_SEQ_CST); }  \
+    int __tsan_atomic##n##_compare_exchange_strong(volatile T *a, T *c, T v, int, int)                               \
+    {                                                                                                                 \
+        return __atomic_compare_exchange_n(a, c, v, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);                       \
+    }                                                                                                                 \
+    int __tsan_atomic##n##_compare_exchange_weak(volatile T *a, T *c, T v, int, int)                                 \
+    {                                                                                                                 \
+        return __atomic_compare_exchange_n(a, c, v, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);                       \
+    }                                                                                                                 \
+    T __tsan_atomic##n##_compare_exchange_val(volatile T *a, T c, T v, int, int)                                      \
+    {                                                                                                                 \
+        __atomic_compare_exchange_n(a, &c, v, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);                             \
+        return c;                                                                                                     \
+    }
+SIMT_ATOMICS(8, int8_t)
+SIMT_ATOMICS(16, int16_t)
+SIMT_ATOMICS(32, int32_t)
+SIMT_ATOMICS(64, int64_t)
+#undef SIMT_ATOMICS
+void __tsan_atomic_thread_fence(int) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
+void __tsan_atomic_signal_fence(int) { __atomic_signal_fence(__ATOMIC_SEQ_CST); }
 }
 
 #if SIMT_ASAN

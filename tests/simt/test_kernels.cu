@@ -9,7 +9,9 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <atomic>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "launch.cuh"
@@ -539,6 +541,44 @@ static void test_cp_async()
     cudaFree(dout);
 }
 
+// The host code of an instrumented file uses atomics as well (std::atomic, the guard of a function-local
+// static): in the race build they reach the emulator's __tsan_atomic* hooks, which must perform them.
+static std::vector<int> squares(int n)
+{
+    std::vector<int> v(n);
+    for (int i = 0; i < n; i++) v[i] = i * i;
+    return v;
+}
+
+static void test_host_atomics()
+{
+    static const std::vector<int> table = squares(10); // guarded initialisation
+    CHECK_EQ(table[9], 81);
+    std::atomic<int> a{5};
+    CHECK_EQ(a.fetch_add(3), 5);
+    CHECK_EQ(a.load(), 8);
+    int expected = 7;
+    CHECK(!a.compare_exchange_strong(expected, 1) && expected == 8);
+    CHECK(a.compare_exchange_strong(expected, 1));
+    CHECK_EQ(a.exchange(4), 1);
+    CHECK_EQ(a.fetch_xor(6), 4);
+    CHECK_EQ(a.fetch_or(8), 2);
+    CHECK_EQ(a.fetch_and(3), 10);
+    CHECK_EQ(a.fetch_sub(5), 2);
+    CHECK_EQ(a.load(), -3);
+    std::atomic<long long> total{0};
+    std::atomic<unsigned char> flag{0};
+    auto add = [&] {
+        for (int i = 0; i < 20000; i++) total.fetch_add(i, std::memory_order_relaxed);
+        flag.fetch_add(1);
+    };
+    std::thread t1(add), t2(add);
+    t1.join();
+    t2.join();
+    CHECK_EQ(total.load(), 2LL * (20000LL * 19999 / 2));
+    CHECK_EQ(flag.load(), 2);
+}
+
 static void test_broken()
 {
     int *out = nullptr, *in = nullptr;
@@ -628,6 +668,7 @@ static void test_runtime_api()
 int main()
 {
     test_runtime_api();
+    test_host_atomics();
     test_block_sum();
     test_warp_ops();
     test_votes();
