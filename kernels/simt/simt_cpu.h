@@ -6,17 +6,23 @@
 //       -I/usr/local/cuda/include -Ikernels -Icsrc/include -ffp-contract=off -Wno-unknown-pragmas -x c++ -c X.cu
 //   (`make simt` builds and runs tests/simt/ in all three builds below; its rules are the reference)
 //   g++ -std=c++17 -c kernels/simt/simt_runtime.cpp          (x86-64 context switch, else ucontext)
-// Checking builds (keep them apart; ASan does not guard variables in the race build's section):
+// Checking builds (keep them apart: one sanitizer per object):
 //   out-of-bounds: -fsanitize=address on the .cu files and the runtime. Device allocations and the
 //     dynamic shared arena are exact-size heap blocks, static __shared__ arrays are globals with
-//     redzones; a report fails the launch (continue with -fsanitize-recover=address and
+//     redzones (GCC gives none to those of template kernels: COMDAT globals are not instrumented); a
+//     report fails the launch (continue with -fsanitize-recover=address and
 //     ASAN_OPTIONS=halt_on_error=0, else ASan stops the process after its report).
 //   races: add -DCCOMP_SIMT_RACECHECK -fsanitize=thread to the .cu files ONLY and link without
 //     -fsanitize=thread: GCC then calls the runtime's own __tsan_read*/__tsan_write* before every
-//     load and store, static __shared__ variables live in section "simt_shared", and a shadow per
-//     shared byte reports two threads' conflicting accesses (write-write, write-read, read-write)
-//     in one barrier interval. Lanes of one warp are ordered by their warp collectives. Accesses
-//     made through memcpy/memset calls and atomics are not checked.
+//     load and store, and a shadow per shared byte reports two threads' conflicting accesses
+//     (write-write, write-read, read-write) in one barrier interval. Shared memory is recognised by
+//     address: the dynamic arena, and the writable static storage (.data/.bss, found with
+//     dl_iterate_phdr) of the module that holds the launched kernel, where kernel code writes nothing
+//     but its static __shared__ variables, whatever section the compiler gives them (template
+//     kernels' go to COMDAT sections); fiber stacks and device memory are not checked. Only the
+//     launching host thread's fiber accesses count. Lanes of one warp are ordered by their warp
+//     collectives. Accesses made through memcpy/memset calls and atomics are not checked. Reports
+//     name the variable from the module's symbol table (.symtab; an address when stripped).
 //
 // What is emulated: blocks run one after another, in x-fastest order; the threads of a block are
 // fibers that run until a synchronisation point: __syncthreads(_count|_and|_or), __syncwarp,
@@ -24,7 +30,8 @@
 // __reduce_{or,and,xor,add,min,max}_sync, mma.sync m16n8k16 f16->f32 (kernels/ptx.cuh). The order
 // in which runnable threads resume is CCOMP_SIMT_SCHEDULE=forward|reverse|random:SEED (or
 // ccomp_simt_set_schedule); random reshuffles every round. __shared__ is static storage (one block
-// runs at a time); dynamic shared memory is a per-launch heap block of the exact size, refilled with
+// runs at a time; the race build refills the bytes kernels wrote with junk before every block, as it
+// does the arena); dynamic shared memory is a per-launch heap block of the exact size, refilled with
 // schedule-dependent junk before every block so that reads of unwritten shared memory show up as
 // order-dependent results. Atomics are plain read-modify-writes (one host thread runs a launch;
 // launches are serialised). Float arithmetic is the host's IEEE arithmetic, one rounding per
@@ -208,11 +215,7 @@ template <class T, class U> inline T bit_cast(U u)
 // ---------------------------------------------------------------- language
 
 #undef __shared__
-#ifdef CCOMP_SIMT_RACECHECK
-#define __shared__ __attribute__((section("simt_shared"))) static
-#else
 #define __shared__ static
-#endif
 #undef __constant__
 #define __constant__ static const
 #define __launch_bounds__(...)

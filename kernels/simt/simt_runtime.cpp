@@ -4,14 +4,21 @@
 #include "simt_cpu.h"
 
 #include <dlfcn.h>
+#include <elf.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <link.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cxxabi.h>
+#include <deque>
 #include <map>
 #include <mutex>
 #include <random>
@@ -113,8 +120,9 @@ void (*g_body)(void *) = nullptr;
 void *g_body_ctx = nullptr;
 bool g_failed = false;
 std::string g_fail; // this launch's failure
-const char *g_kernel = "";
-std::string g_kernel_label;
+const char *g_kernel = "";             // the kernel as written at the launch
+const void *g_kernel_fn = nullptr;
+std::string kernel_label();           // its name for the reports
 const char *g_last_bar_file = nullptr; // the barrier that opened the current interval
 int g_last_bar_line = 0;
 
@@ -315,8 +323,8 @@ void fail(const std::string &what)
 {
     if (g_failed) return;
     g_failed = true;
-    g_fail = strf("simt: kernel %s, block (%u,%u,%u) of (%u,%u,%u), %u threads: ", g_kernel_label.c_str(), g_block_idx.x,
-                  g_block_idx.y, g_block_idx.z, g_grid_dim.x, g_grid_dim.y, g_grid_dim.z,
+    g_fail = strf("simt: kernel %s, block (%u,%u,%u) of (%u,%u,%u), %u threads: ", kernel_label().c_str(),
+                  g_block_idx.x, g_block_idx.y, g_block_idx.z, g_grid_dim.x, g_grid_dim.y, g_grid_dim.z,
                   g_block_dim.x * g_block_dim.y * g_block_dim.z) +
              what;
     const char *ab = getenv("CCOMP_SIMT_ABORT");
@@ -367,24 +375,211 @@ struct Shadow {
     uint32_t w_epoch, w_wep, r_epoch, r_wep;
     uint16_t w_tid, r_tid;
     uint8_t w_write, r_many, r_mixed;
+    uint8_t written; // static storage only: a kernel has written this byte (it is refilled before each block)
 };
 
 uint32_t g_epoch = 1;        // barrier intervals, unique across blocks and launches
 uint32_t g_wcounter = 1;     // warp intervals, unique likewise
 uint32_t g_wepoch[32];       // the current interval of each warp of the block
-std::vector<Shadow> g_static_shadow, g_dyn_shadow;
+std::vector<Shadow> g_dyn_shadow;
 size_t g_dyn_size = 0;
 bool g_race_active = false;
 bool g_race_build = false; // set by __tsan_init, which the instrumented objects' constructors call
 
+// A symbol of a module's ELF symbol table (.symtab), for the reports.
+struct Symbol {
+    uintptr_t addr;
+    size_t size;
+    std::string name; // demangled, short_name
+};
+
+// The static storage of a module that holds kernels: its writable segments (.data, .bss; the RELRO part,
+// read-only after relocation, left out). Kernel code writes no static storage but its __shared__ variables
+// (the emulator compiles them as function-local statics, wherever the compiler places them: COMDAT
+// sections for template kernels), so every access a fiber makes there is checked as shared memory; the
+// runtime's own variables there (g_cur ...) are only read by kernel code, and reads alone never race.
+struct StaticRange {
+    char *begin, *end;
+    Shadow *shadow;              // one per byte, mapped on demand (zero: never accessed)
+    std::vector<size_t> written; // the offsets kernels wrote, refilled with junk before every block
+    size_t module;               // index in g_modules
+};
+
+struct Module {
+    uintptr_t bias;                  // the load address that the file's addresses are relative to
+    std::string file;                // "" for the main program
+    std::vector<std::pair<uintptr_t, uintptr_t>> loaded; // its loaded segments
+    bool symbols_read = false;
+    std::vector<Symbol> symbols;     // sorted by address; functions and objects
+};
+
+std::deque<Module> g_modules; // stable addresses
+std::vector<StaticRange> g_static;
+
 } // namespace
 } // namespace simt
 
-extern "C" char __start_simt_shared[] __attribute__((weak));
-extern "C" char __stop_simt_shared[] __attribute__((weak));
-
 namespace simt {
 namespace {
+
+// A demangled name as the reports give it: "void (anonymous namespace)::f<1, float>(Args, float const*)::Bs"
+// -> "f<1, float>::Bs" (no return type, parameter lists or anonymous namespace; the 256-byte error message of
+// the bindings has room for little more).
+std::string short_name(std::string d)
+{
+    for (size_t at; (at = d.find("(anonymous namespace)::")) != std::string::npos;) d.erase(at, 23);
+    std::string out;
+    int angle = 0;
+    for (size_t i = 0; i < d.size(); i++) {
+        const char c = d[i];
+        if (c == '(' && i > 0 && (isalnum((unsigned char)d[i - 1]) || d[i - 1] == '_' || d[i - 1] == '>')) {
+            for (int depth = 0; i < d.size(); i++) // a parameter list: skipped
+                if (d[i] == '(') depth++;
+                else if (d[i] == ')' && --depth == 0) break;
+            continue;
+        }
+        if (c == '<') angle++;
+        else if (c == '>') angle--;
+        if (c == ' ' && angle == 0) out.clear(); // what came before was the return type
+        else out += c;
+    }
+    return out;
+}
+
+// The module's symbol table, read from its file (once, for the reports; empty when stripped).
+const std::vector<Symbol> &module_symbols(Module &m)
+{
+    if (m.symbols_read) return m.symbols;
+    m.symbols_read = true;
+    const std::string path = m.file.empty() ? "/proc/self/exe" : m.file;
+    const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return m.symbols;
+    struct stat st;
+    void *map = MAP_FAILED;
+    if (fstat(fd, &st) == 0 && st.st_size > 0) map = mmap(nullptr, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+    close(fd);
+    if (map == MAP_FAILED) return m.symbols;
+    const char *img = static_cast<const char *>(map);
+    const size_t size = (size_t)st.st_size;
+    const ElfW(Ehdr) *eh = reinterpret_cast<const ElfW(Ehdr) *>(img);
+    if (size >= sizeof *eh && memcmp(eh->e_ident, ELFMAG, SELFMAG) == 0 && eh->e_shentsize == sizeof(ElfW(Shdr)) &&
+        eh->e_shoff + (size_t)eh->e_shnum * sizeof(ElfW(Shdr)) <= size) {
+        const ElfW(Shdr) *sh = reinterpret_cast<const ElfW(Shdr) *>(img + eh->e_shoff);
+        for (unsigned i = 0; i < eh->e_shnum; i++) {
+            if (sh[i].sh_type != SHT_SYMTAB || sh[i].sh_link >= eh->e_shnum) continue;
+            const ElfW(Shdr) &strs = sh[sh[i].sh_link];
+            if (sh[i].sh_offset + sh[i].sh_size > size || strs.sh_offset + strs.sh_size > size) continue;
+            const ElfW(Sym) *sym = reinterpret_cast<const ElfW(Sym) *>(img + sh[i].sh_offset);
+            for (size_t k = 0; k < sh[i].sh_size / sizeof(ElfW(Sym)); k++) {
+                const int type = ELF64_ST_TYPE(sym[k].st_info); // the same bits in ELF32_ST_TYPE
+                if ((type != STT_OBJECT && type != STT_FUNC) || sym[k].st_size == 0 || sym[k].st_name >= strs.sh_size)
+                    continue;
+                const char *name = img + strs.sh_offset + sym[k].st_name;
+                int ok = 0;
+                char *d = abi::__cxa_demangle(name, nullptr, nullptr, &ok);
+                const std::string full = ok == 0 && d ? d : name;
+                m.symbols.push_back({m.bias + (uintptr_t)sym[k].st_value, (size_t)sym[k].st_size, short_name(full)});
+                free(d);
+            }
+        }
+    }
+    munmap(map, size);
+    std::sort(m.symbols.begin(), m.symbols.end(), [](const Symbol &a, const Symbol &b) { return a.addr < b.addr; });
+    return m.symbols;
+}
+
+// The symbol whose object or function holds addr in module m, or nullptr.
+const Symbol *symbol_at(Module &m, uintptr_t addr)
+{
+    const std::vector<Symbol> &syms = module_symbols(m);
+    auto it = std::upper_bound(syms.begin(), syms.end(), addr, [](uintptr_t a, const Symbol &s) { return a < s.addr; });
+    while (it != syms.begin()) { // symbols may nest (aliases): the nearest one below that holds addr
+        --it;
+        if (addr - it->addr < it->size) return &*it;
+        if (addr - it->addr > (1u << 24)) break;
+    }
+    return nullptr;
+}
+
+struct ModuleSearch {
+    uintptr_t addr;
+    Module *found;
+};
+
+// dl_iterate_phdr callback: records the module that holds the address (its static storage in the race build).
+int add_module(struct dl_phdr_info *info, size_t, void *data)
+{
+    ModuleSearch &q = *static_cast<ModuleSearch *>(data);
+    uintptr_t relro_lo = 0, relro_hi = 0;
+    bool holds = false;
+    for (int i = 0; i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr) &ph = info->dlpi_phdr[i];
+        const uintptr_t lo = info->dlpi_addr + ph.p_vaddr;
+        if (ph.p_type == PT_LOAD && q.addr >= lo && q.addr - lo < ph.p_memsz) holds = true;
+        if (ph.p_type == PT_GNU_RELRO) {
+            relro_lo = lo;
+            relro_hi = lo + ph.p_memsz;
+        }
+    }
+    if (!holds) return 0;
+    const size_t index = g_modules.size();
+    g_modules.push_back(Module());
+    Module &m = g_modules.back();
+    m.bias = info->dlpi_addr;
+    m.file = info->dlpi_name ? info->dlpi_name : "";
+    auto add = [&](uintptr_t a, uintptr_t b) {
+        if (a >= b || !g_race_build) return;
+        void *sh = mmap(nullptr, (b - a) * sizeof(Shadow), PROT_READ | PROT_WRITE,
+                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (sh != MAP_FAILED) g_static.push_back({(char *)a, (char *)b, static_cast<Shadow *>(sh), {}, index});
+    };
+    for (int i = 0; i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr) &ph = info->dlpi_phdr[i];
+        if (ph.p_type != PT_LOAD) continue;
+        const uintptr_t lo = info->dlpi_addr + ph.p_vaddr, hi = lo + ph.p_memsz;
+        m.loaded.push_back({lo, hi});
+        if (!(ph.p_flags & PF_W)) continue;
+        if (relro_hi <= lo || relro_lo >= hi) {
+            add(lo, hi);
+        } else {
+            add(lo, relro_lo);
+            add(relro_hi, hi);
+        }
+    }
+    q.found = &m;
+    return 1;
+}
+
+// The module that holds the code or data at addr (registered at its first use; nullptr if none does).
+Module *module_of(const void *addr)
+{
+    const uintptr_t a = (uintptr_t)addr;
+    for (Module &m : g_modules)
+        for (const auto &seg : m.loaded)
+            if (a >= seg.first && a < seg.second) return &m;
+    ModuleSearch q{a, nullptr};
+    dl_iterate_phdr(add_module, &q);
+    return q.found;
+}
+
+std::string kernel_label()
+{
+    Dl_info info;
+    const char *name = nullptr;
+    if (dladdr(g_kernel_fn, &info) != 0 && info.dli_sname != nullptr && info.dli_saddr == g_kernel_fn)
+        name = info.dli_sname;
+    if (name != nullptr) {
+        int st = 0;
+        char *d = abi::__cxa_demangle(name, nullptr, nullptr, &st);
+        std::string s = short_name(st == 0 && d ? d : name);
+        free(d);
+        return s;
+    }
+    // hidden kernels (the extension's): the module's symbol table names the instance
+    Module *m = module_of(g_kernel_fn);
+    const Symbol *sym = m ? symbol_at(*m, (uintptr_t)g_kernel_fn) : nullptr;
+    return sym != nullptr && sym->addr == (uintptr_t)g_kernel_fn ? sym->name : std::string(g_kernel);
+}
 
 bool conflict(const Fiber &t, unsigned u, uint32_t epoch, uint32_t wep)
 {
@@ -392,51 +587,86 @@ bool conflict(const Fiber &t, unsigned u, uint32_t epoch, uint32_t wep)
     return epoch == g_epoch && u != (unsigned)t.linear && ((u >> 5) != w || wep == g_wepoch[w]);
 }
 
-void race(const Fiber &t, bool is_write, unsigned other, bool other_write, const char *where, size_t off)
+void race(const Fiber &t, bool is_write, unsigned other, bool other_write, const std::string &where)
 {
-    fail(strf("shared-memory race on %s byte %zu: %s by thread %u and %s by thread %d with no barrier between "
+    fail(strf("shared-memory race on %s: %s by thread %u and %s by thread %d with no barrier between "
               "(interval after %s)",
-              where, off, other_write ? "write" : "read", other, is_write ? "write" : "read", t.linear,
+              where.c_str(), other_write ? "write" : "read", other, is_write ? "write" : "read", t.linear,
               g_last_bar_file ? ("__syncthreads at " + site(g_last_bar_file, g_last_bar_line)).c_str()
                               : "the start of the block"));
+}
+
+// "static __shared__ `Bs` byte 12" (a variable of the kernel), "`helper<float>::tile`" (of a function it calls), or
+// the address in the module when it has no symbol table.
+std::string static_where(const StaticRange &r, const char *p)
+{
+    Module &m = g_modules[r.module];
+    const Symbol *s = symbol_at(m, (uintptr_t)p);
+    if (s != nullptr) {
+        const std::string kernel = kernel_label() + "::";
+        const bool own = s->name.compare(0, kernel.size(), kernel) == 0;
+        const std::string name = own ? s->name.substr(kernel.size()) : s->name;
+        return strf("static __shared__ `%s` byte %zu", name.c_str(), (size_t)((uintptr_t)p - s->addr));
+    }
+    const char *slash = strrchr(m.file.c_str(), '/');
+    const char *file = m.file.empty() ? "the program" : slash ? slash + 1 : m.file.c_str();
+    return strf("static __shared__ storage at %s+0x%zx", file, (size_t)((uintptr_t)p - m.bias));
 }
 
 void shared_access(const void *addr, size_t n, bool is_write)
 {
     if (!g_race_active || g_cur == nullptr || g_failed) return;
+    const Fiber &t = *static_cast<const Fiber *>(g_cur);
+    // only the running fiber's accesses: another host thread running instrumented host code meanwhile is not
+    // kernel code (g_cur is the launching thread's)
+    const char *sp = (const char *)__builtin_frame_address(0);
+    if (sp < t.stack || sp >= t.stack + kStack) return;
     const char *p = (const char *)addr;
     Shadow *sh;
-    const char *where;
+    StaticRange *range = nullptr;
     size_t off;
-    if (__start_simt_shared != nullptr && p >= __start_simt_shared && p < __stop_simt_shared) {
-        off = (size_t)(p - __start_simt_shared);
-        sh = g_static_shadow.data() + off;
-        where = "static __shared__";
-        n = std::min(n, (size_t)(__stop_simt_shared - p));
-    } else if (g_dynamic_shared != nullptr && p >= (const char *)g_dynamic_shared && p < (const char *)g_dynamic_shared + g_dyn_size) {
-        off = (size_t)(p - (const char *)g_dynamic_shared);
+    const char *arena = (const char *)g_dynamic_shared;
+    if (arena != nullptr && p >= arena && p < arena + g_dyn_size) {
+        off = (size_t)(p - arena);
         sh = g_dyn_shadow.data() + off;
-        where = "dynamic shared memory";
         n = std::min(n, g_dyn_size - off);
     } else {
-        return;
+        for (StaticRange &r : g_static)
+            if (p >= r.begin && p < r.end) {
+                range = &r;
+                break;
+            }
+        if (range == nullptr) return; // a fiber's stack, device memory, read-only data
+        off = (size_t)(p - range->begin);
+        sh = range->shadow + off;
+        n = std::min(n, (size_t)(range->end - p));
     }
-    const Fiber &t = *static_cast<const Fiber *>(g_cur);
     const unsigned w = (unsigned)t.linear >> 5;
     for (size_t i = 0; i < n; i++) {
         Shadow &s = sh[i];
-        if (conflict(t, s.w_tid, s.w_epoch, s.w_wep)) return race(t, is_write, s.w_tid, true, where, off + i);
+        unsigned other = 0;
+        bool other_write = false, hit = false;
+        if (conflict(t, s.w_tid, s.w_epoch, s.w_wep)) {
+            other = s.w_tid;
+            other_write = hit = true;
+        } else if (is_write && s.r_epoch == g_epoch) {
+            if (!s.r_many) hit = conflict(t, s.r_tid, s.r_epoch, s.r_wep);
+            else hit = s.r_mixed || (unsigned)(s.r_tid >> 5) != w || s.r_wep == g_wepoch[w];
+            other = s.r_tid;
+        }
+        if (hit) {
+            return race(t, is_write, other, other_write,
+                        range ? static_where(*range, p + i) : strf("dynamic shared memory byte %zu", off + i));
+        }
         if (is_write) {
-            if (s.r_epoch == g_epoch) {
-                bool r;
-                if (!s.r_many) r = conflict(t, s.r_tid, s.r_epoch, s.r_wep);
-                else r = s.r_mixed || (unsigned)(s.r_tid >> 5) != w || s.r_wep == g_wepoch[w];
-                if (r) return race(t, true, s.r_tid, false, where, off + i);
-            }
             s.w_epoch = g_epoch;
             s.w_wep = g_wepoch[w];
             s.w_tid = (uint16_t)t.linear;
             s.r_epoch = 0;
+            if (range != nullptr && !s.written) {
+                s.written = 1;
+                range->written.push_back(off + i);
+            }
         } else if (s.r_epoch != g_epoch) {
             s.r_epoch = g_epoch;
             s.r_wep = g_wepoch[w];
@@ -713,7 +943,9 @@ void run_block(std::vector<int> &order, std::mt19937_64 &rng)
     }
     const unsigned char junk = g_order == RANDOM ? (unsigned char)rng() : junk_byte();
     if (g_dynamic_shared != nullptr && g_dyn_size > 0) memset(g_dynamic_shared, junk, g_dyn_size);
-    if (g_race_active && __start_simt_shared != nullptr) memset(__start_simt_shared, junk, (size_t)(__stop_simt_shared - __start_simt_shared));
+    if (g_race_active)
+        for (StaticRange &r : g_static)
+            for (size_t off : r.written) r.begin[off] = (char)junk;
     g_epoch++;
     g_last_bar_file = nullptr;
     for (int w = 0; w < 32; w++) g_wepoch[w] = ++g_wcounter;
@@ -734,19 +966,6 @@ void run_block(std::vector<int> &order, std::mt19937_64 &rng)
         resolve_stall();
         if (g_failed) return;
     }
-}
-
-std::string kernel_label(const LaunchConfig &cfg)
-{
-    std::string name = cfg.name;
-    Dl_info info;
-    if (dladdr(cfg.kernel, &info) != 0 && info.dli_sname != nullptr && info.dli_saddr == cfg.kernel) {
-        int st = 0;
-        char *d = abi::__cxa_demangle(info.dli_sname, nullptr, nullptr, &st);
-        name = st == 0 && d ? d : info.dli_sname;
-        free(d);
-    }
-    return name;
 }
 
 std::map<const void *, int> g_smem_optin;
@@ -857,7 +1076,7 @@ void run(const LaunchConfig &cfg, void (*body)(void *), void *ctx)
     g_failed = false;
     g_fail.clear();
     g_kernel = cfg.name;
-    g_kernel_label = kernel_label(cfg);
+    g_kernel_fn = cfg.kernel;
     g_block_dim = b;
     g_grid_dim = g;
     g_dyn_size = cfg.shared_bytes;
@@ -869,8 +1088,7 @@ void run(const LaunchConfig &cfg, void (*body)(void *), void *ctx)
     g_dynamic_shared = arena;
     g_race_active = g_race_build;
     if (g_race_active) {
-        const size_t ns = __start_simt_shared ? (size_t)(__stop_simt_shared - __start_simt_shared) : 0;
-        if (g_static_shadow.size() < ns) g_static_shadow.assign(ns, Shadow());
+        module_of(cfg.kernel); // from the first launch on, its module's static storage is tracked
         g_dyn_shadow.assign(cfg.shared_bytes, Shadow());
     }
     std::vector<int> order(g_n);

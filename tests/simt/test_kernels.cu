@@ -141,7 +141,51 @@ __global__ void cp_async_rotate(const int4 *in, int4 *out)
     out[blockIdx.x * 64 + t] = s[(t + 1) & 63];
 }
 
+// out[r][o] = sum_k A[r][k] B[k][o] for an R x K by K x 32 product, staged through shared tiles of K0
+// columns, as the GEMM kernels do. A template kernel: GCC places its static __shared__ arrays in COMDAT
+// sections of their own, not beside the plain kernels' arrays. Barriers = 2 is correct; 1 leaves out the
+// barrier that keeps the next tile's writes from overtaking this tile's reads, 0 both.
+template <class T, int R, int K0, int Barriers> __global__ void tiled_product(const T *A, const T *B, int K, T *out)
+{
+    __shared__ T As[R][K0];
+    __shared__ T Bs[K0][32];
+    const int o = threadIdx.x, r = threadIdx.y; // 32 x R threads, one output each
+    T acc = 0;
+    for (int k0 = 0; k0 < K; k0 += K0) {
+        for (int k = o; k < K0; k += 32) As[r][k] = A[r * K + k0 + k];
+        for (int k = r; k < K0; k += R) Bs[k][o] = B[(k0 + k) * 32 + o];
+        if (Barriers >= 1) __syncthreads();
+        for (int k = 0; k < K0; k++) acc += As[r][k] * Bs[k][o];
+        if (Barriers >= 2) __syncthreads();
+    }
+    out[r * 32 + o] = acc;
+}
+
+// Block 0 alone fills the array; every block reads it back. Static shared memory does not outlive a block
+// on a GPU: blocks other than 0 read shared memory nobody wrote.
+template <int N> __global__ void stale_static_shared(int *out)
+{
+    __shared__ int s[N];
+    const int t = threadIdx.x;
+    if (blockIdx.x == 0) s[t] = 100 + t;
+    __syncthreads();
+    out[blockIdx.x * N + t] = s[t];
+}
+
 // ---------------------------------------------------------------- broken kernels
+
+// A device function template with its own __shared__ array, and no barrier between the write and the read.
+template <class T> __device__ T neighbour(T v)
+{
+    __shared__ T cell[64];
+    cell[threadIdx.x] = v;
+    return cell[(threadIdx.x + 1) & 63];
+}
+
+__global__ void helper_missing_barrier(int *out)
+{
+    out[threadIdx.x] = neighbour<int>((int)threadIdx.x);
+}
 
 // Reads a neighbour's slot without a barrier after the writes.
 __global__ void missing_barrier(int *out)
@@ -541,6 +585,67 @@ static void test_cp_async()
     cudaFree(dout);
 }
 
+// Template kernels: the race build checks their static __shared__ arrays like any other.
+static void test_template_shared()
+{
+    const int R = 4, K = 64, K0 = 16;
+    std::vector<int> A(R * K), B(K * 32), want(R * 32, 0);
+    uint32_t s = 6;
+    for (auto &x : A) x = (int)(lcg(s) % 21) - 10;
+    for (auto &x : B) x = (int)(lcg(s) % 21) - 10;
+    for (int r = 0; r < R; r++)
+        for (int o = 0; o < 32; o++)
+            for (int k = 0; k < K; k++) want[r * 32 + o] += A[r * K + k] * B[k * 32 + o];
+    int *dA = to_device(A), *dB = to_device(B), *dout = nullptr;
+    CHECK(cudaMalloc(&dout, R * 32 * sizeof(int)) == cudaSuccess);
+    each_order("tiled_product<int, 4, 16, 2>", [&] {
+        CCOMP_LAUNCH(1, dim3(32, R), 0, 0, tiled_product<int, R, K0, 2>)(dA, dB, K, dout);
+        return bytes(to_host(dout, R * 32));
+    }, [&](const std::vector<unsigned char> &b) { return as<int>(b) == want; });
+    // a second instance of the template (another element type) in two blocks
+    std::vector<float> Af(A.begin(), A.end()), Bf(B.begin(), B.end()), wantf(want.begin(), want.end());
+    float *dAf = to_device(Af), *dBf = to_device(Bf), *doutf = nullptr;
+    CHECK(cudaMalloc(&doutf, R * 32 * sizeof(float)) == cudaSuccess);
+    each_order("tiled_product<float, 4, 16, 2>", [&] {
+        CCOMP_LAUNCH(2, dim3(32, R), 0, 0, tiled_product<float, R, K0, 2>)(dAf, dBf, K, doutf);
+        return bytes(to_host(doutf, R * 32));
+    }, [&](const std::vector<unsigned char> &b) { return as<float>(b) == wantf; });
+
+    if (RACE_BUILD) {
+        // the barrier after the reads is missing: the next tile's writes race with this tile's reads
+        CCOMP_LAUNCH(1, dim3(32, R), 0, 0, tiled_product<int, R, K0, 1>)(dA, dB, K, dout);
+        expect_failure("tiled_product", {"shared-memory race", "kernel tiled_product<int, 4, 16, 1>,",
+                                          "static __shared__ `", "write by thread"});
+        CCOMP_LAUNCH(1, dim3(32, R), 0, 0, tiled_product<float, R, K0, 0>)(dAf, dBf, K, doutf);
+        expect_failure("tiled_product", {"shared-memory race", "kernel tiled_product<float, 4, 16, 0>,",
+                                          "static __shared__ `As` byte 4", "write by thread", "read by thread"});
+        // a __shared__ array of a device function template the kernel calls
+        CCOMP_LAUNCH(1, 64, 0, 0, helper_missing_barrier)(dout);
+        expect_failure("helper_missing_barrier", {"shared-memory race", "static __shared__ `neighbour<int>::cell` byte",
+                                                   "write by thread", "read by thread"});
+        // static shared memory is refilled with the order's junk before every block, as the dynamic arena is
+        const int n = 32, blocks = 3;
+        int *d = nullptr;
+        CHECK(cudaMalloc(&d, n * blocks * sizeof(int)) == cudaSuccess);
+        for (const char *order : {"forward", "reverse"}) {
+            CHECK(ccomp_simt_set_schedule(order) == 0);
+            CCOMP_LAUNCH(blocks, n, 0, 0, stale_static_shared<n>)(d);
+            CHECK(cudaGetLastError() == cudaSuccess);
+            const std::vector<int> got = to_host(d, n * blocks);
+            const int junk = order[0] == 'f' ? 0x5a5a5a5a : (int)0xa5a5a5a5u;
+            for (int i = 0; i < n * blocks; i++) CHECK_EQ(got[i], i < n ? 100 + i : junk);
+        }
+        CHECK(ccomp_simt_set_schedule("forward") == 0);
+        cudaFree(d);
+    }
+    cudaFree(dA);
+    cudaFree(dB);
+    cudaFree(dout);
+    cudaFree(dAf);
+    cudaFree(dBf);
+    cudaFree(doutf);
+}
+
 // The host code of an instrumented file uses atomics as well (std::atomic, the guard of a function-local
 // static): in the race build they reach the emulator's __tsan_atomic* hooks, which must perform them.
 static std::vector<int> squares(int n)
@@ -607,7 +712,8 @@ static void test_broken()
 
     if (RACE_BUILD) {
         CCOMP_LAUNCH(1, 64, 0, 0, missing_barrier)(out);
-        expect_failure("missing_barrier", {"shared-memory race", "static __shared__", "write by thread", "read by thread"});
+        expect_failure("missing_barrier", {"shared-memory race", "static __shared__ `s` byte", "write by thread",
+                                          "read by thread"});
         CCOMP_LAUNCH(1, 8, 0, 0, write_write)(out);
         expect_failure("write_write", {"shared-memory race", "write by thread 0 and write by thread 4"});
         CCOMP_LAUNCH(1, 32, 32 * sizeof(int), 0, warp_no_syncwarp)(in, out);
@@ -676,6 +782,7 @@ int main()
     test_dynamic_shared();
     test_mma();
     test_cp_async();
+    test_template_shared();
     test_broken();
     return simt_test_done(RACE_BUILD ? "test_kernels (race build)" : ASAN_BUILD ? "test_kernels (asan build)" : "test_kernels");
 }
