@@ -733,6 +733,15 @@ static void test_broken()
 
 static void test_runtime_api()
 {
+    // device allocations are 256-byte aligned, as cudaMalloc guarantees (kernels rely on it for vector loads)
+    std::vector<void *> blocks;
+    for (size_t size : {0, 1, 3, 255, 256, 257, 4099}) {
+        void *p = nullptr;
+        CHECK(cudaMalloc(&p, size) == cudaSuccess && p != nullptr);
+        CHECK_EQ((uintptr_t)p % 256, 0);
+        blocks.push_back(p);
+    }
+    for (void *p : blocks) CHECK(cudaFree(p) == cudaSuccess);
     int *d = nullptr;
     int h[4] = {1, 2, 3, 4};
     CHECK(cudaMalloc(&d, sizeof h) == cudaSuccess);
