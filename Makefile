@@ -146,9 +146,12 @@ fuzz-run-%: build/fuzz/%
 # AddressSanitizer reports (expected) go to build/simt/asan/asan.log.*.
 CUDA_HOME  ?= /usr/local/cuda
 SIMT_CXX   ?= g++
-SIMT_FLAGS := -std=c++17 -DCCOMP_SIMT -include kernels/simt/simt_cpu.h -Ikernels/simt/include -I$(CUDA_HOME)/include \
-              -Ikernels -Icsrc/include -ffp-contract=off -Wall -Wextra -Werror -Wno-unknown-pragmas
-SIMT_DEPS  := $(wildcard kernels/simt/*.h kernels/simt/include/*.h kernels/*.cuh kernels/*.h tests/simt/*.h)
+# The kernels' language and include folders as nvcc gets them (NVCC_FLAGS without its -O), the core's warnings
+# and floating-point semantics (CFLAGS_C without its C standard), then what only the emulator needs.
+SIMT_FLAGS := $(filter-out -O%,$(NVCC_FLAGS)) $(filter-out -std=%,$(CFLAGS_C)) \
+              -DCCOMP_SIMT -include kernels/simt/simt_cpu.h -Ikernels/simt/include -I$(CUDA_HOME)/include \
+              -Wno-unknown-pragmas
+SIMT_DEPS  := $(CUDA_DEPS) $(wildcard kernels/simt/include/*.h tests/simt/*.h)
 SIMT_TESTS := $(patsubst tests/simt/%.cu,%,$(wildcard tests/simt/test_*.cu))
 SIMT_MODE_plain := -O2
 SIMT_MODE_asan  := -O1 -g -fsanitize=address -fsanitize-recover=address -fno-omit-frame-pointer

@@ -3,10 +3,11 @@
 
     python tools/simt_build.py [--out build/simt-py] [--check asan|race] [--jobs N]
 
-Every kernels/*.cu is compiled by g++ as C++ against the emulator (kernels/simt/simt_cpu.h is
+Every kernel source is compiled by g++ as C++ against the emulator (kernels/simt/simt_cpu.h is
 force-included; kernels/simt/include/cuda_runtime.h stands in for CUDA's, the toolkit's headers give
 __half and __nv_bfloat16) and linked with the emulator's runtime (kernels/simt/*.cpp) and the _cuda
-binding (csrc/python/cuda_*.c, the same files as the CUDA build) into OUT/ccomp/_cuda.  OUT/ccomp is
+binding into OUT/ccomp/_cuda.  The kernel and binding sources, their headers and the shared flags are
+tools/buildinfo.py's, the lists setup.py and the Makefile use; only the emulator's own flags are here.  OUT/ccomp is
 a copy of python/ccomp with the _core extension built in place (`make install`), or built here when
 there is none.
   --check asan (default): AddressSanitizer + UBSan everywhere: out-of-bounds device and shared
@@ -26,6 +27,9 @@ import sys
 import sysconfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+import buildinfo  # noqa: E402  the one list of sources and flags (setup.py and the Makefile read it too)
+
 SIMT = os.path.join("kernels", "simt")
 SAN = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-fno-sanitize-recover=undefined"]
 # the kernels and the runtime continue after an ASan report (with halt_on_error=0): the emulator turns
@@ -33,10 +37,16 @@ SAN = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-fno-sanitize
 SAN_RECOVER = SAN + ["-fsanitize-recover=address"]
 UBSAN = ["-fsanitize=undefined", "-fno-omit-frame-pointer", "-fno-sanitize-recover=undefined"]
 RACE = ["-fsanitize=thread", "-DCCOMP_SIMT_RACECHECK"]  # the kernels only: the runtime supplies the hooks
-CXXFLAGS = ["-std=c++17", "-O1", "-g", "-fPIC", "-fvisibility=hidden", "-ffp-contract=off", "-Wall", "-Wextra",
-            "-Werror", "-Wno-unknown-pragmas", "-DCCOMP_SIMT"]
-CFLAGS = ["-std=c11", "-O1", "-g", "-fPIC", "-fvisibility=hidden", "-ffp-contract=off", "-Wall", "-Wextra",
-          "-Werror", "-Wno-missing-field-initializers"]
+# What the emulator adds to the build's own flags: position-independent code for the module, debug
+# information for the reports, -O1 (sanitizers), and the emulator's defines.
+SIMT_COMMON = ["-fPIC", "-g", "-O1"]
+# The kernels as nvcc compiles them (language, include folders; not nvcc's optimisation level), with the
+# core's warnings and floating-point semantics, as C++ against the emulator.
+CXXFLAGS = ([f for f in buildinfo.NVCC_FLAGS if not f.startswith("-O")] + buildinfo.C_WARNINGS + ["-Werror"]
+            + buildinfo.C_SEMANTICS + buildinfo.C_EXTENSION + SIMT_COMMON + ["-Wno-unknown-pragmas", "-DCCOMP_SIMT"])
+# The _cuda binding with the real extension's flags (setup.py's, warnings as errors), plus the above.
+CFLAGS = buildinfo.c_flags(werror=True) + SIMT_COMMON
+BINDING_INCLUDES = ["kernels", "csrc/python"] + buildinfo.C_INCLUDE
 
 
 def rel(pattern):
@@ -111,14 +121,14 @@ def main(argv=None):
     else:
         kernel_san, runtime_san, binding_san, link_san = RACE + UBSAN, UBSAN, UBSAN, UBSAN
 
-    kernels = rel("kernels/*.cu")
+    kernels = buildinfo.cuda_sources(ROOT)
     runtime = rel(f"{SIMT}/*.cpp")
-    bindings = rel("csrc/python/cuda_*.c")
-    headers = rel("kernels/*.h") + rel("kernels/*.cuh") + rel(f"{SIMT}/*.h") + rel(f"{SIMT}/include/*.h") + \
-        rel("csrc/include/ccomp/*.h") + rel("csrc/python/*.h")
+    bindings = buildinfo.cuda_binding_sources(ROOT)
+    headers = buildinfo.cuda_headers(ROOT) + buildinfo.core_headers(ROOT) + rel(f"{SIMT}/include/*.h")
     deps_time = max(newest(headers), os.path.getmtime(os.path.abspath(__file__)))
     py_inc = sysconfig.get_paths()["include"]
-    includes = ["-I" + os.path.join(SIMT, "include"), "-I" + cuda_include(), "-Ikernels", "-Icsrc/include"]
+    # the emulator's cuda_runtime.h first, then the toolkit's host headers (the build's own come with CXXFLAGS)
+    includes = ["-I" + os.path.join(SIMT, "include"), "-I" + cuda_include()]
     cxx = os.environ.get("CXX", "g++")
     jobs = []
     for src in kernels:
@@ -132,8 +142,8 @@ def main(argv=None):
         jobs.append(([cxx, *flags, *runtime_san, *includes, "-c", src, "-o", obj], src, obj))
     for src in bindings:
         obj = os.path.join(obj_dir, os.path.basename(src) + ".o")
-        jobs.append(([os.environ.get("CC", "gcc"), *CFLAGS, *binding_san, "-Ikernels", "-Icsrc/python",
-                      "-Icsrc/include", "-I" + py_inc, "-c", src, "-o", obj], src, obj))
+        jobs.append(([os.environ.get("CC", "gcc"), *CFLAGS, *binding_san, *["-I" + d for d in BINDING_INCLUDES],
+                      "-I" + py_inc, "-c", src, "-o", obj], src, obj))
     # the largest files first, so that the slowest compile does not start last
     jobs.sort(key=lambda j: -os.path.getsize(os.path.join(ROOT, j[1])))
     with concurrent.futures.ThreadPoolExecutor(max(1, args.jobs)) as pool:
