@@ -762,9 +762,9 @@ ccomp_status ccomp_cm_compress(const uint8_t *data, size_t n, int level, ccomp_c
     blob[6] = 0;
     blob[7] = 0;
     rc_store_le64(blob + 8, (uint64_t)n);
-    rc_store_le32(blob + 16, rc_crc32(data, n));
+    rc_store_le32(blob + 16, ccomp_crc32(data, n));
     ccomp_rc_enc_seal_to(&e, blob + CCOMP_CM_HEADER_BYTES);
-    rc_store_le32(blob + total - 4, rc_crc32(blob, total - 4));
+    rc_store_le32(blob + total - 4, ccomp_crc32(blob, total - 4));
     *out = blob;
     *out_len = total;
     if (report(progress, progress_ctx, n, n)) {
@@ -790,7 +790,7 @@ ccomp_status ccomp_cm_parse(const uint8_t *blob, size_t n, ccomp_cm_info *info, 
                           n, CCOMP_CM_OVERHEAD);
     if (memcmp(blob, "CCCM", 4) != 0)
         return ccomp_fail(err, CCOMP_ERR_CORRUPT, "not a ccomp.ac.compress stream (bad magic)");
-    if (rc_crc32(blob, n - 4u) != rc_load_le32(blob + n - 4u))
+    if (ccomp_crc32(blob, n - 4u) != rc_load_le32(blob + n - 4u))
         return ccomp_fail(err, CCOMP_ERR_CORRUPT, "CRC-32 mismatch: the stream is damaged or truncated");
     info->version = blob[4];
     info->level = blob[5];
@@ -882,7 +882,7 @@ ccomp_status ccomp_cm_decompress(const uint8_t *blob, size_t n, ccomp_cm_progres
         model_free(m);
         m = NULL;
     }
-    if (rc_crc32(buf, len) != info.data_crc) {
+    if (ccomp_crc32(buf, len) != info.data_crc) {
         st = ccomp_fail(err, CCOMP_ERR_CORRUPT, "CRC-32 of the decoded data does not match: the stream is damaged");
         goto fail;
     }

@@ -47,7 +47,7 @@ ccomp_status ccomp_ac_parse(const uint8_t *data, size_t n, ccomp_ac_info *info, 
                           CCOMP_AC_HEADER_BYTES + 4u);
     if (memcmp(data, "CCAC", 4) != 0)
         return ccomp_fail(err, CCOMP_ERR_CORRUPT, "not a ccomp.ac container (bad magic)");
-    if (rc_crc32(data, n - 4u) != rc_load_le32(data + n - 4u))
+    if (ccomp_crc32(data, n - 4u) != rc_load_le32(data + n - 4u))
         return ccomp_fail(err, CCOMP_ERR_CORRUPT, "CRC-32 mismatch: the container is damaged or truncated");
     info->version = data[4];
     info->precision = data[5];
@@ -331,7 +331,7 @@ ccomp_status ccomp_ac_pack(const ccomp_ac_model *m, uint32_t vocab, const int64_
                 ccomp_rc_enc_seal_to(&c.enc[k], buf + pos);
                 pos += bytes;
             }
-            rc_store_le32(buf + pos, rc_crc32(buf, pos));
+            rc_store_le32(buf + pos, ccomp_crc32(buf, pos));
             *out = buf;
             *out_len = total;
         }

@@ -5,9 +5,9 @@
 
 #include <stdlib.h>
 #include <string.h>
-#include <zlib.h>
 
 #include "ccomp/ac.h"
+#include "ccomp/frame.h" /* ccomp_crc32 */
 
 #define RC_WORD_BITS 32
 #define RC_LOW_LIMIT ((uint64_t)1 << 32) /* range stays >= 2^32 between symbols */
@@ -34,19 +34,6 @@ static inline void rc_store_le64(uint8_t *p, uint64_t v)
 static inline uint64_t rc_load_le64(const uint8_t *p)
 {
     return (uint64_t)rc_load_le32(p) | (uint64_t)rc_load_le32(p + 4) << 32;
-}
-
-/* zlib's CRC-32 of n bytes (any n: zlib takes at most 4 GiB per call). */
-static inline uint32_t rc_crc32(const uint8_t *p, size_t n)
-{
-    uLong c = crc32(0L, Z_NULL, 0);
-    while (n > 0) {
-        uInt k = n > 0x40000000u ? 0x40000000u : (uInt)n;
-        c = crc32(c, p, k);
-        p += k;
-        n -= k;
-    }
-    return (uint32_t)c;
 }
 
 /* Appends one word; returns 0 when memory runs out. */

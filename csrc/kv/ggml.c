@@ -227,30 +227,21 @@ static const float *gg_rows(const ccomp_kv_slice *t, float *buf)
     return buf;
 }
 
-const ccomp_kv_method ccomp_kv_method_q8_0 = {
-    .name = "q8_0",
-    .params = "",
-    .layout = gg_layout,
-    .view = gg_view,
-    .quantize = gg_quantize,
-    .scores = gg_scores,
-    .accum = gg_accum,
-    .sub = gg_sub,
-    .rows = gg_rows,
-    .accum_steps_exact = kv_always,
-    .scores_are_dots = kv_always,
-};
+/* q8_0 and q4_0 share every function: the block type follows from the slice's method id (type_of). */
+#define GG_METHOD(NAME)                                                                                          \
+    const ccomp_kv_method ccomp_kv_method_##NAME = {                                                            \
+        .name = #NAME,                                                                                           \
+        .params = "",                                                                                            \
+        .layout = gg_layout,                                                                                     \
+        .view = gg_view,                                                                                         \
+        .quantize = gg_quantize,                                                                                 \
+        .scores = gg_scores,                                                                                     \
+        .accum = gg_accum,                                                                                       \
+        .sub = gg_sub,                                                                                           \
+        .rows = gg_rows,                                                                                         \
+        .accum_steps_exact = kv_always,                                                                          \
+        .scores_are_dots = kv_always,                                                                            \
+    };
 
-const ccomp_kv_method ccomp_kv_method_q4_0 = {
-    .name = "q4_0",
-    .params = "",
-    .layout = gg_layout,
-    .view = gg_view,
-    .quantize = gg_quantize,
-    .scores = gg_scores,
-    .accum = gg_accum,
-    .sub = gg_sub,
-    .rows = gg_rows,
-    .accum_steps_exact = kv_always,
-    .scores_are_dots = kv_always,
-};
+GG_METHOD(q8_0)
+GG_METHOD(q4_0)

@@ -80,7 +80,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         uint8_t *fixed = (uint8_t *)malloc(size);
         if (fixed != NULL) {
             memcpy(fixed, data, size);
-            rc_store_le32(fixed + size - 4, rc_crc32(fixed, size - 4));
+            rc_store_le32(fixed + size - 4, ccomp_crc32(fixed, size - 4));
             if (ccomp_ac_parse(fixed, size, &info, &err) == CCOMP_OK) decode_container(&info, data[0]);
             ccomp_ac_info_free(&info);
             free(fixed);
