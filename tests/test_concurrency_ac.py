@@ -105,7 +105,10 @@ def test_symbols_rewritten_during_encode():
         return r.integers(0, 64, symbols.shape)
 
     with Rewriter(symbols, garbage) as sc:
-        for _ in range(20):
+        # at least 20 calls, and on until one got through: how many meet garbage depends on the timing
+        for calls in range(1000):
+            if calls >= 20 and ok > 0:
+                break
             try:
                 data = ac.encode(symbols, p, chunk_size=1000, threads=2)
             except ValueError as e:
