@@ -35,3 +35,13 @@ def real_documents():
         start = rng.randrange(0, max(1, len(code) - n))
         docs.append(code[start:start + n])
     return list(dict.fromkeys(docs))
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    """``(model, tokenizer)``: SmolLM2-135M-Instruct (float32, eval mode), loaded once per test process.
+    Tests must not change its weights or modules (copy.deepcopy it first)."""
+    pytest.importorskip("transformers")
+    from ccomp import models
+
+    return models.smollm2()
