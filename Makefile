@@ -240,9 +240,10 @@ test:
 demo: install
 	$(VPY) -m ccomp demo
 
-# Every benchmark: bench/<area>_bench.py and bench/<area>_quality.py, each writing bench/results/<name>.md
+# Every benchmark: bench/<area>_bench.py and bench/<area>_quality.py, each writing bench/results/<name>.md,
+# and bench/model_loop.py (SmolLM2 with ccomp's caches; it runs bench/model_loop_*.py as its sections)
 # (BENCH_ARGS=--quick for a smoke run; `make -n bench` lists them).
-BENCHES := $(sort $(wildcard bench/*_bench.py bench/*_quality.py))
+BENCHES := $(sort $(wildcard bench/*_bench.py bench/*_quality.py)) bench/model_loop.py
 bench: install
 	$(foreach b,$(BENCHES),$(VPY) $(b) $(BENCH_ARGS)$(NEWLINE))
 
