@@ -421,7 +421,7 @@ def markdown(info, ppl_rows, ppl_missing, sanity, time_rows, time_missing, secti
                      f"{r['bits']:.3f} | {r['bytes']:,} | {r['bytes'] / ref['bytes']:.3f} |")
     for label, why in ppl_missing:
         lines.append(f"| {label} | **missing**: {why} | | | | | |")
-    lines += ["", "![perplexity against bits per element](model_loop.png)" if info.get("png") else "", "",
+    lines += ["", "![perplexity against bits per element](model_loop.png)", "",
               "## Decode-step time", "",
               f"One prefill of {max(info['contexts']):,} tokens (float32, sdpa) gives the K/V every cache is filled "
               f"with (each cache's own update: ccomp and quanto quantize them); then single-token decode steps: "
@@ -481,7 +481,7 @@ def plot(rows, path):
     plt.close(fig)
 
 
-def main(argv=None):
+def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="256 tokens of perplexity, 512 tokens of context")
     ap.add_argument("--tokens", type=int, default=None, help="perplexity tokens (default 2048; --quick 256)")
@@ -495,40 +495,55 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if args.chunk < 1:
         ap.error("--chunk must be at least 1")
+    args.tokens = args.tokens or (256 if args.quick else 2048)
+    args.contexts = [int(c) for c in (args.contexts or ("512" if args.quick else "2048,8192")).split(",")]
+    args.steps = args.steps or (3 if args.quick else 8)
+    args.warmup = 1 if args.quick else 2
+    if args.tokens < 2 or min(args.contexts) < 1 or args.steps < 1:
+        ap.error("--tokens must be at least 2, the contexts and --steps at least 1")
+    return args
+
+
+def run(args):
+    """Runs the benchmark and writes its report; returns what the report shows, as a dict."""
     start = time.perf_counter()
     load0 = os.getloadavg()
-    n_tokens = args.tokens or (256 if args.quick else 2048)
-    contexts = [int(c) for c in (args.contexts or ("512" if args.quick else "2048,8192")).split(",")]
-    steps = args.steps or (3 if args.quick else 8)
-    warmup = 1 if args.quick else 2
     out = Path(args.out)
 
     from ccomp import models
 
     model, tokenizer = models.smollm2()
-    ids = tokens_of(tokenizer, max(n_tokens, max(contexts) + warmup + steps))
+    ids = tokens_of(tokenizer, max(args.tokens, max(args.contexts) + args.warmup + args.steps))
 
-    ppl_ids = ids[:, :n_tokens]
+    ppl_ids = ids[:, :args.tokens]
     one_shot = one_shot_perplexity(model, ppl_ids)
     ppl_rows, ppl_missing = perplexity_rows(model, ppl_ids, args.chunk)
     ref = ppl_rows[0]
     sanity = dict(chunked=ref["ppl"], one_shot=one_shot, diff=abs(ref["ppl"] / one_shot - 1), scored=ref["scored"])
     print(f"reference: chunked {ref['ppl']:.5f}, one forward pass {one_shot:.5f}", flush=True)
 
-    time_rows, time_missing = timing_rows(model, ids, contexts, warmup, steps)
+    time_rows, time_missing = timing_rows(model, ids, args.contexts, args.warmup, args.steps)
     sections = [] if args.no_sections else run_sections(args)
 
     out.parent.mkdir(parents=True, exist_ok=True)
     png = out.with_suffix(".png")
     plot(ppl_rows, png)
     info = dict(quick=args.quick, date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-                machine=machine(), tokens=n_tokens, chunk=args.chunk, contexts=contexts, warmup=warmup, steps=steps,
-                seconds=time.perf_counter() - start, load=(load0[0], os.getloadavg()[0]), png=png.name)
+                machine=machine(), tokens=args.tokens, chunk=args.chunk, contexts=args.contexts, warmup=args.warmup,
+                steps=args.steps, seconds=time.perf_counter() - start, load=(load0[0], os.getloadavg()[0]))
     text = markdown(info, ppl_rows, ppl_missing, sanity, time_rows, time_missing, sections)
     out.write_text(text.replace("(model_loop.png)", f"({png.name})"), encoding="utf-8")
     print(f"wrote {out} and {png}")
-    assert sanity["diff"] < 1e-3, f"chunked reference perplexity {ref['ppl']} != one forward pass {one_shot}"
-    failed = [h for h, md, note in sections if md is None and note.startswith("FAILED")]
+    return dict(ppl_rows=ppl_rows, ppl_missing=ppl_missing, sanity=sanity, time_rows=time_rows,
+                time_missing=time_missing, sections=sections, out=out, png=png)
+
+
+def main(argv=None):
+    report = run(parse_args(argv))
+    sanity = report["sanity"]
+    assert sanity["diff"] < 1e-3, (f"chunked reference perplexity {sanity['chunked']} != one forward pass "
+                                   f"{sanity['one_shot']}")
+    failed = [h for h, md, note in report["sections"] if md is None and note.startswith("FAILED")]
     return 1 if failed else 0
 
 
