@@ -10,7 +10,8 @@ tokenized with the model's own tokenizer.
    held by the cache and, causally, to its own tokens (the tokens of the chunk being fed are exact,
    as in any prefill). Caches: the uncompressed transformers ``DynamicCache`` (float32, the model's
    dtype: the reference) and the same stored in float16; ccomp's caches (``ccomp.kv_cache``): KIVI
-   4-bit and 2-bit with residual 32 and 128, GEAR, turbo 3-bit, q4_0, q8_0, groupwise 8-bit, run
+   4-bit and 2-bit with residual (float16 window) 32 and 128, GEAR 4/2-bit, turbo 3-bit, q4_0, q8_0
+   (these three with no window), groupwise 8-bit, run
    with ccomp's attention (``attn_implementation="ccomp"``: attention on the packed codes); and
    transformers' own ``QuantizedCache`` (quanto backend) as the peer. Bits per element and bytes are
    the cache's own count at the end of the text: codes, scales, zeros, outliers, low-rank factors and
@@ -139,12 +140,13 @@ def perplexity_specs():
         _cc("ccomp KIVI 4-bit G=32 R=128", "kivi", "kivi", nbits=4, q_group_size=32, residual_length=128),
         _cc("ccomp KIVI 2-bit G=32 R=32", "kivi", "kivi", nbits=2, q_group_size=32, residual_length=32),
         _cc("ccomp KIVI 2-bit G=32 R=128", "kivi", "kivi", nbits=2, q_group_size=32, residual_length=128),
-        _cc("ccomp GEAR 4-bit s=2% r=4", "gear", "gear", nbits=4, q_group_size=32, residual_length=128),
-        _cc("ccomp GEAR 2-bit s=2% r=4", "gear", "gear", nbits=2, q_group_size=32, residual_length=128),
-        _cc("ccomp turbo 3-bit", "turbo", "turbo", nbits=3),
-        _cc("ccomp q4_0", "ggml", "q4_0"),
-        _cc("ccomp q8_0", "ggml", "q8_0"),
-        _cc("ccomp groupwise 8-bit G=32", "groupwise", "groupwise", nbits=8, q_group_size=32),
+        _cc("ccomp GEAR 4-bit G=32 R=128 s=2% r=4", "gear", "gear", nbits=4, q_group_size=32, residual_length=128),
+        _cc("ccomp GEAR 2-bit G=32 R=128 s=2% r=4", "gear", "gear", nbits=2, q_group_size=32, residual_length=128),
+        _cc("ccomp turbo 3-bit R=0", "turbo", "turbo", nbits=3, residual_length=0),
+        _cc("ccomp q4_0 R=0", "ggml", "q4_0", residual_length=0),
+        _cc("ccomp q8_0 R=0", "ggml", "q8_0", residual_length=0),
+        _cc("ccomp groupwise 8-bit G=32 R=128", "groupwise", "groupwise", nbits=8, q_group_size=32,
+            residual_length=128),
         Spec("transformers QuantizedCache quanto 4-bit G=64 R=128", "peer",
              lambda config: quanto_cache(config, 4), needs=_NEED_QUANTO),
         Spec("transformers QuantizedCache quanto 2-bit G=64 R=128", "peer",
