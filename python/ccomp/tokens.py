@@ -470,16 +470,46 @@ def tome_merge(tokens, r, metric=None, sizes=None, cls_token=False, threads=None
     if r == 0:  # as ToMe: nothing to merge, nothing changes
         out, out_s, source = np.array(x, dtype=od), s.copy(), np.tile(np.arange(N, dtype=np.int64), (B, 1))
         return (out[0], out_s[0], source[0]) if squeeze else (out, out_s, source)
+    rows, dst, nu = _tome_plan(kk, B, N, r, cls_token, threads)
+    n_out = N - r
+    nb = N // 2
+    out_s = np.empty((B, n_out))
+    source = np.empty((B, N), dtype=np.int64)
+    sums = _Sums()
+    for b in range(B):
+        sb = s[b]
+        base = b * n_out
+        # the unmerged A tokens as they are; each B token: size-weighted sum with the A tokens merged into it
+        sums.add(b, rows[b, :nu], base + dst[b, :nu])
+        sums.add(b, rows[b, nu:], base + dst[b, nu:], sb[rows[b, nu:]])
+        size = sb[rows[b, nu:nu + nb]].copy()
+        _scatter_add(size, dst[b, nu + nb:] - nu, sb[rows[b, nu + nb:]])
+        out_s[b, :nu] = sb[rows[b, :nu]]
+        out_s[b, nu:] = size
+        source[b, rows[b]] = dst[b]
+    div = np.ones((B, n_out))
+    div[:, nu:] = out_s[:, nu:]
+    out = sums.run(x, B * n_out, threads, div.reshape(-1)).reshape(B, n_out, D)
+    if squeeze:
+        return out[0], out_s[0], source[0]
+    return out, out_s, source
+
+
+def _tome_plan(kk, B, N, r, cls_token, threads):
+    """ToMe's matching as contributions: ``(rows [B, N], dst [B, N], nu)``, each token once.
+
+    Output row ``dst[b, m]`` receives token ``rows[b, m]``, in this order: the ``nu`` unmerged A tokens
+    (rows 0..nu-1, as they are), then every B token (rows nu.., weighted by its size), then the merged A
+    tokens in best-match order (weighted by size into their B token's row). 0 < r <= (N - cls_token) // 2.
+    """
     a_pos = np.arange(0, N, 2)
     b_pos = np.arange(1, N, 2)
     qa = a_pos[1:] if cls_token else a_pos
     nn, val = _topk(kk, [qa] * B, [b_pos] * B, False, 1, threads)
-    n_out = N - r
-    out_s = np.empty((B, n_out))
-    source = np.empty((B, N), dtype=np.int64)
-    sums = _Sums()
     off = 1 if cls_token else 0
     nu = len(a_pos) - r
+    rows = np.empty((B, N), dtype=np.int64)
+    dst = np.empty((B, N), dtype=np.int64)
     for b in range(B):
         node_max = np.full(len(a_pos), -np.inf)
         node_idx = np.zeros(len(a_pos), dtype=np.int64)
@@ -489,25 +519,9 @@ def tome_merge(tokens, r, metric=None, sizes=None, cls_token=False, threads=None
         src, unm = order[:r], order[r:]
         if cls_token:
             unm = np.sort(unm)
-        sb = s[b]
-        base = b * n_out
-        # the unmerged A tokens as they are; each B token: size-weighted sum with the A tokens merged into it
-        sums.add(b, a_pos[unm], base + np.arange(nu))
-        sums.add(b, b_pos, base + nu + np.arange(len(b_pos)), sb[b_pos])
-        sums.add(b, a_pos[src], base + nu + node_idx[src], sb[a_pos[src]])
-        size = sb[b_pos].copy()
-        _scatter_add(size, node_idx[src], sb[a_pos[src]])
-        out_s[b, :nu] = sb[a_pos[unm]]
-        out_s[b, nu:] = size
-        source[b, a_pos[unm]] = np.arange(nu)
-        source[b, b_pos] = nu + np.arange(len(b_pos))
-        source[b, a_pos[src]] = nu + node_idx[src]
-    div = np.ones((B, n_out))
-    div[:, nu:] = out_s[:, nu:]
-    out = sums.run(x, B * n_out, threads, div.reshape(-1)).reshape(B, n_out, D)
-    if squeeze:
-        return out[0], out_s[0], source[0]
-    return out, out_s, source
+        rows[b] = np.concatenate([a_pos[unm], b_pos, a_pos[src]])
+        dst[b] = np.concatenate([np.arange(nu), nu + np.arange(len(b_pos)), nu + node_idx[src]])
+    return rows, dst, nu
 
 
 # ------------------------------------------------------------------ PruMerge
@@ -529,30 +543,44 @@ def prumerge(tokens, cls_attention, keys=None, ratio=None, neighbors=32, extra_t
     neighbors = _count(neighbors, "neighbors", 1, 1 << 20)
     extra_token = _flag("extra_token", extra_token)
     kk = _keys3(keys, x, src=tokens)
+    plan = _prumerge_plan(kk, a, N, ratio, neighbors, extra_token, threads)
+    # each kept token plus its neighbours weighted by attention; the extra token: the dropped ones, weighted
+    sums = _Sums()
+    offs, n_out = [], 0
+    for b, (kb, rows, dst) in enumerate(plan):
+        offs.append(n_out)
+        k = len(kb)
+        sums.add(b, rows[:k], n_out + dst[:k])
+        sums.add(b, rows[k:], n_out + dst[k:], a[b][rows[k:]])
+        n_out += k + int(extra_token)
+    offs.append(n_out)
+    res = sums.run(x, n_out, threads)
+    out = [res[offs[b]:offs[b + 1]] for b in range(B)]
+    return out, [p[0] for p in plan]
+
+
+def _prumerge_plan(kk, a, N, ratio, neighbors, extra_token, threads):
+    """PruMerge's choices per sub-image: ``(kept, rows, dst)``. Output row ``dst[m]`` receives token
+    ``rows[m]``: first each kept token once (weight 1), then its neighbours and, with ``extra_token``, every
+    dropped token into row ``len(kept)`` (weighted by attention)."""
+    B = a.shape[0]
     kept = []
     for b in range(B):
         rb = (int((a[b] > iqr_bound(a[b])).sum()) / N) if ratio is None else float(ratio)
         kept.append(_top_by_weight(a[b], min(N, max(1, int(N * rb)))).astype(np.int64))
     k = min(neighbors, N - 1)
     nn, _ = _topk(kk, kept, [np.arange(N)] * B, True, k, threads)
-    # each kept token plus its neighbours weighted by attention; the extra token: the dropped ones, weighted
-    sums = _Sums()
-    offs, n_out = [], 0
+    plan = []
     for b in range(B):
         kb, nb = kept[b], nn[b]
-        offs.append(n_out)
-        rows = np.arange(len(kb))
-        sums.add(b, kb, n_out + rows)
-        sums.add(b, nb.reshape(-1), n_out + np.repeat(rows, nb.shape[1]), a[b][nb].reshape(-1))
-        n_out += len(kb)
+        rows = [kb, nb.reshape(-1)]
+        dst = [np.arange(len(kb)), np.repeat(np.arange(len(kb)), nb.shape[1])]
         if extra_token:
             drop = np.setdiff1d(np.arange(N), kb)
-            sums.add(b, drop, np.full(len(drop), n_out), a[b][drop])
-            n_out += 1
-    offs.append(n_out)
-    res = sums.run(x, n_out, threads)
-    out = [res[offs[b]:offs[b + 1]] for b in range(B)]
-    return out, kept
+            rows.append(drop)
+            dst.append(np.full(len(drop), len(kb)))
+        plan.append((kb, np.concatenate(rows).astype(np.int64), np.concatenate(dst).astype(np.int64)))
+    return plan
 
 
 # ------------------------------------------------------------------ VisionZip
@@ -572,6 +600,23 @@ def visionzip(tokens, cls_attention, keys=None, dominant=54, contextual=10, thre
     dominant = _count(dominant, "dominant", 0, N)
     contextual = _count(contextual, "contextual", 0, N - dominant)
     kk = _keys3(keys, x, src=tokens)
+    dom, targets, rows, dst, w, div = _visionzip_plan(kk, a, N, dominant, contextual, threads)
+    n_row = div.shape[1]
+    sums = _Sums()
+    for b in range(B):
+        sums.add(b, rows[b], b * n_row + dst[b], w[b])
+    out = sums.run(x, B * n_row, threads, div.reshape(-1)).reshape(B, n_row, D)
+    if squeeze:
+        return out[0], dom[0], targets[0]
+    return out, dom, targets
+
+
+def _visionzip_plan(kk, a, N, dominant, contextual, threads):
+    """VisionZip's choices: ``(dominant [B, d], targets [B, t], rows [B, N], dst [B, N], w [B, N],
+    div [B, d + t])``: output row ``dst[b, m]`` receives ``w[b, m] * x[rows[b, m]]``, and is divided by
+    ``div``: the dominant tokens as they are, then each target plus the mean of the c tokens that joined
+    it, ``(c x_target + sum) / c``."""
+    B = a.shape[0]
     dom, rest = [], []
     for b in range(B):
         d = np.sort(_top_by_weight(a[b], dominant)).astype(np.int64)
@@ -589,29 +634,29 @@ def visionzip(tokens, cls_attention, keys=None, dominant=54, contextual=10, thre
     nt = len(tpos)
     if nt and len(mpos):
         nn, _ = _topk(kk, movers, targets, False, 1, threads)
-    # per sub-image: the dominant tokens as they are, then each target plus the mean of the c tokens that
-    # joined it: (c x_target + sum) / c
     n_row = dominant + nt
-    sums = _Sums()
-    cnt = np.ones((B, n_row))
+    n_in = dominant + nt + (len(mpos) if nt else 0)
+    rows = np.zeros((B, n_in), dtype=np.int64)
+    dst = np.zeros((B, n_in), dtype=np.int64)
+    w = np.ones((B, n_in))
+    div = np.ones((B, n_row))
     for b in range(B):
-        base = b * n_row
-        sums.add(b, dom[b], base + np.arange(dominant))
+        rows[b, :dominant] = dom[b]
+        dst[b, :dominant] = np.arange(dominant)
         if nt:
             c = np.ones(nt)
             if len(mpos):
                 j = np.searchsorted(targets[b], nn[b][:, 0])
                 c = np.maximum(np.bincount(j, minlength=nt), 1).astype(np.float64)
-            sums.add(b, targets[b], base + dominant + np.arange(nt), c)
-            if len(mpos):
-                sums.add(b, movers[b], base + dominant + j)
-            cnt[b, dominant:] = c
-    out = sums.run(x, B * n_row, threads, cnt.reshape(-1)).reshape(B, n_row, D)
+                rows[b, dominant + nt:] = movers[b]
+                dst[b, dominant + nt:] = dominant + j
+            rows[b, dominant:dominant + nt] = targets[b]
+            dst[b, dominant:dominant + nt] = dominant + np.arange(nt)
+            w[b, dominant:dominant + nt] = c
+            div[b, dominant:] = c
     d_idx = np.stack(dom) if B else np.zeros((0, dominant), np.int64)
     t_idx = np.stack(targets) if B else np.zeros((0, nt), np.int64)
-    if squeeze:
-        return out[0], d_idx[0], t_idx[0]
-    return out, d_idx, t_idx
+    return d_idx, t_idx, rows, dst, w, div
 
 
 # ------------------------------------------------------------------ FastV
