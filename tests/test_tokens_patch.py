@@ -210,3 +210,60 @@ def test_visionzip_layer_equals_visionzip(kind):
         out = model(px)
         (out if isinstance(out, torch.Tensor) else out.last_hidden_state).sum().backward()
         assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+
+
+def tiny_llama():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=100, hidden_size=64, intermediate_size=128, num_hidden_layers=3,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+    return LlamaForCausalLM(cfg).eval()
+
+
+def eager_last_query_attention(model, ids, mask, layer):
+    model.config._attn_implementation = "eager"
+    try:
+        att = model(ids, attention_mask=mask, use_cache=False, output_attentions=True).attentions[layer]
+    finally:
+        model.config._attn_implementation = "sdpa"
+    return att[:, :, -1, :].mean(1)
+
+
+@pytest.mark.parametrize("padded", [False, True], ids=["no-mask", "left-padded"])
+def test_decoder_fastv_keeps_what_fastv_select_keeps(padded):
+    model = tiny_llama()
+    ids = torch.randint(0, 100, (2, 24))
+    mask = torch.ones(2, 24, dtype=torch.long)
+    if padded:
+        mask[0, :2] = 0
+    with torch.no_grad():
+        ref = model(ids, attention_mask=mask, use_cache=False).logits
+        a = eager_last_query_attention(model, ids, mask, 1)
+        with tokens.fastv(model, layer=1, keep=6, image_tokens=slice(4, 20)) as patch:
+            out = model(ids, attention_mask=mask).logits
+        _, want = tokens.fastv_select(np.zeros((2, 16, 1), np.float32), a[:, 4:20].numpy(), keep=6)
+        assert out.shape == (2, 4 + 6 + 4, 100)
+        np.testing.assert_array_equal(patch.kept[:, 4:10].numpy(), want + 4)
+        np.testing.assert_array_equal(patch.kept[:, :4].numpy(), np.tile(np.arange(4), (2, 1)))
+        np.testing.assert_array_equal(patch.kept[:, 10:].numpy(), np.tile(np.arange(20, 24), (2, 1)))
+        # keeping every image token: the position embeddings, ids and mask follow, the logits are the model's
+        with tokens.fastv(model, layer=1, keep=16, image_tokens=(4, 20)):
+            torch.testing.assert_close(model(ids, attention_mask=mask).logits, ref, rtol=0, atol=1e-6)
+        assert torch.equal(model(ids, attention_mask=mask, use_cache=False).logits, ref)  # unpatched
+
+
+def test_decoder_fastv_trains_and_refuses_cached_decoding():
+    model = tiny_llama().train()
+    ids = torch.randint(0, 100, (2, 16))
+    with tokens.fastv(model, layer=0, ratio=0.5, image_tokens=slice(2, 14)) as patch:
+        model(ids).logits.sum().backward()
+        assert patch.kept.shape == (2, 10)
+    assert model.model.layers[2].self_attn.q_proj.weight.grad.abs().sum() > 0
+    model.eval()
+    with tokens.fastv(model, layer=1, keep=4, image_tokens=slice(2, 14)):
+        with pytest.raises(ValueError, match="decoding on from a cache is not supported"):
+            model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=2, do_sample=False,
+                           pad_token_id=0)
+    with pytest.raises(ValueError, match="image_tokens"):
+        tokens.fastv(model, layer=1, keep=4)

@@ -25,8 +25,8 @@ from . import _tokens_host as _tk
 from ._args import flag as _flag
 from ._args import integer as _integer
 
-__all__ = ["TokenPatch", "ToMeMerge", "FastVSelect", "VisionZipSelect", "patch_timm", "patch_vit", "fastv",
-           "visionzip_layer", "unpatch"]
+__all__ = ["TokenPatch", "DecoderFastV", "ToMeMerge", "FastVSelect", "VisionZipSelect", "patch_timm", "patch_vit",
+           "fastv", "visionzip_layer", "unpatch"]
 
 _ATTR = "_ccomp_token_patch"
 
@@ -409,11 +409,22 @@ def _layer_index(layer, depth):
     return layer % depth
 
 
-def fastv(model, layer, keep=None, ratio=0.5):
-    """FastV-style pruning (Chen et al., 2024) after block ``layer`` of a vision encoder (timm ViT,
-    transformers ViT or CLIP vision), in place.
+def fastv(model, layer, keep=None, ratio=0.5, image_tokens=None):
+    """FastV-style pruning (Chen et al., 2024) after block ``layer`` of a decoder language model or of a
+    vision encoder (timm ViT, transformers ViT or CLIP vision), in place.
 
-    Acts on the patch tokens (every token after the class token, which is always kept first): after
+    **Decoder language model** (a transformers model whose decoder layers have a ``self_attn`` with
+    ``q_proj``/``k_proj`` and rotary position embeddings, as Llama, Qwen2, Mistral, SmolLM2): acts on
+    the positions ``image_tokens`` (a slice, or ``(start, stop)``) of the prompt. After decoder layer
+    ``layer``, only the ``keep`` image positions that the last position attends to most in that layer
+    (softmax attention averaged over heads, with RoPE, grouped-query heads repeated) go on, with every
+    other position, in order; later layers get the matching position embeddings, position ids and mask
+    rows, so each kept token keeps its original position. The logits come out for the kept positions
+    only (``patch.kept``: ``[B, T']`` indices). One forward pass over a whole prompt (prefill, scoring,
+    training); decoding further from a cache it filled raises ValueError. Returns a
+    :class:`DecoderFastV`.
+
+    **Vision encoder**: acts on the patch tokens (every token after the class token, which is always kept first): after
     block ``layer`` (negative counts from the end), only the class token and the ``keep`` patch tokens
     that the class token attends to most in that block (softmax attention averaged over heads) go on,
     in their original order, as :func:`ccomp.tokens.fastv_select`. ``keep`` defaults to
@@ -424,7 +435,17 @@ def fastv(model, layer, keep=None, ratio=0.5):
     >>> vit = timm.create_model("vit_tiny_patch16_224", pretrained=False)
     >>> with tokens.fastv(vit, layer=5, keep=64):               # doctest: +SKIP
     ...     feats = vit.forward_features(torch.randn(1, 3, 224, 224))   # [1, 65, 192] after block 5
+    >>> from ccomp import models
+    >>> lm, tok = models.smollm2()                               # doctest: +SKIP
+    >>> with tokens.fastv(lm, layer=2, image_tokens=slice(5, 581), ratio=0.5) as p:  # doctest: +SKIP
+    ...     logits = lm(ids).logits                              # T - 288 positions, p.kept says which
     """
+    dec = _decoder_layers(model)
+    if dec is not None:
+        return _decoder_fastv(model, dec, layer, keep, ratio, image_tokens)
+    if image_tokens is not None:
+        raise ValueError("image_tokens is for decoder language models; a vision encoder's patch tokens are all the "
+                         "tokens after the class token")
     _, _, layers, has_cls = _find(model)
     i = _layer_index(layer, len(layers))
     if not has_cls:
@@ -457,3 +478,153 @@ def visionzip_layer(model, layer=-2, dominant=54, contextual=10):
     contextual = _integer("contextual", contextual, 0, 1 << 30)
     return _patch(model, lambda depth, cls: {i: VisionZipSelect(dominant, contextual)}, False)
 
+
+# ------------------------------------------------------------------ FastV in a decoder language model
+
+
+def _decoder_layers(model):
+    """The decoder layers (a ModuleList of layers with ``self_attn.q_proj``) of a transformers language
+    model, or None."""
+    try:
+        from transformers import PreTrainedModel
+    except ImportError:  # pragma: no cover
+        return None
+    if not isinstance(model, PreTrainedModel):
+        return None
+    for name, m in model.named_modules():
+        if name.split(".")[-1] == "layers" and isinstance(m, nn.ModuleList) and len(m) and \
+                hasattr(getattr(m[0], "self_attn", None), "q_proj") and hasattr(m[0], "input_layernorm"):
+            return m
+    return None
+
+
+def _last_query_attention(attn, hidden, cos, sin, mask):
+    """Softmax attention of the last position over all positions [B, T] (float32), averaged over heads."""
+    import sys
+
+    mod = sys.modules[type(attn).__module__]
+    B, T, _ = hidden.shape
+    shape = (B, T, -1, attn.head_dim)
+    q = attn.q_proj(hidden[:, -1:]).view(B, 1, -1, attn.head_dim).transpose(1, 2)
+    k = attn.k_proj(hidden).view(shape).transpose(1, 2)
+    q, _ = mod.apply_rotary_pos_emb(q, q, cos[:, -1:], sin[:, -1:])
+    _, k = mod.apply_rotary_pos_emb(k, k, cos, sin)
+    k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
+    logits = (q.float() @ k.float().transpose(-2, -1)) * attn.scaling  # [B, H, 1, T]
+    if mask is not None:
+        m = mask[:, :, -1:, :T]
+        logits = logits.masked_fill(~m, float("-inf")) if m.dtype == torch.bool else logits + m.float()
+    return logits.softmax(-1)[:, :, 0].mean(1)
+
+
+def _take(t, idx, dim):
+    """t gathered at positions idx [B, T'] along dim (t's batch may be 1: broadcast)."""
+    if t.shape[0] != idx.shape[0]:
+        t = t.expand(idx.shape[0], *t.shape[1:])
+    shape = [idx.shape[0]] + [1] * (t.dim() - 1)
+    shape[dim] = idx.shape[1]
+    i = idx.view(shape).expand(*[s if d == dim or d == 0 else t.shape[d] for d, s in enumerate(shape)])
+    return torch.gather(t, dim, i)
+
+
+class DecoderFastV:
+    """What :func:`fastv` returns for a decoder language model: ``kept`` (``[B, T']`` positions kept by
+    the last forward pass, None before one), ``layer``, ``keep``, ``image_tokens``; ``unpatch()`` removes
+    the hooks (also on leaving a ``with`` block)."""
+
+    def __init__(self, model, layers, layer, keep, ratio, image):
+        self.model, self.layers, self.layer, self.keep, self.ratio = model, layers, layer, keep, ratio
+        self.image_tokens = image
+        self.kept = None
+        self._att = None
+        self.active = True
+        h = [layers[0].register_forward_pre_hook(self._check_cache, with_kwargs=True),
+             layers[layer].self_attn.register_forward_hook(self._attention, with_kwargs=True),
+             layers[layer].register_forward_hook(self._select)]
+        h += [layers[j].register_forward_pre_hook(self._narrow, with_kwargs=True)
+              for j in range(layer + 1, len(layers))]
+        self._hooks = h
+
+    def _check_cache(self, mod, args, kwargs):
+        cache = kwargs.get("cache", kwargs.get("past_key_values"))
+        if cache is not None and cache.get_seq_length() > 0:
+            raise ValueError("FastV prunes a whole prompt in one forward pass; decoding on from a cache is not "
+                             "supported (call the model with use_cache=False, or unpatch before generating)")
+        self.kept = None
+
+    def _attention(self, mod, args, kwargs, out):
+        hidden = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
+        cos, sin = kwargs["position_embeddings"]
+        with torch.no_grad():
+            self._att = _last_query_attention(mod, hidden, cos, sin, kwargs.get("attention_mask"))
+
+    def _select(self, mod, args, out):
+        h = out[0] if isinstance(out, tuple) else out
+        B, T, _ = h.shape
+        start, stop, _ = self.image_tokens.indices(T)
+        if stop - start < 1 or stop > T - 1:
+            raise ValueError(f"image_tokens {self.image_tokens} must hold at least one position before the last of "
+                             f"the {T} positions")
+        n = stop - start
+        keep = self.keep if self.keep is not None else n - int(n * self.ratio)
+        keep = min(keep, n)
+        sel = _ops_tokens.fastv_topk(self._att[:, start:stop].contiguous(), keep) + start
+        pos = torch.arange(T, device=h.device).expand(B, T)
+        kept = torch.cat([pos[:, :start], sel, pos[:, stop:]], dim=1)
+        self.kept = kept
+        h = _take(h, kept, 1)
+        return (h,) + tuple(out[1:]) if isinstance(out, tuple) else h
+
+    def _narrow(self, mod, args, kwargs):
+        if self.kept is None:
+            return None
+        kept = self.kept
+        kwargs = dict(kwargs)
+        if kwargs.get("position_embeddings") is not None:
+            kwargs["position_embeddings"] = tuple(_take(t, kept, 1) for t in kwargs["position_embeddings"])
+        if kwargs.get("position_ids") is not None:
+            kwargs["position_ids"] = _take(kwargs["position_ids"], kept, 1)
+        mask = kwargs.get("attention_mask")
+        if isinstance(mask, torch.Tensor) and mask.dim() == 4:
+            kwargs["attention_mask"] = _take(_take(mask, kept, 2), kept, 3)
+        return args, kwargs
+
+    def unpatch(self):
+        """Remove the hooks (idempotent)."""
+        if not self.active:
+            return
+        for h in self._hooks:
+            h.remove()
+        if getattr(self.model, _ATTR, None) is self:
+            delattr(self.model, _ATTR)
+        self.active = False
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.unpatch()
+        return False
+
+    def __repr__(self):
+        return (f"DecoderFastV(layer={self.layer}, keep={self.keep}, ratio={self.ratio}, "
+                f"image_tokens={self.image_tokens}, active={self.active})")
+
+
+def _decoder_fastv(model, layers, layer, keep, ratio, image_tokens):
+    if getattr(model, _ATTR, None) is not None:
+        raise ValueError("this model is already token-patched; unpatch it first (ccomp.tokens.unpatch(model))")
+    if isinstance(image_tokens, tuple) and len(image_tokens) == 2:
+        image_tokens = slice(*image_tokens)
+    if not isinstance(image_tokens, slice) or image_tokens.step not in (None, 1):
+        raise ValueError(f"a decoder language model needs image_tokens=slice(start, stop) (or (start, stop)): the "
+                         f"prompt positions FastV may prune; got {image_tokens!r}")
+    depth = len(layers)
+    i = _integer("layer", layer, -depth, depth - 1) % depth
+    if keep is not None:
+        keep = _integer("keep", keep, 1, 1 << 30)
+    else:
+        _tk._real("ratio", ratio, 0.0, 1.0, hi_open=True)
+    handle = DecoderFastV(model, layers, i, keep, ratio, image_tokens)
+    object.__setattr__(model, _ATTR, handle)
+    return handle

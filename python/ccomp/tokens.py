@@ -66,8 +66,8 @@ visionzip = _dispatch(_host.visionzip, ("tokens", "cls_attention", "keys"))
 fastv_select = _dispatch(_host.fastv_select, ("tokens", "attention"))
 
 # The model patchers (torch) load on first use, so that importing ccomp.tokens never imports torch.
-_TORCH = ("patch_timm", "patch_vit", "fastv", "visionzip_layer", "unpatch", "TokenPatch", "ToMeMerge", "FastVSelect",
-          "VisionZipSelect")
+_TORCH = ("patch_timm", "patch_vit", "fastv", "visionzip_layer", "unpatch", "TokenPatch", "DecoderFastV", "ToMeMerge",
+          "FastVSelect", "VisionZipSelect")
 
 
 def __getattr__(name):
