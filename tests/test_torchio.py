@@ -170,3 +170,39 @@ def test_cuda_results_come_back_on_the_device():
 def test_torch_module_never_imports_torch():
     assert _torchio.torch_module() is sys.modules["torch"]
     assert _torchio.is_tensor(torch.zeros(1)) and not _torchio.is_tensor(np.zeros(1))
+
+
+# ------------------------------------------- the other areas' array functions
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_pages_array_functions_take_tensors(device):
+    from ccomp import pages
+
+    rng = np.random.default_rng(3)
+    page = rng.integers(0, 256, (70, 50, 3), dtype=np.uint8)
+    tiles, grid = pages.sub_images(page, size=32)
+    t_tiles, t_grid = pages.sub_images(torch.from_numpy(page).to(device), size=32)
+    assert t_tiles.dtype == torch.uint8 and t_grid.dtype == torch.int64 and t_tiles.device.type == device
+    assert np.array_equal(t_tiles.cpu().numpy(), tiles) and np.array_equal(t_grid.cpu().numpy(), grid)
+    tokens = pages.patch_tokens(tiles, patch=8)
+    t_tokens = pages.patch_tokens(t_tiles, patch=8)
+    assert t_tokens.dtype == torch.float32 and np.array_equal(t_tokens.cpu().numpy(), tokens)
+    # float tokens keep their dtype (bfloat16 widened for the computation, exactly, then narrowed)
+    b = torch.from_numpy(tokens).to(device).bfloat16().requires_grad_()
+    got = pages.saliency(b)
+    assert got.dtype == torch.bfloat16 and got.device.type == device
+    assert torch.equal(got.cpu(), torch.from_numpy(pages.saliency(b.detach().float().cpu().numpy())).bfloat16())
+    with pytest.raises(ValueError, match="shape"):
+        pages.saliency(torch.zeros(3, device=device))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_zipfit_top_k_indices_takes_tensors(device):
+    from ccomp import zipfit
+
+    scores = np.array([0.25, 0.75, 0.5, 0.75, 0.125], dtype=np.float32)
+    for dt in (torch.float32, torch.bfloat16, torch.float16, torch.float64):
+        got = zipfit.top_k_indices(torch.from_numpy(scores).to(device, dt), 3)
+        assert got.dtype == torch.int64 and got.device.type == device and got.tolist() == [1, 3, 2]
+    with pytest.raises(ValueError, match="finite"):
+        zipfit.top_k_indices(torch.tensor([1.0, float("nan")], device=device), 1)

@@ -94,8 +94,7 @@ def _tensor_io(like=None):
 
 def _host(x):
     """A torch tensor (any device) as a host NumPy array, float16/bfloat16 widened to float32."""
-    x = _to_numpy(x, widen=True)
-    return x if isinstance(x, np.ndarray) else x.cpu().numpy()
+    return _to_numpy(x, widen=True, host=True)
 
 
 def _rule(rule):
