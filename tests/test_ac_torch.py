@@ -184,3 +184,31 @@ def test_numpy_in_numpy_out_with_torch_imported():
     assert isinstance(ac.quantize(x.numpy(), logits=True), np.ndarray)
     assert ac.quantize(x.numpy(), logits=True).dtype == np.uint32
     assert isinstance(ac.decode(ac.encode(sym.numpy(), x.numpy(), logits=True), x.numpy()), np.ndarray)
+
+
+def test_a_torch_gpu_tensor_is_read_on_the_host_where_ccomp_has_no_gpu(monkeypatch):
+    """Where ccomp's CUDA kernels cannot run, a torch CUDA tensor takes the host path (same bits);
+    other CUDA arrays still raise (tests/test_ac_gpu.py).  The CPU tensors here pose as CUDA ones:
+    they pass through torch_io's conversion as tensors, as CUDA tensors do, and say they are on a GPU."""
+    from ccomp import _torchio, cuda
+
+    real = _torchio.to_numpy
+
+    def as_cuda_tensors_are(t, widen=False, host=False):
+        if host:
+            return real(t, widen, host)
+        t = t.detach()
+        return t.float() if t.dtype == torch.bfloat16 or (widen and t.dtype == torch.float16) else t
+
+    monkeypatch.setattr(_torchio, "to_numpy", as_cuda_tensors_are)
+    monkeypatch.setattr(ac, "_on_cuda", lambda x: isinstance(x, torch.Tensor))
+    monkeypatch.setattr(cuda, "is_available", lambda: False)
+    x, sym = logits_rows(13, T=20)
+    want = ac.lookup(sym.numpy(), x.numpy(), logits=True)
+    got = ac.lookup(sym, x, logits=True)
+    assert np.array_equal(got[1].numpy(), want[1].astype(np.int32))
+    data = ac.encode(sym, x.bfloat16(), logits=True)
+    assert data == ac.encode(sym.numpy(), x.numpy(), logits=True)
+    assert torch.equal(ac.decode(data, x), sym)
+    d = ac.Decoder(data)
+    assert d.decode(x[0]) == int(sym[0]) and torch.equal(d.decode_batch(x[1:]), sym[1:])

@@ -41,7 +41,9 @@ encoder's raises :class:`ccomp.CorruptStreamError` instead of returning other
 tokens.
 
 Torch and CuPy tensors are accepted through DLPack; on a CUDA device the
-quantization runs on the GPU and only two integers per token come back.
+quantization runs on the GPU and only two integers per token come back (a torch
+CUDA tensor where ccomp's CUDA kernels cannot run is read on the host instead:
+the same bits).
 
 **Torch tensors** of any float dtype (bfloat16 and float16 are widened to
 float32, which is exact, so a bfloat16 row gives the CDF of the same values in
@@ -112,6 +114,18 @@ def _on_cuda(x):
     return on_device(x)
 
 
+def _gpu_path(x):
+    """True when ``x`` is read on its GPU: a CUDA array, unless it is a torch tensor and ccomp's CUDA
+    kernels cannot run here (then it is copied to the host: the results are the same bits)."""
+    if not _on_cuda(x):
+        return False
+    if _is_tensor(x):
+        from .cuda import is_available
+
+        return is_available()
+    return True
+
+
 def _rows(x, ndim, name="probs"):
     """A float32/float64 NumPy view of x (no copy for native NumPy arrays and CPU tensors; a
     big-endian or misaligned array is copied once into native form)."""
@@ -140,7 +154,7 @@ def _rows(x, ndim, name="probs"):
 
 
 def _symbols(symbols, T=None):
-    if _is_tensor(symbols) and not _on_cuda(symbols):
+    if _is_tensor(symbols):
         symbols = _host(symbols)
     if hasattr(symbols, "__dlpack__") and not isinstance(symbols, np.ndarray):
         if _on_cuda(symbols):
@@ -223,7 +237,7 @@ def lookup(symbols, probs, precision=DEFAULT_PRECISION, rule="constriction", log
     ``t`` of ``probs``: what the coder needs, without building any CDF.  On a
     CUDA tensor this runs on the GPU and brings back only these integers."""
     P, r, lg, t = _model_args(precision, rule, logits, temperature)
-    if _on_cuda(probs):
+    if _gpu_path(probs):
         from . import _ac_gpu
 
         return _ac_gpu.lookup(probs, symbols, P, r, lg, t)
@@ -264,7 +278,7 @@ def encode(symbols, probs, precision=DEFAULT_PRECISION, rule="constriction", log
     P, r, lg, t = _model_args(precision, rule, logits, temperature)
     chunk = DEFAULT_CHUNK if chunk_size is None else _args.integer("chunk_size", chunk_size, 1, 2**63 - 1)
     th = _threads(threads)
-    if _on_cuda(probs):
+    if _gpu_path(probs):
         from . import _ac_gpu
 
         cum, freq = _ac_gpu.lookup(probs, symbols, P, r, lg, t)
@@ -318,7 +332,7 @@ def decode(data, probs, logits=None, temperature=None, threads=None):
     meta = info(data)
     lg, t = _recorded(meta, logits, temperature)
     _P, _r, lg, t = _model_args(meta["precision"], meta["rule"], lg, t)
-    if _on_cuda(probs):
+    if _gpu_path(probs):
         d = Decoder(data, logits=lg, temperature=t)
         return d.decode_batch(probs)
     a = _rows(probs, 2)
@@ -374,7 +388,7 @@ class Decoder:
     @_tensor_io()
     def decode(self, probs_t):
         """Decode the next token given its distribution (shape ``(V,)``)."""
-        if _on_cuda(probs_t):
+        if _gpu_path(probs_t):
             from . import _ac_gpu
 
             self._check_gpu_rows(probs_t)
@@ -389,7 +403,7 @@ class Decoder:
     @_tensor_io()
     def decode_batch(self, probs):
         """Decode the next ``n`` tokens given their distributions (shape ``(n, V)``)."""
-        if _on_cuda(probs):
+        if _gpu_path(probs):
             from . import _ac_gpu
 
             n = int(probs.shape[0])
