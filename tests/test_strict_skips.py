@@ -111,3 +111,18 @@ def test_with_the_variable_a_missing_package_stops_the_session(tmp_path):
 ])
 def test_which_skip_reasons_name_a_missing_package(reason, fails):
     assert strict_skips.names_a_missing_package(reason) is fails
+
+
+def test_without_torch_the_doctests_leave_out_the_modules_that_import_it():
+    root = os.path.dirname(TESTS)
+    code = ("import runpy, sys\n"
+            "sys.modules['torch'] = None\n"  # not installed, as find_spec sees it
+            f"print(runpy.run_path({os.path.join(root, 'conftest.py')!r})['collect_ignore'])\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    ignored = eval(r.stdout)
+    assert "python/ccomp/_sketch_torch.py" in ignored
+    assert not [p for p in ignored if p.endswith(("/ac.py", "/_torchio.py", "/models.py"))]  # torch imported lazily
+    r = subprocess.run([sys.executable, "-c", code.replace("sys.modules['torch'] = None\n", "")],
+                       capture_output=True, text=True, timeout=60)
+    assert r.stdout.strip() == "[]", r.stdout  # everything installed: every module's doctests run
