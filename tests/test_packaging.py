@@ -136,7 +136,8 @@ def test_wheel_metadata(dist):
         meta = zf.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
     assert "ccomp/py.typed" in names
     assert not [n for n in names if "/_cuda" in n], "CCOMP_CUDA=0 but the wheel has a CUDA module"
-    for line in ["License-Expression: MIT", "Requires-Python: >=3.9", "Provides-Extra: torch", "Provides-Extra: dask",
+    for line in ["License-Expression: MIT", "Requires-Python: >=3.9", "Provides-Extra: torch", "Provides-Extra: hf",
+                 "Requires-Dist: transformers>=5.0; extra == \"hf\"", "Provides-Extra: dask",
                  "Provides-Extra: notebooks", "Provides-Extra: dev", "Author: ",
                  "Classifier: Programming Language :: Python :: 3.9", "Requires-Dist: pyarrow"]:
         assert line in meta, f"{line!r} missing from the wheel's METADATA"

@@ -7,7 +7,7 @@ states, and at any thread count.
 import numpy as np
 import pytest
 
-from ccomp import tokens
+from ccomp import _tokens_host, tokens
 from reference import tokens_ref as ref
 
 RTOL = 2e-6
@@ -339,7 +339,7 @@ def _int8_screen_available():
 def _with_screen(monkeypatch, screen):
     if screen == 2 and not _int8_screen_available():
         pytest.skip("this CPU has no AVX-512 VNNI (the int8 screen)")
-    monkeypatch.setattr(tokens, "_SCREEN", screen)
+    monkeypatch.setattr(_tokens_host, "_SCREEN", screen)
 
 
 @pytest.mark.parametrize("screen", list(SCREENS))

@@ -50,13 +50,22 @@ def first_tensor(*values):
     return None
 
 
-def to_numpy(t):
+def to_numpy(t, widen=False, host=False):
     """A torch tensor as what ccomp's kernels take: CPU tensors as NumPy (detached; bfloat16 widened
-    to float32), CUDA tensors as they are (bfloat16 widened to float32 on the device)."""
+    to float32), CUDA tensors as they are (bfloat16 widened to float32 on the device).  ``widen=True``
+    widens float16 to float32 too, for kernels that read float32/float64 only (exact either way);
+    ``host=True`` copies CUDA tensors to NumPy as well, for functions without a GPU path.
+
+    >>> import torch                                               # doctest: +SKIP
+    >>> to_numpy(torch.ones(2, dtype=torch.bfloat16)).dtype        # doctest: +SKIP
+    dtype('float32')
+    """
     torch = torch_module()
     t = t.detach()
-    if t.dtype == torch.bfloat16:
+    if t.dtype == torch.bfloat16 or (widen and t.dtype == torch.float16):
         t = t.float()
+    if host and t.device.type != "cpu":
+        t = t.cpu()
     if t.device.type == "cpu":
         if t.is_conj() or t.is_neg():
             t = t.resolve_conj().resolve_neg()
@@ -101,11 +110,11 @@ def to_torch(value, like, cast=True):
     return conv(value)
 
 
-def convert_args(args, kwargs):
+def convert_args(args, kwargs, widen=False, host=False):
     """``(args, kwargs)`` with every torch tensor (also inside lists and tuples) passed through :func:`to_numpy`."""
     def conv(v):
         if is_tensor(v):
-            return to_numpy(v)
+            return to_numpy(v, widen, host)
         if isinstance(v, (list, tuple)) and any(is_tensor(w) for w in v):
             return type(v)(conv(w) for w in v) if not hasattr(v, "_fields") else type(v)(*(conv(w) for w in v))
         return v
@@ -113,14 +122,24 @@ def convert_args(args, kwargs):
     return tuple(conv(a) for a in args), {k: conv(v) for k, v in kwargs.items()}
 
 
-def torch_io(func=None, *, like=None, cast=True):
+def torch_io(func=None, *, like=None, cast=True, widen=False, host=False, post=None):
     """Decorator: torch tensors in, torch tensors out (see the module's docstring).
 
     ``like`` names the argument whose device and dtype the results follow (default: the first
     tensor argument); ``cast=False`` keeps the results' own float dtype (e.g. float32 attention
-    outputs of float16 caches would otherwise be cast)."""
+    outputs of float16 caches would otherwise be cast); ``widen=True`` hands float16 tensors over
+    as float32 as well and ``host=True`` hands CUDA tensors over as NumPy (see :func:`to_numpy`),
+    the results still going back to the device; ``post``, when given, maps the function's result
+    before it is turned into tensors (only when tensors came in).
+
+    >>> @torch_io
+    ... def double(x):
+    ...     return x * 2
+    >>> double(np.arange(3)).tolist()          # NumPy in, NumPy out, torch never imported
+    [0, 2, 4]
+    """
     if func is None:
-        return functools.partial(torch_io, like=like, cast=cast)
+        return functools.partial(torch_io, like=like, cast=cast, widen=widen, host=host, post=post)
     sig = inspect.signature(func)
 
     @functools.wraps(func)
@@ -135,8 +154,9 @@ def torch_io(func=None, *, like=None, cast=True):
             ref = first_tensor(*args, *kwargs.values())
         if ref is None:
             return func(*args, **kwargs)
-        a, kw = convert_args(args, kwargs)
-        return to_torch(func(*a, **kw), ref, cast)
+        a, kw = convert_args(args, kwargs, widen, host)
+        out = func(*a, **kw)
+        return to_torch(out if post is None else post(out), ref, cast)
 
     wrapper.__wrapped_torch_io__ = True
     return wrapper

@@ -41,7 +41,17 @@ encoder's raises :class:`ccomp.CorruptStreamError` instead of returning other
 tokens.
 
 Torch and CuPy tensors are accepted through DLPack; on a CUDA device the
-quantization runs on the GPU and only two integers per token come back.
+quantization runs on the GPU and only two integers per token come back (a torch
+CUDA tensor where ccomp's CUDA kernels cannot run is read on the host instead:
+the same bits).
+
+**Torch tensors** of any float dtype (bfloat16 and float16 are widened to
+float32, which is exact, so a bfloat16 row gives the CDF of the same values in
+float32) and on any device go wherever arrays go: symbols as integer tensors,
+containers as bytes (or uint8 tensors).  Arrays come back as tensors on the
+device of ``probs``: CDFs and ``(cum, freq)`` pairs as int32 (their values are
+below ``2**28``; torch has almost no arithmetic on uint32), symbols as int64.
+Nothing is differentiable here: the tensors are read detached.
 """
 import threading
 
@@ -50,6 +60,11 @@ import numpy as np
 from . import _args, _core
 from ._args import threads as _threads
 from ._cm import compress, decompress
+from ._torchio import first_tensor as _first_tensor
+from ._torchio import is_tensor as _is_tensor
+from ._torchio import to_numpy as _to_numpy
+from ._torchio import to_torch as _to_torch
+from ._torchio import torch_io
 
 __all__ = [
     "RULES", "quantize", "lookup", "encode", "decode", "info", "Decoder",
@@ -64,6 +79,25 @@ DEFAULT_CHUNK = 16384
 
 
 # ------------------------------------------------------------------ inputs
+
+def _signed(value):
+    """uint32 arrays (CDFs, cum, freq: all below 2**28) as int32, for results that become torch tensors."""
+    if isinstance(value, np.ndarray) and value.dtype == np.uint32:
+        return value.view(np.int32)
+    if isinstance(value, tuple):
+        return tuple(_signed(v) for v in value)
+    return value
+
+
+def _tensor_io(like=None):
+    """ccomp.ac's torch rule: float16/bfloat16 widened to float32, uint32 results as int32 tensors."""
+    return torch_io(like=like, widen=True, post=_signed)
+
+
+def _host(x):
+    """A torch tensor (any device) as a host NumPy array, float16/bfloat16 widened to float32."""
+    return _to_numpy(x, widen=True, host=True)
+
 
 def _rule(rule):
     return RULES[_args.choice("rule", rule, tuple(RULES))]
@@ -80,10 +114,24 @@ def _on_cuda(x):
     return on_device(x)
 
 
+def _gpu_path(x):
+    """True when ``x`` is read on its GPU: a CUDA array, unless it is a torch tensor and ccomp's CUDA
+    kernels cannot run here (then it is copied to the host: the results are the same bits)."""
+    if not _on_cuda(x):
+        return False
+    if _is_tensor(x):
+        from .cuda import is_available
+
+        return is_available()
+    return True
+
+
 def _rows(x, ndim, name="probs"):
     """A float32/float64 NumPy view of x (no copy for native NumPy arrays and CPU tensors; a
     big-endian or misaligned array is copied once into native form)."""
-    if hasattr(x, "__dlpack__") and not isinstance(x, np.ndarray):
+    if _is_tensor(x):
+        x = _host(x)
+    elif hasattr(x, "__dlpack__") and not isinstance(x, np.ndarray):
         x = _args.from_dlpack(name, x)
     a = _args.as_ndarray(name, x, "a float32 or float64 array")
     native = a.dtype.newbyteorder("=") if a.dtype.byteorder not in ("=", "|") else a.dtype
@@ -106,6 +154,8 @@ def _rows(x, ndim, name="probs"):
 
 
 def _symbols(symbols, T=None):
+    if _is_tensor(symbols):
+        symbols = _host(symbols)
     if hasattr(symbols, "__dlpack__") and not isinstance(symbols, np.ndarray):
         if _on_cuda(symbols):
             raise TypeError("symbols on a GPU go with probabilities on the same GPU")
@@ -158,6 +208,7 @@ def _is_f64(x):
 
 # ------------------------------------------------------------ quantization
 
+@_tensor_io()
 def quantize(probs, precision=DEFAULT_PRECISION, rule="constriction", logits=False, temperature=1.0):
     """The quantized CDF of one row (shape ``(V,)`` -> ``(V + 1,)``) or of every
     row (``(T, V)`` -> ``(T, V + 1)``), as uint32: ``cdf[0] = 0``,
@@ -179,13 +230,14 @@ def quantize(probs, precision=DEFAULT_PRECISION, rule="constriction", logits=Fal
     return out
 
 
+@_tensor_io(like="probs")
 def lookup(symbols, probs, precision=DEFAULT_PRECISION, rule="constriction", logits=False, temperature=1.0,
            threads=None):
     """The ``(cum, freq)`` pair (two uint32 arrays) of ``symbols[t]`` under row
     ``t`` of ``probs``: what the coder needs, without building any CDF.  On a
     CUDA tensor this runs on the GPU and brings back only these integers."""
     P, r, lg, t = _model_args(precision, rule, logits, temperature)
-    if _on_cuda(probs):
+    if _gpu_path(probs):
         from . import _ac_gpu
 
         return _ac_gpu.lookup(probs, symbols, P, r, lg, t)
@@ -194,6 +246,7 @@ def lookup(symbols, probs, precision=DEFAULT_PRECISION, rule="constriction", log
     return _core.ac_lookup(a, s, P, r, lg, t, _threads(threads))
 
 
+@_tensor_io(like="probs")
 def ideal_bits(cum_freq_or_symbols, probs=None, precision=DEFAULT_PRECISION, **kw):
     """Sum of -log2(freq / 2**precision): the size an ideal coder would reach
     with the quantized probabilities.  Pass ``(cum, freq)`` or
@@ -214,6 +267,7 @@ def ideal_bits(cum_freq_or_symbols, probs=None, precision=DEFAULT_PRECISION, **k
 
 # -------------------------------------------------------------- containers
 
+@_tensor_io(like="probs")
 def encode(symbols, probs, precision=DEFAULT_PRECISION, rule="constriction", logits=False, temperature=1.0,
            chunk_size=None, threads=None):
     """Encode ``symbols[t]`` under ``probs[t]`` (shape ``(T, V)``) into a container (bytes).
@@ -224,7 +278,7 @@ def encode(symbols, probs, precision=DEFAULT_PRECISION, rule="constriction", log
     P, r, lg, t = _model_args(precision, rule, logits, temperature)
     chunk = DEFAULT_CHUNK if chunk_size is None else _args.integer("chunk_size", chunk_size, 1, 2**63 - 1)
     th = _threads(threads)
-    if _on_cuda(probs):
+    if _gpu_path(probs):
         from . import _ac_gpu
 
         cum, freq = _ac_gpu.lookup(probs, symbols, P, r, lg, t)
@@ -253,6 +307,8 @@ def info(data):
 def _as_bytes(data, name="data"):
     if isinstance(data, bytes):
         return data
+    if _is_tensor(data):
+        data = _host(data)
     if isinstance(data, str):
         raise TypeError(f"{name} must be bytes-like (a container), got str")
     try:
@@ -261,6 +317,7 @@ def _as_bytes(data, name="data"):
         raise TypeError(f"{name} must be bytes-like (a container), got {type(data).__name__}") from None
 
 
+@_tensor_io(like="probs")
 def decode(data, probs, logits=None, temperature=None, threads=None):
     """Decode every token of a container when all distributions are known
     (``probs`` of shape ``(T, V)``); returns int64 symbols.  Chunks (and the
@@ -275,7 +332,7 @@ def decode(data, probs, logits=None, temperature=None, threads=None):
     meta = info(data)
     lg, t = _recorded(meta, logits, temperature)
     _P, _r, lg, t = _model_args(meta["precision"], meta["rule"], lg, t)
-    if _on_cuda(probs):
+    if _gpu_path(probs):
         d = Decoder(data, logits=lg, temperature=t)
         return d.decode_batch(probs)
     a = _rows(probs, 2)
@@ -328,9 +385,10 @@ class Decoder:
             raise ValueError(f"the container was encoded from {self._dtype} rows but the decoder was given {got} "
                              f"rows: the constriction rule's CDFs depend on the float type")
 
+    @_tensor_io()
     def decode(self, probs_t):
         """Decode the next token given its distribution (shape ``(V,)``)."""
-        if _on_cuda(probs_t):
+        if _gpu_path(probs_t):
             from . import _ac_gpu
 
             self._check_gpu_rows(probs_t)
@@ -342,9 +400,10 @@ class Decoder:
         self._check_vocab(a.shape[0])
         return int(_core.ac_dec_rows(self._dec, a, self._logits, self._t, 1)[0])
 
+    @_tensor_io()
     def decode_batch(self, probs):
         """Decode the next ``n`` tokens given their distributions (shape ``(n, V)``)."""
-        if _on_cuda(probs):
+        if _gpu_path(probs):
             from . import _ac_gpu
 
             n = int(probs.shape[0])
@@ -385,7 +444,8 @@ class RangeEncoder:
         self._lock = threading.Lock()  # encode and get_compressed from several threads see whole symbols
 
     def encode(self, cum, freq):
-        """Append one symbol (ints) or many (equal-length 1-D arrays)."""
+        """Append one symbol (ints) or many (equal-length 1-D arrays or integer tensors)."""
+        cum, freq = (_host(v) if _is_tensor(v) else v for v in (cum, freq))
         c = np.atleast_1d(_args.array("cum", cum))
         f = np.atleast_1d(_args.array("freq", freq))
         if c.shape != f.shape or c.ndim != 1:
@@ -422,6 +482,16 @@ class RangeEncoder:
         return 8 * len(self.get_compressed())
 
 
+def _cdf_from_tensor(t):
+    """An integer torch CDF as the uint32 NumPy array the coder reads (its values checked to fit)."""
+    if t.is_floating_point() or t.is_complex() or str(t.dtype) == "torch.bool":
+        raise TypeError(f"cdf must be an integer tensor, got {t.dtype}")
+    c = _host(t)
+    if c.size and (int(c.min()) < 0 or int(c.max()) > 2**32 - 1):
+        raise ValueError("cdf values must be in [0, 2^32)")
+    return c.astype(np.uint32)
+
+
 class RangeDecoder:
     """Decodes a bare range-coder stream (``RangeEncoder.get_compressed()`` or
     constriction's ``RangeEncoder.get_compressed().tobytes()``)."""
@@ -443,7 +513,11 @@ class RangeDecoder:
 
     def decode(self, cdf):
         """Decode one symbol with a CDF of shape ``(V + 1,)`` (uint32, 0 .. 2**precision),
-        or one symbol per row of ``(n, V + 1)``."""
+        or one symbol per row of ``(n, V + 1)``.  A torch CDF (any integer dtype, e.g. the int32 of
+        :func:`quantize`) gives its symbols as a tensor on its device."""
+        if _is_tensor(cdf):
+            out = self.decode(_cdf_from_tensor(cdf))
+            return out if isinstance(out, int) else _to_torch(out, cdf)
         c = _args.array("cdf", cdf, [np.uint32], (1, 2))
         if c.ndim == 1:
             return int(_core.rc_dec_cdfs(self._dec, np.ascontiguousarray(c[None, :]), self.precision)[0])
@@ -451,6 +525,7 @@ class RangeDecoder:
             raise ValueError(f"cdf must be 1-D or 2-D, got shape {c.shape}")
         return _core.rc_dec_cdfs(self._dec, np.ascontiguousarray(c), self.precision)
 
+    @_tensor_io()
     def decode_probs(self, probs, rule="constriction", logits=False, temperature=1.0):
         """Decode one symbol per row of ``probs`` (``(V,)`` -> int, ``(n, V)`` -> array),
         quantized with ``rule`` at this decoder's precision; e.g. a stream made by
@@ -468,6 +543,18 @@ class RangeDecoder:
 
 
 # ---------------------------------------------------- equal-info windows
+
+def _window_model(model, like):
+    """``model`` called with the window's tokens as an int64 tensor on ``like``'s device when the caller
+    gave tensors (else as NumPy), its rows read back whatever they are."""
+    if like is None:
+        return model
+
+    def call(window):
+        return model(_to_torch(window, like, cast=False))
+
+    return call
+
 
 def _pair_for(p, symbol, P, r, lg, t):
     a = _rows(p, 1, "model(window_tokens)")
@@ -491,7 +578,24 @@ def equal_info_windows(symbols, model, bits=16, precision=DEFAULT_PRECISION, rul
     requires.  Returns ``(windows, counts)``: a list of ``bits``-bit windows
     (bytes of ``ceil(bits / 8)``) and the number of symbols in each.  A symbol
     that alone needs more than ``bits`` bits raises ValueError.
+
+    With torch tensors (``symbols``, or ``model`` as rows) a callable model is given the window's
+    tokens as an int64 tensor on their device and may return a tensor of any float dtype; ``counts``
+    comes back as a tensor there.
+
+    >>> probs = np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8], [0.3, 0.3, 0.4]], dtype=np.float32)
+    >>> windows, counts = equal_info_windows([0, 2, 1], probs, bits=16)
+    >>> decode_equal_info_windows(windows, counts, probs, bits=16).tolist()
+    [0, 2, 1]
     """
+    ref = _first_tensor(symbols, None if callable(model) else model)
+    if ref is not None:
+        if not callable(model):
+            model = _host(model)
+        windows, counts = equal_info_windows(_host(symbols) if _is_tensor(symbols) else symbols,
+                                             _window_model(model, ref) if callable(model) else model, bits,
+                                             precision, rule, logits, temperature)
+        return windows, _to_torch(counts, ref)
     P, r, lg, t = _model_args(precision, rule, logits, temperature)
     bits = _args.integer("bits", bits, 1, 256)
     nbytes = (bits + 7) // 8
@@ -526,7 +630,15 @@ def equal_info_windows(symbols, model, bits=16, precision=DEFAULT_PRECISION, rul
 
 def decode_equal_info_windows(windows, counts, model, bits=16, precision=DEFAULT_PRECISION, rule="constriction",
                               logits=False, temperature=1.0):
-    """Inverse of :func:`equal_info_windows` (same ``model`` form and keywords)."""
+    """Inverse of :func:`equal_info_windows` (same ``model`` form and keywords).  With torch tensors
+    (``counts`` or ``model`` as rows) the symbols come back as an int64 tensor on their device, and a
+    callable model is given its window tokens as a tensor there (see :func:`equal_info_windows`)."""
+    ref = _first_tensor(counts, None if callable(model) else model)
+    if ref is not None:
+        out = decode_equal_info_windows(windows, _host(counts) if _is_tensor(counts) else counts,
+                                        _window_model(model, ref) if callable(model) else _host(model), bits,
+                                        precision, rule, logits, temperature)
+        return _to_torch(out, ref)
     P, r, lg, t = _model_args(precision, rule, logits, temperature)
     bits = _args.integer("bits", bits, 1, 256)
     counts = _args.array("counts", counts, ndim=1)

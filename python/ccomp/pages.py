@@ -44,6 +44,7 @@ from ._args import finite as _finite
 from ._args import flag as _flag
 from ._args import path as _path
 from ._args import integer as _integer
+from ._torchio import torch_io
 
 __all__ = ["render_pages", "read_pnm", "sub_images", "patch_tokens", "saliency", "page_tokens", "PageTokens",
            "bundled_pdfs", "minilm_tokens", "SUB_IMAGE", "PATCH", "DEFAULT_DPI", "TEXT_THRESHOLD"]
@@ -155,12 +156,14 @@ def render_pages(pdf, pages, dpi=DEFAULT_DPI, gray=False):
 
 # ---------------------------------------------------------------- tokens
 
+@torch_io(host=True)
 def sub_images(page, size=SUB_IMAGE, fill=255):
     """Cut a page [H, W] or [H, W, C] into size x size sub-images, row by row,
     padding the last row and column with ``fill`` (white).
 
     Returns (tiles [B, size, size, C] of the page's dtype, grid [B, 2] int64
     holding each tile's (row, col) in the grid of ceil(H / size) x ceil(W / size)).
+    A torch page (any device, bfloat16 included) gives torch tensors on its device.
     """
     a = np.asarray(page)
     if a.dtype.kind not in "uif":
@@ -184,11 +187,13 @@ def sub_images(page, size=SUB_IMAGE, fill=255):
     return np.ascontiguousarray(tiles), grid.astype(np.int64)
 
 
+@torch_io(host=True)
 def patch_tokens(images, patch=PATCH):
     """Raw-pixel patch tokens: sub-images [B, S, S, C] (or [B, S, S]) -> float32
     [B, (S / patch)^2, patch * patch * C] in [0, 1] (uint8 divided by 255).
     Patches are in row-major order; inside a token the pixels are row-major
-    with the channels innermost, as a ViT's patch embedding unfolds them."""
+    with the channels innermost, as a ViT's patch embedding unfolds them.  Torch images give a
+    tensor on their device (float32 for integer images, else the images' float dtype)."""
     a = np.asarray(images)
     if a.dtype.kind not in "uif":
         raise TypeError(f"images must be a numeric array, got dtype {a.dtype}")
@@ -207,10 +212,12 @@ def patch_tokens(images, patch=PATCH):
     return t.astype(np.float32)
 
 
+@torch_io(host=True)
 def saliency(tokens):
     """Per-patch weight: the standard deviation of the patch's pixels, float32
     [B, N] (>= 0, 0 for a uniform patch).  A stand-in for [CLS] attention,
-    since no vision encoder is bundled: it is highest where there is ink."""
+    since no vision encoder is bundled: it is highest where there is ink.  Torch tokens give a
+    tensor on their device, in their float dtype."""
     t = np.asarray(tokens)
     if t.dtype.kind not in "uif":
         raise TypeError(f"tokens must be a numeric array, got dtype {t.dtype}")

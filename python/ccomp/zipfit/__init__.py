@@ -42,6 +42,7 @@ import sys
 import numpy as np
 
 from .. import _args, _core
+from .._torchio import torch_io
 from ..io import iter_jsonl_texts
 
 __all__ = [
@@ -252,10 +253,16 @@ def alignment_scores(sources, targets, compressor="gzip", level=None, threads=No
     return _score_stream(scorer, sources, chunk_size, progress, total)
 
 
+@torch_io(host=True)
 def top_k_indices(scores, k):
     """Indices of the k highest scores, highest first, ties broken by the lower index.
 
-    ``scores``: a 1-D array of real numbers, all finite (a NaN has no rank)."""
+    ``scores``: a 1-D array of real numbers, all finite (a NaN has no rank); a torch tensor (any
+    float dtype, any device) gives an int64 tensor on its device.
+
+    >>> top_k_indices(np.array([0.2, 0.9, 0.5, 0.9]), 3).tolist()
+    [1, 3, 2]
+    """
     arr = _args.array("scores", scores, ndim=1)
     if arr.dtype.kind not in "iuf":
         raise TypeError(f"scores must be real numbers, got dtype {arr.dtype}")
