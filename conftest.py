@@ -6,7 +6,3 @@ import importlib.util
 collect_ignore = []
 if importlib.util.find_spec("torch") is None:
     collect_ignore.append("python/ccomp/_sketch_torch.py")
-if importlib.util.find_spec("torch") is None:
-    collect_ignore += ["python/ccomp/_ops_kv.py", "python/ccomp/kv_cache.py"]
-elif importlib.util.find_spec("transformers") is None:
-    collect_ignore.append("python/ccomp/kv_cache.py")
