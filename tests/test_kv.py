@@ -246,6 +246,7 @@ def test_kivi_streaming_matches_block_quantization():
     for t in range(100, 300):  # decoding steps
         c.append(K[:, :, t:t + 1], V[:, :, t:t + 1])
     assert c.tokens == 300
+    K, V = (a.astype(np.float16).astype(np.float32) for a in (K, V))  # the cache holds its tokens as float16
     tq = 300 // R * R
     assert c.k_cache.quantized_tokens == tq and c.v_cache.quantized_tokens == 300 - R
     # keys: quantized per channel in blocks of R; exactly the per-channel quantization of the first tq tokens
@@ -263,6 +264,26 @@ def test_kivi_streaming_matches_block_quantization():
     out = kv.attention(q, c.k_cache, c.v_cache)
     assert np.allclose(out, dense_attention(q, dk, dv, D ** -0.5), rtol=1e-4, atol=1e-5)
     assert 2.0 < c.bits_per_element < 16.0
+    # every array counted: the quantized codes, scales and zeros, and the float16 window (2 bytes per element)
+    S = B * H
+    kq = S * (tq * D * 2 // 8 + 2 * 2 * (tq // G) * D)
+    vq = S * ((300 - R) * D * 2 // 8 + 2 * 2 * (300 - R) * (D // G))
+    assert c.nbytes == kq + vq + S * (300 - tq) * D * 2 + S * R * D * 2
+
+
+def test_kivi_window_is_float16_and_accepts_torch():
+    torch = pytest.importorskip("torch")
+    x = torch.from_numpy(np.random.default_rng(3).normal(size=(2, 40, 64)).astype(np.float32)).to(torch.bfloat16)
+    c = kv.KIVICache(bits=4, group=32, residual=64)
+    c.append(x, x)
+    assert c.k_cache.fp.dtype == c.v_cache.fp.dtype == np.float16 and c.k_cache.fp.shape == (2, 40, 64)
+    assert c.nbytes == 2 * (2 * 40 * 64 * 2) and c.bits_per_element == 16.0
+    dk = c.k_cache.dequantize()
+    assert isinstance(dk, torch.Tensor) and dk.dtype == torch.bfloat16 and torch.equal(dk, x)
+    out = kv.attention(torch.ones(4, 1, 64, dtype=torch.bfloat16), c.k_cache, c.v_cache)
+    assert out.dtype == torch.bfloat16 and out.shape == (4, 1, 64)
+    with pytest.raises(ValueError, match="float16's range"):
+        c.append(np.full((2, 1, 64), 1e6, np.float32), np.zeros((2, 1, 64), np.float32))
 
 
 def test_kivi_short_cache_and_errors():
@@ -271,7 +292,8 @@ def test_kivi_short_cache_and_errors():
     c.append(x, x)
     assert c.k_cache.quantized_tokens == 0 and c.tokens == 5
     q = RNG.normal(size=(2, 1, 64)).astype(np.float32)
-    assert np.allclose(kv.attention(q, c.k_cache, c.v_cache), dense_attention(q, x, x, 0.125), atol=1e-6)
+    x16 = x.astype(np.float16).astype(np.float32)  # the window holds float16
+    assert np.allclose(kv.attention(q, c.k_cache, c.v_cache), dense_attention(q, x16, x16, 0.125), atol=1e-6)
     with pytest.raises(ValueError, match="head_dim"):
         c.append(heavy_tailed((2, 1, 32)), heavy_tailed((2, 1, 32)))
     with pytest.raises(ValueError, match="NaN"):

@@ -39,6 +39,7 @@ from . import _args
 from . import _container
 from . import _core
 from . import _kv_params
+from . import _torchio
 from ._args import first_nonfinite
 from ._args import threads as _threads
 from ._core import CorruptStreamError
@@ -239,14 +240,17 @@ class QuantizedTensor:
 
     def dequantize(self, threads=None, out=None):
         """float32 array of ``shape``: the reconstruction the attention kernels use (written into
-        ``out``, a C-contiguous float32 array of that shape, when given)."""
+        ``out``, a C-contiguous float32 array of that shape, when given).  A tensor quantized from a
+        torch tensor dequantizes to a torch tensor of that tensor's dtype and device."""
         if out is not None and not isinstance(out, np.ndarray):
             raise TypeError(f"out must be a float32 NumPy array of shape {self.shape}, got {type(out).__name__}")
         if out is not None and out.shape != self.shape:
             raise ValueError(f"out must be a float32 NumPy array of shape {self.shape}, got {out.shape}")
         res = _core.kv_dequantize(_CODE[self.method], self.tokens, self.head_dim, self.params,
                                   self._ordered(), _threads(threads), out)
-        return out if out is not None else res.reshape(self.shape)
+        if out is not None:
+            return out
+        return _as_source(res.reshape(self.shape), getattr(self, "_source", None))
 
     def _segment(self, first, count):
         """Slices [first, first + count) as a cache segment for the core's attention."""
@@ -380,11 +384,19 @@ def quantize(x, method="groupwise", *, bits=None, group=32, axis="token", sparsi
     NaN or infinite values and bad parameters raise ValueError saying what was
     expected and what was received.
 
+    A torch tensor (any float dtype, bfloat16 included) is accepted; the result's
+    ``dequantize()`` then gives a torch tensor of its dtype and device.
+
     A CUDA tensor (torch, CuPy) is quantized on its GPU (every method but
     gear, whose low-rank fit runs here): the result holds device arrays with
     the same bytes as the CPU's, ``.to_host()`` gives a :class:`QuantizedTensor`,
     and :func:`attention` with CUDA queries runs on the GPU.
     """
+    src = _torchio.first_tensor(x)
+    if src is not None:  # torch: quantized as NumPy (CPU) or in place (CUDA); dequantizes back to torch
+        q = quantize(_torchio.to_numpy(src), method, bits=bits, group=group, axis=axis, sparsity=sparsity,
+                     outliers=outliers, rank=rank, iters=iters, seed=seed, qjl=qjl, threads=threads)
+        return _remember_source(q, src)
     if not isinstance(method, str):
         raise TypeError(f"method must be a str, one of {METHODS}, got {type(method).__name__}")
     if method == "kivi":
@@ -397,6 +409,29 @@ def quantize(x, method="groupwise", *, bits=None, group=32, axis="token", sparsi
     arrays = _core.kv_quantize(_CODE[method], a, p, _threads(threads))
     names = [name for name, _, _ in _layout(method, shape[-2], shape[-1], p)]
     return QuantizedTensor._trusted(method, shape, p, dict(zip(names, arrays)))
+
+
+def _remember_source(q, src):
+    """``q`` (quantized from the torch tensor ``src``) set to dequantize to ``src``'s dtype and device."""
+    q._source = (src.dtype, src.device)
+    if not isinstance(q, QuantizedTensor):  # a GPU tensor: its dequantize gives float32 on the device
+        gpu_dequantize = q.dequantize
+
+        def dequantize(dtype="float32", stream=None):
+            return _as_source(gpu_dequantize(dtype=dtype, stream=stream), q._source)
+
+        q.dequantize = dequantize
+    return q
+
+
+def _as_source(a, source):
+    """``a`` (a float32 NumPy or device array) as a torch tensor of ``source = (dtype, device)``; ``a`` itself
+    when ``source`` is None."""
+    if source is None:
+        return a
+    torch = _torchio.torch_module()
+    t = torch.from_numpy(a) if isinstance(a, np.ndarray) else torch.from_dlpack(a) if not torch.is_tensor(a) else a
+    return t.to(device=source[1], dtype=source[0])
 
 
 def _gpu_quantize(x, method, p):
@@ -451,7 +486,8 @@ class _KIVIPart:
         self._lock = lock if lock is not None else threading.RLock()  # the cache's: held by appends and readers
         self.quantized_tokens = 0
         self.bufs = [_Growing(S, np.dtype(dt)) for _, dt, _ in _layout("groupwise", params["group"], D, params)]
-        self.fp = np.zeros((S, 0, D), dtype=np.float32)
+        self.fp = np.zeros((S, 0, D), dtype=np.float16)  # the recent tokens, not yet quantized
+        self._source = None  # (dtype, device) of the torch tensors appended, if any
 
     @property
     def shape(self):
@@ -474,15 +510,16 @@ class _KIVIPart:
         if self.quantized_tokens:
             segs.append((_CODE["groupwise"], self.quantized_tokens, self.D, self.params,
                          tuple(buf.full[rows] for buf in self.bufs)))
-        if self.fp.shape[1] or not segs:
+        if self.fp.shape[1] or not segs:  # the core reads dense float32: the fp16 window widened (exact)
             segs.append((_CODE["dense"], self.fp.shape[1], self.D, {},
-                         (np.ascontiguousarray(self.fp[rows]).reshape(G, -1),)))
+                         (self.fp[rows].astype(np.float32).reshape(G, -1),)))
         return segs
 
     def dequantize(self, threads=None):
-        """float32 ``shape``: the dequantized tokens followed by the full-precision ones."""
+        """float32 ``shape``: the dequantized tokens followed by the float16 ones widened (a torch tensor of
+        the appended tensors' dtype and device when they were torch tensors)."""
         with self._lock:  # not in the middle of an append from another thread
-            return self._dequantize(threads)
+            return _as_source(self._dequantize(threads), self._source)
 
     def _dequantize(self, threads):
         S = self.fp.shape[0]
@@ -490,18 +527,22 @@ class _KIVIPart:
         if self.quantized_tokens:
             parts.append(_core.kv_dequantize(_CODE["groupwise"], self.quantized_tokens, self.D, self.params,
                                              tuple(b.full for b in self.bufs), _threads(threads)))
-        parts.append(self.fp)
+        parts.append(self.fp.astype(np.float32))
         return np.concatenate(parts, axis=1).reshape(self.shape) if S else np.zeros(self.shape, np.float32)
 
 
 class KIVICache:
     """A streaming KV cache with KIVI's semantics (Liu et al. 2024).
 
-    - Keys are kept in full precision until a block of ``residual`` tokens
-      fills; the block is then quantized per channel (groups of ``group``
-      tokens of one channel, ``bits`` bits, fp16 scale and zero).
+    - Tokens are stored as float16 (as an fp16 cache would hold them); values
+      outside float16's range raise ValueError.
+    - Keys stay in float16 until a block of ``residual`` tokens fills; the
+      block is then quantized per channel (groups of ``group`` tokens of one
+      channel, ``bits`` bits, fp16 scale and zero).
     - Values are quantized per token (groups of ``group`` channels); the
-      ``residual`` most recent tokens stay in full precision (a sliding window).
+      ``residual`` most recent tokens stay in float16 (a sliding window).
+
+    ``nbytes`` counts the quantized arrays and the float16 window.
 
     ``append(k, v)`` takes ``(..., new_tokens, head_dim)`` (prefill or one
     decoding step); the leading axes (batch, heads) are fixed by the first
@@ -545,7 +586,14 @@ class KIVICache:
         return 8.0 * self.nbytes / n if n else 0.0
 
     def append(self, k, v):
-        """Appends ``k`` and ``v`` of shape ``(..., new_tokens, head_dim)``; thread-safe (one append at a time)."""
+        """Appends ``k`` and ``v`` of shape ``(..., new_tokens, head_dim)`` (NumPy or torch, any float dtype);
+        thread-safe (one append at a time)."""
+        src = _torchio.first_tensor(k, v)
+        if src is not None:
+            k = _torchio.to_numpy(k) if _torchio.is_tensor(k) else k
+            v = _torchio.to_numpy(v) if _torchio.is_tensor(v) else v
+            if on_device(k) or on_device(v):
+                raise TypeError("a KIVICache lives in host memory: append CPU tensors")
         ka, kshape = _as_slices(k, "k")
         va, vshape = _as_slices(v, "v")
         if kshape != vshape:
@@ -555,8 +603,18 @@ class KIVICache:
             if at is not None:
                 where = tuple(int(i) for i in np.unravel_index(np.ravel_multi_index(at, a.shape), kshape))
                 raise ValueError(f"{name} contains NaN or infinite values: {a[at]} at index {where}")
+        with np.errstate(over="ignore"):
+            kh, vh = ka.astype(np.float16), va.astype(np.float16)
+        for name, a, a32 in (("k", kh, ka), ("v", vh, va)):
+            at = first_nonfinite(a)
+            if at is not None:
+                where = tuple(int(i) for i in np.unravel_index(np.ravel_multi_index(at, a.shape), kshape))
+                raise ValueError(f"{name} holds {a32[at]} at index {where}, beyond float16's range (+-65504) "
+                                 "in which the cache stores its tokens")
         with self._lock:
-            self._append(ka, va, kshape)
+            self._append(kh, vh, kshape)
+            if src is not None:
+                self.k_cache._source = self.v_cache._source = (src.dtype, src.device)
 
     def _append(self, ka, va, kshape):
         lead, D = kshape[:-2], kshape[-1]
@@ -574,12 +632,12 @@ class KIVICache:
         kc.fp = np.concatenate([kc.fp, ka], axis=1)
         full = kc.fp.shape[1] // R * R
         if full:
-            kc.add_quantized(np.ascontiguousarray(kc.fp[:, :full]), self.threads)
+            kc.add_quantized(kc.fp[:, :full].astype(np.float32), self.threads)
             kc.fp = np.ascontiguousarray(kc.fp[:, full:])
         vc.fp = np.concatenate([vc.fp, va], axis=1)
         old = vc.fp.shape[1] - R
         if old > 0:
-            vc.add_quantized(np.ascontiguousarray(vc.fp[:, :old]), self.threads)
+            vc.add_quantized(vc.fp[:, :old].astype(np.float32), self.threads)
             vc.fp = np.ascontiguousarray(vc.fp[:, old:])
 
 
@@ -622,6 +680,7 @@ def _gpu_cache(c):
     return c
 
 
+@_torchio.torch_io(like="q")
 def attention(q, k_cache, v_cache, scale=None, threads=None):
     """Decode attention ``softmax(q K^T * scale) V`` over compressed K and V.
 
@@ -631,7 +690,8 @@ def attention(q, k_cache, v_cache, scale=None, threads=None):
     ``h`` uses K/V head ``h // (heads // kv_heads)`` (grouped-query
     attention).  Every query token sees every cached token (no causal mask
     inside the cache).  ``scale`` defaults to ``1 / sqrt(head_dim)``.
-    Returns float32 ``(..., heads, n_query, v_head_dim)``.
+    Returns float32 ``(..., heads, n_query, v_head_dim)``; a torch ``q`` (any float dtype) gives a
+    torch tensor of its dtype and device (computed in float32).
     """
     sc = None if scale is None else _args.real("scale", scale)
     th = _threads(threads)

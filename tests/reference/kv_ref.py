@@ -487,8 +487,9 @@ def kivi_dequantize(k, v, bits, group, residual):
     ``residual`` tokens (the last T mod residual stay exact); values quantized per token
     except the ``residual`` most recent.  Per-channel groups never cross a block and
     per-token groups never cross a token, so streaming equals quantizing at once.
+    The cache stores its tokens as float16: they are rounded to it first.
     Returns float32 (K', V'), each [S, T, D]."""
-    k, v = _slices(k), _slices(v)
+    k, v = (_slices(a).astype(np.float16).astype(np.float32) for a in (k, v))
     S, T, D = k.shape
     nk, nv = T // residual * residual, max(T - residual, 0)
     kd, vd = k.copy(), v.copy()
