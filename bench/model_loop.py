@@ -55,8 +55,9 @@ TEXT = "alice29.txt"
 REF = "float32 DynamicCache"
 
 # The model-level sections appended after the cache sections, in this order: (heading, module in bench/).
-# Each module has ``section(args) -> str`` (markdown, its own heading level 2 and below) and reads
-# ``args.quick``; it is imported only when its file exists.
+# Each module has ``section(args) -> str``: markdown (headings at level 3 and below) that goes under
+# ``## heading``; ``args`` is this bench's argparse namespace (``args.quick`` for a smoke run). A module is
+# imported only when its file exists.
 SECTIONS = [
     ("sketch_model on SmolLM2", "model_loop_sketch"),
     ("ToMe on a timm ViT", "model_loop_tome"),
@@ -454,10 +455,7 @@ def markdown(info, ppl_rows, ppl_missing, sanity, time_rows, time_missing, secti
     if time_missing:
         lines.append("")
     for heading, md, note in sections:
-        if md is None:
-            lines += [f"## {heading}", "", f"**missing**: {note}", ""]
-        else:
-            lines += [md.rstrip(), ""]
+        lines += [f"## {heading}", "", f"**missing**: {note}" if md is None else md.strip(), ""]
     return "\n".join(lines)
 
 
