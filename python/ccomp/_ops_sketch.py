@@ -68,6 +68,11 @@ def _layout(tables, codes, in_features):
     return out, groups, bits
 
 
+def _on_cpu(*ts):
+    """True when the C kernels run (every tensor on the CPU); else the torch fallback."""
+    return all(t.device.type == "cpu" for t in ts)
+
+
 def _precision(*ts):
     return torch.float64 if any(t.dtype == torch.float64 for t in ts) else torch.float32
 
@@ -100,7 +105,7 @@ def sketch_matmul(x: torch.Tensor, tables: torch.Tensor, codes: torch.Tensor, in
     out, _, bits = _layout(tables, codes, in_features)
     dt = _precision(x, tables)
     res = torch.promote_types(x.dtype, tables.dtype)
-    if x.device.type != "cpu" or tables.device.type != "cpu":
+    if not _on_cpu(x, tables):
         return (x.detach().to(dt) @ _dense(tables, codes, in_features, bits, dt).T).to(res)
     y = _core.sketch_matmul(_host(x, dt), _host_tables(tables), _TD[tables.dtype], codes.contiguous().numpy(),
                             in_features, bits, _threads(threads))
@@ -120,7 +125,7 @@ def sketch_grad_input(grad_y: torch.Tensor, tables: torch.Tensor, codes: torch.T
     _check("grad_y", grad_y, out)
     dt = _precision(grad_y, tables)
     res = torch.promote_types(grad_y.dtype, tables.dtype)
-    if grad_y.device.type != "cpu" or tables.device.type != "cpu":
+    if not _on_cpu(grad_y, tables):
         return (grad_y.detach().to(dt) @ _dense(tables, codes, in_features, bits, dt)).to(res)
     gx = _core.sketch_grad_input(_host(grad_y, dt), _host_tables(tables), _TD[tables.dtype],
                                  codes.contiguous().numpy(), in_features, bits, _threads(threads))
@@ -142,7 +147,7 @@ def sketch_grad_tables(x: torch.Tensor, grad_y: torch.Tensor, tables: torch.Tens
     if x.shape[0] != grad_y.shape[0]:
         raise ValueError(f"x and grad_y must have the same number of rows, got {x.shape[0]} and {grad_y.shape[0]}")
     dt = _precision(x, grad_y, tables)
-    if x.device.type != "cpu" or tables.device.type != "cpu":
+    if not _on_cpu(x, grad_y, tables):
         dense = grad_y.detach().to(dt).T @ x.detach().to(dt)  # [out, in]
         idx = _core.sketch_unpack(codes.detach().cpu().contiguous().numpy(), in_features, bits).astype(np.int64)
         idx = torch.from_numpy(idx.reshape(out, groups, -1)).to(tables.device)

@@ -472,7 +472,10 @@ def _hessian(calibration, hessian, cols):
     if calibration is not None and hessian is not None:
         raise ValueError("give calibration= (layer inputs) or hessian=, not both")
     if hessian is not None:
-        H = np.array(_numpy(hessian, "hessian")[0], dtype=np.float64)
+        H, tag = _numpy(hessian, "hessian")
+        if tag == "bfloat16":
+            H = (H.astype(np.uint32) << 16).view(np.float32)
+        H = np.array(H, dtype=np.float64)
         if H.shape != (cols, cols):
             raise ValueError(f"hessian must have shape ({cols}, {cols}), got {H.shape}")
         if first_nonfinite(H) is not None:
@@ -480,7 +483,10 @@ def _hessian(calibration, hessian, cols):
         if not np.allclose(H, H.T, rtol=1e-5, atol=1e-8 * max(1.0, float(np.abs(H).max()))):
             raise ValueError("hessian must be symmetric")
         return H
-    X = np.asarray(_numpy(calibration, "calibration")[0])
+    X, tag = _numpy(calibration, "calibration")
+    if tag == "bfloat16":
+        X = (X.astype(np.uint32) << 16).view(np.float32)
+    X = np.asarray(X)
     if X.dtype.kind != "f":
         raise TypeError(f"calibration must be a float array, got {X.dtype}")
     if X.ndim < 1 or X.shape[-1] != cols:
