@@ -87,6 +87,7 @@ class SketchedLinear(nn.Module):
         self.in_features, self.out_features = sketch.in_features, sketch.out_features
         self.groups, self.bits = sketch.groups, sketch.bits
         self.threads = threads
+        self.info = dict(sketch.info)
         self._index = None
 
     @classmethod
@@ -98,6 +99,15 @@ class SketchedLinear(nn.Module):
         s = _host.fit(linear.weight.detach().cpu().float().numpy(), bits, groups, method, calibration=calibration,
                       threads=threads, **kw)
         bias = None if linear.bias is None else linear.bias.detach().cpu()
+        return cls(s, bias, threads)
+
+    @classmethod
+    def _blank(cls, out_features, in_features, groups, bits, dtype="float32", bias_dtype=None, threads=None):
+        """A layer of the given layout with zero tables and codes (to load a state dict into)."""
+        t = np.zeros((out_features, groups, 1 << bits), _host._NP[dtype])
+        gb = ((in_features // groups) * bits + 7) // 8
+        s = _host.Sketch(t, np.zeros((out_features, groups, gb), np.uint8), in_features, dtype=dtype)
+        bias = None if bias_dtype is None else torch.zeros(out_features, dtype=bias_dtype)
         return cls(s, bias, threads)
 
     def extra_repr(self):

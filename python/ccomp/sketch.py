@@ -53,18 +53,25 @@ GPU they raise RuntimeError.
 from ._sketch_host import (DTYPES, METHODS, Sketch, fit, fit_model, grad_input, grad_tables, kernel_name, load, matmul,
                            output_error, save)
 
-# SketchedLinear and SketchMatmul (torch) are loaded on first use, so that importing ccomp never needs torch.
+# The torch layer (SketchedLinear, SketchMatmul, model-level sketching) is loaded on first use, so that importing
+# ccomp never needs torch.
 __all__ = ["Sketch", "fit", "fit_model", "matmul", "grad_tables", "grad_input", "output_error", "save", "load",
            "METHODS", "DTYPES", "kernel_name"]
 
-_TORCH = ("SketchedLinear", "SketchMatmul")
+_TORCH = {"SketchedLinear": "_sketch_torch", "SketchMatmul": "_sketch_torch", "sketch_model": "_sketch_model",
+          "save_sketched": "_sketch_model", "load_sketched": "_sketch_model", "sketched_layers": "_sketch_model"}
 
 
 def __getattr__(name):
     if name in _TORCH:
+        import importlib
         try:
-            from . import _sketch_torch
+            module = importlib.import_module(f"ccomp.{_TORCH[name]}")
         except ImportError as e:  # pragma: no cover
             raise ImportError(f"ccomp.sketch.{name} needs torch ({e})") from None
-        return getattr(_sketch_torch, name)
+        return getattr(module, name)
     raise AttributeError(f"module 'ccomp.sketch' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_TORCH))
