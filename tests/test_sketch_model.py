@@ -204,7 +204,8 @@ def test_calibration_forms_and_memory_chunks_give_the_same_sketches():
 
     def tables(**kw):
         m = sketch.sketch_model(copy.deepcopy(model), bits=3, group_size=32, method="leanquant", **kw)
-        return {n: (layer.tables.detach().clone(), layer.codes.clone()) for n, layer in sketch.sketched_layers(m).items()}
+        return {n: (layer.tables.detach().clone(), layer.codes.clone())
+                for n, layer in sketch.sketched_layers(m).items()}
 
     want = tables(calibration=ids)
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(ids), batch_size=3)

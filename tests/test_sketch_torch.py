@@ -48,7 +48,8 @@ def test_opcheck(tdtype, xdtype):
     x = torch.randn(4, 48).to(xdtype).requires_grad_()
     t = tables.clone().requires_grad_()
     torch.library.opcheck(torch.ops.ccomp.sketch_matmul.default, (x, t, codes, 48, 1))
-    torch.library.opcheck(torch.ops.ccomp.sketch_grad_input.default, (torch.randn(4, 12).to(xdtype), tables, codes, 48, 1))
+    gy = torch.randn(4, 12).to(xdtype)
+    torch.library.opcheck(torch.ops.ccomp.sketch_grad_input.default, (gy, tables, codes, 48, 1))
     torch.library.opcheck(torch.ops.ccomp.sketch_grad_tables.default,
                           (x.detach(), torch.randn(4, 12).to(xdtype), t.detach(), codes, 48, 1))
 
@@ -68,11 +69,15 @@ def test_fallback_of_other_devices_matches(monkeypatch):
     """The torch path of non-CPU tensors (gather + dense matmul, scatter-add for the tables), run on the CPU."""
     s, tables, codes = make(dtype="bfloat16", bits=4)
     x, gy = torch.randn(6, 48), torch.randn(6, 12)
-    want = [torch.ops.ccomp.sketch_matmul(x, tables, codes, 48), torch.ops.ccomp.sketch_grad_input(gy, tables, codes, 48),
-            torch.ops.ccomp.sketch_grad_tables(x, gy, tables, codes, 48)]
+    ops = torch.ops.ccomp
+
+    def run():
+        return [ops.sketch_matmul(x, tables, codes, 48), ops.sketch_grad_input(gy, tables, codes, 48),
+                ops.sketch_grad_tables(x, gy, tables, codes, 48)]
+
+    want = run()
     monkeypatch.setattr(_ops_sketch, "_on_cpu", lambda *ts: False)
-    got = [torch.ops.ccomp.sketch_matmul(x, tables, codes, 48), torch.ops.ccomp.sketch_grad_input(gy, tables, codes, 48),
-           torch.ops.ccomp.sketch_grad_tables(x, gy, tables, codes, 48)]
+    got = run()
     for g, w in zip(got, want):
         assert g.dtype == w.dtype and g.shape == w.shape
         torch.testing.assert_close(g.float(), w.float(), rtol=1e-2, atol=1e-4)  # bf16 table gradients round

@@ -286,7 +286,8 @@ def sketch_model(model, bits=4, group_size=128, method="leanquant", *, calibrati
     progress, return_report = _flag("progress", progress), _flag("return_report", return_report)
     unknown = sorted(set(fit_options) - set(_FIT_KEYS))
     if unknown:
-        raise TypeError(f"sketch_model() got unexpected keyword arguments {unknown} (fit options: {', '.join(_FIT_KEYS)})")
+        raise TypeError(f"sketch_model() got unexpected keyword arguments {unknown} (fit options: "
+                        f"{', '.join(_FIT_KEYS)})")
     if method == "leanquant" and calibration is None:
         raise ValueError("method='leanquant' needs calibration= (inputs of the model: token ids, a batch, a dict or a "
                          "DataLoader); rtn and kmeans do not")
@@ -475,7 +476,8 @@ def _read_config(path):
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ValueError(f"{file}: unreadable sketch config ({e})") from None
     if not isinstance(cfg, dict) or cfg.get("format") != FORMAT:
-        raise ValueError(f"{file} is not a ccomp sketch config (format {cfg.get('format') if isinstance(cfg, dict) else None!r})")
+        got = cfg.get("format") if isinstance(cfg, dict) else None
+        raise ValueError(f"{file} is not a ccomp sketch config (format {got!r})")
     if cfg.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{file}: format version {cfg.get('format_version')!r}; this ccomp reads version "
                          f"{FORMAT_VERSION}")
@@ -564,8 +566,9 @@ def load_sketched(path, model=None, *, device="cpu", threads=None):
     missing, unexpected = model.load_state_dict(tensors, strict=False)
     missing = [k for k in missing if k not in tied]
     if missing or unexpected:
-        raise ValueError(f"the saved weights do not fit the model: missing {missing[:6]}{'...' if len(missing) > 6 else ''}"
-                         f", unexpected {unexpected[:6]}{'...' if len(unexpected) > 6 else ''}")
+        raise ValueError(f"the saved weights do not fit the model: missing {missing[:6]}"
+                         f"{'...' if len(missing) > 6 else ''}, unexpected {unexpected[:6]}"
+                         f"{'...' if len(unexpected) > 6 else ''}")
     if tied:
         state = model.state_dict()
         with torch.no_grad():

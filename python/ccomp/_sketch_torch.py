@@ -33,7 +33,8 @@ class SketchMatmul:
 
     >>> import torch, numpy as np
     >>> from ccomp import sketch
-    >>> s = sketch.fit(np.random.default_rng(0).normal(size=(6, 16)), bits=4, groups=2, method="kmeans", dtype="float64")
+    >>> W = np.random.default_rng(0).normal(size=(6, 16))
+    >>> s = sketch.fit(W, bits=4, groups=2, method="kmeans", dtype="float64")
     >>> tables = torch.tensor(s.tables, requires_grad=True)
     >>> x = torch.randn(3, 16, dtype=torch.float64, requires_grad=True)
     >>> torch.autograd.gradcheck(lambda x, t: SketchMatmul.apply(x, t, torch.from_numpy(s.codes), 16, 1), (x, tables))

@@ -40,7 +40,13 @@ bits for any thread count): :func:`matmul` (a lookup-table GEMV for a few
 input rows, a tiled GEMM for more), :func:`grad_tables` and
 :func:`grad_input` (the backward pass, without the dense ``[out, in]``
 gradient).  With torch installed, :class:`SketchedLinear` is an ``nn.Module``
-whose only trainable parameter is the tables.
+whose only trainable parameter is the tables, running the torch custom op
+``torch.ops.ccomp.sketch_matmul`` (``torch.compile(fullgraph=True)`` traces
+through it); torch tensors given to :func:`matmul`, :func:`grad_tables` and
+:func:`grad_input` come back as torch tensors.  :func:`sketch_model` replaces a
+whole model's ``nn.Linear`` layers (transformers, timm) by sketches fitted on
+real calibration activations, and :func:`save_sketched` / :func:`load_sketched`
+write and read the result (safetensors and a JSON config).
 
 On the GPU (CUDA builds): :meth:`Sketch.to_device` keeps the tables and codes on
 a GPU, and :func:`matmul`, :func:`grad_tables` and :func:`grad_input` run
