@@ -149,6 +149,26 @@ def test_include_exclude_and_defaults():
     assert type(m.lm_head) is torch.nn.Linear  # an untied head is skipped too ...
     m = sketch.sketch_model(copy.deepcopy(untied), group_size=32, method="rtn", include=["lm_head"])
     assert list(sketch.sketched_layers(m)) == ["lm_head"]  # ... unless include names it
+    # nn.MultiheadAttention reads out_proj.weight itself: never replaced
+    mha = _Attention().eval()
+    x = torch.randn(2, 5, 32)
+    m = sketch.sketch_model(copy.deepcopy(mha), group_size=16, calibration=x)
+    assert list(sketch.sketched_layers(m)) == ["proj"]
+    with torch.no_grad():
+        assert m(x).shape == (2, 5, 16)
+    with pytest.raises(ValueError, match="reads its out_proj weight directly"):
+        sketch.sketch_model(copy.deepcopy(mha), group_size=16, method="rtn", include="attn.*")
+
+
+class _Attention(torch.nn.Module):
+    """nn.MultiheadAttention, then a Linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.attn, self.proj = torch.nn.MultiheadAttention(32, 4, batch_first=True), torch.nn.Linear(32, 16)
+
+    def forward(self, x):
+        return self.proj(self.attn(x, x, x, need_weights=False)[0])
 
 
 def test_bad_arguments():

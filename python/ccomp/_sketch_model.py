@@ -60,8 +60,9 @@ def _matches(patterns, name, module):
 
 
 def _default_skips(model):
-    """{name: why} of the Linear layers skipped unless `include` names them: output embeddings and
-    classifier heads, and Linear layers whose weight another module also holds (tied weights)."""
+    """{name: (never, why)} of the Linear layers left as they are: output embeddings and classifier heads
+    (unless `include` names them), Linear layers whose weight another module also holds (tied weights) and
+    the out_proj of nn.MultiheadAttention, which reads its weight without calling it (never)."""
     heads = []
     for getter in ("get_output_embeddings", "get_classifier"):
         f = getattr(model, getter, None)
@@ -78,12 +79,16 @@ def _default_skips(model):
             holders.setdefault(id(p), set()).add(mname)
     skips = {}
     for name, mod in model.named_modules():
-        if not isinstance(mod, nn.Linear):
+        if isinstance(mod, nn.MultiheadAttention):
+            skips[f"{name}.out_proj" if name else "out_proj"] = (
+                True, "nn.MultiheadAttention reads its out_proj weight directly, without calling the layer")
+        if not isinstance(mod, nn.Linear) or name in skips:
             continue
-        if any(mod is h for h in heads) or name.rsplit(".", 1)[-1] in _HEAD_NAMES:
-            skips[name] = "an output head"
         if len(holders.get(id(mod.weight), ())) > 1:
-            skips[name] = "its weight is tied to " + ", ".join(sorted(holders[id(mod.weight)] - {name}))
+            skips[name] = (True, "its weight is tied to " + ", ".join(sorted(holders[id(mod.weight)] - {name}))
+                           + " (sketching it would untie them)")
+        elif any(mod is h for h in heads) or name.rsplit(".", 1)[-1] in _HEAD_NAMES:
+            skips[name] = (False, "an output head")
     return skips
 
 
@@ -100,10 +105,11 @@ def _select(model, include, exclude):
         if exc is not None and _matches(exc, name, mod):
             continue
         if name in skips:
-            if not named:
+            never, why = skips[name]
+            if never and named:
+                raise ValueError(f"layer {name!r} cannot be sketched: {why}")
+            if never or not named:
                 continue
-            if skips[name].startswith("its weight is tied"):
-                raise ValueError(f"layer {name!r} cannot be sketched: {skips[name]} (sketching it would untie them)")
         chosen.append((name, mod))
     return chosen
 
@@ -250,9 +256,10 @@ def sketch_model(model, bits=4, group_size=128, method="leanquant", *, calibrati
       (``"model.layers.*.mlp.*"``, matched against the whole name), a compiled regex (full match),
       a callable ``(name, module) -> bool``, or a list of them.  By default every ``nn.Linear`` is
       sketched except output heads (``get_output_embeddings()``, timm's ``get_classifier()``, and
-      layers named ``lm_head``, ``classifier``, ``score``, ``qa_outputs``) and layers whose weight
-      is tied to another module (e.g. embeddings); ``include`` naming a head sketches it, naming a
-      tied layer is a ValueError.
+      layers named ``lm_head``, ``classifier``, ``score``, ``qa_outputs``), layers whose weight
+      is tied to another module (e.g. embeddings) and the ``out_proj`` of ``nn.MultiheadAttention``
+      (it reads the weight without calling the layer); ``include`` naming a head sketches it,
+      naming a tied layer or such an ``out_proj`` is a ValueError.
     - ``dtype``: the tables' type (default: the layer weight's, float32 for other types).
 
     ``return_report=True`` gives ``(model, report)``, ``report[name]`` a dict of the layer's
