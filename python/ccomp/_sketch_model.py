@@ -369,7 +369,8 @@ def _refuse_save_pretrained(*args, **kwargs):
 
 
 def _guard_save_pretrained(model):
-    """Shadow a transformers model's save_pretrained (and so push_to_hub) by an instance attribute that raises."""
+    """Shadow a transformers model's save_pretrained (and so push_to_hub) by an instance attribute that raises
+    (``del model.save_pretrained`` brings transformers' method back)."""
     if _is_transformers(model):
         model.save_pretrained = _refuse_save_pretrained
 
