@@ -184,6 +184,7 @@ def test_bad_arguments():
         (dict(method="leanquant", calibration=None), ValueError, "needs calibration="),
         (dict(calibration="some text"), TypeError, "calibration must be token ids"),
         (dict(calibration=torch.zeros(0, 16, dtype=torch.long)), ValueError, "no input"),
+        (dict(calibration=[]), ValueError, "calibration is empty"),
         (dict(include=3), TypeError, "include must be a glob"),
         (dict(include="nothing.*"), ValueError, "no nn.Linear layer of the model matches"),
         (dict(dampening=0.1), TypeError, "unexpected keyword arguments"),

@@ -138,6 +138,8 @@ def _batches(calibration, batch_size):
         raise TypeError("calibration must be token ids / an input batch (a tensor), a dict of model inputs or an "
                         f"iterable of them (a DataLoader), got {type(calibration).__name__}")
     out = list(calibration) if isinstance(calibration, Iterator) else calibration
+    if isinstance(out, (list, tuple)) and not out:
+        raise ValueError("calibration is empty")
     return out
 
 
