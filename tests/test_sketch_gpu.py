@@ -84,7 +84,9 @@ def test_host_torch_inputs_stay_on_the_cpu():
     rng = np.random.default_rng(2)
     s = random_sketch(rng, 8, 64, 2, 4)
     x = torch.from_numpy(rng.normal(size=(3, 64)).astype(np.float32))
-    assert isinstance(sketch.matmul(x, s), np.ndarray)
+    y = sketch.matmul(x, s)
+    assert isinstance(y, torch.Tensor) and y.device.type == "cpu" and y.dtype == torch.float32
+    assert np.array_equal(y.numpy(), sketch.matmul(x.numpy(), s))
 
 
 SK = (1 << 20, 1, 1 << 21, 64, 128, 2, 4)  # (tables, dtype, codes, rows, cols, groups, bits) at fake addresses

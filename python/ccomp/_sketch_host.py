@@ -24,6 +24,7 @@ from ._device import on_device
 from ._sketch_shape import TABLE_CODES as _TD
 from ._sketch_shape import SketchShape
 from ._sketch_shape import bits_of as _bits_of
+from ._torchio import torch_io
 
 __all__ = ["Sketch", "fit", "fit_model", "matmul", "grad_tables", "grad_input", "output_error", "save", "load",
            "METHODS", "DTYPES", "kernel_name"]
@@ -66,6 +67,11 @@ def _numpy(a, name):
     if a.dtype.name == "bfloat16":  # ml_dtypes
         return a.view(np.uint16), "bfloat16"
     return a, None
+
+
+def _on_host(a):
+    """A torch tensor on any device as a CPU tensor (fitting and output_error run on the host)."""
+    return a.detach().cpu() if _is_torch(a) else a
 
 
 def _tables(tables, dtype=None):
@@ -308,6 +314,7 @@ def _precision(sketch, *arrays):
     return [a if a.dtype == dt else a.astype(dt) for a in arrays]
 
 
+@torch_io
 def matmul(x, sketch, threads=None):
     """``y = x @ W_hat.T`` for ``x`` of shape ``(..., in_features)``, without building ``W_hat``.
 
@@ -338,6 +345,7 @@ def matmul(x, sketch, threads=None):
     return y.reshape(lead + (sketch.out_features,))
 
 
+@torch_io
 def grad_tables(x, grad_y, sketch, threads=None):
     """The gradient of a loss with respect to the tables, given the layer input ``x``
     ``(..., in_features)`` and ``grad_y`` ``(..., out_features)``: ``[out, G, 2**bits]``,
@@ -364,6 +372,7 @@ def grad_tables(x, grad_y, sketch, threads=None):
     return _core.sketch_grad_tables(a, g, *sketch._args(), _threads(threads))
 
 
+@torch_io
 def grad_input(grad_y, sketch, threads=None):
     """``grad_y @ W_hat`` for ``grad_y`` of shape ``(..., out_features)``: the gradient with
     respect to the layer input.
@@ -396,10 +405,10 @@ def output_error(W, sketch, X):
     """
     if not isinstance(sketch, Sketch):
         raise TypeError(f"sketch must be a ccomp.sketch.Sketch, got {type(sketch).__name__}")
-    W = _weights(W).astype(np.float64)
+    W = _weights(_on_host(W)).astype(np.float64)
     if W.shape != sketch.shape:
         raise ValueError(f"W must have the sketch's shape {sketch.shape}, got {W.shape}")
-    x, tag = _numpy(X, "X")
+    x, tag = _numpy(_on_host(X), "X")
     if tag == "bfloat16":
         x = (x.astype(np.uint32) << 16).view(np.float32)
     if x.dtype.kind not in "fiu" or x.dtype == np.bool_:
@@ -463,7 +472,10 @@ def _hessian(calibration, hessian, cols):
     if calibration is not None and hessian is not None:
         raise ValueError("give calibration= (layer inputs) or hessian=, not both")
     if hessian is not None:
-        H = np.array(_numpy(hessian, "hessian")[0], dtype=np.float64)
+        H, tag = _numpy(hessian, "hessian")
+        if tag == "bfloat16":
+            H = (H.astype(np.uint32) << 16).view(np.float32)
+        H = np.array(H, dtype=np.float64)
         if H.shape != (cols, cols):
             raise ValueError(f"hessian must have shape ({cols}, {cols}), got {H.shape}")
         if first_nonfinite(H) is not None:
@@ -471,7 +483,10 @@ def _hessian(calibration, hessian, cols):
         if not np.allclose(H, H.T, rtol=1e-5, atol=1e-8 * max(1.0, float(np.abs(H).max()))):
             raise ValueError("hessian must be symmetric")
         return H
-    X = np.asarray(_numpy(calibration, "calibration")[0])
+    X, tag = _numpy(calibration, "calibration")
+    if tag == "bfloat16":
+        X = (X.astype(np.uint32) << 16).view(np.float32)
+    X = np.asarray(X)
     if X.dtype.kind != "f":
         raise TypeError(f"calibration must be a float array, got {X.dtype}")
     if X.ndim < 1 or X.shape[-1] != cols:
@@ -571,7 +586,7 @@ def fit(W, bits=4, groups=1, method=None, *, calibration=None, hessian=None, dam
         method = "leanquant" if calibration is not None or hessian is not None else "kmeans"
     _choice("method", method, METHODS)
     iters = _integer("iters", iters, 0, (1 << 31) - 1)
-    W = _weights(W)
+    W = _weights(_on_host(W))
     out, cols = W.shape
     if cols % groups:
         raise ValueError(f"in_features ({cols}) must be divisible by groups ({groups})")
@@ -593,7 +608,7 @@ def fit(W, bits=4, groups=1, method=None, *, calibration=None, hessian=None, dam
         damping = _real("damping", damping, 0)
         exponent = _real("exponent", exponent, -1e3, 1e3)
         block_size = _integer("block_size", block_size, 1, 1 << 62)
-        H = _hessian(calibration, hessian, cols)
+        H = _hessian(_on_host(calibration), _on_host(hessian), cols)
         dead = np.diag(H) == 0
         H[dead, dead] = 1.0
         W[:, dead] = 0.0

@@ -1,10 +1,12 @@
 """torch integration of :mod:`ccomp.sketch` (imported on first use of
-``ccomp.sketch.SketchedLinear`` or ``ccomp.sketch.SketchMatmul``).
+``ccomp.sketch.SketchedLinear``, ``ccomp.sketch.SketchMatmul`` or ``ccomp.sketch.sketch_model``).
 
-On CPU tensors the forward and backward passes run ccomp's C kernels (float32,
-or float64 when the input or the tables are float64, which makes
-``torch.autograd.gradcheck`` exact); on other devices the layer falls back to
-a torch gather of the tables and a dense matmul.
+:class:`SketchedLinear` runs the custom op ``torch.ops.ccomp.sketch_matmul``
+(``ccomp._ops_sketch``): on CPU tensors the forward and backward passes are
+ccomp's C kernels (float32, or float64 when the input or the tables are
+float64, which makes ``torch.autograd.gradcheck`` exact), and
+``torch.compile(fullgraph=True)`` traces through it.  On other devices the
+layer falls back to a torch gather of the tables and a dense matmul.
 """
 import numpy as np
 import torch
@@ -12,40 +14,27 @@ from torch import nn
 from torch.nn import functional as F
 
 from . import _core
+from . import _ops_sketch
 from . import _sketch_host as _host
-from ._args import threads as _threads
 
 __all__ = ["SketchMatmul", "SketchedLinear"]
 
-_TD = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2, torch.float64: 3}
 
-
-def _tables_np(tables):
-    t = tables.detach().contiguous()
-    if t.dtype not in _TD:
-        raise TypeError(f"tables must be float32, float16, bfloat16 or float64, got {t.dtype}")
-    if t.dtype == torch.bfloat16:
-        return t.view(torch.int16).numpy().view(np.uint16), _TD[t.dtype]
-    return t.numpy(), _TD[t.dtype]
-
-
-def _inputs_np(f64, *ts):
-    dt = torch.float64 if f64 else torch.float32
-    return [t.detach().to(dt).contiguous().numpy() for t in ts]
-
-
-class SketchMatmul(torch.autograd.Function):
-    """``y = x @ W_hat.T`` with ``W_hat[r, c] = tables[r, c // (in / G), code[r, c]]``.
+class SketchMatmul:
+    """``y = x @ W_hat.T`` with ``W_hat[r, c] = tables[r, c // (in / G), code[r, c]]``: the
+    custom op ``torch.ops.ccomp.sketch_matmul`` under the name of the former
+    ``autograd.Function``.
 
     ``SketchMatmul.apply(x, tables, codes, in_features, threads)``: ``x``
-    ``[n, in]`` and ``tables`` ``[out, G, 2**bits]`` CPU tensors, ``codes`` the
+    ``[n, in]`` and ``tables`` ``[out, G, 2**bits]`` tensors, ``codes`` the
     packed uint8 tensor of :class:`ccomp.sketch.Sketch`; gradients flow to ``x``
     (:func:`ccomp.sketch.grad_input`) and ``tables``
     (:func:`ccomp.sketch.grad_tables`), never to the codes.
 
     >>> import torch, numpy as np
     >>> from ccomp import sketch
-    >>> s = sketch.fit(np.random.default_rng(0).normal(size=(6, 16)), bits=4, groups=2, method="kmeans", dtype="float64")
+    >>> W = np.random.default_rng(0).normal(size=(6, 16))
+    >>> s = sketch.fit(W, bits=4, groups=2, method="kmeans", dtype="float64")
     >>> tables = torch.tensor(s.tables, requires_grad=True)
     >>> x = torch.randn(3, 16, dtype=torch.float64, requires_grad=True)
     >>> torch.autograd.gradcheck(lambda x, t: SketchMatmul.apply(x, t, torch.from_numpy(s.codes), 16, 1), (x, tables))
@@ -53,32 +42,8 @@ class SketchMatmul(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, tables, codes, in_features, threads=None):
-        f64 = x.dtype == torch.float64 or tables.dtype == torch.float64
-        (xn,) = _inputs_np(f64, x)
-        tn, td = _tables_np(tables)
-        bits = int(tables.shape[-1]).bit_length() - 1
-        y = _core.sketch_matmul(xn, tn, td, codes.contiguous().numpy(), int(in_features), bits, _threads(threads))
-        ctx.save_for_backward(x, tables, codes)
-        ctx.meta = (int(in_features), bits, threads, f64)
-        return torch.from_numpy(y).to(torch.promote_types(x.dtype, tables.dtype))
-
-    @staticmethod
-    def backward(ctx, grad_y):
-        x, tables, codes = ctx.saved_tensors
-        in_features, bits, threads, f64 = ctx.meta
-        tn, td = _tables_np(tables)
-        cn = codes.contiguous().numpy()
-        nt = _threads(threads)
-        f64 = f64 or grad_y.dtype == torch.float64
-        gx = gt = None
-        if ctx.needs_input_grad[0]:
-            (gn,) = _inputs_np(f64, grad_y)
-            gx = torch.from_numpy(_core.sketch_grad_input(gn, tn, td, cn, in_features, bits, nt)).to(x.dtype)
-        if ctx.needs_input_grad[1]:
-            xn, gn = _inputs_np(f64, x, grad_y)
-            gt = torch.from_numpy(_core.sketch_grad_tables(xn, gn, tn, td, cn, in_features, bits, nt)).to(tables.dtype)
-        return gx, gt, None, None, None
+    def apply(x, tables, codes, in_features, threads=None):
+        return _ops_sketch.sketch_matmul(x, tables, codes, int(in_features), threads)
 
 
 class SketchedLinear(nn.Module):
@@ -123,6 +88,7 @@ class SketchedLinear(nn.Module):
         self.in_features, self.out_features = sketch.in_features, sketch.out_features
         self.groups, self.bits = sketch.groups, sketch.bits
         self.threads = threads
+        self.info = dict(sketch.info)
         self._index = None
 
     @classmethod
@@ -134,6 +100,15 @@ class SketchedLinear(nn.Module):
         s = _host.fit(linear.weight.detach().cpu().float().numpy(), bits, groups, method, calibration=calibration,
                       threads=threads, **kw)
         bias = None if linear.bias is None else linear.bias.detach().cpu()
+        return cls(s, bias, threads)
+
+    @classmethod
+    def _blank(cls, out_features, in_features, groups, bits, dtype="float32", bias_dtype=None, threads=None):
+        """A layer of the given layout with zero tables and codes (to load a state dict into)."""
+        t = np.zeros((out_features, groups, 1 << bits), _host._NP[dtype])
+        gb = ((in_features // groups) * bits + 7) // 8
+        s = _host.Sketch(t, np.zeros((out_features, groups, gb), np.uint8), in_features, dtype=dtype)
+        bias = None if bias_dtype is None else torch.zeros(out_features, dtype=bias_dtype)
         return cls(s, bias, threads)
 
     def extra_repr(self):
@@ -153,7 +128,7 @@ class SketchedLinear(nn.Module):
         lead = x.shape[:-1]
         x2 = x.reshape(-1, self.in_features)
         if x.device.type == "cpu" and self.tables.device.type == "cpu":
-            y = SketchMatmul.apply(x2.contiguous(), self.tables, self.codes, self.in_features, self.threads)
+            y = _ops_sketch.sketch_matmul(x2.contiguous(), self.tables, self.codes, self.in_features, self.threads)
         else:
             y = F.linear(x2, self.dense_weight().to(x.dtype))
         y = y.reshape(*lead, self.out_features)

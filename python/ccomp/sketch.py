@@ -40,7 +40,13 @@ bits for any thread count): :func:`matmul` (a lookup-table GEMV for a few
 input rows, a tiled GEMM for more), :func:`grad_tables` and
 :func:`grad_input` (the backward pass, without the dense ``[out, in]``
 gradient).  With torch installed, :class:`SketchedLinear` is an ``nn.Module``
-whose only trainable parameter is the tables.
+whose only trainable parameter is the tables, running the torch custom op
+``torch.ops.ccomp.sketch_matmul`` (``torch.compile(fullgraph=True)`` traces
+through it); torch tensors given to :func:`matmul`, :func:`grad_tables` and
+:func:`grad_input` come back as torch tensors.  :func:`sketch_model` replaces a
+whole model's ``nn.Linear`` layers (transformers, timm) by sketches fitted on
+real calibration activations, and :func:`save_sketched` / :func:`load_sketched`
+write and read the result (safetensors and a JSON config).
 
 On the GPU (CUDA builds): :meth:`Sketch.to_device` keeps the tables and codes on
 a GPU, and :func:`matmul`, :func:`grad_tables` and :func:`grad_input` run
@@ -53,18 +59,25 @@ GPU they raise RuntimeError.
 from ._sketch_host import (DTYPES, METHODS, Sketch, fit, fit_model, grad_input, grad_tables, kernel_name, load, matmul,
                            output_error, save)
 
-# SketchedLinear and SketchMatmul (torch) are loaded on first use, so that importing ccomp never needs torch.
+# The torch layer (SketchedLinear, SketchMatmul, model-level sketching) is loaded on first use, so that importing
+# ccomp never needs torch.
 __all__ = ["Sketch", "fit", "fit_model", "matmul", "grad_tables", "grad_input", "output_error", "save", "load",
            "METHODS", "DTYPES", "kernel_name"]
 
-_TORCH = ("SketchedLinear", "SketchMatmul")
+_TORCH = {"SketchedLinear": "_sketch_torch", "SketchMatmul": "_sketch_torch", "sketch_model": "_sketch_model",
+          "save_sketched": "_sketch_model", "load_sketched": "_sketch_model", "sketched_layers": "_sketch_model"}
 
 
 def __getattr__(name):
     if name in _TORCH:
+        import importlib
         try:
-            from . import _sketch_torch
+            module = importlib.import_module(f"ccomp.{_TORCH[name]}")
         except ImportError as e:  # pragma: no cover
             raise ImportError(f"ccomp.sketch.{name} needs torch ({e})") from None
-        return getattr(_sketch_torch, name)
+        return getattr(module, name)
     raise AttributeError(f"module 'ccomp.sketch' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_TORCH))
