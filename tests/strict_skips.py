@@ -25,6 +25,8 @@ _NAME = re.compile(r"(?<![\w-])(torch|transformers|timm|accelerate|safetensors|g
                    re.IGNORECASE)
 _ABSENT = re.compile(r"could not import|cannot import|no module named|not installed|not importable|needs|"
                      r"requires|required|missing|unavailable|not available|not found|pip install", re.IGNORECASE)
+# skips for want of a GPU (torch without CUDA, no device) are not a missing package: they stay skips
+_HARDWARE = re.compile(r"\b(cuda|gpu|device)\b", re.IGNORECASE)
 
 
 def required():
@@ -48,7 +50,7 @@ def missing_packages():
 
 def names_a_missing_package(reason):
     """True for a skip reason that says a required package is missing."""
-    return bool(_NAME.search(reason) and _ABSENT.search(reason))
+    return bool(_NAME.search(reason) and _ABSENT.search(reason) and not _HARDWARE.search(reason))
 
 
 def _reason(report):

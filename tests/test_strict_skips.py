@@ -106,6 +106,7 @@ def test_with_the_variable_a_missing_package_stops_the_session(tmp_path):
     ("No module named 'transformers.models'", True),
     ("torch without CUDA", False),
     ("no usable CUDA device", False),
+    ("needs torch with CUDA for an offset view", False),
     ("needs the all-MiniLM-L6-v2 weights", False),
     ("torchvision-like name: mytorch not installed", False),
 ])
