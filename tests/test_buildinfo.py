@@ -104,7 +104,7 @@ def test_makefile_reads_the_same_list():
 @needs_make
 def test_makefile_runs_every_c_test_and_bench():
     """`make -n`: ctest-deflate + ctest-rest run each tests/c/test_*.c once, asan each once, and bench runs
-    every bench/*_bench.py and *_quality.py."""
+    every bench/*_bench.py and *_quality.py, and bench/model_loop.py."""
     tests = sorted(f[:-2] for f in os.listdir(os.path.join(ROOT, "tests", "c")) if re.match(r"test_.*\.c$", f))
     proc = subprocess.run(["make", "-n", "--no-print-directory", "ctest-deflate", "ctest-rest", "asan", "bench",
                            f"PYTHON={sys.executable}", "VENV=/nonexistent-venv"], cwd=ROOT, capture_output=True,
@@ -118,7 +118,7 @@ def test_makefile_runs_every_c_test_and_bench():
     assert "build/asan/test_kv --quick" in "\n".join(quick)
     assert any("build/asan/test_lz4_model --pairs 20000 " in line for line in quick)
     assert any(re.match(r"build/ctest/test_lz4_model --pairs \d+ \S*corpus", line) for line in lines)
-    benches = sorted(f for f in os.listdir(os.path.join(ROOT, "bench")) if re.search(r"_(bench|quality)\.py$", f))
+    benches = sorted(f for f in os.listdir(os.path.join(ROOT, "bench")) if re.search(r"_(bench|quality)\.py$|^model_loop\.py$", f))
     assert len(benches) >= 6
     assert sorted(m.group(1) for line in lines for m in [re.search(r"python (bench/\S+\.py)", line)] if m) == \
         ["bench/" + b for b in benches]
