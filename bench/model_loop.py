@@ -363,7 +363,10 @@ def run_sections(args):
     """[(heading, markdown or None, note)] of the SECTIONS modules; a missing file or a failing section is
     reported, not hidden."""
     out = []
+    chosen = None if args.sections is None else set(args.sections.split(","))
     for heading, name in SECTIONS:
+        if chosen is not None and name not in chosen:
+            continue
         if not (HERE / f"{name}.py").is_file():
             out.append((heading, None, f"bench/{name}.py is not in this checkout yet"))
             print(f"section {heading}: MISSING (bench/{name}.py)", flush=True)
@@ -490,6 +493,8 @@ def parse_args(argv=None):
                                                        "--quick 512)")
     ap.add_argument("--steps", type=int, default=None, help="timed decode steps (default 8; --quick 3)")
     ap.add_argument("--no-sections", action="store_true", help="leave out the sketch_model and ToMe sections")
+    ap.add_argument("--sections", default=None, help="only these sections, comma separated module names "
+                                                     "(e.g. model_loop_tome)")
     ap.add_argument("--out", default=str(HERE / "results" / "model_loop.md"),
                     help="report; the plot goes beside it (.png)")
     args = ap.parse_args(argv)
