@@ -239,7 +239,18 @@ def _swap_class(module, method_name, fn):
     module.__class__ = _SUBCLASSES[key]
 
 
-class TokenPatch:
+class _Reversible:
+    """A patch usable as a context manager: leaving the block calls ``unpatch()``."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.unpatch()
+        return False
+
+
+class TokenPatch(_Reversible):
     """What the patchers return: ``unpatch()`` restores the model (also on leaving a ``with`` block).
 
     Attributes: ``model``, ``layers`` (the patched layer modules), ``actions`` (layer index -> the
@@ -261,13 +272,6 @@ class TokenPatch:
         if self.model is not self.loop and getattr(self.model, _ATTR, None) is self:
             delattr(self.model, _ATTR)
         self.active = False
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.unpatch()
-        return False
 
     def __repr__(self):
         what = ", ".join(f"{i}: {a.__class__.__name__}({a.extra_repr()})" for i, a in self.actions.items())
@@ -527,7 +531,7 @@ def _take(t, idx, dim):
     return torch.gather(t, dim, i)
 
 
-class DecoderFastV:
+class DecoderFastV(_Reversible):
     """What :func:`fastv` returns for a decoder language model: ``kept`` (``[B, T']`` positions kept by
     the last forward pass, None before one), ``layer``, ``keep``, ``image_tokens``; ``unpatch()`` removes
     the hooks (also on leaving a ``with`` block)."""
@@ -598,13 +602,6 @@ class DecoderFastV:
         if getattr(self.model, _ATTR, None) is self:
             delattr(self.model, _ATTR)
         self.active = False
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.unpatch()
-        return False
 
     def __repr__(self):
         return (f"DecoderFastV(layer={self.layer}, keep={self.keep}, ratio={self.ratio}, "
