@@ -42,7 +42,7 @@ TEST_ENV := CCOMP_REQUIRE_TORCH=1 CCOMP_CACHE=$(TEST_CACHE) HF_HOME=$(TEST_CACHE
   TORCHINDUCTOR_CACHE_DIR=$(TEST_CACHE)/torchinductor TRITON_CACHE_DIR=$(TEST_CACHE)/triton \
   MPLCONFIGDIR=$(TEST_CACHE)/matplotlib
 
-.PHONY: all demo test sysdeps venv install dist ctest ctest-build ctest-deflate ctest-rest asan asan-py fuzz simt simt-py simt-race pytest ptxas-budget bench clean
+.PHONY: all demo test sysdeps venv llama install dist ctest ctest-build ctest-deflate ctest-rest asan asan-py fuzz simt simt-py simt-race pytest ptxas-budget bench clean
 
 all: install
 
@@ -57,6 +57,16 @@ $(VENV)/.installed: requirements-dev.txt requirements-nodeps.txt
 	@touch $@
 
 venv: sysdeps $(VENV)/.installed
+
+# llama-cpp-python, built from its PyPI sdist (about 8 CPU-minutes): the llama.cpp backend of
+# ccomp.ac.LMCompressor.  A target of its own, so that `make test` builds it alongside the C tests.
+LLAMA_CMAKE := -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF \
+  -DLLAMA_CURL=OFF
+$(VENV)/.llama: requirements-llama.txt | $(VENV)/.installed
+	CMAKE_ARGS="$(LLAMA_CMAKE)" $(VPY) -m pip install -q -r requirements-llama.txt
+	@touch $@
+
+llama: venv $(VENV)/.llama
 
 # The C extension, and the CUDA extension when nvcc is found (CCOMP_CUDA=auto|0|1).
 install: venv
@@ -237,23 +247,23 @@ simt-race: install
 	$(VPY) tools/simt_build.py --out build/simt-race --check race
 	CCOMP_SIMT_SCHEDULE=forward PYTHONPATH=build/simt-race $(SIMT_PY_RUN)
 
-pytest: install
+pytest: install llama
 	$(TEST_ENV) PYTHONDEVMODE=1 $(VPY) -m pytest -q -p no:cacheprovider -n $(PYTEST_WORKERS) tests --doctest-modules python/ccomp
 
 # The stages share the cores, two at a time (their output interleaves): the long deflate exactness check
-# (two threads) runs alongside installing, the other C tests, the sanitizer runs, the fuzzers, the
+# (two threads) runs alongside installing (llama-cpp-python's build included), the other C tests, the sanitizer runs, the fuzzers, the
 # emulated GPU tests, the kernels' resource budgets and pytest.
 test:
-	@$(MAKE) --no-print-directory -j2 ctest-deflate install ctest-rest asan asan-py fuzz simt simt-py simt-race ptxas-budget pytest
+	@$(MAKE) --no-print-directory -j2 ctest-deflate install llama ctest-rest asan asan-py fuzz simt simt-py simt-race ptxas-budget pytest
 
-demo: install
+demo: install llama
 	$(VPY) -m ccomp demo
 
 # Every benchmark: bench/<area>_bench.py and bench/<area>_quality.py, each writing bench/results/<name>.md,
 # and bench/model_loop.py (SmolLM2 with ccomp's caches; it runs bench/model_loop_*.py as its sections)
 # (BENCH_ARGS=--quick for a smoke run; `make -n bench` lists them).
 BENCHES := $(sort $(wildcard bench/*_bench.py bench/*_quality.py)) bench/model_loop.py
-bench: install
+bench: install llama
 	$(foreach b,$(BENCHES),$(VPY) $(b) $(BENCH_ARGS)$(NEWLINE))
 
 clean:

@@ -1,9 +1,16 @@
 import os
 import random
 
-import pytest
+# Under pytest-xdist (make test: two workers on two cores) torch and the BLAS libraries run one thread per
+# worker, as they would with one core each: two workers of two threads would oversubscribe the cores,
+# and OpenMP's spinning waits burn what is left.  Set before anything imports torch.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(_var, "1")
 
-from ccomp import datasets
+import pytest  # noqa: E402
+
+from ccomp import datasets  # noqa: E402
 # CCOMP_REQUIRE_TORCH=1 (make test): a skip for lack of torch, transformers, timm ... fails (tests/strict_skips.py)
 from strict_skips import pytest_configure, pytest_make_collect_report, pytest_runtest_makereport  # noqa: F401
 

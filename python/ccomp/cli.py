@@ -217,7 +217,7 @@ def main(argv=None):
         return args.func(args)
     except BrokenPipeError:  # --out - read by `head` or the like: the reader chose to stop, as with SIGPIPE
         return 141
-    except (ValueError, TypeError, OSError) as exc:
+    except (ValueError, TypeError, OSError, ImportError) as exc:  # ImportError: an optional package is missing
         print(f"ccomp {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
