@@ -14,8 +14,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOKS = sorted(glob.glob(os.path.join(ROOT, "notebooks", "*.ipynb")))
 # sketch.ipynb takes about half of the notebooks' time; it reads its data the way kv_cache.ipynb does
 # (ccomp.minilm on the bundled corpus), which the second pass covers; model_loop.ipynb (SmolLM2, about a
-# minute) reads its model and text through ccomp.models and ccomp.datasets, which other tests cover
-ONCE = ("sketch.ipynb", "model_loop.ipynb")
+# minute) and lm_compress.ipynb (SmolLM2 through llama.cpp) read their model and text through ccomp.models and
+# ccomp.datasets, which other tests cover
+ONCE = ("sketch.ipynb", "model_loop.ipynb", "lm_compress.ipynb")
 ELSEWHERE = [p for p in NOTEBOOKS if os.path.basename(p) not in ONCE]
 
 

@@ -425,13 +425,20 @@ def _parse(blob):
     return h, segments, raw, streams
 
 
+def _container_bytes(blob):
+    if isinstance(blob, str):
+        raise TypeError("blob must be bytes-like (an LM container), got str")
+    try:
+        return memoryview(blob).tobytes()
+    except TypeError:
+        raise TypeError(f"blob must be bytes-like (an LM container), got {type(blob).__name__}") from None
+
+
 def info(blob):
     """The header of an LM container (a dict: backend, model, hashes, chunking, precision, rule,
     temperature, token and byte counts...).  Needs no model.  CorruptStreamError when ``blob`` is not an intact
     container."""
-    if isinstance(blob, str):
-        raise TypeError("blob must be bytes-like (an LM container), got str")
-    h, _segments, _raw, streams = _parse(memoryview(blob).tobytes())
+    h, _segments, _raw, streams = _parse(_container_bytes(blob))
     h = dict(h)
     h["chunks"] = len(streams)
     return h
@@ -580,12 +587,7 @@ class LMCompressor:
 
         ``max_tokens`` refuses (ValueError) a container of more tokens than that before running the model:
         a guard for untrusted input, since each token costs a model step."""
-        if isinstance(blob, str):
-            raise TypeError("blob must be bytes-like (an LM container), got str")
-        try:
-            blob = memoryview(blob).tobytes()
-        except TypeError:
-            raise TypeError(f"blob must be bytes-like (an LM container), got {type(blob).__name__}") from None
+        blob = _container_bytes(blob)
         progress = _args.flag("progress", progress)
         max_tokens = _args.optional_integer("max_tokens", max_tokens, 0)
         t0 = time.perf_counter()

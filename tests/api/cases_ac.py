@@ -217,3 +217,59 @@ CASES += [
 ]
 
 EXEMPT = {}
+
+# ccomp.ac.LMCompressor and lm_info, on the small deterministic model of tests/lm_toy.py (no torch)
+from tests.lm_toy import ToyBackend  # noqa: E402
+
+
+def _lm(**kw):
+    return ac.LMCompressor(ToyBackend(), **kw)
+
+
+LM_BLOB = _lm(chunk_tokens=8).compress(b"hostile input")
+CASES += [
+    Case("ac.LMCompressor", "model", lambda: ac.LMCompressor(42), TypeError, what="int"),
+    Case("ac.LMCompressor", "model", lambda: ac.LMCompressor("/nonexistent/model.gguf"), FileNotFoundError,
+         what="missing file"),
+    Case("ac.LMCompressor", "tokenizer", lambda: ac.LMCompressor("smollm2", tokenizer=object()), ValueError,
+         what="with a path"),
+    Case("ac.LMCompressor", "backend", lambda: ac.LMCompressor("smollm2", backend="onnx"), ValueError,
+         what="unknown"),
+    Case("ac.LMCompressor", "backend", lambda: ac.LMCompressor("smollm2", backend=1), TypeError, what="int"),
+    Case("ac.LMCompressor", "chunk_tokens", lambda: _lm(chunk_tokens=0), ValueError, what="zero"),
+    Case("ac.LMCompressor", "chunk_tokens", lambda: _lm(chunk_tokens=8.0), TypeError, what="float"),
+    Case("ac.LMCompressor", "chunk_tokens", lambda: _lm(chunk_tokens=2**70), ValueError, what="2**70"),
+    Case("ac.LMCompressor", "chunk_tokens", lambda: _lm(chunk_tokens=1 << 20), ValueError, what="beyond context"),
+    Case("ac.LMCompressor", "batch", lambda: _lm(batch=0), ValueError, what="zero"),
+    Case("ac.LMCompressor", "batch", lambda: _lm(batch="4"), TypeError, what="str"),
+    Case("ac.LMCompressor", "precision", lambda: _lm(precision=24.0), TypeError, what="float"),
+    Case("ac.LMCompressor", "precision", lambda: _lm(precision=11), ValueError, what="too small"),
+    Case("ac.LMCompressor", "rule", lambda: _lm(rule="huffman"), ValueError, what="unknown"),
+    Case("ac.LMCompressor", "temperature", lambda: _lm(temperature=float("nan")), ValueError, what="NaN"),
+    Case("ac.LMCompressor", "temperature", lambda: _lm(temperature=0.0), ValueError, what="zero"),
+    Case("ac.LMCompressor", "temperature", lambda: _lm(temperature="1"), TypeError, what="str"),
+    Case("ac.LMCompressor", "threads", lambda: _lm(threads=0), ValueError, what="zero"),
+    Case("ac.LMCompressor", "threads", lambda: _lm(threads=1.5), TypeError, what="float"),
+    Case("ac.LMCompressor", "strict", lambda: _lm(strict="yes"), TypeError, what="str"),
+    Case("ac.LMCompressor.compress", "data", lambda: _lm().compress("text"), TypeError, what="str"),
+    Case("ac.LMCompressor.compress", "data", lambda: _lm().compress(None), TypeError, what="None"),
+    Case("ac.LMCompressor.compress", "progress", lambda: _lm().compress(b"x", progress=1), TypeError, what="int"),
+    Case("ac.LMCompressor.decompress", "blob", lambda: _lm().decompress("blob"), TypeError, what="str"),
+    Case("ac.LMCompressor.decompress", "blob", lambda: _lm().decompress(LM_BLOB[:-1]), ccomp.CorruptStreamError,
+         "CRC", "truncated"),
+    Case("ac.LMCompressor.decompress", "blob", lambda: _lm(temperature=0.5).decompress(LM_BLOB), ValueError,
+         "temperature", "other settings"),
+    Case("ac.LMCompressor.decompress", "blob", lambda: _lm().decompress(BLOB), ccomp.CorruptStreamError,
+         "ccomp LM container", "a CM stream"),
+    Case("ac.LMCompressor.decompress", "progress", lambda: _lm().decompress(LM_BLOB, progress="no"), TypeError,
+         what="str"),
+    Case("ac.LMCompressor.decompress", "max_tokens", lambda: _lm().decompress(LM_BLOB, max_tokens=-1), ValueError,
+         what="negative"),
+    Case("ac.LMCompressor.decompress", "max_tokens", lambda: _lm().decompress(LM_BLOB, max_tokens=3), ValueError,
+         what="too many tokens"),
+    Case("ac.LMCompressor.decompress", "max_tokens", lambda: _lm().decompress(LM_BLOB, max_tokens=1.0), TypeError,
+         what="float"),
+    Case("ac.lm_info", "blob", lambda: ac.lm_info(None), TypeError, what="None"),
+    Case("ac.lm_info", "blob", lambda: ac.lm_info(LM_BLOB[:20]), ccomp.CorruptStreamError, "ccomp LM container",
+         "short"),
+]
