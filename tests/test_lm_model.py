@@ -55,7 +55,7 @@ def _roundtrip(c, name):
     return h, 8 * (len(blob) - len(_lm._pack_header(h)) - 4 * h["chunks"]) / len(data)
 
 
-@pytest.mark.parametrize("name", sorted(TEXTS))
+@pytest.mark.parametrize("name", ["alice29.txt", "_lm.py"])  # every text goes through llama.cpp below
 def test_transformers_roundtrip(hf, name):
     h, bpb = _roundtrip(hf, name)
     assert h["backend"] == "transformers" and h["dtype"] == "float32" and h["raw_bytes"] == 0
@@ -89,7 +89,7 @@ def test_other_weights_refused_then_detected(hf, smollm2):
     other = copy.deepcopy(model)
     with __import__("torch").no_grad():
         other.model.layers[3].mlp.down_proj.weight.mul_(1.01)
-    blob = hf.compress(TEXTS["alice29.txt"])
+    blob = hf.compress(TEXTS["alice29.txt"][:200])
     with pytest.raises(ValueError, match="model weights"):
         LMCompressor(other, tok).decompress(blob)
     with pytest.raises(ccomp.CorruptStreamError, match="differ"):
@@ -98,7 +98,8 @@ def test_other_weights_refused_then_detected(hf, smollm2):
 
 def test_other_tokenizer_and_temperature_refused(hf, smollm2):
     model, tok = smollm2
-    blob = hf.compress(TEXTS["asyoulik.txt"])
+    short = TEXTS["asyoulik.txt"][:120]
+    blob = hf.compress(short)
     other_tok = copy.deepcopy(tok)
     other_tok.add_tokens(["ccomp-token"])
     with pytest.raises(ValueError, match="tokenizer"):
@@ -106,13 +107,13 @@ def test_other_tokenizer_and_temperature_refused(hf, smollm2):
     with pytest.raises(ValueError, match="temperature"):
         LMCompressor(model, tok, temperature=0.8).decompress(blob)
     warm = LMCompressor(model, tok, temperature=0.8, chunk_tokens=40)
-    blob = warm.compress(TEXTS["asyoulik.txt"])
-    assert lm_info(blob)["temperature"] == 0.8 and warm.decompress(blob) == TEXTS["asyoulik.txt"]
+    blob = warm.compress(short)
+    assert lm_info(blob)["temperature"] == 0.8 and warm.decompress(blob) == short
 
 
 @needs_llama
 def test_other_backend_refused(hf, llama):
-    blob = llama.compress(TEXTS["plrabn12.txt"])
+    blob = llama.compress(TEXTS["plrabn12.txt"][:200])
     with pytest.raises(ValueError, match="backend"):
         hf.decompress(blob)
     with pytest.raises(ccomp.CorruptStreamError):
