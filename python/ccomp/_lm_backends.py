@@ -23,61 +23,12 @@ import weakref
 import numpy as np
 
 from . import _args
+from ._lm_base import Backend
 
-__all__ = ["Backend", "TransformersBackend", "LlamaCppBackend", "open_backend", "BACKENDS"]
+__all__ = ["Backend", "TransformersBackend", "open_backend", "BACKENDS"]
 
 BACKENDS = ("auto", "transformers", "llama.cpp")
 _WEIGHT_HASHES = weakref.WeakKeyDictionary()  # model -> (what its tensors were, SHA-256)
-_HASH_BLOCK = 1 << 22
-
-
-def _sha256_file(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(_HASH_BLOCK), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-class Backend:
-    """The interface the shared loop uses (see the module docstring)."""
-
-    name = ""
-    version = ""
-    model_name = ""
-    vocab = 0
-    start_token = 0
-    max_context = 0
-    dtype = ""
-    thread_invariant = False
-
-    def identity(self):
-        """What the container records about the model: compared field by field when decoding."""
-        return {"backend": self.name, "backend_version": self.version, "model": self.model_name,
-                "model_sha256": self.model_sha256(), "tokenizer_sha256": self.tokenizer_sha256(),
-                "dtype": self.dtype, "vocab": self.vocab, "start_token": self.start_token}
-
-    def model_sha256(self):
-        raise NotImplementedError
-
-    def tokenizer_sha256(self):
-        raise NotImplementedError
-
-    def tokenize(self, data):
-        """Token ids (a list of ints) of valid UTF-8 ``data`` (bytes), no special tokens added."""
-        raise NotImplementedError
-
-    def detokenize(self, ids):
-        """The bytes of token ids: the inverse of :meth:`tokenize` where the tokenizer allows it."""
-        raise NotImplementedError
-
-    def session(self, threads):
-        raise NotImplementedError
-
-    @contextlib.contextmanager
-    def running(self):
-        """The state the backend needs while sessions run (e.g. torch's thread count)."""
-        yield
 
 
 # ------------------------------------------------------------ transformers
@@ -291,11 +242,3 @@ def open_backend(model, tokenizer=None, backend="auto"):
 
         return LlamaCppBackend(path)
     return _transformers_from_path(path, name)
-
-
-def __getattr__(name):
-    if name == "LlamaCppBackend":
-        from ._lm_llama import LlamaCppBackend
-
-        return LlamaCppBackend
-    raise AttributeError(name)

@@ -21,7 +21,7 @@ import threading
 
 import numpy as np
 
-from ._lm_backends import Backend, _sha256_file
+from ._lm_base import Backend, _sha256_file
 
 __all__ = ["LlamaCppBackend"]
 
