@@ -12,7 +12,6 @@ bits per byte against the chunk length.  Writes bench/results/lm_compress.md.
     python bench/lm_compress.py --quick         # a smoke test: short prefixes
 """
 import argparse
-import bz2
 import datetime
 import lzma
 import os
@@ -23,7 +22,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import _common  # noqa: E402
-from ac_bench import PPMD_MEM, PPMD_ORDER, peer_versions  # noqa: E402
+from ac_bench import PPMD_ORDER, peer_versions  # noqa: E402
+from ac_bench import peers as ac_peers  # noqa: E402
 
 FILES = ("alice29.txt", "asyoulik.txt", "lcet10.txt", "plrabn12.txt", "ac.py")
 NACRITH = {"alice29.txt": 0.918}  # Nacrith's published figure, base SmolLM2-135M
@@ -42,27 +42,14 @@ def load(name):
 
 
 def peer_sizes(data):
-    """Compressed sizes of ``data`` by each peer (round trips checked)."""
+    """Compressed sizes of ``data`` by ccomp's CM compressor, xz -9e and bench/ac_bench.py's peers (bzip2 -9,
+    zstd -19, PPMd; round trips checked)."""
     import ccomp.ac as ac
 
-    out = {}
     peers = [("ccomp CM", ac.compress, ac.decompress),
-             ("xz -9e", lambda d: lzma.compress(d, preset=9 | lzma.PRESET_EXTREME), lzma.decompress),
-             ("bzip2 -9", lambda d: bz2.compress(d, 9), bz2.decompress)]
-    try:
-        import zstandard
-
-        peers.append(("zstd -19", lambda d: zstandard.ZstdCompressor(level=19).compress(d),
-                      lambda c: zstandard.ZstdDecompressor().decompress(c)))
-    except ImportError:
-        pass
-    try:
-        import pyppmd
-
-        peers.append((f"PPMd o{PPMD_ORDER}", lambda d: pyppmd.compress(d, max_order=PPMD_ORDER, mem_size=PPMD_MEM),
-                      lambda c: pyppmd.decompress(c, max_order=PPMD_ORDER, mem_size=PPMD_MEM)))
-    except ImportError:
-        pass
+             ("xz -9e", lambda d: lzma.compress(d, preset=9 | lzma.PRESET_EXTREME), lzma.decompress)]
+    peers += [p for p in ac_peers() if p[0] in ("bzip2 -9", "zstd -19", f"PPMd o{PPMD_ORDER}")]
+    out = {}
     for label, comp, decomp in peers:
         c = comp(data)
         assert decomp(c) == data, label

@@ -1,5 +1,6 @@
 """The interface every model backend of :class:`ccomp.ac.LMCompressor` implements (``_lm_backends.py``:
 transformers and the resolution of ``model``; ``_lm_llama.py``: llama.cpp)."""
+import abc
 import contextlib
 import hashlib
 
@@ -14,8 +15,9 @@ def _sha256_file(path):
     return h.hexdigest()
 
 
-class Backend:
-    """The interface the shared loop uses (see the module docstring)."""
+class Backend(abc.ABC):
+    """The interface the shared loop uses: a subclass defines the five abstract methods and the attributes
+    below (see ``_lm_backends.TransformersBackend``, ``_lm_llama.LlamaCppBackend``)."""
 
     name = ""
     version = ""
@@ -32,22 +34,25 @@ class Backend:
                 "model_sha256": self.model_sha256(), "tokenizer_sha256": self.tokenizer_sha256(),
                 "dtype": self.dtype, "vocab": self.vocab, "start_token": self.start_token}
 
+    @abc.abstractmethod
     def model_sha256(self):
-        raise NotImplementedError
+        """SHA-256 (hex) of the weights."""
 
+    @abc.abstractmethod
     def tokenizer_sha256(self):
-        raise NotImplementedError
+        """SHA-256 (hex) of the tokenizer."""
 
+    @abc.abstractmethod
     def tokenize(self, data):
         """Token ids (a list of ints) of valid UTF-8 ``data`` (bytes), no special tokens added."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def detokenize(self, ids):
         """The bytes of token ids: the inverse of :meth:`tokenize` where the tokenizer allows it."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def session(self, threads):
-        raise NotImplementedError
+        """A new session (its own KV cache) whose steps run on ``threads`` threads."""
 
     @contextlib.contextmanager
     def running(self):
