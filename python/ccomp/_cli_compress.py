@@ -157,7 +157,7 @@ def run_compress(args):
 
 
 def run_decompress(args):
-    from ._cm import decompress
+    from ._cm import decompress as cm_decompress
 
     if args.file == "-" or (args.output is not None and args.output == "-"):
         raise ValueError("reading stdin / writing stdout is not supported; name the files")
@@ -173,6 +173,8 @@ def run_decompress(args):
         decompress = _lm_decompressor(args, blob).decompress
     elif args.model is not None or args.backend is not None or args.threads is not None:
         raise ValueError(f"{args.file} is not an LM container: --model, --backend and --threads do not apply")
+    else:
+        decompress = cm_decompress
     t0 = time.perf_counter()
     try:
         data = decompress(blob, progress=not args.no_progress)
